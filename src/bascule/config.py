@@ -1,0 +1,185 @@
+"""Configuration: the one declaration of every option, and its validation.
+
+Each option is a field of :class:`Config`. The field's ``metadata`` (built with :func:`option`) carries
+the help text, the choices and how the option is spelled on the command line; the CLI parser, the
+config-file reader, the ``BASCULE_*`` environment reader and the docs table are all derived from these
+fields, so an option is declared exactly once. Validation happens at construction and is loud: bad
+values raise :class:`~bascule.errors.ConfigError` with a message that says what to do. No I/O here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from bascule.errors import ConfigError
+
+INTERFACES = ("auto", "asgi3", "asgi2", "wsgi")
+LIFESPAN_MODES = ("auto", "on", "off")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+DEFAULT_ACCESS_LOG_FORMAT = '{client} - "{method} {target} HTTP/{http_version}" {status} {bytes} {duration_ms:.1f}ms'
+
+
+def option(
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    flag: str | None = None,
+    positional: bool = False,
+    cli_only: bool = False,
+    metavar: str | None = None,
+) -> dict[str, Any]:
+    """Metadata for one Config field: everything the CLI, env, file readers and docs need."""
+    return {
+        "help": help,
+        "choices": choices,
+        "flag": flag,
+        "positional": positional,
+        "cli_only": cli_only,
+        "metavar": metavar,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting of a bascule server. Build one with keyword arguments; bad values raise ConfigError."""
+
+    app: str | None = field(
+        default=None,
+        metadata=option("The app to serve, as MODULE:ATTR (ATTR may be dotted).", positional=True,
+                        metavar="MODULE:ATTR"),
+    )
+    factory: bool = field(default=False, metadata=option("Treat MODULE:ATTR as a factory: call it with no "
+                                                         "arguments to get the app."))
+    app_dir: str = field(default=".", metadata=option("Directory put first on sys.path before importing the "
+                                                      "app.", metavar="DIR"))
+    interface: str = field(default="auto", metadata=option("The app's interface; auto detects ASGI 3, ASGI 2 "
+                                                           "or WSGI.", choices=INTERFACES))
+    mount: tuple[str, ...] = field(default=(), metadata=option(
+        "Mount another app at a path prefix, as /PREFIX=MODULE:ATTR. Repeatable; WSGI and ASGI apps mix "
+        "freely; the longest matching prefix wins.", metavar="/PREFIX=MODULE:ATTR"))
+    host: str = field(default="127.0.0.1", metadata=option("Address to bind.", metavar="ADDRESS"))
+    port: int = field(default=8000, metadata=option("Port to bind (0 picks a free one).", metavar="PORT"))
+    uds: str | None = field(default=None, metadata=option("Bind a Unix domain socket at this path instead of "
+                                                          "TCP.", metavar="PATH"))
+    fd: int | None = field(default=None, metadata=option("Serve on an already bound socket passed as this file "
+                                                         "descriptor.", metavar="FD"))
+    backlog: int = field(default=2048, metadata=option("Maximum number of pending connections.", metavar="N"))
+    root_path: str = field(default="", metadata=option("Mount point of the whole server behind a proxy: set as "
+                                                       "ASGI root_path / WSGI SCRIPT_NAME.", metavar="PATH"))
+    lifespan: str = field(default="auto", metadata=option("ASGI lifespan: auto runs it and tolerates apps "
+                                                          "without support, on requires it, off skips it.",
+                                                          choices=LIFESPAN_MODES))
+    log_level: str = field(default="info", metadata=option("Log level of the bascule.error logger.",
+                                                           choices=LOG_LEVELS))
+    log_config: str | None = field(default=None, metadata=option(
+        "Logging configuration file: .json or .yaml (dictConfig) or .ini (fileConfig).", metavar="FILE"))
+    access_log: bool = field(default=True, metadata=option("Log one line per request to bascule.access."))
+    access_log_format: str = field(default=DEFAULT_ACCESS_LOG_FORMAT, metadata=option(
+        "Access-log line as a str.format template. Fields: client, method, target, path, query, "
+        "http_version, status, bytes, duration (s), duration_ms, user_agent, referer, request_line.",
+        metavar="TEMPLATE"))
+    timeout_keep_alive: float = field(default=5.0, metadata=option(
+        "Close a keep-alive connection idle for this many seconds.", metavar="SECONDS"))
+    timeout_graceful_shutdown: float = field(default=30.0, metadata=option(
+        "On shutdown, wait this many seconds for in-flight requests before closing them.", metavar="SECONDS"))
+    limit_concurrency: int | None = field(default=None, metadata=option(
+        "Answer 503 to requests arriving while this many are in flight.", metavar="N"))
+    server_header: bool = field(default=True, metadata=option("Send a 'server: bascule' header."))
+    date_header: bool = field(default=True, metadata=option("Send a 'date' header."))
+    header: tuple[str, ...] = field(default=(), metadata=option(
+        "Add a default response header, as NAME:VALUE. Repeatable.", metavar="NAME:VALUE"))
+    wsgi_threads: int = field(default=16, metadata=option(
+        "Threads running WSGI apps, so the event loop keeps serving while they work.", metavar="N"))
+    config: str | None = field(default=None, metadata=option(
+        "Read options from this TOML file (default: ./bascule.toml, else [tool.bascule] in ./pyproject.toml).",
+        cli_only=True, metavar="FILE"))
+
+    def __post_init__(self) -> None:
+        _check_choice("interface", self.interface, INTERFACES)
+        _check_choice("lifespan", self.lifespan, LIFESPAN_MODES)
+        _check_choice("log_level", self.log_level, LOG_LEVELS)
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if self.backlog < 1:
+            raise ConfigError(f"backlog must be at least 1, got {self.backlog}")
+        if self.wsgi_threads < 1:
+            raise ConfigError(f"wsgi_threads must be at least 1, got {self.wsgi_threads}")
+        if self.limit_concurrency is not None and self.limit_concurrency < 1:
+            raise ConfigError(f"limit_concurrency must be at least 1, got {self.limit_concurrency}")
+        if self.timeout_keep_alive <= 0:
+            raise ConfigError(f"timeout_keep_alive must be positive, got {self.timeout_keep_alive}")
+        if self.timeout_graceful_shutdown < 0:
+            raise ConfigError(f"timeout_graceful_shutdown must be >= 0, got {self.timeout_graceful_shutdown}")
+        if self.fd is not None and self.fd < 0:
+            raise ConfigError(f"fd must be a non-negative file descriptor, got {self.fd}")
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ConfigError(f"root_path must start with '/' and not end with one, got {self.root_path!r}")
+        for spec in self.mount:
+            parse_mount(spec)
+        for spec in self.header:
+            parse_header(spec)
+        if self.app is None and not self.mount:
+            raise ConfigError("no app given: pass MODULE:ATTR (for example 'main:app') or --mount /PREFIX=MODULE:ATTR")
+        try:
+            self.access_log_format.format(**_SAMPLE_ACCESS_FIELDS)
+        except (KeyError, ValueError, IndexError, AttributeError) as exc:
+            raise ConfigError(f"access_log_format is not a valid template ({exc!r}); fields are: "
+                              f"{', '.join(sorted(_SAMPLE_ACCESS_FIELDS))}") from None
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], *, source: str) -> Config:
+        """Build from a mapping whose keys may use '-' or '_'; unknown keys are errors with a suggestion."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        clean: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            key = raw_key.replace("-", "_")
+            if key not in known:
+                raise ConfigError(f"unknown option {raw_key!r} in {source}{did_you_mean(key, known)}")
+            clean[key] = value
+        return cls(**clean)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some options changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+_SAMPLE_ACCESS_FIELDS: dict[str, Any] = {
+    "client": "127.0.0.1:5000", "method": "GET", "target": "/", "path": "/", "query": "",
+    "http_version": "1.1", "status": 200, "bytes": 13, "duration": 0.001, "duration_ms": 1.0,
+    "user_agent": "-", "referer": "-", "request_line": "GET / HTTP/1.1",
+}
+ACCESS_LOG_FIELDS = tuple(sorted(_SAMPLE_ACCESS_FIELDS))
+
+
+def did_you_mean(word: str, candidates: Any) -> str:
+    """' (did you mean 'x'?)' for the closest candidate, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}{did_you_mean(value, choices)}")
+
+
+def parse_mount(spec: str) -> tuple[str, str]:
+    """'/prefix=module:attr' -> ('/prefix', 'module:attr'); '/' mounts at the root."""
+    prefix, sep, target = spec.partition("=")
+    if not sep or not prefix.startswith("/") or not target:
+        raise ConfigError(f"mount {spec!r} must look like /PREFIX=MODULE:ATTR, for example /api=main:app")
+    prefix = prefix.rstrip("/")
+    return prefix, target
+
+
+def parse_header(spec: str) -> tuple[str, str]:
+    """'Name: value' -> ('name', 'value'), refusing characters that could split a header."""
+    name, sep, value = spec.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name:
+        raise ConfigError(f"header {spec!r} must look like NAME:VALUE, for example 'X-Frame-Options: DENY'")
+    if any(c in spec for c in "\r\n\0") or not name.isascii() or " " in name:
+        raise ConfigError(f"header {spec!r} contains characters not allowed in a header")
+    return name.lower(), value

@@ -1,0 +1,55 @@
+"""Access-log lines: one per request, every client-supplied field escaped.
+
+A request target or User-Agent may carry CR, LF, ESC or other control bytes; written raw they would forge
+extra log lines or colour a terminal. Every byte outside printable ASCII (and the backslash and double
+quote) is written as ``\\xHH``, so one request is always exactly one line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bascule.protocols.exchange import Exchange
+
+_UNSAFE = re.compile(rb'[^\x20-\x7e]|["\\]')
+
+
+def _hex(match: re.Match[bytes]) -> bytes:
+    return b"\\x%02x" % match.group()[0]
+
+
+def escape(value: bytes) -> str:
+    """Printable-ASCII rendering of untrusted bytes, with everything else as \\xHH."""
+    return _UNSAFE.sub(_hex, value).decode("ascii")
+
+
+def _header(ex: Exchange, name: bytes) -> str:
+    for key, value in ex.headers:
+        if key == name:
+            return escape(value)
+    return "-"
+
+
+def format_access(template: str, ex: Exchange, nbytes: int, duration: float) -> str:
+    """Fill the access-log template for one finished request."""
+    target = ex.raw_path + (b"?" + ex.query_string if ex.query_string else b"")
+    method = escape(ex.method.encode("latin-1", "replace"))
+    target_s = escape(target)
+    client = f"{ex.client[0]}:{ex.client[1]}" if ex.client else "-"
+    return template.format(
+        client=client,
+        method=method,
+        target=target_s,
+        path=escape(ex.raw_path),
+        query=escape(ex.query_string),
+        http_version=ex.http_version,
+        status=ex.status,
+        bytes=nbytes,
+        duration=duration,
+        duration_ms=duration * 1000.0,
+        user_agent=_header(ex, b"user-agent"),
+        referer=_header(ex, b"referer"),
+        request_line=f"{method} {target_s} HTTP/{ex.http_version}",
+    )

@@ -1,0 +1,92 @@
+"""Per-server state shared by every connection: settings read on the hot path, counters, the clock.
+
+Connections read plain attributes of one ServerContext instead of the Config, so the per-request path
+does no option look-ups. The ``date``/``server``/extra headers are pre-joined into one bytes block and
+refreshed by a timer (twice a second), never formatted per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Protocol
+
+from bascule.config import Config, parse_header
+
+if TYPE_CHECKING:
+    from bascule.protocols.exchange import Exchange
+
+TICK_SECONDS = 0.5
+
+
+class Connection(Protocol):
+    """What the context needs of a connection: idle checks and shutdown."""
+
+    def on_tick(self, now: float) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def force_close(self) -> None: ...
+
+
+class ServerContext:
+    """Everything a connection needs from its server, with hot values precomputed."""
+
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop,
+                 dispatch: Callable[[Exchange], None], *, access_log: bool) -> None:
+        self.config = config
+        self.loop = loop
+        self.dispatch = dispatch
+        self.error_log = logging.getLogger("bascule.error")
+        self.access_logger = logging.getLogger("bascule.access")
+        self.access_log = access_log and self.access_logger.isEnabledFor(logging.INFO)
+        self.access_log_format = config.access_log_format
+        self.keep_alive_timeout = config.timeout_keep_alive
+        self.limit_concurrency = config.limit_concurrency
+        self.connections: set[Connection] = set()
+        self.in_flight = 0
+        self.shutting_down = False
+        extra = [parse_header(spec) for spec in config.header]
+        self._static_headers = b"".join(
+            name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n" for name, value in extra)
+        if config.server_header and not any(name == "server" for name, _ in extra):
+            self._static_headers = b"server: bascule\r\n" + self._static_headers
+        self.fixed_headers = b""
+        self._timer: asyncio.TimerHandle | None = None
+        self._refresh_fixed_headers()
+
+    def _refresh_fixed_headers(self) -> None:
+        date = b""
+        if self.config.date_header:
+            date = b"date: " + formatdate(time.time(), usegmt=True).encode("ascii") + b"\r\n"
+        self.fixed_headers = date + self._static_headers
+
+    def start(self) -> None:
+        """Begin the periodic tick: refresh the date header, close idle connections."""
+        self._tick()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        self._refresh_fixed_headers()
+        now = self.loop.time()
+        for conn in list(self.connections):
+            conn.on_tick(now)
+        self._timer = self.loop.call_later(TICK_SECONDS, self._tick)
+
+    def log_access(self, ex: Exchange, nbytes: int) -> None:
+        """One access-log line; every field from the request is escaped so it cannot forge lines."""
+        from bascule.accesslog import format_access
+
+        try:
+            line = format_access(self.access_log_format, ex, nbytes, self.loop.time() - ex.start_time)
+        except Exception:  # a broken template must never break a response
+            self.error_log.exception("access_log_format could not be applied")
+            return
+        self.access_logger.info(line)

@@ -1,0 +1,1 @@
+"""Gateways: requests to apps. They know ASGI and WSGI, never sockets (they use the Exchange seam)."""

@@ -1,0 +1,202 @@
+"""ASGI 3 gateway for HTTP: builds the scope from an exchange and runs the app's receive/send cycle.
+
+The order of the app's ``send`` messages is an explicit state machine (:data:`TRANSITIONS`): a message the
+current state does not allow raises :class:`AppProtocolError` inside the app, which then becomes a 500 (or
+a closed connection if the response had started). ``http.response.start`` is held back until the first
+body message, so a small response is one transport write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from bascule.errors import AppProtocolError
+from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_log = logging.getLogger("bascule.error")
+_EXTENSIONS: dict[str, Any] = {"http.response.trailers": {}}
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class SendState(enum.Enum):
+    """Where an ASGI HTTP response is in its life, from the server's side of ``send``."""
+
+    START = "start"  # waiting for http.response.start
+    BODY = "body"  # started; http.response.body messages until more_body is false
+    TRAILERS = "trailers"  # body done, trailers announced; http.response.trailers until more_trailers is false
+    DONE = "done"  # complete: nothing more may be sent
+
+
+TRANSITIONS: dict[tuple[SendState, str], frozenset[SendState]] = {
+    (SendState.START, "http.response.start"): frozenset({SendState.BODY}),
+    (SendState.BODY, "http.response.body"): frozenset({SendState.BODY, SendState.TRAILERS, SendState.DONE}),
+    (SendState.TRAILERS, "http.response.trailers"): frozenset({SendState.TRAILERS, SendState.DONE}),
+}
+"""Allowed (state, message type) pairs and the states each may lead to; every other pair is an error."""
+
+
+def decode_path(raw_path: bytes) -> str:
+    """Percent-decode a request path as UTF-8 (invalid sequences become U+FFFD)."""
+    if b"%" in raw_path:
+        raw_path = unquote_to_bytes(raw_path)
+    return raw_path.decode("utf-8", "replace")
+
+
+class ASGIGateway:
+    """Serves exchanges to one ASGI 3 app mounted at ``prefix`` (below the server's ``root_path``)."""
+
+    def __init__(self, app: ASGIApp, *, root_path: str = "", prefix: str = "") -> None:
+        self.app = app
+        self.root_path = root_path + prefix
+        self.server_root = root_path
+        self.raw_server_root = root_path.encode("utf-8")
+        self.state: dict[str, Any] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._asgi = {"version": "3.0", "spec_version": "2.4"}
+
+    def handle(self, ex: Exchange) -> None:
+        """Start the app for one request (called on the loop; returns at once)."""
+        raw_path = ex.raw_path
+        scope: Scope = {
+            "type": "http",
+            "asgi": self._asgi,
+            "http_version": ex.http_version,
+            "server": ex.server,
+            "client": ex.client,
+            "scheme": ex.scheme,
+            "method": ex.method,
+            "root_path": self.root_path,
+            "path": self.server_root + decode_path(raw_path),
+            "raw_path": self.raw_server_root + raw_path,
+            "query_string": ex.query_string,
+            "headers": ex.headers,
+            "state": self.state.copy(),
+            "extensions": _EXTENSIONS,
+        }
+        cycle = HTTPCycle(ex)
+        task = ex.loop.create_task(cycle.run(self.app, scope))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+class HTTPCycle:
+    """The receive/send pair of one request, enforcing ASGI's message order."""
+
+    __slots__ = ("ex", "headers", "request_done", "state", "status", "trailer_headers", "trailers")
+
+    def __init__(self, ex: Exchange) -> None:
+        self.ex = ex
+        self.state = SendState.START
+        self.request_done = False
+        self.status = 0
+        self.headers: Headers = []
+        self.trailers = False
+        self.trailer_headers: Headers = []
+
+    async def run(self, app: ASGIApp, scope: Scope) -> None:
+        ex = self.ex
+        try:
+            await app(scope, self.receive, self.send)
+        except ClientDisconnected:
+            _log.debug("client went away during %s %s", ex.method, ex.raw_path.decode("latin-1"))
+            return
+        except asyncio.CancelledError:
+            if not ex.response_started:
+                ex.send_simple(503, b"Service Unavailable: the server is shutting down\n")
+            else:
+                ex.abort()
+            raise
+        except BaseException as exc:
+            _log.error("Exception in ASGI application (%s %s)", ex.method, ex.raw_path.decode("latin-1"),
+                       exc_info=exc)
+            if ex.disconnected:
+                return
+            if not ex.response_started:
+                ex.send_simple(500, b"Internal Server Error\n")
+            else:
+                ex.abort()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if self.state is not SendState.DONE and not ex.disconnected:
+            if not ex.response_started:
+                _log.error("ASGI app returned without sending a response (%s %s)", ex.method,
+                           ex.raw_path.decode("latin-1"))
+                ex.send_simple(500, b"Internal Server Error\n")
+            else:
+                _log.error("ASGI app returned without completing the response (%s %s); connection closed",
+                           ex.method, ex.raw_path.decode("latin-1"))
+                ex.abort()
+
+    async def receive(self) -> Message:
+        ex = self.ex
+        if self.request_done or ex.disconnected:
+            await ex.wait_disconnect()
+            return _DISCONNECT
+        body = ex.take_buffered_body()
+        if body is None:
+            body = await ex.receive_body()
+            if ex.disconnected:
+                return _DISCONNECT
+            more = not ex.body_done
+        else:
+            more = False
+        self.request_done = not more
+        return {"type": "http.request", "body": body, "more_body": more}
+
+    async def send(self, message: Message) -> None:
+        ex = self.ex
+        try:
+            mtype = message["type"]
+        except (KeyError, TypeError):
+            raise AppProtocolError(f"ASGI message without a 'type': {message!r}") from None
+        state = self.state
+        if (state, mtype) not in TRANSITIONS:
+            raise AppProtocolError(f"ASGI message {mtype!r} is not allowed in state {state.value!r} of an "
+                                   f"HTTP response")
+        if ex.disconnected:
+            raise ClientDisconnected("the client has disconnected")
+        try:
+            if state is SendState.START:
+                status = message["status"]
+                if type(status) is not int:
+                    raise AppProtocolError(f"http.response.start 'status' must be an int, got {status!r}")
+                self.status = status
+                self.headers = list(message.get("headers", ()))
+                self.trailers = bool(message.get("trailers", False))
+                self.state = SendState.BODY
+                return
+            if state is SendState.BODY:
+                body = message.get("body", b"")
+                if type(body) is not bytes:
+                    if not isinstance(body, (bytes, bytearray, memoryview)):
+                        raise AppProtocolError(f"http.response.body 'body' must be bytes, got {type(body).__name__}")
+                    body = bytes(body)
+                more = bool(message.get("more_body", False))
+                if not more:
+                    self.state = SendState.TRAILERS if self.trailers else SendState.DONE
+                if ex.response_started:
+                    ex.send_body(body, end=not more)
+                else:
+                    ex.send_head(self.status, self.headers, body, end=not more, trailers=self.trailers)
+                if ex.write_paused:
+                    await ex.drain()
+                return
+            # trailers
+            self.trailer_headers.extend(message.get("headers", ()))
+            if not message.get("more_trailers", False):
+                self.state = SendState.DONE
+                ex.send_trailers(self.trailer_headers)
+        except (TypeError, ValueError) as exc:
+            raise AppProtocolError(f"invalid ASGI message {mtype!r}: {exc}") from exc

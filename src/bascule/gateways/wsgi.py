@@ -1,0 +1,299 @@
+"""WSGI gateway (PEP 3333): environ, start_response, and the response driven from a worker thread.
+
+The app runs in a :class:`ThreadPool` thread so the event loop keeps serving. Everything that touches the
+connection goes back to the loop with ``call_soon_threadsafe``; the thread waits (bounded buffer) while
+the client is slow to read, so a streaming app never makes the server hold an unbounded response. A
+one-item list (the common case) becomes a single loop callback and a single write with Content-Length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from bascule.errors import AppProtocolError
+from bascule.gateways.threads import ThreadPool
+from bascule.gateways.wsgi_io import FileWrapper, WSGIErrors, WSGIInput
+from bascule.protocols.exchange import Exchange, Headers
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+MAX_PENDING = 256 * 1024
+_log = logging.getLogger("bascule.error")
+_HOP_BY_HOP = frozenset((
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+    "transfer-encoding", "upgrade",
+))
+
+
+class _ClientGone(Exception):
+    """The client disconnected while the app was still producing its response."""
+
+
+class WSGIGateway:
+    """Serves exchanges to one WSGI app mounted at ``prefix`` (below the server's ``root_path``)."""
+
+    def __init__(self, app: WSGIApp, pool: ThreadPool, *, root_path: str = "", prefix: str = "",
+                 multiprocess: bool = False) -> None:
+        self.app = app
+        self.pool = pool
+        self.prefix = prefix.encode("utf-8").decode("latin-1")
+        self._header_keys: dict[bytes, str] = {}
+        self.template: dict[str, Any] = {
+            "SCRIPT_NAME": (root_path + prefix).encode("utf-8").decode("latin-1"),
+            "wsgi.version": (1, 0),
+            "wsgi.errors": WSGIErrors(),
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+
+    def handle(self, ex: Exchange) -> None:
+        """Hand one request to a worker thread (called on the loop; returns at once)."""
+        body = ex.take_buffered_body()
+        self.pool.submit(self._run, _Request(self, ex, body))
+
+    def _run(self, req: _Request) -> None:
+        req.run()
+
+    def environ(self, ex: Exchange, wsgi_input: WSGIInput) -> dict[str, Any]:
+        """The PEP 3333 environ of one request (built in the worker thread, off the event loop)."""
+        raw = ex.raw_path
+        path = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("latin-1")
+        if self.prefix and path.startswith(self.prefix):
+            path = path[len(self.prefix):]
+        env = self.template.copy()
+        env["REQUEST_METHOD"] = ex.method
+        env["PATH_INFO"] = path
+        env["QUERY_STRING"] = ex.query_string.decode("latin-1")
+        env["SERVER_PROTOCOL"] = "HTTP/" + ex.http_version
+        env["wsgi.url_scheme"] = ex.scheme
+        env["wsgi.input"] = wsgi_input
+        if ex.server is not None:
+            env["SERVER_NAME"], env["SERVER_PORT"] = ex.server[0], str(ex.server[1])
+        else:
+            env["SERVER_NAME"], env["SERVER_PORT"] = "localhost", "0"
+        if ex.client is not None:
+            env["REMOTE_ADDR"], env["REMOTE_PORT"] = ex.client[0], str(ex.client[1])
+        keys = self._header_keys
+        for name, value in ex.headers:
+            key = keys.get(name)
+            if key is None:
+                if b"_" in name:
+                    continue  # X_Forwarded_For would be indistinguishable from X-Forwarded-For: drop it
+                if name == b"content-type":
+                    key = "CONTENT_TYPE"
+                elif name == b"content-length":
+                    key = "CONTENT_LENGTH"
+                else:
+                    key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+                if len(keys) < 512:
+                    keys[name] = key
+            text = value.decode("latin-1")
+            old = env.get(key)
+            if old is not None and key.startswith("HTTP_"):
+                text = old + ("; " if key == "HTTP_COOKIE" else ",") + text
+            env[key] = text
+        return env
+
+
+class _Request:
+    """One request's trip through a WSGI app, on its worker thread."""
+
+    __slots__ = ("_cond", "_pending", "body", "ex", "gateway", "head_scheduled", "headers", "loop", "status")
+
+    def __init__(self, gateway: WSGIGateway, ex: Exchange, body: bytes | None) -> None:
+        self.gateway = gateway
+        self.ex = ex
+        self.loop = ex.loop
+        self.body = body
+        self.status: int | None = None
+        self.headers: Headers = []
+        self.head_scheduled = False
+        self._pending = 0
+        self._cond: threading.Condition | None = None
+
+    # -- the app's side ---------------------------------------------------------------------------
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.head_scheduled:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AppProtocolError("start_response() called a second time without exc_info")
+        if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+            raise AppProtocolError(f"WSGI status must look like '200 OK', got {status!r}")
+        encoded: Headers = []
+        try:
+            for name, value in headers:
+                if type(name) is not str or type(value) is not str:
+                    raise AppProtocolError(f"WSGI header names and values must be str: {(name, value)!r}")
+                lname = name.lower()
+                if lname in _HOP_BY_HOP:
+                    raise AppProtocolError(f"hop-by-hop header {name!r} is not allowed from a WSGI app")
+                encoded.append((lname.encode("latin-1"), value.encode("latin-1")))
+        except UnicodeEncodeError as exc:
+            raise AppProtocolError(f"WSGI header is not latin-1: {exc}") from None
+        except (TypeError, ValueError):
+            raise AppProtocolError(f"WSGI headers must be a list of (name, value) tuples, got {headers!r}") from None
+        self.status = int(status[:3])
+        self.headers = encoded
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The legacy write() callable: sends at once (unbuffered, as PEP 3333 asks)."""
+        if self.status is None:
+            raise AppProtocolError("write() called before start_response()")
+        if data:
+            self._push(bytes(data), False)
+
+    # -- driving ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        ex = self.ex
+        if self.body is not None:
+            wsgi_input = WSGIInput(None, self.body)
+        else:
+            loop = self.loop
+
+            def pull() -> bytes:
+                return asyncio.run_coroutine_threadsafe(ex.receive_body(), loop).result()
+
+            wsgi_input = WSGIInput(pull)
+        try:
+            environ = self.gateway.environ(ex, wsgi_input)
+            result = self.gateway.app(environ, self.start_response)
+            try:
+                self._consume(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except _ClientGone:
+            _log.debug("client went away during %s %s", ex.method, ex.raw_path.decode("latin-1"))
+        except BaseException as exc:
+            _log.error("Exception in WSGI application (%s %s)", ex.method, ex.raw_path.decode("latin-1"),
+                       exc_info=exc)
+            if self.head_scheduled:
+                self.loop.call_soon_threadsafe(ex.abort)
+            else:
+                self.head_scheduled = True
+                self.loop.call_soon_threadsafe(self._on_loop_error)
+            if not isinstance(exc, Exception):
+                raise
+
+    def _consume(self, result: Iterable[bytes]) -> None:
+        if type(result) is list and len(result) == 1 and not self.head_scheduled:
+            body = result[0]
+            if self.status is None:
+                raise AppProtocolError("the WSGI app returned without calling start_response()")
+            if type(body) is not bytes:
+                raise AppProtocolError(f"WSGI body items must be bytes, got {type(body).__name__}")
+            self.head_scheduled = True
+            self.loop.call_soon_threadsafe(self._on_loop_send, body, True)
+            return
+        if isinstance(result, FileWrapper) and self._try_sendfile(result):
+            return
+        for chunk in result:
+            if self.status is None:
+                raise AppProtocolError("the WSGI app yielded a body before calling start_response()")
+            if type(chunk) is not bytes:
+                if not isinstance(chunk, (bytearray, memoryview)):
+                    raise AppProtocolError(f"WSGI body items must be bytes, got {type(chunk).__name__}")
+                chunk = bytes(chunk)
+            if chunk:
+                self._push(chunk, False)
+        if self.status is None:
+            raise AppProtocolError("the WSGI app returned without calling start_response()")
+        self._push(b"", True)
+
+    def _push(self, data: bytes, end: bool) -> None:
+        """Send data from the thread, waiting while the client reads slower than the app writes."""
+        ex = self.ex
+        cond = self._cond
+        if cond is None:
+            cond = self._cond = threading.Condition()
+            ex.writable_hook = self._wake
+        with cond:
+            while not ex.disconnected and (self._pending > MAX_PENDING or ex.write_paused):
+                cond.wait(1.0)
+            if ex.disconnected:
+                raise _ClientGone
+            self._pending += len(data)
+        self.head_scheduled = True
+        self.loop.call_soon_threadsafe(self._on_loop_send, data, end)
+
+    def _wake(self) -> None:
+        cond = self._cond
+        if cond is not None:
+            with cond:
+                cond.notify_all()
+
+    def _try_sendfile(self, wrapper: FileWrapper) -> bool:
+        """Send a real file with os.sendfile; False to fall back to iterating the wrapper."""
+        ex = self.ex
+        try:
+            fd = wrapper.filelike.fileno()
+            info = os.fstat(fd)
+            offset = wrapper.filelike.tell()
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not stat.S_ISREG(info.st_mode) or not ex.can_sendfile or self.status is None or self.head_scheduled:
+            return False
+        count = max(info.st_size - offset, 0)
+        declared = [v for n, v in self.headers if n == b"content-length"]
+        if declared:
+            count = min(count, int(declared[0]))
+        else:
+            self.headers.append((b"content-length", b"%d" % count))
+        self.head_scheduled = True
+        self.loop.call_soon_threadsafe(self._on_loop_send, b"", count == 0)
+        if count:
+            ex.send_file_blocking(wrapper.filelike, offset, count)
+            self.loop.call_soon_threadsafe(self._on_loop_send, b"", True)
+        return True
+
+    # -- on the event loop ------------------------------------------------------------------------
+    def _on_loop_send(self, data: bytes, end: bool) -> None:
+        ex = self.ex
+        try:
+            if ex.disconnected:
+                return
+            if ex.response_started:
+                ex.send_body(data, end)
+            else:
+                assert self.status is not None
+                ex.send_head(self.status, self.headers, data, end)
+        except AppProtocolError as exc:
+            _log.error("WSGI app response refused (%s %s): %s", ex.method, ex.raw_path.decode("latin-1"), exc)
+            if ex.response_started:
+                ex.abort()
+            else:
+                ex.send_simple(500, b"Internal Server Error\n")
+        finally:
+            cond = self._cond
+            if cond is not None:
+                with cond:
+                    self._pending -= len(data)
+                    cond.notify_all()
+
+    def _on_loop_error(self) -> None:
+        ex = self.ex
+        if ex.disconnected:
+            return
+        if ex.response_started:
+            ex.abort()
+        else:
+            ex.send_simple(500, b"Internal Server Error\n")

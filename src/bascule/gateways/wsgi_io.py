@@ -1,0 +1,145 @@
+"""The stream objects of a WSGI environ: ``wsgi.input``, ``wsgi.errors`` and ``wsgi.file_wrapper``.
+
+``wsgi.input`` pulls the body from the connection piece by piece (the puller blocks the WSGI thread, never
+the event loop), so an upload is never held whole in memory; reading paused on the connection is resumed
+as the app consumes. A body that had fully arrived before the app started is served from memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+_log = logging.getLogger("bascule.error")
+
+
+class WSGIInput:
+    """A file-like reader over the request body (PEP 3333 ``wsgi.input``), read incrementally."""
+
+    __slots__ = ("_buf", "_eof", "_pull")
+
+    def __init__(self, pull: Callable[[], bytes] | None, initial: bytes = b"") -> None:
+        self._pull = pull
+        self._buf = initial
+        self._eof = pull is None
+
+    def _fill(self) -> bool:
+        """Pull one more piece into the buffer; False at the end of the body."""
+        if self._eof or self._pull is None:
+            return False
+        data = self._pull()
+        if not data:
+            self._eof = True
+            return False
+        self._buf = self._buf + data if self._buf else data
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            data, self._buf = self._buf, b""
+            return data
+        while len(self._buf) < size and self._fill():
+            pass
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        """At most one pull: what is buffered, or the next piece."""
+        if not self._buf:
+            self._fill()
+        if size < 0:
+            size = len(self._buf)
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = -1 if size is None else size
+        start = 0
+        while True:
+            end = self._buf.find(b"\n", start)
+            if end >= 0:
+                cut = end + 1
+                break
+            if 0 <= limit <= len(self._buf):
+                cut = limit
+                break
+            start = len(self._buf)
+            if not self._fill():
+                cut = len(self._buf)
+                break
+        if 0 <= limit < cut:
+            cut = limit
+        data, self._buf = self._buf[:cut], self._buf[cut:]
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines: list[bytes] = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def close(self) -> None:
+        """Apps may close the input; what is left is read and dropped by the server."""
+
+
+class WSGIErrors:
+    """``wsgi.errors``: text written here goes to the bascule.error logger, one record per line."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        while "\n" in self._pending:
+            line, self._pending = self._pending.split("\n", 1)
+            if line:
+                _log.error("%s", line)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self._pending:
+            _log.error("%s", self._pending)
+            self._pending = ""
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: iterates a file in blocks; bascule sends real files with sendfile instead."""
+
+    def __init__(self, filelike: IO[bytes], blksize: int = 64 * 1024) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        close = getattr(filelike, "close", None)
+        if close is not None:
+            self.close = close
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while True:
+            data = read(self.blksize)
+            if not data:
+                return
+            yield data

@@ -1,0 +1,108 @@
+"""The apps a server serves and how a request finds its app: mounts, gateways, lifespans.
+
+One app alone is served straight through its gateway's ``handle`` (no routing on the hot path). With
+mounts, the longest matching path prefix wins: ``/api`` matches ``/api`` and ``/api/x`` but not ``/apix``.
+Each ASGI app gets its own lifespan and state; WSGI apps share one thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bascule.config import Config, parse_mount
+from bascule.gateways.asgi import ASGIGateway, decode_path
+from bascule.gateways.lifespan import Lifespan
+from bascule.gateways.threads import ThreadPool
+from bascule.gateways.wsgi import WSGIGateway
+from bascule.loader import LoadedApp, classify, load_app
+from bascule.protocols.exchange import Exchange
+
+Gateway = ASGIGateway | WSGIGateway
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    prefix: str
+    loaded: LoadedApp
+
+
+def resolve_mounts(config: Config, app: Any = None) -> list[Mount]:
+    """Import (or classify) every app the config names: the root app and each --mount."""
+    mounts: list[Mount] = []
+    if app is not None:
+        mounts.append(Mount("", classify(app, config.interface, label=getattr(app, "__name__", "app"))))
+    elif config.app is not None:
+        mounts.append(Mount("", load_app(config.app, factory=config.factory, app_dir=config.app_dir,
+                                         interface=config.interface)))
+    for spec in config.mount:
+        prefix, target = parse_mount(spec)
+        mounts.append(Mount(prefix, load_app(target, factory=config.factory, app_dir=config.app_dir)))
+    return mounts
+
+
+class AppTable:
+    """Gateways for every mount, their lifespans, and the dispatch function the protocols call."""
+
+    def __init__(self, config: Config, mounts: list[Mount]) -> None:
+        self.config = config
+        self.pool: ThreadPool | None = None
+        self.lifespans: list[Lifespan] = []
+        self.asgi_gateways: list[ASGIGateway] = []
+        routes: list[tuple[str, Gateway]] = []
+        lifespan_by_app: dict[int, Lifespan] = {}
+        for mount in mounts:
+            gateway: Gateway
+            if mount.loaded.interface == "wsgi":
+                if self.pool is None:
+                    self.pool = ThreadPool(config.wsgi_threads)
+                gateway = WSGIGateway(mount.loaded.app, self.pool, root_path=config.root_path, prefix=mount.prefix)
+            else:
+                gateway = ASGIGateway(mount.loaded.app, root_path=config.root_path, prefix=mount.prefix)
+                self.asgi_gateways.append(gateway)
+                lifespan = lifespan_by_app.get(id(mount.loaded.app))
+                if lifespan is None:
+                    lifespan = Lifespan(mount.loaded.app, mode=config.lifespan, label=mount.loaded.label,
+                                        state=gateway.state)
+                    lifespan_by_app[id(mount.loaded.app)] = lifespan
+                    self.lifespans.append(lifespan)
+                else:
+                    gateway.state = lifespan.state
+            routes.append((mount.prefix, gateway))
+        routes.sort(key=lambda route: len(route[0]), reverse=True)
+        self.routes = routes
+        self.dispatch: Callable[[Exchange], None]
+        if len(routes) == 1 and routes[0][0] == "":
+            self.dispatch = routes[0][1].handle
+        else:
+            self.dispatch = self._route
+
+    def _route(self, ex: Exchange) -> None:
+        path = decode_path(ex.raw_path)
+        for prefix, gateway in self.routes:
+            if not prefix or path == prefix or path.startswith(prefix + "/"):
+                gateway.handle(ex)
+                return
+        ex.send_simple(404, b"Not Found\n")
+
+    def start_threads(self) -> None:
+        if self.pool is not None:
+            self.pool.start()
+
+    async def startup(self) -> None:
+        for lifespan in self.lifespans:
+            await lifespan.startup()
+
+    async def shutdown(self, timeout: float) -> None:
+        for lifespan in reversed(self.lifespans):
+            await lifespan.shutdown(timeout)
+        if self.pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown, timeout)
+
+    def running_tasks(self) -> set[asyncio.Task[None]]:
+        tasks: set[asyncio.Task[None]] = set()
+        for gateway in self.asgi_gateways:
+            tasks |= gateway.tasks
+        return tasks

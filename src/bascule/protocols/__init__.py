@@ -1,0 +1,1 @@
+"""Protocols: bytes to requests. They know HTTP, never ASGI or WSGI (they fill in Exchanges)."""

@@ -1,0 +1,117 @@
+"""The seam between protocols and gateways: one request and its response, as direct method calls.
+
+A protocol (HTTP/1.1 today, HTTP/2 later) fills in the request fields and implements the methods; the
+ASGI and WSGI gateways only use this interface, never sockets. That is what lets every protocol serve
+every kind of app without N x M code. There are no event objects, queues or tasks per request here: the
+hot path is plain attribute reads and method calls on the event-loop thread.
+
+Threading rule: every method runs on the event-loop thread, except those whose docstring says otherwise.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Callable
+from typing import IO
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class ClientDisconnected(OSError):
+    """Raised to an app that sends on a connection the client has closed (ASGI spec 2.4 asks for OSError)."""
+
+
+class Exchange(abc.ABC):
+    """One request/response pair. Request fields are set before the gateway sees it and never change."""
+
+    __slots__ = (
+        "client", "disconnected", "headers", "http_version", "loop", "method", "query_string", "raw_path",
+        "response_started", "root_path", "scheme", "server", "start_time", "status", "writable_hook",
+    )
+
+    method: str
+    http_version: str
+    scheme: str
+    raw_path: bytes
+    query_string: bytes
+    headers: Headers
+    client: tuple[str, int] | None
+    server: tuple[str, int] | None
+    root_path: str
+    loop: asyncio.AbstractEventLoop
+    start_time: float
+    disconnected: bool
+    response_started: bool
+    status: int
+    writable_hook: Callable[[], None] | None
+    """Called when writing may go on (buffer drained, or connection gone): wakes a WSGI thread."""
+
+    # -- request body -------------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def body_done(self) -> bool:
+        """True once the whole request body has been handed to the gateway (or there was none)."""
+
+    @abc.abstractmethod
+    async def receive_body(self) -> bytes:
+        """The next piece of the request body; b'' once it is all read or the client is gone.
+
+        The first call sends ``100 Continue`` when the client asked for it, so clients that wait for it
+        send the body only when the app really reads it.
+        """
+
+    @abc.abstractmethod
+    def take_buffered_body(self) -> bytes | None:
+        """If the whole body has already arrived, take it all at once (fast path); else None."""
+
+    # -- response -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def send_head(self, status: int, headers: Headers, body: bytes = b"", end: bool = False,
+                  trailers: bool = False) -> None:
+        """Start the response, with its first body bytes joined in the same write when given.
+
+        ``end`` finishes the response. ``trailers`` announces that send_trailers() will follow.
+        Raises AppProtocolError (nothing written) for headers that could split the response.
+        """
+
+    @abc.abstractmethod
+    def send_body(self, data: bytes, end: bool = False) -> None:
+        """More body bytes; ``end`` finishes the response (unless trailers were announced)."""
+
+    @abc.abstractmethod
+    def send_trailers(self, trailers: Headers) -> None:
+        """Finish a response started with ``trailers=True``; dropped where the protocol cannot carry them."""
+
+    @abc.abstractmethod
+    def send_simple(self, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:
+        """A complete small response from the server itself (errors, 503)."""
+
+    @property
+    @abc.abstractmethod
+    def write_paused(self) -> bool:
+        """True while the transport's buffer is above its high-water mark."""
+
+    @abc.abstractmethod
+    async def drain(self) -> None:
+        """Wait until writing may go on (returns at once if not paused or if the client is gone)."""
+
+    @abc.abstractmethod
+    async def wait_disconnect(self) -> None:
+        """Wait until the response is complete or the client has gone (ASGI http.disconnect)."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Give up on this response after it started: close the connection so the client sees the error."""
+
+    @property
+    @abc.abstractmethod
+    def can_sendfile(self) -> bool:
+        """True where send_file_blocking() may be used (plain TCP or Unix sockets)."""
+
+    @abc.abstractmethod
+    def send_file_blocking(self, file: IO[bytes], offset: int, count: int) -> int:
+        """Worker-thread only: send ``count`` bytes of a regular file with os.sendfile after the head.
+
+        Returns the number of bytes sent. The head must have been sent (without end) before.
+        """

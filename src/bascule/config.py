@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +102,7 @@ class Config:
         cli_only=True, metavar="FILE"))
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check_choice("interface", self.interface, INTERFACES)
         _check_choice("lifespan", self.lifespan, LIFESPAN_MODES)
         _check_choice("log_level", self.log_level, LOG_LEVELS)
@@ -109,6 +114,9 @@ class Config:
             raise ConfigError(f"wsgi_threads must be at least 1, got {self.wsgi_threads}")
         if self.limit_concurrency is not None and self.limit_concurrency < 1:
             raise ConfigError(f"limit_concurrency must be at least 1, got {self.limit_concurrency}")
+        for name in ("timeout_keep_alive", "timeout_graceful_shutdown"):
+            if math.isnan(getattr(self, name)):
+                raise ConfigError(f"{name} must be a number of seconds, got nan")
         if self.timeout_keep_alive <= 0:
             raise ConfigError(f"timeout_keep_alive must be positive, got {self.timeout_keep_alive}")
         if self.timeout_graceful_shutdown < 0:
@@ -136,6 +144,8 @@ class Config:
         clean: dict[str, Any] = {}
         for raw_key, value in values.items():
             key = raw_key.replace("-", "_")
+            if key == "config":
+                raise ConfigError(f"'config' cannot be set in {source}: pass --config on the command line")
             if key not in known:
                 raise ConfigError(f"unknown option {raw_key!r} in {source}{did_you_mean(key, known)}")
             clean[key] = value
@@ -152,6 +162,37 @@ _SAMPLE_ACCESS_FIELDS: dict[str, Any] = {
     "user_agent": "-", "referer": "-", "request_line": "GET / HTTP/1.1",
 }
 ACCESS_LOG_FIELDS = tuple(sorted(_SAMPLE_ACCESS_FIELDS))
+
+
+@functools.cache
+def _field_types() -> dict[str, tuple[type, ...]]:
+    """Accepted runtime types per field, from the annotations (``X | None`` -> (X, NoneType))."""
+    hints = typing.get_type_hints(Config)
+    out: dict[str, tuple[type, ...]] = {}
+    for name, hint in hints.items():
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        out[name] = tuple(typing.get_origin(a) or a for a in args)
+    return out
+
+
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               tuple: "a list of strings", type(None): "unset"}
+
+
+def _check_types(config: Config) -> None:
+    """Reject values of the wrong type (Config(port="80")) with a message naming the option."""
+    for name, accepted in _field_types().items():
+        value = getattr(config, name)
+        if isinstance(value, list) and tuple in accepted:
+            value = tuple(value)
+            object.__setattr__(config, name, value)
+        kind = type(value)
+        ok = kind in accepted or (kind is int and float in accepted)
+        if ok and kind is tuple:
+            ok = all(type(item) is str for item in value)
+        if not ok:
+            want = " or ".join(_TYPE_WORDS.get(t, t.__name__) for t in accepted)
+            raise ConfigError(f"option {name} must be {want}, got {value!r}")
 
 
 def did_you_mean(word: str, candidates: Any) -> str:

@@ -39,7 +39,7 @@ def resolve_mounts(config: Config, app: Any = None) -> list[Mount]:
                                          interface=config.interface)))
     for spec in config.mount:
         prefix, target = parse_mount(spec)
-        mounts.append(Mount(prefix, load_app(target, factory=config.factory, app_dir=config.app_dir)))
+        mounts.append(Mount(prefix, load_app(target, app_dir=config.app_dir)))
     return mounts
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from bascule.errors import AppProtocolError
+from bascule.gateways.eager import start_eager
 from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers
 
 Scope = MutableMapping[str, Any]
@@ -84,10 +85,10 @@ class ASGIGateway:
             "state": self.state.copy(),
             "extensions": _EXTENSIONS,
         }
-        cycle = HTTPCycle(ex)
-        task = ex.loop.create_task(cycle.run(self.app, scope))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task = start_eager(ex.loop, HTTPCycle(ex).run(self.app, scope))
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
 
 class HTTPCycle:
@@ -162,7 +163,11 @@ class HTTPCycle:
         except (KeyError, TypeError):
             raise AppProtocolError(f"ASGI message without a 'type': {message!r}") from None
         state = self.state
-        if (state, mtype) not in TRANSITIONS:
+        # Identity checks on the hot path (hashing an Enum member is a Python-level call); they encode
+        # exactly TRANSITIONS, which the tests check pair by pair.
+        if not ((state is SendState.BODY and mtype == "http.response.body")
+                or (state is SendState.START and mtype == "http.response.start")
+                or (state is SendState.TRAILERS and mtype == "http.response.trailers")):
             raise AppProtocolError(f"ASGI message {mtype!r} is not allowed in state {state.value!r} of an "
                                    f"HTTP response")
         if ex.disconnected:

@@ -22,6 +22,7 @@ from bascule.errors import ConfigError
 
 INTERFACES = ("auto", "asgi3", "asgi2", "wsgi")
 LIFESPAN_MODES = ("auto", "on", "off")
+WSGI_MODES = ("threads", "loop")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 DEFAULT_ACCESS_LOG_FORMAT = '{client} - "{method} {target} HTTP/{http_version}" {status} {bytes} {duration_ms:.1f}ms'
 
@@ -97,6 +98,10 @@ class Config:
         "Add a default response header, as NAME:VALUE. Repeatable.", metavar="NAME:VALUE"))
     wsgi_threads: int = field(default=16, metadata=option(
         "Threads running WSGI apps, so the event loop keeps serving while they work.", metavar="N"))
+    wsgi_mode: str = field(default="threads", metadata=option(
+        "How WSGI apps run: 'threads' (a pool; the loop keeps serving while apps work or wait) or 'loop' "
+        "(on the event-loop thread once the body has arrived: fastest for quick CPU-bound apps, but an app "
+        "that waits stalls every connection).", choices=WSGI_MODES))
     config: str | None = field(default=None, metadata=option(
         "Read options from this TOML file (default: ./bascule.toml, else [tool.bascule] in ./pyproject.toml).",
         cli_only=True, metavar="FILE"))
@@ -106,6 +111,7 @@ class Config:
         _check_choice("interface", self.interface, INTERFACES)
         _check_choice("lifespan", self.lifespan, LIFESPAN_MODES)
         _check_choice("log_level", self.log_level, LOG_LEVELS)
+        _check_choice("wsgi_mode", self.wsgi_mode, WSGI_MODES)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
         if self.backlog < 1:

@@ -56,7 +56,7 @@ class AppTable:
         for mount in mounts:
             gateway: Gateway
             if mount.loaded.interface == "wsgi":
-                if self.pool is None:
+                if self.pool is None and config.wsgi_mode == "threads":
                     self.pool = ThreadPool(config.wsgi_threads)
                 gateway = WSGIGateway(mount.loaded.app, self.pool, root_path=config.root_path, prefix=mount.prefix)
             else:

@@ -9,9 +9,11 @@ one-item list (the common case) becomes a single loop callback and a single writ
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -19,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from bascule.errors import AppProtocolError
+from bascule.gateways.eager import start_eager
 from bascule.gateways.threads import ThreadPool
 from bascule.gateways.wsgi_io import FileWrapper, WSGIErrors, WSGIInput
 from bascule.protocols.exchange import Exchange, Headers
@@ -27,6 +30,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 MAX_PENDING = 256 * 1024
+SPOOL_MEMORY = 1024 * 1024
 _log = logging.getLogger("bascule.error")
 _HOP_BY_HOP = frozenset((
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -41,10 +45,10 @@ class _ClientGone(Exception):
 class WSGIGateway:
     """Serves exchanges to one WSGI app mounted at ``prefix`` (below the server's ``root_path``)."""
 
-    def __init__(self, app: WSGIApp, pool: ThreadPool, *, root_path: str = "", prefix: str = "",
+    def __init__(self, app: WSGIApp, pool: ThreadPool | None, *, root_path: str = "", prefix: str = "",
                  multiprocess: bool = False) -> None:
         self.app = app
-        self.pool = pool
+        self.pool = pool  # None: run apps on the event-loop thread (wsgi_mode "loop")
         self.prefix = prefix.encode("utf-8").decode("latin-1")
         self._header_keys: dict[bytes, str] = {}
         self.template: dict[str, Any] = {
@@ -59,12 +63,26 @@ class WSGIGateway:
         }
 
     def handle(self, ex: Exchange) -> None:
-        """Hand one request to a worker thread (called on the loop; returns at once)."""
+        """Start one request: on a worker thread, or on the loop once its body is in (called on the loop)."""
         body = ex.take_buffered_body()
-        self.pool.submit(self._run, _Request(self, ex, body))
+        if self.pool is not None:
+            self.pool.submit(_run, _Request(self, ex, None if body is None else WSGIInput(None, body), False))
+        elif body is not None:
+            _Request(self, ex, WSGIInput(None, body), True).run()
+        else:
+            start_eager(ex.loop, self._collect_then_run(ex))
 
-    def _run(self, req: _Request) -> None:
-        req.run()
+    async def _collect_then_run(self, ex: Exchange) -> None:
+        """Loop mode: gather the body first (spooled to a temp file past SPOOL_MEMORY), then run the app."""
+        # not a with-block: the app may read the body after this coroutine has handed it over
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+        while data := await ex.receive_body():
+            spool.write(data)
+        if ex.disconnected:
+            spool.close()
+            return
+        spool.seek(0)
+        _Request(self, ex, WSGIInput(functools.partial(spool.read, 64 * 1024)), True).run()
 
     def environ(self, ex: Exchange, wsgi_input: WSGIInput) -> dict[str, Any]:
         """The PEP 3333 environ of one request (built in the worker thread, off the event loop)."""
@@ -107,16 +125,22 @@ class WSGIGateway:
         return env
 
 
+def _run(req: _Request) -> None:
+    req.run()
+
+
 class _Request:
-    """One request's trip through a WSGI app, on its worker thread."""
+    """One request's trip through a WSGI app, on a worker thread (or on the loop in loop mode)."""
 
-    __slots__ = ("_cond", "_pending", "body", "ex", "gateway", "head_scheduled", "headers", "loop", "status")
+    __slots__ = ("_cond", "_pending", "ex", "gateway", "head_scheduled", "headers", "inline", "input", "loop",
+                 "status")
 
-    def __init__(self, gateway: WSGIGateway, ex: Exchange, body: bytes | None) -> None:
+    def __init__(self, gateway: WSGIGateway, ex: Exchange, wsgi_input: WSGIInput | None, inline: bool) -> None:
         self.gateway = gateway
         self.ex = ex
         self.loop = ex.loop
-        self.body = body
+        self.input = wsgi_input
+        self.inline = inline
         self.status: int | None = None
         self.headers: Headers = []
         self.head_scheduled = False
@@ -163,38 +187,54 @@ class _Request:
     # -- driving ----------------------------------------------------------------------------------
     def run(self) -> None:
         ex = self.ex
-        if self.body is not None:
-            wsgi_input = WSGIInput(None, self.body)
-        else:
+        wsgi_input = self.input
+        if wsgi_input is None:
             loop = self.loop
 
             def pull() -> bytes:
                 return asyncio.run_coroutine_threadsafe(ex.receive_body(), loop).result()
 
             wsgi_input = WSGIInput(pull)
+        result: Iterable[bytes] | None = None
         try:
             environ = self.gateway.environ(ex, wsgi_input)
             result = self.gateway.app(environ, self.start_response)
-            try:
-                self._consume(result)
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-        except _ClientGone:
-            _log.debug("client went away during %s %s", ex.method, ex.raw_path.decode("latin-1"))
+            if not self._consume(result):
+                result = None  # handed over to _stream_on_loop, which closes it
         except BaseException as exc:
-            _log.error("Exception in WSGI application (%s %s)", ex.method, ex.raw_path.decode("latin-1"),
-                       exc_info=exc)
-            if self.head_scheduled:
-                self.loop.call_soon_threadsafe(ex.abort)
-            else:
-                self.head_scheduled = True
-                self.loop.call_soon_threadsafe(self._on_loop_error)
+            self._fail(exc)
             if not isinstance(exc, Exception):
                 raise
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    self._fail(exc)
 
-    def _consume(self, result: Iterable[bytes]) -> None:
+    def _fail(self, exc: BaseException) -> None:
+        """Report an app failure once: 500 if nothing was sent yet, else close the connection."""
+        ex = self.ex
+        if isinstance(exc, _ClientGone):
+            _log.debug("client went away during %s %s", ex.method, ex.raw_path.decode("latin-1"))
+            return
+        _log.error("Exception in WSGI application (%s %s)", ex.method, ex.raw_path.decode("latin-1"), exc_info=exc)
+        if self.head_scheduled:
+            self._post(ex.abort)
+        else:
+            self.head_scheduled = True
+            self._post(self._on_loop_error)
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn`` on the event loop: at once in loop mode, else queued from this worker thread."""
+        if self.inline:
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _consume(self, result: Iterable[bytes]) -> bool:
+        """Send the app's response; False if streaming it was handed to a task on the loop (loop mode)."""
         if type(result) is list and len(result) == 1 and not self.head_scheduled:
             body = result[0]
             if self.status is None:
@@ -202,10 +242,13 @@ class _Request:
             if type(body) is not bytes:
                 raise AppProtocolError(f"WSGI body items must be bytes, got {type(body).__name__}")
             self.head_scheduled = True
-            self.loop.call_soon_threadsafe(self._on_loop_send, body, True)
-            return
+            self._post(self._on_loop_send, body, True)
+            return True
+        if self.inline:
+            start_eager(self.loop, self._stream_on_loop(result))
+            return False
         if isinstance(result, FileWrapper) and self._try_sendfile(result):
-            return
+            return True
         for chunk in result:
             if self.status is None:
                 raise AppProtocolError("the WSGI app yielded a body before calling start_response()")
@@ -218,10 +261,45 @@ class _Request:
         if self.status is None:
             raise AppProtocolError("the WSGI app returned without calling start_response()")
         self._push(b"", True)
+        return True
+
+    async def _stream_on_loop(self, result: Iterable[bytes]) -> None:
+        """Loop mode: iterate the app's body on the loop, waiting for drain while the client is slow."""
+        ex = self.ex
+        try:
+            for chunk in result:
+                if self.status is None:
+                    raise AppProtocolError("the WSGI app yielded a body before calling start_response()")
+                if chunk:
+                    self.head_scheduled = True
+                    self._on_loop_send(bytes(chunk), False)
+                    if ex.write_paused:
+                        await ex.drain()
+                    if ex.disconnected:
+                        raise _ClientGone
+            if self.status is None:
+                raise AppProtocolError("the WSGI app returned without calling start_response()")
+            self.head_scheduled = True
+            self._on_loop_send(b"", True)
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    self._fail(exc)
 
     def _push(self, data: bytes, end: bool) -> None:
         """Send data from the thread, waiting while the client reads slower than the app writes."""
         ex = self.ex
+        if self.inline:  # write() in loop mode: nothing to wait on without blocking every connection
+            if ex.disconnected:
+                raise _ClientGone
+            self.head_scheduled = True
+            self._on_loop_send(data, end)
+            return
         cond = self._cond
         if cond is None:
             cond = self._cond = threading.Condition()

@@ -26,8 +26,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _log = logging.getLogger("bascule.error")
-_EXTENSIONS: dict[str, Any] = {"http.response.trailers": {}}
-_DISCONNECT: Message = {"type": "http.disconnect"}
 
 
 class SendState(enum.Enum):
@@ -64,14 +62,13 @@ class ASGIGateway:
         self.raw_server_root = root_path.encode("utf-8")
         self.state: dict[str, Any] = {}
         self.tasks: set[asyncio.Task[None]] = set()
-        self._asgi = {"version": "3.0", "spec_version": "2.4"}
 
     def handle(self, ex: Exchange) -> None:
         """Start the app for one request (called on the loop; returns at once)."""
         raw_path = ex.raw_path
         scope: Scope = {
             "type": "http",
-            "asgi": self._asgi,
+            "asgi": {"version": "3.0", "spec_version": "2.4"},  # fresh dicts: apps may mutate their scope
             "http_version": ex.http_version,
             "server": ex.server,
             "client": ex.client,
@@ -83,7 +80,7 @@ class ASGIGateway:
             "query_string": ex.query_string,
             "headers": ex.headers,
             "state": self.state.copy(),
-            "extensions": _EXTENSIONS,
+            "extensions": {"http.response.trailers": {}},
         }
         task = start_eager(ex.loop, HTTPCycle(ex).run(self.app, scope))
         if task is not None:
@@ -142,14 +139,14 @@ class HTTPCycle:
 
     async def receive(self) -> Message:
         ex = self.ex
-        if self.request_done or ex.disconnected:
+        if self.request_done or ex.disconnected or self.state is SendState.DONE:
             await ex.wait_disconnect()
-            return _DISCONNECT
+            return {"type": "http.disconnect"}
         body = ex.take_buffered_body()
         if body is None:
             body = await ex.receive_body()
             if ex.disconnected:
-                return _DISCONNECT
+                return {"type": "http.disconnect"}
             more = not ex.body_done
         else:
             more = False
@@ -203,5 +200,7 @@ class HTTPCycle:
             if not message.get("more_trailers", False):
                 self.state = SendState.DONE
                 ex.send_trailers(self.trailer_headers)
+        except KeyError as exc:
+            raise AppProtocolError(f"ASGI message {mtype!r} lacks the required key {exc}") from None
         except (TypeError, ValueError) as exc:
             raise AppProtocolError(f"invalid ASGI message {mtype!r}: {exc}") from exc

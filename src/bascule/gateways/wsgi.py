@@ -24,7 +24,7 @@ from bascule.errors import AppProtocolError
 from bascule.gateways.eager import start_eager
 from bascule.gateways.threads import ThreadPool
 from bascule.gateways.wsgi_io import FileWrapper, WSGIErrors, WSGIInput
-from bascule.protocols.exchange import Exchange, Headers
+from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -192,7 +192,10 @@ class _Request:
             loop = self.loop
 
             def pull() -> bytes:
-                return asyncio.run_coroutine_threadsafe(ex.receive_body(), loop).result()
+                data = asyncio.run_coroutine_threadsafe(ex.receive_body(), loop).result()
+                if not data and ex.disconnected and not ex.body_done:
+                    raise ClientDisconnected("the client disconnected before sending the whole body")
+                return data
 
             wsgi_input = WSGIInput(pull)
         result: Iterable[bytes] | None = None
@@ -201,10 +204,8 @@ class _Request:
             result = self.gateway.app(environ, self.start_response)
             if not self._consume(result):
                 result = None  # handed over to _stream_on_loop, which closes it
-        except BaseException as exc:
+        except BaseException as exc:  # even SystemExit: in a worker thread it can only mean this request failed
             self._fail(exc)
-            if not isinstance(exc, Exception):
-                raise
         finally:
             close = getattr(result, "close", None)
             if close is not None:
@@ -216,8 +217,10 @@ class _Request:
     def _fail(self, exc: BaseException) -> None:
         """Report an app failure once: 500 if nothing was sent yet, else close the connection."""
         ex = self.ex
-        if isinstance(exc, _ClientGone):
+        if isinstance(exc, (_ClientGone, ClientDisconnected)) or (isinstance(exc, OSError) and ex.disconnected):
             _log.debug("client went away during %s %s", ex.method, ex.raw_path.decode("latin-1"))
+            if not ex.disconnected:
+                self._post(ex.abort)
             return
         _log.error("Exception in WSGI application (%s %s)", ex.method, ex.raw_path.decode("latin-1"), exc_info=exc)
         if self.head_scheduled:
@@ -337,6 +340,8 @@ class _Request:
         else:
             self.headers.append((b"content-length", b"%d" % count))
         self.head_scheduled = True
+        if ex.method == "HEAD" or self.status in (204, 304):
+            count = 0  # GET's headers, no body
         self.loop.call_soon_threadsafe(self._on_loop_send, b"", count == 0)
         if count:
             ex.send_file_blocking(wrapper.filelike, offset, count)

@@ -8,6 +8,7 @@ as the app consumes. A body that had fully arrived before the app started is ser
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -103,17 +104,19 @@ class WSGIInput:
 class WSGIErrors:
     """``wsgi.errors``: text written here goes to the bascule.error logger, one record per line."""
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_lock", "_pending")
 
     def __init__(self) -> None:
         self._pending = ""
+        self._lock = threading.Lock()  # one instance serves every worker thread
 
     def write(self, text: str) -> int:
-        self._pending += text
-        while "\n" in self._pending:
-            line, self._pending = self._pending.split("\n", 1)
-            if line:
-                _log.error("%s", line)
+        with self._lock:
+            self._pending += text
+            while "\n" in self._pending:
+                line, self._pending = self._pending.split("\n", 1)
+                if line:
+                    _log.error("%s", line)
         return len(text)
 
     def writelines(self, lines: Any) -> None:
@@ -121,9 +124,10 @@ class WSGIErrors:
             self.write(line)
 
     def flush(self) -> None:
-        if self._pending:
-            _log.error("%s", self._pending)
-            self._pending = ""
+        with self._lock:
+            if self._pending:
+                _log.error("%s", self._pending)
+                self._pending = ""
 
 
 class FileWrapper:

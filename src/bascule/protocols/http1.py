@@ -66,7 +66,7 @@ class H1Exchange(Exchange):
 
     __slots__ = (
         "_body", "_body_done", "_body_size", "_body_waiter", "_chunked", "_disconnect_waiter", "_expected",
-        "_trailers", "conn", "counted", "expect_continue", "finished", "keep_alive", "no_body", "sent",
+        "_trailers", "conn", "counted", "expect_continue", "finished", "keep_alive", "no_body", "sent", "te_trailers",
     )
 
     def __init__(self, conn: H1Connection, method: str, raw_path: bytes, query: bytes, headers: Headers,
@@ -93,6 +93,7 @@ class H1Exchange(Exchange):
         self.writable_hook = None
         self.no_body = False
         self.counted = False
+        self.te_trailers = False
         self._body: list[bytes] = []
         self._body_size = 0
         self._body_done = False
@@ -193,7 +194,7 @@ class H1Exchange(Exchange):
             parts.append(b"transfer-encoding: chunked\r\n")
         else:
             close = True  # HTTP/1.0 without a length: the end of the body is the end of the connection
-        self._trailers = trailers and self._chunked
+        self._trailers = trailers and self._chunked  # announced; written only if the client sent TE: trailers
         if close:
             self.keep_alive = False
             if self.http_version == "1.1":
@@ -244,7 +245,7 @@ class H1Exchange(Exchange):
     def send_trailers(self, trailers: Headers) -> None:
         if self.finished or self.disconnected:
             return
-        if self._trailers:
+        if self._trailers and self.te_trailers:
             parts = [b"0\r\n"]
             for name, value in trailers:
                 if _BAD_HEADER_NAME.search(name) or _BAD_HEADER_VALUE.search(value):
@@ -253,7 +254,7 @@ class H1Exchange(Exchange):
             parts.append(b"\r\n")
             self.conn.write(b"".join(parts))
         elif self._chunked:
-            self.conn.write(b"0\r\n\r\n")
+            self.conn.write(b"0\r\n\r\n")  # the client did not ask for trailers (RFC 9110 6.5.1)
         self._finish()
 
     def send_simple(self, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:
@@ -292,6 +293,8 @@ class H1Exchange(Exchange):
         await self._disconnect_waiter
 
     def abort(self) -> None:
+        if self.finished and not self.disconnected and self.conn.active is not self:
+            return  # already complete; the connection has moved on to the next request
         self.keep_alive = False
         if not self.finished:
             self.finished = True
@@ -321,9 +324,10 @@ class H1Exchange(Exchange):
             if n == 0:
                 break
             sent += n
+        self.loop.call_soon_threadsafe(self._note_sent, sent)
         return sent
 
-    def note_sent(self, n: int) -> None:
+    def _note_sent(self, n: int) -> None:
         """Count bytes sent outside conn.write (sendfile) against the declared length."""
         self.sent += n
 
@@ -350,6 +354,7 @@ class H1Connection(asyncio.Protocol):
         self._headers: Headers = []
         self._head_bytes = 0
         self._expect_continue = False
+        self._te_trailers = False
         self._parsing: H1Exchange | None = None
         # the request being answered, and those waiting behind it
         self.active: H1Exchange | None = None
@@ -414,6 +419,7 @@ class H1Connection(asyncio.Protocol):
         self._headers = []
         self._head_bytes = 0
         self._expect_continue = False
+        self._te_trailers = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -428,6 +434,8 @@ class H1Connection(asyncio.Protocol):
             raise ProtocolError("request header fields too large", 431)
         if name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
+        elif name == b"te" and b"trailers" in value.lower():
+            self._te_trailers = True
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -444,6 +452,7 @@ class H1Connection(asyncio.Protocol):
         http_version = parser.get_http_version()
         ex = H1Exchange(self, method, raw_path, query, self._headers, http_version,
                         parser.should_keep_alive(), self._expect_continue and http_version == "1.1")
+        ex.te_trailers = self._te_trailers
         self._parsing = ex
         self.idle_since = None
         if self.active is None:

@@ -37,7 +37,10 @@ def format_access(template: str, ex: Exchange, nbytes: int, duration: float) -> 
     target = ex.raw_path + (b"?" + ex.query_string if ex.query_string else b"")
     method = escape(ex.method.encode("latin-1", "replace"))
     target_s = escape(target)
-    client = f"{ex.client[0]}:{ex.client[1]}" if ex.client else "-"
+    client = "-"
+    if ex.client:
+        host = ex.client[0]
+        client = f"[{host}]:{ex.client[1]}" if ":" in host else f"{host}:{ex.client[1]}"
     return template.format(
         client=client,
         method=method,

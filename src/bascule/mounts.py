@@ -95,11 +95,20 @@ class AppTable:
         for lifespan in self.lifespans:
             await lifespan.startup()
 
-    async def shutdown(self, timeout: float) -> None:
+    async def shutdown(self, timeout: float, *, force: bool = False, pool_timeout: float | None = None) -> None:
+        """Lifespan shutdown (skipped, the tasks just cancelled, when ``force``), then the thread pool.
+
+        ``pool_timeout`` bounds the wait for WSGI threads (default ``timeout``): after the graceful deadline
+        has passed, threads still stuck in an app are not waited for again.
+        """
         for lifespan in reversed(self.lifespans):
-            await lifespan.shutdown(timeout)
+            if force:
+                await lifespan.cancel()
+            else:
+                await lifespan.shutdown(timeout)
         if self.pool is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown, timeout)
+            wait = 0.0 if force else (timeout if pool_timeout is None else pool_timeout)
+            await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown, wait)
 
     def running_tasks(self) -> set[asyncio.Task[None]]:
         tasks: set[asyncio.Task[None]] = set()

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import stat
 from collections.abc import Callable
 from typing import Any
 
@@ -94,7 +96,8 @@ class Server:
         deadline = loop.time() + self.config.timeout_graceful_shutdown
         while (ctx.connections or table.running_tasks()) and not self.force_exit and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        if ctx.connections or table.running_tasks():
+        timed_out = bool(ctx.connections or table.running_tasks())
+        if timed_out:
             _log.warning("graceful shutdown: closing %d connection(s) still busy", len(ctx.connections))
             for conn in list(ctx.connections):
                 conn.force_close()
@@ -103,11 +106,20 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*table.running_tasks(), return_exceptions=True)
         ctx.stop()
-        if self.started.is_set() and not self.force_exit:
-            await table.shutdown(self.config.timeout_graceful_shutdown)
-        elif table.pool is not None:
-            table.pool.shutdown(0)
-        _log.info("bascule stopped")
+        # Lifespan shutdown runs whenever startup ran (also when binding failed after it), so the app
+        # can release what startup took; a forced stop only cancels it.
+        await table.shutdown(self.config.timeout_graceful_shutdown, force=self.force_exit,
+                             pool_timeout=max(0.0, deadline - loop.time()) if not timed_out else 0.0)
+        self._remove_unix_sockets()
+        if self.started.is_set():
+            _log.info("bascule stopped")
+
+    def _remove_unix_sockets(self) -> None:
+        """Remove the socket files we bound (not those inherited with --fd), as uvicorn and gunicorn do."""
+        if self.config.uds and self.config.fd is None:
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(os.stat(self.config.uds).st_mode):
+                    os.unlink(self.config.uds)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

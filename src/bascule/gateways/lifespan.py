@@ -9,6 +9,7 @@ half-initialised app.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -60,6 +61,14 @@ class Lifespan:
         if failure is not None:
             _log.error("%s: lifespan shutdown failed: %s", self.label, failure)
 
+    async def cancel(self) -> None:
+        """Forced stop: end the lifespan task without running the app's shutdown."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def _receive(self) -> Message:
         return await self._inbox.get()
 
@@ -82,6 +91,10 @@ class Lifespan:
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
         try:
             await self.app(scope, self._receive, self._send)
+        except asyncio.CancelledError:
+            _set(self._startup, "cancelled")
+            _set(self._shutdown, "cancelled")
+            raise  # a forced stop: not the app's failure, nothing to report
         except BaseException as exc:
             if not self._startup.done():
                 if self.mode == "auto":

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import os
+import re
 import stat
 import tempfile
 import threading
@@ -32,6 +33,7 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 MAX_PENDING = 256 * 1024
 SPOOL_MEMORY = 1024 * 1024
 _log = logging.getLogger("bascule.error")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _HOP_BY_HOP = frozenset((
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
     "transfer-encoding", "upgrade",
@@ -166,6 +168,8 @@ class _Request:
                 if type(name) is not str or type(value) is not str:
                     raise AppProtocolError(f"WSGI header names and values must be str: {(name, value)!r}")
                 lname = name.lower()
+                if not _TOKEN.match(name):
+                    raise AppProtocolError(f"WSGI header name {name!r} is not a valid HTTP token")
                 if lname in _HOP_BY_HOP:
                     raise AppProtocolError(f"hop-by-hop header {name!r} is not allowed from a WSGI app")
                 encoded.append((lname.encode("latin-1"), value.encode("latin-1")))

@@ -25,32 +25,47 @@ class WSGIInput:
         self._buf = initial
         self._eof = pull is None
 
-    def _fill(self) -> bool:
-        """Pull one more piece into the buffer; False at the end of the body."""
+    def _pull_piece(self) -> bytes:
+        """The next piece from the connection; b'' at the end of the body."""
         if self._eof or self._pull is None:
-            return False
+            return b""
         data = self._pull()
         if not data:
             self._eof = True
-            return False
-        self._buf = self._buf + data if self._buf else data
-        return True
+        return data
+
+    def _gather(self, enough: Callable[[int, bytes], bool]) -> None:
+        """Pull pieces until ``enough(total, piece)`` or EOF, then join them with the buffer once.
+
+        Joining once per call (not once per piece) keeps reading an N-byte body O(N), not O(N^2).
+        """
+        pieces = [self._buf]
+        total = len(self._buf)
+        while True:
+            piece = self._pull_piece()
+            if not piece:
+                break
+            pieces.append(piece)
+            total += len(piece)
+            if enough(total, piece):
+                break
+        if len(pieces) > 1:
+            self._buf = b"".join(pieces)
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            while self._fill():
-                pass
+            self._gather(_never)
             data, self._buf = self._buf, b""
             return data
-        while len(self._buf) < size and self._fill():
-            pass
+        if len(self._buf) < size:
+            self._gather(lambda total, _piece: total >= size)
         data, self._buf = self._buf[:size], self._buf[size:]
         return data
 
     def read1(self, size: int = -1) -> bytes:
         """At most one pull: what is buffered, or the next piece."""
         if not self._buf:
-            self._fill()
+            self._buf = self._pull_piece()
         if size < 0:
             size = len(self._buf)
         data, self._buf = self._buf[:size], self._buf[size:]
@@ -58,22 +73,15 @@ class WSGIInput:
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = -1 if size is None else size
-        start = 0
-        while True:
-            end = self._buf.find(b"\n", start)
-            if end >= 0:
-                cut = end + 1
-                break
-            if 0 <= limit <= len(self._buf):
-                cut = limit
-                break
-            start = len(self._buf)
-            if not self._fill():
-                cut = len(self._buf)
-                break
+        buf = self._buf
+        if b"\n" not in buf and not (0 <= limit <= len(buf)):
+            self._gather(lambda total, piece: b"\n" in piece or 0 <= limit <= total)
+            buf = self._buf
+        end = buf.find(b"\n")
+        cut = len(buf) if end < 0 else end + 1
         if 0 <= limit < cut:
             cut = limit
-        data, self._buf = self._buf[:cut], self._buf[cut:]
+        data, self._buf = buf[:cut], buf[cut:]
         return data
 
     def readlines(self, hint: int = -1) -> list[bytes]:
@@ -99,6 +107,10 @@ class WSGIInput:
 
     def close(self) -> None:
         """Apps may close the input; what is left is read and dropped by the server."""
+
+
+def _never(_total: int, _piece: bytes) -> bool:
+    return False
 
 
 class WSGIErrors:

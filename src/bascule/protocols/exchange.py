@@ -25,11 +25,6 @@ class ClientDisconnected(OSError):
 class Exchange(abc.ABC):
     """One request/response pair. Request fields are set before the gateway sees it and never change."""
 
-    __slots__ = (
-        "client", "disconnected", "headers", "http_version", "loop", "method", "query_string", "raw_path",
-        "response_started", "root_path", "scheme", "server", "start_time", "status", "writable_hook",
-    )
-
     method: str
     http_version: str
     scheme: str

@@ -35,6 +35,8 @@ LINGER_SECONDS = 2.0
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _STATUS_LINES: dict[int, bytes] = {}
+_NOTED_REQUEST_HEADERS = frozenset((b"expect", b"te", b"host"))
+_FRAMING_NAME_LENGTHS = frozenset((len(b"content-length"), len(b"transfer-encoding"), len(b"connection")))
 _BAD_HEADER_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 _BAD_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -55,6 +57,14 @@ def status_line(status: int) -> bytes:
     return line
 
 
+def _reject_headers(headers: Headers) -> None:
+    """Name the first header that would split the response (the slow path, only taken on error)."""
+    for name, value in headers:
+        if not name or _BAD_HEADER_NAME.search(name) or _BAD_HEADER_VALUE.search(value):
+            raise AppProtocolError(f"the app sent a header that could split the response: {name!r}: {value!r}")
+    raise AppProtocolError("the app sent headers with CR, LF or NUL in them")
+
+
 def _content_length(value: bytes) -> int:
     if not value.isdigit():
         raise AppProtocolError(f"the app sent an invalid content-length header: {value!r}")
@@ -62,12 +72,31 @@ def _content_length(value: bytes) -> int:
 
 
 class H1Exchange(Exchange):
-    """One HTTP/1.1 request on a connection and the state of its response."""
+    """One HTTP/1.1 request on a connection and the state of its response.
 
-    __slots__ = (
-        "_body", "_body_done", "_body_size", "_body_waiter", "_chunked", "_disconnect_waiter", "_expected",
-        "_trailers", "conn", "counted", "expect_continue", "finished", "keep_alive", "no_body", "sent", "te_trailers",
-    )
+    No __slots__: most per-response state starts at a class-level default and is only written when it
+    changes, which saves a couple of dozen attribute writes per request on the hot path.
+    """
+
+    root_path = ""
+    start_time = 0.0
+    disconnected = False
+    response_started = False
+    finished = False
+    status = 0
+    sent = 0
+    writable_hook = None
+    no_body = False
+    counted = False
+    te_trailers = False
+    _body: list[bytes] | None = None
+    _body_size = 0
+    _body_done = False
+    _body_waiter: asyncio.Future[None] | None = None
+    _disconnect_waiter: asyncio.Future[None] | None = None
+    _chunked = False
+    _expected: int | None = None
+    _trailers = False
 
     def __init__(self, conn: H1Connection, method: str, raw_path: bytes, query: bytes, headers: Headers,
                  http_version: str, keep_alive: bool, expect_continue: bool) -> None:
@@ -83,30 +112,13 @@ class H1Exchange(Exchange):
         self.scheme = conn.scheme
         self.client = conn.client
         self.server = conn.server
-        self.root_path = ""
-        self.start_time = conn.loop.time()
-        self.disconnected = False
-        self.response_started = False
-        self.finished = False
-        self.status = 0
-        self.sent = 0
-        self.writable_hook = None
-        self.no_body = False
-        self.counted = False
-        self.te_trailers = False
-        self._body: list[bytes] = []
-        self._body_size = 0
-        self._body_done = False
-        self._body_waiter: asyncio.Future[None] | None = None
-        self._disconnect_waiter: asyncio.Future[None] | None = None
-        self._chunked = False
-        self._expected: int | None = None
-        self._trailers = False
 
     # -- request body, fed by the connection --------------------------------------------------------
     def feed_body(self, data: bytes) -> None:
         if self.finished:
             return  # the response is done; the rest of the body is read and dropped
+        if self._body is None:
+            self._body = []
         self._body.append(data)
         self._body_size += len(data)
         if self._body_waiter is not None:
@@ -131,10 +143,12 @@ class H1Exchange(Exchange):
     def take_buffered_body(self) -> bytes | None:
         if not self._body_done:
             return None
-        data = b"".join(self._body) if len(self._body) != 1 else self._body[0]
-        self._body.clear()
+        body = self._body
+        if not body:
+            return b""
+        self._body = None
         self._body_size = 0
-        return data
+        return b"".join(body) if len(body) != 1 else body[0]
 
     async def receive_body(self) -> bytes:
         if self.expect_continue:
@@ -145,65 +159,89 @@ class H1Exchange(Exchange):
             self._body_waiter = self.loop.create_future()
             self.conn.resume_reading("body")
             await self._body_waiter
-        if not self._body:
+        body = self._body
+        if not body:
             return b""
-        data = b"".join(self._body) if len(self._body) != 1 else self._body[0]
-        self._body.clear()
+        self._body = None
         self._body_size = 0
         self.conn.resume_reading("body")
-        return data
+        return b"".join(body) if len(body) != 1 else body[0]
 
     # -- response -----------------------------------------------------------------------------------
     def send_head(self, status: int, headers: Headers, body: bytes = b"", end: bool = False,
                   trailers: bool = False) -> None:
         if self.response_started:
             raise AppProtocolError("the response was already started")
-        if not 100 <= status <= 999:
-            raise AppProtocolError(f"invalid status code {status!r}")
-        parts = [status_line(status), self.conn.ctx.fixed_headers]
+        line = _STATUS_LINES.get(status)
+        if line is None:
+            if type(status) is not int or not 100 <= status <= 999:
+                raise AppProtocolError(f"invalid status code {status!r}")
+            line = status_line(status)
+        conn = self.conn
         content_length: int | None = None
-        close = not self.keep_alive or self.conn.ctx.shutting_down
+        close = not self.keep_alive
+        app: list[bytes] = []
         for name, value in headers:
-            n = len(name)
-            if n == 14 and name.lower() == b"content-length":
-                content_length = _content_length(value)
-                continue  # written below, once, after the framing decision
-            elif n == 17 and name.lower() == b"transfer-encoding":
-                continue  # framing is ours to choose
-            elif n == 10 and name.lower() == b"connection":
-                if b"close" in value.lower():
-                    close = True
-                continue
-            if _BAD_HEADER_NAME.search(name) or not name or _BAD_HEADER_VALUE.search(value):
-                raise AppProtocolError(f"the app sent a header that could split the response: {name!r}: {value!r}")
-            parts += (name, b": ", value, b"\r\n")
+            if len(name) in _FRAMING_NAME_LENGTHS:
+                lname = name.lower()
+                if lname == b"content-length":
+                    content_length = _content_length(value)
+                    continue  # written below, once, after the framing decision
+                if lname == b"transfer-encoding":
+                    continue  # framing is ours to choose
+                if lname == b"connection":
+                    close = close or b"close" in value.lower()
+                    continue
+            app += (name, b": ", value, b"\r\n")
+        block = b"".join(app)
+        lines = len(app) >> 2
+        # One scan of the whole block instead of a regex per header: any CR, LF or NUL inside a name or
+        # value shows up as an extra line ending (header injection / response splitting).
+        if block.count(b"\n") != lines or block.count(b"\r") != lines or b"\0" in block:
+            _reject_headers(headers)
         self.response_started = True
         self.status = status
-        if self.method == "HEAD" or status < 200 or status == 204 or status == 304:
+        http10 = self.http_version == "1.0"
+        if self.expect_continue and not self._body_done:
+            close = True  # we never asked for the body, so the connection cannot carry another request
+        if status < 200 or status == 204:
             self.no_body = True
-            if content_length is not None:
-                parts.append(b"content-length: %d\r\n" % content_length)
+            framing = b""  # RFC 9110 8.6: no Content-Length on 1xx and 204
+        elif self.method == "HEAD" or status == 304:
+            self.no_body = True
+            if content_length is None and end and body and status != 304:
+                content_length = len(body)  # the app sent GET's body: its length is GET's Content-Length
+            framing = b"" if content_length is None else b"content-length: %d\r\n" % content_length
         elif content_length is not None:
             self._expected = content_length
-            parts.append(b"content-length: %d\r\n" % content_length)
+            framing = b"content-length: %d\r\n" % content_length
         elif end and not trailers:
             self._expected = len(body)
-            parts.append(b"content-length: %d\r\n" % len(body))
-        elif self.http_version == "1.1":
+            framing = b"content-length: %d\r\n" % len(body)
+        elif not http10:
             self._chunked = True
-            parts.append(b"transfer-encoding: chunked\r\n")
+            framing = b"transfer-encoding: chunked\r\n"
         else:
             close = True  # HTTP/1.0 without a length: the end of the body is the end of the connection
+            framing = b""
         self._trailers = trailers and self._chunked  # announced; written only if the client sent TE: trailers
-        if close:
+        if close or conn.ctx.shutting_down:
             self.keep_alive = False
-            if self.http_version == "1.1":
-                parts.append(b"connection: close\r\n")
-        elif self.http_version == "1.0":
-            parts.append(b"connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        if not self.disconnected:
-            self._emit(parts, body, end)
+            if not http10:
+                framing += b"connection: close\r\n"
+        elif http10:
+            framing += b"connection: keep-alive\r\n"
+        if self.disconnected:
+            return
+        head = [line, conn.ctx.fixed_headers, block, framing, b"\r\n"]
+        if end and not trailers and self._expected == len(body) and not self.no_body:
+            # the common case: a complete response, one write
+            self.sent = len(body)
+            head.append(body)
+            conn.write(b"".join(head))
+            self._finish()
+            return
+        self._emit(head, body, end)
 
     def _emit(self, parts: list[bytes], data: bytes, end: bool) -> None:
         """Write ``parts`` plus ``data`` framed for this response, in one write; finish when ``end``."""
@@ -353,9 +391,13 @@ class H1Connection(asyncio.Protocol):
         self._url = b""
         self._headers: Headers = []
         self._head_bytes = 0
+        self._in_head = False
+        self._hosts = 0
         self._expect_continue = False
         self._te_trailers = False
         self._parsing: H1Exchange | None = None
+        self._latest: H1Exchange | None = None
+        self._lingering = False
         # the request being answered, and those waiting behind it
         self.active: H1Exchange | None = None
         self.queue: deque[H1Exchange] = deque()
@@ -388,14 +430,26 @@ class H1Connection(asyncio.Protocol):
         self._wake_drain()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # closing after an unread body: what still arrives is dropped, never parsed
         try:
             self.parser.feed_data(data)
+            if self._in_head:
+                # A head still incomplete after this chunk: bound what it may grow to (the memory a
+                # slow or hostile client can pin), counted per chunk rather than per header.
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    raise httptools.HttpParserError("request head too large") from ProtocolError(
+                        "request header fields too large", 431)
         except httptools.HttpParserUpgrade:
             # Upgrades (WebSocket, h2c) are not taken here: the request is served as plain HTTP and the
-            # connection closes after it, since what follows is not HTTP/1.1 any more.
-            if self._parsing is not None:
-                self._parsing.keep_alive = False
+            # connection closes after it, since the parser stops at the upgrade and reads nothing further.
             self.pause_reading("upgrade")
+            latest = self._latest
+            if latest is not None:
+                latest.keep_alive = False
+                if latest.finished:
+                    self.close()
         except httptools.HttpParserError as exc:
             self._bad_request(exc)
         ex = self._to_dispatch
@@ -417,7 +471,8 @@ class H1Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
-        self._head_bytes = 0
+        self._in_head = True
+        self._hosts = 0
         self._expect_continue = False
         self._te_trailers = False
 
@@ -429,16 +484,27 @@ class H1Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         self._headers.append((name, value))
-        self._head_bytes += len(name) + len(value)
-        if len(self._headers) > MAX_HEADERS or self._head_bytes > MAX_HEAD_BYTES:
-            raise ProtocolError("request header fields too large", 431)
-        if name == b"expect" and value.lower() == b"100-continue":
-            self._expect_continue = True
-        elif name == b"te" and b"trailers" in value.lower():
-            self._te_trailers = True
+        if name in _NOTED_REQUEST_HEADERS:
+            if name == b"host":
+                self._hosts += 1
+                return
+            value = value.lower()
+            if name == b"expect":
+                self._expect_continue = value == b"100-continue"
+            elif b"trailers" in value:
+                self._te_trailers = True
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        if len(self._headers) > MAX_HEADERS:
+            raise ProtocolError("too many request header fields", 431)
         parser = self.parser
+        http_version = parser.get_http_version()
+        if http_version != "1.1" and http_version != "1.0":
+            raise ProtocolError(f"HTTP/{http_version} is not served here (HTTP/1.0 and 1.1 are)", 505)
+        if self._hosts != 1 and (http_version == "1.1" or self._hosts):
+            raise ProtocolError("a request must carry exactly one Host header (RFC 9112 3.2)", 400)
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         url = self._url
@@ -447,13 +513,21 @@ class H1Connection(asyncio.Protocol):
         elif url == b"*":
             raw_path, query = url, b""
         else:
-            parsed = httptools.parse_url(url)
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise ProtocolError("invalid request target", 400) from None
+            if not parsed.schema:
+                raise ProtocolError("the request target must be a path or an absolute URL", 400)
             raw_path, query = parsed.path or b"/", parsed.query or b""
-        http_version = parser.get_http_version()
         ex = H1Exchange(self, method, raw_path, query, self._headers, http_version,
                         parser.should_keep_alive(), self._expect_continue and http_version == "1.1")
-        ex.te_trailers = self._te_trailers
+        if self._te_trailers:
+            ex.te_trailers = True
+        if self.ctx.access_log:
+            ex.start_time = self.loop.time()
         self._parsing = ex
+        self._latest = ex
         self.idle_since = None
         if self.active is None:
             self.active = ex
@@ -536,12 +610,14 @@ class H1Connection(asyncio.Protocol):
         # Lingering close: send FIN, keep reading (and dropping) for a moment, so the kernel does not
         # answer the client's unread upload with a RST that would destroy our response.
         transport.write_eof()
+        self._lingering = True
         self.resume_reading("body")
         self.resume_reading("pipeline")
         self.loop.call_later(LINGER_SECONDS, self.close)
 
     def _bad_request(self, exc: Exception) -> None:
-        cause = exc.__context__ if isinstance(exc.__context__, ProtocolError) else None
+        origin = exc.__cause__ or exc.__context__  # our own ProtocolError, raised in a callback or above
+        cause = origin if isinstance(origin, ProtocolError) else None
         status = cause.status if cause is not None else 400
         reason = str(cause) if cause is not None else (str(exc) or "malformed request")
         _log.info("rejected a request from %s: %s (%d)", _fmt_addr(self.client), reason, status)

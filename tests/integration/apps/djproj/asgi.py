@@ -1,0 +1,11 @@
+"""ASGI entry point of the test Django project, as startproject writes it."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djproj.settings")
+
+application = get_asgi_application()

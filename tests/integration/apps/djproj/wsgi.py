@@ -1,0 +1,11 @@
+"""WSGI entry point of the test Django project, as startproject writes it."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djproj.settings")
+
+application = get_wsgi_application()

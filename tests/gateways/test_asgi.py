@@ -359,7 +359,8 @@ def test_run_exception_before_start_sends_500() -> None:
         raise RuntimeError("boom")
 
     ex = FakeExchange()
-    run(HTTPCycle(ex).run(app, {}))
+    cycle = HTTPCycle(ex)
+    assert cycle.start(app({}, cycle.receive, cycle.send)) is None  # failed in its first step: no task
     assert [call[:2] for call in ex.calls] == [("send_simple", 500)]
 
 
@@ -370,7 +371,8 @@ def test_run_exception_after_start_aborts() -> None:
         raise RuntimeError("boom")
 
     ex = FakeExchange()
-    run(HTTPCycle(ex).run(app, {}))
+    cycle = HTTPCycle(ex)
+    assert cycle.start(app({}, cycle.receive, cycle.send)) is None
     assert ex.calls[-1] == ("abort",)
     assert not any(call[0] == "send_simple" for call in ex.calls)
 

@@ -9,14 +9,16 @@ body message, so a small response is one transport write.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+import types
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from bascule.errors import AppProtocolError
-from bascule.gateways.eager import start_eager
+from bascule.gateways.eager import Resume
 from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers
 
 Scope = MutableMapping[str, Any]
@@ -82,14 +84,24 @@ class ASGIGateway:
             "state": self.state.copy(),
             "extensions": {"http.response.trailers": {}},
         }
-        task = start_eager(ex.loop, HTTPCycle(ex).run(self.app, scope))
+        cycle = HTTPCycle(ex)
+        task = cycle.start(self.app(scope, cycle.receive, cycle.send))
         if task is not None:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
 
+async def _as_coroutine(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
 class HTTPCycle:
-    """The receive/send pair of one request, enforcing ASGI's message order."""
+    """The receive/send pair of one request, enforcing ASGI's message order.
+
+    ``send`` and ``receive`` stay coroutines: awaiting a coroutine that returns without suspending takes
+    CPython's exception-free return path, while awaiting an already-done future raises (and catches) a
+    StopIteration per message (measured: more instructions per request, not fewer).
+    """
 
     __slots__ = ("ex", "headers", "request_done", "state", "status", "trailer_headers", "trailers")
 
@@ -102,31 +114,56 @@ class HTTPCycle:
         self.trailers = False
         self.trailer_headers: Headers = []
 
-    async def run(self, app: ASGIApp, scope: Scope) -> None:
-        ex = self.ex
+    def start(self, awaitable: Awaitable[None]) -> asyncio.Task[None] | None:
+        """Run the app eagerly; a Task carries it on only if it suspends (see gateways/eager.py)."""
+        coro = awaitable if type(awaitable) is types.CoroutineType else _as_coroutine(awaitable)
+        context = contextvars.copy_context()
         try:
-            await app(scope, self.receive, self.send)
-        except ClientDisconnected:
-            _log.debug("client went away during %s %s", ex.method, ex.raw_path.decode("latin-1"))
-            return
+            pending = context.run(coro.send, None)
+        except StopIteration:
+            self.returned()
+            return None
+        except BaseException as exc:
+            self.failed(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return None
+        return self.ex.loop.create_task(self._carry_on(coro, pending), context=context)
+
+    async def _carry_on(self, coro: Coroutine[Any, Any, None], pending: Any) -> None:
+        try:
+            await Resume(coro, pending)
         except asyncio.CancelledError:
+            ex = self.ex
             if not ex.response_started:
                 ex.send_simple(503, b"Service Unavailable: the server is shutting down\n")
             else:
                 ex.abort()
             raise
         except BaseException as exc:
-            _log.error("Exception in ASGI application (%s %s)", ex.method, ex.raw_path.decode("latin-1"),
-                       exc_info=exc)
-            if ex.disconnected:
-                return
-            if not ex.response_started:
-                ex.send_simple(500, b"Internal Server Error\n")
-            else:
-                ex.abort()
+            self.failed(exc)
             if not isinstance(exc, Exception):
                 raise
+        else:
+            self.returned()
+
+    def failed(self, exc: BaseException) -> None:
+        """The app raised: log it once; 500 if nothing was sent yet, else close the connection."""
+        ex = self.ex
+        if isinstance(exc, ClientDisconnected):
+            _log.debug("client went away during %s %s", ex.method, ex.raw_path.decode("latin-1"))
             return
+        _log.error("Exception in ASGI application (%s %s)", ex.method, ex.raw_path.decode("latin-1"), exc_info=exc)
+        if ex.disconnected:
+            return
+        if not ex.response_started:
+            ex.send_simple(500, b"Internal Server Error\n")
+        else:
+            ex.abort()
+
+    def returned(self) -> None:
+        """The app returned: a response it did not finish is a 500 (or a closed connection)."""
+        ex = self.ex
         if self.state is not SendState.DONE and not ex.disconnected:
             if not ex.response_started:
                 _log.error("ASGI app returned without sending a response (%s %s)", ex.method,

@@ -16,7 +16,7 @@ from collections.abc import Coroutine, Generator
 from typing import Any
 
 
-class _Resume:
+class Resume:
     """An awaitable that continues an already-started coroutine from the future it is waiting on."""
 
     __slots__ = ("coro", "pending")
@@ -42,7 +42,7 @@ class _Resume:
                     return
 
 
-async def _finish(resume: _Resume) -> None:
+async def _finish(resume: Resume) -> None:
     await resume
 
 
@@ -56,4 +56,4 @@ def start_eager(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
         pending = context.run(coro.send, None)
     except StopIteration:
         return None
-    return loop.create_task(_finish(_Resume(coro, pending)), context=context)
+    return loop.create_task(_finish(Resume(coro, pending)), context=context)

@@ -33,7 +33,7 @@ from conftest import Running, http_exchange
 
 from bascule.gateways.threads import ThreadPool
 from bascule.gateways.wsgi_io import FileWrapper
-from bascule.protocols import http1
+from bascule.protocols import http1_exchange
 
 pytestmark = [
     pytest.mark.filterwarnings("error::wsgiref.validate.WSGIWarning"),
@@ -972,7 +972,7 @@ def test_streaming_to_a_client_that_does_not_read_is_bounded(wsgi: Any) -> None:
 
 @pytest.fixture
 def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts os.sendfile calls made by bascule.protocols.http1 (bytes sent per call)."""
+    """Counts os.sendfile calls made by bascule.protocols.http1_exchange (bytes sent per call)."""
     calls: list[int] = []
     real = os.sendfile
 
@@ -981,7 +981,7 @@ def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(n)
         return n
 
-    monkeypatch.setattr(http1.os, "sendfile", spy)
+    monkeypatch.setattr(http1_exchange.os, "sendfile", spy)
     return calls
 
 

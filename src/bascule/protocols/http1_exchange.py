@@ -1,0 +1,360 @@
+"""One HTTP/1.1 request and its response: body buffering, response framing, declared-length checks.
+
+Split from protocols/http1.py, which owns the connection (parsing, ordering, flow control): an
+:class:`H1Exchange` is what the gateways see of one request on that connection, through the
+:class:`~bascule.protocols.exchange.Exchange` seam.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import os
+import re
+import select
+from typing import IO, TYPE_CHECKING
+
+from bascule.errors import AppProtocolError
+from bascule.protocols.exchange import Exchange, Headers
+
+if TYPE_CHECKING:
+    from bascule.protocols.http1 import H1Connection
+
+BODY_HIGH_WATER = 256 * 1024
+
+_STATUS_LINES: dict[int, bytes] = {}
+_FRAMING_NAME_LENGTHS = frozenset((len(b"content-length"), len(b"transfer-encoding"), len(b"connection")))
+_BAD_HEADER_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_BAD_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_log = logging.getLogger("bascule.error")
+
+
+def status_line(status: int) -> bytes:
+    """'HTTP/1.1 200 OK\\r\\n', cached per status code."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = http.HTTPStatus(status).phrase.encode("ascii")
+        except ValueError:
+            phrase = b""
+        line = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+        if len(_STATUS_LINES) < 1000:
+            _STATUS_LINES[status] = line
+    return line
+
+
+def _reject_headers(headers: Headers) -> None:
+    """Name the first header that would split the response (the slow path, only taken on error)."""
+    for name, value in headers:
+        if not name or _BAD_HEADER_NAME.search(name) or _BAD_HEADER_VALUE.search(value):
+            raise AppProtocolError(f"the app sent a header that could split the response: {name!r}: {value!r}")
+    raise AppProtocolError("the app sent headers with CR, LF or NUL in them")
+
+
+def _content_length(value: bytes) -> int:
+    if not value.isdigit():
+        raise AppProtocolError(f"the app sent an invalid content-length header: {value!r}")
+    return int(value)
+
+
+class H1Exchange(Exchange):
+    """One HTTP/1.1 request on a connection and the state of its response.
+
+    No __slots__: most per-response state starts at a class-level default and is only written when it
+    changes, which saves a couple of dozen attribute writes per request on the hot path.
+    """
+
+    root_path = ""
+    start_time = 0.0
+    disconnected = False
+    response_started = False
+    finished = False
+    status = 0
+    sent = 0
+    writable_hook = None
+    no_body = False
+    counted = False
+    te_trailers = False
+    _body: list[bytes] | None = None
+    _body_size = 0
+    _body_done = False
+    _body_waiter: asyncio.Future[None] | None = None
+    _disconnect_waiter: asyncio.Future[None] | None = None
+    _chunked = False
+    _expected: int | None = None
+    _trailers = False
+
+    def __init__(self, conn: H1Connection, method: str, raw_path: bytes, query: bytes, headers: Headers,
+                 http_version: str, keep_alive: bool, expect_continue: bool) -> None:
+        self.conn = conn
+        self.loop = conn.loop
+        self.method = method
+        self.raw_path = raw_path
+        self.query_string = query
+        self.headers = headers
+        self.http_version = http_version
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.scheme = conn.scheme
+        self.client = conn.client
+        self.server = conn.server
+
+    # -- request body, fed by the connection --------------------------------------------------------
+    def feed_body(self, data: bytes) -> None:
+        if self.finished:
+            return  # the response is done; the rest of the body is read and dropped
+        if self._body is None:
+            self._body = []
+        self._body.append(data)
+        self._body_size += len(data)
+        if self._body_waiter is not None:
+            self._wake_body()
+        if self._body_size > BODY_HIGH_WATER:
+            self.conn.pause_reading("body")
+
+    def end_body(self) -> None:
+        self._body_done = True
+        if self._body_waiter is not None:
+            self._wake_body()
+
+    def _wake_body(self) -> None:
+        waiter, self._body_waiter = self._body_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def body_done(self) -> bool:
+        return self._body_done and not self._body
+
+    def take_buffered_body(self) -> bytes | None:
+        if not self._body_done:
+            return None
+        body = self._body
+        if not body:
+            return b""
+        self._body = None
+        self._body_size = 0
+        return b"".join(body) if len(body) != 1 else body[0]
+
+    async def receive_body(self) -> bytes:
+        if self.expect_continue:
+            self.expect_continue = False
+            if not self.response_started and not self._body_done and not self.disconnected:
+                self.conn.write(_CONTINUE)
+        while not self._body and not self._body_done and not self.disconnected:
+            self._body_waiter = self.loop.create_future()
+            self.conn.resume_reading("body")
+            await self._body_waiter
+        body = self._body
+        if not body:
+            return b""
+        self._body = None
+        self._body_size = 0
+        self.conn.resume_reading("body")
+        return b"".join(body) if len(body) != 1 else body[0]
+
+    # -- response -----------------------------------------------------------------------------------
+    def send_head(self, status: int, headers: Headers, body: bytes = b"", end: bool = False,
+                  trailers: bool = False) -> None:
+        if self.response_started:
+            raise AppProtocolError("the response was already started")
+        line = _STATUS_LINES.get(status)
+        if line is None:
+            if type(status) is not int or not 100 <= status <= 999:
+                raise AppProtocolError(f"invalid status code {status!r}")
+            line = status_line(status)
+        conn = self.conn
+        content_length: int | None = None
+        close = not self.keep_alive
+        app: list[bytes] = []
+        for name, value in headers:
+            if len(name) in _FRAMING_NAME_LENGTHS:
+                lname = name.lower()
+                if lname == b"content-length":
+                    content_length = _content_length(value)
+                    continue  # written below, once, after the framing decision
+                if lname == b"transfer-encoding":
+                    continue  # framing is ours to choose
+                if lname == b"connection":
+                    close = close or b"close" in value.lower()
+                    continue
+            app += (name, b": ", value, b"\r\n")
+        block = b"".join(app)
+        lines = len(app) >> 2
+        # One scan of the whole block instead of a regex per header: any CR, LF or NUL inside a name or
+        # value shows up as an extra line ending (header injection / response splitting).
+        if block.count(b"\n") != lines or block.count(b"\r") != lines or b"\0" in block:
+            _reject_headers(headers)
+        self.response_started = True
+        self.status = status
+        http10 = self.http_version == "1.0"
+        if self.expect_continue and not self._body_done:
+            close = True  # we never asked for the body, so the connection cannot carry another request
+        if status < 200 or status == 204:
+            self.no_body = True
+            framing = b""  # RFC 9110 8.6: no Content-Length on 1xx and 204
+        elif self.method == "HEAD" or status == 304:
+            self.no_body = True
+            if content_length is None and end and body and status != 304:
+                content_length = len(body)  # the app sent GET's body: its length is GET's Content-Length
+            framing = b"" if content_length is None else b"content-length: %d\r\n" % content_length
+        elif content_length is not None:
+            self._expected = content_length
+            framing = b"content-length: %d\r\n" % content_length
+        elif end and not trailers:
+            self._expected = len(body)
+            framing = b"content-length: %d\r\n" % len(body)
+        elif not http10:
+            self._chunked = True
+            framing = b"transfer-encoding: chunked\r\n"
+        else:
+            close = True  # HTTP/1.0 without a length: the end of the body is the end of the connection
+            framing = b""
+        self._trailers = trailers and self._chunked  # announced; written only if the client sent TE: trailers
+        if close or conn.ctx.shutting_down:
+            self.keep_alive = False
+            if not http10:
+                framing += b"connection: close\r\n"
+        elif http10:
+            framing += b"connection: keep-alive\r\n"
+        if self.disconnected:
+            return
+        head = [line, conn.ctx.fixed_headers, block, framing, b"\r\n"]
+        if end and not trailers and self._expected == len(body) and not self.no_body:
+            # the common case: a complete response, one write
+            self.sent = len(body)
+            head.append(body)
+            conn.write(b"".join(head))
+            self._finish()
+            return
+        self._emit(head, body, end)
+
+    def _emit(self, parts: list[bytes], data: bytes, end: bool) -> None:
+        """Write ``parts`` plus ``data`` framed for this response, in one write; finish when ``end``."""
+        if data and not self.no_body:
+            if self._chunked:
+                self.sent += len(data)
+                parts += (b"%x\r\n" % len(data), data, b"\r\n")
+            else:
+                self.sent += len(data)
+                if self._expected is not None and self.sent > self._expected:
+                    _log.error("response body longer than its content-length (%d > %d) for %s %s; "
+                               "connection closed", self.sent, self._expected, self.method, self._target())
+                    self.abort()
+                    return
+                parts.append(data)
+        if end and not self._trailers:
+            if self._chunked:
+                parts.append(b"0\r\n\r\n")
+            elif self._expected is not None and self.sent < self._expected and not self.no_body:
+                _log.error("response body shorter than its content-length (%d < %d) for %s %s; "
+                           "connection closed", self.sent, self._expected, self.method, self._target())
+                self.conn.write(b"".join(parts))
+                self.abort()
+                return
+            self.conn.write(b"".join(parts) if len(parts) != 1 else parts[0])
+            self._finish()
+        elif parts:
+            self.conn.write(b"".join(parts) if len(parts) != 1 else parts[0])
+
+    def _target(self) -> str:
+        return self.raw_path.decode("latin-1")
+
+    def send_body(self, data: bytes, end: bool = False) -> None:
+        if not self.response_started or self.finished:
+            raise AppProtocolError("send_body() outside a started response")
+        if not self.disconnected:
+            self._emit([], data, end)
+
+    def send_trailers(self, trailers: Headers) -> None:
+        if self.finished or self.disconnected:
+            return
+        if self._trailers and self.te_trailers:
+            parts = [b"0\r\n"]
+            for name, value in trailers:
+                if _BAD_HEADER_NAME.search(name) or _BAD_HEADER_VALUE.search(value):
+                    raise AppProtocolError(f"invalid trailer {name!r}: {value!r}")
+                parts += (name, b": ", value, b"\r\n")
+            parts.append(b"\r\n")
+            self.conn.write(b"".join(parts))
+        elif self._chunked:
+            self.conn.write(b"0\r\n\r\n")  # the client did not ask for trailers (RFC 9110 6.5.1)
+        self._finish()
+
+    def send_simple(self, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:
+        self.send_head(status, [(b"content-type", content_type)], body, end=True)
+
+    def _finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.conn.response_done(self)
+            self._wake_disconnect()
+
+    def _wake_disconnect(self) -> None:
+        waiter, self._disconnect_waiter = self._disconnect_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_disconnect(self) -> None:
+        self.disconnected = True
+        self._wake_body()
+        self._wake_disconnect()
+        if self.writable_hook is not None:
+            self.writable_hook()
+
+    @property
+    def write_paused(self) -> bool:
+        return self.conn.write_paused
+
+    async def drain(self) -> None:
+        await self.conn.drain()
+
+    async def wait_disconnect(self) -> None:
+        if self.finished or self.disconnected:
+            return
+        if self._disconnect_waiter is None:
+            self._disconnect_waiter = self.loop.create_future()
+        await self._disconnect_waiter
+
+    def abort(self) -> None:
+        if self.finished and not self.disconnected and self.conn.active is not self:
+            return  # already complete; the connection has moved on to the next request
+        self.keep_alive = False
+        if not self.finished:
+            self.finished = True
+            self.conn.response_done(self, aborted=True)
+        self.conn.close()
+
+    @property
+    def can_sendfile(self) -> bool:
+        return self.conn.sock_fd is not None and not self._chunked
+
+    def send_file_blocking(self, file: IO[bytes], offset: int, count: int) -> int:
+        fd = self.conn.sock_fd
+        if fd is None:
+            raise RuntimeError("sendfile is not available on this connection")
+        asyncio.run_coroutine_threadsafe(self.conn.flush(), self.loop).result()
+        sent = 0
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        while sent < count and not self.disconnected:
+            try:
+                n = os.sendfile(fd, file.fileno(), offset + sent, count - sent)
+            except BlockingIOError:
+                poller.poll(1000)
+                continue
+            except OSError:
+                break
+            if n == 0:
+                break
+            sent += n
+        self.loop.call_soon_threadsafe(self._note_sent, sent)
+        return sent
+
+    def _note_sent(self, n: int) -> None:
+        """Count bytes sent outside conn.write (sendfile) against the declared length."""
+        self.sent += n
+
+

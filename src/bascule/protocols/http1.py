@@ -29,6 +29,7 @@ MAX_URL = 8192
 MAX_HEADERS = 100
 MAX_HEAD_BYTES = 64 * 1024
 LINGER_SECONDS = 2.0
+COALESCE_LIMIT = 64 * 1024
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _NOTED_REQUEST_HEADERS = frozenset((b"expect", b"te", b"host"))
@@ -62,6 +63,8 @@ class H1Connection(asyncio.Protocol):
         self._te_trailers = False
         self._parsing: H1Exchange | None = None
         self._latest: H1Exchange | None = None
+        self._out: list[bytes] = []  # streamed pieces waiting for the end of this loop pass
+        self._out_size = 0
         self._lingering = False
         # the request being answered, and those waiting behind it
         self.active: H1Exchange | None = None
@@ -317,10 +320,41 @@ class H1Connection(asyncio.Protocol):
 
     # -- transport helpers --------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
+        """Write now, after anything write_soon() still holds."""
         if self.transport is not None and not self.closed:
+            pending = self._out
+            if pending:
+                pending.append(data)
+                data = b"".join(pending)
+                pending.clear()
+                self._out_size = 0
             self.transport.write(data)
 
+    def write_soon(self, data: bytes) -> None:
+        """Write a streamed piece at the end of this loop pass, together with the pieces after it.
+
+        An app streaming many small chunks without waiting in between (or a WSGI generator whose chunks
+        reach the loop together) then costs one send() syscall per loop pass, not one per chunk.
+        """
+        pending = self._out
+        if not pending:
+            self.loop.call_soon(self._flush_out)
+        pending.append(data)
+        self._out_size += len(data)
+        if self._out_size >= COALESCE_LIMIT:
+            self._flush_out()
+
+    def _flush_out(self) -> None:
+        pending = self._out
+        if pending:
+            data = b"".join(pending) if len(pending) != 1 else pending[0]
+            pending.clear()
+            self._out_size = 0
+            if self.transport is not None and not self.closed:
+                self.transport.write(data)
+
     def close(self) -> None:
+        self._flush_out()  # what was already sent by the app goes out before the FIN
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -347,6 +381,7 @@ class H1Connection(asyncio.Protocol):
 
     async def flush(self) -> None:
         """Wait until everything written so far has left the transport's buffer (used before sendfile)."""
+        self._flush_out()
         transport = self.transport
         while transport is not None and not self.closed and transport.get_write_buffer_size():
             await asyncio.sleep(0.001)

@@ -40,6 +40,9 @@ class Exchange(abc.ABC):
     response_started: bool
     status: int
     writable_hook: Callable[[], None] | None
+    write_paused: bool
+    """True while the transport's buffer is above its high-water mark (kept up to date by the protocol,
+    a plain attribute because every send reads it)."""
     """Called when writing may go on (buffer drained, or connection gone): wakes a WSGI thread."""
 
     # -- request body -------------------------------------------------------------------------------
@@ -81,11 +84,6 @@ class Exchange(abc.ABC):
     @abc.abstractmethod
     def send_simple(self, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:
         """A complete small response from the server itself (errors, 503)."""
-
-    @property
-    @abc.abstractmethod
-    def write_paused(self) -> bool:
-        """True while the transport's buffer is above its high-water mark."""
 
     @abc.abstractmethod
     async def drain(self) -> None:

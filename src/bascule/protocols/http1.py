@@ -130,21 +130,21 @@ class H1Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        if self.active is not None:
+            self.active.write_paused = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.active is not None:
+            self.active.write_paused = False
         self._wake_drain()
 
     # -- llhttp callbacks ---------------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._in_head = True
-        self._hosts = 0
-        self._expect_continue = False
-        self._te_trailers = False
+    # No on_message_begin: httptools only calls the callbacks a protocol defines, so the per-request
+    # state is reset at the end of on_headers_complete instead, saving one Python call per request.
 
     def on_url(self, url: bytes) -> None:
+        self._in_head = True
         self._url += url
         if len(self._url) > MAX_URL:
             raise ProtocolError("request target too long", 414)
@@ -194,12 +194,19 @@ class H1Connection(asyncio.Protocol):
             ex.te_trailers = True
         if self.ctx.access_log:
             ex.start_time = self.loop.time()
+        self._url = b""
+        self._headers = []
+        self._hosts = 0
+        self._expect_continue = False
+        self._te_trailers = False
         self._parsing = ex
         self._latest = ex
         self.idle_since = None
         if self.active is None:
             self.active = ex
             self._to_dispatch = ex
+            if self.write_paused:
+                ex.write_paused = True
         else:
             self.queue.append(ex)
             self.pause_reading("pipeline")
@@ -240,7 +247,9 @@ class H1Connection(asyncio.Protocol):
 
     def response_done(self, ex: H1Exchange, aborted: bool = False) -> None:
         """Called by the exchange once its response is complete: log it, then serve the next request."""
-        self._release(ex)
+        if ex.counted:
+            ex.counted = False
+            self.ctx.in_flight -= 1
         if self.ctx.access_log:
             self.ctx.log_access(ex, ex.sent)
         if ex is not self.active:
@@ -259,6 +268,7 @@ class H1Connection(asyncio.Protocol):
         if self.queue:
             nxt = self.queue.popleft()
             self.active = nxt
+            nxt.write_paused = self.write_paused
             if not self.queue:
                 self.resume_reading("pipeline")
             self._dispatch(nxt)

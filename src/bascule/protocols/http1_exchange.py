@@ -74,6 +74,7 @@ class H1Exchange(Exchange):
     status = 0
     sent = 0
     writable_hook = None
+    write_paused = False
     no_body = False
     counted = False
     te_trailers = False
@@ -227,7 +228,10 @@ class H1Exchange(Exchange):
             self.sent = len(body)
             head.append(body)
             conn.write(b"".join(head))
-            self._finish()
+            self.finished = True
+            conn.response_done(self)
+            if self._disconnect_waiter is not None:
+                self._wake_disconnect()
             return
         self._emit(head, body, end)
 
@@ -303,10 +307,6 @@ class H1Exchange(Exchange):
         self._wake_disconnect()
         if self.writable_hook is not None:
             self.writable_hook()
-
-    @property
-    def write_paused(self) -> bool:
-        return self.conn.write_paused
 
     async def drain(self) -> None:
         await self.conn.drain()

@@ -159,7 +159,8 @@ def test_python_dash_m_error_is_one_line(tmp_path: Path) -> None:
     (["--prot=1", "main:app"], "unknown option --prot (did you mean --port?)"),
     (["main:app", "--no-acces-log"], "unknown option --no-acces-log (did you mean --no-access-log?)"),
     (["main:app", "--wsgi-thread", "4"], "unknown option --wsgi-thread (did you mean --wsgi-threads?)"),
-    (["main:app", "--workerz", "4"], "unknown option --workerz (run 'bascule --help' to list the options)"),
+    (["main:app", "--workerz", "4"], "unknown option --workerz (did you mean --workers?)"),
+    (["main:app", "--zzz", "4"], "unknown option --zzz (run 'bascule --help' to list the options)"),
     (["main:app", "-b", "0.0.0.0:80"], "unknown option -b (run 'bascule --help' to list the options)"),
 ])
 def test_unknown_flag(tmp_path: Path, argv: list[str], expected: str) -> None:

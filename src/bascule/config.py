@@ -71,6 +71,15 @@ class Config:
                                                           "TCP.", metavar="PATH"))
     fd: int | None = field(default=None, metadata=option("Serve on an already bound socket passed as this file "
                                                          "descriptor.", metavar="FD"))
+    bind: tuple[str, ...] = field(default=(), metadata=option(
+        "Listen here; repeatable, replaces --host/--port/--uds/--fd. HOST:PORT, [IPV6]:PORT, :PORT (every "
+        "address), unix:PATH or fd://N.", metavar="ADDRESS"))
+    uds_mode: str | None = field(default=None, metadata=option(
+        "Permissions of the Unix sockets bound with --uds or --bind unix:PATH, in octal (for example 660); "
+        "unset leaves them to the umask.", metavar="MODE"))
+    reuse_port: bool = field(default=False, metadata=option(
+        "Set SO_REUSEPORT on TCP listeners, so another server (another bascule, for a blue/green switch) "
+        "can bind the same port. Workers of one server share its sockets either way."))
     backlog: int = field(default=2048, metadata=option("Maximum number of pending connections.", metavar="N"))
     root_path: str = field(default="", metadata=option("Mount point of the whole server behind a proxy: set as "
                                                        "ASGI root_path / WSGI SCRIPT_NAME.", metavar="PATH"))
@@ -102,6 +111,37 @@ class Config:
         "How WSGI apps run: 'threads' (a pool; the loop keeps serving while apps work or wait) or 'loop' "
         "(on the event-loop thread once the body has arrived: fastest for quick CPU-bound apps, but an app "
         "that waits stalls every connection).", choices=WSGI_MODES))
+    workers: int = field(default=1, metadata=option(
+        "Worker processes. With more than one, a master process binds the listeners, forks the workers and "
+        "supervises them (signals: docs/deployment.md). Default 1, or $WEB_CONCURRENCY when it is set.",
+        metavar="N"))
+    preload: bool = field(default=False, metadata=option(
+        "Import the app in the master before forking the workers (shares memory, fails before any fork); "
+        "SIGHUP then restarts workers on the code the master loaded."))
+    timeout_worker_healthcheck: float = field(default=30.0, metadata=option(
+        "With a master: kill and replace a worker whose event loop has not run for this many seconds, after "
+        "logging the stacks of its threads. 0 turns the check off.", metavar="SECONDS"))
+    max_requests: int | None = field(default=None, metadata=option(
+        "Replace a worker after it has served this many requests (the replacement starts first, the old "
+        "worker drains); needs a master, which this option starts even with --workers 1.", metavar="N"))
+    max_requests_jitter: int = field(default=0, metadata=option(
+        "Add a random 0..N to --max-requests for each worker, so workers do not all recycle at once.",
+        metavar="N"))
+    max_worker_memory: int | None = field(default=None, metadata=option(
+        "Replace a worker whose resident memory (RSS) exceeds this many MiB, gracefully; Linux only; needs "
+        "a master, which this option starts even with --workers 1.", metavar="MIB"))
+    reload: bool = field(default=False, metadata=option(
+        "Development: restart the workers when a watched file changes (needs watchfiles: pip install "
+        "'bascule[reload]'). A broken edit is reported and the next change is awaited."))
+    reload_dir: tuple[str, ...] = field(default=(), metadata=option(
+        "Directory to watch with --reload; repeatable; default: --app-dir.", metavar="DIR"))
+    reload_include: tuple[str, ...] = field(default=(), metadata=option(
+        "Glob of more files that trigger --reload, besides *.py; repeatable.", metavar="GLOB"))
+    reload_exclude: tuple[str, ...] = field(default=(), metadata=option(
+        "Glob of files or directories that never trigger --reload; repeatable.", metavar="GLOB"))
+    pid: str | None = field(default=None, metadata=option(
+        "Write the server's process id (the master's, with workers) to this file; removed on exit.",
+        metavar="FILE"))
     config: str | None = field(default=None, metadata=option(
         "Read options from this TOML file (default: ./bascule.toml, else [tool.bascule] in ./pyproject.toml).",
         cli_only=True, metavar="FILE"))
@@ -129,6 +169,8 @@ class Config:
             raise ConfigError(f"timeout_graceful_shutdown must be >= 0, got {self.timeout_graceful_shutdown}")
         if self.fd is not None and self.fd < 0:
             raise ConfigError(f"fd must be a non-negative file descriptor, got {self.fd}")
+        _check_process_model(self)
+        _check_listeners(self)
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ConfigError(f"root_path must start with '/' and not end with one, got {self.root_path!r}")
         for spec in self.mount:
@@ -210,6 +252,89 @@ def did_you_mean(word: str, candidates: Any) -> str:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}{did_you_mean(value, choices)}")
+
+
+def _check_process_model(config: Config) -> None:
+    if config.workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {config.workers}")
+    if math.isnan(config.timeout_worker_healthcheck) or config.timeout_worker_healthcheck < 0:
+        raise ConfigError(f"timeout_worker_healthcheck must be a number of seconds >= 0 (0 turns it off), got "
+                          f"{config.timeout_worker_healthcheck}")
+    if config.max_requests is not None and config.max_requests < 1:
+        raise ConfigError(f"max_requests must be at least 1 (leave it unset to never recycle), got "
+                          f"{config.max_requests}")
+    if config.max_requests_jitter < 0:
+        raise ConfigError(f"max_requests_jitter must be >= 0, got {config.max_requests_jitter}")
+    if config.max_requests_jitter and config.max_requests is None:
+        raise ConfigError("max_requests_jitter needs max_requests: set --max-requests too")
+    if config.max_worker_memory is not None and config.max_worker_memory < 1:
+        raise ConfigError(f"max_worker_memory must be at least 1 MiB, got {config.max_worker_memory}")
+    if not config.reload:
+        for name in ("reload_dir", "reload_include", "reload_exclude"):
+            if getattr(config, name):
+                raise ConfigError(f"{name} only applies with reload: add --reload, or drop --{name.replace('_', '-')}")
+    elif config.preload:
+        raise ConfigError("reload and preload exclude each other: --reload restarts workers to load new code, "
+                          "--preload loads it once in the master")
+    if config.pid is not None and not config.pid:
+        raise ConfigError("pid must be a file path")
+
+
+def _check_listeners(config: Config) -> None:
+    binds = [parse_bind(spec) for spec in config.bind]
+    if binds:
+        if config.uds is not None or config.fd is not None:
+            raise ConfigError("bind replaces uds and fd: write --bind unix:PATH or --bind fd://N instead")
+        if config.host != "127.0.0.1" or config.port != 8000:
+            raise ConfigError("bind replaces host and port: write --bind HOST:PORT instead")
+    if config.uds_mode is not None:
+        parse_uds_mode(config.uds_mode)
+        if config.uds is None and not any(kind == "unix" for kind, _ in binds):
+            raise ConfigError("uds_mode applies to Unix sockets only: add --uds PATH or --bind unix:PATH")
+
+
+def parse_bind(spec: str) -> tuple[str, Any]:
+    """'HOST:PORT' -> ('tcp', (host, port)); 'unix:PATH' -> ('unix', path); 'fd://N' -> ('fd', n).
+
+    An IPv6 address is written in brackets ('[::1]:8000'); an empty host (':8000') means every address.
+    """
+    if spec.startswith("unix:"):
+        path = spec.removeprefix("unix:")
+        if not path:
+            raise ConfigError(f"bind {spec!r} needs a path: write unix:/run/app.sock")
+        return "unix", path
+    if spec.startswith("fd://"):
+        digits = spec.removeprefix("fd://")
+        if not digits.isdigit():
+            raise ConfigError(f"bind {spec!r} needs a file descriptor number: write fd://3")
+        return "fd", int(digits)
+    host, sep, port_text = spec.rpartition(":")
+    if host.startswith("["):
+        if not host.endswith("]") or len(host) < 3:
+            raise ConfigError(f"bind {spec!r}: write an IPv6 address in brackets, as [::1]:8000")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigError(f"bind {spec!r}: write an IPv6 address in brackets, as [{host}]:{port_text}")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"bind {spec!r} must look like HOST:PORT (port 0-65535), [::1]:PORT, unix:PATH or fd://N")
+    return "tcp", (host, int(port_text))
+
+
+def parse_uds_mode(text: str) -> int:
+    """'660' or '0o660' -> 0o660: permission bits only."""
+    try:
+        mode = int(text.removeprefix("0o"), 8)
+    except ValueError:
+        raise ConfigError(f"uds_mode must be octal permission bits such as 660, got {text!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(f"uds_mode must be octal permission bits between 0 and 777, got {text!r}")
+    return mode
+
+
+def needs_master(config: Config) -> bool:
+    """Whether serving ``config`` takes a master process: several workers, recycling, or --reload."""
+    return (config.workers > 1 or config.reload or config.max_requests is not None
+            or config.max_worker_memory is not None)
 
 
 def parse_mount(spec: str) -> tuple[str, str]:

@@ -1,7 +1,9 @@
-"""Listening sockets: TCP (IPv4/IPv6), Unix domain sockets, and inherited file descriptors.
+"""Listening sockets: TCP (IPv4/IPv6), Unix domain sockets, inherited file descriptors, systemd sockets.
 
 Binding happens before the event loop serves, so a port in use is one clear StartupError line. Sockets are
-created here and handed to the loop, which lets a later supervisor bind once and share them with workers.
+created here and handed to the loop, which lets the supervisor bind once and share them with its workers:
+one shared socket per address, so a worker that stops accepting leaves its queued connections to the
+others instead of dropping them (which per-worker SO_REUSEPORT sockets would do).
 """
 
 from __future__ import annotations
@@ -9,18 +11,72 @@ from __future__ import annotations
 import os
 import socket
 import stat
+from collections.abc import MutableMapping
 
-from bascule.config import Config
-from bascule.errors import StartupError
+from bascule.config import Config, parse_bind, parse_uds_mode
+from bascule.errors import ConfigError, StartupError
+
+SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first socket systemd passes
 
 
-def bind_sockets(config: Config) -> list[socket.socket]:
-    """The sockets ``config`` asks for, bound and ready to listen."""
-    if config.fd is not None:
-        return [from_fd(config.fd)]
-    if config.uds:
-        return [bind_unix(config.uds)]
-    return [bind_tcp(config.host, config.port)]
+def bind_sockets(config: Config, environ: MutableMapping[str, str] | None = None) -> list[socket.socket]:
+    """The sockets ``config`` asks for (or systemd passed), bound and ready to listen.
+
+    On error, the sockets already bound are closed, so a half-started server holds no port.
+    """
+    activated = systemd_sockets(os.environ if environ is None else environ)
+    if activated:
+        if config.bind or config.uds is not None or config.fd is not None:
+            for sock in activated:
+                sock.close()
+            raise ConfigError(f"systemd passed {len(activated)} socket(s) (LISTEN_FDS), which replace --bind, "
+                              f"--uds and --fd: drop those options, or the socket unit")
+        return activated
+    specs: list[tuple[str, object]]
+    if config.bind:
+        specs = [parse_bind(spec) for spec in config.bind]
+    elif config.fd is not None:
+        specs = [("fd", config.fd)]
+    elif config.uds:
+        specs = [("unix", config.uds)]
+    else:
+        specs = [("tcp", (config.host, config.port))]
+    mode = parse_uds_mode(config.uds_mode) if config.uds_mode is not None else None
+    sockets: list[socket.socket] = []
+    try:
+        for kind, where in specs:
+            if kind == "fd" and isinstance(where, int):
+                sockets.append(from_fd(where))
+            elif kind == "unix" and isinstance(where, str):
+                sockets.append(bind_unix(where, mode))
+            elif isinstance(where, tuple):
+                sockets.append(bind_tcp(where[0], where[1], reuse_port=config.reuse_port))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def systemd_sockets(environ: MutableMapping[str, str]) -> list[socket.socket]:
+    """The sockets systemd passed to this process (socket activation), as sd_listen_fds(unset=1) does.
+
+    LISTEN_PID must name this process (the variables may have been inherited from a parent they were
+    meant for). The variables are removed either way, so that workers and the app's own child processes
+    do not take the sockets for theirs.
+    """
+    pid_text, count_text = environ.pop("LISTEN_PID", None), environ.pop("LISTEN_FDS", None)
+    environ.pop("LISTEN_FDNAMES", None)
+    if pid_text is None or count_text is None:
+        return []
+    try:
+        pid, count = int(pid_text), int(count_text)
+    except ValueError:
+        raise StartupError(f"LISTEN_PID={pid_text!r} / LISTEN_FDS={count_text!r} from systemd are not numbers") \
+            from None
+    if pid != os.getpid() or count < 1:
+        return []
+    return [from_fd(fd) for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count)]
 
 
 def from_fd(fd: int) -> socket.socket:
@@ -35,7 +91,8 @@ def from_fd(fd: int) -> socket.socket:
     return sock
 
 
-def bind_unix(path: str) -> socket.socket:
+def bind_unix(path: str, mode: int | None = None) -> socket.socket:
+    """Bind ``path``, replacing a stale socket file; ``mode`` is applied before anyone can connect."""
     try:
         if stat.S_ISSOCK(os.stat(path).st_mode):
             os.unlink(path)  # a stale socket from a previous run
@@ -44,6 +101,8 @@ def bind_unix(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
+        if mode is not None:
+            os.chmod(path, mode)  # before listen(): nobody connects through looser permissions meanwhile
     except OSError as exc:
         sock.close()
         raise StartupError(f"cannot bind Unix socket {path!r}: {exc.strerror}") from None
@@ -51,7 +110,16 @@ def bind_unix(path: str) -> socket.socket:
     return sock
 
 
-def bind_tcp(host: str, port: int) -> socket.socket:
+def owned_unix_paths(config: Config) -> list[str]:
+    """Paths of the Unix sockets bascule itself binds for ``config`` (not inherited ones), to remove at exit."""
+    if config.bind:
+        return [str(where) for kind, where in map(parse_bind, config.bind) if kind == "unix"]
+    if config.uds and config.fd is None:
+        return [config.uds]
+    return []
+
+
+def bind_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -60,6 +128,11 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        if not hasattr(socket, "SO_REUSEPORT"):
+            sock.close()
+            raise StartupError("--reuse-port: this platform has no SO_REUSEPORT")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if family == socket.AF_INET6 and address[0] == "::":
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # '::' means every address, v4 too
     try:

@@ -1,8 +1,17 @@
 """One server process: load the apps, bind, serve on the event loop, and stop gracefully.
 
-Shutdown order on SIGINT/SIGTERM: stop accepting, close idle keep-alive connections at once, let requests
-in flight finish up to ``timeout_graceful_shutdown``, close what is left, then run lifespan shutdown and
-exit 0. A second SIGINT skips the wait. Signal handlers only record the request; the serve loop acts.
+Shutdown order on SIGINT/SIGTERM: stop accepting, answer every request still arriving with
+``connection: close``, close keep-alive connections once they have been idle for a moment, let requests in
+flight finish up to ``timeout_graceful_shutdown``, close what is left, then run lifespan shutdown and exit 0.
+A second SIGINT skips the wait. Signal handlers only record the request; the serve loop acts.
+
+The moment of idleness matters for zero-downtime restarts: a keep-alive client may have sent its next
+request just as the server decides the connection is idle, and closing it then loses that request (the
+client sees a reset, not a response). So a connection is closed only after ``DRAIN_IDLE_GRACE`` seconds of
+silence; a request that arrives meanwhile is served and answered with ``connection: close``.
+
+:func:`run_config` is the process entry: one process serving alone, or, when the options need one
+(:func:`bascule.config.needs_master`), the supervisor of :mod:`bascule.supervisor` with its workers.
 """
 
 from __future__ import annotations
@@ -17,22 +26,37 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
-from bascule.config import Config
+from bascule.config import Config, needs_master
 from bascule.context import ServerContext
-from bascule.listeners import bind_sockets, describe
+from bascule.listeners import bind_sockets, describe, owned_unix_paths
 from bascule.logs import configure_logging
-from bascule.mounts import AppTable, resolve_mounts
+from bascule.mounts import AppTable, Mount, resolve_mounts
+from bascule.protocols.exchange import Exchange
 from bascule.protocols.http1 import H1Connection
 
 _log = logging.getLogger("bascule.error")
 
+DRAIN_IDLE_GRACE = 0.25  # seconds a keep-alive connection must be silent before a graceful stop closes it
+Dispatch = Callable[[Exchange], None]
+
 
 class Server:
-    """Serves ``config`` (or the app object ``app``) until :meth:`request_exit` or a signal."""
+    """Serves ``config`` (or the app object ``app``) until :meth:`request_exit` or a signal.
 
-    def __init__(self, config: Config, app: Any = None) -> None:
+    A worker of the supervisor passes ``mounts`` (apps the master preloaded), ``wrap_dispatch`` (to count
+    requests without touching the protocol) and ``on_ready`` (called once the listeners accept), and
+    ``announce=False`` because the master already said where it serves.
+    """
+
+    def __init__(self, config: Config, app: Any = None, *, mounts: list[Mount] | None = None,
+                 wrap_dispatch: Callable[[Dispatch], Dispatch] | None = None,
+                 on_ready: Callable[[], None] | None = None, announce: bool = True) -> None:
         self.config = config
         self.app = app
+        self.mounts = mounts
+        self.wrap_dispatch = wrap_dispatch
+        self.on_ready = on_ready
+        self.announce = announce
         self.sockets: list[socket.socket] = []
         self.started = asyncio.Event()
         self.force_exit = False
@@ -56,14 +80,20 @@ class Server:
             _log.info("received %s: shutting down gracefully", signal.Signals(signum).name)
             self.request_exit()
 
+    def _on_quit(self) -> None:
+        _log.info("received SIGQUIT: stopping now")
+        self.request_exit(force=True)
+
     async def serve(self, sockets: list[socket.socket] | None = None, *, install_signals: bool = False) -> None:
         """Serve until asked to stop. Raises AppLoadError / StartupError if the server cannot start."""
         config = self.config
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._exit = asyncio.Event()
-        table = AppTable(config, resolve_mounts(config, self.app))
-        ctx = ServerContext(config, loop, table.dispatch, access_log=config.access_log)
+        table = AppTable(config, self.mounts if self.mounts is not None else resolve_mounts(config, self.app))
+        dispatch = table.dispatch if self.wrap_dispatch is None else self.wrap_dispatch(table.dispatch)
+        ctx = ServerContext(config, loop, dispatch, access_log=config.access_log)
+        owns_sockets = sockets is None
         table.start_threads()
         servers: list[asyncio.Server] = []
         try:
@@ -75,27 +105,41 @@ class Server:
             if install_signals:
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(signum, self._on_signal, signum)
+                loop.add_signal_handler(signal.SIGQUIT, self._on_quit)
+                loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
             ctx.start()
-            for sock in self.sockets:
-                _log.info("bascule serving on %s (press CTRL+C to quit)", describe(sock))
+            if self.announce:
+                for sock in self.sockets:
+                    _log.info("bascule serving on %s (press CTRL+C to quit)", describe(sock))
             self.started.set()
+            if self.on_ready is not None:
+                self.on_ready()
             await self._exit.wait()
         finally:
-            await self._shutdown(ctx, table, servers)
+            await self._shutdown(ctx, table, servers, remove_sockets=owns_sockets)
             if install_signals:
-                for signum in (signal.SIGINT, signal.SIGTERM):
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1):
                     loop.remove_signal_handler(signum)
 
-    async def _shutdown(self, ctx: ServerContext, table: AppTable, servers: list[asyncio.Server]) -> None:
+    async def _shutdown(self, ctx: ServerContext, table: AppTable, servers: list[asyncio.Server], *,
+                        remove_sockets: bool = True) -> None:
         loop = asyncio.get_running_loop()
-        ctx.shutting_down = True
         for server in servers:
             server.close()
-        for conn in list(ctx.connections):
-            conn.shutdown()
+        # Connections the loop accepted just before the close are still being set up: let them finish
+        # (and read their first request) before "shutting down" would have them closed unread.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        ctx.shutting_down = True  # every response from now on says connection: close
+        ctx.keep_alive_timeout = min(ctx.keep_alive_timeout, DRAIN_IDLE_GRACE)
         deadline = loop.time() + self.config.timeout_graceful_shutdown
-        while (ctx.connections or table.running_tasks()) and not self.force_exit and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        while True:
+            now = loop.time()
+            for conn in list(ctx.connections):
+                conn.on_tick(now)  # closes it if idle for DRAIN_IDLE_GRACE; busy ones close after their response
+            if not (ctx.connections or table.running_tasks()) or self.force_exit or now >= deadline:
+                break
+            await asyncio.sleep(0.02)
         timed_out = bool(ctx.connections or table.running_tasks())
         if timed_out:
             _log.warning("graceful shutdown: closing %d connection(s) still busy", len(ctx.connections))
@@ -110,16 +154,39 @@ class Server:
         # can release what startup took; a forced stop only cancels it.
         await table.shutdown(self.config.timeout_graceful_shutdown, force=self.force_exit,
                              pool_timeout=max(0.0, deadline - loop.time()) if not timed_out else 0.0)
-        self._remove_unix_sockets()
-        if self.started.is_set():
+        if remove_sockets:
+            remove_unix_sockets(self.config)
+        if self.started.is_set() and self.announce:
             _log.info("bascule stopped")
 
-    def _remove_unix_sockets(self) -> None:
-        """Remove the socket files we bound (not those inherited with --fd), as uvicorn and gunicorn do."""
-        if self.config.uds and self.config.fd is None:
-            with contextlib.suppress(OSError):
-                if stat.S_ISSOCK(os.stat(self.config.uds).st_mode):
-                    os.unlink(self.config.uds)
+
+def remove_unix_sockets(config: Config) -> None:
+    """Remove the socket files we bound (not those inherited with --fd), as uvicorn and gunicorn do."""
+    for path in owned_unix_paths(config):
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)
+
+
+def reopen_log_files() -> None:
+    """SIGUSR1: reopen every logging file handler, so logrotate can move the files away (as gunicorn does).
+
+    Streams the process was started with (stderr redirected by systemd or a shell) have no name to reopen;
+    rotate those with ``copytruncate`` or let journald keep them.
+    """
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in logging.root.manager.loggerDict]
+    seen: set[int] = set()
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and id(handler) not in seen:
+                seen.add(id(handler))
+                handler.acquire()
+                try:
+                    if handler.stream is not None:
+                        handler.stream.close()
+                    handler.stream = handler._open()
+                finally:
+                    handler.release()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -135,9 +202,21 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_config(config: Config, app: Any = None) -> int:
-    """Serve ``config`` in this process until a signal; the exit code (0 after a graceful stop)."""
+    """Serve ``config`` until a signal; the exit code (0 after a graceful stop).
+
+    One process serves alone unless the options need a master (several workers, recycling, --reload);
+    then this process becomes the master and the workers serve.
+    """
     configure_logging(config)
-    server = Server(config, app)
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(server.serve(install_signals=True))
+    if needs_master(config):
+        from bascule.supervisor import Supervisor
+
+        return Supervisor(config, app).run()
+    from bascule.workers import PidFile, set_process_title
+
+    set_process_title(f"bascule {config.app or ''}".rstrip())
+    with PidFile(config.pid):
+        server = Server(config, app)
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(server.serve(install_signals=True))
     return 0

@@ -1,0 +1,279 @@
+"""Worker side of the process model: what a worker process runs, and how it reports to its master.
+
+A worker is forked by the master (or, with --reload, started as a fresh interpreter by
+``python -m bascule.workers``) with the listening sockets already bound. It serves them with
+:class:`bascule.server.Server` on an event loop of its own, and talks to the master through one pipe
+(messages of :func:`frame`):
+
+- ``READY`` once its listeners accept, which is what a rolling restart waits for before stopping the
+  worker this one replaces;
+- ``HEARTBEAT`` from a timer on its event loop: a loop that stops beating is stuck (a blocking call in
+  async code), and the master kills and replaces it after dumping its stacks (SIGUSR2, faulthandler);
+- ``RECYCLE`` once it has served ``--max-requests``: it keeps serving until its replacement is up;
+- ``ERROR`` with the one-line message when it could not boot, so the master prints it once.
+
+The exit code is the other half of the contract (docs/deployment.md): 0 after a requested stop, 2/3/4 for
+a configuration, app-import or startup failure (the :mod:`bascule.errors` codes: the master does not
+restart workers in a loop on those), anything else a crash.
+
+Signals in a worker: TERM graceful stop, QUIT fast stop, USR1 reopen log files, USR2 dump every thread's
+stack to stderr (a C-level faulthandler, so it works even when the loop is stuck in C code); INT and HUP
+are ignored, because a terminal sends them to the whole process group and the master decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import faulthandler
+import importlib
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bascule.config import Config
+from bascule.errors import BasculeError, StartupError
+from bascule.mounts import Mount
+
+_log = logging.getLogger("bascule.error")
+
+READY, HEARTBEAT, RECYCLE, ERROR = b"R", b"H", b"M", b"E"
+_HEADER = struct.Struct("!cI")
+HEARTBEAT_MAX_INTERVAL = 1.0
+EXIT_CRASH = 1
+
+# Signals whose master-side handlers a forked worker must not keep (and which it must not die of early).
+MASTER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
+                  signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
+
+
+def frame(kind: bytes, payload: bytes = b"") -> bytes:
+    return _HEADER.pack(kind, len(payload)) + payload
+
+
+def unframe(buffer: bytearray) -> list[tuple[bytes, bytes]]:
+    """Complete messages at the start of ``buffer`` (removed from it); a partial one stays."""
+    messages = []
+    while len(buffer) >= _HEADER.size:
+        kind, size = _HEADER.unpack_from(buffer)
+        end = _HEADER.size + size
+        if len(buffer) < end:
+            break
+        messages.append((kind, bytes(buffer[_HEADER.size:end])))
+        del buffer[:end]
+    return messages
+
+
+def heartbeat_interval(timeout: float) -> float:
+    """Beat four times per healthcheck timeout (at most once a second), so one late beat is no alarm."""
+    return HEARTBEAT_MAX_INTERVAL if timeout <= 0 else min(HEARTBEAT_MAX_INTERVAL, timeout / 4)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    """Everything a worker gets from its master; serialisable for workers that are fresh interpreters."""
+
+    config: Config
+    socket_fds: tuple[int, ...]
+    report_fd: int
+    master_pid: int
+    number: int  # 1, 2, ... in spawn order: names the worker in logs and its process title
+    max_requests: int | None  # --max-requests plus this worker's jitter
+
+    def to_json(self) -> str:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["config"] = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)}
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSetup:
+        data = json.loads(text)
+        data["config"] = Config(**data["config"])
+        data["socket_fds"] = tuple(data["socket_fds"])
+        return cls(**data)
+
+
+class Reporter:
+    """The write end of the pipe to the master. A gone master is not an error here (the heartbeat notices)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+
+    def send(self, kind: bytes, payload: bytes = b"", *, droppable: bool = False) -> None:
+        data = memoryview(frame(kind, payload))
+        deadline = time.monotonic() + 2.0
+        while data:
+            try:
+                data = data[os.write(self.fd, data):]
+            except BlockingIOError:  # the master is not reading: a heartbeat can wait for the next one
+                if droppable or time.monotonic() > deadline:
+                    return
+                time.sleep(0.005)
+            except OSError:
+                return
+
+
+class Heartbeat:
+    """A timer on the worker's event loop: beats to the master, and stops the worker if the master is gone."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, reporter: Reporter, interval: float, master_pid: int,
+                 on_orphaned: Callable[[], None]) -> None:
+        self.loop = loop
+        self.reporter = reporter
+        self.interval = interval
+        self.master_pid = master_pid
+        self.on_orphaned = on_orphaned
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._beat()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _beat(self) -> None:
+        if os.getppid() != self.master_pid:
+            _log.warning("worker %d: the master (%d) is gone; stopping", os.getpid(), self.master_pid)
+            self._handle = None
+            self.on_orphaned()
+            return
+        self.reporter.send(HEARTBEAT, droppable=True)
+        self._handle = self.loop.call_later(self.interval, self._beat)
+
+
+def request_counter(limit: int, on_limit: Callable[[], None]) -> Callable[[Callable[[Any], None]],
+                                                                           Callable[[Any], None]]:
+    """Wraps the dispatch callable: one counter per request, ``on_limit`` once at the ``limit``-th."""
+
+    def wrap(inner: Callable[[Any], None]) -> Callable[[Any], None]:
+        count = 0
+
+        def dispatch(ex: Any) -> None:
+            nonlocal count
+            count += 1
+            if count == limit:
+                on_limit()
+            inner(ex)
+
+        return dispatch
+
+    return wrap
+
+
+def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None) -> int:
+    """Serve as one worker until told to stop; the exit code for the master."""
+    from bascule.server import Server, new_event_loop
+
+    config = setup.config
+    set_process_title(f"bascule worker {setup.number} {config.app or ''}".rstrip())
+    early: list[int] = []  # stop signals that arrive while the app is still loading: acted on once it serves
+    for signum in MASTER_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, _: early.append(signum))
+    signal.signal(signal.SIGQUIT, lambda signum, _: early.append(signum))
+    faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
+    reporter = Reporter(setup.report_fd)
+    sockets = [socket.socket(fileno=fd) for fd in setup.socket_fds]
+    for sock in sockets:
+        sock.setblocking(False)
+
+    def at_limit() -> None:
+        _log.info("worker %d served %d requests (--max-requests): replacing it", os.getpid(), setup.max_requests)
+        reporter.send(RECYCLE)
+
+    wrap = request_counter(setup.max_requests, at_limit) if setup.max_requests else None
+    server = Server(config, mounts=mounts, wrap_dispatch=wrap, on_ready=lambda: reporter.send(READY),
+                    announce=False)
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(_serve(server, setup, sockets, reporter, early))
+    except BasculeError as exc:
+        reporter.send(ERROR, json.dumps({"code": exc.exit_code, "message": str(exc)}).encode())
+        return exc.exit_code
+    except Exception:
+        _log.exception("worker %d crashed", os.getpid())
+        return EXIT_CRASH
+    return 0
+
+
+async def _serve(server: Any, setup: WorkerSetup, sockets: list[socket.socket], reporter: Reporter,
+                 early: list[int]) -> None:
+    from bascule.server import reopen_log_files
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, server.request_exit)
+    loop.add_signal_handler(signal.SIGQUIT, server.request_exit, True)
+    loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
+    heartbeat = Heartbeat(loop, reporter, heartbeat_interval(setup.config.timeout_worker_healthcheck),
+                          setup.master_pid, server.request_exit)
+    heartbeat.start()
+    if early:  # told to stop while loading: start (so lifespan startup and shutdown pair up), then stop
+        loop.call_soon(server.request_exit, signal.SIGQUIT in early)
+    try:
+        await server.serve(sockets)
+    finally:
+        heartbeat.stop()
+
+
+def set_process_title(title: str) -> None:
+    """Name the process in ps/top, when the optional setproctitle package is installed."""
+    try:
+        module: Any = importlib.import_module("setproctitle")
+    except ImportError:
+        return
+    module.setproctitle(title)
+
+
+class PidFile:
+    """``--pid FILE``: written at start, removed at exit if it still names this process."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def __enter__(self) -> PidFile:
+        if self.path is not None:
+            try:
+                with open(self.path, "w") as fh:
+                    fh.write(f"{os.getpid()}\n")
+            except OSError as exc:
+                raise StartupError(f"cannot write the pid file {self.path!r}: {exc.strerror}") from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.path is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            with open(self.path) as fh:
+                if int(fh.read().strip()) != os.getpid():
+                    return
+            os.unlink(self.path)
+
+
+def spawned_main(argv: list[str]) -> int:
+    """Entry of a worker started as a fresh interpreter (--reload): the setup comes through a pipe."""
+    from bascule.logs import configure_logging
+
+    if len(argv) != 2 or argv[0] != "--setup-fd" or not argv[1].isdigit():
+        print("usage: python -m bascule.workers --setup-fd N (started by the bascule master)", file=sys.stderr)
+        return 2
+    with os.fdopen(int(argv[1]), "r") as fh:
+        setup = WorkerSetup.from_json(fh.read())
+    configure_logging(setup.config)
+    return run_worker(setup)
+
+
+if __name__ == "__main__":
+    raise SystemExit(spawned_main(sys.argv[1:]))

@@ -211,12 +211,16 @@ class _Request:
         except BaseException as exc:  # even SystemExit: in a worker thread it can only mean this request failed
             self._fail(exc)
         finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception as exc:
-                    self._fail(exc)
+            self._close(result)
+
+    def _close(self, result: Iterable[bytes] | None) -> None:
+        """PEP 3333: the iterable's close() is always called, whatever happened; its failure is reported."""
+        close = getattr(result, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:
+                self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         """Report an app failure once: 500 if nothing was sent yet, else close the connection."""
@@ -291,12 +295,7 @@ class _Request:
         except Exception as exc:
             self._fail(exc)
         finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception as exc:
-                    self._fail(exc)
+            self._close(result)
 
     def _push(self, data: bytes, end: bool) -> None:
         """Send data from the thread, waiting while the client reads slower than the app writes."""

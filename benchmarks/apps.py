@@ -68,11 +68,25 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+async def _ws_echo(receive: Receive, send: Send) -> None:
+    """WebSocket at any path: accept, then echo every message (benchmarks/websocket.py)."""
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "bytes": message.get("bytes"), "text": message.get("text")})
+
+
 async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
     """ASGI 3 app serving the benchmark routes."""
     kind = scope["type"]
     if kind == "lifespan":
         await _lifespan(receive, send)
+        return
+    if kind == "websocket":
+        await _ws_echo(receive, send)
         return
     if kind != "http":
         return

@@ -15,6 +15,13 @@ then loaded for a fixed time; its process tree's RSS is sampled throughout.
   a figure from last week's run says little next to one from today's. Every server here is measured in
   the same run, scenario by scenario, so the drift hits all of them alike; the ratios between them
   (``bascule-asgi / peer``) are the numbers to read and to compare across machines.
+- Rounds. ``--repeat N`` measures every server N times, taking turns, and keeps each one's median
+  round, so a burst of other work lands on one round of one server, not on all of a server's runs.
+- Disturbance. For every run the runner also measures how much CPU other work on the machine used
+  (machine busy time from /proc/stat minus the server's, wrk's and its own). It waits for the machine to
+  be quiet before each run (``--quiet-wait``), measures a disturbed run again (``--busy-retries``) and
+  keeps the least disturbed attempt; the report shows the figure per run and warns when it was more than
+  a trace, since then even the ratios are off.
 - Latency percentiles come from wrk's ``--latency`` (p50, p99); errors are wrk's socket errors plus
   non-2xx answers; RSS is VmRSS summed over the server's process tree (master and workers), sampled
   every 100 ms: "idle" right after the first answer, "peak" the largest sample during warm-up and run.
@@ -22,7 +29,7 @@ then loaded for a fixed time; its process tree's RSS is sampled throughout.
 Usage
 -----
   python benchmarks/run.py --setup          # once per machine: wrk + h2load (apt), peers venv (pip)
-  python benchmarks/run.py                  # the full run: writes docs/benchmarks.{md,json,png}
+  python benchmarks/run.py                  # full run: docs/benchmarks.md + .png, JSON in the log dir
   python benchmarks/run.py --quick --servers bascule-asgi,uvicorn-asgi   # smoke check, output in /tmp
   python benchmarks/run.py --dry-run        # print every command it would run
 
@@ -72,6 +79,10 @@ SERVER_CPU = "0"
 CLIENT_CPU = "1"
 ECHO_SIZE = 16 * 1024
 H2_STREAMS = 32
+#: Chart colours: bascule in red/orange, the peers in cool colours and greys that never look like it.
+PEER_COLORS = ("#1f4e79", "#5b9bd5", "#2e7d32", "#81c784", "#6a51a3", "#9e9ac8", "#7f7f7f", "#bdbdbd",
+               "#00838f")
+BUSY_PCT = 10.0  # other work's CPU (% of one CPU) above which a run is flagged as disturbed
 
 
 # --------------------------------------------------------------------------------------------- servers
@@ -103,8 +114,8 @@ class Server:
 def _bascule(interface: str) -> Callable[[Env, int | str], list[str]]:
     def argv(env: Env, port: int | str) -> list[str]:
         return [env.bascule_python, "-m", "bascule", f"apps:{interface}_app", "--app-dir", str(HERE),
-                "--interface", "asgi3" if interface == "asgi" else interface, "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                *env.bascule_args]
+                "--interface", "asgi3" if interface == "asgi" else interface,
+                "--host", "127.0.0.1", "--port", str(port), "--no-access-log", *env.bascule_args]
     return argv
 
 
@@ -206,6 +217,7 @@ class Result:
     runs_rps: list[float] = field(default_factory=list)
     idle_rss_kib: int | None = None
     peak_rss_kib: int | None = None
+    others_cpu_pct: float | None = None  # CPU used by other work on the machine during the measured run
     log: str = ""
 
 
@@ -223,8 +235,8 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def tree_rss_kib(root: int) -> int:
-    """VmRSS summed over ``root`` and all its descendants (a master and its workers)."""
+def _tree(root: int) -> list[int]:
+    """``root`` and all its descendants (a master and its workers)."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -236,12 +248,73 @@ def tree_rss_kib(root: int) -> int:
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(entry.name))
-    total, stack = 0, [root]
+    pids, stack = [], [root]
     while stack:
         pid = stack.pop()
-        total += _rss_kib(pid)
+        pids.append(pid)
         stack.extend(children.get(pid, ()))
-    return total
+    return pids
+
+
+def tree_rss_kib(root: int) -> int:
+    """VmRSS summed over ``root`` and its descendants."""
+    return sum(_rss_kib(pid) for pid in _tree(root))
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class CpuAudit:
+    """How much CPU went to anything but the server, the load generator and this runner, over a span.
+
+    Machine-wide busy time (/proc/stat) minus the server tree's (/proc/PID/stat), minus this process's and
+    its reaped children's (wrk) from getrusage. What is left is other work that shared the CPUs, which
+    makes a cell's numbers unreliable; it is reported beside each result.
+    """
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self._start = self._snapshot()
+        self._t0 = time.monotonic()
+
+    @staticmethod
+    def _machine_busy() -> int:
+        with open("/proc/stat") as f:
+            cpu = [int(v) for v in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal: irq/softirq time is left out, since on
+        # loopback most of it is this run's own packets, which no process is charged for.
+        user, nice, system = cpu[:3]
+        steal = cpu[7] if len(cpu) > 7 else 0
+        return user + nice + system + steal
+
+    def _snapshot(self) -> tuple[float, float]:
+        mine = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            usage = resource.getrusage(who)
+            mine += usage.ru_utime + usage.ru_stime
+        server = 0.0
+        if self.server_pid is not None:
+            server = sum(_cpu_ticks(pid) for pid in _tree(self.server_pid)) / self.hz
+        return self._machine_busy() / self.hz, mine + server
+
+    def others_pct(self) -> float | None:
+        """Other work's CPU over the span, in % of one CPU (200% = both CPUs of a 2-CPU machine)."""
+        try:
+            end = self._snapshot()
+        except (OSError, ValueError):
+            return None
+        wall = time.monotonic() - self._t0
+        if wall <= 0:
+            return None
+        others = (end[0] - self._start[0]) - (end[1] - self._start[1])
+        return max(0.0, round(100 * others / wall, 1))
 
 
 class RssSampler:
@@ -361,9 +434,9 @@ def parse_h2load(out: str, log_file: Path | None) -> Load:
     details = []
     if m := re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
                       r"(\d+) errored, (\d+) timeout", out):
-        total, done, ok, failed, errored, timeout = map(int, m.groups())
+        _total, _done, ok, failed, errored, timeout = map(int, m.groups())
         load.requests = ok
-        load.errors = failed + timeout + (total - done if ok == 0 else 0)
+        load.errors = failed + timeout  # "failed" counts 4xx/5xx answers and the errored ones
         details += [f"{k} {v}" for k, v in (("failed", failed), ("errored", errored), ("timeout", timeout))
                     if v]
     if m := re.search(r"status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out):
@@ -493,6 +566,8 @@ class Plan:
     server_cpu: str | None
     start_timeout: float
     log_dir: Path
+    quiet_wait: float = 0.0  # seconds to wait, at most, for other work to stop before each run
+    busy_retries: int = 0  # how many times a disturbed run is measured again
 
 
 def server_command(plan: Plan, server: Server, port: int | str) -> list[str]:
@@ -502,7 +577,11 @@ def server_command(plan: Plan, server: Server, port: int | str) -> list[str]:
 def missing_executable(plan: Plan, server: Server) -> str:
     exe = server.argv(plan.env, 0)[0]
     if server.is_ours():
-        if subprocess.run([exe, "-c", "import bascule"], capture_output=True).returncode != 0:
+        try:
+            done = subprocess.run([exe, "-c", "import bascule"], capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"cannot run {exe}: {exc}"
+        if done.returncode != 0:
             return f"{exe} cannot import bascule (pip install -e . in that interpreter's venv)"
         return ""
     if not os.access(exe, os.X_OK):
@@ -510,13 +589,14 @@ def missing_executable(plan: Plan, server: Server) -> str:
     return ""
 
 
-def measure(plan: Plan, server: Server, sc: Scenario, apps: ModuleType) -> Result:
+def measure(plan: Plan, server: Server, sc: Scenario, apps: ModuleType, round_no: int = 0) -> Result:
+    """Start ``server``, check it, warm it up, load it once, stop it: one cell of one round."""
     result = Result(server.name, sc.name)
     if sc.tool == "h2load" and not server.h2c:
         result.status, result.note = "skipped", "no h2c support"
         return result
     port = free_port()
-    log_path = plan.log_dir / f"{server.name}-{sc.name}.log"
+    log_path = plan.log_dir / f"{server.name}-{sc.name}{f'-{round_no + 1}' if plan.repeat > 1 else ''}.log"
     result.log = str(log_path)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(server_command(plan, server, port), cwd=HERE, stdout=log,
@@ -536,18 +616,17 @@ def measure(plan: Plan, server: Server, sc: Scenario, apps: ModuleType) -> Resul
             result.idle_rss_kib = tree_rss_kib(proc.pid)
             if plan.warmup > 0:
                 plan.tools.run(sc, port, plan.warmup)
-            loads = [plan.tools.run(sc, port, plan.seconds) for _ in range(plan.repeat)]
-        result.peak_rss_kib = max(sampler.peak, result.idle_rss_kib or 0)
-        if failed := [load.failure for load in loads if load.failure]:
-            result.status, result.note = "failed", failed[0]
-        good = sorted((load for load in loads if not load.failure), key=lambda load: load.rps)
-        if good:
-            median = good[len(good) // 2]
-            result.status = "ok"
-            result.rps, result.requests = median.rps, median.requests
-            result.p50_ms, result.p99_ms = median.p50_ms, median.p99_ms
-            result.errors, result.error_detail = median.errors, median.error_detail
-            result.runs_rps = [load.rps for load in loads if not load.failure]
+            audit = CpuAudit(proc.pid)
+            load = plan.tools.run(sc, port, plan.seconds)
+            result.others_cpu_pct = audit.others_pct()
+        result.peak_rss_kib = max(sampler.peak, result.idle_rss_kib)
+        if load.failure:
+            result.status, result.note = "failed", f"{load.failure}; log {log_path}"
+        else:
+            result.rps, result.requests = load.rps, load.requests
+            result.p50_ms, result.p99_ms = load.p50_ms, load.p99_ms
+            result.errors, result.error_detail = load.errors, load.error_detail
+            result.runs_rps = [load.rps]
         if proc.poll() is not None:
             result.note = (result.note + "; " if result.note else "") + f"server exited with {proc.returncode}"
     finally:
@@ -555,19 +634,77 @@ def measure(plan: Plan, server: Server, sc: Scenario, apps: ModuleType) -> Resul
     return result
 
 
-def run_all(plan: Plan, on_result: Callable[[Result], None]) -> list[Result]:
+def wait_quiet(max_wait: float) -> float | None:
+    """Wait (at most ``max_wait`` s) until other work uses under BUSY_PCT of a CPU; returns the last reading."""
+    deadline = time.monotonic() + max_wait
+    reading = None
+    while True:
+        audit = CpuAudit(None)
+        time.sleep(0.5)
+        reading = audit.others_pct()
+        if reading is None or reading < BUSY_PCT or time.monotonic() >= deadline:
+            return reading
+        time.sleep(1.0)
+
+
+def measure_calmly(plan: Plan, server: Server, sc: Scenario, apps: ModuleType, round_no: int) -> Result:
+    """measure(), on a quiet machine if one comes within --quiet-wait, again if other work disturbed it."""
+    attempts: list[Result] = []
+    for attempt in range(plan.busy_retries + 1):
+        if plan.quiet_wait > 0:
+            wait_quiet(plan.quiet_wait)
+        result = measure(plan, server, sc, apps, round_no)
+        attempts.append(result)
+        if result.status != "ok" or (result.others_cpu_pct or 0.0) <= BUSY_PCT:
+            break
+        if attempt < plan.busy_retries:
+            print(f"  disturbed ({fmt_pct(result.others_cpu_pct)} of a CPU went to other work): measuring "
+                  f"{server.name} {sc.name} again", flush=True)
+    ok = [r for r in attempts if r.status == "ok"]
+    return min(ok, key=lambda r: r.others_cpu_pct or 0.0) if ok else attempts[-1]
+
+
+def merge(rounds: list[Result]) -> Result:
+    """Several rounds of one cell → the round with the median req/s (its own figures), every round's req/s
+    kept, and the peak RSS of all rounds."""
+    ok = sorted((r for r in rounds if r.status == "ok"), key=lambda r: r.rps)
+    if not ok:
+        return rounds[0]
+    best = ok[len(ok) // 2]
+    merged = Result(**{**asdict(best), "runs_rps": [r.rps for r in ok]})
+    merged.peak_rss_kib = max(r.peak_rss_kib or 0 for r in ok)
+    if len(ok) < len(rounds):
+        bad = next(r for r in rounds if r.status != "ok")
+        merged.note = f"{len(rounds) - len(ok)} of {len(rounds)} rounds {bad.status}: {bad.note}"
+    return merged
+
+
+def run_all(plan: Plan, on_result: Callable[[Result], None]) -> tuple[list[Result], list[Result]]:
+    """Scenario by scenario, round by round, every server in turn: drift spreads over all of them.
+
+    Returns the merged result of each cell and every single round's result.
+    """
     apps = load_apps()
     results: list[Result] = []
+    every_round: list[Result] = []
     missing = {s.name: why for s in plan.servers if (why := missing_executable(plan, s))}
     for sc in plan.scenarios:
+        rounds: dict[str, list[Result]] = {s.name: [] for s in plan.servers}
+        for round_no in range(plan.repeat):
+            for server in plan.servers:
+                if server.name in missing:
+                    one = Result(server.name, sc.name, status="failed", note=missing[server.name])
+                else:
+                    one = measure_calmly(plan, server, sc, apps, round_no)
+                rounds[server.name].append(one)
+                if plan.repeat > 1:
+                    print(f"  round {round_no + 1}/{plan.repeat}: {progress_line(one)}", flush=True)
         for server in plan.servers:
-            if server.name in missing:
-                result = Result(server.name, sc.name, status="failed", note=missing[server.name])
-            else:
-                result = measure(plan, server, sc, apps)
+            result = merge(rounds[server.name])
             results.append(result)
+            every_round.extend(rounds[server.name])
             on_result(result)
-    return results
+    return results, every_round
 
 
 # ------------------------------------------------------------------------------------------- reporting
@@ -587,6 +724,10 @@ def fmt_mib(kib: int | None) -> str:
     return "-" if kib is None else f"{kib / 1024:.1f} MiB"
 
 
+def fmt_pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
 def fmt_errors(r: Result) -> str:
     if r.status != "ok":
         return "-"
@@ -598,7 +739,7 @@ def progress_line(r: Result) -> str:
         return f"{r.scenario:>10}  {r.server:<17} {r.status.upper()}: {r.note}"
     return (f"{r.scenario:>10}  {r.server:<17} {r.rps:>10,.0f} req/s  p50 {fmt_ms(r.p50_ms):>9}  "
             f"p99 {fmt_ms(r.p99_ms):>9}  errors {fmt_errors(r)}  rss {fmt_mib(r.idle_rss_kib)} -> "
-            f"{fmt_mib(r.peak_rss_kib)}" + (f"  ({r.note})" if r.note else ""))
+            f"{fmt_mib(r.peak_rss_kib)}  others {fmt_pct(r.others_cpu_pct)}" + (f"  ({r.note})" if r.note else ""))
 
 
 def machine_info() -> dict[str, str]:
@@ -678,6 +819,17 @@ def ratio_table(results: list[Result], base: str, scenarios: list[Scenario], ser
     return lines
 
 
+def busy_warning(results: list[Result]) -> str:
+    """'' on a quiet machine, else a sentence on how much other work shared the CPUs during the runs."""
+    busy = [r for r in results if (r.others_cpu_pct or 0.0) > BUSY_PCT]
+    if not busy:
+        return ""
+    worst = max(r.others_cpu_pct or 0.0 for r in busy)
+    return (f"other work on the machine used more than {BUSY_PCT:g}% of a CPU during {len(busy)} of "
+            f"{len(results)} runs (up to {worst:.0f}%; column \"others' CPU\"), so those numbers, and even "
+            "their ratios, are noisier than usual. Rerun on an idle machine, or with `--repeat 3`.")
+
+
 def markdown(plan: Plan, results: list[Result], meta: dict[str, Any], chart: Path | None,
              out: Path, bases: list[str]) -> str:
     m = meta["machine"]
@@ -691,7 +843,13 @@ def markdown(plan: Plan, results: list[Result], meta: dict[str, Any], chart: Pat
         f"Python {m['python']}; {pinning}. Each server is one worker at its defaults (flags in "
         "`benchmarks/run.py`), restarted for every scenario, checked with one request, warmed up "
         f"{plan.warmup:g} s, then loaded for {plan.seconds:g} s"
-        + (f" {plan.repeat} times (median shown)" if plan.repeat > 1 else "") + ".",
+        + (f", in {plan.repeat} rounds (the median round is shown)" if plan.repeat > 1 else "") + "."
+        + (f" Before each run it waited up to {plan.quiet_wait:g} s for other work on the machine to stop"
+           if plan.quiet_wait > 0 else "")
+        + (f"{'; a' if plan.quiet_wait > 0 else ' A'} run that other work disturbed anyway was measured "
+           f"again, up to {plan.busy_retries} times, keeping the least disturbed attempt"
+           if plan.busy_retries > 0 else "")
+        + ("." if plan.quiet_wait > 0 or plan.busy_retries > 0 else ""),
         "",
         f"Command: `{meta['command']}`",
         "",
@@ -699,9 +857,12 @@ def markdown(plan: Plan, results: list[Result], meta: dict[str, Any], chart: Pat
         "",
         "Absolute numbers drift between machines and runs; the ratios, all taken in this one run, are what "
         "to compare. Errors are wrk's socket errors plus non-2xx answers; RSS is summed over the server's "
-        "process tree, idle after the first answer and peak during the load.",
+        "process tree, idle after the first answer and peak during the load. \"Others' CPU\" is the CPU that "
+        "other work on the machine used during a run (% of one CPU): above a few % that run was disturbed.",
         "",
     ]
+    if warning := busy_warning(results):
+        lines += [f"**Note:** {warning}", ""]
     if chart is not None:
         lines += [f"![requests per second by scenario]({os.path.relpath(chart, out.parent)})", ""]
     names = [s.name for s in plan.servers]
@@ -719,17 +880,22 @@ def markdown(plan: Plan, results: list[Result], meta: dict[str, Any], chart: Pat
     lines += ["## Scenarios", ""]
     for sc in plan.scenarios:
         lines += [f"### {sc.name}: {sc.title}", "",
-                  "| server | req/s | p50 | p99 | errors | idle RSS | peak RSS |",
-                  "|---|---:|---:|---:|---|---:|---:|"]
+                  "| server | req/s | p50 | p99 | errors | idle RSS | peak RSS | others' CPU |",
+                  "|---|---:|---:|---:|---|---:|---:|---:|"]
         for name in names:
             r = by.get((name, sc.name))
             if r is None:
                 continue
             if r.status != "ok":
-                lines.append(f"| {name} | {r.status}: {r.note.replace('|', '/')} | | | | | |")
+                lines.append(f"| {name} | {r.status}: {r.note.replace('|', '/')} | | | | | | |")
                 continue
             lines.append(f"| {name} | {r.rps:,.0f} | {fmt_ms(r.p50_ms)} | {fmt_ms(r.p99_ms)} | "
-                         f"{fmt_errors(r)} | {fmt_mib(r.idle_rss_kib)} | {fmt_mib(r.peak_rss_kib)} |")
+                         f"{fmt_errors(r)} | {fmt_mib(r.idle_rss_kib)} | {fmt_mib(r.peak_rss_kib)} | "
+                         f"{fmt_pct(r.others_cpu_pct)} |")
+        notes = [f"- {name}: {by[(name, sc.name)].note}" for name in names
+                 if (name, sc.name) in by and by[(name, sc.name)].status == "ok" and by[(name, sc.name)].note]
+        if notes:
+            lines += ["", *notes]
         lines.append("")
     return "\n".join(lines)
 
@@ -748,17 +914,15 @@ def draw_chart(plan: Plan, results: list[Result], path: Path, subtitle: str) -> 
     scenarios = [sc.name for sc in plan.scenarios]
     n = len(servers)
     width = 0.8 / max(n, 1)
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.2 + len(scenarios) * (0.25 * n + 0.6)), 5.5))
-    cmap = plt.get_cmap("tab20")
+    fig, ax = plt.subplots(figsize=(min(16.0, max(8.0, 1.5 + len(scenarios) * (0.16 * n + 0.4))), 6.0))
     peers_seen = 0
     for i, name in enumerate(servers):
         values = [by[(name, sc)].rps if (name, sc) in by and by[(name, sc)].status == "ok" else 0.0
                   for sc in scenarios]
-        color: Any
         if SERVERS[name].is_ours():
             color, edge = ("#c0392b" if SERVERS[name].interface == "asgi" else "#e67e22"), "black"
         else:
-            color, edge = cmap((2 * peers_seen) % 20 / 20 + 0.025), "none"
+            color, edge = PEER_COLORS[peers_seen % len(PEER_COLORS)], "none"
             peers_seen += 1
         xs = [j + (i - (n - 1) / 2) * width for j in range(len(scenarios))]
         ax.bar(xs, values, width, label=name, color=color, edgecolor=edge, linewidth=0.6)
@@ -800,13 +964,15 @@ def setup(peers_venv: Path) -> int:
     if not python.exists():
         print(f"creating the peers venv {peers_venv}", flush=True)
         if subprocess.run([sys.executable, "-m", "venv", str(peers_venv)]).returncode != 0:
+            print("failed to create the venv (on Debian/Ubuntu: apt-get install python3-venv)")
             return 1
     print(f"installing {' '.join(PEER_PACKAGES)} into {peers_venv}", flush=True)
     cmd = [str(python), "-m", "pip", "install", "-q", "--upgrade", *PEER_PACKAGES]
     if subprocess.run(cmd).returncode != 0:
         print(f"failed: {shlex.join(cmd)}")
         return 1
-    print("ready: python benchmarks/run.py")
+    flag = "" if peers_venv == DEFAULT_PEERS_VENV else f" --peers-venv {shlex.quote(str(peers_venv))}"
+    print(f"ready: python benchmarks/run.py{flag}")
     return 0
 
 
@@ -823,12 +989,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--scenarios", help="comma-separated scenario names (default: all but h2c)")
     ap.add_argument("--seconds", type=float, help="measured seconds per run (default 5; --quick 2)")
     ap.add_argument("--warmup", type=float, help="warm-up seconds before each run (default 2; --quick 1)")
-    ap.add_argument("--repeat", type=int, default=1, help="measured runs per cell; the median is kept")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds: every server is measured this many times, in turn, "
+                                                            "and its median round is kept")
     ap.add_argument("--quick", action="store_true",
                     help="smoke check: 2 s runs, fewer scenarios, output under the log dir unless --out")
-    ap.add_argument("--out", type=Path, help="markdown table (default docs/benchmarks.md; JSON beside it)")
+    ap.add_argument("--out", type=Path, help="markdown table (default docs/benchmarks.md)")
     ap.add_argument("--chart", type=Path, help="PNG chart (default beside --out, benchmarks.png)")
-    ap.add_argument("--json", type=Path, help="JSON dump (default: --out with .json)")
+    ap.add_argument("--json", type=Path, help="JSON dump of every result (default: in the log dir)")
     ap.add_argument("--baseline", help="comma-separated servers to take ratios from "
                                        "(default: the bascule servers run, else the first server)")
     ap.add_argument("--peers-venv", type=Path, default=Path(os.environ.get("PEERS_VENV", DEFAULT_PEERS_VENV)),
@@ -838,6 +1005,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--bascule-args", default="", help="extra flags for bascule, e.g. '--wsgi-threads 8'")
     ap.add_argument("--log-dir", type=Path, default=LOG_DIR, help=f"server logs (default {LOG_DIR})")
     ap.add_argument("--start-timeout", type=float, default=30.0, help="seconds to wait for a server's port")
+    ap.add_argument("--quiet-wait", type=float,
+                    help="before each run, wait up to this many seconds for other work on the machine to stop "
+                         "(default 10; --quick 0)")
+    ap.add_argument("--busy-retries", type=int,
+                    help="measure a run again, up to this many times, when other work used more than "
+                         f"{BUSY_PCT:g}%% of a CPU during it; the least disturbed attempt is kept "
+                         "(default 1; --quick 0)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin server and client to CPUs")
     ap.add_argument("--setup", action="store_true",
                     help="install wrk + h2load (apt-get) and the peers venv (pip), then exit")
@@ -855,14 +1029,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.seconds = 2.0 if args.quick else 5.0
     if args.warmup is None:
         args.warmup = 1.0 if args.quick else 2.0
-    if args.seconds < 1 or args.repeat < 1 or args.warmup < 0:
-        ap.error("--seconds must be >= 1, --repeat >= 1, --warmup >= 0")
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if args.quick else 10.0
+    if args.busy_retries is None:
+        args.busy_retries = 0 if args.quick else 1
+    if args.seconds < 1 or args.repeat < 1 or args.warmup < 0 or args.quiet_wait < 0 or args.busy_retries < 0:
+        ap.error("--seconds must be >= 1, --repeat >= 1, --warmup, --quiet-wait and --busy-retries >= 0")
     if args.out is None:
         args.out = args.log_dir / "benchmarks-quick.md" if args.quick else REPO / "docs" / "benchmarks.md"
     if args.chart is None:
         args.chart = args.out.with_suffix(".png")
     if args.json is None:
-        args.json = args.out.with_suffix(".json")
+        args.json = args.log_dir / f"{args.out.stem}.json"
     return args
 
 
@@ -891,7 +1069,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     repeat=args.repeat,
                     env=Env(args.peers_venv / "bin", args.bascule_python, tuple(shlex.split(args.bascule_args))),
                     tools=Tools(Path(scratch), CLIENT_CPU if pin else None), server_cpu=SERVER_CPU if pin else None,
-                    start_timeout=args.start_timeout, log_dir=args.log_dir)
+                    start_timeout=args.start_timeout, log_dir=args.log_dir,
+                    quiet_wait=args.quiet_wait, busy_retries=args.busy_retries)
         if args.dry_run:
             for sc in scenarios:
                 print(f"# scenario {sc.name}: {sc.title}")
@@ -916,7 +1095,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(servers)} servers x {len(scenarios)} scenarios, {args.seconds:g} s each "
               f"(+{args.warmup:g} s warm-up); logs in {args.log_dir}", flush=True)
         with terminate_on_signals():
-            results = run_all(plan, lambda r: print(progress_line(r), flush=True))
+            results, every_round = run_all(plan, lambda r: print(progress_line(r), flush=True))
         ours = [s.name for s in servers if s.is_ours()]
         bases = args.baseline.split(",") if args.baseline else (ours or [servers[0].name])
         bases = [b for b in bases if b in {s.name for s in servers}]
@@ -935,10 +1114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(chart_note, file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(plan, results, meta, None if chart_note else args.chart, args.out, bases) + "\n")
-    args.json.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1) + "\n")
+    args.json.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results],
+                                      "rounds": [asdict(r) for r in every_round]}, indent=1) + "\n")
     print(f"\nwrote {args.out}, {args.json}" + ("" if chart_note else f", {args.chart}"))
     for base in bases:
         print("\n" + "\n".join(ratio_table(results, base, scenarios, servers)))
+    if warning := busy_warning(results):
+        print(f"\nwarning: {warning}", file=sys.stderr)
     return 1 if any(r.status == "failed" for r in results if SERVERS[r.server].is_ours()) else 0
 
 

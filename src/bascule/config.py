@@ -101,6 +101,34 @@ class Config:
         "On shutdown, wait this many seconds for in-flight requests before closing them.", metavar="SECONDS"))
     limit_concurrency: int | None = field(default=None, metadata=option(
         "Answer 503 to requests arriving while this many are in flight.", metavar="N"))
+    limit_request_line: int = field(default=8192, metadata=option(
+        "Longest request target accepted, in bytes; longer ones get 414.", metavar="BYTES"))
+    limit_request_headers: int = field(default=100, metadata=option(
+        "Most header fields accepted in a request head (and in a chunked body's trailer); more get 431.",
+        metavar="N"))
+    limit_request_header_size: int = field(default=65536, metadata=option(
+        "Largest request head accepted, in bytes (request line and all fields); larger ones get 431.",
+        metavar="BYTES"))
+    limit_request_body: int | None = field(default=104857600, metadata=option(
+        "Largest request body accepted, in bytes (default 100 MiB), checked while it streams, chunked or "
+        "not: a declared Content-Length above it gets 413 before the app runs; a chunked body that grows "
+        "past it gets 413 if the app has not answered yet, and the app sees a disconnect. Unset: no limit.",
+        metavar="BYTES"))
+    limit_requests_per_connection: int | None = field(default=None, metadata=option(
+        "Close a keep-alive connection after it has carried this many requests.", metavar="N"))
+    limit_connections: int | None = field(default=None, metadata=option(
+        "Most concurrent connections per worker; a connection beyond it gets 503 and is closed.",
+        metavar="N"))
+    timeout_request_head: float = field(default=10.0, metadata=option(
+        "Close a connection (408) whose request head has not arrived completely this many seconds after its "
+        "first bytes (slowloris).", metavar="SECONDS"))
+    timeout_body_idle: float = field(default=30.0, metadata=option(
+        "Close a connection (408 if nothing was answered) when no byte of the request body the app is "
+        "waiting for arrives for this many seconds.", metavar="SECONDS"))
+    timeout_request: float | None = field(default=None, metadata=option(
+        "Give an app this many seconds per request: then 504 if it sent nothing yet, else the connection "
+        "is closed; an ASGI app's task is cancelled, a WSGI app's result is discarded. Unset: no limit.",
+        metavar="SECONDS"))
     server_header: bool = field(default=True, metadata=option("Send a 'server: bascule' header."))
     date_header: bool = field(default=True, metadata=option("Send a 'date' header."))
     header: tuple[str, ...] = field(default=(), metadata=option(
@@ -142,6 +170,23 @@ class Config:
     pid: str | None = field(default=None, metadata=option(
         "Write the server's process id (the master's, with workers) to this file; removed on exit.",
         metavar="FILE"))
+    ws: bool = field(default=True, metadata=option(
+        "Serve WebSocket upgrades to ASGI apps; with --no-ws an upgrade request reaches the app as a plain "
+        "HTTP request (WSGI apps always get it that way)."))
+    ws_max_size: int = field(default=16 * 1024 * 1024, metadata=option(
+        "Largest WebSocket message accepted, in bytes (after decompression); a bigger one closes the "
+        "connection with code 1009.", metavar="BYTES"))
+    ws_max_queue: int = field(default=32, metadata=option(
+        "WebSocket messages buffered for an app that has not received them yet; reading from the client "
+        "pauses at this many.", metavar="N"))
+    ws_ping_interval: float = field(default=20.0, metadata=option(
+        "Send a WebSocket ping every this many seconds to detect dead peers; 0 turns pings off.",
+        metavar="SECONDS"))
+    ws_ping_timeout: float = field(default=20.0, metadata=option(
+        "Close a WebSocket (code 1011) whose peer has not answered a ping within this many seconds.",
+        metavar="SECONDS"))
+    ws_per_message_deflate: bool = field(default=True, metadata=option(
+        "Offer WebSocket compression (permessage-deflate) to clients that ask for it."))
     config: str | None = field(default=None, metadata=option(
         "Read options from this TOML file (default: ./bascule.toml, else [tool.bascule] in ./pyproject.toml).",
         cli_only=True, metavar="FILE"))
@@ -167,6 +212,8 @@ class Config:
             raise ConfigError(f"timeout_keep_alive must be positive, got {self.timeout_keep_alive}")
         if self.timeout_graceful_shutdown < 0:
             raise ConfigError(f"timeout_graceful_shutdown must be >= 0, got {self.timeout_graceful_shutdown}")
+        _check_websocket(self)
+        _check_limits(self)
         if self.fd is not None and self.fd < 0:
             raise ConfigError(f"fd must be a non-negative file descriptor, got {self.fd}")
         _check_process_model(self)
@@ -278,6 +325,31 @@ def _check_process_model(config: Config) -> None:
                           "--preload loads it once in the master")
     if config.pid is not None and not config.pid:
         raise ConfigError("pid must be a file path")
+
+
+def _check_websocket(config: Config) -> None:
+    if config.ws_max_size < 1:
+        raise ConfigError(f"ws_max_size must be at least 1 byte, got {config.ws_max_size}")
+    if config.ws_max_queue < 1:
+        raise ConfigError(f"ws_max_queue must be at least 1, got {config.ws_max_queue}")
+    if math.isnan(config.ws_ping_interval) or config.ws_ping_interval < 0:
+        raise ConfigError(f"ws_ping_interval must be a number of seconds >= 0 (0 turns pings off), got "
+                          f"{config.ws_ping_interval}")
+    if math.isnan(config.ws_ping_timeout) or config.ws_ping_timeout <= 0:
+        raise ConfigError(f"ws_ping_timeout must be a positive number of seconds, got {config.ws_ping_timeout}")
+
+
+def _check_limits(config: Config) -> None:
+    """Limits and timeouts: positive numbers (a limit of 0 would refuse everything; unset means none)."""
+    for name in ("limit_request_line", "limit_request_headers", "limit_request_header_size",
+                 "limit_request_body", "limit_requests_per_connection", "limit_connections"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    for name in ("timeout_request_head", "timeout_body_idle", "timeout_request"):
+        value = getattr(config, name)
+        if value is not None and (math.isnan(value) or value <= 0):
+            raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
 
 
 def _check_listeners(config: Config) -> None:

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Protocol
 from bascule.config import Config, parse_header
 
 if TYPE_CHECKING:
-    from bascule.protocols.exchange import Exchange
+    from bascule.protocols.exchange import Exchange, WebSocketSession
+
+WebSocketRoute = Callable[[bytes], "Callable[[WebSocketSession], None] | None"]
+"""Raw path -> the handler that runs the app for a WebSocket there, or None (not an ASGI route)."""
 
 TICK_SECONDS = 0.5
 
@@ -46,9 +49,19 @@ class ServerContext:
         self.access_log_format = config.access_log_format
         self.keep_alive_timeout = config.timeout_keep_alive
         self.limit_concurrency = config.limit_concurrency
+        self.limit_request_line = config.limit_request_line
+        self.limit_request_headers = config.limit_request_headers
+        self.limit_request_header_size = config.limit_request_header_size
+        self.limit_request_body = config.limit_request_body
+        self.limit_requests_per_connection = config.limit_requests_per_connection
+        self.limit_connections = config.limit_connections
+        self.timeout_request_head = config.timeout_request_head
+        self.timeout_body_idle = config.timeout_body_idle
+        self.timeout_request = config.timeout_request
         self.connections: set[Connection] = set()
         self.in_flight = 0
         self.shutting_down = False
+        self.websocket_route: WebSocketRoute | None = None  # set by the server when --ws is on
         extra = [parse_header(spec) for spec in config.header]
         self._static_headers = b"".join(
             name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n" for name, value in extra)

@@ -18,7 +18,7 @@ from bascule.gateways.lifespan import Lifespan
 from bascule.gateways.threads import ThreadPool
 from bascule.gateways.wsgi import WSGIGateway
 from bascule.loader import LoadedApp, classify, load_app
-from bascule.protocols.exchange import Exchange
+from bascule.protocols.exchange import Exchange, WebSocketSession
 
 Gateway = ASGIGateway | WSGIGateway
 
@@ -86,6 +86,26 @@ class AppTable:
                 gateway.handle(ex)
                 return
         ex.send_simple(404, b"Not Found\n")
+
+    def websocket_route(self, raw_path: bytes) -> Callable[[WebSocketSession], None] | None:
+        """The handler for a WebSocket to ``raw_path``: its route's ASGI gateway, or None.
+
+        None (a WSGI route, or no route) leaves the upgrade request to plain HTTP, where a WSGI app gets
+        it as an ordinary GET and an unrouted path its 404. Called once per upgrade request, never per
+        HTTP request.
+        """
+        routes = self.routes
+        if len(routes) == 1 and routes[0][0] == "":
+            gateway = routes[0][1]
+        else:
+            path = decode_path(raw_path)
+            for prefix, candidate in routes:
+                if not prefix or path == prefix or path.startswith(prefix + "/"):
+                    gateway = candidate
+                    break
+            else:
+                return None
+        return gateway.handle_websocket if isinstance(gateway, ASGIGateway) else None
 
     def start_threads(self) -> None:
         if self.pool is not None:

@@ -93,6 +93,8 @@ class Server:
         table = AppTable(config, self.mounts if self.mounts is not None else resolve_mounts(config, self.app))
         dispatch = table.dispatch if self.wrap_dispatch is None else self.wrap_dispatch(table.dispatch)
         ctx = ServerContext(config, loop, dispatch, access_log=config.access_log)
+        if config.ws:
+            ctx.websocket_route = table.websocket_route
         owns_sockets = sockets is None
         table.start_threads()
         servers: list[asyncio.Server] = []

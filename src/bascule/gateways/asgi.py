@@ -4,6 +4,9 @@ The order of the app's ``send`` messages is an explicit state machine (:data:`TR
 current state does not allow raises :class:`AppProtocolError` inside the app, which then becomes a 500 (or
 a closed connection if the response had started). ``http.response.start`` is held back until the first
 body message, so a small response is one transport write.
+
+WebSockets come through the same gateway (:meth:`ASGIGateway.handle_websocket`): their scope shares its
+fields with the HTTP one (:meth:`ASGIGateway.scope`), and their message rules live in gateways/asgi_ws.py.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from bascule.errors import AppProtocolError
+from bascule.gateways.asgi_ws import WebSocketCycle
 from bascule.gateways.eager import Resume
-from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers
+from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, WebSocketSession
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -65,26 +69,41 @@ class ASGIGateway:
         self.state: dict[str, Any] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def handle(self, ex: Exchange) -> None:
-        """Start the app for one request (called on the loop; returns at once)."""
-        raw_path = ex.raw_path
-        scope: Scope = {
-            "type": "http",
+    def scope(self, kind: str, req: Exchange | WebSocketSession, extensions: dict[str, Any]) -> Scope:
+        """The scope fields an ``http`` and a ``websocket`` scope share, from the request's fields."""
+        raw_path = req.raw_path
+        return {
+            "type": kind,
             "asgi": {"version": "3.0", "spec_version": "2.4"},  # fresh dicts: apps may mutate their scope
-            "http_version": ex.http_version,
-            "server": ex.server,
-            "client": ex.client,
-            "scheme": ex.scheme,
-            "method": ex.method,
+            "http_version": req.http_version,
+            "server": req.server,
+            "client": req.client,
+            "scheme": req.scheme,
             "root_path": self.root_path,
             "path": self.server_root + decode_path(raw_path),
             "raw_path": self.raw_server_root + raw_path,
-            "query_string": ex.query_string,
-            "headers": ex.headers,
+            "query_string": req.query_string,
+            "headers": req.headers,
             "state": self.state.copy(),
-            "extensions": {"http.response.trailers": {}},
+            "extensions": extensions,
         }
+
+    def handle(self, ex: Exchange) -> None:
+        """Start the app for one request (called on the loop; returns at once)."""
+        scope = self.scope("http", ex, {"http.response.trailers": {}})
+        scope["method"] = ex.method
         cycle = HTTPCycle(ex)
+        task = cycle.start(self.app(scope, cycle.receive, cycle.send))
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            ex.cancel_app = task.cancel  # for --timeout-request
+
+    def handle_websocket(self, session: WebSocketSession) -> None:
+        """Start the app for one WebSocket handshake (called on the loop; returns at once)."""
+        scope = self.scope("websocket", session, {"websocket.http.response": {}})
+        scope["subprotocols"] = session.subprotocols
+        cycle = WebSocketCycle(session)
         task = cycle.start(self.app(scope, cycle.receive, cycle.send))
         if task is not None:
             self.tasks.add(task)

@@ -40,6 +40,8 @@ class Exchange(abc.ABC):
     response_started: bool
     status: int
     writable_hook: Callable[[], None] | None
+    cancel_app: Callable[[], object] | None
+    """Set by a gateway whose app runs as a task: the protocol calls it when --timeout-request expires."""
     write_paused: bool
     """True while the transport's buffer is above its high-water mark (kept up to date by the protocol,
     a plain attribute because every send reads it)."""
@@ -108,3 +110,64 @@ class Exchange(abc.ABC):
 
         Returns the number of bytes sent. The head must have been sent (without end) before.
         """
+
+
+class WebSocketClosed:
+    """The end of a WebSocket as the app sees it: the close code and reason (1006 if the peer vanished)."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+
+
+class WebSocketSession(abc.ABC):
+    """One WebSocket handshake and, once accepted, its messages: the seam for the ``websocket`` scope.
+
+    The protocol has checked the handshake before the gateway sees the session, so the app is only asked
+    about well-formed requests. The app then accepts (101), or denies with an HTTP response of its own.
+    Messages are whole (fragments joined, text decoded): ``str`` for text, ``bytes`` for binary.
+    """
+
+    http_version: str
+    scheme: str  # "ws" or "wss"
+    raw_path: bytes
+    query_string: bytes
+    headers: Headers
+    client: tuple[str, int] | None
+    server: tuple[str, int] | None
+    subprotocols: list[str]
+    loop: asyncio.AbstractEventLoop
+
+    @abc.abstractmethod
+    async def receive(self) -> str | bytes | WebSocketClosed:
+        """The next message; a WebSocketClosed once the connection has closed (and on every call after)."""
+
+    @abc.abstractmethod
+    def accept(self, subprotocol: str | None, headers: Headers) -> None:
+        """Complete the handshake with 101; raises AppProtocolError for a subprotocol not offered."""
+
+    @abc.abstractmethod
+    async def send(self, data: str | bytes) -> None:
+        """Send one message, waiting while the transport is paused; ClientDisconnected once closing."""
+
+    @abc.abstractmethod
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake (after accept); raises AppProtocolError for an invalid code."""
+
+    @abc.abstractmethod
+    def deny_start(self, status: int, headers: Headers) -> None:
+        """Deny the handshake with the app's own HTTP response (websocket.http.response.start)."""
+
+    @abc.abstractmethod
+    def deny_body(self, body: bytes, more: bool) -> None:
+        """A piece of the denial's body; the connection closes after the last one."""
+
+    @abc.abstractmethod
+    def deny_simple(self, status: int, body: bytes) -> None:
+        """Deny the handshake with a small plain-text response from the server (403, 500, 503)."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Drop the connection at once (an app failed in the middle of a denial response)."""

@@ -22,17 +22,16 @@ import httptools
 
 from bascule.context import ServerContext
 from bascule.errors import ProtocolError
+from bascule.protocols import h1_checks
 from bascule.protocols.exchange import Headers
 from bascule.protocols.http1_exchange import H1Exchange, status_line
 
-MAX_URL = 8192
-MAX_HEADERS = 100
-MAX_HEAD_BYTES = 64 * 1024
 LINGER_SECONDS = 2.0
 COALESCE_LIMIT = 64 * 1024
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-_NOTED_REQUEST_HEADERS = frozenset((b"expect", b"te", b"host"))
+_NOTED_REQUEST_HEADERS = frozenset((b"expect", b"te", b"host", b"content-length", b"transfer-encoding"))
+_FRAMING_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
 _log = logging.getLogger("bascule.error")
 
 
@@ -61,6 +60,14 @@ class H1Connection(asyncio.Protocol):
         self._hosts = 0
         self._expect_continue = False
         self._te_trailers = False
+        self._framing = False  # a Content-Length or Transfer-Encoding field was seen: check it
+        self._head_since = 0.0  # when the head in progress began (meaningful while _head_bytes > 0)
+        self._body_mark: tuple[H1Exchange | None, int, float] = (None, 0, 0.0)  # body-idle watch
+        self._app_mark: tuple[H1Exchange | None, float] = (None, 0.0)  # --timeout-request watch
+        self._max_url = ctx.limit_request_line
+        self._max_head = ctx.limit_request_header_size
+        self._max_headers = ctx.limit_request_headers
+        self._requests_left = ctx.limit_requests_per_connection or 0  # counts down; 0: no limit
         self._parsing: H1Exchange | None = None
         self._latest: H1Exchange | None = None
         self._out: list[bytes] = []  # streamed pieces waiting for the end of this loop pass
@@ -81,8 +88,14 @@ class H1Connection(asyncio.Protocol):
         if sock is not None and transport.get_extra_info("sslcontext") is None:
             self.sock_fd = sock.fileno()
         self.idle_since = self.loop.time()
-        self.ctx.connections.add(self)
-        if self.ctx.shutting_down:
+        ctx = self.ctx
+        limit = ctx.limit_connections
+        if limit is not None and len(ctx.connections) >= limit:
+            _log.info("refused a connection from %s: --limit-connections %d reached", _fmt_addr(self.client), limit)
+            self._send_error(503, b"Service Unavailable: too many connections\n")
+            return
+        ctx.connections.add(self)
+        if ctx.shutting_down:
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -101,24 +114,34 @@ class H1Connection(asyncio.Protocol):
         if self._lingering:
             return  # closing after an unread body: what still arrives is dropped, never parsed
         try:
+            if len(data) > self._max_head:
+                self._framing = True  # a head may be complete within this chunk: measure it in on_headers_complete
             self.parser.feed_data(data)
             if self._in_head:
                 # A head still incomplete after this chunk: bound what it may grow to (the memory a
-                # slow or hostile client can pin), counted per chunk rather than per header.
+                # slow or hostile client can pin), counted per chunk rather than per header, and start
+                # its deadline (--timeout-request-head, checked by on_tick).
+                if not self._head_bytes:
+                    self._head_since = self.loop.time()
                 self._head_bytes += len(data)
-                if self._head_bytes > MAX_HEAD_BYTES:
-                    raise httptools.HttpParserError("request head too large") from ProtocolError(
-                        "request header fields too large", 431)
-        except httptools.HttpParserUpgrade:
-            # Upgrades (WebSocket, h2c) are not taken here: the request is served as plain HTTP and the
-            # connection closes after it, since the parser stops at the upgrade and reads nothing further.
+                if self._head_bytes > self._max_head:
+                    raise ProtocolError("request header fields too large", 431)
+            elif self._headers:
+                # fields collected while no head is open: a chunked body's trailer section, still open
+                h1_checks.check_trailers(self._headers, self.ctx.limit_request_headers)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._to_dispatch is not None and self.ctx.websocket_route is not None and self._websocket(
+                    self._to_dispatch, data[upgrade.args[0]:]):
+                return  # the transport now belongs to the WebSocket protocol
+            # Other upgrades (h2c, or WebSocket to a WSGI app) are not taken: the request is served as plain
+            # HTTP and the connection closes after it, since the parser stops at the upgrade.
             self.pause_reading("upgrade")
             latest = self._latest
             if latest is not None:
                 latest.keep_alive = False
                 if latest.finished:
                     self.close()
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, ProtocolError) as exc:
             self._bad_request(exc)
         ex = self._to_dispatch
         if ex is not None:
@@ -146,7 +169,7 @@ class H1Connection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._in_head = True
         self._url += url
-        if len(self._url) > MAX_URL:
+        if len(self._url) > self._max_url:
             raise ProtocolError("request target too long", 414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -156,6 +179,9 @@ class H1Connection(asyncio.Protocol):
             if name == b"host":
                 self._hosts += 1
                 return
+            if name in _FRAMING_HEADERS:
+                self._framing = True
+                return
             value = value.lower()
             if name == b"expect":
                 self._expect_continue = value == b"100-continue"
@@ -164,8 +190,10 @@ class H1Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_bytes = 0
-        if len(self._headers) > MAX_HEADERS:
+        if self._head_bytes:  # the head spanned several chunks: measure it whole (slow path below)
+            self._head_bytes = 0
+            self._framing = True
+        if len(self._headers) > self._max_headers:
             raise ProtocolError("too many request header fields", 431)
         parser = self.parser
         http_version = parser.get_http_version()
@@ -174,11 +202,12 @@ class H1Connection(asyncio.Protocol):
         if self._hosts != 1 and (http_version == "1.1" or self._hosts):
             raise ProtocolError("a request must carry exactly one Host header (RFC 9112 3.2)", 400)
         raw_method = parser.get_method()
-        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
+        method = _METHODS.get(raw_method) or h1_checks.other_method(raw_method)
         url = self._url
         if url[:1] == b"/":
             raw_path, _, query = url.partition(b"?")
-        elif url == b"*":
+        elif url == b"*" or b"#" in url:
+            h1_checks.check_target(raw_method, url)
             raw_path, query = url, b""
         else:
             try:
@@ -188,8 +217,20 @@ class H1Connection(asyncio.Protocol):
             if not parsed.schema:
                 raise ProtocolError("the request target must be a path or an absolute URL", 400)
             raw_path, query = parsed.path or b"/", parsed.query or b""
+        if self._framing:
+            self._framing = False
+            h1_checks.check_head_size(url, self._headers, self.ctx.limit_request_header_size)
+            length = h1_checks.check_framing(self._headers, http_version)
+            limit = self.ctx.limit_request_body
+            if length is not None and limit is not None and length > limit:
+                raise ProtocolError(f"request body of {length} bytes is over the limit of {limit}", 413)
         ex = H1Exchange(self, method, raw_path, query, self._headers, http_version,
                         parser.should_keep_alive(), self._expect_continue and http_version == "1.1")
+        if self._requests_left:
+            self._requests_left -= 1
+            if self._requests_left == 0:
+                self._requests_left = -1  # stays non-zero: the connection closes after this request
+                ex.keep_alive = False  # --limit-requests-per-connection reached
         if self._te_trailers:
             ex.te_trailers = True
         if self.ctx.access_log:
@@ -216,10 +257,48 @@ class H1Connection(asyncio.Protocol):
             self._parsing.feed_body(body)
 
     def on_message_complete(self) -> None:
+        if self._headers:
+            self._end_trailers()
         ex = self._parsing
         if ex is not None:
             self._parsing = None
             ex.end_body()
+
+    def _end_trailers(self) -> None:
+        """A chunked body's trailer section is complete: check it, then drop it (never the next head's)."""
+        trailers = self._headers
+        self._headers = []
+        self._hosts = 0
+        self._expect_continue = False
+        self._te_trailers = False
+        self._framing = False
+        h1_checks.check_trailers(trailers, self.ctx.limit_request_headers)
+
+    # -- WebSocket upgrade (only reached through HttpParserUpgrade: no cost to other requests) -------------
+    def _websocket(self, ex: H1Exchange, leftover: bytes) -> bool:
+        """Hand the transport to the WebSocket protocol if ``ex`` asks for it and its route is an ASGI app.
+
+        False leaves the request to plain HTTP: another upgrade, a WSGI route (which gets it as a GET), a
+        request behind others in the pipeline, or a connection paused for a reason of its own.
+        """
+        route = self.ctx.websocket_route
+        transport = self.transport
+        if (route is None or transport is None or ex is not self._latest or self._paused_by
+                or not any(name == b"upgrade" and value.lower() == b"websocket" for name, value in ex.headers)):
+            return False
+        handler = route(ex.raw_path)
+        if handler is None:
+            return False
+        from bascule.protocols.websocket import WSConnection  # imported on the first upgrade only
+
+        self._to_dispatch = None
+        self.active = self._parsing = self._latest = None
+        self.closed = True  # this object is done with the transport
+        self.ctx.connections.discard(self)
+        ws = WSConnection(self.ctx, transport, ex)
+        transport.set_protocol(ws)
+        ws.start(handler, leftover)
+        return True
 
     # -- dispatch and completion --------------------------------------------------------------------
     def _dispatch(self, ex: H1Exchange) -> None:
@@ -285,16 +364,20 @@ class H1Connection(asyncio.Protocol):
         if ex._body_done or not transport.can_write_eof():
             self.close()
             return
-        # Lingering close: send FIN, keep reading (and dropping) for a moment, so the kernel does not
-        # answer the client's unread upload with a RST that would destroy our response.
+        self._linger(transport)
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Lingering close: send FIN, keep reading (and dropping) for a moment, so the kernel does not
+        answer the client's unread upload with a RST that would destroy our response."""
         transport.write_eof()
         self._lingering = True
         self.resume_reading("body")
         self.resume_reading("pipeline")
+        self.resume_reading("error")
         self.loop.call_later(LINGER_SECONDS, self.close)
 
     def _bad_request(self, exc: Exception) -> None:
-        origin = exc.__cause__ or exc.__context__  # our own ProtocolError, raised in a callback or above
+        origin = exc if isinstance(exc, ProtocolError) else exc.__cause__ or exc.__context__  # ours, if any
         cause = origin if isinstance(origin, ProtocolError) else None
         status = cause.status if cause is not None else 400
         reason = str(cause) if cause is not None else (str(exc) or "malformed request")
@@ -326,7 +409,11 @@ class H1Connection(asyncio.Protocol):
                          b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
                          b"connection: close\r\n\r\n" % len(body)))
         self.write(head + body)
-        self.close()
+        transport = self.transport
+        if transport is not None and not self.closed and not transport.is_closing() and transport.can_write_eof():
+            self._linger(transport)  # the client may still be sending (an upload over the limit): no RST
+        else:
+            self.close()
 
     # -- transport helpers --------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -407,9 +494,44 @@ class H1Connection(asyncio.Protocol):
 
     # -- server-driven ------------------------------------------------------------------------------
     def on_tick(self, now: float) -> None:
-        idle = self.idle_since
-        if idle is not None and self.active is None and now - idle > self.ctx.keep_alive_timeout:
-            self.close()
+        """Twice a second: keep-alive idle, head deadline, body idle, app deadline (no per-request timers)."""
+        if self._lingering or self.closed:
+            return  # already answered and on its way out
+        ctx = self.ctx
+        active = self.active
+        if self._in_head:
+            if self._head_bytes and now - self._head_since > ctx.timeout_request_head:
+                self._bad_request(ProtocolError("request head not complete within timeout_request_head", 408))
+                return
+        elif active is None:
+            idle = self.idle_since
+            if idle is not None and now - idle > ctx.keep_alive_timeout:
+                self.close()
+            return
+        parsing = self._parsing
+        if parsing is not None:
+            mark_ex, mark_n, mark_t = self._body_mark
+            if mark_ex is not parsing or mark_n != parsing.received or self._paused_by:
+                self._body_mark = (parsing, parsing.received, now)  # progress, or not the client's turn
+            elif now - mark_t > ctx.timeout_body_idle:
+                self._bad_request(ProtocolError("no request body bytes within timeout_body_idle", 408))
+                return
+        if ctx.timeout_request is not None and active is not None:
+            if self._app_mark[0] is not active:
+                self._app_mark = (active, now)
+            elif now - self._app_mark[1] > ctx.timeout_request:
+                self._app_timed_out(active, ctx.timeout_request)
+
+    def _app_timed_out(self, ex: H1Exchange, timeout: float) -> None:
+        _log.warning("%s %s took longer than timeout_request (%g s): %s", ex.method, ex.raw_path.decode("latin-1"),
+                     timeout, "answered 504" if not ex.response_started else "connection closed")
+        ex.keep_alive = False
+        if not ex.response_started:
+            ex.send_simple(504, b"Gateway Timeout: the app did not answer in time\n")
+        ex.on_disconnect()  # the app's later sends are dropped (a WSGI result is discarded) and logged
+        if ex.cancel_app is not None:
+            ex.cancel_app()
+        self.close()
 
     def shutdown(self) -> None:
         """Graceful stop: close now if idle, else after the response in flight."""

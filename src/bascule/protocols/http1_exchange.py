@@ -13,9 +13,10 @@ import logging
 import os
 import re
 import select
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
-from bascule.errors import AppProtocolError
+from bascule.errors import AppProtocolError, ProtocolError
 from bascule.protocols.exchange import Exchange, Headers
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class H1Exchange(Exchange):
     te_trailers = False
     _body: list[bytes] | None = None
     _body_size = 0
+    received = 0  # body bytes received so far, for --limit-request-body and the body-idle watch
+    cancel_app: Callable[[], object] | None = None  # set by a gateway whose app runs as a task
     _body_done = False
     _body_waiter: asyncio.Future[None] | None = None
     _disconnect_waiter: asyncio.Future[None] | None = None
@@ -104,6 +107,13 @@ class H1Exchange(Exchange):
 
     # -- request body, fed by the connection --------------------------------------------------------
     def feed_body(self, data: bytes) -> None:
+        self.received += len(data)
+        limit = self.conn.ctx.limit_request_body
+        if limit is not None and self.received > limit:
+            # only a chunked body can get here (a declared length was checked with the head); raised in
+            # llhttp's callback, so the connection answers 413 itself if nothing was answered yet, and
+            # the app sees a disconnect
+            raise ProtocolError(f"request body over the limit of {limit} bytes", 413)
         if self.finished:
             return  # the response is done; the rest of the body is read and dropped
         if self._body is None:

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import BackgroundTasks, FastAPI, File, UploadFile
+from fastapi import BackgroundTasks, FastAPI, File, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 
@@ -67,3 +67,14 @@ async def background(marker: str, tasks: BackgroundTasks) -> dict[str, float]:
     now = time.time()
     tasks.add_task(_write_marker, marker, now)
     return {"responded_at": now}
+
+
+@app.websocket("/ws/{room}")
+async def ws_room(websocket: WebSocket, room: str) -> None:
+    await websocket.accept()
+    try:
+        while True:
+            data = await websocket.receive_json()
+            await websocket.send_json({"room": room, "echo": data, "greeting": app.state.greeting})
+    except WebSocketDisconnect:
+        pass

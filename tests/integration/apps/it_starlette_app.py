@@ -1,4 +1,4 @@
-"""A Starlette app with a plain route and a streaming response, for test_it_frameworks."""
+"""A Starlette app with a plain route, a streaming response and a WebSocket, for the integration tests."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 
 async def home(request: Request) -> PlainTextResponse:
@@ -26,4 +27,14 @@ async def numbers(request: Request) -> StreamingResponse:
     return StreamingResponse(generate(), media_type="text/plain")
 
 
-app = Starlette(routes=[Route("/", home), Route("/numbers", numbers)])
+async def ws_upper(websocket: WebSocket) -> None:
+    await websocket.accept(subprotocol="upper" if "upper" in websocket.scope["subprotocols"] else None)
+    try:
+        while True:
+            text = await websocket.receive_text()
+            await websocket.send_text(text.upper())
+    except WebSocketDisconnect:
+        pass
+
+
+app = Starlette(routes=[Route("/", home), Route("/numbers", numbers), WebSocketRoute("/ws", ws_upper)])

@@ -1,0 +1,105 @@
+"""Strict HTTP/1.1 request checks on top of llhttp: the cases its strict mode still lets through.
+
+llhttp (with every lenient flag off, as httptools 0.9 leaves it) already refuses bare CR and LF line ends,
+obs-fold, whitespace before the colon, CTL/NUL/DEL in names and values, signed/hex/underscored or listed
+Content-Length values and chunk sizes, CL together with TE, ``chunked`` not last, and missing chunk
+terminators. What it accepts and we must not (found by feeding it each case; the corpus under
+tests/corpus/bad keeps them out):
+
+- Transfer-Encoding on HTTP/1.0, codings other than ``chunked`` (501: we implement no other), and
+  obfuscated lists (empty elements);
+- fields in a chunked body's trailer section, which llhttp reports through ``on_header`` exactly like
+  head fields: left alone they would land in the *next* request's headers;
+- ``*`` as the target of anything but OPTIONS, a fragment in an absolute-form target, CONNECT (we are no
+  proxy) and SOURCE (the ICE protocol llhttp also speaks).
+
+Every function here is called only on a slow path, when a test the hot path makes anyway flagged the
+request (a framing header was seen, a trailer field arrived, a method outside the common seven), so
+ordinary requests pay nothing for them.
+
+Deliberately left to llhttp, because catching them needs a scan of every received chunk (measured: each
+``bytes in`` test costs ~2,500 instructions, 3% of a request) and none of them changes where a message
+ends: repeated spaces between the parts of the request line (RFC 9112 3 lets recipients split on
+whitespace), ``RTSP/1.x`` in place of ``HTTP/1.x`` (served with the same framing rules), and a fragment
+in an origin-form target (handed to the app inside the path).
+"""
+
+from __future__ import annotations
+
+import re
+
+from bascule.errors import ProtocolError
+from bascule.protocols.exchange import Headers
+
+#: Header fields a trailer section must not carry (RFC 9110 6.5.1): framing, routing, request modifiers,
+#: authentication, content metadata, and the fields that name other fields.
+FORBIDDEN_TRAILERS = frozenset((
+    b"content-length", b"transfer-encoding", b"host", b"connection", b"keep-alive", b"upgrade", b"te",
+    b"trailer", b"expect", b"max-forwards", b"cache-control", b"pragma", b"range", b"if-match",
+    b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"if-range", b"authorization",
+    b"proxy-authorization", b"cookie", b"set-cookie", b"content-type", b"content-encoding",
+    b"content-range", b"content-location", b"proxy-connection",
+))
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")  # a lower-cased token (RFC 9110 5.6.2)
+
+
+def check_framing(headers: Headers, http_version: str) -> int | None:
+    """Validate Content-Length / Transfer-Encoding of a request head; return its Content-Length, if any.
+
+    llhttp has already refused CL+TE, duplicate and malformed Content-Length values and ``chunked`` not
+    last; what is left is the RFC 9112 6.1 rules it does not enforce.
+    """
+    length: int | None = None
+    codings: list[bytes] = []
+    for name, value in headers:
+        if name == b"content-length":
+            length = int(value.strip(b" \t"))  # digits only: llhttp checked the characters
+        elif name == b"transfer-encoding":
+            codings += (c.strip(b" \t").lower() for c in value.split(b","))
+    if codings:
+        if http_version == "1.0":
+            raise ProtocolError("Transfer-Encoding is not allowed in an HTTP/1.0 request (RFC 9112 6.1)", 400)
+        if not all(codings):
+            raise ProtocolError("Transfer-Encoding with an empty list element", 400)
+        if codings[-1] != b"chunked" or b"chunked" in codings[:-1]:
+            raise ProtocolError("Transfer-Encoding must end with chunked, once (RFC 9112 6.3)", 400)
+        for coding in codings[:-1]:
+            if coding == b"identity" or not _TOKEN.match(coding):
+                raise ProtocolError(f"invalid transfer coding {coding!r}", 400)
+            raise ProtocolError(f"transfer coding {coding.decode('latin-1')!r} is not implemented", 501)
+    return length
+
+
+def check_head_size(url: bytes, headers: Headers, limit: int) -> None:
+    """Measure a head that arrived within one large chunk (the per-chunk count in data_received misses it)."""
+    size = len(url) + sum(len(name) + len(value) + 4 for name, value in headers)
+    if size > limit:
+        raise ProtocolError("request header fields too large", 431)
+
+
+def check_trailers(trailers: Headers, limit: int) -> None:
+    """Refuse a trailer section that is too long or carries a field that must not be sent there."""
+    if len(trailers) > limit:
+        raise ProtocolError("too many trailer fields", 431)
+    for name, _ in trailers:
+        if name in FORBIDDEN_TRAILERS:
+            raise ProtocolError(f"{name.decode('latin-1')!r} is not allowed in a trailer section "
+                                f"(RFC 9110 6.5.1)", 400)
+
+
+def other_method(method: bytes) -> str:
+    """A method outside the common seven (llhttp has already refused tokens it does not know)."""
+    if method == b"CONNECT":
+        raise ProtocolError("CONNECT is not supported: this is an origin server, not a proxy", 501)
+    if method == b"SOURCE":
+        raise ProtocolError("SOURCE (the ICE protocol) is not HTTP", 400)
+    return method.decode("ascii")
+
+
+def check_target(method: bytes, url: bytes) -> None:
+    """Request-target rules for the asterisk form and for fragments (RFC 9112 3.2)."""
+    if url == b"*":
+        if method != b"OPTIONS":
+            raise ProtocolError("the asterisk-form target is only allowed with OPTIONS", 400)
+    elif b"#" in url:
+        raise ProtocolError("a request target must not carry a fragment", 400)

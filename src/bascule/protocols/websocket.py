@@ -1,0 +1,608 @@
+"""WebSocket over an upgraded HTTP/1.1 connection: handshake, frames, keepalive and flow control.
+
+The frame engine is websockets' sans-I/O :class:`~websockets.server.ServerProtocol` (bytes in, frames
+out, close handshake, permessage-deflate through its extension machinery); this module is the asyncio
+glue around it and the :class:`~bascule.protocols.exchange.WebSocketSession` the ASGI gateway uses.
+
+Life of a connection (:class:`Phase`): :class:`~bascule.protocols.http1.H1Connection` parses the upgrade
+request and hands the transport over. The handshake is checked here first (a bad one is answered 400/426
+without bothering the app); then the app decides: ``accept`` sends 101 and frames flow (OPEN), or it
+denies with an HTTP response (RESPONSE). Bytes the client sends before the 101 are held, reading paused.
+
+Flow control both ways: reading pauses while ``ws_max_queue`` messages wait for the app, and ``send``
+waits while the transport's buffer is above its high-water mark. Frames written by the app during one
+loop pass leave in one ``transport.write`` (an echo of a batch of messages is one syscall, not one each).
+Keepalive pings and the close timeout run off the server's tick, so an idle socket costs no timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import enum
+import http
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from websockets.datastructures import Headers as WSHeaders
+from websockets.exceptions import ProtocolError as WSProtocolError
+from websockets.extensions import Extension
+from websockets.extensions.permessage_deflate import enable_server_permessage_deflate
+from websockets.frames import Frame, Opcode
+from websockets.headers import parse_subprotocol
+from websockets.http11 import Request
+from websockets.protocol import OPEN, State
+from websockets.server import ServerProtocol
+
+from bascule.errors import AppProtocolError
+from bascule.protocols.exchange import ClientDisconnected, Headers, WebSocketClosed, WebSocketSession
+from bascule.protocols.http1_exchange import status_line
+
+if TYPE_CHECKING:
+    from bascule.context import ServerContext
+    from bascule.protocols.http1_exchange import H1Exchange
+
+CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's answer to our close frame before dropping it
+SHUTDOWN_CLOSE_TIMEOUT = 1.0  # the same while the server stops: a peer that has not answered by then is gone
+COALESCE_LIMIT = 64 * 1024  # bytes of frames held for the end of a loop pass before they are written at once
+EARLY_DATA_LIMIT = 64 * 1024  # bytes held (reading paused beyond) while the app decides on the handshake
+_PAUSE_QUEUE = 1
+_PAUSE_EARLY = 2
+_TEXT, _BINARY, _CONT, _PING, _PONG, _CLOSE = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING, Opcode.PONG,
+                                             Opcode.CLOSE)
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+_log = logging.getLogger("bascule.websocket")  # websockets' own logs; its "connection open" lines are info
+_error_log = logging.getLogger("bascule.error")
+
+Handler = Callable[[WebSocketSession], None]
+
+
+class Phase(enum.Enum):
+    """Where the connection is, from the server's side."""
+
+    HANDSHAKE = "handshake"  # the request is valid; the app has not accepted or denied yet
+    OPEN = "open"  # 101 sent: frames flow (the closing handshake too)
+    RESPONSE = "response"  # the app denies with an HTTP response it is still sending
+    DONE = "done"  # closing or closed: nothing more is read or written
+
+
+def check_handshake(ex: H1Exchange, *, deflate: bool) -> tuple[int, str, Headers] | tuple[Headers, list[Extension]]:
+    """Validate an upgrade request: (status, reason, extra headers) to refuse it, else (101 headers, extensions).
+
+    The 101's headers lack the subprotocol, which the app chooses. Any header, ASCII or not, well-formed or
+    not, ends in a response here: a malformed one is a 400, never an exception.
+    """
+    if ex.method != "GET":
+        return 405, f"a WebSocket handshake must be a GET, not {ex.method}", [(b"allow", b"GET")]
+    if ex.http_version != "1.1":
+        return 505, "a WebSocket handshake needs HTTP/1.1", []
+    headers = WSHeaders()
+    for name, value in ex.headers:
+        headers[name.decode("latin-1")] = value.decode("latin-1")
+    versions = headers.get_all("Sec-WebSocket-Version")
+    if versions and versions != ["13"]:
+        # RFC 6455 4.4: tell the client which version we speak
+        return 426, f"unsupported WebSocket version {', '.join(versions)!r}", [(b"sec-websocket-version", b"13")]
+    negotiator = ServerProtocol(extensions=enable_server_permessage_deflate(None) if deflate else None,
+                                logger=_log)
+    path = (ex.raw_path + (b"?" + ex.query_string if ex.query_string else b"")).decode("latin-1")
+    try:
+        response = negotiator.accept(Request(path, headers))
+    except Exception as exc:  # accept() answers errors itself; this is a last line of defence
+        return 400, f"invalid WebSocket handshake ({exc})", []
+    if response.status_code != 101:
+        reason = str(negotiator.handshake_exc or "invalid WebSocket handshake")
+        extra = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                 for name, value in response.headers.raw_items() if name in ("Allow", "Upgrade")]
+        return response.status_code, reason, extra
+    out: Headers = [(b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
+                    (b"sec-websocket-accept", response.headers["Sec-WebSocket-Accept"].encode("ascii"))]
+    if "Sec-WebSocket-Extensions" in response.headers:
+        out.append((b"sec-websocket-extensions", response.headers["Sec-WebSocket-Extensions"].encode("latin-1")))
+    return out, negotiator.extensions
+
+
+def offered_subprotocols(headers: Headers) -> list[str]:
+    """The subprotocols the client offers, in its order (headers already validated by check_handshake)."""
+    offered: list[str] = []
+    for name, value in headers:
+        if name == b"sec-websocket-protocol":
+            offered.extend(parse_subprotocol(value.decode("latin-1")))
+    return offered
+
+
+def _valid_header_block(headers: Headers) -> bytes:
+    parts: list[bytes] = []
+    for name, value in headers:
+        if type(name) is not bytes or type(value) is not bytes:
+            raise AppProtocolError(f"header names and values must be bytes, got {name!r}: {value!r}")
+        if not name or any(c in name for c in b"\r\n\0: ") or any(c in value for c in b"\r\n\0"):
+            raise AppProtocolError(f"the app sent a header that could split the response: {name!r}: {value!r}")
+        parts += (name, b": ", value, b"\r\n")
+    return b"".join(parts)
+
+
+class Engine(ServerProtocol):
+    """websockets' server protocol, with one fix: a Close frame in the middle of a fragmented message.
+
+    RFC 6455 5.4 lets control frames arrive between fragments, and a Close ends the connection, message
+    unfinished or not: the peer expects its close code echoed (Autobahn 7.1.5), where websockets fails
+    the connection with 1002 "incomplete fragmented message". The unfinished message is dropped.
+    """
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is _CLOSE:
+            self.current_size = None
+        super().recv_frame(frame)
+
+
+class WSConnection(asyncio.Protocol, WebSocketSession):
+    """One WebSocket connection: the transport's protocol after the upgrade, and the app's session."""
+
+    __slots__ = ("_accept_headers", "_close_event", "_closing_since", "_decoder", "_drain_waiters", "_early",
+                 "_early_size", "_ex", "_extensions", "_fragments", "_held", "_last_ping", "_out", "_out_eof",
+                 "_out_size", "_paused_by", "_ping_payload", "_ping_sent", "_pings", "_queue", "_recv_waiter",
+                 "_response_expected", "client", "ctx", "headers", "http_version", "loop",
+                 "max_queue", "phase", "proto", "query_string", "raw_path", "scheme", "server", "subprotocols",
+                 "transport", "write_paused")
+
+    def __init__(self, ctx: ServerContext, transport: asyncio.Transport, ex: H1Exchange) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.transport = transport
+        self.phase = Phase.HANDSHAKE
+        self.http_version = ex.http_version
+        self.scheme = "wss" if ex.scheme == "https" else "ws"
+        self.raw_path = ex.raw_path
+        self.query_string = ex.query_string
+        self.headers = ex.headers
+        self.client = ex.client
+        self.server = ex.server
+        self.subprotocols: list[str] = []
+        self.max_queue = ctx.config.ws_max_queue
+        self.proto: ServerProtocol | None = None
+        self.write_paused = False
+        self._ex: H1Exchange | None = ex  # kept for the access log until the handshake is decided
+        self._accept_headers: Headers = []
+        self._extensions: list[Extension] = []
+        self._early: list[bytes] = []
+        self._early_size = 0
+        self._queue: deque[str | bytes] = deque()
+        self._recv_waiter: asyncio.Future[None] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._close_event: WebSocketClosed | None = None
+        self._paused_by = 0
+        self._out: list[bytes] = []
+        self._out_eof = False
+        self._out_size = 0
+        self._decoder: Any = None  # incremental UTF-8 decoder of a fragmented text message
+        self._fragments: list[Any] | None = None
+        self._ping_payload: bytes | None = None
+        self._ping_sent = 0.0
+        self._last_ping = 0.0
+        self._pings = 0
+        self._closing_since: float | None = None
+        self._held: list[bytes] | None = None  # the engine's close after a protocol error, held back
+        self._response_expected: int | None = None
+
+    # -- start ------------------------------------------------------------------------------------------
+    def start(self, handler: Handler, leftover: bytes) -> None:
+        """Check the handshake and, if it is valid, give the session to the app (through ``handler``)."""
+        self.ctx.connections.add(self)
+        ex = self._ex
+        if ex is None:
+            return  # started twice: the first start owns the handshake
+        checked = check_handshake(ex, deflate=self.ctx.config.ws_per_message_deflate)
+        if isinstance(checked[0], int):
+            status, reason, extra = checked
+            _error_log.info("rejected a WebSocket handshake from %s: %s (%d)", _fmt(self.client), reason, status)
+            self._http_response(status, (f"{http.HTTPStatus(status).phrase}: {reason}\n").encode("utf-8", "replace"),
+                                extra)
+            return
+        self._accept_headers, self._extensions = checked
+        self.subprotocols = offered_subprotocols(self.headers)
+        if leftover:
+            self._hold(leftover)
+        try:
+            handler(self)
+        except Exception:
+            _error_log.exception("could not start the WebSocket app for %s", self.raw_path.decode("latin-1"))
+            if self.phase is Phase.HANDSHAKE:
+                self.deny_simple(500, b"Internal Server Error\n")
+
+    def _hold(self, data: bytes) -> None:
+        self._early.append(data)
+        self._early_size += len(data)
+        if self._early_size > EARLY_DATA_LIMIT:
+            self._pause(_PAUSE_EARLY)
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # not called after set_protocol
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        phase = self.phase
+        if phase is Phase.OPEN:
+            self._feed(data)
+        elif phase is Phase.HANDSHAKE:
+            self._hold(data)
+        # else: a denied handshake or a closed connection; what the client still sends is dropped
+
+    def eof_received(self) -> bool | None:
+        proto = self.proto
+        if proto is not None and self.phase is Phase.OPEN:
+            proto.receive_eof()
+            self._take_writes(proto)
+        return None  # asyncio closes the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ctx.connections.discard(self)
+        if self.phase is Phase.HANDSHAKE or self.phase is Phase.RESPONSE:
+            self._log_handshake(499 if self.phase is Phase.HANDSHAKE else 0)
+        self.phase = Phase.DONE
+        self._out.clear()
+        if self._close_event is None:
+            self._closed_by_peer()
+        self._wake_receiver()
+        self._wake_drain()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_drain()
+
+    # -- frames in --------------------------------------------------------------------------------------
+    def _feed(self, data: bytes) -> None:
+        proto = self.proto
+        assert proto is not None
+        proto.receive_data(data)
+        events = proto.events_received()
+        if events:
+            for frame in events:
+                if not self._on_frame(proto, frame):  # type: ignore[arg-type]  # after the handshake: frames
+                    break
+        if proto.parser_exc is not None and self._queue and self._held is None:
+            # The peer broke the protocol right after messages the app has not seen yet: hold the close
+            # until the app has taken them (and answered: an echo server's replies go out first, as
+            # Autobahn 3.2, 4.x and 5.15 expect), or until the next tick.
+            self._held = proto.data_to_send()
+            self._closing_since = self.loop.time()
+            return
+        self._take_writes(proto)
+
+    def _on_frame(self, proto: ServerProtocol, frame: Frame) -> bool:
+        """Handle one frame; False once the connection has failed (the frames after it are ignored)."""
+        opcode = frame.opcode
+        data = frame.data
+        if opcode is _TEXT:
+            if frame.fin:
+                try:
+                    self._deliver(bytes(data).decode())
+                except UnicodeDecodeError as exc:
+                    return self._invalid_utf8(proto, exc)
+            else:
+                self._decoder = _Utf8Decoder()
+                self._fragments = []
+                return self._text_fragment(proto, data, False)
+        elif opcode is _BINARY:
+            if frame.fin:
+                self._deliver(data if type(data) is bytes else bytes(data))
+            else:
+                self._fragments = [data]
+        elif opcode is _CONT:
+            if self._decoder is not None:
+                return self._text_fragment(proto, data, frame.fin)
+            fragments = self._fragments
+            assert fragments is not None  # websockets rejects a continuation without a start
+            fragments.append(data)
+            if frame.fin:
+                self._fragments = None
+                self._deliver(b"".join(fragments))
+        elif opcode is _PONG:
+            if self._ping_payload is not None and data == self._ping_payload:
+                self._ping_payload = None
+        elif opcode is _CLOSE:
+            self._decoder = self._fragments = None
+            self._closed_by_peer()
+        return True
+
+    def _text_fragment(self, proto: ServerProtocol, data: Any, fin: bool) -> bool:
+        """Decode as the fragments come, so invalid UTF-8 fails the connection at once (RFC 6455 8.1)."""
+        try:
+            text = self._decoder.decode(data, fin)
+        except UnicodeDecodeError as exc:
+            return self._invalid_utf8(proto, exc)
+        fragments = self._fragments
+        assert fragments is not None
+        fragments.append(text)
+        if fin:
+            self._decoder = self._fragments = None
+            self._deliver("".join(fragments))
+        return True
+
+    def _invalid_utf8(self, proto: ServerProtocol, exc: UnicodeDecodeError) -> bool:
+        self._decoder = self._fragments = None
+        proto.fail(1007, f"invalid UTF-8: {exc.reason}")
+        self._closed_by_peer(1007)
+        return False
+
+    def _deliver(self, message: str | bytes) -> None:
+        queue = self._queue
+        queue.append(message)
+        if self._recv_waiter is not None:
+            self._wake_receiver()
+        if len(queue) >= self.max_queue:
+            self._pause(_PAUSE_QUEUE)
+
+    def _closed_by_peer(self, code: int | None = None) -> None:
+        """Record how the connection ended, for the app's websocket.disconnect."""
+        if self._close_event is not None:
+            return
+        proto = self.proto
+        reason = ""
+        if code is None:
+            code = 1006
+            if proto is not None and proto.close_rcvd is not None:
+                code, reason = proto.close_rcvd.code, proto.close_rcvd.reason
+            elif proto is not None and proto.close_sent is not None:
+                code, reason = proto.close_sent.code, proto.close_sent.reason
+        self._close_event = WebSocketClosed(code, reason)
+        self._wake_receiver()
+
+    # -- frames out -------------------------------------------------------------------------------------
+    def _take_writes(self, proto: ServerProtocol) -> None:
+        """Queue what the engine wants written (frames, or EOF: close after them) for the end of this pass."""
+        self._queue_writes(proto, proto.data_to_send())
+
+    def _queue_writes(self, proto: ServerProtocol, writes: list[bytes]) -> None:
+        if writes:
+            out = self._out
+            if not out and not self._out_eof:
+                self.loop.call_soon(self._flush)
+            for data in writes:
+                if data:
+                    out.append(data)
+                    self._out_size += len(data)
+                else:
+                    self._out_eof = True
+            if proto.state is not OPEN and self._closing_since is None:
+                self._closing_since = self.loop.time()
+            if self._out_size >= COALESCE_LIMIT:
+                # an app sending a lot without ever waiting: write now, so the transport's high-water mark
+                # (and send()'s drain) bounds what piles up
+                self._flush()
+
+    def _flush(self) -> None:
+        out = self._out
+        transport = self.transport
+        if out:
+            data = b"".join(out) if len(out) != 1 else out[0]
+            out.clear()
+            self._out_size = 0
+            if self.phase is not Phase.DONE:
+                transport.write(data)
+        if self._out_eof:
+            self._out_eof = False
+            self.phase = Phase.DONE
+            if self._close_event is None:
+                self._closed_by_peer()
+            transport.close()
+
+    # -- WebSocketSession -------------------------------------------------------------------------------
+    async def receive(self) -> str | bytes | WebSocketClosed:
+        queue = self._queue
+        if not queue and self._held is not None:
+            self._release_held()
+        while not queue:
+            if self._close_event is not None:
+                return self._close_event
+            waiter = self._recv_waiter = self.loop.create_future()
+            await waiter
+        message = queue.popleft()
+        if self._paused_by & _PAUSE_QUEUE and len(queue) < self.max_queue:
+            self._resume(_PAUSE_QUEUE)
+        return message
+
+    def accept(self, subprotocol: str | None, headers: Headers) -> None:
+        if self.phase is not Phase.HANDSHAKE:
+            raise ClientDisconnected("the client has disconnected")
+        lines = [self._accept_headers_block()]
+        if subprotocol is not None:
+            if not isinstance(subprotocol, str) or subprotocol not in self.subprotocols:
+                raise AppProtocolError(f"the app accepted with subprotocol {subprotocol!r}, which the client did "
+                                       f"not offer (it offered {self.subprotocols!r})")
+            lines.append(b"sec-websocket-protocol: " + subprotocol.encode("ascii") + b"\r\n")
+        if headers:
+            lines.append(_valid_header_block(list(headers)))
+        proto = Engine(state=OPEN, max_size=self.ctx.config.ws_max_size, logger=_log)
+        proto.extensions = self._extensions
+        proto.subprotocol = subprotocol  # type: ignore[assignment]
+        self.proto = proto
+        self.phase = Phase.OPEN
+        self._last_ping = self.loop.time()
+        self.transport.write(b"".join((status_line(101), self.ctx.fixed_headers, *lines, b"\r\n")))
+        self._log_handshake(101)
+        early, self._early = self._early, []
+        self._early_size = 0
+        self._resume(_PAUSE_EARLY)
+        if early:
+            self._feed(b"".join(early))
+        if self.ctx.shutting_down:
+            self.close(1012, "server restart")
+
+    def _accept_headers_block(self) -> bytes:
+        return b"".join(name + b": " + value + b"\r\n" for name, value in self._accept_headers)
+
+    async def send(self, data: str | bytes) -> None:
+        proto = self.proto
+        if proto is None or proto.state is not OPEN or self.phase is not Phase.OPEN:
+            if self._held is not None and proto is not None and self.phase is Phase.OPEN:
+                # answering the messages that came before a protocol error, ahead of the held close
+                frame = Frame(_TEXT, data.encode()) if isinstance(data, str) else Frame(_BINARY, data)
+                self._queue_writes(proto, [frame.serialize(mask=False, extensions=proto.extensions)])
+                return
+            raise ClientDisconnected("the WebSocket is closed")
+        if isinstance(data, str):
+            proto.send_text(data.encode())
+        else:
+            proto.send_binary(data)
+        self._take_writes(proto)
+        if self.write_paused:
+            await self._drain()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        proto = self.proto
+        if proto is None or proto.state is not OPEN or self.phase is not Phase.OPEN:
+            return  # already closing or closed: nothing more to say
+        try:
+            proto.send_close(code, reason)
+        except WSProtocolError as exc:
+            raise AppProtocolError(f"invalid close code {code!r} ({exc})") from None
+        self._take_writes(proto)
+
+    def deny_start(self, status: int, headers: Headers) -> None:
+        if self.phase is not Phase.HANDSHAKE:
+            raise ClientDisconnected("the client has disconnected")
+        if type(status) is not int or not 100 <= status <= 999 or status == 101:
+            raise AppProtocolError(f"invalid status for websocket.http.response.start: {status!r}")
+        block = _valid_header_block(list(headers))
+        framing = b"connection: close\r\n"
+        expected: int | None = None
+        for name, value in headers:
+            if name.lower() == b"content-length" and value.isdigit():
+                expected = int(value)
+        self._response_expected = expected
+        self.phase = Phase.RESPONSE
+        self._out.append(b"".join((status_line(status), self.ctx.fixed_headers, block, framing)))
+        self._log_handshake(status)
+
+    def deny_body(self, body: bytes, more: bool) -> None:
+        if self.phase is not Phase.RESPONSE:
+            return
+        out = self._out
+        if out and self._response_expected is None and not more:
+            # the whole body in one message and no length given: say it, rather than close-delimit it
+            out.append(b"content-length: %d\r\n" % len(body))
+        if out:
+            out.append(b"\r\n")
+            self.transport.write(b"".join(out))
+            out.clear()
+        if body:
+            self.transport.write(body)
+        if not more:
+            self.phase = Phase.DONE
+            self.transport.close()
+
+    def deny_simple(self, status: int, body: bytes) -> None:
+        self._http_response(status, body, [])
+
+    def _http_response(self, status: int, body: bytes, extra: Headers) -> None:
+        if self.phase is not Phase.HANDSHAKE:
+            return
+        extra_block = b"".join(name + b": " + value + b"\r\n" for name, value in extra)
+        head = b"".join((status_line(status), self.ctx.fixed_headers, extra_block,
+                         b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+                         b"connection: close\r\n\r\n" % len(body)))
+        self.phase = Phase.DONE
+        self._log_handshake(status, len(body))
+        self.transport.write(head + body)
+        self.transport.close()
+
+    def abort(self) -> None:
+        self.phase = Phase.DONE
+        self.transport.abort()
+
+    # -- flow control -----------------------------------------------------------------------------------
+    def _release_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and self.proto is not None:
+            self._queue_writes(self.proto, held)
+
+    def _pause(self, reason: int) -> None:
+        if not self._paused_by and self.phase is not Phase.DONE:
+            self.transport.pause_reading()
+        self._paused_by |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self._paused_by & reason:
+            self._paused_by &= ~reason
+            if not self._paused_by and self.phase is not Phase.DONE:
+                self.transport.resume_reading()
+
+    async def _drain(self) -> None:
+        if self.write_paused and self.phase is not Phase.DONE:
+            waiter = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def _wake_drain(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wake_receiver(self) -> None:
+        waiter, self._recv_waiter = self._recv_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _log_handshake(self, status: int, nbytes: int = 0) -> None:
+        ex, self._ex = self._ex, None
+        if ex is not None and self.ctx.access_log:
+            ex.status = status
+            self.ctx.log_access(ex, nbytes)
+
+    # -- server-driven ----------------------------------------------------------------------------------
+    def on_tick(self, now: float) -> None:
+        """Keepalive pings, the close timeout, and the close 1012 of a graceful shutdown."""
+        proto = self.proto
+        if self.phase is not Phase.OPEN or proto is None:
+            return
+        if proto.state is OPEN:
+            if self.ctx.shutting_down:
+                self.shutdown()
+                return
+            config = self.ctx.config
+            if self._ping_payload is not None:
+                if now - self._ping_sent > config.ws_ping_timeout:
+                    _error_log.info("WebSocket peer %s did not answer a ping in %.1fs: closing",
+                                    _fmt(self.client), config.ws_ping_timeout)
+                    proto.fail(1011, "keepalive ping timeout")
+                    self._closed_by_peer(1006)
+                    self._take_writes(proto)
+            elif config.ws_ping_interval and now - self._last_ping >= config.ws_ping_interval:
+                self._pings += 1
+                self._ping_payload = struct.pack("!I", self._pings)
+                self._ping_sent = self._last_ping = now
+                proto.send_ping(self._ping_payload)
+                self._take_writes(proto)
+        elif self._held is not None:
+            self._release_held()
+        elif self._closing_since is not None and now - self._closing_since > (
+                SHUTDOWN_CLOSE_TIMEOUT if self.ctx.shutting_down else CLOSE_TIMEOUT):
+            self.abort()
+
+    def shutdown(self) -> None:
+        """Graceful stop: close 1012 (service restart); the app gets websocket.disconnect."""
+        if self.phase is Phase.OPEN:
+            self.close(1012, "server restart")
+
+    def force_close(self) -> None:
+        """The graceful timeout has passed: a socket still open gets 1001 (going away), then is dropped."""
+        proto = self.proto
+        if self.phase is Phase.OPEN and proto is not None and proto.state is State.OPEN:
+            proto.send_close(1001, "server shutting down")
+            self._take_writes(proto)
+            self._flush()
+        self._closed_by_peer(1001)
+        self.abort()
+
+
+def _fmt(addr: tuple[str, int] | None) -> str:
+    return f"{addr[0]}:{addr[1]}" if addr else "unix socket"
+

@@ -1,0 +1,72 @@
+"""Unit tests for bascule.protocols.h1_checks: the strictness rules llhttp leaves to us, without sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from bascule.errors import ProtocolError
+from bascule.protocols import h1_checks
+
+
+@pytest.mark.parametrize(("value", "version", "status"), [
+    (b"chunked", "1.0", 400), (b",chunked", "1.1", 400), (b"chunked,", "1.1", 400), (b"identity", "1.1", 400),
+    (b"identity, chunked", "1.1", 400), (b"gzip", "1.1", 400), (b"chunked, chunked", "1.1", 400),
+    (b"gzip, chunked", "1.1", 501), (b"br, chunked", "1.1", 501), (b"foo, chunked", "1.1", 501),
+    (b"f@o, chunked", "1.1", 400),
+])
+def test_transfer_encoding_rules(value: bytes, version: str, status: int) -> None:
+    with pytest.raises(ProtocolError) as info:
+        h1_checks.check_framing([(b"host", b"x"), (b"transfer-encoding", value)], version)
+    assert info.value.status == status
+
+
+@pytest.mark.parametrize("value", [b"chunked", b"CHUNKED", b" Chunked\t"])
+def test_plain_chunked_is_fine(value: bytes) -> None:
+    assert h1_checks.check_framing([(b"transfer-encoding", value)], "1.1") is None
+
+
+def test_content_length_is_returned() -> None:
+    assert h1_checks.check_framing([(b"content-length", b"0042 ")], "1.0") == 42
+
+
+@pytest.mark.parametrize("name", sorted(h1_checks.FORBIDDEN_TRAILERS))
+def test_forbidden_trailers(name: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        h1_checks.check_trailers([(b"x-ok", b"1"), (name, b"v")], 100)
+
+
+def test_trailer_count_limit() -> None:
+    h1_checks.check_trailers([(b"x-a", b"")] * 3, 3)
+    with pytest.raises(ProtocolError) as info:
+        h1_checks.check_trailers([(b"x-a", b"")] * 4, 3)
+    assert info.value.status == 431
+
+
+@pytest.mark.parametrize(("method", "url", "status"), [
+    (b"GET", b"*", 400), (b"POST", b"*", 400), (b"GET", b"http://a/#x", 400),
+])
+def test_target_rules(method: bytes, url: bytes, status: int) -> None:
+    with pytest.raises(ProtocolError) as info:
+        h1_checks.check_target(method, url)
+    assert info.value.status == status
+
+
+def test_options_star_is_fine() -> None:
+    h1_checks.check_target(b"OPTIONS", b"*")
+
+
+@pytest.mark.parametrize(("method", "status"), [(b"CONNECT", 501), (b"SOURCE", 400)])
+def test_methods_we_refuse(method: bytes, status: int) -> None:
+    with pytest.raises(ProtocolError) as info:
+        h1_checks.other_method(method)
+    assert info.value.status == status
+
+
+def test_other_methods_pass() -> None:
+    assert h1_checks.other_method(b"PROPFIND") == "PROPFIND"
+
+
+def test_head_size() -> None:
+    h1_checks.check_head_size(b"/", [(b"a", b"b" * 10)], 100)
+    with pytest.raises(ProtocolError):
+        h1_checks.check_head_size(b"/", [(b"a", b"b" * 100)], 100)

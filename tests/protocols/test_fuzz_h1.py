@@ -107,6 +107,7 @@ def drive(pieces: list[bytes]) -> tuple[list[Seen], list[int], bool]:
                 body = ex.take_buffered_body() or b""
                 seen.append((ex.method, ex.raw_path, ex.query_string, tuple(ex.headers), ex.http_version, body))
                 ex.send_simple(200, b"ok")
+            loop.run_until_complete(asyncio.sleep(0))  # one loop pass: queued writes reach the transport
             if len(transport.out) != written:  # something new was written: was it an error answer?
                 written = len(transport.out)
                 if any(s != b"200" for s in _STATUS.findall(bytes(transport.out))):

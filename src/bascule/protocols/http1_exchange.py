@@ -271,7 +271,7 @@ class H1Exchange(Exchange):
             self.conn.write(b"".join(parts) if len(parts) != 1 else parts[0])
             self._finish()
         elif parts:
-            self.conn.write_soon(b"".join(parts) if len(parts) != 1 else parts[0])
+            self.conn.write(b"".join(parts) if len(parts) != 1 else parts[0])
 
     def _target(self) -> str:
         return self.raw_path.decode("latin-1")

@@ -27,7 +27,8 @@ from bascule.protocols.exchange import Headers
 from bascule.protocols.http1_exchange import H1Exchange, status_line
 
 LINGER_SECONDS = 2.0
-COALESCE_LIMIT = 64 * 1024
+COALESCE_LIMIT = 256 * 1024  # queued bytes written at once, without waiting for the end of the pass
+JOIN_BELOW = 16 * 1024  # pending pieces smaller than this in all are joined before writing
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _NOTED_REQUEST_HEADERS = frozenset((b"expect", b"te", b"host", b"content-length", b"transfer-encoding"))
@@ -438,11 +439,16 @@ class H1Connection(asyncio.Protocol):
     def _flush_out(self) -> None:
         pending = self._out
         if pending:
-            data = b"".join(pending) if len(pending) != 1 else pending[0]
+            transport = self.transport
+            if transport is not None and not self.closed:
+                if len(pending) == 1:
+                    transport.write(pending[0])
+                elif self._out_size < JOIN_BELOW:
+                    transport.write(b"".join(pending))  # small pieces: one copy is cheaper than an iovec each
+                else:
+                    transport.writelines(pending)  # large bodies go out as they are, without a copy
             pending.clear()
             self._out_size = 0
-            if self.transport is not None and not self.closed:
-                self.transport.write(data)
 
     def close(self) -> None:
         self._flush_out()  # what was already sent by the app goes out before the FIN

@@ -236,8 +236,12 @@ class H1Exchange(Exchange):
         if end and not trailers and self._expected == len(body) and not self.no_body:
             # the common case: a complete response, one write
             self.sent = len(body)
-            head.append(body)
-            conn.write(b"".join(head))
+            if len(body) < 16384:
+                head.append(body)
+                conn.write(b"".join(head))
+            else:  # not copied into the head: queued as its own buffer
+                conn.write(b"".join(head))
+                conn.write(body)
             self.finished = True
             conn.response_done(self)
             if self._disconnect_waiter is not None:

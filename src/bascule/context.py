@@ -26,11 +26,9 @@ TICK_SECONDS = 0.5
 
 
 class Connection(Protocol):
-    """What the context needs of a connection: idle checks and shutdown."""
+    """What the context needs of a connection: idle checks (which also drain it on a graceful stop)."""
 
     def on_tick(self, now: float) -> None: ...
-
-    def shutdown(self) -> None: ...
 
     def force_close(self) -> None: ...
 

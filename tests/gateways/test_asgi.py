@@ -62,6 +62,7 @@ class FakeExchange(Exchange):
         self.response_started = False
         self.status = 0
         self.writable_hook = None
+        self.loop: Any = None  # an app that never suspends schedules nothing on it
         self.pieces = list(body_pieces or [])
         self.buffered = buffered
 

@@ -12,17 +12,16 @@ fields with the HTTP one (:meth:`ASGIGateway.scope`), and their message rules li
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import enum
 import logging
 import types
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from bascule.errors import AppProtocolError
 from bascule.gateways.asgi_ws import WebSocketCycle
-from bascule.gateways.eager import Resume
+from bascule.gateways.eager import Resume, start_eager
 from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, WebSocketSession
 
 Scope = MutableMapping[str, Any]
@@ -135,22 +134,21 @@ class HTTPCycle:
     def start(self, awaitable: Awaitable[None]) -> asyncio.Task[None] | None:
         """Run the app eagerly; a Task carries it on only if it suspends (see gateways/eager.py)."""
         coro = awaitable if type(awaitable) is types.CoroutineType else _as_coroutine(awaitable)
-        context = contextvars.copy_context()
+        loop = self.ex.loop
         try:
-            pending = context.run(coro.send, None)
-        except StopIteration:
-            self.returned()
-            return None
+            task = start_eager(loop, coro, carry_on=self._carry_on)
         except BaseException as exc:
             self.failed(exc)
             if not isinstance(exc, Exception):
                 raise
             return None
-        return self.ex.loop.create_task(self._carry_on(coro, pending), context=context)
+        if task is None:
+            self.returned()
+        return task
 
-    async def _carry_on(self, coro: Coroutine[Any, Any, None], pending: Any) -> None:
+    async def _carry_on(self, resume: Resume) -> None:
         try:
-            await Resume(coro, pending)
+            await resume
         except asyncio.CancelledError:
             ex = self.ex
             if not ex.response_started:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 
@@ -46,14 +46,16 @@ async def _finish(resume: Resume) -> None:
     await resume
 
 
-def start_eager(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+def start_eager(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], *,
+                carry_on: Callable[[Resume], Coroutine[Any, Any, None]] = _finish) -> asyncio.Task[None] | None:
     """Run ``coro`` until it first suspends; None if it finished, else the Task that carries it on.
 
-    Exceptions escaping the coroutine's first step propagate to the caller (ours never let them escape).
+    ``carry_on`` builds the Task's coroutine around the suspended one (it must await the Resume it gets),
+    for callers that handle the outcome. Exceptions escaping the first step propagate to the caller.
     """
     context = contextvars.copy_context()
     try:
         pending = context.run(coro.send, None)
     except StopIteration:
         return None
-    return loop.create_task(_finish(Resume(coro, pending)), context=context)
+    return loop.create_task(carry_on(Resume(coro, pending)), context=context)

@@ -533,13 +533,6 @@ class H1Connection(asyncio.Protocol):
             ex.cancel_app()
         self.close()
 
-    def shutdown(self) -> None:
-        """Graceful stop: close now if idle, else after the response in flight."""
-        if self.active is None:
-            self.close()
-        else:
-            self.active.keep_alive = False
-
 
 def _address(info: Any) -> tuple[str, int] | None:
     if isinstance(info, tuple) and len(info) >= 2:

@@ -187,6 +187,15 @@ class Config:
         metavar="SECONDS"))
     ws_per_message_deflate: bool = field(default=True, metadata=option(
         "Offer WebSocket compression (permessage-deflate) to clients that ask for it."))
+    http2: bool = field(default=True, metadata=option(
+        "Serve HTTP/2: offered first over TLS (ALPN h2), and in cleartext to clients that open with the "
+        "HTTP/2 preface or ask for Upgrade: h2c."))
+    h2_max_concurrent_streams: int = field(default=100, metadata=option(
+        "HTTP/2: requests a client may have open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).",
+        metavar="N"))
+    h2_initial_window_size: int = field(default=256 * 1024, metadata=option(
+        "HTTP/2: request body bytes a client may send on one stream before the app reads them "
+        "(SETTINGS_INITIAL_WINDOW_SIZE); bounds the memory a stream holds.", metavar="BYTES"))
     config: str | None = field(default=None, metadata=option(
         "Read options from this TOML file (default: ./bascule.toml, else [tool.bascule] in ./pyproject.toml).",
         cli_only=True, metavar="FILE"))
@@ -330,6 +339,11 @@ def _check_process_model(config: Config) -> None:
 def _check_websocket(config: Config) -> None:
     if config.ws_max_size < 1:
         raise ConfigError(f"ws_max_size must be at least 1 byte, got {config.ws_max_size}")
+    if config.h2_max_concurrent_streams < 1:
+        raise ConfigError(f"h2_max_concurrent_streams must be at least 1, got {config.h2_max_concurrent_streams}")
+    if not 1024 <= config.h2_initial_window_size <= 2**31 - 1:
+        raise ConfigError(f"h2_initial_window_size must be between 1024 and 2147483647, "
+                          f"got {config.h2_initial_window_size}")
     if config.ws_max_queue < 1:
         raise ConfigError(f"ws_max_queue must be at least 1, got {config.ws_max_queue}")
     if math.isnan(config.ws_ping_interval) or config.ws_ping_interval < 0:

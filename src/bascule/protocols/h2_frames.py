@@ -1,0 +1,89 @@
+"""HTTP/2 frame constants and serialisation (RFC 9113 4 and 6): byte layouts only, no state.
+
+Frames are parsed inline by the connection (one ``struct.unpack_from`` per frame header) and built here.
+"""
+
+from __future__ import annotations
+
+import struct
+
+HEADER = struct.Struct(">BHBBL")  # length (24 bits, split 8 + 16), type, flags, stream id (with the R bit)
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
+
+END_STREAM = 0x1
+ACK = 0x1
+END_HEADERS = 0x4
+PADDED = 0x8
+PRIORITY_FLAG = 0x20
+
+NO_ERROR = 0x0
+PROTOCOL_ERROR = 0x1
+INTERNAL_ERROR = 0x2
+FLOW_CONTROL_ERROR = 0x3
+STREAM_CLOSED = 0x5
+FRAME_SIZE_ERROR = 0x6
+REFUSED_STREAM = 0x7
+CANCEL = 0x8
+COMPRESSION_ERROR = 0x9
+ENHANCE_YOUR_CALM = 0xB
+
+SETTINGS_HEADER_TABLE_SIZE = 0x1
+SETTINGS_ENABLE_PUSH = 0x2
+SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
+SETTINGS_INITIAL_WINDOW_SIZE = 0x4
+SETTINGS_MAX_FRAME_SIZE = 0x5
+SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
+SETTINGS_ENABLE_CONNECT_PROTOCOL = 0x8
+
+DEFAULT_WINDOW = 65535
+MAX_WINDOW = 2**31 - 1
+DEFAULT_MAX_FRAME = 16384
+MAX_FRAME_LIMIT = 2**24 - 1
+
+_pack = HEADER.pack
+
+
+def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    """One whole frame."""
+    n = len(payload)
+    return _pack(n >> 16, n & 0xFFFF, ftype, flags, stream_id) + payload
+
+
+def frame_header(ftype: int, flags: int, stream_id: int, length: int) -> bytes:
+    """The 9-byte header of a frame whose payload is written separately (large DATA, no copy)."""
+    return _pack(length >> 16, length & 0xFFFF, ftype, flags, stream_id)
+
+
+def settings(values: dict[int, int]) -> bytes:
+    return frame(SETTINGS, 0, 0, b"".join(struct.pack(">HL", key, value) for key, value in values.items()))
+
+
+def window_update(stream_id: int, increment: int) -> bytes:
+    return frame(WINDOW_UPDATE, 0, stream_id, struct.pack(">L", increment))
+
+
+def rst_stream(stream_id: int, code: int) -> bytes:
+    return frame(RST_STREAM, 0, stream_id, struct.pack(">L", code))
+
+
+def goaway(last_stream_id: int, code: int, debug: bytes = b"") -> bytes:
+    return frame(GOAWAY, 0, 0, struct.pack(">LL", last_stream_id, code) + debug)
+
+
+def header_frames(stream_id: int, block: bytes, end_stream: bool, max_frame: int) -> bytes:
+    """HEADERS (plus CONTINUATION frames if the block is larger than the peer's frame size)."""
+    flags = END_STREAM if end_stream else 0
+    if len(block) <= max_frame:
+        return frame(HEADERS, flags | END_HEADERS, stream_id, block)
+    out = [frame(HEADERS, flags, stream_id, block[:max_frame])]
+    rest = block[max_frame:]
+    while rest:
+        piece, rest = rest[:max_frame], rest[max_frame:]
+        out.append(frame(CONTINUATION, 0 if rest else END_HEADERS, stream_id, piece))
+    return b"".join(out)
+
+
+def parse_settings(payload: bytes) -> list[tuple[int, int]]:
+    return [struct.unpack_from(">HL", payload, offset) for offset in range(0, len(payload), 6)]

@@ -1,0 +1,272 @@
+"""One HTTP/2 stream as the gateways see it: an :class:`~bascule.protocols.exchange.Exchange`.
+
+Split from protocols/http2.py, which owns the connection (frames, settings, flow-control windows): the
+stream buffers its request body (bounded by the stream window it advertised, returned to the client as the
+app reads), encodes its response head, checks declared lengths, and keeps the DATA its window could not
+take yet, so a stream whose client reads slowly waits alone while the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+from bascule.errors import AppProtocolError
+from bascule.protocols import h2_frames as fr
+from bascule.protocols.exchange import Exchange, Headers
+from bascule.protocols.h2_headers import RequestHead, encode_response_fields, encode_trailers, literal, status_field
+
+if TYPE_CHECKING:
+    from bascule.protocols.http2 import H2Connection
+
+_log = logging.getLogger("bascule.error")
+
+
+class H2Stream(Exchange):
+    """One request/response on an HTTP/2 connection (class-level defaults: written only on change)."""
+
+    http_version = "2"
+    root_path = ""
+    start_time = 0.0
+    disconnected = False
+    response_started = False
+    finished = False  # the app's response is complete (or given up)
+    status = 0
+    sent = 0
+    writable_hook = None
+    write_paused = False
+    cancel_app: Callable[[], object] | None = None
+    counted = False
+    no_body = False
+    remote_closed = False  # the client ended its side (END_STREAM or reset)
+    local_closed = False  # we ended our side (END_STREAM or RST_STREAM)
+    received = 0
+    dispatched_at = 0.0
+    tls: dict[str, Any] | None = None
+    _body: list[bytes] | None = None
+    _body_done = False
+    _body_waiter: asyncio.Future[None] | None = None
+    _disconnect_waiter: asyncio.Future[None] | None = None
+    _drain_waiter: asyncio.Future[None] | None = None
+    _expected: int | None = None
+    _trailers = False
+    _unacked = 0  # body bytes the app has read and the client has not been given back as window
+    pending: deque[bytes] | None = None  # DATA payloads waiting for window
+    pending_size = 0
+    pending_end = False
+    pending_trailers: bytes | None = None
+
+    def __init__(self, conn: H2Connection, stream_id: int, head: RequestHead) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.loop = conn.loop
+        self.method = head.method
+        self.raw_path = head.raw_path
+        self.query_string = head.query
+        self.headers = list(head.headers)
+        self.content_length = head.content_length
+        self.expect_continue = head.expect_continue
+        self.scheme = conn.scheme
+        self.client = conn.client
+        self.server = conn.server
+        self.send_window = conn.peer_initial_window
+        self.recv_window = conn.local_initial_window
+        if conn.tls is not None:
+            self.tls = conn.tls
+
+    # -- request body, fed by the connection --------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.finished or not data:
+            if data:
+                self.conn.credit_stream(self, len(data))  # nobody will read it: give the window back
+            return
+        if self._body is None:
+            self._body = [data]
+        else:
+            self._body.append(data)
+        if self._body_waiter is not None:
+            self._wake_body()
+
+    def end_body(self) -> None:
+        self.remote_closed = True
+        self._body_done = True
+        if self._body_waiter is not None:
+            self._wake_body()
+
+    def _wake_body(self) -> None:
+        waiter, self._body_waiter = self._body_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def body_done(self) -> bool:
+        return self._body_done and not self._body
+
+    def _take(self) -> bytes:
+        body = self._body
+        if not body:
+            return b""
+        self._body = None
+        data = b"".join(body) if len(body) != 1 else body[0]
+        if not self._body_done:
+            self.conn.credit_stream(self, len(data))
+        return data
+
+    def take_buffered_body(self) -> bytes | None:
+        if not self._body_done:
+            return None
+        return self._take()
+
+    async def receive_body(self) -> bytes:
+        if self.expect_continue:
+            self.expect_continue = False
+            if not self.response_started and not self._body_done and not self.disconnected:
+                self.conn.send_informational(self, status_field(100))
+        while not self._body and not self._body_done and not self.disconnected:
+            self._body_waiter = self.loop.create_future()
+            await self._body_waiter
+        return self._take()
+
+    # -- response -----------------------------------------------------------------------------------
+    def send_head(self, status: int, headers: Headers, body: bytes = b"", end: bool = False,
+                  trailers: bool = False) -> None:
+        if self.response_started:
+            raise AppProtocolError("the response was already started")
+        field = status_field(status)
+        parts, content_length = encode_response_fields(headers)
+        if status < 200:
+            if status == 101:
+                raise AppProtocolError("101 Switching Protocols does not exist in HTTP/2")
+            if not self.disconnected:
+                self.conn.send_informational(self, field + b"".join(parts))
+            return
+        self.response_started = True
+        self.status = status
+        if self.method == "HEAD" or status == 204 or status == 304:
+            self.no_body = True
+            if content_length is None and end and body and status == 200:
+                parts.append(literal(b"content-length", b"%d" % len(body)))
+        elif content_length is not None:
+            self._expected = content_length
+        elif end and not trailers:
+            self._expected = len(body)
+            parts.append(literal(b"content-length", b"%d" % len(body)))
+        self._trailers = trailers
+        if self.disconnected:
+            return
+        conn = self.conn
+        block = field + conn.fixed_block() + b"".join(parts)
+        if self.no_body:
+            conn.send_headers(self, block, end_stream=not trailers)
+            if end and not trailers:
+                self._finish()
+            return
+        if not body and not end:
+            conn.send_headers(self, block, end_stream=False)
+            return
+        if end and not trailers and not body and (self._expected or 0) == 0:
+            conn.send_headers(self, block, end_stream=True)
+            self._finish()
+            return
+        conn.send_headers(self, block, end_stream=False)
+        self._emit(body, end)
+
+    def _emit(self, data: bytes, end: bool) -> None:
+        if data and not self.no_body:
+            self.sent += len(data)
+            if self._expected is not None and self.sent > self._expected:
+                _log.error("response body longer than its content-length (%d > %d) for %s %s; stream reset",
+                           self.sent, self._expected, self.method, self.raw_path.decode("latin-1"))
+                self.abort()
+                return
+        last = end and not self._trailers
+        if last and self._expected is not None and self.sent < self._expected and not self.no_body:
+            _log.error("response body shorter than its content-length (%d < %d) for %s %s; stream reset",
+                       self.sent, self._expected, self.method, self.raw_path.decode("latin-1"))
+            if data:
+                self.conn.send_data(self, data, False)
+            self.abort()
+            return
+        if self.no_body:
+            if last:
+                self._finish()
+            return
+        if data or last:
+            self.conn.send_data(self, data, last)
+        if last:
+            self._finish()
+
+    def send_body(self, data: bytes, end: bool = False) -> None:
+        if not self.response_started or self.finished:
+            raise AppProtocolError("send_body() outside a started response")
+        if not self.disconnected:
+            self._emit(data, end)
+
+    def send_trailers(self, trailers: Headers) -> None:
+        if self.finished:
+            return
+        if not self.disconnected and not self.no_body:
+            self.conn.send_trailers(self, encode_trailers(trailers))
+        self._finish()
+
+    def send_simple(self, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:
+        self.send_head(status, [(b"content-type", content_type)], body, end=True)
+
+    def _finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.conn.response_done(self)
+            self._wake_disconnect()
+
+    def _wake_disconnect(self) -> None:
+        waiter, self._disconnect_waiter = self._disconnect_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_disconnect(self) -> None:
+        """The client reset the stream or the connection is gone: the app sees http.disconnect."""
+        self.disconnected = True
+        self.pending = None
+        self._wake_body()
+        self._wake_disconnect()
+        self.wake_drain()
+
+    def wake_drain(self) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self.writable_hook is not None:
+            self.writable_hook()
+
+    async def drain(self) -> None:
+        while self.write_paused and not self.disconnected:
+            if self._drain_waiter is None:
+                self._drain_waiter = self.loop.create_future()
+            await self._drain_waiter
+
+    async def wait_disconnect(self) -> None:
+        if self.finished or self.disconnected:
+            return
+        if self._disconnect_waiter is None:
+            self._disconnect_waiter = self.loop.create_future()
+        await self._disconnect_waiter
+
+    def abort(self) -> None:
+        """Give up on the response: RST_STREAM (INTERNAL_ERROR); the connection and its other streams go on."""
+        if not self.local_closed:
+            self.conn.reset_stream(self, fr.INTERNAL_ERROR)
+        if not self.finished:
+            self.finished = True
+            self.conn.response_done(self, aborted=True)
+        self.on_disconnect()
+
+    @property
+    def can_sendfile(self) -> bool:
+        return False
+
+    def send_file_blocking(self, file: IO[bytes], offset: int, count: int) -> int:
+        raise RuntimeError("sendfile is not available on an HTTP/2 stream")

@@ -126,9 +126,8 @@ def _peer(tool: str, *args: str) -> Callable[[Env, int | str], list[str]]:
 
 
 SERVERS: dict[str, Server] = {s.name: s for s in (
-    # h2c=True once bascule serves HTTP/2 (protocols/http2.py); until then the h2c scenario skips it.
-    Server("bascule-asgi", "asgi", "bascule", _bascule("asgi")),
-    Server("bascule-wsgi", "wsgi", "bascule", _bascule("wsgi")),
+    Server("bascule-asgi", "asgi", "bascule", _bascule("asgi"), h2c=True),
+    Server("bascule-wsgi", "wsgi", "bascule", _bascule("wsgi"), h2c=True),
     Server("uvicorn-asgi", "asgi", "uvicorn", _peer(
         "uvicorn", "apps:asgi_app", "--host", "127.0.0.1", "--port", "{port}", "--loop", "uvloop",
         "--http", "httptools", "--no-access-log", "--log-level", "warning")),

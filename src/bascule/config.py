@@ -24,6 +24,7 @@ INTERFACES = ("auto", "asgi3", "asgi2", "wsgi")
 LIFESPAN_MODES = ("auto", "on", "off")
 WSGI_MODES = ("threads", "loop")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+SSL_VERSIONS = ("TLSv1.2", "TLSv1.3")
 DEFAULT_ACCESS_LOG_FORMAT = '{client} - "{method} {target} HTTP/{http_version}" {status} {bytes} {duration_ms:.1f}ms'
 
 
@@ -196,6 +197,27 @@ class Config:
     h2_initial_window_size: int = field(default=256 * 1024, metadata=option(
         "HTTP/2: request body bytes a client may send on one stream before the app reads them "
         "(SETTINGS_INITIAL_WINDOW_SIZE); bounds the memory a stream holds.", metavar="BYTES"))
+    ssl_certfile: str | None = field(default=None, metadata=option(
+        "Serve HTTPS (and wss) with this PEM certificate chain (the server's certificate first). It may also "
+        "hold the private key; otherwise pass --ssl-keyfile. SIGHUP reloads it (docs/deployment.md).",
+        metavar="FILE"))
+    ssl_keyfile: str | None = field(default=None, metadata=option(
+        "PEM private key of --ssl-certfile.", metavar="FILE"))
+    ssl_keyfile_password: str | None = field(default=None, metadata=option(
+        "Password of an encrypted --ssl-keyfile (prefer BASCULE_SSL_KEYFILE_PASSWORD or the config file: "
+        "a flag shows in ps).", metavar="PASSWORD"))
+    ssl_ca_certs: str | None = field(default=None, metadata=option(
+        "PEM file of the CA certificates that client certificates are verified against (mTLS).",
+        metavar="FILE"))
+    ssl_cert_reqs: int = field(default=0, metadata=option(
+        "Client certificates (mTLS), as in uvicorn: 0 not asked for, 1 optional (verified when sent), 2 "
+        "required (a client without one fails the handshake). 1 and 2 need --ssl-ca-certs.", metavar="0|1|2"))
+    ssl_ciphers: str | None = field(default=None, metadata=option(
+        "OpenSSL cipher list for TLS 1.2, such as uvicorn's TLSv1 (TLS 1.3 suites are OpenSSL's own). Unset: "
+        "Python's default, forward-secret ECDHE/DHE suites with AES or ChaCha20 and no SHA-1.",
+        metavar="CIPHERS"))
+    ssl_min_version: str = field(default="TLSv1.2", metadata=option(
+        "Oldest TLS version accepted.", choices=SSL_VERSIONS))
     config: str | None = field(default=None, metadata=option(
         "Read options from this TOML file (default: ./bascule.toml, else [tool.bascule] in ./pyproject.toml).",
         cli_only=True, metavar="FILE"))
@@ -223,6 +245,7 @@ class Config:
             raise ConfigError(f"timeout_graceful_shutdown must be >= 0, got {self.timeout_graceful_shutdown}")
         _check_websocket(self)
         _check_limits(self)
+        _check_tls(self)
         if self.fd is not None and self.fd < 0:
             raise ConfigError(f"fd must be a non-negative file descriptor, got {self.fd}")
         _check_process_model(self)
@@ -254,6 +277,11 @@ class Config:
                 raise ConfigError(f"unknown option {raw_key!r} in {source}{did_you_mean(key, known)}")
             clean[key] = value
         return cls(**clean)
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the listeners speak TLS (HTTPS, wss): an ssl_certfile is set."""
+        return self.ssl_certfile is not None
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some options changed (validated again)."""
@@ -351,6 +379,28 @@ def _check_websocket(config: Config) -> None:
                           f"{config.ws_ping_interval}")
     if math.isnan(config.ws_ping_timeout) or config.ws_ping_timeout <= 0:
         raise ConfigError(f"ws_ping_timeout must be a positive number of seconds, got {config.ws_ping_timeout}")
+
+
+def _check_tls(config: Config) -> None:
+    """The TLS options that depend on each other; the files themselves are read by bascule.tls at startup."""
+    _check_choice("ssl_min_version", config.ssl_min_version, SSL_VERSIONS)
+    if config.ssl_cert_reqs not in (0, 1, 2):
+        raise ConfigError(f"ssl_cert_reqs must be 0 (no client certificate), 1 (optional) or 2 (required), "
+                          f"got {config.ssl_cert_reqs}")
+    if config.ssl_certfile is None:
+        if config.ssl_keyfile is not None:
+            raise ConfigError("ssl_keyfile needs ssl_certfile: add --ssl-certfile with the certificate of that key")
+        for name in ("ssl_keyfile_password", "ssl_ca_certs", "ssl_ciphers"):
+            if getattr(config, name) is not None:
+                raise ConfigError(f"{name} only applies with TLS: add --ssl-certfile (and --ssl-keyfile)")
+        if config.ssl_cert_reqs or config.ssl_min_version != "TLSv1.2":
+            name = "ssl_cert_reqs" if config.ssl_cert_reqs else "ssl_min_version"
+            raise ConfigError(f"{name} only applies with TLS: add --ssl-certfile (and --ssl-keyfile)")
+    elif not config.ssl_certfile:
+        raise ConfigError("ssl_certfile must be a file path")
+    if config.ssl_cert_reqs and config.ssl_ca_certs is None:
+        raise ConfigError(f"ssl_cert_reqs {config.ssl_cert_reqs} asks for client certificates, which cannot be "
+                          f"verified without ssl_ca_certs: add --ssl-ca-certs with the CA that issued them")
 
 
 def _check_limits(config: Config) -> None:

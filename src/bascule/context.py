@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -60,6 +61,8 @@ class ServerContext:
         self.in_flight = 0
         self.shutting_down = False
         self.websocket_route: WebSocketRoute | None = None  # set by the server when --ws is on
+        self.ssl_context: ssl.SSLContext | None = None  # set by the server with --ssl-certfile (bascule.tls)
+        self.server_cert_pem: str | None = None  # the server's certificate, for the ASGI tls extension
         extra = [parse_header(spec) for spec in config.header]
         self._static_headers = b"".join(
             name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n" for name, value in extra)

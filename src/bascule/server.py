@@ -3,7 +3,8 @@
 Shutdown order on SIGINT/SIGTERM: stop accepting, answer every request still arriving with
 ``connection: close``, close keep-alive connections once they have been idle for a moment, let requests in
 flight finish up to ``timeout_graceful_shutdown``, close what is left, then run lifespan shutdown and exit 0.
-A second SIGINT skips the wait. Signal handlers only record the request; the serve loop acts.
+A second SIGINT skips the wait. Signal handlers only record the request; the serve loop acts. With TLS,
+SIGHUP reloads the certificate files into the running context (:func:`bascule.tls.reload_certificates`).
 
 The moment of idleness matters for zero-downtime restarts: a keep-alive client may have sent its next
 request just as the server decides the connection is idle, and closing it then loses that request (the
@@ -26,6 +27,7 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
+from bascule import tls
 from bascule.config import Config, needs_master
 from bascule.context import ServerContext
 from bascule.listeners import bind_sockets, describe, owned_unix_paths
@@ -95,6 +97,11 @@ class Server:
         ctx = ServerContext(config, loop, dispatch, access_log=config.access_log)
         if config.ws:
             ctx.websocket_route = table.websocket_route
+        # TLS before the app starts: a bad certificate stops the server with one line (ConfigError)
+        ctx.ssl_context = tls.server_context(config, ["h2", "http/1.1"] if config.http2 else ["http/1.1"])
+        ctx.server_cert_pem = tls.server_cert_pem(config)
+        # a handshake is the first part of a request head: the same deadline (slowloris before the head)
+        handshake_timeout = config.timeout_request_head if ctx.ssl_context is not None else None
         owns_sockets = sockets is None
         table.start_threads()
         servers: list[asyncio.Server] = []
@@ -102,17 +109,21 @@ class Server:
             await table.startup()
             self.sockets = sockets if sockets is not None else bind_sockets(config)
             for sock in self.sockets:
-                server = await loop.create_server(lambda: H1Connection(ctx), sock=sock, backlog=config.backlog)
+                server = await loop.create_server(lambda: H1Connection(ctx), sock=sock, backlog=config.backlog,
+                                                  ssl=ctx.ssl_context, ssl_handshake_timeout=handshake_timeout)
                 servers.append(server)
             if install_signals:
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(signum, self._on_signal, signum)
                 loop.add_signal_handler(signal.SIGQUIT, self._on_quit)
                 loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
+                if ctx.ssl_context is not None:
+                    loop.add_signal_handler(signal.SIGHUP, reload_tls, ctx)
             ctx.start()
             if self.announce:
                 for sock in self.sockets:
-                    _log.info("bascule serving on %s (press CTRL+C to quit)", describe(sock))
+                    _log.info("bascule serving on %s (press CTRL+C to quit)",
+                              describe(sock, "https" if ctx.ssl_context is not None else "http"))
             self.started.set()
             if self.on_ready is not None:
                 self.on_ready()
@@ -120,7 +131,7 @@ class Server:
         finally:
             await self._shutdown(ctx, table, servers, remove_sockets=owns_sockets)
             if install_signals:
-                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1):
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
 
     async def _shutdown(self, ctx: ServerContext, table: AppTable, servers: list[asyncio.Server], *,
@@ -189,6 +200,18 @@ def reopen_log_files() -> None:
                     handler.stream = handler._open()
                 finally:
                     handler.release()
+
+
+def reload_tls(ctx: ServerContext) -> None:
+    """SIGHUP in a single-process TLS server: load the certificate files again; new connections get them.
+
+    (With a master, SIGHUP replaces the workers instead, and each new worker builds a fresh context.)
+    """
+    if ctx.ssl_context is None:
+        return
+    if tls.reload_certificates(ctx.ssl_context, ctx.config):
+        ctx.server_cert_pem = tls.server_cert_pem(ctx.config)
+        _log.info("received SIGHUP: reloaded the TLS certificate from %s", ctx.config.ssl_certfile)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -36,6 +36,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from bascule import tls
 from bascule.config import Config
 from bascule.errors import AppLoadError, BasculeError, ConfigError, StartupError
 from bascule.listeners import bind_sockets, describe
@@ -149,6 +150,9 @@ class Supervisor:
             raise ConfigError("reload needs the app as MODULE:ATTR (an app object cannot be reloaded)")
         if config.preload or self.app is not None:
             self.mounts = resolve_mounts(config, self.app)
+        # Each worker builds its own TLS context (so SIGHUP's new workers load the certificate files again);
+        # the master checks the files once first, so a bad one is one error line, not one per worker.
+        tls.server_context(config, ["http/1.1"])
         set_process_title(f"bascule master {config.app or ''}".rstrip())
         self.sockets = bind_sockets(config)
         try:
@@ -164,7 +168,7 @@ class Supervisor:
                         self._watcher.start()
                     for sock in self.sockets:
                         _log.info("bascule master %d serving on %s with %d worker(s) (press CTRL+C to quit)",
-                                  os.getpid(), describe(sock), self.target)
+                                  os.getpid(), describe(sock, "https" if config.tls_enabled else "http"), self.target)
                     return self._loop()
                 except BaseException as exc:
                     if not isinstance(exc, BasculeError):  # a bug in the master: leave no worker behind

@@ -98,6 +98,8 @@ class WSGIGateway:
         env["QUERY_STRING"] = ex.query_string.decode("latin-1")
         env["SERVER_PROTOCOL"] = "HTTP/" + ex.http_version
         env["wsgi.url_scheme"] = ex.scheme
+        if ex.tls is not None:
+            env["HTTPS"] = "on"  # the CGI convention some frameworks read instead of wsgi.url_scheme
         env["wsgi.input"] = wsgi_input
         if ex.server is not None:
             env["SERVER_NAME"], env["SERVER_PORT"] = ex.server[0], str(ex.server[1])

@@ -104,6 +104,8 @@ class H1Exchange(Exchange):
         self.scheme = conn.scheme
         self.client = conn.client
         self.server = conn.server
+        if conn.tls is not None:
+            self.tls = conn.tls
 
     # -- request body, fed by the connection --------------------------------------------------------
     def feed_body(self, data: bytes) -> None:

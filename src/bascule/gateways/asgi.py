@@ -89,7 +89,10 @@ class ASGIGateway:
 
     def handle(self, ex: Exchange) -> None:
         """Start the app for one request (called on the loop; returns at once)."""
-        scope = self.scope("http", ex, {"http.response.trailers": {}})
+        extensions: dict[str, Any] = {"http.response.trailers": {}}
+        if ex.tls is not None:
+            extensions["tls"] = ex.tls.copy()  # per scope: an app may change its scope
+        scope = self.scope("http", ex, extensions)
         scope["method"] = ex.method
         cycle = HTTPCycle(ex)
         task = cycle.start(self.app(scope, cycle.receive, cycle.send))
@@ -97,10 +100,14 @@ class ASGIGateway:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
             ex.cancel_app = task.cancel  # for --timeout-request
+            ex.app_task = task
 
     def handle_websocket(self, session: WebSocketSession) -> None:
         """Start the app for one WebSocket handshake (called on the loop; returns at once)."""
-        scope = self.scope("websocket", session, {"websocket.http.response": {}})
+        extensions: dict[str, Any] = {"websocket.http.response": {}}
+        if session.tls is not None:
+            extensions["tls"] = session.tls.copy()
+        scope = self.scope("websocket", session, extensions)
         scope["subprotocols"] = session.subprotocols
         cycle = WebSocketCycle(session)
         task = cycle.start(self.app(scope, cycle.receive, cycle.send))

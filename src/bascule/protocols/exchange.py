@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -42,6 +42,12 @@ class Exchange(abc.ABC):
     writable_hook: Callable[[], None] | None
     cancel_app: Callable[[], object] | None
     """Set by a gateway whose app runs as a task: the protocol calls it when --timeout-request expires."""
+    app_task: asyncio.Task[None] | None = None
+    """Set by a gateway whose app runs as a task (it suspended): HTTP/2 counts a stream reset by the client
+    against its concurrency limit until this task is done (rapid reset)."""
+    tls: dict[str, Any] | None = None
+    """The ASGI ``tls`` extension's dict of the connection (bascule.tls.tls_extension) over TLS; None over
+    plain TCP. Set once per connection, shared by its requests: read it, never change it."""
     write_paused: bool
     """True while the transport's buffer is above its high-water mark (kept up to date by the protocol,
     a plain attribute because every send reads it)."""
@@ -139,6 +145,8 @@ class WebSocketSession(abc.ABC):
     server: tuple[str, int] | None
     subprotocols: list[str]
     loop: asyncio.AbstractEventLoop
+    tls: dict[str, Any] | None = None
+    """The ASGI ``tls`` extension's dict over TLS (wss), as Exchange.tls; None over plain TCP."""
 
     @abc.abstractmethod
     async def receive(self) -> str | bytes | WebSocketClosed:

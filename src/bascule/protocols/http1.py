@@ -16,7 +16,7 @@ import http
 import logging
 import socket
 from collections import deque
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
@@ -25,6 +25,10 @@ from bascule.errors import ProtocolError
 from bascule.protocols import h1_checks
 from bascule.protocols.exchange import Headers
 from bascule.protocols.http1_exchange import H1Exchange, status_line
+from bascule.tls import tls_extension
+
+if TYPE_CHECKING:
+    from bascule.protocols.http2 import H2Connection
 
 LINGER_SECONDS = 2.0
 COALESCE_LIMIT = 256 * 1024  # queued bytes written at once, without waiting for the end of the pass
@@ -38,6 +42,8 @@ _log = logging.getLogger("bascule.error")
 
 class H1Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: parses requests with llhttp and writes responses in order."""
+
+    tls: dict[str, Any] | None = None  # the ASGI tls extension's dict, set in connection_made over TLS
 
     def __init__(self, ctx: ServerContext, scheme: str = "http") -> None:
         self.ctx = ctx
@@ -85,9 +91,13 @@ class H1Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.client = _address(transport.get_extra_info("peername"))
         self.server = _address(transport.get_extra_info("sockname"))
-        sock = transport.get_extra_info("socket")
-        if sock is not None and transport.get_extra_info("sslcontext") is None:
-            self.sock_fd = sock.fileno()
+        if transport.get_extra_info("sslcontext") is None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                self.sock_fd = sock.fileno()  # sendfile: plain sockets only
+        else:  # TLS: the handshake is done; its facts are gathered once for every request of the connection
+            self.scheme = "https"
+            self.tls = tls_extension(transport.get_extra_info("ssl_object"), self.ctx.server_cert_pem)
         self.idle_since = self.loop.time()
         ctx = self.ctx
         limit = ctx.limit_connections
@@ -96,6 +106,9 @@ class H1Connection(asyncio.Protocol):
             self._send_error(503, b"Service Unavailable: too many connections\n")
             return
         ctx.connections.add(self)
+        if self.tls is not None and transport.get_extra_info("ssl_object").selected_alpn_protocol() == "h2":
+            self._hand_over()  # ALPN chose HTTP/2
+            return
         if ctx.shutting_down:
             self.close()
 
@@ -134,6 +147,8 @@ class H1Connection(asyncio.Protocol):
             if self._to_dispatch is not None and self.ctx.websocket_route is not None and self._websocket(
                     self._to_dispatch, data[upgrade.args[0]:]):
                 return  # the transport now belongs to the WebSocket protocol
+            if self._to_dispatch is not None and self._h2c_upgrade(self._to_dispatch, data[upgrade.args[0]:]):
+                return  # the transport now belongs to HTTP/2
             # Other upgrades (h2c, or WebSocket to a WSGI app) are not taken: the request is served as plain
             # HTTP and the connection closes after it, since the parser stops at the upgrade.
             self.pause_reading("upgrade")
@@ -143,6 +158,9 @@ class H1Connection(asyncio.Protocol):
                 if latest.finished:
                     self.close()
         except (httptools.HttpParserError, ProtocolError) as exc:
+            if self._latest is None and str(exc).startswith("Pause on PRI") and self.ctx.config.http2:
+                self._h2_prior_knowledge(data)  # llhttp stops at the HTTP/2 preface's "PRI * HTTP/2.0"
+                return
             self._bad_request(exc)
         ex = self._to_dispatch
         if ex is not None:
@@ -300,6 +318,60 @@ class H1Connection(asyncio.Protocol):
         ws = WSConnection(self.ctx, transport, ex)
         transport.set_protocol(ws)
         ws.start(handler, leftover)
+        return True
+
+    # -- HTTP/2 over a connection that began as HTTP/1.1 (reached on error and upgrade paths only) ---------
+    def _hand_over(self) -> H2Connection:
+        from bascule.protocols.http2 import H2Connection  # imported on the first HTTP/2 connection only
+
+        transport = self.transport
+        assert transport is not None
+        self._flush_out()
+        self.closed = True  # this object is done with the transport
+        self.ctx.connections.discard(self)
+        h2 = H2Connection(self.ctx, self.scheme, self.tls)
+        transport.set_protocol(h2)
+        h2.connection_made(transport)
+        return h2
+
+    def _h2_prior_knowledge(self, data: bytes) -> None:
+        """The client opened with the HTTP/2 preface (h2c with prior knowledge): hand the bytes to HTTP/2."""
+        from bascule.protocols.h2_frames import PREFACE
+
+        rest = data.find(b"SM\r\n\r\n")  # if not here yet (the preface was split), it is still to come
+        feed = PREFACE + data[rest + 6:] if rest >= 0 else PREFACE[:18]
+        self._hand_over().data_received(feed)
+
+    def _h2c_upgrade(self, ex: H1Exchange, leftover: bytes) -> bool:
+        """``Upgrade: h2c`` (RFC 7540 3.2): 101, then this request is stream 1 of an HTTP/2 connection.
+
+        Taken only for a first request without a body (a body would have to be read as HTTP/1.1 first);
+        otherwise the upgrade is ignored and the request served over HTTP/1.1, which the RFC allows.
+        """
+        if (not self.ctx.config.http2 or self.tls is not None or ex is not self._latest or self._paused_by
+                or self.transport is None or not ex._body_done or ex._body or ex is not self.active or self.queue):
+            return False
+        upgrade = settings = None
+        for name, value in ex.headers:
+            if name == b"upgrade":
+                upgrade = value.lower()
+            elif name == b"http2-settings":
+                settings = value
+        if upgrade != b"h2c" or settings is None:
+            return False
+        from bascule.protocols.h2_headers import upgrade_request
+
+        try:
+            head, client_settings = upgrade_request(ex, settings)
+        except ValueError:
+            return False
+        self._to_dispatch = None
+        self.active = self._parsing = self._latest = None
+        self.write(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n")
+        h2 = self._hand_over()
+        h2.upgraded(head, client_settings)
+        if leftover:
+            h2.data_received(leftover)
         return True
 
     # -- dispatch and completion --------------------------------------------------------------------

@@ -103,6 +103,7 @@ class H2Connection(asyncio.Protocol):
         self._hprio_error = False
         self._reset_by_us: dict[int, None] = {}
         self._blocked: dict[int, H2Stream] = {}  # streams with DATA waiting for window
+        self._orphans: dict[int, H2Stream] = {}  # reset by the client, app still running
         self._to_dispatch: list[H2Stream] = []
         self._out: list[bytes] = []
         self._resets = 0
@@ -289,6 +290,7 @@ class H2Connection(asyncio.Protocol):
             self._trailers(st, block, end_stream)
             return
         if sid <= self.last_stream_id:
+            self._charge_control(1 + len(block) // 1024)  # decoded for nothing: paid like a control frame
             self._decode_quietly(block)
             if sid in self._reset_by_us:
                 return
@@ -307,11 +309,20 @@ class H2Connection(asyncio.Protocol):
         if self.goaway_sent:
             self._remember_reset(sid)
             return  # after GOAWAY: not processed (the client may retry it elsewhere)
-        if len(self.streams) >= self.max_streams:
+        if len(self.streams) + (self._live_orphans() if self._orphans else 0) >= self.max_streams:
             raise StreamError(sid, fr.REFUSED_STREAM, "over SETTINGS_MAX_CONCURRENT_STREAMS")
         self._open_stream(sid, head, end_stream)
 
+    def _live_orphans(self) -> int:
+        """Streams the client reset whose apps have not returned yet (rapid reset: they still cost)."""
+        orphans = self._orphans
+        for sid in [sid for sid, st in orphans.items() if st.app_task is None or st.app_task.done()]:
+            del orphans[sid]
+        return len(orphans)
+
     def _open_stream(self, sid: int, head: RequestHead, end_stream: bool) -> H2Stream:
+        if head.protocol is not None:
+            return self._open_websocket(sid, head, end_stream)
         st = H2Stream(self, sid, head)
         self.streams[sid] = st
         self.idle_since = None
@@ -330,6 +341,30 @@ class H2Connection(asyncio.Protocol):
             return st
         self._to_dispatch.append(st)
         return st
+
+    def _open_websocket(self, sid: int, head: RequestHead, end_stream: bool) -> H2Stream:
+        """An extended CONNECT (RFC 8441): a WebSocket on this stream, if an ASGI app serves the path."""
+        from bascule.protocols.h2_websocket import H2WSStream  # imported on the first WebSocket only
+
+        route = self.ctx.websocket_route
+        handler = route(head.raw_path) if route is not None and head.protocol == b"websocket" else None
+        if handler is None or end_stream:
+            st = H2Stream(self, sid, head)
+            self.streams[sid] = st
+            if end_stream:
+                st.end_body()
+            if head.protocol != b"websocket":
+                st.send_simple(501, b"Not Implemented: unknown :protocol\n")
+            else:
+                st.send_simple(404 if not end_stream else 400, b"No WebSocket endpoint here\n")
+            return st
+        ws = H2WSStream(self, sid, head)
+        self.streams[sid] = ws
+        self.idle_since = None
+        if self.ctx.access_log:
+            ws.start_time = self.loop.time()
+        ws.start_websocket(handler)
+        return ws
 
     def _trailers(self, st: H2Stream, block: bytes, end_stream: bool) -> None:
         if st.remote_closed:
@@ -351,8 +386,10 @@ class H2Connection(asyncio.Protocol):
         """Decode a block only to keep the HPACK state in step (its request is not served)."""
         try:
             self.decoder.trailers(block)
-        except (MalformedRequest, HeaderBlockTooLarge):
+        except MalformedRequest:
             pass
+        except HeaderBlockTooLarge:
+            raise ConnectionError_(fr.ENHANCE_YOUR_CALM, "header list over limit_request_header_size") from None
         except CompressionError as exc:
             raise ConnectionError_(fr.COMPRESSION_ERROR, f"HPACK: {exc}") from None
 
@@ -374,6 +411,7 @@ class H2Connection(asyncio.Protocol):
             if sid > self.last_stream_id:
                 raise ConnectionError_(fr.PROTOCOL_ERROR, f"DATA on idle stream {sid}")
             if sid in self._reset_by_us:
+                self._charge_control()  # late DATA after our reset is allowed, but not free
                 return
             raise ConnectionError_(fr.STREAM_CLOSED, f"DATA on closed stream {sid}")
         if st.remote_closed:
@@ -390,9 +428,11 @@ class H2Connection(asyncio.Protocol):
             raise StreamError(sid, fr.PROTOCOL_ERROR, "more DATA than content-length")
         limit = self.ctx.limit_request_body
         if limit is not None and st.received + len(data) > limit:
-            if not st.response_started:
-                st.send_simple(413, f"Payload Too Large: request body over the limit of {limit} bytes\n".encode())
-            raise StreamError(sid, fr.CANCEL, "request body over limit_request_body")
+            if st.response_started:
+                raise StreamError(sid, fr.CANCEL, "request body over limit_request_body")
+            # answered 413; ending the response resets the upload (NO_ERROR) and the app sees a disconnect
+            st.send_simple(413, f"Payload Too Large: request body over the limit of {limit} bytes\n".encode())
+            return
         st.feed(data)
         if flags & fr.END_STREAM:
             if expected is not None and st.received != expected:
@@ -440,14 +480,16 @@ class H2Connection(asyncio.Protocol):
             raise ConnectionError_(fr.PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
         st = self.streams.pop(sid, None)
         if st is None:
+            self._charge_control()
             return
         self._blocked.pop(sid, None)
         st.remote_closed = st.local_closed = True
         if not st.finished:
             self._charge_reset()  # the work spent on it is lost: rapid reset counts these
             self._release(st)
-        st.on_disconnect()
-        self._remember_reset(sid)
+            if st.app_task is not None and not st.app_task.done():
+                self._orphans[sid] = st  # its app still runs: it keeps its stream slot until it returns
+        st.on_disconnect()  # not remembered as reset by us: later frames on it are STREAM_CLOSED (RFC 9113 5.1)
         self._note_idle()
 
     def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:
@@ -462,23 +504,19 @@ class H2Connection(asyncio.Protocol):
             return
         if len(payload) % 6:
             raise ConnectionError_(fr.FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
-        self._charge_control()
+        self._charge_control(1 + len(payload) // 48)  # a frame may carry thousands of entries: charged by size
         self._apply_peer_settings(payload)
         self.write(fr.frame(fr.SETTINGS, fr.ACK, 0))
         if self._blocked:
             self._pump()
 
     def _apply_peer_settings(self, payload: bytes) -> None:
+        window: int | None = None
         for key, value in fr.parse_settings(payload):
             if key == fr.SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > fr.MAX_WINDOW:
                     raise ConnectionError_(fr.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
-                delta = value - self.peer_initial_window
-                self.peer_initial_window = value
-                for st in self.streams.values():
-                    st.send_window += delta
-                    if st.send_window > fr.MAX_WINDOW:
-                        raise ConnectionError_(fr.FLOW_CONTROL_ERROR, "a stream window went over 2^31-1")
+                window = value  # the last value in the frame wins; streams are adjusted once, below
             elif key == fr.SETTINGS_MAX_FRAME_SIZE:
                 if not fr.DEFAULT_MAX_FRAME <= value <= fr.MAX_FRAME_LIMIT:
                     raise ConnectionError_(fr.PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
@@ -489,6 +527,13 @@ class H2Connection(asyncio.Protocol):
             elif key == fr.SETTINGS_ENABLE_CONNECT_PROTOCOL and value > 1:
                 raise ConnectionError_(fr.PROTOCOL_ERROR, "SETTINGS_ENABLE_CONNECT_PROTOCOL other than 0 or 1")
             # HEADER_TABLE_SIZE: our encoder never uses the dynamic table; others are advisory for us
+        if window is not None and window != self.peer_initial_window:
+            delta = window - self.peer_initial_window
+            self.peer_initial_window = window
+            for st in self.streams.values():
+                st.send_window += delta
+                if st.send_window > fr.MAX_WINDOW:
+                    raise ConnectionError_(fr.FLOW_CONTROL_ERROR, "a stream window went over 2^31-1")
 
     def _apply_local_window(self, value: int) -> None:
         delta = value - self.local_initial_window
@@ -516,8 +561,8 @@ class H2Connection(asyncio.Protocol):
             raise StreamError(sid, fr.PROTOCOL_ERROR, "stream depends on itself")
 
     # -- budgets and errors -------------------------------------------------------------------------
-    def _charge_control(self) -> None:
-        self._control += 1
+    def _charge_control(self, units: int = 1) -> None:
+        self._control += units
         if self._control > CONTROL_PER_TICK:
             raise ConnectionError_(fr.ENHANCE_YOUR_CALM, "too many control frames")
 
@@ -586,7 +631,7 @@ class H2Connection(asyncio.Protocol):
     def response_done(self, st: H2Stream, aborted: bool = False) -> None:
         """Called by the stream once its response is complete (or given up): log it, free its slot."""
         self._release(st)
-        if self.ctx.access_log:
+        if self.ctx.access_log and not st.websocket:  # a WebSocket logs its handshake itself
             self.ctx.log_access(st, st.sent)
 
     def _forget(self, st: H2Stream) -> None:
@@ -716,6 +761,8 @@ class H2Connection(asyncio.Protocol):
             st.remote_closed = True
             self._remember_reset(st.stream_id)
             self._forget(st)
+            if not st.body_done:
+                st.on_disconnect()  # an app still reading the body would wait for bytes that never come
 
     def reset_stream(self, st: H2Stream, code: int) -> None:
         if not st.local_closed and not self.closed:

@@ -39,7 +39,9 @@ class H2Stream(Exchange):
     writable_hook = None
     write_paused = False
     cancel_app: Callable[[], object] | None = None
+    app_task: asyncio.Task[None] | None = None
     counted = False
+    websocket = False  # an extended CONNECT stream carrying a WebSocket (protocols/h2_websocket.py)
     no_body = False
     remote_closed = False  # the client ended its side (END_STREAM or reset)
     local_closed = False  # we ended our side (END_STREAM or RST_STREAM)

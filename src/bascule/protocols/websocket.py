@@ -38,7 +38,7 @@ from websockets.protocol import OPEN, State
 from websockets.server import ServerProtocol
 
 from bascule.errors import AppProtocolError
-from bascule.protocols.exchange import ClientDisconnected, Headers, WebSocketClosed, WebSocketSession
+from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, WebSocketClosed, WebSocketSession
 from bascule.protocols.http1_exchange import status_line
 
 if TYPE_CHECKING:
@@ -147,15 +147,16 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
                  "_out_size", "_paused_by", "_ping_payload", "_ping_sent", "_pings", "_queue", "_recv_waiter",
                  "_response_expected", "client", "ctx", "headers", "http_version", "loop",
                  "max_queue", "phase", "proto", "query_string", "raw_path", "scheme", "server", "subprotocols",
-                 "transport", "write_paused")
+                 "tls", "transport", "write_paused")
 
-    def __init__(self, ctx: ServerContext, transport: asyncio.Transport, ex: H1Exchange) -> None:
+    def __init__(self, ctx: ServerContext, transport: asyncio.Transport, ex: Exchange) -> None:
         self.ctx = ctx
         self.loop = ctx.loop
         self.transport = transport
         self.phase = Phase.HANDSHAKE
         self.http_version = ex.http_version
         self.scheme = "wss" if ex.scheme == "https" else "ws"
+        self.tls = ex.tls
         self.raw_path = ex.raw_path
         self.query_string = ex.query_string
         self.headers = ex.headers
@@ -165,7 +166,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self.max_queue = ctx.config.ws_max_queue
         self.proto: ServerProtocol | None = None
         self.write_paused = False
-        self._ex: H1Exchange | None = ex  # kept for the access log until the handshake is decided
+        self._ex: Exchange | None = ex  # kept for the access log until the handshake is decided
         self._accept_headers: Headers = []
         self._extensions: list[Extension] = []
         self._early: list[bytes] = []
@@ -195,7 +196,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         ex = self._ex
         if ex is None:
             return  # started twice: the first start owns the handshake
-        checked = check_handshake(ex, deflate=self.ctx.config.ws_per_message_deflate)
+        checked = self._check_handshake(ex)
         if isinstance(checked[0], int):
             status, reason, extra = checked
             _error_log.info("rejected a WebSocket handshake from %s: %s (%d)", _fmt(self.client), reason, status)
@@ -212,6 +213,9 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             _error_log.exception("could not start the WebSocket app for %s", self.raw_path.decode("latin-1"))
             if self.phase is Phase.HANDSHAKE:
                 self.deny_simple(500, b"Internal Server Error\n")
+
+    def _check_handshake(self, ex: Any) -> tuple[int, str, Headers] | tuple[Headers, list[Extension]]:
+        return check_handshake(ex, deflate=self.ctx.config.ws_per_message_deflate)
 
     def _hold(self, data: bytes) -> None:
         self._early.append(data)
@@ -411,21 +415,16 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
     def accept(self, subprotocol: str | None, headers: Headers) -> None:
         if self.phase is not Phase.HANDSHAKE:
             raise ClientDisconnected("the client has disconnected")
-        lines = [self._accept_headers_block()]
-        if subprotocol is not None:
-            if not isinstance(subprotocol, str) or subprotocol not in self.subprotocols:
-                raise AppProtocolError(f"the app accepted with subprotocol {subprotocol!r}, which the client did "
-                                       f"not offer (it offered {self.subprotocols!r})")
-            lines.append(b"sec-websocket-protocol: " + subprotocol.encode("ascii") + b"\r\n")
-        if headers:
-            lines.append(_valid_header_block(list(headers)))
+        if subprotocol is not None and (not isinstance(subprotocol, str) or subprotocol not in self.subprotocols):
+            raise AppProtocolError(f"the app accepted with subprotocol {subprotocol!r}, which the client did "
+                                   f"not offer (it offered {self.subprotocols!r})")
+        self._write_accept(subprotocol, list(headers) if headers else [])
         proto = Engine(state=OPEN, max_size=self.ctx.config.ws_max_size, logger=_log)
         proto.extensions = self._extensions
         proto.subprotocol = subprotocol  # type: ignore[assignment]
         self.proto = proto
         self.phase = Phase.OPEN
         self._last_ping = self.loop.time()
-        self.transport.write(b"".join((status_line(101), self.ctx.fixed_headers, *lines, b"\r\n")))
         self._log_handshake(101)
         early, self._early = self._early, []
         self._early_size = 0
@@ -435,8 +434,14 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         if self.ctx.shutting_down:
             self.close(1012, "server restart")
 
-    def _accept_headers_block(self) -> bytes:
-        return b"".join(name + b": " + value + b"\r\n" for name, value in self._accept_headers)
+    def _write_accept(self, subprotocol: str | None, headers: Headers) -> None:
+        """The handshake's success response: 101 with the negotiated headers (HTTP/1.1)."""
+        lines = [b"".join(name + b": " + value + b"\r\n" for name, value in self._accept_headers)]
+        if subprotocol is not None:
+            lines.append(b"sec-websocket-protocol: " + subprotocol.encode("ascii") + b"\r\n")
+        if headers:
+            lines.append(_valid_header_block(headers))
+        self.transport.write(b"".join((status_line(101), self.ctx.fixed_headers, *lines, b"\r\n")))
 
     async def send(self, data: str | bytes) -> None:
         proto = self.proto

@@ -1155,8 +1155,9 @@ UPGRADES = {
 @pytest.mark.parametrize("headers", UPGRADES.values(), ids=UPGRADES.keys())
 def test_upgrade_request_to_a_plain_http_app_is_served_as_a_normal_get(
         serve: Serve, headers: list[tuple[str, str]]) -> None:
-    # ws=False: with WebSocket on, an ASGI app gets a websocket scope (tests/protocols/test_websocket.py)
-    with serve(echo_app, ws=False) as srv, connect(srv) as c:
+    # ws=False: with WebSocket on, an ASGI app gets a websocket scope (tests/protocols/test_websocket.py);
+    # http2=False: with HTTP/2 on, h2c is taken (tests/protocols/test_http2.py)
+    with serve(echo_app, ws=False, http2=False) as srv, connect(srv) as c:
         resp = c.exchange(request("GET", "/up", headers))
     assert resp.raw.startswith(b"HTTP/1.1 200 OK\r\n")  # not 101
     assert (resp.get("x-method"), resp.get("x-path")) == (b"GET", b"/up")
@@ -1166,7 +1167,7 @@ def test_upgrade_request_to_a_plain_http_app_is_served_as_a_normal_get(
 @pytest.mark.parametrize("headers", UPGRADES.values(), ids=UPGRADES.keys())
 def test_connection_after_an_ignored_upgrade_goes_on_or_says_close(
         serve: Serve, headers: list[tuple[str, str]]) -> None:
-    with serve(echo_app, ws=False) as srv, connect(srv) as c:
+    with serve(echo_app, ws=False, http2=False) as srv, connect(srv) as c:
         resp = c.exchange(request("GET", "/up", headers))
         assert resp.status == 200
         # RFC 9110 7.8: an ignored Upgrade leaves the connection in HTTP/1.1. Going on, or closing and

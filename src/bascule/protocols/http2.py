@@ -665,6 +665,22 @@ class H2Connection(asyncio.Protocol):
         if end_stream:
             self._end_local(st)
 
+    def send_whole(self, st: H2Stream, block: bytes, body: bytes) -> None:
+        """A complete response: HEADERS (+ DATA) ending the stream, as one write when the windows allow."""
+        if st.local_closed or self.closed:
+            return
+        n = len(body)
+        if not n or n > self.send_window or n > st.send_window or n > 4096 or len(block) > self.peer_max_frame:
+            self.send_headers(st, block, end_stream=not n)
+            if n:
+                self.send_data(st, body, True)
+            return
+        self.send_window -= n
+        st.send_window -= n
+        sid = st.stream_id
+        self.write(fr.frame(fr.HEADERS, fr.END_HEADERS, sid, block) + fr.frame(fr.DATA, fr.END_STREAM, sid, body))
+        self._end_local(st)
+
     def send_data(self, st: H2Stream, data: bytes, end: bool) -> None:
         """DATA for ``st`` now if the windows allow, else queued on the stream until WINDOW_UPDATE."""
         if st.local_closed or self.closed:

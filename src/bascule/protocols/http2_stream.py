@@ -17,7 +17,13 @@ from typing import IO, TYPE_CHECKING, Any
 from bascule.errors import AppProtocolError
 from bascule.protocols import h2_frames as fr
 from bascule.protocols.exchange import Exchange, Headers
-from bascule.protocols.h2_headers import RequestHead, encode_response_fields, encode_trailers, literal, status_field
+from bascule.protocols.h2_headers import (
+    RequestHead,
+    content_length_field,
+    encode_response_fields,
+    encode_trailers,
+    status_field,
+)
 
 if TYPE_CHECKING:
     from bascule.protocols.http2 import H2Connection
@@ -151,17 +157,23 @@ class H2Stream(Exchange):
         if self.method == "HEAD" or status == 204 or status == 304:
             self.no_body = True
             if content_length is None and end and body and status == 200:
-                parts.append(literal(b"content-length", b"%d" % len(body)))
+                parts.append(content_length_field(len(body)))
         elif content_length is not None:
             self._expected = content_length
         elif end and not trailers:
             self._expected = len(body)
-            parts.append(literal(b"content-length", b"%d" % len(body)))
+            parts.append(content_length_field(len(body)))
         self._trailers = trailers
         if self.disconnected:
             return
         conn = self.conn
         block = field + conn.fixed_block() + b"".join(parts)
+        if end and not trailers and self._expected == len(body) and not self.no_body:
+            # the common case, a complete response: HEADERS and DATA in one write
+            self.sent = len(body)
+            conn.send_whole(self, block, body)
+            self._finish()
+            return
         if self.no_body:
             conn.send_headers(self, block, end_stream=not trailers)
             if end and not trailers:

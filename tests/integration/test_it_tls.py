@@ -177,6 +177,28 @@ def test_mtls_optional(https: Callable[..., Any], files: ServerFiles, client_ca:
         assert httpx.get(url + "/", verify=with_cert).json()["tls"]["client_cert_name"].startswith("CN=alice,")
 
 
+def test_mtls_over_http2(https: Callable[..., Any], files: ServerFiles, client_ca: tuple[trustme.CA, Path]) -> None:
+    # ALPN picks h2: the streams of the connection carry the same tls facts, client certificate included
+    ca, ca_file = client_ca
+    with_cert = files.client_context()
+    client_cert(ca).configure_cert(with_cert)
+    with https(ssl_cert_reqs=2, ssl_ca_certs=str(ca_file)) as url, \
+            httpx.Client(verify=with_cert, http2=True) as client:
+        responses = [client.get(url + f"/{i}") for i in range(3)]
+    assert all(r.http_version == "HTTP/2" for r in responses)
+    facts = [r.json() for r in responses]
+    assert facts[0]["scheme"] == "https" and facts[0]["http_version"] == "2"
+    assert facts[0]["tls"]["client_cert_name"].startswith("CN=alice,")
+    assert facts[0]["tls"]["tls_version"] == 0x0304 and facts[1] == facts[0] == facts[2]
+
+
+def test_wsgi_environ_over_http2(https: Callable[..., Any], files: ServerFiles) -> None:
+    with https("it_tls_app:wsgi_app") as url, httpx.Client(verify=files.client_context(), http2=True) as client:
+        response = client.get(url + "/")
+    assert response.http_version == "HTTP/2"
+    assert response.json() == {"url_scheme": "https", "https": "on"}
+
+
 # -- wss ------------------------------------------------------------------------------------------------
 
 

@@ -36,7 +36,7 @@ _ECHO_PAGE = b"""<!doctype html>
 <form id="form"><input id="text" value="hello bascule" size="40"> <button>send</button></form>
 <p>Status: <span id="status">connecting</span></p><div id="log"></div>
 <script>
-const log = (line) => { document.getElementById("log").textContent += line + "\n"; };
+const log = (line) => { document.getElementById("log").textContent += line + "\\n"; };
 const status = document.getElementById("status");
 const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
 ws.onopen = () => { status.textContent = "open"; };

@@ -85,6 +85,8 @@ class H1Connection(asyncio.Protocol):
         self.queue: deque[H1Exchange] = deque()
         self._to_dispatch: H1Exchange | None = None
         self._pending_error: tuple[int, bytes] | None = None
+        self._raw_left = 0  # body bytes of a not-taken upgrade request still to read (see _upgrade_body)
+        self._raw_ex: H1Exchange | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -127,6 +129,9 @@ class H1Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # closing after an unread body: what still arrives is dropped, never parsed
+        if self._raw_left:
+            self._feed_raw(data)
+            return
         try:
             if len(data) > self._max_head:
                 self._framing = True  # a head may be complete within this chunk: measure it in on_headers_complete
@@ -149,14 +154,18 @@ class H1Connection(asyncio.Protocol):
                 return  # the transport now belongs to the WebSocket protocol
             if self._to_dispatch is not None and self._h2c_upgrade(self._to_dispatch, data[upgrade.args[0]:]):
                 return  # the transport now belongs to HTTP/2
-            # Other upgrades (h2c, or WebSocket to a WSGI app) are not taken: the request is served as plain
-            # HTTP and the connection closes after it, since the parser stops at the upgrade.
-            self.pause_reading("upgrade")
+            # Other upgrades (h2c with a body or with HTTP/2 off, WebSocket to a WSGI app, unknown protocols)
+            # are not taken: the request is served as plain HTTP and the connection closes after it, since
+            # the parser stops at the upgrade. llhttp stops before the body, so a declared body is read here.
             latest = self._latest
             if latest is not None:
                 latest.keep_alive = False
+                if not self._upgrade_body(latest, data[upgrade.args[0]:]):
+                    return
                 if latest.finished:
                     self.close()
+            if not self._raw_left:
+                self.pause_reading("upgrade")
         except (httptools.HttpParserError, ProtocolError) as exc:
             if self._latest is None and str(exc).startswith("Pause on PRI") and self.ctx.config.http2:
                 self._h2_prior_knowledge(data)  # llhttp stops at the HTTP/2 preface's "PRI * HTTP/2.0"
@@ -320,6 +329,46 @@ class H1Connection(asyncio.Protocol):
         ws.start(handler, leftover)
         return True
 
+    # -- the body of an upgrade request that was not taken (llhttp leaves it unparsed) -------------------
+    def _upgrade_body(self, ex: H1Exchange, leftover: bytes) -> bool:
+        """Read a declared Content-Length body ourselves; False if the request was refused instead."""
+        length: int | None = 0
+        for name, value in ex.headers:
+            if name == b"transfer-encoding":
+                length = None
+            elif name == b"content-length" and length is not None:
+                length = int(value)  # validated with the head
+        if length is None:  # an upgrade with a chunked body: not served (no parser past the upgrade)
+            self._to_dispatch = None
+            self.active = self._parsing = None
+            _log.info("rejected a request from %s: Upgrade with a chunked body (501)", _fmt_addr(self.client))
+            self._send_error(501, b"Not Implemented: an Upgrade request with a chunked body\n")
+            return False
+        if length and not ex.finished:
+            ex._body_done = False
+            self._raw_left = length
+            self._raw_ex = ex
+            if leftover:
+                self._feed_raw(leftover)
+        return True
+
+    def _feed_raw(self, data: bytes) -> None:
+        ex = self._raw_ex
+        take = data[:self._raw_left]
+        self._raw_left -= len(take)
+        try:
+            if take and ex is not None:
+                ex.feed_body(take)
+        except ProtocolError as exc:  # over --limit-request-body
+            self._raw_left = 0
+            self._bad_request(exc)
+            return
+        if not self._raw_left:
+            self._raw_ex = None
+            if ex is not None:
+                ex.end_body()
+            self.pause_reading("upgrade")  # nothing after the body is read: the connection closes
+
     # -- HTTP/2 over a connection that began as HTTP/1.1 (reached on error and upgrade paths only) ---------
     def _hand_over(self) -> H2Connection:
         from bascule.protocols.http2 import H2Connection  # imported on the first HTTP/2 connection only
@@ -345,11 +394,13 @@ class H1Connection(asyncio.Protocol):
     def _h2c_upgrade(self, ex: H1Exchange, leftover: bytes) -> bool:
         """``Upgrade: h2c`` (RFC 7540 3.2): 101, then this request is stream 1 of an HTTP/2 connection.
 
-        Taken only for a first request without a body (a body would have to be read as HTTP/1.1 first);
-        otherwise the upgrade is ignored and the request served over HTTP/1.1, which the RFC allows.
+        Taken only for a request without a body and with none queued behind it (a body would have to be
+        read as HTTP/1.1 first); otherwise the upgrade is ignored and the request served over HTTP/1.1,
+        which the RFC allows.
         """
         if (not self.ctx.config.http2 or self.tls is not None or ex is not self._latest or self._paused_by
-                or self.transport is None or not ex._body_done or ex._body or ex is not self.active or self.queue):
+                or self.transport is None or ex is not self.active or self.queue
+                or any(name in _FRAMING_HEADERS for name, _ in ex.headers)):
             return False
         upgrade = settings = None
         for name, value in ex.headers:

@@ -42,6 +42,7 @@ _U32 = struct.Struct(">L").unpack_from
 CONN_WINDOW = 1 << 20  # connection-level receive window (stream windows bound what is buffered)
 RESETS_PER_TICK = 200  # streams the client resets, or makes us reset, per 0.5 s tick
 CONTROL_PER_TICK = 2000  # PING, SETTINGS, PRIORITY, WINDOW_UPDATE, empty DATA, unknown frames per tick
+LINGER_SECONDS = 1.0  # after a connection error: how long the client's remaining bytes are read and dropped
 MAX_BLOCK_FRAMES = 64  # CONTINUATION frames in one header block
 REMEMBERED_RESETS = 1024  # streams we reset, whose late frames are dropped quietly
 
@@ -596,7 +597,18 @@ class H2Connection(asyncio.Protocol):
         if not self.closed:
             self.goaway_sent = True
             self.write(fr.goaway(self.last_stream_id, code, message.encode("ascii", "replace")[:200]))
-            self.close()
+            transport = self.transport
+            if transport is None or transport.is_closing() or not transport.can_write_eof():
+                self.close()
+                return
+            # Lingering close: closing with the client's frames still unread would make the kernel answer
+            # with a RST, which can destroy the GOAWAY before the client reads it. Half-close, drop what
+            # still arrives for a moment, then close.
+            self._flush_out()
+            self.closed = True  # nothing more is parsed or written
+            transport.write_eof()
+            transport.resume_reading()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
 
     def _remember_reset(self, sid: int) -> None:
         reset = self._reset_by_us

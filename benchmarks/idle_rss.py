@@ -58,7 +58,7 @@ def measure(server: run.Server, env: run.Env, connections: int, h2: bool, settle
     elif server.distribution == "gunicorn":
         argv += ["--keep-alive", "600"]
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=run.HERE)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=run.HERE, start_new_session=True)
         try:
             if not run.wait_port(port, proc, 30):
                 return "did not start"

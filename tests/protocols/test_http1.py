@@ -767,6 +767,22 @@ def test_app_header_that_would_split_the_response_becomes_a_500(serve: Serve) ->
         assert b"evil" not in resp.raw and b"set-cookie" not in resp.names()
 
 
+def test_header_sets_are_checked_every_time_and_list_pairs_work(serve: Serve) -> None:
+    # checked header blocks are cached per header set: a bad set must never be cached as good, and
+    # unhashable pairs (lists, which ASGI allows) take the uncached path
+    bad = fixed_app(headers=[(b"x-a", b"1\r\nset-cookie: evil=1")])
+    with serve(bad) as srv, connect(srv) as c:
+        assert c.exchange(request()).status == 500
+    with serve(bad) as srv, connect(srv) as c:
+        assert c.exchange(request()).status == 500
+    listed = fixed_app(headers=[[b"x-a", b"1"], [b"content-length", b"5"]])  # type: ignore[list-item]
+    with serve(listed) as srv, connect(srv) as c:
+        for _ in range(2):
+            resp = c.exchange(request())
+            assert resp.status == 200 and resp.get("x-a") == b"1" and resp.body == b"hello"
+            assert resp.values("content-length") == [b"5"]
+
+
 # --- default headers -----------------------------------------------------------------------------------
 
 

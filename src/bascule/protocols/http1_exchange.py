@@ -54,6 +54,39 @@ def _reject_headers(headers: Headers) -> None:
     raise AppProtocolError("the app sent headers with CR, LF or NUL in them")
 
 
+HEADER_BLOCK_CACHE = 512
+_HEADER_BLOCKS: dict[tuple[tuple[bytes, bytes], ...], tuple[bytes, int | None, bool]] = {}
+"""The app's response headers (as sent, hashed by value) -> their checked block, content-length and
+whether they say ``connection: close``. Apps send the same few header sets again and again; the loop
+and the checks below then run once per set instead of once per response (bounded: cleared when full)."""
+
+
+def _header_block(headers: Headers) -> tuple[bytes, int | None, bool]:
+    """The app's header lines joined and checked, without the framing fields (those are ours to write)."""
+    content_length: int | None = None
+    close = False
+    app: list[bytes] = []
+    for name, value in headers:
+        if len(name) in _FRAMING_NAME_LENGTHS:
+            lname = name.lower()
+            if lname == b"content-length":
+                content_length = _content_length(value)
+                continue  # written by send_head, once, after the framing decision
+            if lname == b"transfer-encoding":
+                continue  # framing is ours to choose
+            if lname == b"connection":
+                close = close or b"close" in value.lower()
+                continue
+        app += (name, b": ", value, b"\r\n")
+    block = b"".join(app)
+    lines = len(app) >> 2
+    # One scan of the whole block instead of a regex per header: any CR, LF or NUL inside a name or
+    # value shows up as an extra line ending (header injection / response splitting).
+    if block.count(b"\n") != lines or block.count(b"\r") != lines or b"\0" in block:
+        _reject_headers(headers)
+    return block, content_length, close
+
+
 def _content_length(value: bytes) -> int:
     if not value.isdigit():
         raise AppProtocolError(f"the app sent an invalid content-length header: {value!r}")
@@ -179,27 +212,19 @@ class H1Exchange(Exchange):
                 raise AppProtocolError(f"invalid status code {status!r}")
             line = status_line(status)
         conn = self.conn
-        content_length: int | None = None
-        close = not self.keep_alive
-        app: list[bytes] = []
-        for name, value in headers:
-            if len(name) in _FRAMING_NAME_LENGTHS:
-                lname = name.lower()
-                if lname == b"content-length":
-                    content_length = _content_length(value)
-                    continue  # written below, once, after the framing decision
-                if lname == b"transfer-encoding":
-                    continue  # framing is ours to choose
-                if lname == b"connection":
-                    close = close or b"close" in value.lower()
-                    continue
-            app += (name, b": ", value, b"\r\n")
-        block = b"".join(app)
-        lines = len(app) >> 2
-        # One scan of the whole block instead of a regex per header: any CR, LF or NUL inside a name or
-        # value shows up as an extra line ending (header injection / response splitting).
-        if block.count(b"\n") != lines or block.count(b"\r") != lines or b"\0" in block:
-            _reject_headers(headers)
+        try:
+            key: tuple[tuple[bytes, bytes], ...] | None = tuple(headers)
+            known = _HEADER_BLOCKS.get(key)  # type: ignore[arg-type]
+        except TypeError:  # list pairs (ASGI allows any iterable): unhashable, no cache
+            key = known = None
+        if known is None:
+            known = _header_block(headers)
+            if key is not None:
+                if len(_HEADER_BLOCKS) >= HEADER_BLOCK_CACHE:
+                    _HEADER_BLOCKS.clear()
+                _HEADER_BLOCKS[key] = known
+        block, content_length, close = known
+        close = close or not self.keep_alive
         self.response_started = True
         self.status = status
         http10 = self.http_version == "1.0"

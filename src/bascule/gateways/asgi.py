@@ -149,7 +149,7 @@ class HTTPCycle:
             if not isinstance(exc, Exception):
                 raise
             return None
-        if task is None:
+        if task is None and self.state is not SendState.DONE:
             self.returned()
         return task
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from bascule.config import Config, parse_header
 
 if TYPE_CHECKING:
-    from bascule.protocols.exchange import Exchange, WebSocketSession
+    from bascule.protocols.exchange import BufferedExchange, Exchange, WebSocketSession
 
 WebSocketRoute = Callable[[bytes], "Callable[[WebSocketSession], None] | None"]
 """Raw path -> the handler that runs the app for a WebSocket there, or None (not an ASGI route)."""
@@ -93,6 +93,30 @@ class ServerContext:
         for conn in list(self.connections):
             conn.on_tick(now)
         self._timer = self.loop.call_later(TICK_SECONDS, self._tick)
+
+    def serve(self, ex: BufferedExchange) -> None:
+        """Hand a parsed request to its app, counted for --limit-concurrency: every protocol's requests
+        come through here. Over the limit, a 503 (``ex.refuse``); a dispatch that fails, a 500."""
+        self.in_flight += 1
+        ex.counted = True
+        limit = self.limit_concurrency
+        if limit is not None and self.in_flight > limit:
+            ex.refuse(503, b"Service Unavailable: the server is at its concurrency limit\n")
+            return
+        try:
+            self.dispatch(ex)
+        except Exception:
+            self.error_log.exception("could not dispatch %s %s", ex.method, ex.raw_path.decode("latin-1"))
+            if not ex.response_started:
+                ex.send_simple(500, b"Internal Server Error\n")
+            else:
+                ex.abort()
+
+    def release(self, ex: BufferedExchange) -> None:
+        """The request no longer counts against --limit-concurrency (done, reset, or its client gone)."""
+        if ex.counted:
+            ex.counted = False
+            self.in_flight -= 1
 
     def log_access(self, ex: Exchange, nbytes: int) -> None:
         """One access-log line; every field from the request is escaped so it cannot forge lines."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -116,6 +116,64 @@ class Exchange(abc.ABC):
 
         Returns the number of bytes sent. The head must have been sent (without end) before.
         """
+
+
+class ResponseSink(Protocol):
+    """What a :class:`BufferedExchange` needs of its connection: being told the response is complete."""
+
+    def response_done(self, ex: Any, aborted: bool = False) -> None: ...
+
+
+class BufferedExchange(Exchange):
+    """The parts HTTP/1.1 and HTTP/2 exchanges share: the request body buffer and its waiter, response
+    completion, and the ``http.disconnect`` waiter. Class-level defaults are written only on change."""
+
+    conn: ResponseSink
+    finished = False
+    counted = False  # counted in ServerContext.in_flight (--limit-concurrency) until released
+    _body: list[bytes] | None = None
+    _body_done = False
+    _body_waiter: asyncio.Future[None] | None = None
+    _disconnect_waiter: asyncio.Future[None] | None = None
+
+    def end_body(self) -> None:
+        self._body_done = True
+        if self._body_waiter is not None:
+            self._wake_body()
+
+    def _wake_body(self) -> None:
+        waiter, self._body_waiter = self._body_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def body_done(self) -> bool:
+        return self._body_done and not self._body
+
+    def send_simple(self, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:
+        self.send_head(status, [(b"content-type", content_type)], body, end=True)
+
+    def refuse(self, status: int, body: bytes) -> None:
+        """Answer without running the app (the server is busy); HTTP/1.1 also closes the connection."""
+        self.send_simple(status, body)
+
+    def _finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.conn.response_done(self)
+            self._wake_disconnect()
+
+    def _wake_disconnect(self) -> None:
+        waiter, self._disconnect_waiter = self._disconnect_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_disconnect(self) -> None:
+        if self.finished or self.disconnected:
+            return
+        if self._disconnect_waiter is None:
+            self._disconnect_waiter = self.loop.create_future()
+        await self._disconnect_waiter
 
 
 class WebSocketClosed:

@@ -119,7 +119,7 @@ class H1Connection(asyncio.Protocol):
         self.ctx.connections.discard(self)
         for ex in (self.active, *self.queue):
             if ex is not None:
-                self._release(ex)
+                self.ctx.release(ex)
                 ex.on_disconnect()
         if self._parsing is not None and self._parsing is not self.active:
             self._parsing.on_disconnect()
@@ -174,7 +174,7 @@ class H1Connection(asyncio.Protocol):
         ex = self._to_dispatch
         if ex is not None:
             self._to_dispatch = None
-            self._dispatch(ex)
+            self.ctx.serve(ex)
 
     def eof_received(self) -> bool | None:
         return None
@@ -426,29 +426,6 @@ class H1Connection(asyncio.Protocol):
         return True
 
     # -- dispatch and completion --------------------------------------------------------------------
-    def _dispatch(self, ex: H1Exchange) -> None:
-        ctx = self.ctx
-        limit = ctx.limit_concurrency
-        ctx.in_flight += 1
-        ex.counted = True
-        if limit is not None and ctx.in_flight > limit:
-            ex.keep_alive = False
-            ex.send_simple(503, b"Service Unavailable: the server is at its concurrency limit\n")
-            return
-        try:
-            ctx.dispatch(ex)
-        except Exception:
-            _log.exception("could not dispatch %s %s", ex.method, ex.raw_path.decode("latin-1"))
-            if not ex.response_started:
-                ex.send_simple(500, b"Internal Server Error\n")
-            else:
-                ex.abort()
-
-    def _release(self, ex: H1Exchange) -> None:
-        if ex.counted:
-            ex.counted = False
-            self.ctx.in_flight -= 1
-
     def response_done(self, ex: H1Exchange, aborted: bool = False) -> None:
         """Called by the exchange once its response is complete: log it, then serve the next request."""
         if ex.counted:
@@ -475,7 +452,7 @@ class H1Connection(asyncio.Protocol):
             nxt.write_paused = self.write_paused
             if not self.queue:
                 self.resume_reading("pipeline")
-            self._dispatch(nxt)
+            self.ctx.serve(nxt)
         elif self._pending_error is not None:
             self._send_error(*self._pending_error)
         else:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 from bascule.errors import AppProtocolError, ProtocolError
-from bascule.protocols.exchange import Exchange, Headers
+from bascule.protocols.exchange import BufferedExchange, Headers
 
 if TYPE_CHECKING:
     from bascule.protocols.http1 import H1Connection
@@ -93,32 +93,27 @@ def _content_length(value: bytes) -> int:
     return int(value)
 
 
-class H1Exchange(Exchange):
+class H1Exchange(BufferedExchange):
     """One HTTP/1.1 request on a connection and the state of its response.
 
     No __slots__: most per-response state starts at a class-level default and is only written when it
     changes, which saves a couple of dozen attribute writes per request on the hot path.
     """
 
+    conn: H1Connection
     root_path = ""
     start_time = 0.0
     disconnected = False
     response_started = False
-    finished = False
     status = 0
     sent = 0
     writable_hook = None
     write_paused = False
     no_body = False
-    counted = False
     te_trailers = False
-    _body: list[bytes] | None = None
     _body_size = 0
     received = 0  # body bytes received so far, for --limit-request-body and the body-idle watch
     cancel_app: Callable[[], object] | None = None  # set by a gateway whose app runs as a task
-    _body_done = False
-    _body_waiter: asyncio.Future[None] | None = None
-    _disconnect_waiter: asyncio.Future[None] | None = None
     _chunked = False
     _expected: int | None = None
     _trailers = False
@@ -159,20 +154,6 @@ class H1Exchange(Exchange):
             self._wake_body()
         if self._body_size > BODY_HIGH_WATER:
             self.conn.pause_reading("body")
-
-    def end_body(self) -> None:
-        self._body_done = True
-        if self._body_waiter is not None:
-            self._wake_body()
-
-    def _wake_body(self) -> None:
-        waiter, self._body_waiter = self._body_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    @property
-    def body_done(self) -> bool:
-        return self._body_done and not self._body
 
     def take_buffered_body(self) -> bytes | None:
         if not self._body_done:
@@ -304,6 +285,10 @@ class H1Exchange(Exchange):
         elif parts:
             self.conn.write(b"".join(parts) if len(parts) != 1 else parts[0])
 
+    def refuse(self, status: int, body: bytes) -> None:
+        self.keep_alive = False  # a client turned away for load should come back on a new connection
+        self.send_simple(status, body)
+
     def _target(self) -> str:
         return self.raw_path.decode("latin-1")
 
@@ -328,20 +313,6 @@ class H1Exchange(Exchange):
             self.conn.write(b"0\r\n\r\n")  # the client did not ask for trailers (RFC 9110 6.5.1)
         self._finish()
 
-    def send_simple(self, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:
-        self.send_head(status, [(b"content-type", content_type)], body, end=True)
-
-    def _finish(self) -> None:
-        if not self.finished:
-            self.finished = True
-            self.conn.response_done(self)
-            self._wake_disconnect()
-
-    def _wake_disconnect(self) -> None:
-        waiter, self._disconnect_waiter = self._disconnect_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     def on_disconnect(self) -> None:
         self.disconnected = True
         self._wake_body()
@@ -351,13 +322,6 @@ class H1Exchange(Exchange):
 
     async def drain(self) -> None:
         await self.conn.drain()
-
-    async def wait_disconnect(self) -> None:
-        if self.finished or self.disconnected:
-            return
-        if self._disconnect_waiter is None:
-            self._disconnect_waiter = self.loop.create_future()
-        await self._disconnect_waiter
 
     def abort(self) -> None:
         if self.finished and not self.disconnected and self.conn.active is not self:

@@ -142,7 +142,8 @@ class H2Connection(asyncio.Protocol):
         st = self._open_stream(1, head, True)
         ready, self._to_dispatch = self._to_dispatch, []
         if st in ready:
-            self._dispatch(st)
+            st.dispatched_at = self.loop.time()
+            self.ctx.serve(st)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -151,7 +152,7 @@ class H2Connection(asyncio.Protocol):
         self.streams.clear()
         self._blocked.clear()
         for st in streams:
-            self._release(st)
+            self.ctx.release(st)
             st.on_disconnect()
 
     def data_received(self, data: bytes) -> None:
@@ -227,9 +228,11 @@ class H2Connection(asyncio.Protocol):
             return
         if self._to_dispatch:
             ready, self._to_dispatch = self._to_dispatch, []
+            now = self.loop.time()
             for st in ready:
                 if not st.disconnected:
-                    self._dispatch(st)
+                    st.dispatched_at = now
+                    self.ctx.serve(st)
 
     def eof_received(self) -> bool | None:
         return None
@@ -487,7 +490,7 @@ class H2Connection(asyncio.Protocol):
         st.remote_closed = st.local_closed = True
         if not st.finished:
             self._charge_reset()  # the work spent on it is lost: rapid reset counts these
-            self._release(st)
+            self.ctx.release(st)
             if st.app_task is not None and not st.app_task.done():
                 self._orphans[sid] = st  # its app still runs: it keeps its stream slot until it returns
         st.on_disconnect()  # not remembered as reset by us: later frames on it are STREAM_CLOSED (RFC 9113 5.1)
@@ -580,7 +583,7 @@ class H2Connection(asyncio.Protocol):
             self.reset_stream(st, exc.code)
             if not st.finished:
                 st.finished = True
-                self._release(st)
+                self.ctx.release(st)
             st.on_disconnect()
         else:
             self.write(fr.rst_stream(sid, exc.code))
@@ -617,32 +620,9 @@ class H2Connection(asyncio.Protocol):
             del reset[next(iter(reset))]
 
     # -- dispatch and completion --------------------------------------------------------------------
-    def _dispatch(self, st: H2Stream) -> None:
-        ctx = self.ctx
-        ctx.in_flight += 1
-        st.counted = True
-        st.dispatched_at = self.loop.time()
-        limit = ctx.limit_concurrency
-        if limit is not None and ctx.in_flight > limit:
-            st.send_simple(503, b"Service Unavailable: the server is at its concurrency limit\n")
-            return
-        try:
-            ctx.dispatch(st)
-        except Exception:
-            _log.exception("could not dispatch %s %s", st.method, st.raw_path.decode("latin-1"))
-            if not st.response_started:
-                st.send_simple(500, b"Internal Server Error\n")
-            else:
-                st.abort()
-
-    def _release(self, st: H2Stream) -> None:
-        if st.counted:
-            st.counted = False
-            self.ctx.in_flight -= 1
-
     def response_done(self, st: H2Stream, aborted: bool = False) -> None:
         """Called by the stream once its response is complete (or given up): log it, free its slot."""
-        self._release(st)
+        self.ctx.release(st)
         if self.ctx.access_log and not st.websocket:  # a WebSocket logs its handshake itself
             self.ctx.log_access(st, st.sent)
 

@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from bascule.errors import AppProtocolError
 from bascule.protocols import h2_frames as fr
-from bascule.protocols.exchange import Exchange, Headers
+from bascule.protocols.exchange import BufferedExchange, Headers
 from bascule.protocols.h2_headers import (
     RequestHead,
     content_length_field,
@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 _log = logging.getLogger("bascule.error")
 
 
-class H2Stream(Exchange):
+class H2Stream(BufferedExchange):
     """One request/response on an HTTP/2 connection (class-level defaults: written only on change)."""
 
+    conn: H2Connection
     http_version = "2"
     root_path = ""
     start_time = 0.0
@@ -46,7 +47,6 @@ class H2Stream(Exchange):
     write_paused = False
     cancel_app: Callable[[], object] | None = None
     app_task: asyncio.Task[None] | None = None
-    counted = False
     websocket = False  # an extended CONNECT stream carrying a WebSocket (protocols/h2_websocket.py)
     no_body = False
     remote_closed = False  # the client ended its side (END_STREAM or reset)
@@ -54,10 +54,6 @@ class H2Stream(Exchange):
     received = 0
     dispatched_at = 0.0
     tls: dict[str, Any] | None = None
-    _body: list[bytes] | None = None
-    _body_done = False
-    _body_waiter: asyncio.Future[None] | None = None
-    _disconnect_waiter: asyncio.Future[None] | None = None
     _drain_waiter: asyncio.Future[None] | None = None
     _expected: int | None = None
     _trailers = False
@@ -101,18 +97,7 @@ class H2Stream(Exchange):
 
     def end_body(self) -> None:
         self.remote_closed = True
-        self._body_done = True
-        if self._body_waiter is not None:
-            self._wake_body()
-
-    def _wake_body(self) -> None:
-        waiter, self._body_waiter = self._body_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    @property
-    def body_done(self) -> bool:
-        return self._body_done and not self._body
+        super().end_body()
 
     def _take(self) -> bytes:
         body = self._body
@@ -227,20 +212,6 @@ class H2Stream(Exchange):
             self.conn.send_trailers(self, encode_trailers(trailers))
         self._finish()
 
-    def send_simple(self, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:
-        self.send_head(status, [(b"content-type", content_type)], body, end=True)
-
-    def _finish(self) -> None:
-        if not self.finished:
-            self.finished = True
-            self.conn.response_done(self)
-            self._wake_disconnect()
-
-    def _wake_disconnect(self) -> None:
-        waiter, self._disconnect_waiter = self._disconnect_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     def on_disconnect(self) -> None:
         """The client reset the stream or the connection is gone: the app sees http.disconnect."""
         self.disconnected = True
@@ -261,13 +232,6 @@ class H2Stream(Exchange):
             if self._drain_waiter is None:
                 self._drain_waiter = self.loop.create_future()
             await self._drain_waiter
-
-    async def wait_disconnect(self) -> None:
-        if self.finished or self.disconnected:
-            return
-        if self._disconnect_waiter is None:
-            self._disconnect_waiter = self.loop.create_future()
-        await self._disconnect_waiter
 
     def abort(self) -> None:
         """Give up on the response: RST_STREAM (INTERNAL_ERROR); the connection and its other streams go on."""

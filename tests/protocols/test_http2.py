@@ -360,6 +360,28 @@ def test_graceful_shutdown_sends_goaway_and_finishes_streams_in_flight(serve: Se
     assert kinds.index("GoAwayFrame") < kinds.index("DataFrame")  # GOAWAY first, then the stream finished
 
 
+def test_idle_connection_gets_goaway_then_close_on_shutdown(serve: Serve, app: App) -> None:
+    with serve(app) as srv, client(srv) as c:
+        assert c.response(c.request("/")).status == 200
+        assert srv.server is not None
+        started = time.monotonic()
+        srv.server.request_exit()
+        c.sock.settimeout(5)
+        data = b""
+        while chunk := c.sock.recv(65536):
+            data += chunk
+        elapsed = time.monotonic() - started
+    frames = []
+    while len(data) >= 9:
+        frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9:9 + length]))
+        frames.append(frame)
+        data = data[9 + length:]
+    goaway = [f for f in frames if isinstance(f, hyperframe.frame.GoAwayFrame)]
+    assert len(goaway) == 1 and goaway[0].error_code == 0 and goaway[0].last_stream_id == 1
+    assert elapsed < 2.0  # a short grace after the GOAWAY, then closed (not held until the graceful timeout)
+
+
 def test_malformed_request_is_reset_and_never_reaches_the_app(serve: Serve, app: App) -> None:
     with serve(app) as srv, client(srv) as c:
         c.conn.config.validate_outbound_headers = c.conn.config.normalize_outbound_headers = False

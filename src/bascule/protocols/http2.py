@@ -42,6 +42,7 @@ _U32 = struct.Struct(">L").unpack_from
 CONN_WINDOW = 1 << 20  # connection-level receive window (stream windows bound what is buffered)
 RESETS_PER_TICK = 200  # streams the client resets, or makes us reset, per 0.5 s tick
 CONTROL_PER_TICK = 2000  # PING, SETTINGS, PRIORITY, WINDOW_UPDATE, empty DATA, unknown frames per tick
+GOAWAY_GRACE = 0.25  # seconds between a graceful GOAWAY and closing an idle connection
 LINGER_SECONDS = 1.0  # after a connection error: how long the client's remaining bytes are read and dropped
 MAX_BLOCK_FRAMES = 64  # CONTINUATION frames in one header block
 REMEMBERED_RESETS = 1024  # streams we reset, whose late frames are dropped quietly
@@ -112,6 +113,7 @@ class H2Connection(asyncio.Protocol):
         self._fixed_src = b""
         self._fixed_block = b""
         self._since = 0.0
+        self._goaway_at = 0.0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -820,11 +822,17 @@ class H2Connection(asyncio.Protocol):
             self.transport.abort()
 
     def start_goaway(self) -> None:
-        """Graceful stop: no new streams; the connection closes once those in flight are done."""
+        """Graceful stop: no new streams; the connection closes once those in flight are done.
+
+        Called again by the tick until it closes. An idle connection is closed only GOAWAY_GRACE after its
+        GOAWAY, so that a request the client sent meanwhile meets the GOAWAY (and is retried elsewhere, its
+        stream being above the last one processed) rather than a closed socket.
+        """
         if not self.goaway_sent and not self.closed:
             self.goaway_sent = True
+            self._goaway_at = self.loop.time()
             self.write(fr.goaway(self.last_stream_id, fr.NO_ERROR))
-        if not self.streams:
+        elif not self.streams and self.loop.time() - self._goaway_at >= GOAWAY_GRACE:
             self.close()
 
     # -- server-driven ------------------------------------------------------------------------------

@@ -68,7 +68,9 @@ class WSGIGateway:
         """Start one request: on a worker thread, or on the loop once its body is in (called on the loop)."""
         body = ex.take_buffered_body()
         if self.pool is not None:
-            self.pool.submit(_run, _Request(self, ex, None if body is None else WSGIInput(None, body), False))
+            request = _Request(self, ex, None if body is None else WSGIInput(None, body), False)
+            ex.app_task = request  # queued or running until its run() returns
+            self.pool.submit(_run, request)
         elif body is not None:
             _Request(self, ex, WSGIInput(None, body), True).run()
         else:
@@ -136,8 +138,8 @@ def _run(req: _Request) -> None:
 class _Request:
     """One request's trip through a WSGI app, on a worker thread (or on the loop in loop mode)."""
 
-    __slots__ = ("_cond", "_pending", "ex", "gateway", "head_scheduled", "headers", "inline", "input", "loop",
-                 "status")
+    __slots__ = ("_cond", "_done", "_pending", "ex", "gateway", "head_scheduled", "headers", "inline", "input",
+                 "loop", "status")
 
     def __init__(self, gateway: WSGIGateway, ex: Exchange, wsgi_input: WSGIInput | None, inline: bool) -> None:
         self.gateway = gateway
@@ -150,6 +152,11 @@ class _Request:
         self.head_scheduled = False
         self._pending = 0
         self._cond: threading.Condition | None = None
+        self._done = False
+
+    def done(self) -> bool:
+        """True once run() has returned (read on the loop thread: a plain flag, set last by the worker)."""
+        return self._done
 
     # -- the app's side ---------------------------------------------------------------------------
     def start_response(self, status: str, headers: list[tuple[str, str]],
@@ -192,7 +199,15 @@ class _Request:
 
     # -- driving ----------------------------------------------------------------------------------
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._done = True
+
+    def _run(self) -> None:
         ex = self.ex
+        if ex.disconnected:  # the client left (or reset its HTTP/2 stream) while the request was queued
+            return
         wsgi_input = self.input
         if wsgi_input is None:
             loop = self.loop

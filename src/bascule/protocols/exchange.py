@@ -18,6 +18,12 @@ from typing import IO, Any, Protocol
 Headers = list[tuple[bytes, bytes]]
 
 
+class AppRun(Protocol):
+    """A running app call, as far as a protocol needs to know: whether it has returned."""
+
+    def done(self) -> bool: ...
+
+
 class ClientDisconnected(OSError):
     """Raised to an app that sends on a connection the client has closed (ASGI spec 2.4 asks for OSError)."""
 
@@ -42,9 +48,10 @@ class Exchange(abc.ABC):
     writable_hook: Callable[[], None] | None
     cancel_app: Callable[[], object] | None
     """Set by a gateway whose app runs as a task: the protocol calls it when --timeout-request expires."""
-    app_task: asyncio.Task[None] | None = None
-    """Set by a gateway whose app runs as a task (it suspended): HTTP/2 counts a stream reset by the client
-    against its concurrency limit until this task is done (rapid reset)."""
+    app_task: AppRun | None = None
+    """Set by a gateway whose app runs beyond the dispatch call (an ASGI task that suspended, a WSGI run on
+    a thread): HTTP/2 counts a stream reset by the client against its concurrency limit until the run is
+    done (rapid reset)."""
     tls: dict[str, Any] | None = None
     """The ASGI ``tls`` extension's dict of the connection (bascule.tls.tls_extension) over TLS; None over
     plain TCP. Set once per connection, shared by its requests: read it, never change it."""

@@ -267,13 +267,13 @@ def encode_response_fields(headers: Headers) -> tuple[list[bytes], int | None]:
                 fields.clear()
             fields[(name, value)] = encoded
         if encoded:
-            if encoded[:2] == _CONTENT_LENGTH_PREFIX:
+            if encoded[:2] == CONTENT_LENGTH_PREFIX:
                 content_length = int(header[1])
             parts.append(encoded)
     return parts, content_length
 
 
-_CONTENT_LENGTH_PREFIX = literal(b"content-length", b"")[:2]  # static index 28: unique first two bytes
+CONTENT_LENGTH_PREFIX = literal(b"content-length", b"")[:2]  # static index 28: unique first two bytes
 _LENGTHS: dict[int, bytes] = {}
 
 

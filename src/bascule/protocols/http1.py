@@ -85,6 +85,7 @@ class H1Connection(asyncio.Protocol):
         self.queue: deque[H1Exchange] = deque()
         self._to_dispatch: H1Exchange | None = None
         self._pending_error: tuple[int, bytes] | None = None
+        self._early = b""  # the first reads of a connection opening with "PRI *" (an HTTP/2 preface)
         self._raw_left = 0  # body bytes of a not-taken upgrade request still to read (see _upgrade_body)
         self._raw_ex: H1Exchange | None = None
 
@@ -143,6 +144,8 @@ class H1Connection(asyncio.Protocol):
                 if not self._head_bytes:
                     self._head_since = self.loop.time()
                 self._head_bytes += len(data)
+                if self._url == b"*" and self._latest is None:
+                    self._early += data  # perhaps an HTTP/2 preface over several reads (_h2_prior_knowledge)
                 if self._head_bytes > self._max_head:
                     raise ProtocolError("request header fields too large", 431)
             elif self._headers:
@@ -387,8 +390,10 @@ class H1Connection(asyncio.Protocol):
         """The client opened with the HTTP/2 preface (h2c with prior knowledge): hand the bytes to HTTP/2."""
         from bascule.protocols.h2_frames import PREFACE
 
-        rest = data.find(b"SM\r\n\r\n")  # if not here yet (the preface was split), it is still to come
-        feed = PREFACE + data[rest + 6:] if rest >= 0 else PREFACE[:18]
+        # llhttp stops somewhere in the preface; the reads before this one, if it came in several, were
+        # kept by data_received (the head was incomplete after them)
+        received = self._early + data
+        feed = received if received.startswith(PREFACE[:18]) else PREFACE[:18] + data
         self._hand_over().data_received(feed)
 
     def _h2c_upgrade(self, ex: H1Exchange, leftover: bytes) -> bool:

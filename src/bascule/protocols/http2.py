@@ -114,6 +114,7 @@ class H2Connection(asyncio.Protocol):
         self._fixed_block = b""
         self._since = 0.0
         self._goaway_at = 0.0
+        self._announced: int | None = None  # the last-stream-id of our first GOAWAY
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -155,6 +156,7 @@ class H2Connection(asyncio.Protocol):
         self._blocked.clear()
         for st in streams:
             self.ctx.release(st)
+            st.remote_closed = st.local_closed = True  # both sides are gone (a WebSocket stream checks)
             st.on_disconnect()
 
     def data_received(self, data: bytes) -> None:
@@ -319,6 +321,11 @@ class H2Connection(asyncio.Protocol):
             raise StreamError(sid, fr.REFUSED_STREAM, "over SETTINGS_MAX_CONCURRENT_STREAMS")
         self._open_stream(sid, head, end_stream)
 
+    def _orphan_if_running(self, st: H2Stream) -> None:
+        """A stream that leaves the table while its app still runs keeps its slot until the app returns."""
+        if st.app_task is not None and not st.app_task.done():
+            self._orphans[st.stream_id] = st
+
     def _live_orphans(self) -> int:
         """Streams the client reset whose apps have not returned yet (rapid reset: they still cost)."""
         orphans = self._orphans
@@ -433,7 +440,7 @@ class H2Connection(asyncio.Protocol):
         if expected is not None and st.received + len(data) > expected:
             raise StreamError(sid, fr.PROTOCOL_ERROR, "more DATA than content-length")
         limit = self.ctx.limit_request_body
-        if limit is not None and st.received + len(data) > limit:
+        if limit is not None and st.received + len(data) > limit and not st.websocket:
             if st.response_started:
                 raise StreamError(sid, fr.CANCEL, "request body over limit_request_body")
             # answered 413; ending the response resets the upload (NO_ERROR) and the app sees a disconnect
@@ -493,8 +500,7 @@ class H2Connection(asyncio.Protocol):
         if not st.finished:
             self._charge_reset()  # the work spent on it is lost: rapid reset counts these
             self.ctx.release(st)
-            if st.app_task is not None and not st.app_task.done():
-                self._orphans[sid] = st  # its app still runs: it keeps its stream slot until it returns
+            self._orphan_if_running(st)
         st.on_disconnect()  # not remembered as reset by us: later frames on it are STREAM_CLOSED (RFC 9113 5.1)
         self._note_idle()
 
@@ -586,6 +592,7 @@ class H2Connection(asyncio.Protocol):
             if not st.finished:
                 st.finished = True
                 self.ctx.release(st)
+            self._orphan_if_running(st)
             st.on_disconnect()
         else:
             self.write(fr.rst_stream(sid, exc.code))
@@ -601,19 +608,31 @@ class H2Connection(asyncio.Protocol):
         _log.info("HTTP/2 connection from %s closed: %s", _fmt_addr(self.client), message)
         if not self.closed:
             self.goaway_sent = True
-            self.write(fr.goaway(self.last_stream_id, code, message.encode("ascii", "replace")[:200]))
-            transport = self.transport
-            if transport is None or transport.is_closing() or not transport.can_write_eof():
-                self.close()
-                return
-            # Lingering close: closing with the client's frames still unread would make the kernel answer
-            # with a RST, which can destroy the GOAWAY before the client reads it. Half-close, drop what
-            # still arrives for a moment, then close.
-            self._flush_out()
-            self.closed = True  # nothing more is parsed or written
-            transport.write_eof()
-            transport.resume_reading()
-            self.loop.call_later(LINGER_SECONDS, transport.close)
+            self.write(self._goaway(code, message.encode("ascii", "replace")[:200]))
+            self._linger_close()
+
+    def _goaway(self, code: int, debug: bytes = b"") -> bytes:
+        """A GOAWAY frame; its last-stream-id never grows from one GOAWAY to the next (RFC 9113 6.8)."""
+        last = self.last_stream_id if self._announced is None else min(self._announced, self.last_stream_id)
+        self._announced = last
+        return fr.goaway(last, code, debug)
+
+    def _linger_close(self) -> None:
+        """Close after a GOAWAY without losing it, or the end of the last response, to a RST.
+
+        Closing with the client's frames still unread (a WINDOW_UPDATE, a request in flight) makes the
+        kernel answer with a RST, which destroys what we sent last before the client reads it. So:
+        half-close, drop whatever still arrives for a moment, then close.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing() or not transport.can_write_eof():
+            self.close()
+            return
+        self._flush_out()
+        self.closed = True  # nothing more is parsed or written
+        transport.write_eof()
+        transport.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
 
     def _remember_reset(self, sid: int) -> None:
         reset = self._reset_by_us
@@ -631,13 +650,16 @@ class H2Connection(asyncio.Protocol):
     def _forget(self, st: H2Stream) -> None:
         """Both sides are done: the stream leaves the table (its id stays "closed")."""
         if self.streams.pop(st.stream_id, None) is not None:
+            if st.write_paused:  # resume_writing only wakes streams still in the table
+                st.write_paused = False
+                st.wake_drain()
             self._note_idle()
 
     def _note_idle(self) -> None:
         if not self.streams:
             self.idle_since = self.loop.time()
             if self.goaway_sent:
-                self.close()
+                self._linger_close()
 
     # -- output -------------------------------------------------------------------------------------
     def fixed_block(self) -> bytes:
@@ -771,6 +793,7 @@ class H2Connection(asyncio.Protocol):
             st.remote_closed = True
             self._remember_reset(st.stream_id)
             self._forget(st)
+            self._orphan_if_running(st)
             if not st.body_done:
                 st.on_disconnect()  # an app still reading the body would wait for bytes that never come
 
@@ -831,9 +854,9 @@ class H2Connection(asyncio.Protocol):
         if not self.goaway_sent and not self.closed:
             self.goaway_sent = True
             self._goaway_at = self.loop.time()
-            self.write(fr.goaway(self.last_stream_id, fr.NO_ERROR))
+            self.write(self._goaway(fr.NO_ERROR))
         elif not self.streams and self.loop.time() - self._goaway_at >= GOAWAY_GRACE:
-            self.close()
+            self._linger_close()
 
     # -- server-driven ------------------------------------------------------------------------------
     def on_tick(self, now: float) -> None:

@@ -18,6 +18,7 @@ from bascule.errors import AppProtocolError
 from bascule.protocols import h2_frames as fr
 from bascule.protocols.exchange import BufferedExchange, Headers
 from bascule.protocols.h2_headers import (
+    CONTENT_LENGTH_PREFIX,
     RequestHead,
     content_length_field,
     encode_response_fields,
@@ -46,7 +47,6 @@ class H2Stream(BufferedExchange):
     writable_hook = None
     write_paused = False
     cancel_app: Callable[[], object] | None = None
-    app_task: asyncio.Task[None] | None = None
     websocket = False  # an extended CONNECT stream carrying a WebSocket (protocols/h2_websocket.py)
     no_body = False
     remote_closed = False  # the client ended its side (END_STREAM or reset)
@@ -141,7 +141,9 @@ class H2Stream(BufferedExchange):
         self.status = status
         if self.method == "HEAD" or status == 204 or status == 304:
             self.no_body = True
-            if content_length is None and end and body and status == 200:
+            if status == 204 and content_length is not None:  # RFC 9110 8.6: none on 204
+                parts = [part for part in parts if part[:2] != CONTENT_LENGTH_PREFIX]
+            elif content_length is None and end and body and status == 200:
                 parts.append(content_length_field(len(body)))
         elif content_length is not None:
             self._expected = content_length
@@ -160,7 +162,9 @@ class H2Stream(BufferedExchange):
             self._finish()
             return
         if self.no_body:
-            conn.send_headers(self, block, end_stream=not trailers)
+            # END_STREAM only with the app's own end: until then the stream stays in the connection's table
+            # (disconnects reach the app, its slot stays counted)
+            conn.send_headers(self, block, end_stream=end and not trailers)
             if end and not trailers:
                 self._finish()
             return
@@ -192,6 +196,7 @@ class H2Stream(BufferedExchange):
             return
         if self.no_body:
             if last:
+                self.conn.send_data(self, b"", True)  # no-op if the HEADERS already ended the stream
                 self._finish()
             return
         if data or last:
@@ -208,8 +213,11 @@ class H2Stream(BufferedExchange):
     def send_trailers(self, trailers: Headers) -> None:
         if self.finished:
             return
-        if not self.disconnected and not self.no_body:
-            self.conn.send_trailers(self, encode_trailers(trailers))
+        if not self.disconnected:
+            if self.no_body:
+                self.conn.send_data(self, b"", True)  # a response without content ends without trailers
+            else:
+                self.conn.send_trailers(self, encode_trailers(trailers))
         self._finish()
 
     def on_disconnect(self) -> None:

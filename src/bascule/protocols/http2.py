@@ -4,7 +4,9 @@ Our own engine rather than the ``h2`` library's state machine: h2 spends ~130 us
 (events, validators, its own HPACK encoder), which caps a core at ~7k requests/s; this engine parses
 frame headers with one ``struct`` call, keeps per-stream state in :class:`H2Stream` attributes, and takes
 HPACK from the ``hpack`` library behind a cache (protocols/h2_headers.py). Conformance is held to the same
-bar by the h2spec-derived suite in tests/protocols/h2spec.
+bar by the h2spec-derived suite in tests/protocols/h2spec. This module reads frames and keeps the streams'
+lifecycle and the budgets; the writing half (queued frames, DATA under flow control, lingering closes) is
+:class:`~bascule.protocols.h2_output.H2Output`, which the connection inherits.
 
 What a client can make us spend is bounded: header blocks (HEADERS + CONTINUATION) by size and frame
 count, decoded header lists by ``limit_request_header_size`` (HPACK bombs), buffered request bodies by the
@@ -20,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections import deque
 from typing import Any, cast
 
 from bascule.context import ServerContext
@@ -31,8 +32,8 @@ from bascule.protocols.h2_headers import (
     MalformedRequest,
     RequestDecoder,
     RequestHead,
-    encode_fixed,
 )
+from bascule.protocols.h2_output import H2Output
 from bascule.protocols.http2_stream import H2Stream
 
 _log = logging.getLogger("bascule.error")
@@ -43,7 +44,6 @@ CONN_WINDOW = 1 << 20  # connection-level receive window (stream windows bound w
 RESETS_PER_TICK = 200  # streams the client resets, or makes us reset, per 0.5 s tick
 CONTROL_PER_TICK = 2000  # PING, SETTINGS, PRIORITY, WINDOW_UPDATE, empty DATA, unknown frames per tick
 GOAWAY_GRACE = 0.25  # seconds between a graceful GOAWAY and closing an idle connection
-LINGER_SECONDS = 1.0  # after a connection error: how long the client's remaining bytes are read and dropped
 MAX_BLOCK_FRAMES = 64  # CONTINUATION frames in one header block
 REMEMBERED_RESETS = 1024  # streams we reset, whose late frames are dropped quietly
 
@@ -65,7 +65,7 @@ class StreamError(Exception):
         self.code = code
 
 
-class H2Connection(asyncio.Protocol):
+class H2Connection(H2Output, asyncio.Protocol):
     """One HTTP/2 connection, from the client preface to GOAWAY."""
 
     def __init__(self, ctx: ServerContext, scheme: str = "http", tls: dict[str, Any] | None = None) -> None:
@@ -611,29 +611,6 @@ class H2Connection(asyncio.Protocol):
             self.write(self._goaway(code, message.encode("ascii", "replace")[:200]))
             self._linger_close()
 
-    def _goaway(self, code: int, debug: bytes = b"") -> bytes:
-        """A GOAWAY frame; its last-stream-id never grows from one GOAWAY to the next (RFC 9113 6.8)."""
-        last = self.last_stream_id if self._announced is None else min(self._announced, self.last_stream_id)
-        self._announced = last
-        return fr.goaway(last, code, debug)
-
-    def _linger_close(self) -> None:
-        """Close after a GOAWAY without losing it, or the end of the last response, to a RST.
-
-        Closing with the client's frames still unread (a WINDOW_UPDATE, a request in flight) makes the
-        kernel answer with a RST, which destroys what we sent last before the client reads it. So:
-        half-close, drop whatever still arrives for a moment, then close.
-        """
-        transport = self.transport
-        if transport is None or transport.is_closing() or not transport.can_write_eof():
-            self.close()
-            return
-        self._flush_out()
-        self.closed = True  # nothing more is parsed or written
-        transport.write_eof()
-        transport.resume_reading()
-        self.loop.call_later(LINGER_SECONDS, transport.close)
-
     def _remember_reset(self, sid: int) -> None:
         reset = self._reset_by_us
         reset[sid] = None
@@ -661,127 +638,7 @@ class H2Connection(asyncio.Protocol):
             if self.goaway_sent:
                 self._linger_close()
 
-    # -- output -------------------------------------------------------------------------------------
-    def fixed_block(self) -> bytes:
-        """The server's own response fields (date, server, --header), HPACK-encoded, renewed each tick."""
-        fixed = self.ctx.fixed_headers
-        if fixed is not self._fixed_src:
-            self._fixed_src = fixed
-            self._fixed_block = encode_fixed(fixed)
-        return self._fixed_block
-
-    def send_informational(self, st: H2Stream, block: bytes) -> None:
-        if not st.local_closed and not self.closed:
-            self.write(fr.header_frames(st.stream_id, block, False, self.peer_max_frame))
-
-    def send_headers(self, st: H2Stream, block: bytes, end_stream: bool) -> None:
-        if st.local_closed or self.closed:
-            return
-        self.write(fr.header_frames(st.stream_id, block, end_stream, self.peer_max_frame))
-        if end_stream:
-            self._end_local(st)
-
-    def send_whole(self, st: H2Stream, block: bytes, body: bytes) -> None:
-        """A complete response: HEADERS (+ DATA) ending the stream, as one write when the windows allow."""
-        if st.local_closed or self.closed:
-            return
-        n = len(body)
-        if not n or n > self.send_window or n > st.send_window or n > 4096 or len(block) > self.peer_max_frame:
-            self.send_headers(st, block, end_stream=not n)
-            if n:
-                self.send_data(st, body, True)
-            return
-        self.send_window -= n
-        st.send_window -= n
-        sid = st.stream_id
-        self.write(fr.frame(fr.HEADERS, fr.END_HEADERS, sid, block) + fr.frame(fr.DATA, fr.END_STREAM, sid, body))
-        self._end_local(st)
-
-    def send_data(self, st: H2Stream, data: bytes, end: bool) -> None:
-        """DATA for ``st`` now if the windows allow, else queued on the stream until WINDOW_UPDATE."""
-        if st.local_closed or self.closed:
-            return
-        n = len(data)
-        if st.pending is None and n <= self.send_window and n <= st.send_window:
-            self.send_window -= n
-            st.send_window -= n
-            max_frame = self.peer_max_frame
-            flags = fr.END_STREAM if end else 0
-            sid = st.stream_id
-            if n <= max_frame:
-                if n < 4096:
-                    self.write(fr.frame(fr.DATA, flags, sid, data))
-                else:
-                    self.write(fr.frame_header(fr.DATA, flags, sid, n))
-                    self.write(data)
-            else:
-                for offset in range(0, n, max_frame):
-                    piece = data[offset:offset + max_frame]
-                    self.write(fr.frame_header(fr.DATA, flags if offset + max_frame >= n else 0, sid, len(piece)))
-                    self.write(piece)
-            if end:
-                self._end_local(st)
-            return
-        if st.pending is None:
-            st.pending = deque()
-        if data:
-            st.pending.append(data)
-            st.pending_size += n
-        st.pending_end = end
-        st.write_paused = True
-        self._blocked[st.stream_id] = st
-        self._pump()
-
-    def send_trailers(self, st: H2Stream, block: bytes) -> None:
-        if st.local_closed or self.closed:
-            return
-        if st.pending is not None:
-            st.pending_trailers = block
-            st.pending_end = True
-            return
-        self.write(fr.header_frames(st.stream_id, block, True, self.peer_max_frame))
-        self._end_local(st)
-
-    def _pump(self) -> None:
-        """Send queued DATA as far as the windows allow, stream by stream (a blocked stream waits alone)."""
-        max_frame = self.peer_max_frame
-        for sid, st in list(self._blocked.items()):
-            pending = st.pending
-            if pending is None or st.local_closed:
-                del self._blocked[sid]
-                continue
-            while pending and self.send_window > 0 and st.send_window > 0:
-                chunk = pending[0]
-                n = min(len(chunk), self.send_window, st.send_window, max_frame)
-                if n < len(chunk):
-                    pending[0] = chunk[n:]
-                    chunk = chunk[:n]
-                else:
-                    pending.popleft()
-                st.pending_size -= n
-                self.send_window -= n
-                st.send_window -= n
-                last = not pending and st.pending_end and st.pending_trailers is None
-                self.write(fr.frame(fr.DATA, fr.END_STREAM if last else 0, sid, chunk))
-                if last:
-                    self._end_local(st)
-            if pending:
-                if self.send_window <= 0:
-                    break
-                continue
-            del self._blocked[sid]
-            st.pending = None
-            if st.pending_trailers is not None:
-                self.write(fr.header_frames(sid, st.pending_trailers, True, max_frame))
-                st.pending_trailers = None
-                self._end_local(st)
-            elif st.pending_end and not st.local_closed:
-                self.write(fr.frame(fr.DATA, fr.END_STREAM, sid))
-                self._end_local(st)
-            if not self.write_paused:
-                st.write_paused = False
-                st.wake_drain()
-
+    # -- stream completion ---------------------------------------------------------------------------
     def _end_local(self, st: H2Stream) -> None:
         st.local_closed = True
         if st.remote_closed:
@@ -805,40 +662,6 @@ class H2Connection(asyncio.Protocol):
         st.pending = None
         self._remember_reset(st.stream_id)
         self._forget(st)
-
-    def credit_stream(self, st: H2Stream, n: int) -> None:
-        """The app consumed ``n`` body bytes of ``st``: give them back as stream window when worth it."""
-        if st.remote_closed or self.closed:
-            return
-        st._unacked += n
-        if st._unacked >= self.local_initial_window // 2 or st.recv_window <= 0:
-            st.recv_window += st._unacked
-            self.write(fr.window_update(st.stream_id, st._unacked))
-            st._unacked = 0
-
-    def write(self, data: bytes) -> None:
-        """Queue bytes; everything queued in one loop pass leaves in one write at its end (as on HTTP/1.1)."""
-        out = self._out
-        if not out:
-            self.loop.call_soon(self._flush_out)
-        out.append(data)
-
-    def _flush_out(self) -> None:
-        out = self._out
-        if out:
-            transport = self.transport
-            if transport is not None and not transport.is_closing():
-                if len(out) == 1:
-                    transport.write(out[0])
-                else:
-                    transport.writelines(out)
-            out.clear()
-
-    def close(self) -> None:
-        self._flush_out()
-        self.closed = True
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
 
     def force_close(self) -> None:
         if self.transport is not None:

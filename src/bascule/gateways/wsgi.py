@@ -206,7 +206,7 @@ class _Request:
 
     def _run(self) -> None:
         ex = self.ex
-        if ex.disconnected:  # the client left (or reset its HTTP/2 stream) while the request was queued
+        if ex.cancelled:  # the client cancelled it (HTTP/2 RST_STREAM) while it was queued: not started
             return
         wsgi_input = self.input
         if wsgi_input is None:

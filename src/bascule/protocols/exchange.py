@@ -48,6 +48,10 @@ class Exchange(abc.ABC):
     writable_hook: Callable[[], None] | None
     cancel_app: Callable[[], object] | None
     """Set by a gateway whose app runs as a task: the protocol calls it when --timeout-request expires."""
+    cancelled = False
+    """The client cancelled the request explicitly (HTTP/2 RST_STREAM): an app not started yet is skipped.
+    A client that merely disconnects (fire-and-forget senders close right after sending) still gets its
+    request run, as on every other server."""
     app_task: AppRun | None = None
     """Set by a gateway whose app runs beyond the dispatch call (an ASGI task that suspended, a WSGI run on
     a thread): HTTP/2 counts a stream reset by the client against its concurrency limit until the run is

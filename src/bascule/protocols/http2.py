@@ -497,6 +497,7 @@ class H2Connection(H2Output, asyncio.Protocol):
             return
         self._blocked.pop(sid, None)
         st.remote_closed = st.local_closed = True
+        st.cancelled = True
         if not st.finished:
             self._charge_reset()  # the work spent on it is lost: rapid reset counts these
             self.ctx.release(st)

@@ -18,6 +18,18 @@ from typing import IO, Any, Protocol
 Headers = list[tuple[bytes, bytes]]
 
 
+def peer_address(info: Any) -> tuple[str, int] | None:
+    """A transport's ``peername``/``sockname`` as the (host, port) scopes want; None for Unix sockets."""
+    if isinstance(info, tuple) and len(info) >= 2:
+        return str(info[0]), int(info[1])
+    return None
+
+
+def describe_peer(addr: tuple[str, int] | None) -> str:
+    """'host:port' for log lines, 'unix socket' when there is no address."""
+    return f"{addr[0]}:{addr[1]}" if addr else "unix socket"
+
+
 class AppRun(Protocol):
     """A running app call, as far as a protocol needs to know: whether it has returned."""
 

@@ -1,4 +1,4 @@
-"""HTTP/2 frame constants and serialisation (RFC 9113 4 and 6): byte layouts only, no state.
+"""HTTP/2 frame constants, serialisation (RFC 9113 4 and 6) and the two kinds of error: no state.
 
 Frames are parsed inline by the connection (one ``struct.unpack_from`` per frame header) and built here.
 """
@@ -43,6 +43,23 @@ DEFAULT_MAX_FRAME = 16384
 MAX_FRAME_LIMIT = 2**24 - 1
 
 _pack = HEADER.pack
+
+
+class ConnectionError_(Exception):
+    """A connection error (RFC 9113 5.4.1): GOAWAY with this code, then close."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StreamError(Exception):
+    """A stream error (RFC 9113 5.4.2): RST_STREAM with this code; the connection goes on."""
+
+    def __init__(self, stream_id: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.stream_id = stream_id
+        self.code = code
 
 
 def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:

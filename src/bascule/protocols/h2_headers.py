@@ -22,6 +22,7 @@ import hpack
 from hpack.table import HeaderTable
 
 from bascule.errors import AppProtocolError
+from bascule.protocols import h2_frames as fr
 from bascule.protocols.exchange import Exchange, Headers
 
 CACHE_ENTRIES = 64
@@ -31,6 +32,7 @@ _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 _BAD_RESPONSE_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-zA-Z]")
 _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                                   b"upgrade"))
+_UPGRADE_ONLY = _CONNECTION_SPECIFIC | {b"http2-settings", b"te"}  # HTTP/1.1 fields of an h2c upgrade
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT")}
 _STATIC_NAMES: dict[bytes, int] = {}
 for _i, (_name, _) in enumerate(HeaderTable.STATIC_TABLE, start=1):
@@ -42,12 +44,19 @@ class MalformedRequest(Exception):
     """A request the rules of RFC 9113 8.1-8.3 call malformed: a stream error of type PROTOCOL_ERROR."""
 
 
-class HeaderBlockTooLarge(Exception):
-    """The decoded header list is over the limit (an HPACK bomb, or just too large)."""
+class HeaderBlockTooLarge(fr.ConnectionError_):
+    """The decoded header list is over the limit (an HPACK bomb, or just too large): decoding stopped part
+    way, so the HPACK state is lost too; the connection ends (ENHANCE_YOUR_CALM)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(fr.ENHANCE_YOUR_CALM, f"header list over limit_request_header_size ({message})")
 
 
-class CompressionError(Exception):
+class CompressionError(fr.ConnectionError_):
     """The block could not be decoded: the connection's HPACK state is lost (COMPRESSION_ERROR)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(fr.COMPRESSION_ERROR, f"HPACK: {message}")
 
 
 class RequestHead(NamedTuple):
@@ -189,9 +198,7 @@ def upgrade_request(ex: Exchange, settings: bytes) -> tuple[RequestHead, bytes]:
     payload = base64.urlsafe_b64decode(settings + b"=" * (-len(settings) % 4))
     if len(payload) % 6:
         raise ValueError("HTTP2-Settings is not a list of settings")
-    drop = {b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"proxy-connection", b"te",
-            b"transfer-encoding"}
-    headers = [(name, value) for name, value in ex.headers if name not in drop]
+    headers = [(name, value) for name, value in ex.headers if name not in _UPGRADE_ONLY]
     return RequestHead(ex.method, ex.raw_path, ex.query_string, headers, None, None, False), payload
 
 

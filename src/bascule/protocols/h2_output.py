@@ -75,10 +75,6 @@ class H2Output:
             self._fixed_block = encode_fixed(fixed)
         return self._fixed_block
 
-    def send_informational(self, st: H2Stream, block: bytes) -> None:
-        if not st.local_closed and not self.closed:
-            self.write(fr.header_frames(st.stream_id, block, False, self.peer_max_frame))
-
     def send_headers(self, st: H2Stream, block: bytes, end_stream: bool) -> None:
         if st.local_closed or self.closed:
             return
@@ -131,7 +127,6 @@ class H2Output:
             st.pending = deque()
         if data:
             st.pending.append(data)
-            st.pending_size += n
         st.pending_end = end
         st.write_paused = True
         self._blocked[st.stream_id] = st
@@ -163,7 +158,6 @@ class H2Output:
                     chunk = chunk[:n]
                 else:
                     pending.popleft()
-                st.pending_size -= n
                 self.send_window -= n
                 st.send_window -= n
                 last = not pending and st.pending_end and st.pending_trailers is None

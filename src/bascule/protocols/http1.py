@@ -23,7 +23,7 @@ import httptools
 from bascule.context import ServerContext
 from bascule.errors import ProtocolError
 from bascule.protocols import h1_checks
-from bascule.protocols.exchange import Headers
+from bascule.protocols.exchange import Headers, describe_peer, peer_address
 from bascule.protocols.http1_exchange import H1Exchange, status_line
 from bascule.tls import tls_extension
 
@@ -87,13 +87,12 @@ class H1Connection(asyncio.Protocol):
         self._pending_error: tuple[int, bytes] | None = None
         self._early = b""  # the first reads of a connection opening with "PRI *" (an HTTP/2 preface)
         self._raw_left = 0  # body bytes of a not-taken upgrade request still to read (see _upgrade_body)
-        self._raw_ex: H1Exchange | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        self.client = _address(transport.get_extra_info("peername"))
-        self.server = _address(transport.get_extra_info("sockname"))
+        self.client = peer_address(transport.get_extra_info("peername"))
+        self.server = peer_address(transport.get_extra_info("sockname"))
         if transport.get_extra_info("sslcontext") is None:
             sock = transport.get_extra_info("socket")
             if sock is not None:
@@ -105,7 +104,7 @@ class H1Connection(asyncio.Protocol):
         ctx = self.ctx
         limit = ctx.limit_connections
         if limit is not None and len(ctx.connections) >= limit:
-            _log.info("refused a connection from %s: --limit-connections %d reached", _fmt_addr(self.client), limit)
+            _log.info("refused a connection from %s: --limit-connections %d reached", describe_peer(self.client), limit)
             self._send_error(503, b"Service Unavailable: too many connections\n")
             return
         ctx.connections.add(self)
@@ -344,19 +343,18 @@ class H1Connection(asyncio.Protocol):
         if length is None:  # an upgrade with a chunked body: not served (no parser past the upgrade)
             self._to_dispatch = None
             self.active = self._parsing = None
-            _log.info("rejected a request from %s: Upgrade with a chunked body (501)", _fmt_addr(self.client))
+            _log.info("rejected a request from %s: Upgrade with a chunked body (501)", describe_peer(self.client))
             self._send_error(501, b"Not Implemented: an Upgrade request with a chunked body\n")
             return False
         if length and not ex.finished:
             ex._body_done = False
-            self._raw_left = length
-            self._raw_ex = ex
+            self._raw_left = length  # for self._latest, the request whose upgrade was not taken
             if leftover:
                 self._feed_raw(leftover)
         return True
 
     def _feed_raw(self, data: bytes) -> None:
-        ex = self._raw_ex
+        ex = self._latest
         take = data[:self._raw_left]
         self._raw_left -= len(take)
         try:
@@ -367,7 +365,6 @@ class H1Connection(asyncio.Protocol):
             self._bad_request(exc)
             return
         if not self._raw_left:
-            self._raw_ex = None
             if ex is not None:
                 ex.end_body()
             self.pause_reading("upgrade")  # nothing after the body is read: the connection closes
@@ -489,7 +486,7 @@ class H1Connection(asyncio.Protocol):
         cause = origin if isinstance(origin, ProtocolError) else None
         status = cause.status if cause is not None else 400
         reason = str(cause) if cause is not None else (str(exc) or "malformed request")
-        _log.info("rejected a request from %s: %s (%d)", _fmt_addr(self.client), reason, status)
+        _log.info("rejected a request from %s: %s (%d)", describe_peer(self.client), reason, status)
         self.pause_reading("error")
         body = f"{http.HTTPStatus(status).phrase}: {reason}\n".encode("latin-1", "replace")
         broken, self._parsing = self._parsing, None
@@ -639,14 +636,6 @@ class H1Connection(asyncio.Protocol):
         self.close()
 
 
-def _address(info: Any) -> tuple[str, int] | None:
-    if isinstance(info, tuple) and len(info) >= 2:
-        return str(info[0]), int(info[1])
-    return None
-
-
-def _fmt_addr(addr: tuple[str, int] | None) -> str:
-    return f"{addr[0]}:{addr[1]}" if addr else "unix socket"
 
 
 def socket_family_label(sock: socket.socket) -> str:

@@ -20,15 +20,16 @@ that sends PINGs without reading the answers stops being read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from bascule.context import ServerContext
 from bascule.protocols import h2_frames as fr
+from bascule.protocols.exchange import describe_peer, peer_address
+from bascule.protocols.h2_frames import ConnectionError_, StreamError
 from bascule.protocols.h2_headers import (
-    CompressionError,
-    HeaderBlockTooLarge,
     MalformedRequest,
     RequestDecoder,
     RequestHead,
@@ -37,6 +38,7 @@ from bascule.protocols.h2_output import H2Output
 from bascule.protocols.http2_stream import H2Stream
 
 _log = logging.getLogger("bascule.error")
+_S = TypeVar("_S", bound=H2Stream)
 _unpack_header = fr.HEADER.unpack_from
 _U32 = struct.Struct(">L").unpack_from
 
@@ -46,23 +48,6 @@ CONTROL_PER_TICK = 2000  # PING, SETTINGS, PRIORITY, WINDOW_UPDATE, empty DATA, 
 GOAWAY_GRACE = 0.25  # seconds between a graceful GOAWAY and closing an idle connection
 MAX_BLOCK_FRAMES = 64  # CONTINUATION frames in one header block
 REMEMBERED_RESETS = 1024  # streams we reset, whose late frames are dropped quietly
-
-
-class ConnectionError_(Exception):
-    """A connection error (RFC 9113 5.4.1): GOAWAY with this code, then close."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class StreamError(Exception):
-    """A stream error (RFC 9113 5.4.2): RST_STREAM with this code; the connection goes on."""
-
-    def __init__(self, stream_id: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.stream_id = stream_id
-        self.code = code
 
 
 class H2Connection(H2Output, asyncio.Protocol):
@@ -119,8 +104,8 @@ class H2Connection(H2Output, asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.client = _address(transport.get_extra_info("peername"))
-        self.server = _address(transport.get_extra_info("sockname"))
+        self.client = peer_address(transport.get_extra_info("peername"))
+        self.server = peer_address(transport.get_extra_info("sockname"))
         self.idle_since = self._since = self.loop.time()
         self.ctx.connections.add(self)
         settings = {fr.SETTINGS_MAX_CONCURRENT_STREAMS: self.max_streams,
@@ -142,11 +127,8 @@ class H2Connection(H2Output, asyncio.Protocol):
             self._connection_error(exc.code, str(exc))
             return
         self.last_stream_id = 1
-        st = self._open_stream(1, head, True)
-        ready, self._to_dispatch = self._to_dispatch, []
-        if st in ready:
-            st.dispatched_at = self.loop.time()
-            self.ctx.serve(st)
+        self._open_stream(1, head, True)
+        self._dispatch_ready()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -231,12 +213,17 @@ class H2Connection(H2Output, asyncio.Protocol):
             self._connection_error(exc.code, str(exc))
             return
         if self._to_dispatch:
-            ready, self._to_dispatch = self._to_dispatch, []
-            now = self.loop.time()
-            for st in ready:
-                if not st.disconnected:
-                    st.dispatched_at = now
-                    self.ctx.serve(st)
+            self._dispatch_ready()
+
+    def _dispatch_ready(self) -> None:
+        """Start the apps of the streams whose heads arrived (after the whole read, so a small request's
+        body is complete by then)."""
+        ready, self._to_dispatch = self._to_dispatch, []
+        now = self.loop.time()
+        for st in ready:
+            if not st.disconnected:
+                st.dispatched_at = now
+                self.ctx.serve(st)
 
     def eof_received(self) -> bool | None:
         return None
@@ -305,13 +292,9 @@ class H2Connection(H2Output, asyncio.Protocol):
             raise ConnectionError_(fr.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
         self.last_stream_id = sid
         try:
-            head = self.decoder.request(block)
+            head = self.decoder.request(block)  # HPACK failures raise connection errors themselves
         except MalformedRequest as exc:
             raise StreamError(sid, fr.PROTOCOL_ERROR, f"malformed request: {exc}") from None
-        except HeaderBlockTooLarge:
-            raise ConnectionError_(fr.ENHANCE_YOUR_CALM, "header list over limit_request_header_size") from None
-        except CompressionError as exc:
-            raise ConnectionError_(fr.COMPRESSION_ERROR, f"HPACK: {exc}") from None
         if prio_error:
             raise StreamError(sid, fr.PROTOCOL_ERROR, "stream depends on itself")
         if self.goaway_sent:
@@ -336,19 +319,15 @@ class H2Connection(H2Output, asyncio.Protocol):
     def _open_stream(self, sid: int, head: RequestHead, end_stream: bool) -> H2Stream:
         if head.protocol is not None:
             return self._open_websocket(sid, head, end_stream)
-        st = H2Stream(self, sid, head)
-        self.streams[sid] = st
-        self.idle_since = None
-        if self.ctx.access_log:
-            st.start_time = self.loop.time()
+        st = self._register(H2Stream(self, sid, head))
         if end_stream:
             st.end_body()
             if head.content_length:
                 raise StreamError(sid, fr.PROTOCOL_ERROR, "content-length without a body")
-        limit = self.ctx.limit_request_body
-        if head.method == "CONNECT" and head.protocol is None:
+        if head.method == "CONNECT":  # plain CONNECT (an extended one has a :protocol)
             st.send_simple(405, b"Method Not Allowed: this server is not a proxy\n")
             return st
+        limit = self.ctx.limit_request_body
         if limit is not None and head.content_length is not None and head.content_length > limit:
             st.send_simple(413, f"Payload Too Large: request body over the limit of {limit} bytes\n".encode())
             return st
@@ -362,8 +341,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         route = self.ctx.websocket_route
         handler = route(head.raw_path) if route is not None and head.protocol == b"websocket" else None
         if handler is None or end_stream:
-            st = H2Stream(self, sid, head)
-            self.streams[sid] = st
+            st = self._register(H2Stream(self, sid, head))
             if end_stream:
                 st.end_body()
             if head.protocol != b"websocket":
@@ -371,13 +349,17 @@ class H2Connection(H2Output, asyncio.Protocol):
             else:
                 st.send_simple(404 if not end_stream else 400, b"No WebSocket endpoint here\n")
             return st
-        ws = H2WSStream(self, sid, head)
-        self.streams[sid] = ws
-        self.idle_since = None
-        if self.ctx.access_log:
-            ws.start_time = self.loop.time()
+        ws = self._register(H2WSStream(self, sid, head))
         ws.start_websocket(handler)
         return ws
+
+    def _register(self, st: _S) -> _S:
+        """A new stream enters the table: the connection is busy, and the access log's clock starts."""
+        self.streams[st.stream_id] = st
+        self.idle_since = None
+        if self.ctx.access_log:
+            st.start_time = self.loop.time()
+        return st
 
     def _trailers(self, st: H2Stream, block: bytes, end_stream: bool) -> None:
         if st.remote_closed:
@@ -387,24 +369,14 @@ class H2Connection(H2Output, asyncio.Protocol):
             self.decoder.trailers(block)
         except MalformedRequest as exc:
             raise StreamError(st.stream_id, fr.PROTOCOL_ERROR, f"malformed trailers: {exc}") from None
-        except HeaderBlockTooLarge:
-            raise ConnectionError_(fr.ENHANCE_YOUR_CALM, "trailers over limit_request_header_size") from None
-        except CompressionError as exc:
-            raise ConnectionError_(fr.COMPRESSION_ERROR, f"HPACK: {exc}") from None
         if not end_stream:
             raise StreamError(st.stream_id, fr.PROTOCOL_ERROR, "trailers without END_STREAM")
         self._end_request(st)
 
     def _decode_quietly(self, block: bytes) -> None:
         """Decode a block only to keep the HPACK state in step (its request is not served)."""
-        try:
+        with contextlib.suppress(MalformedRequest):
             self.decoder.trailers(block)
-        except MalformedRequest:
-            pass
-        except HeaderBlockTooLarge:
-            raise ConnectionError_(fr.ENHANCE_YOUR_CALM, "header list over limit_request_header_size") from None
-        except CompressionError as exc:
-            raise ConnectionError_(fr.COMPRESSION_ERROR, f"HPACK: {exc}") from None
 
     def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:
@@ -586,7 +558,7 @@ class H2Connection(H2Output, asyncio.Protocol):
 
     def _stream_error(self, exc: StreamError) -> None:
         sid = exc.stream_id
-        _log.debug("HTTP/2 stream %d of %s reset: %s", sid, _fmt_addr(self.client), exc)
+        _log.debug("HTTP/2 stream %d of %s reset: %s", sid, describe_peer(self.client), exc)
         st = self.streams.get(sid)
         if st is not None:
             self.reset_stream(st, exc.code)
@@ -606,7 +578,7 @@ class H2Connection(H2Output, asyncio.Protocol):
             self._connection_error(calm.code, str(calm))
 
     def _connection_error(self, code: int, message: str) -> None:
-        _log.info("HTTP/2 connection from %s closed: %s", _fmt_addr(self.client), message)
+        _log.info("HTTP/2 connection from %s closed: %s", describe_peer(self.client), message)
         if not self.closed:
             self.goaway_sent = True
             self.write(self._goaway(code, message.encode("ascii", "replace")[:200]))
@@ -644,16 +616,16 @@ class H2Connection(H2Output, asyncio.Protocol):
         st.local_closed = True
         if st.remote_closed:
             self._forget(st)
-        else:
-            # The response is complete but the client is still sending a body nobody will read:
-            # RST_STREAM (NO_ERROR) tells it to stop (RFC 9113 8.1).
-            self.write(fr.rst_stream(st.stream_id, fr.NO_ERROR))
-            st.remote_closed = True
-            self._remember_reset(st.stream_id)
-            self._forget(st)
-            self._orphan_if_running(st)
-            if not st.body_done:
-                st.on_disconnect()  # an app still reading the body would wait for bytes that never come
+            return
+        # The response is complete but the client is still sending a body nobody will read:
+        # RST_STREAM (NO_ERROR) tells it to stop (RFC 9113 8.1).
+        self.write(fr.rst_stream(st.stream_id, fr.NO_ERROR))
+        st.remote_closed = True
+        self._remember_reset(st.stream_id)
+        self._forget(st)
+        self._orphan_if_running(st)
+        if not st.body_done:
+            st.on_disconnect()  # an app still reading the body would wait for bytes that never come
 
     def reset_stream(self, st: H2Stream, code: int) -> None:
         if not st.local_closed and not self.closed:
@@ -730,12 +702,3 @@ def _unpad(payload: bytes) -> bytes:
         raise ConnectionError_(fr.PROTOCOL_ERROR, "padding longer than the frame")
     return payload[1:len(payload) - pad]
 
-
-def _address(info: Any) -> tuple[str, int] | None:
-    if isinstance(info, tuple) and len(info) >= 2:
-        return str(info[0]), int(info[1])
-    return None
-
-
-def _fmt_addr(addr: tuple[str, int] | None) -> str:
-    return f"{addr[0]}:{addr[1]}" if addr else "unix socket"

@@ -59,7 +59,6 @@ class H2Stream(BufferedExchange):
     _trailers = False
     _unacked = 0  # body bytes the app has read and the client has not been given back as window
     pending: deque[bytes] | None = None  # DATA payloads waiting for window
-    pending_size = 0
     pending_end = False
     pending_trailers: bytes | None = None
 
@@ -83,10 +82,11 @@ class H2Stream(BufferedExchange):
 
     # -- request body, fed by the connection --------------------------------------------------------
     def feed(self, data: bytes) -> None:
+        if not data:
+            return
         self.received += len(data)
-        if self.finished or not data:
-            if data:
-                self.conn.credit_stream(self, len(data))  # nobody will read it: give the window back
+        if self.finished:
+            self.conn.credit_stream(self, len(data))  # nobody will read it: give the window back
             return
         if self._body is None:
             self._body = [data]
@@ -118,7 +118,7 @@ class H2Stream(BufferedExchange):
         if self.expect_continue:
             self.expect_continue = False
             if not self.response_started and not self._body_done and not self.disconnected:
-                self.conn.send_informational(self, status_field(100))
+                self.conn.send_headers(self, status_field(100), end_stream=False)
         while not self._body and not self._body_done and not self.disconnected:
             self._body_waiter = self.loop.create_future()
             await self._body_waiter
@@ -135,7 +135,7 @@ class H2Stream(BufferedExchange):
             if status == 101:
                 raise AppProtocolError("101 Switching Protocols does not exist in HTTP/2")
             if not self.disconnected:
-                self.conn.send_informational(self, field + b"".join(parts))
+                self.conn.send_headers(self, field + b"".join(parts), end_stream=False)
             return
         self.response_started = True
         self.status = status
@@ -167,13 +167,6 @@ class H2Stream(BufferedExchange):
             conn.send_headers(self, block, end_stream=end and not trailers)
             if end and not trailers:
                 self._finish()
-            return
-        if not body and not end:
-            conn.send_headers(self, block, end_stream=False)
-            return
-        if end and not trailers and not body and (self._expected or 0) == 0:
-            conn.send_headers(self, block, end_stream=True)
-            self._finish()
             return
         conn.send_headers(self, block, end_stream=False)
         self._emit(body, end)

@@ -38,7 +38,14 @@ from websockets.protocol import OPEN, State
 from websockets.server import ServerProtocol
 
 from bascule.errors import AppProtocolError
-from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, WebSocketClosed, WebSocketSession
+from bascule.protocols.exchange import (
+    ClientDisconnected,
+    Exchange,
+    Headers,
+    WebSocketClosed,
+    WebSocketSession,
+    describe_peer,
+)
 from bascule.protocols.http1_exchange import status_line
 
 if TYPE_CHECKING:
@@ -199,7 +206,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         checked = self._check_handshake(ex)
         if isinstance(checked[0], int):
             status, reason, extra = checked
-            _error_log.info("rejected a WebSocket handshake from %s: %s (%d)", _fmt(self.client), reason, status)
+            _error_log.info("rejected a WebSocket handshake from %s: %s (%d)", describe_peer(self.client), reason,
+                            status)
             self._http_response(status, (f"{http.HTTPStatus(status).phrase}: {reason}\n").encode("utf-8", "replace"),
                                 extra)
             return
@@ -576,7 +584,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             if self._ping_payload is not None:
                 if now - self._ping_sent > config.ws_ping_timeout:
                     _error_log.info("WebSocket peer %s did not answer a ping in %.1fs: closing",
-                                    _fmt(self.client), config.ws_ping_timeout)
+                                    describe_peer(self.client), config.ws_ping_timeout)
                     proto.fail(1011, "keepalive ping timeout")
                     self._closed_by_peer(1006)
                     self._take_writes(proto)
@@ -606,8 +614,4 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             self._flush()
         self._closed_by_peer(1001)
         self.abort()
-
-
-def _fmt(addr: tuple[str, int] | None) -> str:
-    return f"{addr[0]}:{addr[1]}" if addr else "unix socket"
 

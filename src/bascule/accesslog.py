@@ -8,10 +8,19 @@ quote) is written as ``\\xHH``, so one request is always exactly one line.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from bascule.protocols.exchange import Exchange
+
+class Logged(Protocol):
+    """What a log line reads of a request (an Exchange has it all; a Protocol so any record will do)."""
+
+    method: str
+    raw_path: bytes
+    query_string: bytes
+    http_version: str
+    status: int
+    client: tuple[str, int] | None
+    headers: list[tuple[bytes, bytes]]
 
 _UNSAFE = re.compile(rb'[^\x20-\x7e]|["\\]')
 
@@ -25,14 +34,14 @@ def escape(value: bytes) -> str:
     return _UNSAFE.sub(_hex, value).decode("ascii")
 
 
-def _header(ex: Exchange, name: bytes) -> str:
+def _header(ex: Logged, name: bytes) -> str:
     for key, value in ex.headers:
         if key == name:
             return escape(value)
     return "-"
 
 
-def format_access(template: str, ex: Exchange, nbytes: int, duration: float) -> str:
+def format_access(template: str, ex: Logged, nbytes: int, duration: float) -> str:
     """Fill the access-log template for one finished request."""
     target = ex.raw_path + (b"?" + ex.query_string if ex.query_string else b"")
     method = escape(ex.method.encode("latin-1", "replace"))

@@ -41,3 +41,11 @@ class ProtocolError(BasculeError):
 
 class AppProtocolError(BasculeError):
     """The app broke its interface's rules (ASGI message order, WSGI start_response misuse)."""
+
+
+class ClientDisconnected(OSError):
+    """Raised to an app that sends on a connection the client has closed (ASGI spec 2.4 asks for OSError).
+
+    Defined here, not beside the Exchange seam, because that module is compiled (see setup.py) and a
+    compiled class cannot derive from OSError.
+    """

@@ -62,6 +62,7 @@ class FakeExchange(Exchange):
         self.response_started = False
         self.status = 0
         self.writable_hook = None
+        self.write_paused = False
         self.loop: Any = None  # an app that never suspends schedules nothing on it
         self.pieces = list(body_pieces or [])
         self.buffered = buffered
@@ -95,10 +96,6 @@ class FakeExchange(Exchange):
     def send_simple(self, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:
         self.calls.append(("send_simple", status, body))
         self.response_started = True
-
-    @property
-    def write_paused(self) -> bool:
-        return False
 
     async def drain(self) -> None:
         self.calls.append(("drain",))

@@ -346,7 +346,7 @@ class _Ex:
 
 
 def test_access_log_line_cannot_be_forged_or_coloured() -> None:
-    line = format_access("{client} {request_line} {status} {user_agent} {referer} {query}", _Ex(),  # type: ignore[arg-type]
+    line = format_access("{client} {request_line} {status} {user_agent} {referer} {query}", _Ex(),
                          0, 0.0)
     assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\u2028" not in line
     assert line.isprintable()

@@ -22,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 from bascule.errors import AppProtocolError
 from bascule.gateways.asgi_ws import WebSocketCycle
 from bascule.gateways.eager import Resume, start_eager
-from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, WebSocketSession
+from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, WebSocketSession, app_headers
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -235,7 +235,7 @@ class HTTPCycle:
                 if type(status) is not int:
                     raise AppProtocolError(f"http.response.start 'status' must be an int, got {status!r}")
                 self.status = status
-                self.headers = list(message.get("headers", ()))
+                self.headers = app_headers(message.get("headers", ()))
                 self.trailers = bool(message.get("trailers", False))
                 self.state = SendState.BODY
                 return
@@ -258,11 +258,11 @@ class HTTPCycle:
             # trailers
             if self.trailer_headers is None:
                 self.trailer_headers = []
-            self.trailer_headers.extend(message.get("headers", ()))
+            self.trailer_headers += app_headers(message.get("headers", ()))
             if not message.get("more_trailers", False):
                 self.state = SendState.DONE
                 ex.send_trailers(self.trailer_headers)
-        except KeyError as exc:
-            raise AppProtocolError(f"ASGI message {mtype!r} lacks the required key {exc}") from None
+        except KeyError as missing:  # one name per handler: compiled code gives a name one type
+            raise AppProtocolError(f"ASGI message {mtype!r} lacks the required key {missing}") from None
         except (TypeError, ValueError) as exc:
             raise AppProtocolError(f"invalid ASGI message {mtype!r}: {exc}") from exc

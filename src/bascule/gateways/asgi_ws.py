@@ -21,7 +21,7 @@ from typing import Any
 
 from bascule.errors import AppProtocolError
 from bascule.gateways.eager import start_eager
-from bascule.protocols.exchange import ClientDisconnected, WebSocketClosed, WebSocketSession
+from bascule.protocols.exchange import ClientDisconnected, WebSocketClosed, WebSocketSession, app_headers
 
 Message = MutableMapping[str, Any]
 
@@ -151,7 +151,7 @@ class WebSocketCycle:
                     await session.send(data)
             elif mtype == "websocket.accept":
                 subprotocol = message.get("subprotocol")
-                session.accept(subprotocol, list(message.get("headers", ())))
+                session.accept(subprotocol, app_headers(message.get("headers", ())))
                 self.state = WSState.OPEN
             elif mtype == "websocket.close":
                 self.state = WSState.CLOSED
@@ -165,7 +165,7 @@ class WebSocketCycle:
                                                f"{code!r}, {reason!r}")
                     session.close(code, reason)
             elif mtype == "websocket.http.response.start":
-                session.deny_start(message["status"], list(message.get("headers", ())))
+                session.deny_start(message["status"], app_headers(message.get("headers", ())))
                 self.state = WSState.RESPONSE
             else:  # websocket.http.response.body
                 body = message.get("body", b"")
@@ -176,7 +176,7 @@ class WebSocketCycle:
                 if not more:
                     self.state = WSState.CLOSED
                 session.deny_body(bytes(body), more)
-        except KeyError as exc:
-            raise AppProtocolError(f"ASGI message {mtype!r} lacks the required key {exc}") from None
+        except KeyError as missing:  # one name per handler: compiled code gives a name one type
+            raise AppProtocolError(f"ASGI message {mtype!r} lacks the required key {missing}") from None
         except (TypeError, ValueError) as exc:
             raise AppProtocolError(f"invalid ASGI message {mtype!r}: {exc}") from exc

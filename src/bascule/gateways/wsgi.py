@@ -40,6 +40,14 @@ _HOP_BY_HOP = frozenset((
 ))
 
 
+def _as_bytes(item: object) -> bytes:
+    """A body item as bytes: bytes as they are, bytearray and memoryview copied, anything else an error."""
+    if type(item) is bytes:
+        return item
+    if isinstance(item, (bytearray, memoryview)):
+        return bytes(item)
+    raise AppProtocolError(f"WSGI body items must be bytes, got {type(item).__name__}")
+
 class _ClientGone(Exception):
     """The client disconnected while the app was still producing its response."""
 
@@ -230,7 +238,7 @@ class _Request:
         finally:
             self._close(result)
 
-    def _close(self, result: Iterable[bytes] | None) -> None:
+    def _close(self, result: Iterable[object] | None) -> None:
         """PEP 3333: the iterable's close() is always called, whatever happened; its failure is reported."""
         close = getattr(result, "close", None)
         if close is not None:
@@ -261,8 +269,12 @@ class _Request:
         else:
             self.loop.call_soon_threadsafe(fn, *args)
 
-    def _consume(self, result: Iterable[bytes]) -> bool:
-        """Send the app's response; False if streaming it was handed to a task on the loop (loop mode)."""
+    def _consume(self, result: Iterable[object]) -> bool:
+        """Send the app's response; False if streaming it was handed to a task on the loop (loop mode).
+
+        ``result`` is typed by what apps really return (bytearray and memoryview items too, see _as_bytes),
+        not by PEP 3333's bytes: compiled code checks the declared type of every item.
+        """
         if type(result) is list and len(result) == 1 and not self.head_scheduled:
             body = result[0]
             if self.status is None:
@@ -277,13 +289,11 @@ class _Request:
             return False
         if isinstance(result, FileWrapper) and self._try_sendfile(result):
             return True
-        for chunk in result:
+        item: object
+        for item in result:
             if self.status is None:
                 raise AppProtocolError("the WSGI app yielded a body before calling start_response()")
-            if type(chunk) is not bytes:
-                if not isinstance(chunk, (bytearray, memoryview)):
-                    raise AppProtocolError(f"WSGI body items must be bytes, got {type(chunk).__name__}")
-                chunk = bytes(chunk)
+            chunk = _as_bytes(item)
             if chunk:
                 self._push(chunk, False)
         if self.status is None:
@@ -291,16 +301,18 @@ class _Request:
         self._push(b"", True)
         return True
 
-    async def _stream_on_loop(self, result: Iterable[bytes]) -> None:
+    async def _stream_on_loop(self, result: Iterable[object]) -> None:
         """Loop mode: iterate the app's body on the loop, waiting for drain while the client is slow."""
         ex = self.ex
+        item: object
         try:
-            for chunk in result:
+            for item in result:
                 if self.status is None:
                     raise AppProtocolError("the WSGI app yielded a body before calling start_response()")
+                chunk = _as_bytes(item)
                 if chunk:
                     self.head_scheduled = True
-                    self._on_loop_send(bytes(chunk), False)
+                    self._on_loop_send(chunk, False)
                     if ex.write_paused:
                         await ex.drain()
                     if ex.disconnected:

@@ -15,7 +15,33 @@ import asyncio
 from collections.abc import Callable
 from typing import IO, Any, Protocol
 
+from bascule.errors import ClientDisconnected
+
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # it only matters to mypyc (setup.py), which does not call it: bascule runs without it
+
+    def mypyc_attr(*_args: object, **_kwargs: object) -> Callable[[type], type]:  # type: ignore[misc]
+        return lambda cls: cls
+
+__all__ = ["AppRun", "BufferedExchange", "ClientDisconnected", "Exchange", "Headers", "WebSocketClosed",
+           "WebSocketSession", "app_headers", "describe_peer", "peer_address"]
+
 Headers = list[tuple[bytes, bytes]]
+
+
+def app_headers(raw: Any) -> Headers:
+    """An app's ``headers`` as the protocols take them: a list of 2-tuples.
+
+    ASGI allows any iterable of 2-item iterables. Pairs that are not tuples (lists, from JSON-minded
+    code) are converted here, once, so the protocols can unpack them as tuples (which compiled code
+    checks); a pair of the wrong length or type fails there and becomes an AppProtocolError.
+    """
+    headers = list(raw)
+    for i, pair in enumerate(headers):
+        if type(pair) is not tuple:
+            headers[i] = tuple(pair)
+    return headers
 
 
 def peer_address(info: Any) -> tuple[str, int] | None:
@@ -36,10 +62,7 @@ class AppRun(Protocol):
     def done(self) -> bool: ...
 
 
-class ClientDisconnected(OSError):
-    """Raised to an app that sends on a connection the client has closed (ASGI spec 2.4 asks for OSError)."""
-
-
+@mypyc_attr(allow_interpreted_subclasses=True)  # a seam: other protocols and test doubles implement it
 class Exchange(abc.ABC):
     """One request/response pair. Request fields are set before the gateway sees it and never change."""
 
@@ -57,14 +80,14 @@ class Exchange(abc.ABC):
     disconnected: bool
     response_started: bool
     status: int
-    writable_hook: Callable[[], None] | None
+    writable_hook: Callable[[], None] | None = None
     cancel_app: Callable[[], object] | None
     """Set by a gateway whose app runs as a task: the protocol calls it when --timeout-request expires."""
     cancelled = False
     """The client cancelled the request explicitly (HTTP/2 RST_STREAM): an app not started yet is skipped.
     A client that merely disconnects (fire-and-forget senders close right after sending) still gets its
     request run, as on every other server."""
-    app_task: AppRun | None = None
+    app_task: Any = None  # an AppRun or None (mypyc leaves a Protocol-typed default unset: typed Any)
     """Set by a gateway whose app runs beyond the dispatch call (an ASGI task that suspended, a WSGI run on
     a thread): HTTP/2 counts a stream reset by the client against its concurrency limit until the run is
     done (rapid reset)."""
@@ -141,17 +164,10 @@ class Exchange(abc.ABC):
         """
 
 
-class ResponseSink(Protocol):
-    """What a :class:`BufferedExchange` needs of its connection: being told the response is complete."""
-
-    def response_done(self, ex: Any, aborted: bool = False) -> None: ...
-
-
 class BufferedExchange(Exchange):
     """The parts HTTP/1.1 and HTTP/2 exchanges share: the request body buffer and its waiter, response
     completion, and the ``http.disconnect`` waiter. Class-level defaults are written only on change."""
 
-    conn: ResponseSink
     finished = False
     counted = False  # counted in ServerContext.in_flight (--limit-concurrency) until released
     _body: list[bytes] | None = None
@@ -183,8 +199,12 @@ class BufferedExchange(Exchange):
     def _finish(self) -> None:
         if not self.finished:
             self.finished = True
-            self.conn.response_done(self)
+            self._response_done()
             self._wake_disconnect()
+
+    @abc.abstractmethod
+    def _response_done(self) -> None:
+        """Tell the connection this response is complete (each subclass holds its own connection type)."""
 
     def _wake_disconnect(self) -> None:
         waiter, self._disconnect_waiter = self._disconnect_waiter, None
@@ -209,6 +229,7 @@ class WebSocketClosed:
         self.reason = reason
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class WebSocketSession(abc.ABC):
     """One WebSocket handshake and, once accepted, its messages: the seam for the ``websocket`` scope.
 

@@ -83,8 +83,8 @@ class RequestDecoder:
         """Decode a block into raw fields; errors that leave the HPACK state unknown end the connection."""
         try:
             fields = self.decoder.decode(block, raw=True)
-        except hpack.OversizedHeaderListError as exc:
-            raise HeaderBlockTooLarge(str(exc)) from None
+        except hpack.OversizedHeaderListError as too_large:  # one name per handler (compiled: one type)
+            raise HeaderBlockTooLarge(str(too_large)) from None
         except (hpack.HPACKError, ValueError, IndexError) as exc:
             raise CompressionError(str(exc) or type(exc).__name__) from None
         return [(bytes(name), bytes(value)) for name, value in fields]

@@ -241,7 +241,7 @@ class H1Connection(asyncio.Protocol):
             raw_path, query = url, b""
         else:
             try:
-                parsed = httptools.parse_url(url)
+                parsed: Any = httptools.parse_url(url)  # Any: its path and query may be None (stubs say bytes)
             except httptools.HttpParserInvalidURLError:
                 raise ProtocolError("invalid request target", 400) from None
             if not parsed.schema:

@@ -107,7 +107,6 @@ class H1Exchange(BufferedExchange):
     response_started = False
     status = 0
     sent = 0
-    writable_hook = None
     write_paused = False
     no_body = False
     te_trailers = False
@@ -288,6 +287,9 @@ class H1Exchange(BufferedExchange):
     def refuse(self, status: int, body: bytes) -> None:
         self.keep_alive = False  # a client turned away for load should come back on a new connection
         self.send_simple(status, body)
+
+    def _response_done(self) -> None:
+        self.conn.response_done(self)
 
     def _target(self) -> str:
         return self.raw_path.decode("latin-1")

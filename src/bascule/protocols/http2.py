@@ -203,8 +203,8 @@ class H2Connection(H2Output, asyncio.Protocol):
                         raise ConnectionError_(fr.PROTOCOL_ERROR, "a client cannot push")
                     else:
                         self._charge_control()  # unknown frame types are ignored (RFC 9113 5.5), but not free
-                except StreamError as exc:
-                    self._stream_error(exc)
+                except StreamError as stream_error:  # one name per handler (compiled: one type)
+                    self._stream_error(stream_error)
                 if self.closed:
                     return
             if pos < end:

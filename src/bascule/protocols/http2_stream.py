@@ -44,7 +44,6 @@ class H2Stream(BufferedExchange):
     finished = False  # the app's response is complete (or given up)
     status = 0
     sent = 0
-    writable_hook = None
     write_paused = False
     cancel_app: Callable[[], object] | None = None
     websocket = False  # an extended CONNECT stream carrying a WebSocket (protocols/h2_websocket.py)
@@ -233,6 +232,9 @@ class H2Stream(BufferedExchange):
             if self._drain_waiter is None:
                 self._drain_waiter = self.loop.create_future()
             await self._drain_waiter
+
+    def _response_done(self) -> None:
+        self.conn.response_done(self)
 
     def abort(self) -> None:
         """Give up on the response: RST_STREAM (INTERNAL_ERROR); the connection and its other streams go on."""

@@ -581,7 +581,7 @@ def missing_executable(plan: Plan, server: Server) -> str:
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"cannot run {exe}: {exc}"
         if done.returncode != 0:
-            return f"{exe} cannot import bascule (pip install -e . in that interpreter's venv)"
+            return f"{exe} cannot import bascule (pip install . in that interpreter's venv)"
         return ""
     if not os.access(exe, os.X_OK):
         return f"{exe} not found: run `python benchmarks/run.py --setup`"
@@ -778,12 +778,26 @@ def _dist_versions(python: str, names: Sequence[str]) -> dict[str, str]:
     return found
 
 
+def bascule_build(python: str) -> str:
+    """'compiled (mypyc)' or 'pure Python': an editable install runs the slower pure-Python modules."""
+    probe = "import bascule.protocols.http1 as m; print(m.__file__)"
+    try:
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    path = done.stdout.strip()
+    if not path:
+        return "unknown"
+    return "pure Python (editable install? see README)" if path.endswith(".py") else "compiled (mypyc)"
+
+
 def versions(plan: Plan) -> dict[str, str]:
     """Versions of what was measured: bascule, each peer, uvloop/httptools on both sides, the load tools."""
     found: dict[str, str] = {}
     if any(s.is_ours() for s in plan.servers):
         for name, version in _dist_versions(plan.env.bascule_python, ["bascule", "uvloop", "httptools"]).items():
             found[name if name == "bascule" else f"{name} (bascule's)"] = version
+        found["bascule build"] = bascule_build(plan.env.bascule_python)
     peers = sorted({s.distribution for s in plan.servers if not s.is_ours()})
     if peers:
         for name, version in _dist_versions(str(plan.env.peers_bin / "python"),
@@ -907,7 +921,7 @@ def draw_chart(plan: Plan, results: list[Result], path: Path, subtitle: str) -> 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "matplotlib is not installed (pip install -e '.[bench]'): no chart drawn"
+        return "matplotlib is not installed (pip install '.[bench]'): no chart drawn"
     by = {(r.server, r.scenario): r for r in results}
     servers = [s.name for s in plan.servers]
     scenarios = [sc.name for sc in plan.scenarios]

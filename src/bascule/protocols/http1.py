@@ -234,7 +234,7 @@ class H1Connection(asyncio.Protocol):
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or h1_checks.other_method(raw_method)
         url = self._url
-        if url[:1] == b"/":
+        if url[:1] == b"/" and b"#" not in url:
             raw_path, _, query = url.partition(b"?")
         elif url == b"*" or b"#" in url:
             h1_checks.check_target(raw_method, url)

@@ -58,7 +58,8 @@ class AppTable:
             if mount.loaded.interface == "wsgi":
                 if self.pool is None and config.wsgi_mode == "threads":
                     self.pool = ThreadPool(config.wsgi_threads)
-                gateway = WSGIGateway(mount.loaded.app, self.pool, root_path=config.root_path, prefix=mount.prefix)
+                gateway = WSGIGateway(mount.loaded.app, self.pool, root_path=config.root_path, prefix=mount.prefix,
+                                      multiprocess=config.workers > 1)
             else:
                 gateway = ASGIGateway(mount.loaded.app, root_path=config.root_path, prefix=mount.prefix)
                 self.asgi_gateways.append(gateway)

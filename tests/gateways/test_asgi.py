@@ -8,6 +8,7 @@ loopback socket, with httpx for ordinary requests and raw sockets where the byte
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
 import queue
 import socket
@@ -761,6 +762,46 @@ def test_headers_as_lists_or_tuples(serve: Any, headers: Any) -> None:
     with serve(app, lifespan="off") as srv:
         response = httpx.get(srv.url)
     assert response.headers["x-list"] == "1" and response.headers["x-other"] == "2"
+
+
+def test_bytes_like_header_names_and_values_are_sent(serve: Any) -> None:
+    """ASGI asks for bytes; bytearray and memoryview are taken as well (as they were before the hot path
+    was compiled, where a tuple[bytes, bytes] annotation is checked at runtime)."""
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": START, "status": 200,
+                        "headers": [(bytearray(b"x-a"), b"1"), (b"x-b", memoryview(b"2"))]})
+            await send({"type": BODY, "body": b"ok"})
+
+    with serve(app, lifespan="off") as srv:
+        response = httpx.get(srv.url)
+    assert (response.status_code, response.headers["x-a"], response.headers["x-b"]) == (200, "1", "2")
+
+
+@pytest.mark.parametrize("headers", [[(b"x-a", "text")], [(b"x-a", 1)], [(b"x-a", b"1", b"extra")]],
+                         ids=["str-value", "int-value", "three-items"])
+def test_header_pairs_that_are_not_bytes_pairs_are_500(serve: Any, errors: pytest.LogCaptureFixture,
+                                                       headers: Any) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": START, "status": 200, "headers": headers})
+            await send({"type": BODY, "body": b"ok"})
+
+    with serve(app, lifespan="off") as srv:
+        assert httpx.get(srv.url).status_code == 500
+    [record] = error_records(errors, with_traceback=True)
+    assert isinstance(record.exc_info[1], AppProtocolError)  # type: ignore[index]
+
+
+def test_an_intenum_status_is_its_value(serve: Any) -> None:
+    """Starlette passes ``status_code`` through as given, so ``HTTPStatus.CREATED`` reaches the server."""
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": START, "status": http.HTTPStatus.CREATED, "headers": []})
+            await send({"type": BODY, "body": b"ok"})
+
+    with serve(app, lifespan="off") as srv:
+        assert httpx.get(srv.url).status_code == 201
 
 
 def test_repeated_response_headers_are_kept(serve: Any) -> None:

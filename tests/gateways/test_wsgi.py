@@ -819,6 +819,66 @@ def test_bytearray_and_memoryview_items(wsgi: Any) -> None:
         assert exchange(srv, get()).body == b"abcd"
 
 
+def test_buffers_through_write_file_wrapper_and_list_header_pairs(wsgi: Any) -> None:
+    """What apps really pass, beyond PEP 3333's letter: header pairs as lists, bytearray to write(), a
+    file-like whose read() gives bytearray. Compiled code checks declared types, so these are typed as
+    what arrives (tests/test_build.py explains why this matters)."""
+    class Stream:
+        def __init__(self) -> None:
+            self.parts = [bytearray(b"ef"), bytearray(b"gh")]
+
+        def read(self, size: int = -1) -> bytearray:
+            return self.parts.pop(0) if self.parts else bytearray()
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[Any]:
+        write = start_response("200 OK", [["Content-Type", "text/plain"]])
+        write(bytearray(b"ab"))
+        write(memoryview(b"cd"))
+        return environ["wsgi.file_wrapper"](Stream())
+
+    with wsgi(app, validate=False) as srv:
+        reply = exchange(srv, get())
+    assert (reply.status, reply.headers["content-type"], reply.body) == (200, "text/plain", b"abcdefgh")
+
+
+def test_read1_and_readlines_take_none(wsgi: Any) -> None:
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        stream = environ["wsgi.input"]
+        first = stream.read1(None)
+        rest = b"".join(stream.readlines(None))
+        start_response("200 OK", TEXT)
+        return [first + b"|" + rest]
+
+    body = b"line1\nline2\n"
+    with wsgi(app, validate=False) as srv:
+        reply = exchange(srv, get(extra=b"Content-Length: %d\r\n" % len(body)).replace(b"GET", b"POST") + body)
+    assert reply.body.replace(b"|", b"") == body
+
+
+@pytest.mark.parametrize(("options", "multithread", "multiprocess"), [
+    ({}, True, False), ({"wsgi_mode": "loop"}, False, False), ({"workers": 2}, True, True),
+])
+def test_multithread_and_multiprocess_say_how_apps_run(options: dict[str, Any], multithread: bool,
+                                                       multiprocess: bool) -> None:
+    from bascule.config import Config
+    from bascule.gateways.wsgi import WSGIGateway
+    from bascule.mounts import AppTable, resolve_mounts
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        return []
+
+    config = Config(app="x:app", interface="wsgi", **options)
+    table = AppTable(config, resolve_mounts(config, app))
+    try:
+        [(_, gateway)] = table.routes
+        assert isinstance(gateway, WSGIGateway)
+        assert gateway.template["wsgi.multithread"] is multithread
+        assert gateway.template["wsgi.multiprocess"] is multiprocess
+    finally:
+        if table.pool is not None:
+            table.pool.shutdown()
+
+
 @pytest.mark.parametrize("item", ["text", 42, None])
 def test_non_bytes_item_is_500(wsgi: Any, errors: ErrorLog, item: Any) -> None:
     # not validated: the validator rejects a non-bytes item itself

@@ -22,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 from bascule.errors import AppProtocolError
 from bascule.gateways.asgi_ws import WebSocketCycle
 from bascule.gateways.eager import Resume, start_eager
-from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, WebSocketSession, app_headers
+from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, WebSocketSession, app_headers, app_int
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -233,7 +233,7 @@ class HTTPCycle:
             if state is SendState.START:
                 status = message["status"]
                 if type(status) is not int:
-                    raise AppProtocolError(f"http.response.start 'status' must be an int, got {status!r}")
+                    status = app_int(status, "http.response.start 'status'")
                 self.status = status
                 self.headers = app_headers(message.get("headers", ()))
                 self.trailers = bool(message.get("trailers", False))

@@ -21,7 +21,7 @@ from typing import Any
 
 from bascule.errors import AppProtocolError
 from bascule.gateways.eager import start_eager
-from bascule.protocols.exchange import ClientDisconnected, WebSocketClosed, WebSocketSession, app_headers
+from bascule.protocols.exchange import ClientDisconnected, WebSocketClosed, WebSocketSession, app_headers, app_int
 
 Message = MutableMapping[str, Any]
 
@@ -158,14 +158,14 @@ class WebSocketCycle:
                 if state is WSState.CONNECTING:
                     session.deny_simple(403, b"Forbidden\n")  # ASGI: a close before accept is an HTTP 403
                 else:
-                    code = message.get("code", 1000)
+                    code = app_int(message.get("code", 1000), "websocket.close 'code'")
                     reason = message.get("reason") or ""
-                    if type(code) is not int or not isinstance(reason, str):
-                        raise AppProtocolError(f"websocket.close needs an int code and a str reason, got "
-                                               f"{code!r}, {reason!r}")
+                    if not isinstance(reason, str):
+                        raise AppProtocolError(f"websocket.close needs a str reason, got {reason!r}")
                     session.close(code, reason)
             elif mtype == "websocket.http.response.start":
-                session.deny_start(message["status"], app_headers(message.get("headers", ())))
+                session.deny_start(app_int(message["status"], "websocket.http.response.start 'status'"),
+                                   app_headers(message.get("headers", ())))
                 self.state = WSState.RESPONSE
             else:  # websocket.http.response.body
                 body = message.get("body", b"")

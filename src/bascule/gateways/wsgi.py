@@ -17,7 +17,6 @@ import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from types import TracebackType
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -28,7 +27,6 @@ from bascule.gateways.wsgi_io import FileWrapper, WSGIErrors, WSGIInput
 from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 MAX_PENDING = 256 * 1024
 SPOOL_MEMORY = 1024 * 1024
@@ -65,7 +63,7 @@ class WSGIGateway:
             "SCRIPT_NAME": (root_path + prefix).encode("utf-8").decode("latin-1"),
             "wsgi.version": (1, 0),
             "wsgi.errors": WSGIErrors(),
-            "wsgi.multithread": True,
+            "wsgi.multithread": pool is not None,  # loop mode calls apps on the one event-loop thread
             "wsgi.multiprocess": multiprocess,
             "wsgi.run_once": False,
             "wsgi.input_terminated": True,
@@ -167,8 +165,10 @@ class _Request:
         return self._done
 
     # -- the app's side ---------------------------------------------------------------------------
-    def start_response(self, status: str, headers: list[tuple[str, str]],
-                       exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
+    def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Callable[[object], None]:
+        """PEP 3333's start_response. ``headers`` and ``exc_info`` are typed by what apps really pass (any
+        iterable of pairs, lists included; a list for exc_info), not by the PEP: compiled code checks
+        declared types, and the checks that matter are made here, with messages of our own."""
         if exc_info is not None:
             try:
                 if self.head_scheduled:
@@ -180,8 +180,10 @@ class _Request:
         if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
             raise AppProtocolError(f"WSGI status must look like '200 OK', got {status!r}")
         encoded: Headers = []
+        pair: Any
         try:
-            for name, value in headers:
+            for pair in headers:
+                name, value = pair
                 if type(name) is not str or type(value) is not str:
                     raise AppProtocolError(f"WSGI header names and values must be str: {(name, value)!r}")
                 lname = name.lower()
@@ -198,12 +200,13 @@ class _Request:
         self.headers = encoded
         return self.write
 
-    def write(self, data: bytes) -> None:
-        """The legacy write() callable: sends at once (unbuffered, as PEP 3333 asks)."""
+    def write(self, data: object) -> None:
+        """The legacy write() callable: sends at once (unbuffered, as PEP 3333 asks); bytes-like data too."""
         if self.status is None:
             raise AppProtocolError("write() called before start_response()")
-        if data:
-            self._push(bytes(data), False)
+        chunk = _as_bytes(data)
+        if chunk:
+            self._push(chunk, False)
 
     # -- driving ----------------------------------------------------------------------------------
     def run(self) -> None:

@@ -62,11 +62,11 @@ class WSGIInput:
         data, self._buf = self._buf[:size], self._buf[size:]
         return data
 
-    def read1(self, size: int = -1) -> bytes:
-        """At most one pull: what is buffered, or the next piece."""
+    def read1(self, size: int | None = -1) -> bytes:
+        """At most one pull: what is buffered, or the next piece (None or a negative size: all of it)."""
         if not self._buf:
             self._buf = self._pull_piece()
-        if size < 0:
+        if size is None or size < 0:
             size = len(self._buf)
         data, self._buf = self._buf[:size], self._buf[size:]
         return data
@@ -84,7 +84,7 @@ class WSGIInput:
         data, self._buf = buf[:cut], buf[cut:]
         return data
 
-    def readlines(self, hint: int = -1) -> list[bytes]:
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
         lines: list[bytes] = []
         total = 0
         while True:
@@ -93,7 +93,7 @@ class WSGIInput:
                 return lines
             lines.append(line)
             total += len(line)
-            if 0 < hint <= total:
+            if hint is not None and 0 < hint <= total:
                 return lines
 
     def __iter__(self) -> Iterator[bytes]:
@@ -152,8 +152,10 @@ class FileWrapper:
         if close is not None:
             self.close = close
 
-    def __iter__(self) -> Iterator[bytes]:
-        read = self.filelike.read
+    def __iter__(self) -> Iterator[object]:
+        """The file's blocks as read() returns them (a custom stream may give bytearray: the gateway
+        converts, and compiled code would reject it under an Iterator[bytes] annotation)."""
+        read: Callable[[int], object] = self.filelike.read
         while True:
             data = read(self.blksize)
             if not data:

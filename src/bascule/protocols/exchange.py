@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import IO, Any, Protocol
 
-from bascule.errors import ClientDisconnected
+from bascule.errors import AppProtocolError, ClientDisconnected
 
 try:
     from mypy_extensions import mypyc_attr
@@ -25,7 +25,7 @@ except ImportError:  # it only matters to mypyc (setup.py), which does not call 
         return lambda cls: cls
 
 __all__ = ["AppRun", "BufferedExchange", "ClientDisconnected", "Exchange", "Headers", "WebSocketClosed",
-           "WebSocketSession", "app_headers", "describe_peer", "peer_address"]
+           "WebSocketSession", "app_headers", "app_int", "describe_peer", "peer_address"]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -33,15 +33,33 @@ Headers = list[tuple[bytes, bytes]]
 def app_headers(raw: Any) -> Headers:
     """An app's ``headers`` as the protocols take them: a list of 2-tuples.
 
-    ASGI allows any iterable of 2-item iterables. Pairs that are not tuples (lists, from JSON-minded
-    code) are converted here, once, so the protocols can unpack them as tuples (which compiled code
-    checks); a pair of the wrong length or type fails there and becomes an AppProtocolError.
+    ASGI allows any iterable of 2-item iterables. Pairs that are not 2-tuples of bytes (lists, from
+    JSON-minded code; bytearray or memoryview names and values) are converted here, once, so the
+    protocols can unpack them as ``tuple[bytes, bytes]`` (which compiled code checks). A pair of the wrong
+    length, or a str or int inside one, raises TypeError/ValueError: the gateway's AppProtocolError.
     """
     headers = list(raw)
     for i, pair in enumerate(headers):
-        if type(pair) is not tuple:
-            headers[i] = tuple(pair)
+        if type(pair) is not tuple or len(pair) != 2 or type(pair[0]) is not bytes or type(pair[1]) is not bytes:
+            name, value = pair
+            headers[i] = (_bytes_like(name), _bytes_like(value))
     return headers
+
+
+def _bytes_like(value: object) -> bytes:
+    """bytes as they are; bytearray/memoryview copied; TypeError for anything else (str included)."""
+    return value if type(value) is bytes else bytes(memoryview(value))  # type: ignore[arg-type]
+
+
+def app_int(value: object, what: str) -> int:
+    """An int field of an app's message (a status, a close code): an int as it is, an ``IntEnum`` member
+    such as ``HTTPStatus.CREATED`` (which Starlette passes through) as its value; anything else, bool
+    included, is the app's error."""
+    if type(value) is int:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    raise AppProtocolError(f"{what} must be an int, got {value!r}")
 
 
 def peer_address(info: Any) -> tuple[str, int] | None:

@@ -22,7 +22,15 @@ from urllib.parse import unquote_to_bytes
 from bascule.errors import AppProtocolError
 from bascule.gateways.asgi_ws import WebSocketCycle
 from bascule.gateways.eager import Resume, start_eager
-from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, WebSocketSession, app_headers, app_int
+from bascule.protocols.exchange import (
+    ClientDisconnected,
+    Exchange,
+    Headers,
+    WebSocketSession,
+    app_bytes,
+    app_headers,
+    app_int,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -242,9 +250,7 @@ class HTTPCycle:
             if state is SendState.BODY:
                 body = message.get("body", b"")
                 if type(body) is not bytes:
-                    if not isinstance(body, (bytes, bytearray, memoryview)):
-                        raise AppProtocolError(f"http.response.body 'body' must be bytes, got {type(body).__name__}")
-                    body = bytes(body)
+                    body = app_bytes(body, "http.response.body 'body'")
                 more = bool(message.get("more_body", False))
                 if not more:
                     self.state = SendState.TRAILERS if self.trailers else SendState.DONE

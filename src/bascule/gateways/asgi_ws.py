@@ -21,7 +21,14 @@ from typing import Any
 
 from bascule.errors import AppProtocolError
 from bascule.gateways.eager import start_eager
-from bascule.protocols.exchange import ClientDisconnected, WebSocketClosed, WebSocketSession, app_headers, app_int
+from bascule.protocols.exchange import (
+    ClientDisconnected,
+    WebSocketClosed,
+    WebSocketSession,
+    app_bytes,
+    app_headers,
+    app_int,
+)
 
 Message = MutableMapping[str, Any]
 
@@ -145,9 +152,7 @@ class WebSocketCycle:
                     await session.send(text)
                 else:
                     if type(data) is not bytes:
-                        if not isinstance(data, (bytearray, memoryview)):
-                            raise AppProtocolError(f"websocket.send 'bytes' must be bytes, got {type(data).__name__}")
-                        data = bytes(data)
+                        data = app_bytes(data, "websocket.send 'bytes'")
                     await session.send(data)
             elif mtype == "websocket.accept":
                 subprotocol = message.get("subprotocol")
@@ -168,14 +173,11 @@ class WebSocketCycle:
                                    app_headers(message.get("headers", ())))
                 self.state = WSState.RESPONSE
             else:  # websocket.http.response.body
-                body = message.get("body", b"")
-                if not isinstance(body, (bytes, bytearray, memoryview)):
-                    raise AppProtocolError(f"websocket.http.response.body 'body' must be bytes, got "
-                                           f"{type(body).__name__}")
+                body = app_bytes(message.get("body", b""), "websocket.http.response.body 'body'")
                 more = bool(message.get("more_body", False))
                 if not more:
                     self.state = WSState.CLOSED
-                session.deny_body(bytes(body), more)
+                session.deny_body(body, more)
         except KeyError as missing:  # one name per handler: compiled code gives a name one type
             raise AppProtocolError(f"ASGI message {mtype!r} lacks the required key {missing}") from None
         except (TypeError, ValueError) as exc:

@@ -24,7 +24,7 @@ from bascule.errors import AppProtocolError
 from bascule.gateways.eager import start_eager
 from bascule.gateways.threads import ThreadPool
 from bascule.gateways.wsgi_io import FileWrapper, WSGIErrors, WSGIInput
-from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers
+from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, app_bytes
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -37,14 +37,6 @@ _HOP_BY_HOP = frozenset((
     "transfer-encoding", "upgrade",
 ))
 
-
-def _as_bytes(item: object) -> bytes:
-    """A body item as bytes: bytes as they are, bytearray and memoryview copied, anything else an error."""
-    if type(item) is bytes:
-        return item
-    if isinstance(item, (bytearray, memoryview)):
-        return bytes(item)
-    raise AppProtocolError(f"WSGI body items must be bytes, got {type(item).__name__}")
 
 class _ClientGone(Exception):
     """The client disconnected while the app was still producing its response."""
@@ -204,7 +196,7 @@ class _Request:
         """The legacy write() callable: sends at once (unbuffered, as PEP 3333 asks); bytes-like data too."""
         if self.status is None:
             raise AppProtocolError("write() called before start_response()")
-        chunk = _as_bytes(data)
+        chunk = app_bytes(data, "WSGI body items")
         if chunk:
             self._push(chunk, False)
 
@@ -275,7 +267,7 @@ class _Request:
     def _consume(self, result: Iterable[object]) -> bool:
         """Send the app's response; False if streaming it was handed to a task on the loop (loop mode).
 
-        ``result`` is typed by what apps really return (bytearray and memoryview items too, see _as_bytes),
+        ``result`` is typed by what apps really return (bytearray and memoryview items too, see app_bytes),
         not by PEP 3333's bytes: compiled code checks the declared type of every item.
         """
         if type(result) is list and len(result) == 1 and not self.head_scheduled:
@@ -296,7 +288,7 @@ class _Request:
         for item in result:
             if self.status is None:
                 raise AppProtocolError("the WSGI app yielded a body before calling start_response()")
-            chunk = _as_bytes(item)
+            chunk = app_bytes(item, "WSGI body items")
             if chunk:
                 self._push(chunk, False)
         if self.status is None:
@@ -312,7 +304,7 @@ class _Request:
             for item in result:
                 if self.status is None:
                     raise AppProtocolError("the WSGI app yielded a body before calling start_response()")
-                chunk = _as_bytes(item)
+                chunk = app_bytes(item, "WSGI body items")
                 if chunk:
                     self.head_scheduled = True
                     self._on_loop_send(chunk, False)

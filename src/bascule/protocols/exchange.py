@@ -25,7 +25,7 @@ except ImportError:  # it only matters to mypyc (setup.py), which does not call 
         return lambda cls: cls
 
 __all__ = ["AppRun", "BufferedExchange", "ClientDisconnected", "Exchange", "Headers", "WebSocketClosed",
-           "WebSocketSession", "app_headers", "app_int", "describe_peer", "peer_address"]
+           "WebSocketSession", "app_bytes", "app_headers", "app_int", "describe_peer", "peer_address"]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -42,13 +42,20 @@ def app_headers(raw: Any) -> Headers:
     for i, pair in enumerate(headers):
         if type(pair) is not tuple or len(pair) != 2 or type(pair[0]) is not bytes or type(pair[1]) is not bytes:
             name, value = pair
-            headers[i] = (_bytes_like(name), _bytes_like(value))
+            what = "ASGI header names and values"
+            headers[i] = (app_bytes(name, what), app_bytes(value, what))
     return headers
 
 
-def _bytes_like(value: object) -> bytes:
-    """bytes as they are; bytearray/memoryview copied; TypeError for anything else (str included)."""
-    return value if type(value) is bytes else bytes(memoryview(value))  # type: ignore[arg-type]
+def app_bytes(value: object, what: str) -> bytes:
+    """A bytes field of an app's message or body: bytes as they are, bytearray and memoryview copied
+    (apps build buffers), anything else (str included) the app's error. Callers on the hot path test
+    ``type(value) is bytes`` first and call this only for the rest."""
+    if type(value) is bytes:
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise AppProtocolError(f"{what} must be bytes, got {type(value).__name__}")
 
 
 def app_int(value: object, what: str) -> int:

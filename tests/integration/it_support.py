@@ -111,3 +111,21 @@ def log_lines_with(path: Path, needle: str, count: int = 1, timeout: float = 5.0
 
     wait_for(lambda: len(lines()) >= count, timeout)
     return lines()
+
+
+@contextlib.contextmanager
+def spawn_uvicorn(app: str, port: int, *, cwd: Path | str = APPS, log: Path,
+                  extra: tuple[str, ...] = ()) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m uvicorn APP`` on 127.0.0.1:``port``, the reference server some tests compare against."""
+    args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), *extra]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, cwd=cwd, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        if not wait_for(lambda: proc.poll() is not None or can_connect(socket.AF_INET, ("127.0.0.1", port)), 15):
+            raise AssertionError(f"uvicorn did not start: {log.read_text(errors='replace')}")
+        if proc.poll() is not None:
+            raise AssertionError(f"uvicorn exited with {proc.returncode}: {log.read_text(errors='replace')}")
+        yield proc
+    finally:
+        stop(proc)

@@ -22,6 +22,7 @@ from conftest import http_exchange
 
 from bascule.errors import AppProtocolError
 from bascule.gateways.asgi import TRANSITIONS, HTTPCycle, SendState
+from bascule.gateways.eager import start_task
 from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers
 
 Scope = dict[str, Any]
@@ -357,10 +358,14 @@ def test_run_exception_before_start_sends_500() -> None:
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         raise RuntimeError("boom")
 
-    ex = FakeExchange()
-    cycle = HTTPCycle(ex)
-    assert cycle.start(app({}, cycle.receive, cycle.send)) is None  # failed in its first step: no task
-    assert [call[:2] for call in ex.calls] == [("send_simple", 500)]
+    async def go() -> None:
+        ex = FakeExchange()
+        cycle = HTTPCycle(ex)
+        await start_task(asyncio.get_running_loop(), cycle.run(app({}, cycle.receive, cycle.send)))
+        assert cycle.ended
+        assert [call[:2] for call in ex.calls] == [("send_simple", 500)]
+
+    run(go())
 
 
 def test_run_exception_after_start_aborts() -> None:
@@ -369,11 +374,14 @@ def test_run_exception_after_start_aborts() -> None:
         await send({"type": BODY, "body": b"partial", "more_body": True})
         raise RuntimeError("boom")
 
-    ex = FakeExchange()
-    cycle = HTTPCycle(ex)
-    assert cycle.start(app({}, cycle.receive, cycle.send)) is None
-    assert ex.calls[-1] == ("abort",)
-    assert not any(call[0] == "send_simple" for call in ex.calls)
+    async def go() -> None:
+        ex = FakeExchange()
+        cycle = HTTPCycle(ex)
+        await start_task(asyncio.get_running_loop(), cycle.run(app({}, cycle.receive, cycle.send)))
+        assert ex.calls[-1] == ("abort",)
+        assert not any(call[0] == "send_simple" for call in ex.calls)
+
+    run(go())
 
 
 # -- a real server: helpers -----------------------------------------------------------------------------

@@ -223,6 +223,10 @@ def test_an_app_that_raises_before_accepting_gets_a_500() -> None:
     async def app() -> None:
         raise RuntimeError("boom")
 
-    cycle = WebSocketCycle(session)
-    assert cycle.start(app()) is None
-    assert session.calls == [("deny_simple", 500)]
+    async def go() -> None:
+        session.loop = asyncio.get_running_loop()
+        cycle = WebSocketCycle(session)
+        await cycle.start(app())
+        assert session.calls == [("deny_simple", 500)]
+
+    asyncio.run(go())

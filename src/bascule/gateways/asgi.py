@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import types
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from bascule.errors import AppProtocolError
 from bascule.gateways.asgi_ws import WebSocketCycle
-from bascule.gateways.eager import Resume, start_eager
+from bascule.gateways.eager import start_task
 from bascule.protocols.exchange import (
     ClientDisconnected,
     Exchange,
@@ -103,12 +102,12 @@ class ASGIGateway:
         scope = self.scope("http", ex, extensions)
         scope["method"] = ex.method
         cycle = HTTPCycle(ex)
-        task = cycle.start(self.app(scope, cycle.receive, cycle.send))
-        if task is not None:
+        task = start_task(ex.loop, cycle.run(self.app(scope, cycle.receive, cycle.send)))
+        ex.cancel_app = task.cancel  # for --timeout-request
+        if not cycle.ended:  # still running after its first step
+            ex.app_task = task
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-            ex.cancel_app = task.cancel  # for --timeout-request
-            ex.app_task = task
 
     def handle_websocket(self, session: WebSocketSession) -> None:
         """Start the app for one WebSocket handshake (called on the loop; returns at once)."""
@@ -119,13 +118,8 @@ class ASGIGateway:
         scope["subprotocols"] = session.subprotocols
         cycle = WebSocketCycle(session)
         task = cycle.start(self.app(scope, cycle.receive, cycle.send))
-        if task is not None:
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-
-async def _as_coroutine(awaitable: Awaitable[None]) -> None:
-    await awaitable
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
 
 class HTTPCycle:
@@ -137,6 +131,7 @@ class HTTPCycle:
     """
 
     state = SendState.START
+    ended = False  # run() is over: the app returned or raised
     request_done = False
     status = 0
     headers: Headers = []  # replaced, never mutated
@@ -146,37 +141,29 @@ class HTTPCycle:
     def __init__(self, ex: Exchange) -> None:
         self.ex = ex
 
-    def start(self, awaitable: Awaitable[None]) -> asyncio.Task[None] | None:
-        """Run the app eagerly; a Task carries it on only if it suspends (see gateways/eager.py)."""
-        coro = awaitable if type(awaitable) is types.CoroutineType else _as_coroutine(awaitable)
-        loop = self.ex.loop
+    async def run(self, awaitable: Awaitable[None]) -> None:
+        """The app call and its outcome: started as a Task of its own by ASGIGateway.handle."""
         try:
-            task = start_eager(loop, coro, carry_on=self._carry_on)
-        except BaseException as exc:
-            self.failed(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return None
-        if task is None and self.state is not SendState.DONE:
-            self.returned()
-        return task
-
-    async def _carry_on(self, resume: Resume) -> None:
-        try:
-            await resume
-        except asyncio.CancelledError:
+            await awaitable
+            self.ended = True
+        except asyncio.CancelledError:  # --timeout-request, or a forced stop
+            self.ended = True
             ex = self.ex
             if not ex.response_started:
                 ex.send_simple(503, b"Service Unavailable: the server is shutting down\n")
             else:
                 ex.abort()
             raise
-        except BaseException as exc:
+        except Exception as exc:
+            self.ended = True
             self.failed(exc)
-            if not isinstance(exc, Exception):
-                raise
+        except BaseException as exc:
+            self.ended = True
+            self.failed(exc)
+            raise
         else:
-            self.returned()
+            if self.state is not SendState.DONE:
+                self.returned()
 
     def failed(self, exc: BaseException) -> None:
         """The app raised: log it once; 500 if nothing was sent yet, else close the connection."""

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, MutableMapping
 from typing import Any
 
 from bascule.errors import AppProtocolError
-from bascule.gateways.eager import start_eager
+from bascule.gateways.eager import start_task
 from bascule.protocols.exchange import (
     ClientDisconnected,
     WebSocketClosed,
@@ -66,9 +66,9 @@ class WebSocketCycle:
         self.connect_sent = False
 
     # -- running the app --------------------------------------------------------------------------------
-    def start(self, awaitable: Awaitable[None]) -> asyncio.Task[None] | None:
-        """Run the app eagerly (accepting is usually its first step); a Task only once it waits."""
-        return start_eager(self.session.loop, self._run(awaitable))
+    def start(self, awaitable: Awaitable[None]) -> asyncio.Task[None]:
+        """Run the app in a Task of its own, its first step (accepting, usually) at once."""
+        return start_task(self.session.loop, self._run(awaitable))
 
     async def _run(self, awaitable: Awaitable[None]) -> None:
         try:

@@ -1,19 +1,119 @@
-"""Eager start of a coroutine: run its first step now, and make a Task only if it really suspends.
+"""Starting app coroutines: every ASGI call in a Task of its own, with its first step run at once.
 
-Most ASGI responses are produced without ever waiting (the body arrived with the head, the transport is
-not paused), so ``create_task`` would cost a Task, a registration in asyncio's task set and one more trip
-round the event loop before the first byte is written. Python 3.12 has this as ``eager_task_factory``;
-this is the same idea for 3.11: step the coroutine inside its own ``contextvars`` context (so requests
-never see each other's context variables) and, if it yields a future, hand the suspended coroutine to a
-Task that resumes it in that same context.
+Apps rely on ``asyncio.current_task()`` from their first instruction: sniffio and anyio (FastAPI's sync
+endpoints, ``BackgroundTasks``, Starlette's ``BaseHTTPMiddleware``, ``FileResponse``), ``asyncio.timeout``
+and ``asyncio.TaskGroup`` all fail without one. So an ASGI call always gets a real Task with its own
+``contextvars`` copy (:func:`start_task`), which ``--timeout-request`` and a forced stop can cancel.
+
+Most responses are produced without ever waiting, so the Task's first step is run eagerly, inside the
+dispatch call, instead of one trip round the event loop later: the response joins the connection's
+write of this loop pass, and pipelined requests are answered in one write. Python 3.12 does this itself
+(``eager_start``); on 3.11 :func:`start_task` makes the Task, enters it as the loop's current task, runs
+the coroutine's first step in the Task's context, and hands the Task an :class:`EagerCoroutine` that
+continues from where that step stopped. That costs a Task and one extra (C-level) step per request
+compared with no Task at all, which is what correctness costs.
+
+:func:`start_eager` is for the server's own coroutines that never run app code that could ask for a
+task (the WSGI gateway's loop-mode helpers): no Task unless the coroutine really suspends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
+
+_enter_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] = asyncio.tasks._enter_task
+_leave_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] = asyncio.tasks._leave_task
+EAGER_START = sys.version_info >= (3, 12)
+
+
+class _Finished:
+    """The first step ran the coroutine to its end (``error`` is what it raised past its own handlers)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+class EagerCoroutine:
+    """What a Task drives after :func:`start_task` ran the first step of ``coro`` itself.
+
+    It implements the coroutine protocol (``send``, ``throw``, ``close``, ``__await__``), so asyncio
+    accepts it as a Task's coroutine (``collections.abc.Coroutine`` recognises it by those methods). The
+    Task's first ``send`` gets back what the eager step yielded (the future the coroutine waits on, with
+    its blocking flag already set), so the Task waits on it as if it had taken that step itself; after
+    that every call goes straight to ``coro``. A cancellation before the Task's first step reaches
+    ``coro`` where it is suspended, as with any Task.
+    """
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.coro = coro
+        self.first: Any = None  # what the eager step yielded, a _Finished, or None once handed over
+
+    def send(self, value: Any) -> Any:
+        first = self.first
+        if first is None:
+            return self.coro.send(value)
+        self.first = None
+        if type(first) is _Finished:
+            if first.error is not None:
+                raise first.error
+            raise StopIteration
+        return first
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        first = self.first
+        self.first = None
+        if type(first) is _Finished:  # nothing left to throw into: the Task ends with the exception
+            raise typ if val is None else val
+        if val is None and tb is None:
+            return self.coro.throw(typ)
+        return self.coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self.first = None
+        self.coro.close()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self  # the object is its own iterator, like a generator
+
+    def __iter__(self) -> EagerCoroutine:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+
+def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """Run ``coro`` in a new Task of its own (own context copy), taking its first step now.
+
+    Called from inside another Task (a request whose completion starts the next), the first step is
+    left to the Task: a loop has one current task at a time.
+    """
+    context = contextvars.copy_context()
+    if EAGER_START:
+        return asyncio.Task(coro, loop=loop, context=context, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    stepper = EagerCoroutine(coro)
+    task: asyncio.Task[None] = loop.create_task(stepper, context=context)
+    try:
+        _enter_task(loop, task)
+    except RuntimeError:  # another task is running: it must finish its step first
+        return task
+    try:
+        stepper.first = context.run(coro.send, None)
+    except StopIteration:
+        stepper.first = _Finished(None)
+    except BaseException as exc:  # the Task raises it, as if its own step had
+        stepper.first = _Finished(exc)
+    finally:
+        _leave_task(loop, task)
+    return task
 
 
 class Resume:
@@ -46,16 +146,12 @@ async def _finish(resume: Resume) -> None:
     await resume
 
 
-def start_eager(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], *,
-                carry_on: Callable[[Resume], Coroutine[Any, Any, None]] = _finish) -> asyncio.Task[None] | None:
-    """Run ``coro`` until it first suspends; None if it finished, else the Task that carries it on.
-
-    ``carry_on`` builds the Task's coroutine around the suspended one (it must await the Resume it gets),
-    for callers that handle the outcome. Exceptions escaping the first step propagate to the caller.
-    """
+def start_eager(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    """Run one of the server's own coroutines until it first suspends; None if it finished, else the
+    Task that carries it on. Never for app code (see :func:`start_task`): this first step has no Task."""
     context = contextvars.copy_context()
     try:
         pending = context.run(coro.send, None)
     except StopIteration:
         return None
-    return loop.create_task(carry_on(Resume(coro, pending)), context=context)
+    return loop.create_task(_finish(Resume(coro, pending)), context=context)

@@ -1,0 +1,135 @@
+"""gateways/eager.py: every app call in a Task of its own from its first instruction, first step at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import Any
+
+import pytest
+
+from bascule.gateways.eager import start_eager, start_task
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_the_first_step_runs_at_once_inside_its_own_task() -> None:
+    seen: list[Any] = []
+
+    async def app() -> None:
+        seen.append(asyncio.current_task())
+
+    async def go() -> None:
+        outer = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+
+        def from_a_callback() -> None:  # as a protocol's data_received: no task is current
+            seen.append(start_task(loop, app()))
+            seen.append("returned")
+
+        loop.call_soon(from_a_callback)
+        await asyncio.sleep(0)
+        await seen[1]
+        assert seen[0] is seen[1] and seen[0] is not outer and seen[2] == "returned"
+
+    run(go())
+
+
+def test_a_suspended_app_carries_on_in_the_same_task_and_context() -> None:
+    events: list[Any] = []
+
+    async def app(name: str) -> None:
+        VAR.set(name)
+        task = asyncio.current_task()
+        await asyncio.sleep(0.01)
+        async with asyncio.timeout(1), asyncio.TaskGroup() as group:  # both need a current task
+            group.create_task(asyncio.sleep(0))
+        events.append((name, task is asyncio.current_task(), VAR.get()))
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[None]] = []
+        loop.call_soon(lambda: tasks.extend((start_task(loop, app("a")), start_task(loop, app("b")))))
+        await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+        assert VAR.get() == "unset"  # the callers' context is never the app's
+
+    run(go())
+    assert sorted(events) == [("a", True, "a"), ("b", True, "b")]
+
+
+def test_a_cancel_before_the_tasks_first_step_reaches_the_app_where_it_waits() -> None:
+    reached: list[str] = []
+
+    async def app() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            reached.append("cancelled")
+            raise
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        box: list[asyncio.Task[None]] = []
+        loop.call_soon(lambda: box.append(start_task(loop, app())))
+        await asyncio.sleep(0)
+        box[0].cancel()  # before the Task took a step of its own
+        with pytest.raises(asyncio.CancelledError):
+            await box[0]
+
+    run(go())
+    assert reached == ["cancelled"]
+
+
+def test_an_exception_in_the_first_step_is_the_tasks_outcome() -> None:
+    async def app() -> None:
+        raise LookupError("boom")
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        box: list[asyncio.Task[None]] = []
+        loop.call_soon(lambda: box.append(start_task(loop, app())))
+        await asyncio.sleep(0)
+        with pytest.raises(LookupError):
+            await box[0]
+
+    run(go())
+
+
+def test_started_from_inside_another_task_the_first_step_is_left_to_the_task() -> None:
+    order: list[str] = []
+
+    async def app() -> None:
+        order.append("app")
+        assert asyncio.current_task() is task
+
+    async def go() -> None:
+        nonlocal task
+        task = start_task(asyncio.get_running_loop(), app())
+        order.append("caller")
+        await task
+
+    task: Any = None
+    run(go())
+    assert order == ["caller", "app"]
+
+
+def test_start_eager_runs_server_coroutines_without_a_task_until_they_wait() -> None:
+    async def quick() -> None:
+        return None
+
+    async def slow() -> None:
+        await asyncio.sleep(0)
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        assert start_eager(loop, quick()) is None
+        task = start_eager(loop, slow())
+        assert task is not None
+        await task
+
+    run(go())

@@ -84,6 +84,8 @@ class H1Connection(asyncio.Protocol):
         self.active: H1Exchange | None = None
         self.queue: deque[H1Exchange] = deque()
         self._to_dispatch: H1Exchange | None = None
+        self._dispatching = False  # inside _dispatch: a completion queues the next request instead
+        self._next: H1Exchange | None = None
         self._pending_error: tuple[int, bytes] | None = None
         self._early = b""  # the first reads of a connection opening with "PRI *" (an HTTP/2 preface)
         self._raw_left = 0  # body bytes of a not-taken upgrade request still to read (see _upgrade_body)
@@ -176,7 +178,22 @@ class H1Connection(asyncio.Protocol):
         ex = self._to_dispatch
         if ex is not None:
             self._to_dispatch = None
-            self.ctx.serve(ex)
+            self._dispatch(ex)
+
+    def _dispatch(self, ex: H1Exchange | None) -> None:
+        """Serve ``ex``, then each pipelined request its completion made next, one after the other.
+
+        A request that completes inside its own dispatch (an app that never suspends) must not start the
+        next one on top of its stack: response_done leaves it in ``_next`` and this loop takes it, so the
+        stack stays flat however deep the pipeline.
+        """
+        self._dispatching = True
+        try:
+            while ex is not None:
+                self.ctx.serve(ex)
+                ex, self._next = self._next, None
+        finally:
+            self._dispatching = False
 
     def eof_received(self) -> bool | None:
         return None
@@ -448,13 +465,18 @@ class H1Connection(asyncio.Protocol):
             # without reading it, so close (after letting the client read our answer).
             self._close_after(ex)
             return
+        if "body" in self._paused_by:
+            self.resume_reading("body")  # a body the app left unread filled the buffer: it is dropped now
         if self.queue:
             nxt = self.queue.popleft()
             self.active = nxt
             nxt.write_paused = self.write_paused
             if not self.queue:
                 self.resume_reading("pipeline")
-            self.ctx.serve(nxt)
+            if self._dispatching:
+                self._next = nxt
+            else:
+                self._dispatch(nxt)
         elif self._pending_error is not None:
             self._send_error(*self._pending_error)
         else:

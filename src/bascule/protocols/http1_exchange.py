@@ -162,6 +162,7 @@ class H1Exchange(BufferedExchange):
             return b""
         self._body = None
         self._body_size = 0
+        self.conn.resume_reading("body")  # the buffer may have paused reading: it is empty now
         return b"".join(body) if len(body) != 1 else body[0]
 
     async def receive_body(self) -> bytes:

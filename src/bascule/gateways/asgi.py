@@ -157,9 +157,9 @@ class HTTPCycle:
         except Exception as exc:
             self.ended = True
             self.failed(exc)
-        except BaseException as exc:
+        except BaseException as fatal:  # its own name: compiled code gives a local one type
             self.ended = True
-            self.failed(exc)
+            self.failed(fatal)
             raise
         else:
             if self.state is not SendState.DONE:

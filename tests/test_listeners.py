@@ -76,6 +76,21 @@ def test_several_binds_tcp_and_unix_with_mode(tmp_path: Path) -> None:
             sock.close()
 
 
+def test_unix_sockets_default_to_666_whatever_the_umask(tmp_path: Path) -> None:
+    """nginx's worker runs as another user: a socket left to a 022 or 077 umask answers it 502."""
+    path = str(tmp_path / "d.sock")
+    old = os.umask(0o077)
+    try:
+        sockets = bind_sockets(Config(app="m:a", uds=path), environ={})
+    finally:
+        os.umask(old)
+    try:
+        assert os.stat(path).st_mode & 0o777 == 0o666
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def test_a_failed_bind_closes_those_already_bound(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -77,7 +77,7 @@ class Config:
         "address), unix:PATH or fd://N.", metavar="ADDRESS"))
     uds_mode: str | None = field(default=None, metadata=option(
         "Permissions of the Unix sockets bound with --uds or --bind unix:PATH, in octal (for example 660); "
-        "unset leaves them to the umask.", metavar="MODE"))
+        "unset they are 666, as uvicorn's, so a proxy running as another user can connect.", metavar="MODE"))
     reuse_port: bool = field(default=False, metadata=option(
         "Set SO_REUSEPORT on TCP listeners, so another server (another bascule, for a blue/green switch) "
         "can bind the same port. Workers of one server share its sockets either way."))

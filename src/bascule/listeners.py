@@ -18,6 +18,8 @@ from bascule.errors import ConfigError, StartupError
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first socket systemd passes
 
+DEFAULT_UDS_MODE = 0o666  # read and write for everyone: see bind_unix
+
 
 def bind_sockets(config: Config, environ: MutableMapping[str, str] | None = None) -> list[socket.socket]:
     """The sockets ``config`` asks for (or systemd passed), bound and ready to listen.
@@ -41,7 +43,7 @@ def bind_sockets(config: Config, environ: MutableMapping[str, str] | None = None
         specs = [("unix", config.uds)]
     else:
         specs = [("tcp", (config.host, config.port))]
-    mode = parse_uds_mode(config.uds_mode) if config.uds_mode is not None else None
+    mode = parse_uds_mode(config.uds_mode) if config.uds_mode is not None else DEFAULT_UDS_MODE
     sockets: list[socket.socket] = []
     try:
         for kind, where in specs:
@@ -91,8 +93,12 @@ def from_fd(fd: int) -> socket.socket:
     return sock
 
 
-def bind_unix(path: str, mode: int | None = None) -> socket.socket:
-    """Bind ``path``, replacing a stale socket file; ``mode`` is applied before anyone can connect."""
+def bind_unix(path: str, mode: int = DEFAULT_UDS_MODE) -> socket.socket:
+    """Bind ``path``, replacing a stale socket file; ``mode`` is applied before anyone can connect.
+
+    The default is 0o666, as uvicorn's: a socket left to the umask (often 0o755) refuses the proxy's
+    worker, which runs as another user (nginx's 502 "Permission denied"). --uds-mode tightens it.
+    """
     try:
         if stat.S_ISSOCK(os.stat(path).st_mode):
             os.unlink(path)  # a stale socket from a previous run
@@ -101,8 +107,7 @@ def bind_unix(path: str, mode: int | None = None) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
-        if mode is not None:
-            os.chmod(path, mode)  # before listen(): nobody connects through looser permissions meanwhile
+        os.chmod(path, mode)  # before listen(): nobody connects through looser permissions meanwhile
     except OSError as exc:
         sock.close()
         raise StartupError(f"cannot bind Unix socket {path!r}: {exc.strerror}") from None

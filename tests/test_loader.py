@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import logging
 import sys
 import textwrap
+import wsgiref.validate
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -563,21 +565,36 @@ def test_wsgi_callables(app: Any) -> None:
 # --- interface detection: cannot tell, forced, bad names ----------------------------------------------
 
 
-def test_generic_wrapper_is_ambiguous() -> None:
+def test_generic_sync_wrapper_is_served_as_wsgi_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         pass
 
-    assert classify_error(wrapper) == (
-        "cannot tell whether 'main:app' is ASGI or WSGI (it takes (*args, **kwargs)); "
-        "pass --interface asgi3|asgi2|wsgi"
-    )
+    with caplog.at_level(logging.INFO, logger="bascule.error"):
+        assert classify(wrapper, label="main:app") == LoadedApp(wrapper, "wsgi", "main:app (WSGI)")
+    assert "main:app takes (*args, **kwargs): serving it as WSGI" in caplog.text
 
 
-def test_star_args_only_is_ambiguous() -> None:
+def test_star_args_only_is_served_as_wsgi() -> None:
     def wrapper(*args: Any) -> Any:
         pass
 
-    assert "cannot tell whether 'main:app' is ASGI or WSGI (it takes (*args))" in classify_error(wrapper)
+    assert classify(wrapper).interface == "wsgi"
+
+
+def test_wsgiref_validator_is_served_as_wsgi() -> None:
+    """wsgiref.validate.validator(app) returns a bare (*args, **kw) function: PEP 3333's own lint tool."""
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    assert classify(wsgiref.validate.validator(app)).interface == "wsgi"
+
+
+def test_generic_async_wrapper_is_asgi3() -> None:
+    async def wrapper(*args: Any, **kwargs: Any) -> None:
+        pass
+
+    assert classify(wrapper).interface == "asgi3"
 
 
 def test_uninspectable_signature_is_ambiguous() -> None:

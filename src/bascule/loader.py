@@ -14,6 +14,7 @@ import asyncio
 import functools
 import importlib
 import inspect
+import logging
 import pkgutil
 import sys
 import sysconfig
@@ -37,6 +38,8 @@ _KIND_NAMES: dict[_Kind, str] = {"asgi3": "ASGI 3", "asgi2": "ASGI 2", "wsgi": "
 _FORCED: dict[str, _Kind] = {"asgi3": "asgi3", "asgi2": "asgi2", "wsgi": "wsgi"}
 _TAIL_FRAMES = 3  # enough to show the user's import chain without turning the error into a traceback
 _SPEC_FORM = "must look like MODULE:ATTR, for example main:app"
+
+_log = logging.getLogger("bascule.error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,8 +310,10 @@ def _detect(app: Any, label: str) -> _Kind:
     """ASGI 3 if async and taking three arguments; ASGI 2 if taking only the scope; WSGI if taking two.
 
     A plain (non-async) callable that must take three arguments can only be ASGI 3 returning an
-    awaitable (a decorator around an async app, for instance), so it counts as ASGI 3. A bare
-    ``(*args, **kwargs)`` wrapper could be anything, so it is refused rather than guessed.
+    awaitable (a decorator around an async app, for instance), so it counts as ASGI 3. A bare sync
+    ``(*args, **kwargs)`` wrapper (``wsgiref.validate.validator``, most decorators) is served as WSGI, the
+    only sync interface that takes more than the scope, and the choice is logged: an ASGI app behind such
+    a wrapper is async (or a class) and was recognised above.
     """
     if inspect.isclass(app):
         return _detect_class(app, label)
@@ -319,8 +324,9 @@ def _detect(app: Any, label: str) -> _Kind:
         raise AppLoadError(f"{label!r} is async but takes {shape.text} instead of (scope, receive, send)")
     if shape is None:
         raise _cannot_tell(label, "its signature cannot be inspected")
-    if shape.named == 0 and shape.maximum > 0:
-        raise _cannot_tell(label, f"it takes {shape.text}")
+    if shape.named == 0 and shape.maximum > 0 and not shape.keyword_required:
+        _log.info("%s takes %s: serving it as WSGI (pass --interface to choose otherwise)", label, shape.text)
+        return "wsgi"
     if shape.maximum == 0 and not shape.keyword_required:
         raise AppLoadError(f"{label!r} takes no arguments, so it is not an app; if it builds the app, pass --factory")
     if shape.takes_exactly(1):

@@ -129,3 +129,21 @@ def spawn_uvicorn(app: str, port: int, *, cwd: Path | str = APPS, log: Path,
         yield proc
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def spawn_gunicorn(app: str, bind: str, *, ready: Callable[[], object], cwd: Path | str = APPS,
+                   log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m gunicorn APP -b BIND``: the WSGI reference server some tests compare against."""
+    args = [sys.executable, "-m", "gunicorn", app, "-b", bind, "--workers", "1"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, cwd=cwd, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        if not wait_for(lambda: proc.poll() is not None or ready(), 15):
+            raise AssertionError(f"gunicorn did not start: {log.read_text(errors='replace')}")
+        if proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {proc.returncode}: {log.read_text(errors='replace')}")
+        yield proc
+    finally:
+        stop(proc)

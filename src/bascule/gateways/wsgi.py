@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from bascule import __version__
 from bascule.errors import AppProtocolError
 from bascule.gateways.eager import start_eager
 from bascule.gateways.threads import ThreadPool
@@ -60,6 +61,7 @@ class WSGIGateway:
             "wsgi.run_once": False,
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
+            "SERVER_SOFTWARE": "bascule/" + __version__,
         }
 
     def handle(self, ex: Exchange) -> None:
@@ -104,9 +106,11 @@ class WSGIGateway:
         if ex.server is not None:
             env["SERVER_NAME"], env["SERVER_PORT"] = ex.server[0], str(ex.server[1])
         else:
-            env["SERVER_NAME"], env["SERVER_PORT"] = "localhost", "0"
+            env["SERVER_NAME"], env["SERVER_PORT"] = _unix_server_name(ex)
         if ex.client is not None:
             env["REMOTE_ADDR"], env["REMOTE_PORT"] = ex.client[0], str(ex.client[1])
+        else:
+            env["REMOTE_ADDR"] = ""  # a Unix socket peer has no address; gunicorn's value, and apps index it
         keys = self._header_keys
         for name, value in ex.headers:
             key = keys.get(name)
@@ -127,6 +131,19 @@ class WSGIGateway:
                 text = old + ("; " if key == "HTTP_COOKIE" else ",") + text
             env[key] = text
         return env
+
+
+def _unix_server_name(ex: Exchange) -> tuple[str, str]:
+    """SERVER_NAME and SERVER_PORT over a Unix socket, which has neither: the Host header's, as gunicorn."""
+    default_port = "443" if ex.scheme == "https" else "80"
+    for name, value in ex.headers:
+        if name == b"host":
+            host = value.decode("latin-1")
+            name_part, colon, port = host.rpartition(":")
+            if colon and port.isdigit() and not name_part.endswith(":"):  # not an unbracketed IPv6 address
+                return name_part, port
+            return host, default_port
+    return "localhost", default_port
 
 
 def _run(req: _Request) -> None:

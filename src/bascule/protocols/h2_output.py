@@ -4,12 +4,25 @@ Split from protocols/http2.py (frames in, stream lifecycle, budgets): :class:`H2
 :class:`~bascule.protocols.http2.H2Connection` that writes. Responses whose DATA the windows cannot take
 yet wait on their own stream (``pending``) and leave in :meth:`H2Output._pump` when WINDOW_UPDATE or
 SETTINGS make room, stream by stream, so one slow reader never holds up the others.
+
+Flow control is not the only brake: a client may open windows of 2^31-1 and then not read. Bytes queued in
+one loop pass go to the transport once they reach :data:`COALESCE_LIMIT` (not only at the end of the pass,
+which an app awaiting nothing but ``send`` never reaches), so the transport's high-water mark is seen at
+once; a stream that sends while the transport is paused is paused itself (``write_paused``, which the
+gateways wait on).
+
+Streams take turns. An app that awaits nothing but ``send`` never suspends while the transport takes its
+bytes, so the first stream woken would send until the next pause and starve the others. So once more than
+one stream is sending, a stream that has sent yields (``_yielded``) while any other is waiting or has been
+woken and not sent yet (``_turns``); a new round wakes the yielded ones on the next loop pass. One stream
+alone never yields: the common case costs one test of two empty containers.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from bascule.protocols import h2_frames as fr
@@ -20,6 +33,7 @@ if TYPE_CHECKING:
     from bascule.protocols.http2_stream import H2Stream
 
 LINGER_SECONDS = 1.0  # after a GOAWAY: how long the client's remaining bytes are read and dropped
+COALESCE_LIMIT = 64 * 1024  # bytes queued in one loop pass that are handed to the transport at once
 
 
 class H2Output:
@@ -36,7 +50,12 @@ class H2Output:
     local_initial_window: int
     _announced: int | None
     _blocked: dict[int, H2Stream]
+    streams: dict[int, H2Stream]
+    _yielded: dict[int, H2Stream]
+    _turns: set[int]
+    _round_scheduled: bool
     _out: list[bytes]
+    _out_size: int
     _fixed_src: bytes
     _fixed_block: bytes
 
@@ -122,6 +141,8 @@ class H2Output:
                     self.write(piece)
             if end:
                 self._end_local(st)
+            elif self.write_paused or self._yielded or self._turns:
+                self._take_turn(st)
             return
         if st.pending is None:
             st.pending = deque()
@@ -181,6 +202,56 @@ class H2Output:
                 st.write_paused = False
                 st.wake_drain()
 
+    def _take_turn(self, st: H2Stream) -> None:
+        """``st`` just sent DATA: it waits (``write_paused``) if the transport is full or others are due."""
+        turns = self._turns
+        turns.discard(st.stream_id)
+        if self.write_paused or self._yielded or turns:
+            st.write_paused = True
+            self._yielded[st.stream_id] = st
+            if not self.write_paused and not self._round_scheduled:
+                self._round_scheduled = True
+                self.loop.call_soon(self._next_round)
+
+    def _next_round(self) -> None:
+        """Wake the streams that yielded their turn (unless the transport paused meanwhile)."""
+        self._round_scheduled = False
+        if self.write_paused or self.closed:
+            return
+        yielded, self._yielded = self._yielded, {}
+        self._wake(yielded.values())
+
+    def _wake(self, streams: Iterable[H2Stream]) -> None:
+        turns = self._turns
+        for st in streams:
+            if st.write_paused and not st.pending:  # one with DATA waiting for window is woken by _pump
+                st.write_paused = False
+                turns.add(st.stream_id)
+                st.wake_drain()
+
+    def forget_turn(self, sid: int) -> None:
+        """A stream left the table: it neither waits for a turn nor holds up the others."""
+        if self._yielded:
+            self._yielded.pop(sid, None)
+        if self._turns:
+            self._turns.discard(sid)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is above its high-water mark: every stream's sender waits (drain)."""
+        self.write_paused = True
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()  # a client that does not read our answers is not read either
+        for st in self.streams.values():
+            st.write_paused = True
+
+    def resume_writing(self) -> None:
+        """The buffer drained: every paused stream with no DATA waiting for window gets a turn."""
+        self.write_paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+        self._yielded.clear()
+        self._wake(list(self.streams.values()))
+
     def credit_stream(self, st: H2Stream, n: int) -> None:
         """The app consumed ``n`` body bytes of ``st``: give them back as stream window when worth it."""
         if st.remote_closed or self.closed:
@@ -192,11 +263,15 @@ class H2Output:
             st._unacked = 0
 
     def write(self, data: bytes) -> None:
-        """Queue bytes; everything queued in one loop pass leaves in one write at its end (as on HTTP/1.1)."""
+        """Queue bytes; everything queued in one loop pass leaves in one write at its end (as on HTTP/1.1),
+        or at once when COALESCE_LIMIT bytes are queued, so that a full transport pauses us in time."""
         out = self._out
         if not out:
             self.loop.call_soon(self._flush_out)
         out.append(data)
+        self._out_size += len(data)
+        if self._out_size >= COALESCE_LIMIT:
+            self._flush_out()
 
     def _flush_out(self) -> None:
         out = self._out
@@ -208,6 +283,7 @@ class H2Output:
                 else:
                     transport.writelines(out)
             out.clear()
+            self._out_size = 0
 
     def close(self) -> None:
         self._flush_out()

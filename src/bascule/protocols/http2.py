@@ -90,9 +90,13 @@ class H2Connection(H2Output, asyncio.Protocol):
         self._hprio_error = False
         self._reset_by_us: dict[int, None] = {}
         self._blocked: dict[int, H2Stream] = {}  # streams with DATA waiting for window
+        self._yielded: dict[int, H2Stream] = {}  # streams waiting for their next turn to send (h2_output)
+        self._turns: set[int] = set()  # streams woken for this round that have not sent yet
+        self._round_scheduled = False
         self._orphans: dict[int, H2Stream] = {}  # reset by the client, app still running
         self._to_dispatch: list[H2Stream] = []
         self._out: list[bytes] = []
+        self._out_size = 0  # bytes in _out
         self._resets = 0
         self._control = 0
         self._fixed_src = b""
@@ -136,6 +140,8 @@ class H2Connection(H2Output, asyncio.Protocol):
         streams = list(self.streams.values())
         self.streams.clear()
         self._blocked.clear()
+        self._yielded.clear()
+        self._turns.clear()
         for st in streams:
             self.ctx.release(st)
             st.remote_closed = st.local_closed = True  # both sides are gone (a WebSocket stream checks)
@@ -227,22 +233,6 @@ class H2Connection(H2Output, asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         return None
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        if self.transport is not None and not self.closed:
-            self.transport.pause_reading()  # a client that does not read our answers is not read either
-        for st in self.streams.values():
-            st.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.transport is not None and not self.closed:
-            self.transport.resume_reading()
-        for st in list(self.streams.values()):
-            if st.write_paused and not st.pending:
-                st.write_paused = False
-                st.wake_drain()
 
     # -- frames -------------------------------------------------------------------------------------
     def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
@@ -600,6 +590,7 @@ class H2Connection(H2Output, asyncio.Protocol):
     def _forget(self, st: H2Stream) -> None:
         """Both sides are done: the stream leaves the table (its id stays "closed")."""
         if self.streams.pop(st.stream_id, None) is not None:
+            self.forget_turn(st.stream_id)
             if st.write_paused:  # resume_writing only wakes streams still in the table
                 st.write_paused = False
                 st.wake_drain()

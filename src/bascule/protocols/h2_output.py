@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 LINGER_SECONDS = 1.0  # after a GOAWAY: how long the client's remaining bytes are read and dropped
 COALESCE_LIMIT = 64 * 1024  # bytes queued in one loop pass that are handed to the transport at once
+# WINDOW_UPDATEs a client may send per DATA frame of ours without paying the control-frame budget: one for
+# the stream and one for the connection, each possibly in two pieces (what two reads consumed). Acking
+# every frame is ordinary client behaviour, and each allowance is earned by a frame that cost us more.
+ACKS_PER_DATA = 4
 
 
 class H2Output:
@@ -47,6 +51,7 @@ class H2Output:
     last_stream_id: int
     peer_max_frame: int
     send_window: int
+    ack_allowance: int
     local_initial_window: int
     _announced: int | None
     _blocked: dict[int, H2Stream]
@@ -113,6 +118,7 @@ class H2Output:
             return
         self.send_window -= n
         st.send_window -= n
+        self.ack_allowance += ACKS_PER_DATA
         sid = st.stream_id
         self.write(fr.frame(fr.HEADERS, fr.END_HEADERS, sid, block) + fr.frame(fr.DATA, fr.END_STREAM, sid, body))
         self._end_local(st)
@@ -128,6 +134,7 @@ class H2Output:
             max_frame = self.peer_max_frame
             flags = fr.END_STREAM if end else 0
             sid = st.stream_id
+            self.ack_allowance += ACKS_PER_DATA * (1 + n // max_frame)
             if n <= max_frame:
                 if n < 4096:
                     self.write(fr.frame(fr.DATA, flags, sid, data))
@@ -181,6 +188,7 @@ class H2Output:
                     pending.popleft()
                 self.send_window -= n
                 st.send_window -= n
+                self.ack_allowance += ACKS_PER_DATA
                 last = not pending and st.pending_end and st.pending_trailers is None
                 self.write(fr.frame(fr.DATA, fr.END_STREAM if last else 0, sid, chunk))
                 if last:

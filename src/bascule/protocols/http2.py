@@ -93,6 +93,8 @@ class H2Connection(H2Output, asyncio.Protocol):
         self._yielded: dict[int, H2Stream] = {}  # streams waiting for their next turn to send (h2_output)
         self._turns: set[int] = set()  # streams woken for this round that have not sent yet
         self._round_scheduled = False
+        self._pump_due = False  # a WINDOW_UPDATE in this read opened a window some waiting DATA needs
+        self.ack_allowance = 0  # WINDOW_UPDATEs not charged as control frames: ACKS_PER_DATA per DATA sent
         self._orphans: dict[int, H2Stream] = {}  # reset by the client, app still running
         self._to_dispatch: list[H2Stream] = []
         self._out: list[bytes] = []
@@ -218,6 +220,12 @@ class H2Connection(H2Output, asyncio.Protocol):
         except ConnectionError_ as exc:
             self._connection_error(exc.code, str(exc))
             return
+        if self._pump_due:
+            # Waiting DATA leaves once per read, not once per WINDOW_UPDATE: a client that gives window
+            # back in small pieces (per frame, per recv) would otherwise get frames of the pieces' size,
+            # and answer those with smaller pieces still.
+            self._pump_due = False
+            self._pump()
         if self._to_dispatch:
             self._dispatch_ready()
 
@@ -423,7 +431,10 @@ class H2Connection(H2Output, asyncio.Protocol):
         if len(payload) != 4:
             raise ConnectionError_(fr.FRAME_SIZE_ERROR, "WINDOW_UPDATE of the wrong size")
         increment = _U32(payload)[0] & 0x7FFFFFFF
-        self._charge_control()
+        if self.ack_allowance > 0:
+            self.ack_allowance -= 1  # giving back window for DATA we sent: what every client does
+        else:
+            self._charge_control()
         if sid == 0:
             if increment == 0:
                 raise ConnectionError_(fr.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
@@ -431,7 +442,7 @@ class H2Connection(H2Output, asyncio.Protocol):
             if self.send_window > fr.MAX_WINDOW:
                 raise ConnectionError_(fr.FLOW_CONTROL_ERROR, "connection window over 2^31-1")
             if self._blocked:
-                self._pump()
+                self._pump_due = True
             return
         st = self.streams.get(sid)
         if st is None:
@@ -444,7 +455,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         if st.send_window > fr.MAX_WINDOW:
             raise StreamError(sid, fr.FLOW_CONTROL_ERROR, "stream window over 2^31-1")
         if st.pending is not None:
-            self._pump()
+            self._pump_due = True  # once the whole read is handled: its increments add up to one frame
 
     def _on_rst_stream(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:

@@ -69,6 +69,19 @@ def app_int(value: object, what: str) -> int:
     raise AppProtocolError(f"{what} must be an int, got {value!r}")
 
 
+def bodiless_length(status: int, content_length: int | None, end: bool, body: bytes) -> int | None:
+    """The Content-Length of a response sent without content (HEAD, 304), the same on every wire.
+
+    What the app declared stands. A HEAD answered with the body GET would carry, whole in one message and
+    with no length of its own, declares that body's length, as the GET would have (RFC 9110 9.3.2), whatever
+    the status. A 304 never gets one inferred: its Content-Length may only be the selected representation's
+    (RFC 9110 8.6), which only the app knows.
+    """
+    if content_length is None and end and body and status != 304:
+        return len(body)
+    return content_length
+
+
 def peer_address(info: Any) -> tuple[str, int] | None:
     """A transport's ``peername``/``sockname`` as the (host, port) scopes want; None for Unix sockets."""
     if isinstance(info, tuple) and len(info) >= 2:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 from bascule.errors import AppProtocolError, ProtocolError
-from bascule.protocols.exchange import BufferedExchange, Headers
+from bascule.protocols.exchange import BufferedExchange, Headers, bodiless_length
 
 if TYPE_CHECKING:
     from bascule.protocols.http1 import H1Connection
@@ -216,8 +216,7 @@ class H1Exchange(BufferedExchange):
             framing = b""  # RFC 9110 8.6: no Content-Length on 1xx and 204
         elif self.method == "HEAD" or status == 304:
             self.no_body = True
-            if content_length is None and end and body and status != 304:
-                content_length = len(body)  # the app sent GET's body: its length is GET's Content-Length
+            content_length = bodiless_length(status, content_length, end, body)
             framing = b"" if content_length is None else b"content-length: %d\r\n" % content_length
         elif content_length is not None:
             self._expected = content_length

@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from bascule.errors import AppProtocolError
 from bascule.protocols import h2_frames as fr
-from bascule.protocols.exchange import BufferedExchange, Headers
+from bascule.protocols.exchange import BufferedExchange, Headers, bodiless_length
 from bascule.protocols.h2_headers import (
     CONTENT_LENGTH_PREFIX,
     RequestHead,
@@ -142,8 +142,10 @@ class H2Stream(BufferedExchange):
             self.no_body = True
             if status == 204 and content_length is not None:  # RFC 9110 8.6: none on 204
                 parts = [part for part in parts if part[:2] != CONTENT_LENGTH_PREFIX]
-            elif content_length is None and end and body and status == 200:
-                parts.append(content_length_field(len(body)))
+            elif status != 204 and content_length is None:
+                implied = bodiless_length(status, content_length, end, body)
+                if implied is not None:
+                    parts.append(content_length_field(implied))
         elif content_length is not None:
             self._expected = content_length
         elif end and not trailers:

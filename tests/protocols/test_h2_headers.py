@@ -36,6 +36,8 @@ def test_cookies_are_joined_for_http1_minded_apps() -> None:
     [*BASE, (b"x", b" padded")],  # leading whitespace
     [*BASE, (b"x", b"a\x00b")],
     [(b"accept", b"x"), *BASE],  # pseudo-header after a regular one
+    # a :path HTTP/1.1 would refuse as a request-target (llhttp: 400)
+    *([*BASE[:2], (b":path", b"/a" + bad + b"b"), BASE[3]] for bad in (b" ", b"\t", b"\x7f", b"\x01", b"\xc3\xa9")),
     [*BASE, (b":method", b"POST")],  # duplicated pseudo-header
     [*BASE, (b":status", b"200")],  # response pseudo-header
     [*BASE, (b":protocol", b"websocket")],  # :protocol not enabled (and not CONNECT)

@@ -29,6 +29,9 @@ CACHE_ENTRIES = 64
 _HIGH_BYTES = bytes(range(0x81, 0xFF))  # one-byte indexed fields (index 1..126)
 _BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")  # RFC 9113 8.2.1: lowercase tokens only
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+# What llhttp refuses in an HTTP/1.1 request-target, refused in :path too (one request, one answer on both
+# wires): whitespace, control characters, DEL, and bytes outside ASCII (clients percent-encode them).
+_BAD_PATH = re.compile(rb"[^\x21-\x7e]")
 _BAD_RESPONSE_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-zA-Z]")
 _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                                   b"upgrade"))
@@ -177,7 +180,8 @@ def parse_request(fields: Headers, *, connect_protocol: bool) -> RequestHead:
             raise MalformedRequest(":protocol on a request other than CONNECT")
         if scheme is None or path is None:
             raise MalformedRequest("missing :scheme or :path")
-        if not path or b"#" in path or (path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS")):
+        if (not path or b"#" in path or (path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"))
+                or _BAD_PATH.search(path)):
             raise MalformedRequest("invalid :path")
     if authority is not None and not host:
         if _BAD_VALUE.search(authority):

@@ -6,6 +6,7 @@ integration tests (integration/test_it_tls.py) do the same over real connections
 
 from __future__ import annotations
 
+import datetime
 import logging
 import ssl
 from pathlib import Path
@@ -335,3 +336,42 @@ def test_failed_reload_keeps_the_old_certificate(files: ServerFiles, tmp_path: P
         f"does not belong to the certificate in {str(files.cert)!r}: pass the key the certificate was issued for"]
     _, client = handshake(ctx, files.client_context())
     assert server_cert_of(client) == ssl.PEM_cert_to_DER_cert(files.leaf_pem)
+
+
+def _files_valid(tmp_path: Path, not_before: datetime.datetime, not_after: datetime.datetime) -> ServerFiles:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", not_before=not_before, not_after=not_after)
+    cert, key = tmp_path / "dated.pem", tmp_path / "dated.key"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    return ServerFiles(ca, leaf, cert, key)
+
+
+NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+DAY = datetime.timedelta(days=1)
+
+
+@pytest.mark.parametrize(("not_before", "not_after", "warning"), [
+    (NOW - 10 * DAY, NOW - DAY, "expired on"),
+    (NOW + DAY, NOW + 10 * DAY, "is not valid before"),
+    (NOW - DAY, NOW + DAY, None),
+])
+def test_a_certificate_not_valid_now_is_served_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, not_before: datetime.datetime,
+        not_after: datetime.datetime, warning: str | None) -> None:
+    files = _files_valid(tmp_path, not_before, not_after)
+    with caplog.at_level(logging.WARNING, logger="bascule.error"):
+        assert tls.server_context(config(files), ALPN) is not None  # served all the same
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if warning is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and warning in messages[0] and str(files.cert) in messages[0], messages
+
+
+def test_certificate_validity_matches_an_independent_decoder(files: ServerFiles) -> None:
+    parsed = x509.load_pem_x509_certificate(files.leaf_pem.encode())
+    der = ssl.PEM_cert_to_DER_cert(files.leaf_pem)
+    assert tls.certificate_validity(der) == (parsed.not_valid_before_utc, parsed.not_valid_after_utc)
+    with pytest.raises(ValueError):
+        tls.certificate_validity(b"\x30\x03\x02\x01\x00")

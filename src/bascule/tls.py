@@ -17,6 +17,7 @@ once per connection (not per request), after the handshake.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import re
@@ -110,6 +111,7 @@ def _load_files(context: ssl.SSLContext, config: Config) -> None:
     if "-----BEGIN CERTIFICATE-----" not in cert_text:
         raise ConfigError(f"ssl_certfile {certfile!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----): "
                           f"pass the certificate chain in PEM form")
+    warn_if_not_valid_now(certfile, cert_text)
     key_text = cert_text if keyfile is None else _read("ssl_keyfile", keyfile)
     key_source = certfile if keyfile is None else keyfile
     if "PRIVATE KEY-----" not in key_text:
@@ -148,6 +150,80 @@ def _load_files(context: ssl.SSLContext, config: Config) -> None:
                               f"({_reason(exc)}): pass the CA that issues the client certificates") from None
         except OSError as exc:
             raise ConfigError(f"cannot read ssl_ca_certs {config.ssl_ca_certs!r}: {exc.strerror or exc}") from None
+
+
+def warn_if_not_valid_now(certfile: str, cert_text: str, now: datetime.datetime | None = None) -> None:
+    """Log a warning when the server certificate has expired or is not valid yet.
+
+    Not an error: the operator may be replacing it, and an expired certificate still serves clients told
+    to ignore it. But every browser will refuse it, so say so at start and reload, not in the clients' logs.
+    """
+    match = _CERT_PEM.search(cert_text)
+    if match is None:
+        return
+    try:
+        not_before, not_after = certificate_validity(ssl.PEM_cert_to_DER_cert(match.group(0)))
+    except (ValueError, IndexError):
+        return  # OpenSSL decides whether the certificate loads; this is only a warning
+    now = now or datetime.datetime.now(datetime.UTC)
+    if now > not_after:
+        _log.warning("the certificate in ssl_certfile %r expired on %s: clients will refuse it; renew it",
+                     certfile, not_after.isoformat(sep=" "))
+    elif now < not_before:
+        _log.warning("the certificate in ssl_certfile %r is not valid before %s: clients will refuse it until "
+                     "then; check the clock or the certificate", certfile, not_before.isoformat(sep=" "))
+
+
+def certificate_validity(der: bytes) -> tuple[datetime.datetime, datetime.datetime]:
+    """(notBefore, notAfter) of a DER X.509 certificate (RFC 5280 4.1), read without a crypto library.
+
+    Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber, signature,
+    issuer, validity SEQUENCE { notBefore, notAfter }, ... }, ... }. Raises ValueError on anything else.
+    """
+    _, body, _ = _der(der, 0, 0x30)
+    _, pos, _ = _der(der, body, 0x30)  # tbsCertificate: walk its fields
+    tag = der[pos]
+    if tag == 0xA0:  # explicit version
+        pos = _der(der, pos, 0xA0)[2]
+    for expected in (0x02, 0x30, 0x30):  # serialNumber, signature, issuer
+        pos = _der(der, pos, expected)[2]
+    _, validity, _ = _der(der, pos, 0x30)
+    before_start, before_end = _der_any_time(der, validity)
+    after_start, after_end = _der_any_time(der, before_end)
+    return _der_time(der, validity, before_start, before_end), _der_time(der, before_end, after_start, after_end)
+
+
+def _der(der: bytes, pos: int, tag: int) -> tuple[int, int, int]:
+    """The element at ``pos`` (which must have ``tag``): (its start, its content's start, its end)."""
+    if der[pos] != tag:
+        raise ValueError(f"DER tag {der[pos]:#x} where {tag:#x} was expected")
+    length = der[pos + 1]
+    start = pos + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 1 <= count <= 4:
+            raise ValueError("unsupported DER length")
+        length = int.from_bytes(der[start:start + count], "big")
+        start += count
+    end = start + length
+    if end > len(der):
+        raise ValueError("DER element runs past the end")
+    return pos, start, end
+
+
+def _der_any_time(der: bytes, pos: int) -> tuple[int, int]:
+    tag = der[pos]
+    if tag not in (0x17, 0x18):
+        raise ValueError("validity time is neither UTCTime nor GeneralizedTime")
+    _, start, end = _der(der, pos, tag)
+    return start, end
+
+
+def _der_time(der: bytes, tag_pos: int, start: int, end: int) -> datetime.datetime:
+    text = der[start:end].decode("ascii")
+    if der[tag_pos] == 0x17:  # UTCTime: two-digit years, 50-99 are 19xx (RFC 5280 4.1.2.5.1)
+        text = ("19" if int(text[:2]) >= 50 else "20") + text
+    return datetime.datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=datetime.UTC)
 
 
 class _PasswordNeeded(Exception):

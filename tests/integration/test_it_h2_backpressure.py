@@ -9,12 +9,16 @@ wait while the socket's buffer is full. Before the fix the ASGI app never waited
 connection's output queue (which is flushed only once the loop gets a turn, and an app that awaits nothing
 but ``send`` never gave it one): RSS grew by a GiB and the event loop stalled.
 
+The last test holds an HTTP/1.1 client to the same rule (a raw socket that asks for the stream and reads
+nothing): the issue asks for the brake on every protocol.
+
 Checked: the server's resident memory (VmRSS of the process, sampled every 50 ms) grows by less than
 64 MiB, and another client on another connection gets an answer (within a generous 5 s: not a speed test).
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 import time
@@ -118,3 +122,27 @@ def test_paused_streams_take_turns(server: tuple[int, int]) -> None:
         assert min(shares) > 1 / 6, shares
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("path", ["/stream", "/wsgi/stream"])
+def test_unread_http1_stream_is_bounded_too(server: tuple[int, int], path: str) -> None:
+    """The same brake on HTTP/1.1 (the issue asks it of every protocol): a client that asks for the
+    endless stream and never reads holds the app at the transport's high-water mark."""
+    port, pid = server
+    before = peak = rss_kb(pid)
+    hog = socket.create_connection(("127.0.0.1", port))
+    try:
+        hog.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        end = time.monotonic() + HOLD_SECONDS
+        while time.monotonic() < end:
+            peak = max(peak, rss_kb(pid))
+            time.sleep(0.05)
+        served = answered(port, "/hello")
+        hog.settimeout(5)
+        assert hog.recv(65536).startswith(b"HTTP/1.1 200 "), "the response was not streaming"
+    finally:
+        hog.close()
+    growth = (peak - before) / 1024
+    print(f"HTTP/1.1 {path}: peak +{growth:.1f} MiB while the client did not read")
+    assert growth < RSS_LIMIT_MB, f"RSS grew by {growth:.1f} MiB"
+    assert served, "another connection got no answer while one client did not read"

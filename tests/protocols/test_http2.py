@@ -52,17 +52,23 @@ class Reply:
 class Client:
     """A strict HTTP/2 client over one socket (h2c with prior knowledge unless given a connected socket)."""
 
-    def __init__(self, port: int, *, window: int | None = None, sock: socket.socket | None = None) -> None:
+    def __init__(self, port: int, *, window: int | None = None, sock: socket.socket | None = None,
+                 upgraded: h2.connection.H2Connection | None = None) -> None:
         self.sock = sock or socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         self.replies: dict[int, Reply] = {}
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.closed = False
         self.auto_ack = True
-        if window is not None:  # sent with the preface (update_settings would queue it before the preface)
-            self.conn.local_settings = h2.settings.Settings(
-                client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
-        self.conn.initiate_connection()
+        if upgraded is not None:  # after an h2c upgrade: its preface is queued already, stream 1 is open
+            self.conn = upgraded
+            self.replies[1] = Reply()
+        else:
+            self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                             header_encoding=None))
+            if window is not None:  # sent with the preface (update_settings would queue it before the preface)
+                self.conn.local_settings = h2.settings.Settings(
+                    client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+            self.conn.initiate_connection()
         self.flush()
 
     def flush(self) -> None:
@@ -455,17 +461,47 @@ def test_h2c_upgrade_from_http11(serve: Serve, app: App) -> None:
         while b"\r\n\r\n" not in head:
             head += sock.recv(1)
         assert head.startswith(b"HTTP/1.1 101")
-        c = Client(srv.port, sock=sock)
-        c.conn = settings
-        settings.initiate_connection()
-        c.flush()
-        c.replies[1] = Reply()
+        c = Client(srv.port, sock=sock, upgraded=settings)
         try:
             reply = c.response(1)
         finally:
             c.close()
     assert reply.status == 200 and reply.body == b"Hello, world!"
     assert app.scopes[0]["http_version"] == "2" and app.scopes[0]["query_string"] == b"up=1"
+
+
+def test_h2c_upgrade_answers_after_the_client_preface(serve: Serve, app: App) -> None:
+    """Nothing of stream 1's response may follow the 101 before the client's preface: curl --http2 reads
+    the 101 and what comes after it in one 32 KiB buffer and fails when more arrived (seen with /big)."""
+    settings = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    with serve(app) as srv:
+        sock = socket.create_connection((srv.host, srv.port), timeout=5)
+        header = settings.initiate_upgrade_connection()
+        sock.sendall(b"GET /big HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\n"
+                     b"http2-settings: " + header + b"\r\n\r\n")
+        early = b""
+        sock.settimeout(0.5)
+        with contextlib.suppress(TimeoutError):
+            while len(early) < 1 << 20:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                early += chunk
+        head, _, frames = early.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101")
+        kinds = []
+        while len(frames) >= 9:
+            length = int.from_bytes(frames[:3], "big")
+            kinds.append(frames[3])
+            frames = frames[9 + length:]
+        assert set(kinds) <= {0x4, 0x8}, f"frames before the preface: {kinds}"  # SETTINGS, WINDOW_UPDATE only
+        settings.receive_data(early[len(head) + 4:])
+        c = Client(srv.port, sock=sock, upgraded=settings)
+        try:
+            reply = c.response(1, timeout=20)
+        finally:
+            c.close()
+    assert reply.status == 200 and len(reply.body) == 65536 * 32
 
 
 def test_no_http2_refuses_the_preface(serve: Serve, app: App) -> None:

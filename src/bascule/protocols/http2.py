@@ -126,7 +126,13 @@ class H2Connection(H2Output, asyncio.Protocol):
             self.start_goaway()
 
     def upgraded(self, head: RequestHead, client_settings: bytes) -> None:
-        """After ``Upgrade: h2c``: the client's HTTP2-Settings apply, and its request is stream 1."""
+        """After ``Upgrade: h2c``: the client's HTTP2-Settings apply, and its request is stream 1.
+
+        Stream 1's app starts once the client's preface arrives (data_received dispatches it), not at once:
+        a client reads the 101 and what follows it in one buffer (curl: 32 KiB, then "connection buffer
+        size is too small ... following HTTP Upgrade"), and it sends its preface only after the 101, so
+        waiting for the preface keeps the response out of that buffer. The head deadline still applies.
+        """
         try:
             self._apply_peer_settings(client_settings)
         except ConnectionError_ as exc:
@@ -134,7 +140,6 @@ class H2Connection(H2Output, asyncio.Protocol):
             return
         self.last_stream_id = 1
         self._open_stream(1, head, True)
-        self._dispatch_ready()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

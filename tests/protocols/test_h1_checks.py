@@ -32,13 +32,13 @@ def test_content_length_is_returned() -> None:
 @pytest.mark.parametrize("name", sorted(h1_checks.FORBIDDEN_TRAILERS))
 def test_forbidden_trailers(name: bytes) -> None:
     with pytest.raises(ProtocolError):
-        h1_checks.check_trailers([(b"x-ok", b"1"), (name, b"v")], 100)
+        h1_checks.check_trailers([(b"x-ok", b"1"), (name, b"v")], 100, 8190)
 
 
 def test_trailer_count_limit() -> None:
-    h1_checks.check_trailers([(b"x-a", b"")] * 3, 3)
+    h1_checks.check_trailers([(b"x-a", b"")] * 3, 3, 8190)
     with pytest.raises(ProtocolError) as info:
-        h1_checks.check_trailers([(b"x-a", b"")] * 4, 3)
+        h1_checks.check_trailers([(b"x-a", b"")] * 4, 3, 8190)
     assert info.value.status == 431
 
 
@@ -67,6 +67,15 @@ def test_other_methods_pass() -> None:
 
 
 def test_head_size() -> None:
-    h1_checks.check_head_size(b"/", [(b"a", b"b" * 10)], 100)
-    with pytest.raises(ProtocolError):
-        h1_checks.check_head_size(b"/", [(b"a", b"b" * 100)], 100)
+    h1_checks.check_head_size(b"/", [(b"a", b"b" * 10)], 100, 8190)
+    with pytest.raises(ProtocolError, match="--limit-request-header-size"):
+        h1_checks.check_head_size(b"/", [(b"a", b"b" * 100)], 100, 8190)
+
+
+def test_field_size_counts_name_colon_space_and_value_as_gunicorn() -> None:
+    h1_checks.check_head_size(b"/", [(b"abc", b"v" * 5)], 1000, 10)  # "abc: vvvvv" is 10 bytes
+    with pytest.raises(ProtocolError, match="--limit-request-field-size") as info:
+        h1_checks.check_head_size(b"/", [(b"abc", b"v" * 6)], 1000, 10)
+    assert info.value.status == 431
+    with pytest.raises(ProtocolError, match="--limit-request-field-size"):
+        h1_checks.check_trailers([(b"x-checksum", b"v" * 100)], 100, 50)

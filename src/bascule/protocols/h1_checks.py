@@ -70,17 +70,30 @@ def check_framing(headers: Headers, http_version: str) -> int | None:
     return length
 
 
-def check_head_size(url: bytes, headers: Headers, limit: int) -> None:
-    """Measure a head that arrived within one large chunk (the per-chunk count in data_received misses it)."""
-    size = len(url) + sum(len(name) + len(value) + 4 for name, value in headers)
-    if size > limit:
-        raise ProtocolError("request header fields too large", 431)
+def check_head_size(url: bytes, headers: Headers, head_limit: int, field_limit: int) -> None:
+    """Measure a head that may be over --limit-request-header-size or hold a field over
+    --limit-request-field-size (gunicorn's count: name, ": " and value).
+
+    Called for a head that spanned several reads or arrived in a read longer than the smaller limit: a head
+    within one shorter read cannot break either, so ordinary requests are never measured field by field.
+    """
+    size = len(url)
+    for name, value in headers:
+        field = len(name) + len(value) + 2
+        if field > field_limit:
+            raise ProtocolError(f"a header field is longer than --limit-request-field-size ({field_limit} bytes)",
+                                431)
+        size += field + 2
+    if size > head_limit:
+        raise ProtocolError(f"request header fields too large (over --limit-request-header-size, "
+                            f"{head_limit} bytes)", 431)
 
 
-def check_trailers(trailers: Headers, limit: int) -> None:
+def check_trailers(trailers: Headers, limit: int, field_limit: int) -> None:
     """Refuse a trailer section that is too long or carries a field that must not be sent there."""
     if len(trailers) > limit:
         raise ProtocolError("too many trailer fields", 431)
+    check_head_size(b"", trailers, 1 << 62, field_limit)
     for name, _ in trailers:
         if name in FORBIDDEN_TRAILERS:
             raise ProtocolError(f"{name.decode('latin-1')!r} is not allowed in a trailer section "

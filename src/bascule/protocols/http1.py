@@ -73,6 +73,9 @@ class H1Connection(asyncio.Protocol):
         self._app_mark: tuple[H1Exchange | None, float] = (None, 0.0)  # --timeout-request watch
         self._max_url = ctx.limit_request_line
         self._max_head = ctx.limit_request_header_size
+        # a read longer than this may hold a head over a size limit: the heads completed within it are measured
+        self._measure_above = min(ctx.limit_request_header_size, ctx.limit_request_field_size)
+        self._measuring = False  # inside such a read
         self._max_headers = ctx.limit_request_headers
         self._requests_left = ctx.limit_requests_per_connection or 0  # counts down; 0: no limit
         self._parsing: H1Exchange | None = None
@@ -135,9 +138,10 @@ class H1Connection(asyncio.Protocol):
             self._feed_raw(data)
             return
         try:
-            if len(data) > self._max_head:
-                self._framing = True  # a head may be complete within this chunk: measure it in on_headers_complete
-            self.parser.feed_data(data)
+            if len(data) > self._measure_above:
+                self._feed_measured(data)
+            else:
+                self.parser.feed_data(data)
             if self._in_head:
                 # A head still incomplete after this chunk: bound what it may grow to (the memory a
                 # slow or hostile client can pin), counted per chunk rather than per header, and start
@@ -148,10 +152,12 @@ class H1Connection(asyncio.Protocol):
                 if self._url == b"*" and self._latest is None:
                     self._early += data  # perhaps an HTTP/2 preface over several reads (_h2_prior_knowledge)
                 if self._head_bytes > self._max_head:
-                    raise ProtocolError("request header fields too large", 431)
+                    raise ProtocolError(f"request header fields too large (over --limit-request-header-size, "
+                                        f"{self._max_head} bytes)", 431)
             elif self._headers:
                 # fields collected while no head is open: a chunked body's trailer section, still open
-                h1_checks.check_trailers(self._headers, self.ctx.limit_request_headers)
+                ctx = self.ctx
+                h1_checks.check_trailers(self._headers, ctx.limit_request_headers, ctx.limit_request_field_size)
         except httptools.HttpParserUpgrade as upgrade:
             if self._to_dispatch is not None and self.ctx.websocket_route is not None and self._websocket(
                     self._to_dispatch, data[upgrade.args[0]:]):
@@ -179,6 +185,16 @@ class H1Connection(asyncio.Protocol):
         if ex is not None:
             self._to_dispatch = None
             self._dispatch(ex)
+
+    def _feed_measured(self, data: bytes) -> None:
+        """Feed a read long enough to hold a head or a field over a size limit: every head completed within
+        it takes the slow path of on_headers_complete and is measured (a shorter read cannot hold either, and
+        a head spanning reads is measured anyway), not only the first one."""
+        self._framing = self._measuring = True
+        try:
+            self.parser.feed_data(data)
+        finally:
+            self._measuring = False
 
     def _dispatch(self, ex: H1Exchange | None) -> None:
         """Serve ``ex``, then each pipelined request its completion made next, one after the other.
@@ -265,8 +281,9 @@ class H1Connection(asyncio.Protocol):
                 raise ProtocolError("the request target must be a path or an absolute URL", 400)
             raw_path, query = parsed.path or b"/", parsed.query or b""
         if self._framing:
-            self._framing = False
-            h1_checks.check_head_size(url, self._headers, self.ctx.limit_request_header_size)
+            self._framing = self._measuring  # within a long read, the next head is measured too
+            ctx = self.ctx
+            h1_checks.check_head_size(url, self._headers, ctx.limit_request_header_size, ctx.limit_request_field_size)
             length = h1_checks.check_framing(self._headers, http_version)
             limit = self.ctx.limit_request_body
             if length is not None and limit is not None and length > limit:
@@ -318,8 +335,9 @@ class H1Connection(asyncio.Protocol):
         self._hosts = 0
         self._expect_continue = False
         self._te_trailers = False
-        self._framing = False
-        h1_checks.check_trailers(trailers, self.ctx.limit_request_headers)
+        self._framing = self._measuring
+        ctx = self.ctx
+        h1_checks.check_trailers(trailers, ctx.limit_request_headers, ctx.limit_request_field_size)
 
     # -- WebSocket upgrade (only reached through HttpParserUpgrade: no cost to other requests) -------------
     def _websocket(self, ex: H1Exchange, leftover: bytes) -> bool:

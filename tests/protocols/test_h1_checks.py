@@ -79,3 +79,14 @@ def test_field_size_counts_name_colon_space_and_value_as_gunicorn() -> None:
     assert info.value.status == 431
     with pytest.raises(ProtocolError, match="--limit-request-field-size"):
         h1_checks.check_trailers([(b"x-checksum", b"v" * 100)], 100, 50)
+
+
+def test_partial_head_size_counts_the_head_not_the_requests_before_it() -> None:
+    before = b"GET /a HTTP/1.1\r\nhost: t\r\n\r\n" * 1000
+    # the request line is complete, a field is in progress: url + complete fields + the partial field
+    assert h1_checks.partial_head_size(before + b"GET /b HTTP/1.1\r\nx-a: vvv", b"/b", []) == 2 + 8
+    assert h1_checks.partial_head_size(before + b"GET /b HTTP/1.1\r\nhost: t\r\nx-a: vv", b"/b",
+                                       [(b"host", b"t")]) == 2 + 9 + 7
+    # still in the request line: only the target counts (--limit-request-line bounds it)
+    assert h1_checks.partial_head_size(before + b"GET /bbb", b"/bbb", []) == 4
+    assert h1_checks.partial_head_size(b"GET /bbb", b"/bbb", []) == 4

@@ -70,6 +70,26 @@ def check_framing(headers: Headers, http_version: str) -> int | None:
     return length
 
 
+def head_size(url: bytes, headers: Headers) -> int:
+    """The bytes a request head's line and fields take on the wire, near enough (CRLF and ": " each)."""
+    return len(url) + sum(len(name) + len(value) + 4 for name, value in headers)
+
+
+def partial_head_size(data: bytes, url: bytes, headers: Headers) -> int:
+    """What a head still incomplete at the end of ``data``, which began within it, holds so far.
+
+    Not ``len(data)``: the read may also carry many complete pipelined requests before the head (a burst of
+    small requests would look like one oversized head). Its complete fields are in ``headers``; the field in
+    progress (buffered inside httptools) is what follows the last LF. If no field is complete and that LF is
+    not the end of this head's request line (``HTTP/1.x`` CR LF), the head is still in its request line,
+    which --limit-request-line bounds through ``url``.
+    """
+    end = data.rfind(b"\n")
+    if headers or (end >= 9 and data.startswith(b"HTTP/", end - 9)):
+        return head_size(url, headers) + len(data) - end - 1
+    return len(url)
+
+
 def check_head_size(url: bytes, headers: Headers, head_limit: int, field_limit: int) -> None:
     """Measure a head that may be over --limit-request-header-size or hold a field over
     --limit-request-field-size (gunicorn's count: name, ": " and value).

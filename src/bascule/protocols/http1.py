@@ -146,9 +146,11 @@ class H1Connection(asyncio.Protocol):
                 # A head still incomplete after this chunk: bound what it may grow to (the memory a
                 # slow or hostile client can pin), counted per chunk rather than per header, and start
                 # its deadline (--timeout-request-head, checked by on_tick).
-                if not self._head_bytes:
+                if self._head_bytes:
+                    self._head_bytes += len(data)
+                else:  # it began in this chunk, perhaps behind many complete pipelined requests
                     self._head_since = self.loop.time()
-                self._head_bytes += len(data)
+                    self._head_bytes = 1 + h1_checks.partial_head_size(data, self._url, self._headers)
                 if self._url == b"*" and self._latest is None:
                     self._early += data  # perhaps an HTTP/2 preface over several reads (_h2_prior_knowledge)
                 if self._head_bytes > self._max_head:

@@ -132,6 +132,28 @@ def test_chunked_body_growing_past_the_limit_is_cut_with_413(serve: Serve, kind:
         assert app.errors and isinstance(app.errors[0], OSError)
 
 
+@pytest.mark.parametrize(("kind", "chunked"), [("asgi", False), ("wsgi", False), ("asgi", True), ("wsgi", True)])
+def test_413_names_limit_request_body_in_its_text_and_log_line(serve: Serve, kind: str, chunked: bool,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The operator reading the log, and the client reading the answer, learn which option to raise."""
+    caplog.set_level(logging.INFO, logger="bascule.error")
+    app: Any = BodyApp() if kind == "asgi" else WSGIBodyApp()
+    if chunked:  # in one write: refused before the app runs
+        request = b"Transfer-Encoding: chunked\r\n\r\n7d1\r\n" + b"x" * 2001 + b"\r\n0\r\n\r\n"
+        reason = "request body is over --limit-request-body (1000 bytes)"
+    else:
+        request = b"Content-Length: 2001\r\n\r\n" + b"x" * 2001
+        reason = "request body of 2001 bytes is over --limit-request-body (1000 bytes)"
+    with serve(app, limit_request_body=1000) as srv, srv.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\n" + HOST + request)
+        out, closed = read_all(sock)
+    assert statuses(out) == [413] and closed and app.calls == 0
+    assert out.endswith(b"\r\n\r\nRequest Entity Too Large: " + reason.encode() + b"\n")
+    lines = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("rejected a request from 127.0.0.1:"), lines
+    assert lines[0].endswith(f": {reason} (413)")
+
+
 def test_413_reaches_a_client_that_keeps_uploading(serve: Serve) -> None:
     """The refusal is followed by a lingering close: the unread upload must not turn into a RST."""
     app = BodyApp()

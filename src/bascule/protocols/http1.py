@@ -23,7 +23,7 @@ import httptools
 from bascule.context import ServerContext
 from bascule.errors import ProtocolError
 from bascule.protocols import h1_checks
-from bascule.protocols.exchange import Headers, describe_peer, peer_address
+from bascule.protocols.exchange import Headers, body_over_limit, describe_peer, peer_address
 from bascule.protocols.http1_exchange import H1Exchange, status_line
 from bascule.tls import tls_extension
 
@@ -289,7 +289,7 @@ class H1Connection(asyncio.Protocol):
             length = h1_checks.check_framing(self._headers, http_version)
             limit = self.ctx.limit_request_body
             if length is not None and limit is not None and length > limit:
-                raise ProtocolError(f"request body of {length} bytes is over the limit of {limit}", 413)
+                raise ProtocolError(body_over_limit(limit, length), 413)
         ex = H1Exchange(self, method, raw_path, query, self._headers, http_version,
                         parser.should_keep_alive(), self._expect_continue and http_version == "1.1")
         if self._requests_left:

@@ -470,6 +470,31 @@ def test_chunked_body_with_extensions_upper_case_hex_and_leading_zeros(serve: Se
         assert c.exchange(request("GET", "/next")).get("x-path") == b"/next"
 
 
+@pytest.mark.parametrize("size_line", [b"5 ;name=value", b"5\t;name=value", b"5 \t ;a;b=\"c d\"", b"5 "])
+def test_whitespace_before_a_chunk_extension_is_accepted_and_the_body_delivered(serve: Serve,
+                                                                                size_line: bytes) -> None:
+    """RFC 9112 7.1.1 allows BWS before ";" (llhttp strict mode refused it: 400). "5 " without an extension is
+    outside the grammar but comes with the same llhttp flag and is read as 5 by every proxy in front of us."""
+    body = size_line + b"\r\nhello\r\n" + b"6 ;x=y\r\n world\r\n0 ;end\r\n\r\n"
+    with serve(echo_app) as srv, connect(srv) as c:
+        resp = c.exchange(request("POST", "/", [("Transfer-Encoding", "chunked")], body))
+        assert (resp.status, resp.body) == (200, b"hello world")
+        assert c.exchange(request("GET", "/next")).get("x-path") == b"/next"  # still in step
+
+
+@pytest.mark.parametrize("size_line", [b"5; name=value", b"5;name =value", b"5;name= value", b"5 ; name=value"])
+def test_whitespace_after_the_semicolon_of_a_chunk_extension_is_still_refused(serve: Serve,
+                                                                             size_line: bytes) -> None:
+    """A known gap, pinned so that it is noticed when it closes: RFC 9112 7.1.1 allows BWS after ";" and
+    around "=", but llhttp refuses it whatever its flags, and httptools gives us no way around it (see the
+    h1_checks docstring). When this starts failing, move these cases to the test above."""
+    app = Counted(echo_app)
+    with serve(app) as srv, connect(srv) as c:
+        c.send(request("POST", "/", [("Transfer-Encoding", "chunked")], size_line + b"\r\nhello\r\n0\r\n\r\n"))
+        assert_rejected(c.response(), 400)
+    assert app.calls <= 1  # dispatched with its head; the body never completes
+
+
 def test_chunked_body_with_trailer_fields(serve: Serve) -> None:
     body = b"3\r\nabc\r\n0\r\nx-checksum: 123\r\n\r\n"
     with serve(echo_app) as srv, connect(srv) as c:
@@ -1001,7 +1026,9 @@ BAD_REQUESTS = {
     "te-chunked-not-last": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"
                             b"3\r\nabc\r\n0\r\n\r\n"),
     "chunk-size-bare-lf": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n",
-    "chunk-size-with-space": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3 \r\nabc\r\n0\r\n\r\n",
+    # "3 " CRLF is accepted (see test_whitespace_before_a_chunk_extension...); a digit after the space is not
+    "chunk-size-space-then-digit": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                    b"1 0\r\n" + b"a" * 16 + b"\r\n0\r\n\r\n"),
 }
 
 

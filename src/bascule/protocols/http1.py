@@ -50,6 +50,11 @@ class H1Connection(asyncio.Protocol):
         self.loop = ctx.loop
         self.scheme = scheme
         self.parser = httptools.HttpRequestParser(self)
+        # RFC 9112 7.1.1 lets whitespace (BWS) precede a chunk extension's ";" ("5 ;name=value"), which
+        # recipients must accept; llhttp's strict mode refuses it. This flag, the only leniency we turn on,
+        # allows SP/HTAB after the size, then ";" or CRLF (so also "5 " CRLF, read as 5 as nginx, HAProxy
+        # and h2o do). BWS after the ";" or around "=" stays refused: llhttp has no flag for it (h1_checks).
+        self.parser.set_dangerous_leniencies(lenient_spaces_after_chunk_size=True)
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None

@@ -503,6 +503,24 @@ def test_chunked_body_with_trailer_fields(serve: Serve) -> None:
         assert c.exchange(request("GET", "/next")).get("x-path") == b"/next"
 
 
+@pytest.mark.parametrize("field", [b"Host: evil.test", b"Authorization: Basic eA==", b"Cookie: a=b", b"TE: trailers",
+                                   b"Connection: close", b"Expect: 100-continue", b"Trailer: x-a"])
+def test_trailer_fields_not_allowed_as_trailers_are_dropped_not_refused(serve: Serve, field: bytes) -> None:
+    """RFC 9110 6.5.1: a recipient may ignore them; they were a 400. The body still arrives whole, the
+    request is served, and nothing of the trailer leaks into the next request. "Connection: close" is the
+    exception llhttp makes: it parses nothing after it, so that response closes the connection."""
+    body = b"3\r\nabc\r\n0\r\nx-checksum: 1\r\n" + field + b"\r\n\r\n"
+    with serve(echo_app) as srv, connect(srv) as c:
+        resp = c.exchange(request("POST", "/", [("Transfer-Encoding", "chunked")], body))
+        assert (resp.status, resp.body) == (200, b"abc")
+        if field == b"Connection: close":
+            assert resp.get("connection") == b"close"
+            c.wait_closed()
+            return
+        nxt = c.exchange(request("GET", "/next"))
+        assert nxt.get("x-path") == b"/next" and nxt.get("connection") != b"close"
+
+
 def test_body_trickling_in_small_pieces(serve: Serve) -> None:
     body = bytes(range(256)) * 4
     with serve(echo_app) as srv, connect(srv) as c:

@@ -126,15 +126,20 @@ def check_head_size(url: bytes, headers: Headers, head_limit: int, field_limit: 
                             f"{head_limit} bytes)", 431)
 
 
-def check_trailers(trailers: Headers, limit: int, field_limit: int) -> None:
-    """Refuse a trailer section that is too long or carries a field that must not be sent there."""
+def check_trailers(trailers: Headers, limit: int, field_limit: int) -> Headers:
+    """Refuse a trailer section that is too long or has a field over --limit-request-field-size; return the
+    fields a trailer section may carry, without those it must not (RFC 9110 6.5.1).
+
+    Those are dropped, not refused: RFC 9110 6.5.1 lets a recipient ignore trailer fields it cannot process
+    safely, and a client that sends one (Host, Authorization, ...) has not routed or authenticated anything
+    with it, since trailers are never merged into the head. HTTP/2 drops them the same way. Content-Length
+    and Transfer-Encoding never get here: llhttp refuses them in a trailer section itself (400), and its
+    only flags that would let them through relax the head's framing too.
+    """
     if len(trailers) > limit:
         raise ProtocolError("too many trailer fields", 431)
     check_head_size(b"", trailers, 1 << 62, field_limit)
-    for name, _ in trailers:
-        if name in FORBIDDEN_TRAILERS:
-            raise ProtocolError(f"{name.decode('latin-1')!r} is not allowed in a trailer section "
-                                f"(RFC 9110 6.5.1)", 400)
+    return [(name, value) for name, value in trailers if name not in FORBIDDEN_TRAILERS]
 
 
 def other_method(method: bytes) -> str:

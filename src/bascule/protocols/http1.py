@@ -336,7 +336,11 @@ class H1Connection(asyncio.Protocol):
             ex.end_body()
 
     def _end_trailers(self) -> None:
-        """A chunked body's trailer section is complete: check it, then drop it (never the next head's)."""
+        """A chunked body's trailer section is complete: check it, then drop it (never the next head's).
+
+        Even the fields check_trailers permits go no further: neither ASGI (no request-trailers message) nor
+        WSGI can hand request trailers to an app, and HTTP/2 drops them likewise.
+        """
         trailers = self._headers
         self._headers = []
         self._hosts = 0
@@ -345,6 +349,11 @@ class H1Connection(asyncio.Protocol):
         self._framing = self._measuring
         ctx = self.ctx
         h1_checks.check_trailers(trailers, ctx.limit_request_headers, ctx.limit_request_field_size)
+        if self._parsing is not None and not self.parser.should_keep_alive():
+            # "Connection: close" as a trailer: dropped like the others, but llhttp reads nothing after it
+            # ("Data after Connection: close"), so this response closes the connection rather than the
+            # next request getting a 400
+            self._parsing.keep_alive = False
 
     # -- WebSocket upgrade (only reached through HttpParserUpgrade: no cost to other requests) -------------
     def _websocket(self, ex: H1Exchange, leftover: bytes) -> bool:

@@ -90,3 +90,20 @@ def test_partial_head_size_counts_the_head_not_the_requests_before_it() -> None:
     # still in the request line: only the target counts (--limit-request-line bounds it)
     assert h1_checks.partial_head_size(before + b"GET /bbb", b"/bbb", []) == 4
     assert h1_checks.partial_head_size(b"GET /bbb", b"/bbb", []) == 4
+
+
+@pytest.mark.parametrize(("data", "method"), [
+    (b"FOOBAR / HTTP/1.1\r\nHost: t\r\n\r\n", b"FOOBAR"),
+    (b"\r\nget / HTTP/1.1\r\n", b"get"),
+    (b"FOOB", b"FOOB"),  # the read ends inside the method
+    (b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n" * 50 + b"QUUX /b HTTP/1.1\r\n", b"QUUX"),
+    (b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nG@T / x\r\nFOO / HTTP/1.1\r\n", b"FOO"),
+    (b"G@T / HTTP/1.1\r\n", None),
+    (b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nG@T / HTTP/1.1\r\n", None),
+    (b"FOO\t/ HTTP/1.1\r\n", None),
+    (b"did you expect an HTTP method?\r\n\r\n", None),  # words, not a request line
+    (b"FOOBAR /x HT", b"FOOBAR"),  # the read ends inside the request line
+    (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", None),  # no error at all
+])
+def test_unknown_method_is_found_in_the_read(data: bytes, method: bytes | None) -> None:
+    assert h1_checks.unknown_method(data) == method

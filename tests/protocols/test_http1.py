@@ -1152,6 +1152,67 @@ def test_a_head_growing_past_64_kib_is_refused(serve: Serve) -> None:
     assert app.calls == 0
 
 
+# --- methods llhttp does not know (issue 12) -----------------------------------------------------------
+def wsgi_ok(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+
+
+class CountedWSGI:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        self.calls += 1
+        return wsgi_ok(environ, start_response)
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize(("method", "status"), [
+    (b"FOOBAR", 501), (b"get", 501), (b"PATCHY", 501), (b"X-Y_Z.1", 501),
+    (b"G@T", 400), (b"FOO(BAR)", 400), (b"\x01GET", 400),
+])
+def test_an_unknown_token_method_gets_501_and_garbage_400(serve: Serve, kind: str, method: bytes,
+                                                          status: int) -> None:
+    """llhttp calls both "invalid method"; RFC 9110 9.1 wants 501 for a method we do not implement."""
+    app: Any = Counted(echo_app) if kind == "asgi" else CountedWSGI()
+    with serve(app) as srv, connect(srv) as c:
+        c.send(method + b" /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        resp = c.response()
+        assert_rejected(resp, status)
+        if status == 501:
+            assert b"is not implemented" in resp.body and method in resp.body
+        c.wait_closed()
+    assert app.calls == 0
+
+
+@pytest.mark.parametrize(("method", "status"), [(b"FOOBAR", 501), (b"G@T", 400)])
+def test_an_unknown_method_behind_pipelined_requests_is_told_apart_too(serve: Serve, method: bytes,
+                                                                       status: int) -> None:
+    """The refused request is found after the complete ones in the same read, whatever their bodies hold."""
+    app = Counted(echo_app)
+    first = request("POST", "/a", [("Transfer-Encoding", "chunked")], b"9\r\nG@T / x\r\n\r\n0\r\n\r\n")
+    with serve(app) as srv, connect(srv) as c:
+        c.send(first + request("GET", "/b") + method + b" /c HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert c.response().status == 200
+        assert c.response().status == 200
+        assert_rejected(c.response(), status)
+        c.wait_closed()
+    assert app.calls == 2
+
+
+def test_an_unknown_method_split_across_reads_gets_501(serve: Serve) -> None:
+    """Its first letters are those of a method llhttp knows, so the error comes in the second read."""
+    app = Counted(echo_app)
+    with serve(app) as srv, connect(srv) as c:
+        c.send(b"GE")
+        time.sleep(0.1)
+        c.send(b"TX / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert_rejected(c.response(), 501)
+        c.wait_closed()
+    assert app.calls == 0
+
+
 # --- concurrency limit ---------------------------------------------------------------------------------
 
 

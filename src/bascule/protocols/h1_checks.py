@@ -13,6 +13,11 @@ tests/corpus/bad keeps them out):
 - ``*`` as the target of anything but OPTIONS, a fragment in an absolute-form target, CONNECT (we are no
   proxy) and SOURCE (the ICE protocol llhttp also speaks).
 
+And one it refuses too bluntly: a method it does not know (``FOOBAR``, ``get``) is "invalid" to llhttp like
+garbage is (``G@T``); RFC 9110 9.1 asks for 501 for the first and 400 for the second (unknown_method).
+Passing such a request to the app instead would mean re-feeding a fresh parser with a stand-in method from
+the exact start of the request, which httptools does not report (see unknown_method).
+
 Every function here is called only on a slow path, when a test the hot path makes anyway flagged the
 request (a framing header was seen, a trailer field arrived, a method outside the common seven), so
 ordinary requests pay nothing for them.
@@ -44,6 +49,8 @@ in an origin-form target (handed to the app inside the path).
 from __future__ import annotations
 
 import re
+
+import httptools
 
 from bascule.errors import ProtocolError
 from bascule.protocols.exchange import Headers
@@ -140,6 +147,78 @@ def check_trailers(trailers: Headers, limit: int, field_limit: int) -> Headers:
         raise ProtocolError("too many trailer fields", 431)
     check_head_size(b"", trailers, 1 << 62, field_limit)
     return [(name, value) for name, value in trailers if name not in FORBIDDEN_TRAILERS]
+
+
+def new_parser(protocol: object) -> httptools.HttpRequestParser:
+    """llhttp as bascule runs it: strict, with the one leniency RFC 9112 asks for.
+
+    RFC 9112 7.1.1 lets whitespace (BWS) precede a chunk extension's ";" ("5 ;name=value"), which recipients
+    must accept; strict llhttp refuses it. ``lenient_spaces_after_chunk_size`` allows SP/HTAB after the size,
+    then ";" or CRLF (so also "5 " CRLF, read as 5 as nginx, HAProxy and h2o do). BWS after the ";" or
+    around "=" stays refused: llhttp has no flag for it (see the module docstring).
+    """
+    parser = httptools.HttpRequestParser(protocol)
+    parser.set_dangerous_leniencies(lenient_spaces_after_chunk_size=True)
+    return parser
+
+
+class _MessageEnds:
+    """A parser protocol that only counts complete messages (for replaying a read, see unknown_method)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_message_complete(self) -> None:
+        self.count += 1
+
+
+def _replay(data: bytes) -> tuple[int, bool]:
+    """Messages llhttp completes in ``data`` read from a message start, and whether it then stopped at a
+    method it does not know."""
+    ends = _MessageEnds()
+    try:
+        new_parser(ends).feed_data(data)
+    except httptools.HttpParserInvalidMethodError:
+        return ends.count, True
+    except httptools.HttpParserError:
+        pass
+    return ends.count, False
+
+
+# a request line whose method is a token (RFC 9110 9.1, 5.6.2): whole, or cut short by the end of the read;
+# before it, the CR and LF llhttp skips between messages
+_TOKEN_METHOD = rb"[\r\n]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)"
+_REQUEST_LINE = re.compile(_TOKEN_METHOD + rb" [!-~]+ HTTP/[0-9]\.[0-9]\r\n")
+_REQUEST_LINE_START = re.compile(_TOKEN_METHOD + rb"(?: [!-~]*(?: [!-~]*)?)?\Z")
+
+
+def unknown_method(data: bytes) -> bytes | None:
+    """The method llhttp refused as unknown somewhere in the read ``data``, if it is a valid token heading a
+    request line (a method we do not implement: 501) rather than garbage or text that is not HTTP (400);
+    None then, or if it cannot be found.
+
+    llhttp knows a fixed list of methods and reports any other as "invalid method", token or not, and
+    httptools does not say where in the read that happened. So the read is replayed with a counting parser:
+    the refused request begins where the last message completed before the error ends (found by bisecting
+    prefix lengths, ~log2(len) replays at C speed). The replay assumes the read began at a message start,
+    which holds for the first read and for any read on an idle connection; otherwise it finds a wrong spot
+    or none, and only the status changes (400 for 501 or back): the request is refused either way. The same
+    goes for a method cut by the end of an earlier read: llhttp read "GE" of "GETX" there without error, so
+    only "TX" is seen here (still a token), but of "T /" only " /" (400). Only reached on that error, never
+    for a served request.
+    """
+    count, stopped = _replay(data)
+    if not stopped:
+        return None
+    start, end = 0, len(data) if count else 0  # the shortest prefix that completes ``count`` messages
+    while start < end:
+        middle = (start + end) // 2
+        if _replay(data[:middle])[0] >= count:
+            end = middle
+        else:
+            start = middle + 1
+    match = _REQUEST_LINE.match(data, start) or _REQUEST_LINE_START.match(data, start)
+    return match.group(1) if match else None
 
 
 def other_method(method: bytes) -> str:

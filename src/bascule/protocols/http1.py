@@ -49,12 +49,7 @@ class H1Connection(asyncio.Protocol):
         self.ctx = ctx
         self.loop = ctx.loop
         self.scheme = scheme
-        self.parser = httptools.HttpRequestParser(self)
-        # RFC 9112 7.1.1 lets whitespace (BWS) precede a chunk extension's ";" ("5 ;name=value"), which
-        # recipients must accept; llhttp's strict mode refuses it. This flag, the only leniency we turn on,
-        # allows SP/HTAB after the size, then ";" or CRLF (so also "5 " CRLF, read as 5 as nginx, HAProxy
-        # and h2o do). BWS after the ";" or around "=" stays refused: llhttp has no flag for it (h1_checks).
-        self.parser.set_dangerous_leniencies(lenient_spaces_after_chunk_size=True)
+        self.parser = h1_checks.new_parser(self)  # strict llhttp, BWS before a chunk extension allowed
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
@@ -187,6 +182,10 @@ class H1Connection(asyncio.Protocol):
             if self._latest is None and str(exc).startswith("Pause on PRI") and self.ctx.config.http2:
                 self._h2_prior_knowledge(data)  # llhttp stops at the HTTP/2 preface's "PRI * HTTP/2.0"
                 return
+            if isinstance(exc, httptools.HttpParserInvalidMethodError):
+                method = h1_checks.unknown_method(data)
+                if method is not None:  # a token llhttp does not know, not garbage (RFC 9110 9.1)
+                    exc = ProtocolError(f"method {method[:40].decode('ascii')!r} is not implemented here", 501)
             self._bad_request(exc)
         ex = self._to_dispatch
         if ex is not None:

@@ -182,11 +182,12 @@ class H1Connection(asyncio.Protocol):
             if self._latest is None and str(exc).startswith("Pause on PRI") and self.ctx.config.http2:
                 self._h2_prior_knowledge(data)  # llhttp stops at the HTTP/2 preface's "PRI * HTTP/2.0"
                 return
+            refusal: Exception = exc
             if isinstance(exc, httptools.HttpParserInvalidMethodError):
                 method = h1_checks.unknown_method(data)
                 if method is not None:  # a token llhttp does not know, not garbage (RFC 9110 9.1)
-                    exc = ProtocolError(f"method {method[:40].decode('ascii')!r} is not implemented here", 501)
-            self._bad_request(exc)
+                    refusal = ProtocolError(f"method {method[:40].decode('ascii')!r} is not implemented here", 501)
+            self._bad_request(refusal)
         ex = self._to_dispatch
         if ex is not None:
             self._to_dispatch = None

@@ -91,7 +91,10 @@ def drive(pieces: list[bytes]) -> tuple[list[Seen], list[int], bool]:
         dispatched.append(ex)
 
     try:
-        ctx = ServerContext(Config(app="x:y", access_log=False), loop, dispatch, access_log=False)
+        # http2=False: with it on, a read opening with "PRI * HTTP/..." is handed to HTTP/2, which this fake
+        # transport cannot take (set_protocol); HTTP/2 prior knowledge is tested in tests/protocols/h2spec
+        config = Config(app="x:y", access_log=False, http2=False)
+        ctx = ServerContext(config, loop, dispatch, access_log=False)
         conn = H1Connection(ctx)
         transport = FakeTransport()
         conn.connection_made(transport)

@@ -20,14 +20,14 @@ the exact start of the request, which httptools does not report (see unknown_met
 
 Every function here is called only on a slow path, when a test the hot path makes anyway flagged the
 request (a framing header was seen, a trailer field arrived, a method outside the common seven), so
-ordinary requests pay nothing for them.
+ordinary requests pay nothing for them; new_parser runs once per connection.
 
 Chunk extensions (RFC 9112 7.1.1: ``*( BWS ";" BWS name [ BWS "=" BWS value ] )``), as llhttp 9 (httptools
 0.9) reads them, found by feeding it each case:
 
 - ``5;name=value``, ``5;a;b="c d"``: accepted in strict mode.
 - ``5 ;name=value`` (BWS before ``;``): strict mode refuses it ("Invalid character in chunk size"); the
-  ``lenient_spaces_after_chunk_size`` flag, which H1Connection turns on, accepts SP/HTAB after the size
+  ``lenient_spaces_after_chunk_size`` flag, which new_parser turns on, accepts SP/HTAB after the size
   followed by ``;`` or CRLF. Its side effect: ``5 `` CRLF (whitespace and no extension, outside the grammar)
   is read as 5, as nginx, HAProxy, h2o and Apache do, so no front end reads another size there; ``5 x``,
   ``5 0`` and a bare LF stay refused.

@@ -110,6 +110,10 @@ class Config:
     limit_request_header_size: int = field(default=65536, metadata=option(
         "Largest request head accepted, in bytes (request line and all fields); larger ones get 431.",
         metavar="BYTES"))
+    limit_request_field_size: int = field(default=8190, metadata=option(
+        "Longest single header (or trailer) field line accepted in an HTTP/1.1 request, in bytes, counted as "
+        "gunicorn does (name, colon, space and value; its name and default too); a longer one gets 431. "
+        "HTTP/2 bounds the whole decoded field list by --limit-request-header-size instead.", metavar="BYTES"))
     limit_request_body: int | None = field(default=104857600, metadata=option(
         "Largest request body accepted, in bytes (default 100 MiB), checked while it streams, chunked or "
         "not: a declared Content-Length above it gets 413 before the app runs; a chunked body that grows "
@@ -406,7 +410,8 @@ def _check_tls(config: Config) -> None:
 def _check_limits(config: Config) -> None:
     """Limits and timeouts: positive numbers (a limit of 0 would refuse everything; unset means none)."""
     for name in ("limit_request_line", "limit_request_headers", "limit_request_header_size",
-                 "limit_request_body", "limit_requests_per_connection", "limit_connections"):
+                 "limit_request_field_size", "limit_request_body", "limit_requests_per_connection",
+                 "limit_connections"):
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")

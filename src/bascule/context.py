@@ -51,6 +51,7 @@ class ServerContext:
         self.limit_request_line = config.limit_request_line
         self.limit_request_headers = config.limit_request_headers
         self.limit_request_header_size = config.limit_request_header_size
+        self.limit_request_field_size = config.limit_request_field_size
         self.limit_request_body = config.limit_request_body
         self.limit_requests_per_connection = config.limit_requests_per_connection
         self.limit_connections = config.limit_connections

@@ -132,11 +132,27 @@ def test_refusals_log_one_info_line_and_no_traceback(corpus_server: tuple[Runnin
     assert sum("rejected a request" in r.getMessage() for r in records) == 40
 
 
-def test_trailer_fields_never_reach_the_next_request(corpus_server: tuple[Running, Recorder]) -> None:
+@pytest.mark.parametrize("field", [b"X-Leak: 1", b"Host: evil.test", b"Authorization: Basic eA==", b"Cookie: a=b"])
+def test_trailer_fields_never_reach_the_next_request(corpus_server: tuple[Running, Recorder], field: bytes) -> None:
+    """Allowed or not (RFC 9110 6.5.1), a trailer field is dropped: it neither frames nor joins anything."""
     running, app = corpus_server
     with running.connect() as sock:
         sock.sendall(b"POST /first HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     b"0\r\nX-Leak: 1\r\n\r\nGET /second HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                     b"0\r\n" + field + b"\r\n\r\nGET /second HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         out, closed = read_until_closed(sock)
     assert [int(s) for s in _STATUS.findall(out)] == [200, 200] and closed
+    assert app.calls[-2:] == ["/first", "/second"]
     assert app.headers[-1] == [(b"host", b"t"), (b"connection", b"close")]
+
+
+def test_a_host_trailer_does_not_give_the_next_request_a_host(corpus_server: tuple[Running, Recorder]) -> None:
+    """Was bad/smuggle-trailer-host: the trailer is dropped now (not a 400), so the first request is served
+    and the Host-less request behind it is the one refused."""
+    running, app = corpus_server
+    before = len(app.calls)
+    with running.connect() as sock:
+        sock.sendall(b"POST /up HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"0\r\nHost: evil.test\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+        out, closed = read_until_closed(sock)
+    assert [int(s) for s in _STATUS.findall(out)] == [200, 400] and closed
+    assert app.calls[before:] == ["/up"]

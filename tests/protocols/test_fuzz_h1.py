@@ -6,7 +6,7 @@ body and answers 200. The properties:
 - ``data_received`` never raises, whatever the bytes;
 - the outcome (requests the app saw, with their bodies, and the statuses written) does not depend on how
   the bytes were split into chunks: a parser whose verdict changes with TCP segmentation is a smuggling
-  bug;
+  bug (501 and 400 count as the same verdict, see ``verdict``);
 - every request the app sees is well-formed (token method, lower-case token names, values without CR, LF
   or NUL, HTTP/1.0 or 1.1), and nothing is dispatched after the server itself answered an error;
 - a chunked body in any legal encoding (leading zeros, either hex case, extensions, trailers) decodes to
@@ -91,7 +91,10 @@ def drive(pieces: list[bytes]) -> tuple[list[Seen], list[int], bool]:
         dispatched.append(ex)
 
     try:
-        ctx = ServerContext(Config(app="x:y", access_log=False), loop, dispatch, access_log=False)
+        # http2=False: with it on, a read opening with "PRI * HTTP/..." is handed to HTTP/2, which this fake
+        # transport cannot take (set_protocol); HTTP/2 prior knowledge is tested in tests/protocols/h2spec
+        config = Config(app="x:y", access_log=False, http2=False)
+        ctx = ServerContext(config, loop, dispatch, access_log=False)
         conn = H1Connection(ctx)
         transport = FakeTransport()
         conn.connection_made(transport)
@@ -124,6 +127,15 @@ def drive(pieces: list[bytes]) -> tuple[list[Seen], list[int], bool]:
         return seen, [int(s) for s in _STATUS.findall(bytes(transport.out))], transport.closing
     finally:
         loop.close()
+
+
+def verdict(outcome: tuple[list[Seen], list[int], bool]) -> tuple[list[Seen], list[int], bool]:
+    """``outcome`` with 501 read as 400: both refuse and close, but for a method llhttp does not know which
+    of the two is answered may depend on where the reads were cut (h1_checks.unknown_method sees only the
+    read in which llhttp stopped: after "T", "GE", "PROP"... llhttp stops at the next byte, and the letters
+    before it are in an earlier read). What the app saw, and what was refused, may not depend on it."""
+    seen, statuses, closed = outcome
+    return seen, [400 if s == 501 else s for s in statuses], closed
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -214,15 +226,15 @@ def mutated(draw: st.DrawFn) -> bytes:
 @FUZZ
 @given(data=st.binary(max_size=300), cuts=st.lists(st.integers(0, 400), max_size=6))
 def test_random_bytes_never_crash_and_split_does_not_matter(data: bytes, cuts: list[int]) -> None:
-    assert drive(split(data, cuts)) == drive([data])
+    assert verdict(drive(split(data, cuts))) == verdict(drive([data]))
 
 
 @FUZZ
 @given(data=mutated(), cuts=st.lists(st.integers(0, 2000), max_size=8))
 def test_mutated_requests_verdict_does_not_depend_on_segmentation(data: bytes, cuts: list[int]) -> None:
-    whole = drive([data])
-    assert drive(split(data, cuts)) == whole
-    assert drive([bytes([b]) for b in data]) == whole  # one byte per read: the slowest client
+    whole = verdict(drive([data]))
+    assert verdict(drive(split(data, cuts))) == whole
+    assert verdict(drive([bytes([b]) for b in data])) == whole  # one byte per read: the slowest client
 
 
 @FUZZ

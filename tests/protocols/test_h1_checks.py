@@ -30,15 +30,15 @@ def test_content_length_is_returned() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(h1_checks.FORBIDDEN_TRAILERS))
-def test_forbidden_trailers(name: bytes) -> None:
-    with pytest.raises(ProtocolError):
-        h1_checks.check_trailers([(b"x-ok", b"1"), (name, b"v")], 100)
+def test_forbidden_trailers_are_dropped_not_refused(name: bytes) -> None:
+    assert h1_checks.check_trailers([(b"x-ok", b"1"), (name, b"v"), (b"x-sum", b"2")], 100, 8190) == [
+        (b"x-ok", b"1"), (b"x-sum", b"2")]
 
 
 def test_trailer_count_limit() -> None:
-    h1_checks.check_trailers([(b"x-a", b"")] * 3, 3)
+    h1_checks.check_trailers([(b"x-a", b"")] * 3, 3, 8190)
     with pytest.raises(ProtocolError) as info:
-        h1_checks.check_trailers([(b"x-a", b"")] * 4, 3)
+        h1_checks.check_trailers([(b"x-a", b"")] * 4, 3, 8190)
     assert info.value.status == 431
 
 
@@ -67,6 +67,43 @@ def test_other_methods_pass() -> None:
 
 
 def test_head_size() -> None:
-    h1_checks.check_head_size(b"/", [(b"a", b"b" * 10)], 100)
-    with pytest.raises(ProtocolError):
-        h1_checks.check_head_size(b"/", [(b"a", b"b" * 100)], 100)
+    h1_checks.check_head_size(b"/", [(b"a", b"b" * 10)], 100, 8190)
+    with pytest.raises(ProtocolError, match="--limit-request-header-size"):
+        h1_checks.check_head_size(b"/", [(b"a", b"b" * 100)], 100, 8190)
+
+
+def test_field_size_counts_name_colon_space_and_value_as_gunicorn() -> None:
+    h1_checks.check_head_size(b"/", [(b"abc", b"v" * 5)], 1000, 10)  # "abc: vvvvv" is 10 bytes
+    with pytest.raises(ProtocolError, match="--limit-request-field-size") as info:
+        h1_checks.check_head_size(b"/", [(b"abc", b"v" * 6)], 1000, 10)
+    assert info.value.status == 431
+    with pytest.raises(ProtocolError, match="--limit-request-field-size"):
+        h1_checks.check_trailers([(b"x-checksum", b"v" * 100)], 100, 50)
+
+
+def test_partial_head_size_counts_the_head_not_the_requests_before_it() -> None:
+    before = b"GET /a HTTP/1.1\r\nhost: t\r\n\r\n" * 1000
+    # the request line is complete, a field is in progress: url + complete fields + the partial field
+    assert h1_checks.partial_head_size(before + b"GET /b HTTP/1.1\r\nx-a: vvv", b"/b", []) == 2 + 8
+    assert h1_checks.partial_head_size(before + b"GET /b HTTP/1.1\r\nhost: t\r\nx-a: vv", b"/b",
+                                       [(b"host", b"t")]) == 2 + 9 + 7
+    # still in the request line: only the target counts (--limit-request-line bounds it)
+    assert h1_checks.partial_head_size(before + b"GET /bbb", b"/bbb", []) == 4
+    assert h1_checks.partial_head_size(b"GET /bbb", b"/bbb", []) == 4
+
+
+@pytest.mark.parametrize(("data", "method"), [
+    (b"FOOBAR / HTTP/1.1\r\nHost: t\r\n\r\n", b"FOOBAR"),
+    (b"\r\nget / HTTP/1.1\r\n", b"get"),
+    (b"FOOB", b"FOOB"),  # the read ends inside the method
+    (b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n" * 50 + b"QUUX /b HTTP/1.1\r\n", b"QUUX"),
+    (b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nG@T / x\r\nFOO / HTTP/1.1\r\n", b"FOO"),
+    (b"G@T / HTTP/1.1\r\n", None),
+    (b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nG@T / HTTP/1.1\r\n", None),
+    (b"FOO\t/ HTTP/1.1\r\n", None),
+    (b"did you expect an HTTP method?\r\n\r\n", None),  # words, not a request line
+    (b"FOOBAR /x HT", b"FOOBAR"),  # the read ends inside the request line
+    (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", None),  # no error at all
+])
+def test_unknown_method_is_found_in_the_read(data: bytes, method: bytes | None) -> None:
+    assert h1_checks.unknown_method(data) == method

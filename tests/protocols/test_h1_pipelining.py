@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -162,3 +163,69 @@ def test_the_next_request_after_a_body_the_app_never_read_is_answered(serve: Ser
             assert read_responses(sock, 1) == [b"ok"]
             sock.sendall(b"GET /next HTTP/1.1\r\nhost: t\r\n\r\n")
             assert read_responses(sock, 1, timeout=5) == [b"ok"]
+
+
+# -- bursts of small requests against the head size limit (issue 12) ---------------------------------
+def padded_pipeline(n: int) -> bytes:
+    """``n`` small GETs of ~71 bytes: 2000 of them are ~142 KB, well over --limit-request-header-size."""
+    return b"".join(b"GET /%d HTTP/1.1\r\nhost: t\r\nx-pad: %s\r\n\r\n" % (i, b"p" * 32) for i in range(n))
+
+
+def statuses_until_closed(sock: socket.socket, timeout: float = 10.0) -> tuple[list[int], bool]:
+    """Status codes of every response until the server closes (True) or the deadline (False)."""
+    sock.settimeout(timeout)
+    out = b""
+    closed = False
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(ConnectionResetError, TimeoutError):
+        while time.monotonic() < deadline:
+            data = sock.recv(1024 * 1024)
+            if not data:
+                closed = True
+                break
+            out += data
+    return [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", out)], closed
+
+
+@pytest.mark.parametrize(("app", "options"), [(counting_asgi, {}), (counting_wsgi, {})], ids=["asgi", "wsgi"])
+def test_a_burst_of_small_requests_larger_than_the_head_limit_is_all_answered(serve: Serve, app: Any,
+                                                                              options: dict[str, Any]) -> None:
+    """Each read of the burst ends inside a request; that head used to be charged the whole read (64 KiB or
+    more of complete requests before it) and refused with 431 halfway through the burst."""
+    n = 2000
+    burst = padded_pipeline(n)
+    assert 128_000 < len(burst) < 160_000
+    with serve(app, **options) as srv, socket.create_connection((srv.host, srv.port)) as sock:
+        sock.sendall(burst)
+        assert read_responses(sock, n) == [b"/%d" % i for i in range(n)]
+        sock.sendall(b"GET /after HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert read_responses(sock, 1) == [b"/after"]
+
+
+def test_an_oversized_head_arriving_in_pieces_after_a_burst_still_gets_431(serve: Serve) -> None:
+    with serve(counting_asgi) as srv, socket.create_connection((srv.host, srv.port)) as sock:
+        sock.sendall(padded_pipeline(500) + b"GET /big HTTP/1.1\r\nhost: t\r\n")
+        with contextlib.suppress(OSError):  # it may refuse before the end
+            for i in range(12):  # 96 KB of header lines, never finishing the head
+                sock.sendall(b"x-h%d: %s\r\n" % (i, b"v" * 8000))
+                time.sleep(0.01)
+        codes, closed = statuses_until_closed(sock)
+    assert codes == [200] * 500 + [431] and closed
+
+
+def test_an_oversized_head_in_the_same_write_as_a_burst_gets_431(serve: Serve) -> None:
+    """Complete within one read behind other requests: only the first head of a read used to be measured."""
+    big = b"GET /big HTTP/1.1\r\nhost: t\r\n" + b"".join(b"x-h%d: %s\r\n" % (i, b"v" * 7000) for i in range(10))
+    with serve(counting_asgi) as srv, socket.create_connection((srv.host, srv.port)) as sock:
+        sock.sendall(padded_pipeline(20) + big + b"\r\n")
+        codes, closed = statuses_until_closed(sock)
+    assert codes == [200] * 20 + [431] and closed
+
+
+def test_one_read_opening_a_head_with_an_oversized_field_gets_431_at_once(serve: Serve) -> None:
+    """A head whose first read already holds more than the limit is refused then, not at the head deadline:
+    the field in progress (buffered by the parser) counts, not only the fields already complete."""
+    with serve(counting_asgi, timeout_request_head=10.0) as srv, socket.create_connection((srv.host, srv.port)) as sock:
+        sock.sendall(padded_pipeline(3) + b"GET /big HTTP/1.1\r\nhost: t\r\nx-big: " + b"v" * 70_000)
+        codes, closed = statuses_until_closed(sock, timeout=3.0)
+    assert codes == [200] * 3 + [431] and closed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import struct
@@ -404,6 +405,19 @@ def test_request_body_over_the_limit_is_413(serve: Serve, app: App) -> None:
         assert app.calls == 0  # a declared length over the limit never reaches the app
         streamed = c.response(c.request("/echo", "POST", body=b"x" * 2000))
         assert streamed.status == 413  # answered (and the rest of the upload refused with RST_STREAM)
+
+
+def test_413_names_limit_request_body_in_its_text_and_log_line(serve: Serve, app: App,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bascule.error")
+    with serve(app, limit_request_body=1000) as srv, client(srv) as c:
+        declared = c.response(c.request("/echo", "POST", headers=[("content-length", "2000")], body=b"x" * 2000))
+        streamed = c.response(c.request("/echo", "POST", body=b"x" * 2000))
+    assert declared.body == b"Payload Too Large: request body of 2000 bytes is over --limit-request-body (1000 bytes)\n"
+    assert streamed.body == b"Payload Too Large: request body is over --limit-request-body (1000 bytes)\n"
+    lines = [r.getMessage() for r in caplog.records if "--limit-request-body" in r.getMessage()]
+    assert len(lines) == 2 and all(line.startswith("rejected a request from 127.0.0.1:") for line in lines), lines
+    assert lines[0].endswith("request body of 2000 bytes is over --limit-request-body (1000 bytes) (413)")
 
 
 def test_timeout_request_is_504(serve: Serve, app: App) -> None:

@@ -132,6 +132,28 @@ def test_chunked_body_growing_past_the_limit_is_cut_with_413(serve: Serve, kind:
         assert app.errors and isinstance(app.errors[0], OSError)
 
 
+@pytest.mark.parametrize(("kind", "chunked"), [("asgi", False), ("wsgi", False), ("asgi", True), ("wsgi", True)])
+def test_413_names_limit_request_body_in_its_text_and_log_line(serve: Serve, kind: str, chunked: bool,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The operator reading the log, and the client reading the answer, learn which option to raise."""
+    caplog.set_level(logging.INFO, logger="bascule.error")
+    app: Any = BodyApp() if kind == "asgi" else WSGIBodyApp()
+    if chunked:  # in one write: refused before the app runs
+        request = b"Transfer-Encoding: chunked\r\n\r\n7d1\r\n" + b"x" * 2001 + b"\r\n0\r\n\r\n"
+        reason = "request body is over --limit-request-body (1000 bytes)"
+    else:
+        request = b"Content-Length: 2001\r\n\r\n" + b"x" * 2001
+        reason = "request body of 2001 bytes is over --limit-request-body (1000 bytes)"
+    with serve(app, limit_request_body=1000) as srv, srv.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\n" + HOST + request)
+        out, closed = read_all(sock)
+    assert statuses(out) == [413] and closed and app.calls == 0
+    assert out.endswith(b"\r\n\r\nRequest Entity Too Large: " + reason.encode() + b"\n")
+    lines = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("rejected a request from 127.0.0.1:"), lines
+    assert lines[0].endswith(f": {reason} (413)")
+
+
 def test_413_reaches_a_client_that_keeps_uploading(serve: Serve) -> None:
     """The refusal is followed by a lingering close: the unread upload must not turn into a RST."""
     app = BodyApp()
@@ -153,6 +175,58 @@ def test_chunked_body_over_the_limit_in_one_piece_never_reaches_the_app(serve: S
                      b"c8\r\n" + b"x" * 200 + b"\r\n0\r\n\r\n")
         out, closed = read_all(sock)
     assert statuses(out) == [413] and closed and app.calls == 0
+
+
+# -- header field size (issue 12) -------------------------------------------------------------------
+def field_of(size: int) -> bytes:
+    """A header line whose name, ": " and value take exactly ``size`` bytes (gunicorn's count)."""
+    return b"X-Big: " + b"v" * (size - len(b"X-Big: ")) + b"\r\n"
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_field_at_limit_request_field_size_is_accepted(serve: Serve, kind: str) -> None:
+    app: Any = BodyApp() if kind == "asgi" else WSGIBodyApp()
+    with serve(app) as srv, srv.connect() as sock:  # the default, 8190 like gunicorn's
+        sock.sendall(b"GET / HTTP/1.1\r\n" + HOST + field_of(8190) + b"Connection: close\r\n\r\n")
+        out, closed = read_all(sock)
+    assert statuses(out) == [200] and closed and app.calls == 1
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_field_over_limit_request_field_size_gets_431(serve: Serve, kind: str) -> None:
+    app: Any = BodyApp() if kind == "asgi" else WSGIBodyApp()
+    with serve(app) as srv, srv.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n" + HOST + field_of(8191) + b"\r\n")
+        out, closed = read_all(sock)
+    assert statuses(out) == [431] and closed and app.calls == 0
+    assert b"--limit-request-field-size" in out
+
+
+def test_a_long_field_behind_a_pipelined_request_in_the_same_write_gets_431(serve: Serve) -> None:
+    """Only the first head of a long read used to be measured: the second one's field went through."""
+    app = BodyApp()
+    with serve(app) as srv, srv.connect() as sock:
+        sock.sendall(b"GET /1 HTTP/1.1\r\n" + HOST + b"\r\nGET /2 HTTP/1.1\r\n" + HOST + field_of(9000) + b"\r\n")
+        out, closed = read_all(sock)
+    assert statuses(out) == [200, 431] and closed and app.calls == 1
+
+
+def test_limit_request_field_size_is_configurable_and_counts_trailers_too(serve: Serve) -> None:
+    app = BodyApp()
+    with serve(app, limit_request_field_size=100) as srv:
+        with srv.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\n" + HOST + field_of(100) + b"Connection: close\r\n\r\n")
+            assert statuses(read_all(sock)[0]) == [200]
+        with srv.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\n" + HOST + field_of(101) + b"\r\n")
+            out, closed = read_all(sock)
+            assert statuses(out) == [431] and closed
+        with srv.connect() as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n"
+                         b"0\r\n" + field_of(101) + b"\r\n")
+            out, closed = read_all(sock)
+            assert statuses(out) == [431] and closed
+    assert app.calls == 1  # the first request only: the others were refused within the write that brought them
 
 
 # -- per-connection and per-worker limits ----------------------------------------------------------
@@ -418,6 +492,7 @@ def test_slow_clients_do_not_starve_new_ones_and_are_closed_at_the_head_deadline
 
 @pytest.mark.parametrize("option", [
     {"limit_request_line": 0}, {"limit_request_headers": 0}, {"limit_request_header_size": -1},
+    {"limit_request_field_size": 0},
     {"limit_request_body": 0}, {"limit_requests_per_connection": 0}, {"limit_connections": 0},
     {"timeout_request_head": 0}, {"timeout_body_idle": -1.0}, {"timeout_request": 0.0},
     {"timeout_request_head": float("nan")},
@@ -434,5 +509,7 @@ def test_limits_are_options_on_the_command_line(tmp_path: Any) -> None:
     from bascule.cli import load_config
 
     config = load_config(["x:y", "--limit-request-body", "10", "--timeout-request", "2.5",
-                          "--limit-connections", "7"], environ={}, cwd=str(tmp_path))
+                          "--limit-connections", "7", "--limit-request-field-size", "4096"],
+                         environ={}, cwd=str(tmp_path))
     assert (config.limit_request_body, config.timeout_request, config.limit_connections) == (10, 2.5, 7)
+    assert config.limit_request_field_size == 4096

@@ -94,6 +94,13 @@ def describe_peer(addr: tuple[str, int] | None) -> str:
     return f"{addr[0]}:{addr[1]}" if addr else "unix socket"
 
 
+def body_over_limit(limit: int, declared: int | None = None) -> str:
+    """Why a request body gets 413, on every wire: the answer's text and the log line name the option an
+    operator would raise (``declared``: a Content-Length already over it)."""
+    body = "request body" if declared is None else f"request body of {declared} bytes"
+    return f"{body} is over --limit-request-body ({limit} bytes)"
+
+
 class AppRun(Protocol):
     """A running app call, as far as a protocol needs to know: whether it has returned."""
 

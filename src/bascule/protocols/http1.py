@@ -23,7 +23,7 @@ import httptools
 from bascule.context import ServerContext
 from bascule.errors import ProtocolError
 from bascule.protocols import h1_checks
-from bascule.protocols.exchange import Headers, describe_peer, peer_address
+from bascule.protocols.exchange import Headers, body_over_limit, describe_peer, peer_address
 from bascule.protocols.http1_exchange import H1Exchange, status_line
 from bascule.tls import tls_extension
 
@@ -49,7 +49,7 @@ class H1Connection(asyncio.Protocol):
         self.ctx = ctx
         self.loop = ctx.loop
         self.scheme = scheme
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = h1_checks.new_parser(self)  # strict llhttp, BWS before a chunk extension allowed
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
@@ -73,6 +73,9 @@ class H1Connection(asyncio.Protocol):
         self._app_mark: tuple[H1Exchange | None, float] = (None, 0.0)  # --timeout-request watch
         self._max_url = ctx.limit_request_line
         self._max_head = ctx.limit_request_header_size
+        # a read longer than this may hold a head over a size limit: the heads completed within it are measured
+        self._measure_above = min(ctx.limit_request_header_size, ctx.limit_request_field_size)
+        self._measuring = False  # inside such a read
         self._max_headers = ctx.limit_request_headers
         self._requests_left = ctx.limit_requests_per_connection or 0  # counts down; 0: no limit
         self._parsing: H1Exchange | None = None
@@ -135,23 +138,28 @@ class H1Connection(asyncio.Protocol):
             self._feed_raw(data)
             return
         try:
-            if len(data) > self._max_head:
-                self._framing = True  # a head may be complete within this chunk: measure it in on_headers_complete
-            self.parser.feed_data(data)
+            if len(data) > self._measure_above:
+                self._feed_measured(data)
+            else:
+                self.parser.feed_data(data)
             if self._in_head:
                 # A head still incomplete after this chunk: bound what it may grow to (the memory a
                 # slow or hostile client can pin), counted per chunk rather than per header, and start
                 # its deadline (--timeout-request-head, checked by on_tick).
-                if not self._head_bytes:
+                if self._head_bytes:
+                    self._head_bytes += len(data)
+                else:  # it began in this chunk, perhaps behind many complete pipelined requests
                     self._head_since = self.loop.time()
-                self._head_bytes += len(data)
+                    self._head_bytes = 1 + h1_checks.partial_head_size(data, self._url, self._headers)
                 if self._url == b"*" and self._latest is None:
                     self._early += data  # perhaps an HTTP/2 preface over several reads (_h2_prior_knowledge)
                 if self._head_bytes > self._max_head:
-                    raise ProtocolError("request header fields too large", 431)
+                    raise ProtocolError(f"request header fields too large (over --limit-request-header-size, "
+                                        f"{self._max_head} bytes)", 431)
             elif self._headers:
                 # fields collected while no head is open: a chunked body's trailer section, still open
-                h1_checks.check_trailers(self._headers, self.ctx.limit_request_headers)
+                ctx = self.ctx
+                h1_checks.check_trailers(self._headers, ctx.limit_request_headers, ctx.limit_request_field_size)
         except httptools.HttpParserUpgrade as upgrade:
             if self._to_dispatch is not None and self.ctx.websocket_route is not None and self._websocket(
                     self._to_dispatch, data[upgrade.args[0]:]):
@@ -174,11 +182,26 @@ class H1Connection(asyncio.Protocol):
             if self._latest is None and str(exc).startswith("Pause on PRI") and self.ctx.config.http2:
                 self._h2_prior_knowledge(data)  # llhttp stops at the HTTP/2 preface's "PRI * HTTP/2.0"
                 return
-            self._bad_request(exc)
+            refusal: Exception = exc
+            if isinstance(exc, httptools.HttpParserInvalidMethodError):
+                method = h1_checks.unknown_method(data)
+                if method is not None:  # a token llhttp does not know, not garbage (RFC 9110 9.1)
+                    refusal = ProtocolError(f"method {method[:40].decode('ascii')!r} is not implemented here", 501)
+            self._bad_request(refusal)
         ex = self._to_dispatch
         if ex is not None:
             self._to_dispatch = None
             self._dispatch(ex)
+
+    def _feed_measured(self, data: bytes) -> None:
+        """Feed a read long enough to hold a head or a field over a size limit: every head completed within
+        it takes the slow path of on_headers_complete and is measured (a shorter read cannot hold either, and
+        a head spanning reads is measured anyway), not only the first one."""
+        self._framing = self._measuring = True
+        try:
+            self.parser.feed_data(data)
+        finally:
+            self._measuring = False
 
     def _dispatch(self, ex: H1Exchange | None) -> None:
         """Serve ``ex``, then each pipelined request its completion made next, one after the other.
@@ -265,12 +288,13 @@ class H1Connection(asyncio.Protocol):
                 raise ProtocolError("the request target must be a path or an absolute URL", 400)
             raw_path, query = parsed.path or b"/", parsed.query or b""
         if self._framing:
-            self._framing = False
-            h1_checks.check_head_size(url, self._headers, self.ctx.limit_request_header_size)
+            self._framing = self._measuring  # within a long read, the next head is measured too
+            ctx = self.ctx
+            h1_checks.check_head_size(url, self._headers, ctx.limit_request_header_size, ctx.limit_request_field_size)
             length = h1_checks.check_framing(self._headers, http_version)
             limit = self.ctx.limit_request_body
             if length is not None and limit is not None and length > limit:
-                raise ProtocolError(f"request body of {length} bytes is over the limit of {limit}", 413)
+                raise ProtocolError(body_over_limit(limit, length), 413)
         ex = H1Exchange(self, method, raw_path, query, self._headers, http_version,
                         parser.should_keep_alive(), self._expect_continue and http_version == "1.1")
         if self._requests_left:
@@ -312,14 +336,24 @@ class H1Connection(asyncio.Protocol):
             ex.end_body()
 
     def _end_trailers(self) -> None:
-        """A chunked body's trailer section is complete: check it, then drop it (never the next head's)."""
+        """A chunked body's trailer section is complete: check it, then drop it (never the next head's).
+
+        Even the fields check_trailers permits go no further: neither ASGI (no request-trailers message) nor
+        WSGI can hand request trailers to an app, and HTTP/2 drops them likewise.
+        """
         trailers = self._headers
         self._headers = []
         self._hosts = 0
         self._expect_continue = False
         self._te_trailers = False
-        self._framing = False
-        h1_checks.check_trailers(trailers, self.ctx.limit_request_headers)
+        self._framing = self._measuring
+        ctx = self.ctx
+        h1_checks.check_trailers(trailers, ctx.limit_request_headers, ctx.limit_request_field_size)
+        if self._parsing is not None and not self.parser.should_keep_alive():
+            # "Connection: close" as a trailer: dropped like the others, but llhttp reads nothing after it
+            # ("Data after Connection: close"), so this response closes the connection rather than the
+            # next request getting a 400
+            self._parsing.keep_alive = False
 
     # -- WebSocket upgrade (only reached through HttpParserUpgrade: no cost to other requests) -------------
     def _websocket(self, ex: H1Exchange, leftover: bytes) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 from bascule.errors import AppProtocolError, ProtocolError
-from bascule.protocols.exchange import BufferedExchange, Headers, bodiless_length
+from bascule.protocols.exchange import BufferedExchange, Headers, bodiless_length, body_over_limit
 
 if TYPE_CHECKING:
     from bascule.protocols.http1 import H1Connection
@@ -142,7 +142,7 @@ class H1Exchange(BufferedExchange):
             # only a chunked body can get here (a declared length was checked with the head); raised in
             # llhttp's callback, so the connection answers 413 itself if nothing was answered yet, and
             # the app sees a disconnect
-            raise ProtocolError(f"request body over the limit of {limit} bytes", 413)
+            raise ProtocolError(body_over_limit(limit), 413)
         if self.finished:
             return  # the response is done; the rest of the body is read and dropped
         if self._body is None:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar, cast
 
 from bascule.context import ServerContext
 from bascule.protocols import h2_frames as fr
-from bascule.protocols.exchange import describe_peer, peer_address
+from bascule.protocols.exchange import body_over_limit, describe_peer, peer_address
 from bascule.protocols.h2_frames import ConnectionError_, StreamError
 from bascule.protocols.h2_headers import (
     MalformedRequest,
@@ -332,10 +332,20 @@ class H2Connection(H2Output, asyncio.Protocol):
             return st
         limit = self.ctx.limit_request_body
         if limit is not None and head.content_length is not None and head.content_length > limit:
-            st.send_simple(413, f"Payload Too Large: request body over the limit of {limit} bytes\n".encode())
+            self._body_over_limit(st, limit, head.content_length)
             return st
         self._to_dispatch.append(st)
         return st
+
+    def _body_over_limit(self, st: H2Stream, limit: int, declared: int | None) -> None:
+        """Refuse a body over --limit-request-body: 413 if the app has not answered yet, else a reset; logged
+        like HTTP/1.1's refusals, naming the option."""
+        reason = body_over_limit(limit, declared)
+        _log.info("rejected a request from %s on HTTP/2 stream %d: %s (413)", describe_peer(self.client),
+                  st.stream_id, reason)
+        if st.response_started:
+            raise StreamError(st.stream_id, fr.CANCEL, reason)
+        st.send_simple(413, f"Payload Too Large: {reason}\n".encode())
 
     def _open_websocket(self, sid: int, head: RequestHead, end_stream: bool) -> H2Stream:
         """An extended CONNECT (RFC 8441): a WebSocket on this stream, if an ASGI app serves the path."""
@@ -416,10 +426,7 @@ class H2Connection(H2Output, asyncio.Protocol):
             raise StreamError(sid, fr.PROTOCOL_ERROR, "more DATA than content-length")
         limit = self.ctx.limit_request_body
         if limit is not None and st.received + len(data) > limit and not st.websocket:
-            if st.response_started:
-                raise StreamError(sid, fr.CANCEL, "request body over limit_request_body")
-            # answered 413; ending the response resets the upload (NO_ERROR) and the app sees a disconnect
-            st.send_simple(413, f"Payload Too Large: request body over the limit of {limit} bytes\n".encode())
+            self._body_over_limit(st, limit, None)  # the 413 resets the upload; the app sees a disconnect
             return
         st.feed(data)
         if flags & fr.END_STREAM:

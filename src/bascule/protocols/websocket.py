@@ -13,6 +13,10 @@ Flow control both ways: reading pauses while ``ws_max_queue`` messages wait for 
 waits while the transport's buffer is above its high-water mark. Frames written by the app during one
 loop pass leave in one ``transport.write`` (an echo of a batch of messages is one syscall, not one each).
 Keepalive pings and the close timeout run off the server's tick, so an idle socket costs no timer.
+
+Frames that cost work but carry no message - pings (each owed a pong), pongs, empty non-final fragments -
+are counted against a budget per tick (:data:`CONTROL_PER_TICK`), as HTTP/2 counts its control frames: a
+peer over it is closed with 1008 (policy violation), and dropped if it does not take the close frame.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from websockets.http11 import Request
 from websockets.protocol import OPEN, State
 from websockets.server import ServerProtocol
 
+from bascule.context import TICK_SECONDS
 from bascule.errors import AppProtocolError
 from bascule.protocols.exchange import (
     ClientDisconnected,
@@ -56,6 +61,12 @@ CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's answer to our close frame
 SHUTDOWN_CLOSE_TIMEOUT = 1.0  # the same while the server stops: a peer that has not answered by then is gone
 COALESCE_LIMIT = 64 * 1024  # bytes of frames held for the end of a loop pass before they are written at once
 EARLY_DATA_LIMIT = 64 * 1024  # bytes held (reading paused beyond) while the app decides on the handshake
+# Pings, pongs and empty non-final fragments a peer may send per 0.5 s tick (context.TICK_SECONDS). Each costs
+# ~5 us to parse and a ping a pong to write, for nothing the app sees. Legitimate peers send a few per second
+# (keepalive, latency probes, Autobahn's ten-ping cases; a paused peer's backlog arrives in one burst); 1000
+# per tick is hundreds of times that, yet caps what a flooder costs at ~10 ms of CPU per second.
+CONTROL_PER_TICK = 1000
+FLOOD_CLOSE_GRACE = 1.0  # seconds a peer closed for a flood has to take the close frame before it is dropped
 _PAUSE_QUEUE = 1
 _PAUSE_EARLY = 2
 _TEXT, _BINARY, _CONT, _PING, _PONG, _CLOSE = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING, Opcode.PONG,
@@ -133,26 +144,45 @@ def _valid_header_block(headers: Headers) -> bytes:
 
 
 class Engine(ServerProtocol):
-    """websockets' server protocol, with one fix: a Close frame in the middle of a fragmented message.
+    """websockets' server protocol (in the OPEN state), with a budget and one fix.
 
-    RFC 6455 5.4 lets control frames arrive between fragments, and a Close ends the connection, message
-    unfinished or not: the peer expects its close code echoed (Autobahn 7.1.5), where websockets fails
-    the connection with 1002 "incomplete fragmented message". The unfinished message is dropped.
+    The budget: pings, pongs and empty non-final fragments are counted in ``cheap_frames`` (reset each tick
+    by the connection); the one over :data:`CONTROL_PER_TICK` fails the connection with 1008 right there,
+    so the rest of the chunk being parsed is discarded unparsed, and the pongs owed for this chunk are
+    dropped: a flooder gets its close frame, not a pile of pongs. ``flooded`` tells the connection why.
+
+    The fix: a Close frame in the middle of a fragmented message. RFC 6455 5.4 lets control frames arrive
+    between fragments, and a Close ends the connection, message unfinished or not: the peer expects its
+    close code echoed (Autobahn 7.1.5), where websockets fails the connection with 1002 "incomplete
+    fragmented message". The unfinished message is dropped.
     """
 
+    def __init__(self, *, max_size: int, logger: logging.Logger) -> None:
+        super().__init__(state=OPEN, max_size=max_size, logger=logger)
+        self.cheap_frames = 0
+        self.flooded = False
+
     def recv_frame(self, frame: Frame) -> None:
-        if frame.opcode is _CLOSE:
+        opcode = frame.opcode
+        if opcode is _CLOSE:
             self.current_size = None
+        elif opcode is _PING or opcode is _PONG or not (frame.fin or frame.data):
+            self.cheap_frames += 1
+            if self.cheap_frames > CONTROL_PER_TICK:
+                self.flooded = True
+                del self.writes[:]  # the pongs of this chunk: written for nobody
+                self.fail(1008, "too many control frames")  # discards the rest of the input, unparsed
+                return
         super().recv_frame(frame)
 
 
 class WSConnection(asyncio.Protocol, WebSocketSession):
     """One WebSocket connection: the transport's protocol after the upgrade, and the app's session."""
 
-    __slots__ = ("_accept_headers", "_close_event", "_closing_since", "_decoder", "_drain_waiters", "_early",
-                 "_early_size", "_ex", "_extensions", "_fragments", "_held", "_last_ping", "_out", "_out_eof",
-                 "_out_size", "_paused_by", "_ping_payload", "_ping_sent", "_pings", "_queue", "_recv_waiter",
-                 "_response_expected", "client", "ctx", "headers", "http_version", "loop",
+    __slots__ = ("_abort_at", "_accept_headers", "_close_event", "_closing_since", "_decoder", "_drain_waiters",
+                 "_early", "_early_size", "_ex", "_extensions", "_fragments", "_held", "_last_ping", "_out",
+                 "_out_eof", "_out_size", "_paused_by", "_ping_payload", "_ping_sent", "_pings", "_queue",
+                 "_recv_waiter", "_response_expected", "client", "ctx", "headers", "http_version", "loop",
                  "max_queue", "phase", "proto", "query_string", "raw_path", "scheme", "server", "subprotocols",
                  "tls", "transport", "write_paused")
 
@@ -171,7 +201,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self.server = ex.server
         self.subprotocols: list[str] = []
         self.max_queue = ctx.config.ws_max_queue
-        self.proto: ServerProtocol | None = None
+        self.proto: Engine | None = None
         self.write_paused = False
         self._ex: Exchange | None = ex  # kept for the access log until the handshake is decided
         self._accept_headers: Headers = []
@@ -195,6 +225,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self._closing_since: float | None = None
         self._held: list[bytes] | None = None  # the engine's close after a protocol error, held back
         self._response_expected: int | None = None
+        self._abort_at: float | None = None  # closed by us: dropped then if the peer has not taken our last bytes
 
     # -- start ------------------------------------------------------------------------------------------
     def start(self, handler: Handler, leftover: bytes) -> None:
@@ -278,14 +309,31 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             for frame in events:
                 if not self._on_frame(proto, frame):  # type: ignore[arg-type]  # after the handshake: frames
                     break
-        if proto.parser_exc is not None and self._queue and self._held is None:
-            # The peer broke the protocol right after messages the app has not seen yet: hold the close
-            # until the app has taken them (and answered: an echo server's replies go out first, as
-            # Autobahn 3.2, 4.x and 5.15 expect), or until the next tick.
-            self._held = proto.data_to_send()
-            self._closing_since = self.loop.time()
-            return
+        if proto.state is not OPEN:
+            if proto.flooded:
+                self._flooded(proto)
+                return
+            if proto.parser_exc is not None and self._queue and self._held is None:
+                # The peer broke the protocol right after messages the app has not seen yet: hold the close
+                # until the app has taken them (and answered: an echo server's replies go out first, as
+                # Autobahn 3.2, 4.x and 5.15 expect), or until the next tick.
+                self._held = proto.data_to_send()
+                self._closing_since = self.loop.time()
+                return
         self._take_writes(proto)
+
+    def _flooded(self, proto: Engine) -> None:
+        """Over the control-frame budget: close 1008, and spend nothing more on this peer."""
+        _error_log.warning("WebSocket peer %s sent more than %d pings, pongs or empty fragments in %g s: "
+                           "closing with 1008 (policy violation)", describe_peer(self.client), CONTROL_PER_TICK,
+                           TICK_SECONDS)
+        self._closed_by_peer(1008)
+        if self.write_paused:
+            # it does not read what we write: the close frame would wait behind the pongs forever
+            self.abort()
+            return
+        self._take_writes(proto)  # the close frame, then EOF
+        self._abort_at = self.loop.time() + FLOOD_CLOSE_GRACE
 
     def _on_frame(self, proto: ServerProtocol, frame: Frame) -> bool:
         """Handle one frame; False once the connection has failed (the frames after it are ignored)."""
@@ -401,6 +449,9 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         if self._out_eof:
             self._out_eof = False
             self.phase = Phase.DONE
+            if self._abort_at is None:
+                # closed by us: asyncio's close waits for the buffer to drain, forever if the peer never reads
+                self._abort_at = self.loop.time() + CLOSE_TIMEOUT
             if self._close_event is None:
                 self._closed_by_peer()
             transport.close()
@@ -427,7 +478,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             raise AppProtocolError(f"the app accepted with subprotocol {subprotocol!r}, which the client did "
                                    f"not offer (it offered {self.subprotocols!r})")
         self._write_accept(subprotocol, list(headers) if headers else [])
-        proto = Engine(state=OPEN, max_size=self.ctx.config.ws_max_size, logger=_log)
+        proto = Engine(max_size=self.ctx.config.ws_max_size, logger=_log)
         proto.extensions = self._extensions
         proto.subprotocol = subprotocol  # type: ignore[assignment]
         self.proto = proto
@@ -572,10 +623,14 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
 
     # -- server-driven ----------------------------------------------------------------------------------
     def on_tick(self, now: float) -> None:
-        """Keepalive pings, the close timeout, and the close 1012 of a graceful shutdown."""
+        """Keepalive pings, the close timeout, the control-frame budget, and the close 1012 of a graceful shutdown."""
         proto = self.proto
         if self.phase is not Phase.OPEN or proto is None:
+            if self._abort_at is not None and now >= self._abort_at and self.phase is Phase.DONE:
+                self._abort_at = None
+                self.transport.abort()  # closed by us, and our last bytes not taken: the buffer is freed
             return
+        proto.cheap_frames = 0
         if proto.state is OPEN:
             if self.ctx.shutting_down:
                 self.shutdown()

@@ -8,7 +8,8 @@ Each test starts ``python -m bascule`` serving tests/integration/apps/it_ws_floo
    client (the ``websockets`` library) does echo round-trips on another connection. The attacker must be
    closed with 1008 (or dropped right after the close frame, which it does not read) and the legitimate
    round-trips must all complete, none slower than :data:`LATENCY_BOUND` (a correctness bound: the bug held
-   every other client for seconds; an idle round-trip is ~1 ms);
+   every other client for seconds; an idle round-trip is ~1 ms). The same bound holds during a flood of
+   one-byte fragments of one text message, which no budget stops (each is valid and carries data);
 2. sends permessage-deflate messages of 12 MiB of zeros (12 KB each on the wire) to ``/sink`` for ~3 s:
    the server's resident memory (VmRSS, sampled every 10 ms) must grow by less than :data:`RSS_LIMIT_MB`,
    although ``--ws-max-size`` x ``--ws-max-queue`` is 512 MiB; and one compressed message that inflates
@@ -253,6 +254,25 @@ def test_flood_without_reading_is_closed_and_others_are_served(
         assert struct.unpack_from("!H", closes[-1])[0] == 1008, closes[-1]
     assert warnings, f"no warning about the flood in the log:\n{srv.log()[-2000:]}"
     assert rss_mb < RSS_LIMIT_MB
+
+
+def test_a_flood_of_tiny_fragments_does_not_hold_other_clients(
+        flood_server: Callable[..., contextlib.AbstractContextManager[Running]]) -> None:
+    """One-byte fragments of one long text message: valid, not empty (no budget applies), ~4 us each to parse.
+
+    A read of them is fed to the frame engine a slice at a time, the loop serving others between slices.
+    """
+    with flood_server() as srv, Legit(srv.port) as legit:
+        attacker = ws_open(srv.port, "/echo", rcvbuf=4096)
+        attacker.sendall(masked(TEXT, b"a", fin=False))
+        started = time.monotonic()
+        sent, how = flood(attacker, masked(CONT, b"a", fin=False), FLOOD_SECONDS)
+        time.sleep(max(0.0, started + FLOOD_SECONDS - time.monotonic()))
+        attacker.close()
+    print(f"\n[tiny-fragment flood] {sent} frames ({how}); {legit.summary()}")
+    assert not legit.failures, legit.failures[:3]
+    assert len(legit.latencies) >= MIN_ROUND_TRIPS, legit.summary()
+    assert max(legit.latencies) < LATENCY_BOUND, legit.summary()
 
 
 MESSAGE = 12 * 1024 * 1024  # under the default --ws-max-size (16 MiB)

@@ -10,8 +10,13 @@ without bothering the app); then the app decides: ``accept`` sends 101 and frame
 denies with an HTTP response (RESPONSE). Bytes the client sends before the 101 are held, reading paused.
 
 Flow control both ways: reading pauses while ``ws_max_queue`` messages wait for the app, and ``send``
-waits while the transport's buffer is above its high-water mark. Frames written by the app during one
-loop pass leave in one ``transport.write`` (an echo of a batch of messages is one syscall, not one each).
+waits while the transport's buffer is above its high-water mark. Reading also pauses while the answers
+our reading produces (pongs) cannot be written: a peer that pings without reading stops being read.
+The engine parses every frame of what it is given at once, so a read larger than :data:`FEED_SLICE` is
+fed a slice at a time, at most :data:`FRAMES_PER_PASS` frames per loop pass, the rest held (reading
+paused): a read full of tiny frames cannot hold the loop, nor push the queue far past its bound. Frames
+written by the app during one loop pass leave in one ``transport.write`` (an echo of a batch of messages is
+one syscall, not one each).
 Keepalive pings and the close timeout run off the server's tick, so an idle socket costs no timer.
 
 Frames that cost work but carry no message - pings (each owed a pong), pongs, empty non-final fragments -
@@ -67,8 +72,15 @@ EARLY_DATA_LIMIT = 64 * 1024  # bytes held (reading paused beyond) while the app
 # per tick is hundreds of times that, yet caps what a flooder costs at ~10 ms of CPU per second.
 CONTROL_PER_TICK = 1000
 FLOOD_CLOSE_GRACE = 1.0  # seconds a peer closed for a flood has to take the close frame before it is dropped
+# Bytes handed to the frame engine at once. A read can be 256 KiB (uvloop), and libuv reads up to 32 times
+# per wakeup: 8 MiB of 7-byte frames is ~1.2 million frames, seconds of parsing with the loop held. 16 KiB
+# is at most ~2,300 frames (~10 ms) per slice, and costs large frames nothing measurable.
+FEED_SLICE = 16 * 1024
+FRAMES_PER_PASS = 1000  # frames parsed in one loop pass before the other connections get their turn
 _PAUSE_QUEUE = 1
 _PAUSE_EARLY = 2
+_PAUSE_BACKLOG = 4  # bytes read but not yet fed to the engine
+_PAUSE_WRITE = 8  # the pongs (or close) our reading produced cannot be written
 _TEXT, _BINARY, _CONT, _PING, _PONG, _CLOSE = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING, Opcode.PONG,
                                              Opcode.CLOSE)
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
@@ -179,12 +191,12 @@ class Engine(ServerProtocol):
 class WSConnection(asyncio.Protocol, WebSocketSession):
     """One WebSocket connection: the transport's protocol after the upgrade, and the app's session."""
 
-    __slots__ = ("_abort_at", "_accept_headers", "_close_event", "_closing_since", "_decoder", "_drain_waiters",
-                 "_early", "_early_size", "_ex", "_extensions", "_fragments", "_held", "_last_ping", "_out",
-                 "_out_eof", "_out_size", "_paused_by", "_ping_payload", "_ping_sent", "_pings", "_queue",
-                 "_recv_waiter", "_response_expected", "client", "ctx", "headers", "http_version", "loop",
-                 "max_queue", "phase", "proto", "query_string", "raw_path", "scheme", "server", "subprotocols",
-                 "tls", "transport", "write_paused")
+    __slots__ = ("_abort_at", "_accept_headers", "_backlog", "_close_event", "_closing_since", "_decoder",
+                 "_drain_waiters", "_early", "_early_size", "_eof_pending", "_ex", "_extensions", "_fed",
+                 "_fragments", "_held", "_last_ping", "_out", "_out_eof", "_out_size", "_paused_by", "_ping_payload",
+                 "_ping_sent", "_pings", "_pump_handle", "_queue", "_recv_waiter", "_response_expected", "client",
+                 "ctx", "headers", "http_version", "loop", "max_queue", "phase", "proto", "query_string", "raw_path",
+                 "scheme", "server", "subprotocols", "tls", "transport", "write_paused")
 
     def __init__(self, ctx: ServerContext, transport: asyncio.Transport, ex: Exchange) -> None:
         self.ctx = ctx
@@ -226,6 +238,10 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self._held: list[bytes] | None = None  # the engine's close after a protocol error, held back
         self._response_expected: int | None = None
         self._abort_at: float | None = None  # closed by us: dropped then if the peer has not taken our last bytes
+        self._backlog = b""  # read, not yet fed to the engine (from offset _fed): see _pump
+        self._fed = 0
+        self._pump_handle: asyncio.Handle | None = None
+        self._eof_pending = False  # the peer's EOF came with bytes still held: it ends the input after them
 
     # -- start ------------------------------------------------------------------------------------------
     def start(self, handler: Handler, leftover: bytes) -> None:
@@ -269,7 +285,10 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
     def data_received(self, data: bytes) -> None:
         phase = self.phase
         if phase is Phase.OPEN:
-            self._feed(data)
+            if not self._paused_by and len(data) <= FEED_SLICE:
+                self._feed(data)  # the common case: one read, one slice
+            else:
+                self._take_in(data)
         elif phase is Phase.HANDSHAKE:
             self._hold(data)
         # else: a denied handshake or a closed connection; what the client still sends is dropped
@@ -277,6 +296,9 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
     def eof_received(self) -> bool | None:
         proto = self.proto
         if proto is not None and self.phase is Phase.OPEN:
+            if self._fed < len(self._backlog):
+                self._eof_pending = True  # (HTTP/2 only: a paused socket reads no EOF)
+                return True  # open until the held frames are fed; _pump ends the input then
             proto.receive_eof()
             self._take_writes(proto)
         return None  # asyncio closes the transport
@@ -287,6 +309,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             self._log_handshake(499 if self.phase is Phase.HANDSHAKE else 0)
         self.phase = Phase.DONE
         self._out.clear()
+        self._backlog = b""
         if self._close_event is None:
             self._closed_by_peer()
         self._wake_receiver()
@@ -297,10 +320,56 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._resume(_PAUSE_WRITE)
+        self._schedule_pump()
         self._wake_drain()
 
     # -- frames in --------------------------------------------------------------------------------------
-    def _feed(self, data: bytes) -> None:
+    def _take_in(self, data: bytes) -> None:
+        """A read larger than one slice, or one that arrives while reading is paused (HTTP/2 streams still
+        deliver what the window allowed): held, and fed by the pump."""
+        if self._fed < len(self._backlog):
+            self._backlog = self._backlog[self._fed:] + data
+        else:
+            self._backlog = data
+        self._fed = 0
+        if self._pump_handle is None:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Feed the held bytes, a slice at a time, while the app's queue has room, the pongs owed can leave
+        and this loop pass has parsed fewer than FRAMES_PER_PASS frames; then hold the rest, reading paused.
+        receive() and resume_writing() start it again, and it goes on by itself after a full pass."""
+        self._pump_handle = None
+        backlog = self._backlog
+        end = len(backlog)
+        frames = 0
+        while self._fed < end and self.phase is Phase.OPEN and not self._paused_by & (_PAUSE_QUEUE | _PAUSE_WRITE):
+            if frames >= FRAMES_PER_PASS:
+                self._pump_handle = self.loop.call_soon(self._pump)
+                break
+            pos = self._fed
+            self._fed = pos + FEED_SLICE
+            frames += self._feed(backlog[pos:pos + FEED_SLICE])
+        if self._fed < end and self.phase is Phase.OPEN:
+            self._pause(_PAUSE_BACKLOG)
+            return
+        self._backlog = b""
+        self._fed = 0
+        self._resume(_PAUSE_BACKLOG)
+        proto = self.proto
+        if self._eof_pending and proto is not None and self.phase is Phase.OPEN:
+            self._eof_pending = False
+            proto.receive_eof()
+            self._take_writes(proto)
+            self._queue_writes(proto, [b""])  # the transport was kept open for the held bytes: close it now
+
+    def _schedule_pump(self) -> None:
+        if self._paused_by & _PAUSE_BACKLOG and self._pump_handle is None and self.phase is Phase.OPEN:
+            self._pump_handle = self.loop.call_soon(self._pump)
+
+    def _feed(self, data: bytes) -> int:
+        """Give the engine one slice; returns the number of frames it held."""
         proto = self.proto
         assert proto is not None
         proto.receive_data(data)
@@ -312,15 +381,20 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         if proto.state is not OPEN:
             if proto.flooded:
                 self._flooded(proto)
-                return
+                return len(events)
             if proto.parser_exc is not None and self._queue and self._held is None:
                 # The peer broke the protocol right after messages the app has not seen yet: hold the close
                 # until the app has taken them (and answered: an echo server's replies go out first, as
                 # Autobahn 3.2, 4.x and 5.15 expect), or until the next tick.
                 self._held = proto.data_to_send()
                 self._closing_since = self.loop.time()
-                return
-        self._take_writes(proto)
+                return len(events)
+        writes = proto.data_to_send()
+        if writes:
+            self._queue_writes(proto, writes)
+            if self.write_paused:
+                self._pause(_PAUSE_WRITE)  # pongs we cannot write: read no more pings until they leave
+        return len(events)
 
     def _flooded(self, proto: Engine) -> None:
         """Over the control-frame budget: close 1008, and spend nothing more on this peer."""
@@ -469,6 +543,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         message = queue.popleft()
         if self._paused_by & _PAUSE_QUEUE and len(queue) < self.max_queue:
             self._resume(_PAUSE_QUEUE)
+            self._schedule_pump()
         return message
 
     def accept(self, subprotocol: str | None, headers: Headers) -> None:
@@ -489,7 +564,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self._early_size = 0
         self._resume(_PAUSE_EARLY)
         if early:
-            self._feed(b"".join(early))
+            self.data_received(b"".join(early))
         if self.ctx.shutting_down:
             self.close(1012, "server restart")
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 
 from bascule.config import Config
 from bascule.context import ServerContext
@@ -174,3 +176,78 @@ def test_eof_after_held_bytes_ends_the_input_after_them(loop: asyncio.AbstractEv
     assert got == [b"first", b"second", b"third", 1000]  # the peer's close, not a 1006 for its EOF
     one_pass(loop)
     assert transport.closing
+
+
+def test_the_queue_is_bounded_in_bytes_too(loop: asyncio.AbstractEventLoop) -> None:
+    ws, transport = open_ws(loop, ws_max_queue=32, ws_max_size=100_000)
+    ws.data_received(b"".join(frame(0x2, bytes(30_000)) for _ in range(10)))
+    assert 4 <= queued(ws) <= 4 + FEED_SLICE // 30_000 + 1 and transport.paused  # 4 x 30 KB reach 100 KB
+    taken = 0
+
+    async def app() -> None:
+        nonlocal taken
+        while taken < 10:
+            await ws.receive()
+            taken += 1
+            assert ws._queued_bytes < 100_000 + FEED_SLICE + 30_000
+
+    loop.run_until_complete(app())
+    one_pass(loop)
+    assert not transport.paused and ws._queued_bytes == 0
+
+
+def deflated(size: int) -> bytes:
+    compressor = zlib.compressobj(wbits=-15)
+    return (compressor.compress(bytes(size)) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def open_deflate_ws(loop: asyncio.AbstractEventLoop, **options: Any) -> tuple[WSConnection, FakeTransport]:
+    """As :func:`open_ws`, permessage-deflate negotiated (no context takeover either way)."""
+    ctx = ServerContext(Config(app="x:y", access_log=False, **options), loop, lambda ex: None, access_log=False)
+    transport = FakeTransport()
+    ex = SimpleNamespace(http_version="1.1", scheme="http", tls=None, raw_path=b"/ws", query_string=b"",
+                         headers=[], client=("127.0.0.1", 5000), server=("127.0.0.1", 8000))
+    ws = WSConnection(ctx, transport, ex)  # type: ignore[arg-type]
+    ws._extensions = [PerMessageDeflate(True, True, 15, 15)]
+    ws.accept(None, [])
+    transport.out.clear()
+    return ws, transport
+
+
+def compressed_frame(payload: bytes, *, opcode: int = 0x2, fin: bool = True) -> bytes:
+    raw = bytearray(frame(opcode, payload, fin=fin))
+    raw[0] |= 0x40  # RSV1: compressed
+    return bytes(raw)
+
+
+def test_compressed_messages_are_inflated_only_as_the_queue_has_room(loop: asyncio.AbstractEventLoop) -> None:
+    """Ten 4 MiB messages of zeros are ~40 KB on the wire, one read: never more than ~2 of them inflated."""
+    size = 4 << 20
+    ws, transport = open_deflate_ws(loop, ws_max_size=size)
+    ws.data_received(compressed_frame(deflated(size)) * 10)
+    assert queued(ws) <= 2 and ws._queued_bytes <= 2 * size and transport.paused
+    taken = 0
+
+    async def app() -> None:
+        nonlocal taken
+        while taken < 10:
+            message = await ws.receive()
+            assert message == bytes(size)
+            taken += 1
+            assert ws._queued_bytes <= 2 * size
+
+    loop.run_until_complete(app())
+    one_pass(loop)
+    assert not transport.paused
+
+
+def test_a_fragmented_deflate_bomb_is_refused_1009(loop: asyncio.AbstractEventLoop) -> None:
+    bomb = deflated(64 << 20)
+    third = len(bomb) // 3
+    ws, transport = open_deflate_ws(loop, ws_max_size=1 << 20)
+    ws.data_received(compressed_frame(bomb[:third], fin=False) + frame(0x0, bomb[third:2 * third], fin=False)
+                     + frame(0x0, bomb[2 * third:]))
+    one_pass(loop)
+    out = bytes(transport.out)
+    assert out[0] == 0x88 and struct.unpack("!H", out[2:4])[0] == 1009, out[:40]
+    assert queued(ws) == 0

@@ -9,14 +9,15 @@ request and hands the transport over. The handshake is checked here first (a bad
 without bothering the app); then the app decides: ``accept`` sends 101 and frames flow (OPEN), or it
 denies with an HTTP response (RESPONSE). Bytes the client sends before the 101 are held, reading paused.
 
-Flow control both ways: reading pauses while ``ws_max_queue`` messages wait for the app, and ``send``
-waits while the transport's buffer is above its high-water mark. Reading also pauses while the answers
-our reading produces (pongs) cannot be written: a peer that pings without reading stops being read.
-The engine parses every frame of what it is given at once, so a read larger than :data:`FEED_SLICE` is
-fed a slice at a time, at most :data:`FRAMES_PER_PASS` frames per loop pass, the rest held (reading
-paused): a read full of tiny frames cannot hold the loop, nor push the queue far past its bound. Frames
-written by the app during one loop pass leave in one ``transport.write`` (an echo of a batch of messages is
-one syscall, not one each).
+Flow control both ways: reading pauses while ``ws_max_queue`` messages, or ``ws_max_size`` bytes of them
+(one full-size message's worth), wait for the app, and ``send`` waits while the transport's buffer is above
+its high-water mark. Reading also pauses while the answers our reading produces (pongs) cannot be written: a
+peer that pings without reading stops being read. The engine parses every frame of what it is given at once,
+so a read larger than :data:`FEED_SLICE` is fed a slice at a time, at most :data:`FRAMES_PER_PASS` frames
+per loop pass, the rest held (reading paused): a read full of tiny frames cannot hold the loop, nor push the
+queue far past its bound. With permessage-deflate the slices are :data:`DEFLATE_FEED_SLICE`: 12 KB on the
+wire can be 12 MiB inflated. Frames written by the app during one loop pass leave in one ``transport.write``
+(an echo of a batch of messages is one syscall, not one each).
 Keepalive pings and the close timeout run off the server's tick, so an idle socket costs no timer.
 
 Frames that cost work but carry no message - pings (each owed a pong), pongs, empty non-final fragments -
@@ -77,6 +78,11 @@ FLOOD_CLOSE_GRACE = 1.0  # seconds a peer closed for a flood has to take the clo
 # is at most ~2,300 frames (~10 ms) per slice, and costs large frames nothing measurable.
 FEED_SLICE = 16 * 1024
 FRAMES_PER_PASS = 1000  # frames parsed in one loop pass before the other connections get their turn
+# The same with permessage-deflate, where the work and memory are in the inflating: deflate expands at most
+# ~1032:1, so a slice completes at most ~4 MiB of messages besides the one frame it may end (<= ws_max_size),
+# and the queue's byte bound is checked between slices. Compressed peers rarely send large frames; the cost is
+# one more engine call per 4 KiB.
+DEFLATE_FEED_SLICE = 4 * 1024
 _PAUSE_QUEUE = 1
 _PAUSE_EARLY = 2
 _PAUSE_BACKLOG = 4  # bytes read but not yet fed to the engine
@@ -194,9 +200,10 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
     __slots__ = ("_abort_at", "_accept_headers", "_backlog", "_close_event", "_closing_since", "_decoder",
                  "_drain_waiters", "_early", "_early_size", "_eof_pending", "_ex", "_extensions", "_fed",
                  "_fragments", "_held", "_last_ping", "_out", "_out_eof", "_out_size", "_paused_by", "_ping_payload",
-                 "_ping_sent", "_pings", "_pump_handle", "_queue", "_recv_waiter", "_response_expected", "client",
-                 "ctx", "headers", "http_version", "loop", "max_queue", "phase", "proto", "query_string", "raw_path",
-                 "scheme", "server", "subprotocols", "tls", "transport", "write_paused")
+                 "_ping_sent", "_pings", "_pump_handle", "_queue", "_queued_bytes", "_recv_waiter",
+                 "_response_expected", "_slice", "client", "ctx", "headers", "http_version", "loop", "max_queue",
+                 "max_size", "phase", "proto", "query_string", "raw_path", "scheme", "server", "subprotocols", "tls",
+                 "transport", "write_paused")
 
     def __init__(self, ctx: ServerContext, transport: asyncio.Transport, ex: Exchange) -> None:
         self.ctx = ctx
@@ -213,6 +220,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self.server = ex.server
         self.subprotocols: list[str] = []
         self.max_queue = ctx.config.ws_max_queue
+        self.max_size = ctx.config.ws_max_size  # also the bound on the bytes queued for the app
         self.proto: Engine | None = None
         self.write_paused = False
         self._ex: Exchange | None = ex  # kept for the access log until the handshake is decided
@@ -221,6 +229,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self._early: list[bytes] = []
         self._early_size = 0
         self._queue: deque[str | bytes] = deque()
+        self._queued_bytes = 0  # len() of the queued messages (characters for text: near enough for a bound)
+        self._slice = FEED_SLICE  # DEFLATE_FEED_SLICE once permessage-deflate is on
         self._recv_waiter: asyncio.Future[None] | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._close_event: WebSocketClosed | None = None
@@ -285,7 +295,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
     def data_received(self, data: bytes) -> None:
         phase = self.phase
         if phase is Phase.OPEN:
-            if not self._paused_by and len(data) <= FEED_SLICE:
+            if not self._paused_by and len(data) <= self._slice:
                 self._feed(data)  # the common case: one read, one slice
             else:
                 self._take_in(data)
@@ -344,13 +354,14 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         backlog = self._backlog
         end = len(backlog)
         frames = 0
+        step = self._slice
         while self._fed < end and self.phase is Phase.OPEN and not self._paused_by & (_PAUSE_QUEUE | _PAUSE_WRITE):
             if frames >= FRAMES_PER_PASS:
                 self._pump_handle = self.loop.call_soon(self._pump)
                 break
             pos = self._fed
-            self._fed = pos + FEED_SLICE
-            frames += self._feed(backlog[pos:pos + FEED_SLICE])
+            self._fed = pos + step
+            frames += self._feed(backlog[pos:pos + step])
         if self._fed < end and self.phase is Phase.OPEN:
             self._pause(_PAUSE_BACKLOG)
             return
@@ -468,9 +479,10 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
     def _deliver(self, message: str | bytes) -> None:
         queue = self._queue
         queue.append(message)
+        self._queued_bytes += len(message)
         if self._recv_waiter is not None:
             self._wake_receiver()
-        if len(queue) >= self.max_queue:
+        if len(queue) >= self.max_queue or self._queued_bytes >= self.max_size:
             self._pause(_PAUSE_QUEUE)
 
     def _closed_by_peer(self, code: int | None = None) -> None:
@@ -541,7 +553,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             waiter = self._recv_waiter = self.loop.create_future()
             await waiter
         message = queue.popleft()
-        if self._paused_by & _PAUSE_QUEUE and len(queue) < self.max_queue:
+        self._queued_bytes -= len(message)
+        if self._paused_by & _PAUSE_QUEUE and len(queue) < self.max_queue and self._queued_bytes < self.max_size:
             self._resume(_PAUSE_QUEUE)
             self._schedule_pump()
         return message
@@ -555,6 +568,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self._write_accept(subprotocol, list(headers) if headers else [])
         proto = Engine(max_size=self.ctx.config.ws_max_size, logger=_log)
         proto.extensions = self._extensions
+        if self._extensions:  # permessage-deflate, the one extension offered
+            self._slice = DEFLATE_FEED_SLICE
         proto.subprotocol = subprotocol  # type: ignore[assignment]
         self.proto = proto
         self.phase = Phase.OPEN

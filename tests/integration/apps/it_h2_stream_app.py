@@ -1,4 +1,4 @@
-"""Apps that stream without end, for the HTTP/2 write back-pressure tests (tests/integration/test_it_h2_backpressure.py).
+"""Apps that stream without end, for the HTTP/2 write back-pressure tests (test_it_h2_backpressure.py).
 
 - ASGI ``app``: ``/stream`` sends 64 KiB ``http.response.body`` messages forever, awaiting nothing but
   ``send`` (so only the server's ``send`` can make it wait); any other path answers ``ok`` at once.

@@ -20,7 +20,14 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate
 
 from bascule.config import Config
 from bascule.context import ServerContext
-from bascule.protocols.websocket import FEED_SLICE, FRAMES_PER_PASS, WSConnection
+from bascule.protocols.websocket import (
+    CLOSE_TIMEOUT,
+    CONTROL_PER_TICK,
+    FEED_SLICE,
+    FLOOD_CLOSE_GRACE,
+    FRAMES_PER_PASS,
+    WSConnection,
+)
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
@@ -251,3 +258,40 @@ def test_a_fragmented_deflate_bomb_is_refused_1009(loop: asyncio.AbstractEventLo
     out = bytes(transport.out)
     assert out[0] == 0x88 and struct.unpack("!H", out[2:4])[0] == 1009, out[:40]
     assert queued(ws) == 0
+
+
+def test_a_flooder_gets_its_close_then_is_dropped_after_a_grace(loop: asyncio.AbstractEventLoop) -> None:
+    ws, transport = open_ws(loop)
+    ws.data_received(frame(0x9, b"p") * (CONTROL_PER_TICK + 1))
+    one_pass(loop)
+    assert transport.out[:2] == b"\x88\x19" and transport.closing and not transport.aborted  # close 1008, EOF
+    ws.on_tick(loop.time())
+    assert not transport.aborted  # it may still take the close frame
+    ws.on_tick(loop.time() + FLOOD_CLOSE_GRACE + 0.1)
+    assert transport.aborted  # asyncio's close would wait for a peer that never reads, holding the buffer
+
+
+def test_a_flooder_that_takes_nothing_is_dropped_at_once(loop: asyncio.AbstractEventLoop) -> None:
+    ws, transport = open_ws(loop)
+    ws.pause_writing()
+    ws.data_received(frame(0x9, b"p") * (CONTROL_PER_TICK + 1))
+    assert transport.aborted and not transport.out
+
+
+def test_the_budget_is_per_tick(loop: asyncio.AbstractEventLoop) -> None:
+    ws, transport = open_ws(loop)
+    for _ in range(3):
+        ws.data_received(frame(0x9, b"p") * CONTROL_PER_TICK)
+        one_pass(loop)
+        ws.on_tick(loop.time())
+    assert not transport.closing and transport.out.count(b"\x8a\x01p") == 3 * CONTROL_PER_TICK
+
+
+def test_a_connection_closed_by_us_is_dropped_if_its_peer_never_reads(loop: asyncio.AbstractEventLoop) -> None:
+    ws, transport = open_ws(loop)
+    ws.close(1000)
+    ws.data_received(frame(0x8, struct.pack("!H", 1000)))  # the peer answers: we send EOF, close the transport
+    one_pass(loop)
+    assert transport.closing and not transport.aborted
+    ws.on_tick(loop.time() + CLOSE_TIMEOUT + 0.1)
+    assert transport.aborted

@@ -12,7 +12,6 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate
 
 from bascule.config import Config
 from bascule.context import ServerContext
+from bascule.protocols.exchange import Exchange
 from bascule.protocols.websocket import (
     CLOSE_TIMEOUT,
     CONTROL_PER_TICK,
@@ -75,6 +75,25 @@ class FakeTransport(asyncio.Transport):
         self.paused = False
 
 
+class UpgradeRequest(Exchange):
+    """The request fields WSConnection copies; its response side is never used (the session replaces it).
+
+    A real Exchange subclass, not a namespace: the compiled build checks the argument's type.
+    """
+
+    def __init__(self) -> None:
+        self.http_version, self.scheme, self.tls = "1.1", "http", None
+        self.raw_path, self.query_string, self.headers = b"/ws", b"", []
+        self.client, self.server = ("127.0.0.1", 5000), ("127.0.0.1", 8000)
+
+
+UpgradeRequest.__abstractmethods__ = frozenset()  # a stand-in: nothing abstract is called
+
+
+def upgrade_request() -> Exchange:
+    return UpgradeRequest()  # type: ignore[abstract]  # made concrete just above
+
+
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
@@ -86,9 +105,7 @@ def open_ws(loop: asyncio.AbstractEventLoop, **options: Any) -> tuple[WSConnecti
     """An accepted WebSocket (101 written, frames flowing) on a fake transport."""
     ctx = ServerContext(Config(app="x:y", access_log=False, **options), loop, lambda ex: None, access_log=False)
     transport = FakeTransport()
-    ex = SimpleNamespace(http_version="1.1", scheme="http", tls=None, raw_path=b"/ws", query_string=b"",
-                         headers=[], client=("127.0.0.1", 5000), server=("127.0.0.1", 8000))
-    ws = WSConnection(ctx, transport, ex)  # type: ignore[arg-type]
+    ws = WSConnection(ctx, transport, upgrade_request())
     ws.accept(None, [])
     transport.out.clear()
     return ws, transport
@@ -169,7 +186,7 @@ def test_eof_after_held_bytes_ends_the_input_after_them(loop: asyncio.AbstractEv
     ws.data_received(frame(0x2, b"first") + frame(0x2, b"second"))  # the queue is full: reading pauses
     ws.data_received(frame(0x2, b"third") + frame(0x8, struct.pack("!H", 1000)))  # still arrives (HTTP/2): held
     assert ws.eof_received() is True  # kept open: the held frames come first
-    got = []
+    got: list[str | bytes | int] = []
 
     async def app() -> None:
         while True:
@@ -212,9 +229,7 @@ def open_deflate_ws(loop: asyncio.AbstractEventLoop, **options: Any) -> tuple[WS
     """As :func:`open_ws`, permessage-deflate negotiated (no context takeover either way)."""
     ctx = ServerContext(Config(app="x:y", access_log=False, **options), loop, lambda ex: None, access_log=False)
     transport = FakeTransport()
-    ex = SimpleNamespace(http_version="1.1", scheme="http", tls=None, raw_path=b"/ws", query_string=b"",
-                         headers=[], client=("127.0.0.1", 5000), server=("127.0.0.1", 8000))
-    ws = WSConnection(ctx, transport, ex)  # type: ignore[arg-type]
+    ws = WSConnection(ctx, transport, upgrade_request())
     ws._extensions = [PerMessageDeflate(True, True, 15, 15)]
     ws.accept(None, [])
     transport.out.clear()

@@ -389,17 +389,16 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             for frame in events:
                 if not self._on_frame(proto, frame):  # type: ignore[arg-type]  # after the handshake: frames
                     break
-        if proto.state is not OPEN:
-            if proto.flooded:
-                self._flooded(proto)
-                return len(events)
-            if proto.parser_exc is not None and self._queue and self._held is None:
-                # The peer broke the protocol right after messages the app has not seen yet: hold the close
-                # until the app has taken them (and answered: an echo server's replies go out first, as
-                # Autobahn 3.2, 4.x and 5.15 expect), or until the next tick.
-                self._held = proto.data_to_send()
-                self._closing_since = self.loop.time()
-                return len(events)
+        if proto.flooded:
+            self._flooded(proto)
+            return len(events)
+        if proto.parser_exc is not None and self._queue and self._held is None:
+            # The peer broke the protocol right after messages the app has not seen yet: hold the close
+            # until the app has taken them (and answered: an echo server's replies go out first, as
+            # Autobahn 3.2, 4.x and 5.15 expect), or until the next tick.
+            self._held = proto.data_to_send()
+            self._closing_since = self.loop.time()
+            return len(events)
         writes = proto.data_to_send()
         if writes:
             self._queue_writes(proto, writes)

@@ -183,7 +183,7 @@ class Config:
         "connection with code 1009.", metavar="BYTES"))
     ws_max_queue: int = field(default=32, metadata=option(
         "WebSocket messages buffered for an app that has not received them yet; reading from the client "
-        "pauses at this many.", metavar="N"))
+        "pauses at this many, or sooner once they add up to --ws-max-size bytes.", metavar="N"))
     ws_ping_interval: float = field(default=20.0, metadata=option(
         "Send a WebSocket ping every this many seconds to detect dead peers; 0 turns pings off.",
         metavar="SECONDS"))

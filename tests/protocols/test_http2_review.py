@@ -502,3 +502,36 @@ def test_not_taken_upgrade_reads_its_body_and_nothing_after(serve: Serve, upgrad
         sock.close()
     assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"\r\n\r\ngot:0123456789")
     assert out.count(b"HTTP/1.1") == 1 and calls == [b"0123456789"]
+
+
+def test_websocket_ping_flood_over_http2_closes_that_stream_1008(serve: Serve) -> None:
+    """The WebSocket control-frame budget holds over an extended CONNECT stream too (h2_websocket reuses
+    WSConnection): the flooding stream gets close 1008, and the HTTP/2 connection serves on."""
+    from bascule.protocols.websocket import CONTROL_PER_TICK
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    ping = bytes((0x89, 0x80 | 5)) + b"\0\0\0\0" + b"flood"
+    with serve(app, ws_ping_interval=0) as srv, client(srv) as c:
+        c.wait(lambda: c.conn.remote_settings.get(8) == 1)
+        sid = c.request("/ws", "CONNECT", headers=[("sec-websocket-version", "13")], end=False,
+                        extra_pseudo=[(":protocol", "websocket")])
+        c.wait(lambda: c.replies[sid].status != 0)
+        c.send_body(sid, ping * (CONTROL_PER_TICK + 1), end=False)
+        c.wait(lambda: c.replies[sid].ended or c.replies[sid].reset is not None)
+        body = c.replies[sid].body
+        assert c.replies[sid].ended, "closed with a frame the client can read, then the stream ended"
+        assert body.count(b"\x8a\x05flood") <= CONTROL_PER_TICK
+        close = body[body.rindex(b"\x88"):]
+        assert close[1] == len(close) - 2 and struct.unpack("!H", close[2:4])[0] == 1008, body[-40:]
+        assert c.response(c.request("/")).status == 200  # the connection itself is fine

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from conftest import Running
 
+from bascule.protocols.websocket import CONTROL_PER_TICK
+
 Serve = Callable[..., contextlib.AbstractContextManager[Running]]
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 KEY = base64.b64encode(b"0123456789abcdef")
@@ -305,3 +307,45 @@ def test_handshake_with_the_wrong_method_or_version(serve: Serve, raw: bytes, st
     with serve(echo_app) as srv:
         _, head = connect(srv, raw)
         assert head.split(b"\r\n")[0].startswith(b"HTTP/1.1 %d " % status)
+
+
+def close_code(conn: Conn) -> tuple[int, int]:
+    """(pongs before it, code) of the first close frame the server sends."""
+    pongs = 0
+    while True:
+        opcode, _, payload = conn.read_frame()
+        if opcode == 0x8:
+            return pongs, struct.unpack("!H", payload[:2])[0]
+        assert opcode == 0xA, (opcode, payload)
+        pongs += 1
+
+
+@pytest.mark.parametrize("flood", [
+    frame(0x9, b"flood") * (CONTROL_PER_TICK + 1),
+    frame(0xA, b"unsolicited") * (CONTROL_PER_TICK + 1),
+    frame(0x1, b"", fin=False) + frame(0x0, b"", fin=False) * CONTROL_PER_TICK,
+], ids=["pings", "pongs", "empty-fragments"])
+def test_frames_over_the_control_budget_close_1008(serve: Serve, flood: bytes) -> None:
+    with serve(echo_app) as srv:
+        conn, _ = connect(srv, handshake())
+        conn.sock.sendall(flood + frame(0x1, b"never seen"))
+        pongs, code = close_code(conn)
+        assert code == 1008
+        assert pongs <= CONTROL_PER_TICK  # the pongs owed for the chunk that broke the budget are not sent
+        assert conn.closed()
+
+
+def test_frames_within_the_control_budget_are_answered(serve: Serve) -> None:
+    """A burst just under the budget, control frames between fragments, empty messages: all served."""
+    n = CONTROL_PER_TICK // 2 - 10
+    with serve(echo_app) as srv:
+        conn, _ = connect(srv, handshake())
+        conn.sock.sendall(frame(0x1, b"he", fin=False) + frame(0x9, b"p") * n + frame(0x0, b"", fin=False)
+                          + frame(0xA, b"q") * n + frame(0x0, b"llo") + frame(0x1, b"") * (2 * CONTROL_PER_TICK))
+        for _ in range(n):
+            assert conn.read_frame() == (0xA, True, b"p")
+        assert conn.read_frame() == (0x1, True, b"hello")
+        for _ in range(2 * CONTROL_PER_TICK):  # empty final messages are messages: not counted
+            assert conn.read_frame() == (0x1, True, b"")
+        conn.sock.sendall(frame(0x9, b"still open"))
+        assert conn.read_frame() == (0xA, True, b"still open")

@@ -134,8 +134,7 @@ class H2WSStream(H2Stream):
     def end_body(self) -> None:
         super().end_body()
         ws = self.ws
-        if ws.phase is Phase.OPEN:
-            ws.eof_received()
+        if ws.phase is Phase.OPEN and not ws.eof_received():  # True: frames still held, it closes after them
             ws.transport.close()  # the client ended its side: end ours; the stream then closes
         self._lose()
 

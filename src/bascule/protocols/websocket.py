@@ -9,10 +9,20 @@ request and hands the transport over. The handshake is checked here first (a bad
 without bothering the app); then the app decides: ``accept`` sends 101 and frames flow (OPEN), or it
 denies with an HTTP response (RESPONSE). Bytes the client sends before the 101 are held, reading paused.
 
-Flow control both ways: reading pauses while ``ws_max_queue`` messages wait for the app, and ``send``
-waits while the transport's buffer is above its high-water mark. Frames written by the app during one
-loop pass leave in one ``transport.write`` (an echo of a batch of messages is one syscall, not one each).
+Flow control both ways: reading pauses while ``ws_max_queue`` messages, or ``ws_max_size`` bytes of them
+(one full-size message's worth), wait for the app, and ``send`` waits while the transport's buffer is above
+its high-water mark. Reading also pauses while the answers our reading produces (pongs) cannot be written: a
+peer that pings without reading stops being read. The engine parses every frame of what it is given at once,
+so a read larger than :data:`FEED_SLICE` is fed a slice at a time, at most :data:`FRAMES_PER_PASS` frames
+per loop pass, the rest held (reading paused): a read full of tiny frames cannot hold the loop, nor push the
+queue far past its bound. With permessage-deflate the slices are :data:`DEFLATE_FEED_SLICE`: 12 KB on the
+wire can be 12 MiB inflated. Frames written by the app during one loop pass leave in one ``transport.write``
+(an echo of a batch of messages is one syscall, not one each).
 Keepalive pings and the close timeout run off the server's tick, so an idle socket costs no timer.
+
+Frames that cost work but carry no message - pings (each owed a pong), pongs, empty non-final fragments -
+are counted against a budget per tick (:data:`CONTROL_PER_TICK`), as HTTP/2 counts its control frames: a
+peer over it is closed with 1008 (policy violation), and dropped if it does not take the close frame.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from websockets.http11 import Request
 from websockets.protocol import OPEN, State
 from websockets.server import ServerProtocol
 
+from bascule.context import TICK_SECONDS
 from bascule.errors import AppProtocolError
 from bascule.protocols.exchange import (
     ClientDisconnected,
@@ -56,8 +67,26 @@ CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's answer to our close frame
 SHUTDOWN_CLOSE_TIMEOUT = 1.0  # the same while the server stops: a peer that has not answered by then is gone
 COALESCE_LIMIT = 64 * 1024  # bytes of frames held for the end of a loop pass before they are written at once
 EARLY_DATA_LIMIT = 64 * 1024  # bytes held (reading paused beyond) while the app decides on the handshake
+# Pings, pongs and empty non-final fragments a peer may send per 0.5 s tick (context.TICK_SECONDS). Each costs
+# ~5 us to parse and a ping a pong to write, for nothing the app sees. Legitimate peers send a few per second
+# (keepalive, latency probes, Autobahn's ten-ping cases; a paused peer's backlog arrives in one burst); 1000
+# per tick is hundreds of times that, yet caps what a flooder costs at ~10 ms of CPU per second.
+CONTROL_PER_TICK = 1000
+FLOOD_CLOSE_GRACE = 1.0  # seconds a peer closed for a flood has to take the close frame before it is dropped
+# Bytes handed to the frame engine at once. A read can be 256 KiB (uvloop), and libuv reads up to 32 times
+# per wakeup: 8 MiB of 7-byte frames is ~1.2 million frames, seconds of parsing with the loop held. 16 KiB
+# is at most ~2,300 frames (~10 ms) per slice, and costs large frames nothing measurable.
+FEED_SLICE = 16 * 1024
+FRAMES_PER_PASS = 1000  # frames parsed in one loop pass before the other connections get their turn
+# The same with permessage-deflate, where the work and memory are in the inflating: deflate expands at most
+# ~1032:1, so a slice completes at most ~4 MiB of messages besides the one frame it may end (<= ws_max_size),
+# and the queue's byte bound is checked between slices. Compressed peers rarely send large frames; the cost is
+# one more engine call per 4 KiB.
+DEFLATE_FEED_SLICE = 4 * 1024
 _PAUSE_QUEUE = 1
 _PAUSE_EARLY = 2
+_PAUSE_BACKLOG = 4  # bytes read but not yet fed to the engine
+_PAUSE_WRITE = 8  # the pongs (or close) our reading produced cannot be written
 _TEXT, _BINARY, _CONT, _PING, _PONG, _CLOSE = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING, Opcode.PONG,
                                              Opcode.CLOSE)
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
@@ -133,28 +162,48 @@ def _valid_header_block(headers: Headers) -> bytes:
 
 
 class Engine(ServerProtocol):
-    """websockets' server protocol, with one fix: a Close frame in the middle of a fragmented message.
+    """websockets' server protocol (in the OPEN state), with a budget and one fix.
 
-    RFC 6455 5.4 lets control frames arrive between fragments, and a Close ends the connection, message
-    unfinished or not: the peer expects its close code echoed (Autobahn 7.1.5), where websockets fails
-    the connection with 1002 "incomplete fragmented message". The unfinished message is dropped.
+    The budget: pings, pongs and empty non-final fragments are counted in ``cheap_frames`` (reset each tick
+    by the connection); the one over :data:`CONTROL_PER_TICK` fails the connection with 1008 right there,
+    so the rest of the chunk being parsed is discarded unparsed, and the pongs owed for this chunk are
+    dropped: a flooder gets its close frame, not a pile of pongs. ``flooded`` tells the connection why.
+
+    The fix: a Close frame in the middle of a fragmented message. RFC 6455 5.4 lets control frames arrive
+    between fragments, and a Close ends the connection, message unfinished or not: the peer expects its
+    close code echoed (Autobahn 7.1.5), where websockets fails the connection with 1002 "incomplete
+    fragmented message". The unfinished message is dropped.
     """
 
+    def __init__(self, *, max_size: int, logger: logging.Logger) -> None:
+        super().__init__(state=OPEN, max_size=max_size, logger=logger)
+        self.cheap_frames = 0
+        self.flooded = False
+
     def recv_frame(self, frame: Frame) -> None:
-        if frame.opcode is _CLOSE:
+        opcode = frame.opcode
+        if opcode is _CLOSE:
             self.current_size = None
+        elif opcode is _PING or opcode is _PONG or not (frame.fin or frame.data):
+            self.cheap_frames += 1
+            if self.cheap_frames > CONTROL_PER_TICK:
+                self.flooded = True
+                del self.writes[:]  # the pongs of this chunk: written for nobody
+                self.fail(1008, "too many control frames")  # discards the rest of the input, unparsed
+                return
         super().recv_frame(frame)
 
 
 class WSConnection(asyncio.Protocol, WebSocketSession):
     """One WebSocket connection: the transport's protocol after the upgrade, and the app's session."""
 
-    __slots__ = ("_accept_headers", "_close_event", "_closing_since", "_decoder", "_drain_waiters", "_early",
-                 "_early_size", "_ex", "_extensions", "_fragments", "_held", "_last_ping", "_out", "_out_eof",
-                 "_out_size", "_paused_by", "_ping_payload", "_ping_sent", "_pings", "_queue", "_recv_waiter",
-                 "_response_expected", "client", "ctx", "headers", "http_version", "loop",
-                 "max_queue", "phase", "proto", "query_string", "raw_path", "scheme", "server", "subprotocols",
-                 "tls", "transport", "write_paused")
+    __slots__ = ("_abort_at", "_accept_headers", "_backlog", "_close_event", "_closing_since", "_decoder",
+                 "_drain_waiters", "_early", "_early_size", "_eof_pending", "_ex", "_extensions", "_fed",
+                 "_fragments", "_held", "_last_ping", "_out", "_out_eof", "_out_size", "_paused_by", "_ping_payload",
+                 "_ping_sent", "_pings", "_pump_handle", "_queue", "_queued_bytes", "_recv_waiter",
+                 "_response_expected", "_slice", "client", "ctx", "headers", "http_version", "loop", "max_queue",
+                 "max_size", "phase", "proto", "query_string", "raw_path", "scheme", "server", "subprotocols", "tls",
+                 "transport", "write_paused")
 
     def __init__(self, ctx: ServerContext, transport: asyncio.Transport, ex: Exchange) -> None:
         self.ctx = ctx
@@ -171,7 +220,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self.server = ex.server
         self.subprotocols: list[str] = []
         self.max_queue = ctx.config.ws_max_queue
-        self.proto: ServerProtocol | None = None
+        self.max_size = ctx.config.ws_max_size  # also the bound on the bytes queued for the app
+        self.proto: Engine | None = None
         self.write_paused = False
         self._ex: Exchange | None = ex  # kept for the access log until the handshake is decided
         self._accept_headers: Headers = []
@@ -179,6 +229,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self._early: list[bytes] = []
         self._early_size = 0
         self._queue: deque[str | bytes] = deque()
+        self._queued_bytes = 0  # len() of the queued messages (characters for text: near enough for a bound)
+        self._slice = FEED_SLICE  # DEFLATE_FEED_SLICE once permessage-deflate is on
         self._recv_waiter: asyncio.Future[None] | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._close_event: WebSocketClosed | None = None
@@ -195,6 +247,11 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self._closing_since: float | None = None
         self._held: list[bytes] | None = None  # the engine's close after a protocol error, held back
         self._response_expected: int | None = None
+        self._abort_at: float | None = None  # closed by us: dropped then if the peer has not taken our last bytes
+        self._backlog = b""  # read, not yet fed to the engine (from offset _fed): see _pump
+        self._fed = 0
+        self._pump_handle: asyncio.Handle | None = None
+        self._eof_pending = False  # the peer's EOF came with bytes still held: it ends the input after them
 
     # -- start ------------------------------------------------------------------------------------------
     def start(self, handler: Handler, leftover: bytes) -> None:
@@ -238,7 +295,10 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
     def data_received(self, data: bytes) -> None:
         phase = self.phase
         if phase is Phase.OPEN:
-            self._feed(data)
+            if not self._paused_by and len(data) <= self._slice:
+                self._feed(data)  # the common case: one read, one slice
+            else:
+                self._take_in(data)
         elif phase is Phase.HANDSHAKE:
             self._hold(data)
         # else: a denied handshake or a closed connection; what the client still sends is dropped
@@ -246,6 +306,9 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
     def eof_received(self) -> bool | None:
         proto = self.proto
         if proto is not None and self.phase is Phase.OPEN:
+            if self._fed < len(self._backlog):
+                self._eof_pending = True  # (HTTP/2 only: a paused socket reads no EOF)
+                return True  # open until the held frames are fed; _pump ends the input then
             proto.receive_eof()
             self._take_writes(proto)
         return None  # asyncio closes the transport
@@ -256,6 +319,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             self._log_handshake(499 if self.phase is Phase.HANDSHAKE else 0)
         self.phase = Phase.DONE
         self._out.clear()
+        self._backlog = b""
         if self._close_event is None:
             self._closed_by_peer()
         self._wake_receiver()
@@ -266,10 +330,57 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._resume(_PAUSE_WRITE)
+        self._schedule_pump()
         self._wake_drain()
 
     # -- frames in --------------------------------------------------------------------------------------
-    def _feed(self, data: bytes) -> None:
+    def _take_in(self, data: bytes) -> None:
+        """A read larger than one slice, or one that arrives while reading is paused (HTTP/2 streams still
+        deliver what the window allowed): held, and fed by the pump."""
+        if self._fed < len(self._backlog):
+            self._backlog = self._backlog[self._fed:] + data
+        else:
+            self._backlog = data
+        self._fed = 0
+        if self._pump_handle is None:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Feed the held bytes, a slice at a time, while the app's queue has room, the pongs owed can leave
+        and this loop pass has parsed fewer than FRAMES_PER_PASS frames; then hold the rest, reading paused.
+        receive() and resume_writing() start it again, and it goes on by itself after a full pass."""
+        self._pump_handle = None
+        backlog = self._backlog
+        end = len(backlog)
+        frames = 0
+        step = self._slice
+        while self._fed < end and self.phase is Phase.OPEN and not self._paused_by & (_PAUSE_QUEUE | _PAUSE_WRITE):
+            if frames >= FRAMES_PER_PASS:
+                self._pump_handle = self.loop.call_soon(self._pump)
+                break
+            pos = self._fed
+            self._fed = pos + step
+            frames += self._feed(backlog[pos:pos + step])
+        if self._fed < end and self.phase is Phase.OPEN:
+            self._pause(_PAUSE_BACKLOG)
+            return
+        self._backlog = b""
+        self._fed = 0
+        self._resume(_PAUSE_BACKLOG)
+        proto = self.proto
+        if self._eof_pending and proto is not None and self.phase is Phase.OPEN:
+            self._eof_pending = False
+            proto.receive_eof()
+            self._take_writes(proto)
+            self._queue_writes(proto, [b""])  # the transport was kept open for the held bytes: close it now
+
+    def _schedule_pump(self) -> None:
+        if self._paused_by & _PAUSE_BACKLOG and self._pump_handle is None and self.phase is Phase.OPEN:
+            self._pump_handle = self.loop.call_soon(self._pump)
+
+    def _feed(self, data: bytes) -> int:
+        """Give the engine one slice; returns the number of frames it held."""
         proto = self.proto
         assert proto is not None
         proto.receive_data(data)
@@ -278,14 +389,35 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             for frame in events:
                 if not self._on_frame(proto, frame):  # type: ignore[arg-type]  # after the handshake: frames
                     break
+        if proto.flooded:
+            self._flooded(proto)
+            return len(events)
         if proto.parser_exc is not None and self._queue and self._held is None:
             # The peer broke the protocol right after messages the app has not seen yet: hold the close
             # until the app has taken them (and answered: an echo server's replies go out first, as
             # Autobahn 3.2, 4.x and 5.15 expect), or until the next tick.
             self._held = proto.data_to_send()
             self._closing_since = self.loop.time()
+            return len(events)
+        writes = proto.data_to_send()
+        if writes:
+            self._queue_writes(proto, writes)
+            if self.write_paused:
+                self._pause(_PAUSE_WRITE)  # pongs we cannot write: read no more pings until they leave
+        return len(events)
+
+    def _flooded(self, proto: Engine) -> None:
+        """Over the control-frame budget: close 1008, and spend nothing more on this peer."""
+        _error_log.warning("WebSocket peer %s sent more than %d pings, pongs or empty fragments in %g s: "
+                           "closing with 1008 (policy violation)", describe_peer(self.client), CONTROL_PER_TICK,
+                           TICK_SECONDS)
+        self._closed_by_peer(1008)
+        if self.write_paused:
+            # it does not read what we write: the close frame would wait behind the pongs forever
+            self.abort()
             return
-        self._take_writes(proto)
+        self._take_writes(proto)  # the close frame, then EOF
+        self._abort_at = self.loop.time() + FLOOD_CLOSE_GRACE
 
     def _on_frame(self, proto: ServerProtocol, frame: Frame) -> bool:
         """Handle one frame; False once the connection has failed (the frames after it are ignored)."""
@@ -346,9 +478,10 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
     def _deliver(self, message: str | bytes) -> None:
         queue = self._queue
         queue.append(message)
+        self._queued_bytes += len(message)
         if self._recv_waiter is not None:
             self._wake_receiver()
-        if len(queue) >= self.max_queue:
+        if len(queue) >= self.max_queue or self._queued_bytes >= self.max_size:
             self._pause(_PAUSE_QUEUE)
 
     def _closed_by_peer(self, code: int | None = None) -> None:
@@ -401,6 +534,9 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         if self._out_eof:
             self._out_eof = False
             self.phase = Phase.DONE
+            if self._abort_at is None:
+                # closed by us: asyncio's close waits for the buffer to drain, forever if the peer never reads
+                self._abort_at = self.loop.time() + CLOSE_TIMEOUT
             if self._close_event is None:
                 self._closed_by_peer()
             transport.close()
@@ -416,8 +552,10 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             waiter = self._recv_waiter = self.loop.create_future()
             await waiter
         message = queue.popleft()
-        if self._paused_by & _PAUSE_QUEUE and len(queue) < self.max_queue:
+        self._queued_bytes -= len(message)
+        if self._paused_by & _PAUSE_QUEUE and len(queue) < self.max_queue and self._queued_bytes < self.max_size:
             self._resume(_PAUSE_QUEUE)
+            self._schedule_pump()
         return message
 
     def accept(self, subprotocol: str | None, headers: Headers) -> None:
@@ -427,8 +565,10 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             raise AppProtocolError(f"the app accepted with subprotocol {subprotocol!r}, which the client did "
                                    f"not offer (it offered {self.subprotocols!r})")
         self._write_accept(subprotocol, list(headers) if headers else [])
-        proto = Engine(state=OPEN, max_size=self.ctx.config.ws_max_size, logger=_log)
+        proto = Engine(max_size=self.ctx.config.ws_max_size, logger=_log)
         proto.extensions = self._extensions
+        if self._extensions:  # permessage-deflate, the one extension offered
+            self._slice = DEFLATE_FEED_SLICE
         proto.subprotocol = subprotocol  # type: ignore[assignment]
         self.proto = proto
         self.phase = Phase.OPEN
@@ -438,7 +578,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self._early_size = 0
         self._resume(_PAUSE_EARLY)
         if early:
-            self._feed(b"".join(early))
+            self.data_received(b"".join(early))
         if self.ctx.shutting_down:
             self.close(1012, "server restart")
 
@@ -572,10 +712,14 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
 
     # -- server-driven ----------------------------------------------------------------------------------
     def on_tick(self, now: float) -> None:
-        """Keepalive pings, the close timeout, and the close 1012 of a graceful shutdown."""
+        """Keepalive pings, the close timeout, the control-frame budget, and the close 1012 of a graceful shutdown."""
         proto = self.proto
         if self.phase is not Phase.OPEN or proto is None:
+            if self._abort_at is not None and now >= self._abort_at and self.phase is Phase.DONE:
+                self._abort_at = None
+                self.transport.abort()  # closed by us, and our last bytes not taken: the buffer is freed
             return
+        proto.cheap_frames = 0
         if proto.state is OPEN:
             if self.ctx.shutting_down:
                 self.shutdown()

@@ -8,8 +8,9 @@ Each test starts ``python -m bascule`` serving tests/integration/apps/it_ws_floo
    client (the ``websockets`` library) does echo round-trips on another connection. The attacker must be
    closed with 1008 (or dropped right after the close frame, which it does not read) and the legitimate
    round-trips must all complete, none slower than :data:`LATENCY_BOUND` (a correctness bound: the bug held
-   every other client for seconds; an idle round-trip is ~1 ms). The same bound holds during a flood of
-   one-byte fragments of one text message, which no budget stops (each is valid and carries data);
+   every other client for seconds; an idle round-trip is ~1 ms). One-byte fragments of one text message
+   are budgeted the same way (valid, but ~5 us of parsing per byte). The latency bound also holds during a
+   flood of 64-byte fragments, which no budget stops (Autobahn sends such fragments);
 2. sends permessage-deflate messages of 12 MiB of zeros (12 KB each on the wire) to ``/sink`` for ~3 s:
    the server's resident memory (VmRSS, sampled every 10 ms) must grow by less than :data:`RSS_LIMIT_MB`,
    although ``--ws-max-size`` x ``--ws-max-queue`` is 512 MiB; and one compressed message that inflates
@@ -217,6 +218,7 @@ def read_to_end(sock: socket.socket, timeout: float) -> tuple[bytes, str]:
 FLOODS = {
     "ping": (b"", masked(PING, b"flood")),
     "empty-continuation": (masked(TEXT, b"", fin=False), masked(CONT, b"", fin=False)),
+    "one-byte-fragments": (masked(TEXT, b"a", fin=False), masked(CONT, b"a", fin=False)),
 }
 
 
@@ -258,15 +260,15 @@ def test_flood_without_reading_is_closed_and_others_are_served(
 
 def test_a_flood_of_tiny_fragments_does_not_hold_other_clients(
         flood_server: Callable[..., contextlib.AbstractContextManager[Running]]) -> None:
-    """One-byte fragments of one long text message: valid, not empty (no budget applies), ~4 us each to parse.
-
-    A read of them is fed to the frame engine a slice at a time, the loop serving others between slices.
-    """
+    """64-byte fragments of one long text message: valid, not small enough for the budget (SMALL_FRAGMENT),
+    ~5 us each to parse. A read of them is fed to the frame engine a slice at a time, the loop serving
+    others between slices."""
+    piece = b"a" * 64
     with flood_server() as srv, Legit(srv.port) as legit:
         attacker = ws_open(srv.port, "/echo", rcvbuf=4096)
-        attacker.sendall(masked(TEXT, b"a", fin=False))
+        attacker.sendall(masked(TEXT, piece, fin=False))
         started = time.monotonic()
-        sent, how = flood(attacker, masked(CONT, b"a", fin=False), FLOOD_SECONDS)
+        sent, how = flood(attacker, masked(CONT, piece, fin=False), FLOOD_SECONDS)
         time.sleep(max(0.0, started + FLOOD_SECONDS - time.monotonic()))
         attacker.close()
     print(f"\n[tiny-fragment flood] {sent} frames ({how}); {legit.summary()}")

@@ -21,8 +21,9 @@ wire can be 12 MiB inflated. Frames written by the app during one loop pass leav
 Keepalive pings and the close timeout run off the server's tick, so an idle socket costs no timer.
 
 Frames that cost work but carry (next to) no message - pings (each owed a pong), pongs, non-final fragments
-shorter than :data:`SMALL_FRAGMENT` bytes - are counted against a budget per tick (:data:`CONTROL_PER_TICK`), as HTTP/2 counts its control frames: a
-peer over it is closed with 1008 (policy violation), and dropped if it does not take the close frame.
+shorter than :data:`SMALL_FRAGMENT` bytes - are counted against a budget per tick (:data:`CONTROL_PER_TICK`),
+as HTTP/2 counts its control frames: a peer over it is closed with 1008 (policy violation), and dropped if
+it does not take the close frame.
 """
 
 from __future__ import annotations
@@ -168,10 +169,10 @@ def _valid_header_block(headers: Headers) -> bytes:
 class Engine(ServerProtocol):
     """websockets' server protocol (in the OPEN state), with a budget and one fix.
 
-    The budget: pings, pongs and non-final fragments under SMALL_FRAGMENT bytes are counted in ``cheap_frames`` (reset each tick
-    by the connection); the one over :data:`CONTROL_PER_TICK` fails the connection with 1008 right there,
-    so the rest of the chunk being parsed is discarded unparsed, and the pongs owed for this chunk are
-    dropped: a flooder gets its close frame, not a pile of pongs. ``flooded`` tells the connection why.
+    The budget: pings, pongs and non-final fragments under SMALL_FRAGMENT bytes are counted in ``cheap_frames``
+    (reset each tick by the connection); the one over :data:`CONTROL_PER_TICK` fails the connection with 1008
+    right there, so the rest of the chunk being parsed is discarded unparsed, and the pongs owed for this chunk
+    are dropped: a flooder gets its close frame, not a pile of pongs. ``flooded`` tells the connection why.
 
     The fix: a Close frame in the middle of a fragmented message. RFC 6455 5.4 lets control frames arrive
     between fragments, and a Close ends the connection, message unfinished or not: the peer expects its

@@ -143,7 +143,7 @@ class H2Stream(BufferedExchange):
             if status == 204 and content_length is not None:  # RFC 9110 8.6: none on 204
                 parts = [part for part in parts if part[:2] != CONTENT_LENGTH_PREFIX]
             elif status != 204 and content_length is None:
-                implied = bodiless_length(status, content_length, end, body)
+                implied = bodiless_length(status, None, end, body)
                 if implied is not None:
                     parts.append(content_length_field(implied))
         elif content_length is not None:

@@ -467,7 +467,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def fake_server(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """Stands in for bascule.server, recording the Config main() would serve."""
+    """Stands in for bascule.run (the process entry), recording the Config main() would serve."""
     state = types.SimpleNamespace(configs=[], result=0, raises=None)
 
     def run_config(config: Config) -> int:
@@ -476,9 +476,9 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
             raise state.raises
         return int(state.result)
 
-    module = types.ModuleType("bascule.server")
+    module = types.ModuleType("bascule.run")
     module.run_config = run_config  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bascule.server", module)
+    monkeypatch.setitem(sys.modules, "bascule.run", module)
     return state
 
 
@@ -521,6 +521,7 @@ def test_main_config_errors_are_one_line_and_never_import_the_server(
     isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     argv: list[str], env: dict[str, str], file: str | None, expected: str,
 ) -> None:
+    monkeypatch.delitem(sys.modules, "bascule.run", raising=False)
     monkeypatch.delitem(sys.modules, "bascule.server", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -532,6 +533,7 @@ def test_main_config_errors_are_one_line_and_never_import_the_server(
     assert captured.out == ""
     assert captured.err == expected.format(path=path)
     assert "bascule.server" not in sys.modules
+    assert "bascule.run" not in sys.modules
 
 
 # -- docs ---------------------------------------------------------------------------------------------

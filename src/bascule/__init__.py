@@ -29,7 +29,7 @@ def run(app: Any, **options: Any) -> None:
     Errors that stop the server (bad options, import failures, a port in use) print one line and exit
     with the error's exit code, as the command line does.
     """
-    from bascule.server import run_config
+    from bascule.run import run_config
 
     try:
         config, obj = _config(app, options)

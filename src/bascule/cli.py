@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(argv)
         except SystemExit as exc:  # --help / --version: argparse printed and asked to exit
             return exc.code if isinstance(exc.code, int) else 0
-        from bascule.server import run_config  # late, so a bad command line never loads the server
+        from bascule.run import run_config  # late, so a bad command line never loads the server
 
         return run_config(config)
     except BasculeError as exc:

@@ -8,6 +8,7 @@ others instead of dropping them (which per-worker SO_REUSEPORT sockets would do)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -122,6 +123,14 @@ def owned_unix_paths(config: Config) -> list[str]:
     if config.uds and config.fd is None:
         return [config.uds]
     return []
+
+
+def remove_unix_sockets(config: Config) -> None:
+    """Remove the socket files we bound (not those inherited with --fd), as uvicorn and gunicorn do."""
+    for path in owned_unix_paths(config):
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)
 
 
 def bind_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:

@@ -85,3 +85,24 @@ def _dict_config(data: Any, path: str) -> None:
     data.setdefault("version", 1)
     data.setdefault("disable_existing_loggers", False)
     logging.config.dictConfig(data)
+
+
+def reopen_log_files() -> None:
+    """SIGUSR1: reopen every logging file handler, so logrotate can move the files away (as gunicorn does).
+
+    Streams the process was started with (stderr redirected by systemd or a shell) have no name to reopen;
+    rotate those with ``copytruncate`` or let journald keep them.
+    """
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in logging.root.manager.loggerDict]
+    seen: set[int] = set()
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and id(handler) not in seen:
+                seen.add(id(handler))
+                handler.acquire()
+                try:
+                    if handler.stream is not None:
+                        handler.stream.close()
+                    handler.stream = handler._open()
+                finally:
+                    handler.release()

@@ -11,8 +11,8 @@ request just as the server decides the connection is idle, and closing it then l
 client sees a reset, not a response). So a connection is closed only after ``DRAIN_IDLE_GRACE`` seconds of
 silence; a request that arrives meanwhile is served and answered with ``connection: close``.
 
-:func:`run_config` is the process entry: one process serving alone, or, when the options need one
-(:func:`bascule.config.needs_master`), the supervisor of :mod:`bascule.supervisor` with its workers.
+:func:`bascule.run.run_config` is the process entry that chooses between this and a supervised pool of
+workers; this module is only the serving process, so it imports neither the supervisor nor the workers.
 """
 
 from __future__ import annotations
@@ -20,18 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
-import stat
 from collections.abc import Callable
 from typing import Any
 
 from bascule import tls
-from bascule.config import Config, needs_master
+from bascule.config import Config
 from bascule.context import ServerContext
-from bascule.listeners import bind_sockets, describe, owned_unix_paths
-from bascule.logs import configure_logging
+from bascule.listeners import bind_sockets, describe, remove_unix_sockets
+from bascule.logs import reopen_log_files
 from bascule.mounts import AppTable, Mount, resolve_mounts
 from bascule.protocols.exchange import Exchange
 from bascule.protocols.http1 import H1Connection
@@ -173,35 +171,6 @@ class Server:
             _log.info("bascule stopped")
 
 
-def remove_unix_sockets(config: Config) -> None:
-    """Remove the socket files we bound (not those inherited with --fd), as uvicorn and gunicorn do."""
-    for path in owned_unix_paths(config):
-        with contextlib.suppress(OSError):
-            if stat.S_ISSOCK(os.stat(path).st_mode):
-                os.unlink(path)
-
-
-def reopen_log_files() -> None:
-    """SIGUSR1: reopen every logging file handler, so logrotate can move the files away (as gunicorn does).
-
-    Streams the process was started with (stderr redirected by systemd or a shell) have no name to reopen;
-    rotate those with ``copytruncate`` or let journald keep them.
-    """
-    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in logging.root.manager.loggerDict]
-    seen: set[int] = set()
-    for logger in loggers:
-        for handler in logger.handlers:
-            if isinstance(handler, logging.FileHandler) and id(handler) not in seen:
-                seen.add(id(handler))
-                handler.acquire()
-                try:
-                    if handler.stream is not None:
-                        handler.stream.close()
-                    handler.stream = handler._open()
-                finally:
-                    handler.release()
-
-
 def reload_tls(ctx: ServerContext) -> None:
     """SIGHUP in a single-process TLS server: load the certificate files again; new connections get them.
 
@@ -224,24 +193,3 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     else:
         factory = uvloop.new_event_loop
     return factory()
-
-
-def run_config(config: Config, app: Any = None) -> int:
-    """Serve ``config`` until a signal; the exit code (0 after a graceful stop).
-
-    One process serves alone unless the options need a master (several workers, recycling, --reload);
-    then this process becomes the master and the workers serve.
-    """
-    configure_logging(config)
-    if needs_master(config):
-        from bascule.supervisor import Supervisor
-
-        return Supervisor(config, app).run()
-    from bascule.workers import PidFile, set_process_title
-
-    set_process_title(f"bascule {config.app or ''}".rstrip())
-    with PidFile(config.pid):
-        server = Server(config, app)
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(server.serve(install_signals=True))
-    return 0

@@ -39,9 +39,9 @@ from typing import Any
 from bascule import tls
 from bascule.config import Config
 from bascule.errors import AppLoadError, BasculeError, ConfigError, StartupError
-from bascule.listeners import bind_sockets, describe
+from bascule.listeners import bind_sockets, describe, remove_unix_sockets
+from bascule.logs import reopen_log_files
 from bascule.mounts import Mount, resolve_mounts
-from bascule.server import reopen_log_files
 from bascule.workers import (
     ERROR,
     MASTER_SIGNALS,
@@ -180,8 +180,6 @@ class Supervisor:
                     self._restore_signals()
         finally:
             self._close_sockets()
-            from bascule.server import remove_unix_sockets
-
             remove_unix_sockets(config)
 
     def _loop(self) -> int:

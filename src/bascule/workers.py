@@ -41,6 +41,7 @@ from typing import Any
 
 from bascule.config import Config
 from bascule.errors import BasculeError, StartupError
+from bascule.logs import reopen_log_files
 from bascule.mounts import Mount
 
 _log = logging.getLogger("bascule.error")
@@ -173,7 +174,7 @@ def request_counter(limit: int, on_limit: Callable[[], None]) -> Callable[[Calla
 
 def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None) -> int:
     """Serve as one worker until told to stop; the exit code for the master."""
-    from bascule.server import Server, new_event_loop
+    from bascule.server import Server, new_event_loop  # here: the master imports this module, not the server
 
     config = setup.config
     set_process_title(f"bascule worker {setup.number} {config.app or ''}".rstrip())
@@ -211,8 +212,6 @@ def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None) -> int:
 
 async def _serve(server: Any, setup: WorkerSetup, sockets: list[socket.socket], reporter: Reporter,
                  early: list[int]) -> None:
-    from bascule.server import reopen_log_files
-
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, server.request_exit)
     loop.add_signal_handler(signal.SIGQUIT, server.request_exit, True)

@@ -27,6 +27,7 @@ COMPILED = [
     "src/bascule/mounts.py",
     "src/bascule/accesslog.py",
     "src/bascule/protocols/exchange.py",
+    "src/bascule/protocols/fields.py",
     "src/bascule/protocols/h1_checks.py",
     "src/bascule/protocols/http1.py",
     "src/bascule/protocols/http1_exchange.py",

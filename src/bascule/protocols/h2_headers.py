@@ -24,6 +24,7 @@ from hpack.table import HeaderTable
 from bascule.errors import AppProtocolError
 from bascule.protocols import h2_frames as fr
 from bascule.protocols.exchange import Exchange, Headers
+from bascule.protocols.fields import check_field
 
 CACHE_ENTRIES = 64
 _HIGH_BYTES = bytes(range(0x81, 0xFF))  # one-byte indexed fields (index 1..126)
@@ -32,7 +33,6 @@ _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 # What llhttp refuses in an HTTP/1.1 request-target, refused in :path too (one request, one answer on both
 # wires): whitespace, control characters, DEL, and bytes outside ASCII (clients percent-encode them).
 _BAD_PATH = re.compile(rb"[^\x21-\x7e]")
-_BAD_RESPONSE_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-zA-Z]")
 _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                                   b"upgrade"))
 _UPGRADE_ONLY = _CONNECTION_SPECIFIC | {b"http2-settings", b"te"}  # HTTP/1.1 fields of an h2c upgrade
@@ -300,12 +300,7 @@ def content_length_field(n: int) -> bytes:
 
 def _encode_field(name: bytes, value: bytes) -> bytes:
     """One checked field as a literal; b"" for a connection-specific field (dropped)."""
-    if type(name) is not bytes or type(value) is not bytes:
-        raise AppProtocolError(f"header names and values must be bytes, got {name!r}: {value!r}")
-    if not name or _BAD_RESPONSE_NAME.search(name):
-        raise AppProtocolError(f"the app sent an invalid header name: {name!r}")
-    if b"\r" in value or b"\n" in value or b"\0" in value:
-        raise AppProtocolError(f"the app sent a header with CR, LF or NUL in it: {name!r}: {value!r}")
+    check_field(name, value)
     lname = name.lower()
     if lname in _CONNECTION_SPECIFIC:
         return b""

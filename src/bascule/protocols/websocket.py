@@ -58,6 +58,7 @@ from bascule.protocols.exchange import (
     WebSocketSession,
     describe_peer,
 )
+from bascule.protocols.fields import field_block
 from bascule.protocols.http1_exchange import status_line
 
 if TYPE_CHECKING:
@@ -153,17 +154,6 @@ def offered_subprotocols(headers: Headers) -> list[str]:
         if name == b"sec-websocket-protocol":
             offered.extend(parse_subprotocol(value.decode("latin-1")))
     return offered
-
-
-def _valid_header_block(headers: Headers) -> bytes:
-    parts: list[bytes] = []
-    for name, value in headers:
-        if type(name) is not bytes or type(value) is not bytes:
-            raise AppProtocolError(f"header names and values must be bytes, got {name!r}: {value!r}")
-        if not name or any(c in name for c in b"\r\n\0: ") or any(c in value for c in b"\r\n\0"):
-            raise AppProtocolError(f"the app sent a header that could split the response: {name!r}: {value!r}")
-        parts += (name, b": ", value, b"\r\n")
-    return b"".join(parts)
 
 
 class Engine(ServerProtocol):
@@ -593,7 +583,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         if subprotocol is not None:
             lines.append(b"sec-websocket-protocol: " + subprotocol.encode("ascii") + b"\r\n")
         if headers:
-            lines.append(_valid_header_block(headers))
+            lines.append(field_block(headers))
         self.transport.write(b"".join((status_line(101), self.ctx.fixed_headers, *lines, b"\r\n")))
 
     async def send(self, data: str | bytes) -> None:
@@ -628,7 +618,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             raise ClientDisconnected("the client has disconnected")
         if type(status) is not int or not 100 <= status <= 999 or status == 101:
             raise AppProtocolError(f"invalid status for websocket.http.response.start: {status!r}")
-        block = _valid_header_block(list(headers))
+        block = field_block(list(headers))
         framing = b"connection: close\r\n"
         expected: int | None = None
         for name, value in headers:

@@ -1,8 +1,8 @@
 """Per-server state shared by every connection: settings read on the hot path, counters, the clock.
 
-Connections read plain attributes of one ServerContext instead of the Config, so the per-request path
-does no option look-ups. The ``date``/``server``/extra headers are pre-joined into one bytes block and
-refreshed by a timer (twice a second), never formatted per request.
+Connections read plain attributes of one ServerContext, never the Config: this is the one way options reach
+protocols (and the per-request path does no option look-ups). The ``date``/``server``/extra headers are
+pre-joined into one bytes block and refreshed by a timer (twice a second), never formatted per request.
 """
 
 from __future__ import annotations
@@ -58,6 +58,14 @@ class ServerContext:
         self.timeout_request_head = config.timeout_request_head
         self.timeout_body_idle = config.timeout_body_idle
         self.timeout_request = config.timeout_request
+        self.http2 = config.http2
+        self.h2_max_concurrent_streams = config.h2_max_concurrent_streams
+        self.h2_initial_window_size = config.h2_initial_window_size
+        self.ws_max_size = config.ws_max_size
+        self.ws_max_queue = config.ws_max_queue
+        self.ws_per_message_deflate = config.ws_per_message_deflate
+        self.ws_ping_interval = config.ws_ping_interval
+        self.ws_ping_timeout = config.ws_ping_timeout
         self.connections: set[Connection] = set()
         self.in_flight = 0
         self.shutting_down = False

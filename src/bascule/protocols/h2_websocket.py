@@ -165,7 +165,7 @@ class H2WebSocket(WSConnection):
         self.stream = stream
 
     def _check_handshake(self, ex: Any) -> tuple[int, str, Headers] | tuple[Headers, list[Extension]]:
-        return check_h2_handshake(ex, deflate=self.ctx.config.ws_per_message_deflate)
+        return check_h2_handshake(ex, deflate=self.ctx.ws_per_message_deflate)
 
     def _write_accept(self, subprotocol: str | None, headers: Headers) -> None:
         out = list(self._accept_headers)

@@ -179,7 +179,7 @@ class H1Connection(asyncio.Protocol):
             if not self._raw_left:
                 self.pause_reading("upgrade")
         except (httptools.HttpParserError, ProtocolError) as exc:
-            if self._latest is None and str(exc).startswith("Pause on PRI") and self.ctx.config.http2:
+            if self._latest is None and str(exc).startswith("Pause on PRI") and self.ctx.http2:
                 self._h2_prior_knowledge(data)  # llhttp stops at the HTTP/2 preface's "PRI * HTTP/2.0"
                 return
             refusal: Exception = exc
@@ -451,7 +451,7 @@ class H1Connection(asyncio.Protocol):
         read as HTTP/1.1 first); otherwise the upgrade is ignored and the request served over HTTP/1.1,
         which the RFC allows.
         """
-        if (not self.ctx.config.http2 or self.tls is not None or ex is not self._latest or self._paused_by
+        if (not self.ctx.http2 or self.tls is not None or ex is not self._latest or self._paused_by
                 or self.transport is None or ex is not self.active or self.queue
                 or any(name in _FRAMING_HEADERS for name, _ in ex.headers)):
             return False

@@ -58,7 +58,6 @@ class H2Connection(H2Output, asyncio.Protocol):
         self.loop = ctx.loop
         self.scheme = scheme
         self.tls = tls
-        config = ctx.config
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
@@ -68,8 +67,8 @@ class H2Connection(H2Output, asyncio.Protocol):
         self.goaway_sent = False
         self.write_paused = False
         self.idle_since: float | None = None
-        self.max_streams = config.h2_max_concurrent_streams
-        self.configured_window = config.h2_initial_window_size
+        self.max_streams = ctx.h2_max_concurrent_streams
+        self.configured_window = ctx.h2_initial_window_size
         self.local_initial_window = fr.DEFAULT_WINDOW  # until the client acknowledges our SETTINGS
         self.peer_initial_window = fr.DEFAULT_WINDOW
         self.peer_max_frame = fr.DEFAULT_MAX_FRAME

@@ -214,8 +214,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self.client = ex.client
         self.server = ex.server
         self.subprotocols: list[str] = []
-        self.max_queue = ctx.config.ws_max_queue
-        self.max_size = ctx.config.ws_max_size  # also the bound on the bytes queued for the app
+        self.max_queue = ctx.ws_max_queue
+        self.max_size = ctx.ws_max_size  # also the bound on the bytes queued for the app
         self.proto: Engine | None = None
         self.write_paused = False
         self._ex: Exchange | None = ex  # kept for the access log until the handshake is decided
@@ -275,7 +275,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
                 self.deny_simple(500, b"Internal Server Error\n")
 
     def _check_handshake(self, ex: Any) -> tuple[int, str, Headers] | tuple[Headers, list[Extension]]:
-        return check_handshake(ex, deflate=self.ctx.config.ws_per_message_deflate)
+        return check_handshake(ex, deflate=self.ctx.ws_per_message_deflate)
 
     def _hold(self, data: bytes) -> None:
         self._early.append(data)
@@ -560,7 +560,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             raise AppProtocolError(f"the app accepted with subprotocol {subprotocol!r}, which the client did "
                                    f"not offer (it offered {self.subprotocols!r})")
         self._write_accept(subprotocol, list(headers) if headers else [])
-        proto = Engine(max_size=self.ctx.config.ws_max_size, logger=_log)
+        proto = Engine(max_size=self.ctx.ws_max_size, logger=_log)
         proto.extensions = self._extensions
         if self._extensions:  # permessage-deflate, the one extension offered
             self._slice = DEFLATE_FEED_SLICE
@@ -719,15 +719,15 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             if self.ctx.shutting_down:
                 self.shutdown()
                 return
-            config = self.ctx.config
+            ctx = self.ctx
             if self._ping_payload is not None:
-                if now - self._ping_sent > config.ws_ping_timeout:
+                if now - self._ping_sent > ctx.ws_ping_timeout:
                     _error_log.info("WebSocket peer %s did not answer a ping in %.1fs: closing",
-                                    describe_peer(self.client), config.ws_ping_timeout)
+                                    describe_peer(self.client), ctx.ws_ping_timeout)
                     proto.fail(1011, "keepalive ping timeout")
                     self._closed_by_peer(1006)
                     self._take_writes(proto)
-            elif config.ws_ping_interval and now - self._last_ping >= config.ws_ping_interval:
+            elif ctx.ws_ping_interval and now - self._last_ping >= ctx.ws_ping_interval:
                 self._pings += 1
                 self._ping_payload = struct.pack("!I", self._pings)
                 self._ping_sent = self._last_ping = now

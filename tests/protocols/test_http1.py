@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from conftest import Running, http_exchange
 
+from bascule.protocols import h1_checks
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -1211,6 +1213,35 @@ def test_an_unknown_method_split_across_reads_gets_501(serve: Serve) -> None:
         assert_rejected(c.response(), 501)
         c.wait_closed()
     assert app.calls == 0
+
+
+def test_an_unknown_method_after_a_body_that_looks_like_an_upgrade_is_refused_cleanly(
+        serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    """Found in review: the 501 replay starts at the start of the read, here inside a body that reads as an
+    Upgrade request; llhttp's HttpParserUpgrade (no HttpParserError) escaped data_received, the connection
+    was aborted with no answer and a traceback was logged."""
+    app = Counted(echo_app)
+    inner = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+    with serve(app) as srv, connect(srv) as c:
+        c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(inner))
+        time.sleep(0.1)
+        c.send(inner + b"FOOBAR / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert c.response().status == 200
+        assert c.response().status in (400, 501)
+        c.wait_closed()
+    assert app.calls == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_an_unknown_method_at_the_end_of_a_long_read_gets_400_without_a_replay(serve: Serve) -> None:
+    """Telling 501 from 400 replays the read about twenty times: a read over REPLAY_LIMIT is answered 400."""
+    app = Counted(echo_app)
+    body = b"x" * (h1_checks.REPLAY_LIMIT + 1)
+    with serve(app) as srv, connect(srv) as c:
+        c.send(request("POST", "/a", [("Content-Length", str(len(body)))], body) + b"FOOBAR / HTTP/1.1\r\n\r\n")
+        assert c.response().status == 200
+        assert_rejected(c.response(), 400)
+        c.wait_closed()
 
 
 # --- concurrency limit ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ one pass and on what is queued for the app can be checked exactly.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import struct
 import zlib
@@ -310,3 +311,17 @@ def test_a_connection_closed_by_us_is_dropped_if_its_peer_never_reads(loop: asyn
     assert transport.closing and not transport.aborted
     ws.on_tick(loop.time() + CLOSE_TIMEOUT + 0.1)
     assert transport.aborted
+
+
+def test_a_flood_in_a_large_read_is_handled_once(loop: asyncio.AbstractEventLoop,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Found in review: the slices after the one that broke the budget were fed to the failed engine and
+    reported the flood again, one warning per slice (20 for this read)."""
+    caplog.set_level(logging.WARNING)
+    ws, _transport = open_ws(loop)
+    ws.data_received(frame(0x9, b"p") * (CONTROL_PER_TICK - 50))  # under the budget
+    one_pass(loop)
+    ws.data_received(frame(0x9, b"p") * 60 + frame(0x2, b"x" * 100) * 3000)  # over it, then 300 KB
+    one_pass(loop)
+    floods = [r for r in caplog.records if "1008" in r.getMessage()]
+    assert len(floods) == 1, [r.getMessage() for r in floods]

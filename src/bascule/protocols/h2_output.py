@@ -38,6 +38,10 @@ COALESCE_LIMIT = 64 * 1024  # bytes queued in one loop pass that are handed to t
 # the stream and one for the connection, each possibly in two pieces (what two reads consumed). Acking
 # every frame is ordinary client behaviour, and each allowance is earned by a frame that cost us more.
 ACKS_PER_DATA = 4
+# The most uncharged WINDOW_UPDATEs that can be banked: a long-lived stream's DATA (an SSE stream over an
+# hour) must not buy a later burst of free control frames. Acks follow DATA within a round trip, so this
+# only caps what the client has not used; a fast download spends its allowance as it earns it.
+MAX_ACK_ALLOWANCE = 4000
 
 
 class H2Output:
@@ -118,7 +122,7 @@ class H2Output:
             return
         self.send_window -= n
         st.send_window -= n
-        self.ack_allowance += ACKS_PER_DATA
+        self._earn_acks(1)
         sid = st.stream_id
         self.write(fr.frame(fr.HEADERS, fr.END_HEADERS, sid, block) + fr.frame(fr.DATA, fr.END_STREAM, sid, body))
         self._end_local(st)
@@ -134,7 +138,7 @@ class H2Output:
             max_frame = self.peer_max_frame
             flags = fr.END_STREAM if end else 0
             sid = st.stream_id
-            self.ack_allowance += ACKS_PER_DATA * (1 + n // max_frame)
+            self._earn_acks(1 + n // max_frame)
             if n <= max_frame:
                 if n < 4096:
                     self.write(fr.frame(fr.DATA, flags, sid, data))
@@ -159,6 +163,10 @@ class H2Output:
         st.write_paused = True
         self._blocked[st.stream_id] = st
         self._pump()
+
+    def _earn_acks(self, frames: int) -> None:
+        allowance = self.ack_allowance + ACKS_PER_DATA * frames
+        self.ack_allowance = allowance if allowance < MAX_ACK_ALLOWANCE else MAX_ACK_ALLOWANCE
 
     def send_trailers(self, st: H2Stream, block: bytes) -> None:
         if st.local_closed or self.closed:
@@ -188,7 +196,7 @@ class H2Output:
                     pending.popleft()
                 self.send_window -= n
                 st.send_window -= n
-                self.ack_allowance += ACKS_PER_DATA
+                self._earn_acks(1)
                 last = not pending and st.pending_end and st.pending_trailers is None
                 self.write(fr.frame(fr.DATA, fr.END_STREAM if last else 0, sid, chunk))
                 if last:
@@ -222,19 +230,27 @@ class H2Output:
                 self.loop.call_soon(self._next_round)
 
     def _next_round(self) -> None:
-        """Wake the streams that yielded their turn (unless the transport paused meanwhile)."""
+        """Wake the streams that yielded their turn (unless the transport paused meanwhile).
+
+        The round's turns are theirs alone: a stream woken in an earlier round that has not sent since
+        (an SSE stream waiting for its next event) holds up the others for one round at most.
+        """
         self._round_scheduled = False
         if self.write_paused or self.closed:
             return
         yielded, self._yielded = self._yielded, {}
-        self._wake(yielded.values())
+        self._turns.clear()
+        self._wake(yielded.values(), True)
 
-    def _wake(self, streams: Iterable[H2Stream]) -> None:
+    def _wake(self, streams: Iterable[H2Stream], all_senders: bool) -> None:
+        """Unpause ``streams``; those that are sending (all of them, or those waiting in drain or pushing
+        from a WSGI thread) get a turn the others wait for."""
         turns = self._turns
         for st in streams:
             if st.write_paused and not st.pending:  # one with DATA waiting for window is woken by _pump
                 st.write_paused = False
-                turns.add(st.stream_id)
+                if all_senders or st.sending():
+                    turns.add(st.stream_id)
                 st.wake_drain()
 
     def forget_turn(self, sid: int) -> None:
@@ -258,7 +274,10 @@ class H2Output:
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
         self._yielded.clear()
-        self._wake(list(self.streams.values()))
+        self._turns.clear()
+        # every stream was paused, idle ones too (a long poll, an app still computing): only those caught
+        # sending get a turn, or the one sender left would yield to them on every send
+        self._wake(list(self.streams.values()), False)
 
     def credit_stream(self, st: H2Stream, n: int) -> None:
         """The app consumed ``n`` body bytes of ``st``: give them back as stream window when worth it."""

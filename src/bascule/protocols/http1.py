@@ -183,7 +183,7 @@ class H1Connection(asyncio.Protocol):
                 self._h2_prior_knowledge(data)  # llhttp stops at the HTTP/2 preface's "PRI * HTTP/2.0"
                 return
             refusal: Exception = exc
-            if isinstance(exc, httptools.HttpParserInvalidMethodError):
+            if isinstance(exc, httptools.HttpParserInvalidMethodError) and len(data) <= h1_checks.REPLAY_LIMIT:
                 method = h1_checks.unknown_method(data)
                 if method is not None:  # a token llhttp does not know, not garbage (RFC 9110 9.1)
                     refusal = ProtocolError(f"method {method[:40].decode('ascii')!r} is not implemented here", 501)

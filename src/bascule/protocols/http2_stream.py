@@ -229,6 +229,10 @@ class H2Stream(BufferedExchange):
         if self.writable_hook is not None:
             self.writable_hook()
 
+    def sending(self) -> bool:
+        """In the middle of sending: waiting in drain, or a WSGI thread that pushes body items."""
+        return self._drain_waiter is not None or self.writable_hook is not None
+
     async def drain(self) -> None:
         while self.write_paused and not self.disconnected:
             if self._drain_waiter is None:

@@ -357,6 +357,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             pos = self._fed
             self._fed = pos + step
             frames += self._feed(backlog[pos:pos + step])
+            if self._backlog is not backlog:  # dropped by _flooded: nothing more is fed
+                return
         if self._fed < end and self.phase is Phase.OPEN:
             self._pause(_PAUSE_BACKLOG)
             return
@@ -402,7 +404,11 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         return len(events)
 
     def _flooded(self, proto: Engine) -> None:
-        """Over the control-frame budget: close 1008, and spend nothing more on this peer."""
+        """Over the control-frame budget: close 1008, and spend nothing more on this peer (once: the bytes
+        still held are dropped, and the failed engine discards whatever still arrives)."""
+        proto.flooded = False
+        self._backlog = b""
+        self._fed = 0
         _error_log.warning("WebSocket peer %s sent more than %d pings, pongs or tiny fragments in %g s: "
                            "closing with 1008 (policy violation)", describe_peer(self.client), CONTROL_PER_TICK,
                            TICK_SECONDS)

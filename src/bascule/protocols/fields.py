@@ -13,16 +13,21 @@ fields), so this runs once per distinct field, not once per response.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
 
 from bascule.errors import AppProtocolError
-from bascule.protocols.exchange import Headers
 
 _BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def check_field(name: bytes, value: bytes, what: str = "header") -> None:
-    """Raise AppProtocolError (naming the field) unless ``name: value`` may be written as sent."""
+def check_field(name: object, value: object, what: str = "header") -> None:
+    """Raise AppProtocolError (naming the field) unless ``name: value`` may be written as sent.
+
+    Typed ``object``: the compiled build checks declared types at the call, and an app's str header must
+    get this error (a 500 that says why), not a TypeError from the call itself.
+    """
     if type(name) is not bytes or type(value) is not bytes:
         raise AppProtocolError(f"{what} names and values must be bytes, got {name!r}: {value!r}")
     if not name or _BAD_NAME.search(name):
@@ -32,10 +37,11 @@ def check_field(name: bytes, value: bytes, what: str = "header") -> None:
                                f"in its value): {name!r}: {value!r}")
 
 
-def field_block(headers: Headers, what: str = "header") -> bytes:
-    """``name: value`` CRLF lines (HTTP/1.x), each field checked."""
+def field_block(headers: Iterable[Any], what: str = "header") -> bytes:
+    """``name: value`` CRLF lines (HTTP/1.x), each field checked (pairs of any type: see check_field)."""
     parts: list[bytes] = []
-    for name, value in headers:
+    for pair in headers:
+        name, value = pair
         check_field(name, value, what)
         parts += (name, b": ", value, b"\r\n")
     return b"".join(parts)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+from it_lifespan import acknowledge
+
 calls: dict[str, int] = {}
 state = {"active": 0, "peak": 0}
 
@@ -26,13 +28,8 @@ async def _respond(send, body: bytes, content_type: bytes = b"text/plain") -> No
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await acknowledge(receive, send)
+        return
     if scope["type"] != "http":
         return
     path = scope["path"]

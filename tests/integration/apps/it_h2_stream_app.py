@@ -11,18 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from it_lifespan import acknowledge
+
 CHUNK = b"x" * (64 * 1024)
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await acknowledge(receive, send)
+        return
     if scope["type"] != "http":
         return
     if scope["path"] == "/stream":

@@ -6,19 +6,16 @@ import asyncio
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from it_lifespan import acknowledge
+
 Receive = Callable[[], Any]
 Send = Callable[[MutableMapping[str, Any]], Any]
 
 
 async def app(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await acknowledge(receive, send)
+        return
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"ok"})

@@ -31,6 +31,7 @@ COMPILED = [
     "src/bascule/protocols/h1_checks.py",
     "src/bascule/protocols/http1.py",
     "src/bascule/protocols/http1_exchange.py",
+    "src/bascule/protocols/ws_engine.py",
     "src/bascule/protocols/websocket.py",
     "src/bascule/protocols/h2_frames.py",
     "src/bascule/protocols/h2_headers.py",

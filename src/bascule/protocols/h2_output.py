@@ -14,8 +14,10 @@ gateways wait on).
 Streams take turns. An app that awaits nothing but ``send`` never suspends while the transport takes its
 bytes, so the first stream woken would send until the next pause and starve the others. So once more than
 one stream is sending, a stream that has sent yields (``_yielded``) while any other is waiting or has been
-woken and not sent yet (``_turns``); a new round wakes the yielded ones on the next loop pass. One stream
-alone never yields: the common case costs one test of two empty containers.
+woken and not sent yet (``_turns``); a new round wakes the yielded ones on the next loop pass, and its turns
+replace the last round's. After a transport pause only streams caught sending get turns, so idle ones (a
+long poll, an SSE stream between events) never hold a sender up. One stream alone never yields: the common
+case costs one test of two empty containers.
 """
 
 from __future__ import annotations
@@ -269,7 +271,8 @@ class H2Output:
             st.write_paused = True
 
     def resume_writing(self) -> None:
-        """The buffer drained: every paused stream with no DATA waiting for window gets a turn."""
+        """The buffer drained: every paused stream with no DATA waiting for window is woken; those caught
+        sending get a turn the others wait for (see :meth:`_wake`)."""
         self.write_paused = False
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()

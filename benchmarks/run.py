@@ -780,7 +780,7 @@ def _dist_versions(python: str, names: Sequence[str]) -> dict[str, str]:
 
 def bascule_build(python: str) -> str:
     """'compiled (mypyc)' or 'pure Python': an editable install runs the slower pure-Python modules."""
-    probe = "import bascule.protocols.http1 as m; print(m.__file__)"
+    probe = "import bascule.protocols.h1.connection as m; print(m.__file__)"
     try:
         done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):

@@ -37,8 +37,9 @@ def test_the_compiled_list_names_real_modules() -> None:
     for path in paths:
         assert (ROOT / path).is_file(), path
     # the request path itself must be in the list, or the build would be compiled in name only
-    for hot in ("src/bascule/protocols/http1.py", "src/bascule/protocols/http1_exchange.py",
-                "src/bascule/gateways/asgi.py", "src/bascule/gateways/wsgi.py", "src/bascule/protocols/http2.py"):
+    for hot in ("src/bascule/protocols/h1/connection.py", "src/bascule/protocols/h1/exchange.py",
+                "src/bascule/gateways/asgi.py", "src/bascule/gateways/wsgi.py",
+                "src/bascule/protocols/h2/connection.py"):
         assert hot in paths
 
 

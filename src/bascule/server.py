@@ -28,11 +28,11 @@ from typing import Any
 from bascule import tls
 from bascule.config import Config
 from bascule.context import ServerContext
-from bascule.listeners import bind_sockets, describe, remove_unix_sockets
+from bascule.listen.listeners import bind_sockets, describe, remove_unix_sockets
 from bascule.logs import reopen_log_files
 from bascule.mounts import AppTable, Mount, resolve_mounts
 from bascule.protocols.exchange import Exchange
-from bascule.protocols.http1 import H1Connection
+from bascule.protocols.h1.connection import H1Connection
 
 _log = logging.getLogger("bascule.error")
 

@@ -39,7 +39,7 @@ from typing import Any
 from bascule import tls
 from bascule.config import Config
 from bascule.errors import AppLoadError, BasculeError, ConfigError, StartupError
-from bascule.listeners import bind_sockets, describe, remove_unix_sockets
+from bascule.listen.listeners import bind_sockets, describe, remove_unix_sockets
 from bascule.logs import reopen_log_files
 from bascule.mounts import Mount, resolve_mounts
 from bascule.workers import (

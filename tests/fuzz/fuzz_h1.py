@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing of the HTTP/1.1 parser with atheris (libFuzzer), for long runs outside CI.
 
-Runs the same harness as tests/protocols/test_fuzz_h1.py (a connection over a fake transport, an
+Runs the same harness as tests/protocols/h1/test_fuzz_h1.py (a connection over a fake transport, an
 in-memory app) on libFuzzer's inputs: the first byte picks where the input is split into two reads, and
 the verdict must not depend on it. Usage (see the README's Development section)::
 

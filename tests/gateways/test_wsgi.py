@@ -33,7 +33,7 @@ from conftest import Running, http_exchange
 
 from bascule.gateways.threads import ThreadPool
 from bascule.gateways.wsgi_io import FileWrapper
-from bascule.protocols import http1_exchange
+from bascule.protocols.h1 import exchange as http1_exchange
 
 pytestmark = [
     pytest.mark.filterwarnings("error::wsgiref.validate.WSGIWarning"),
@@ -1032,7 +1032,7 @@ def test_streaming_to_a_client_that_does_not_read_is_bounded(wsgi: Any) -> None:
 
 @pytest.fixture
 def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts os.sendfile calls made by bascule.protocols.http1_exchange (bytes sent per call)."""
+    """Counts os.sendfile calls made by bascule.protocols.h1.exchange (bytes sent per call)."""
     calls: list[int] = []
     real = os.sendfile
 

@@ -1,4 +1,4 @@
-"""Tests for bascule.protocols.websocket: the handshake and frames as raw bytes over a real socket.
+"""Tests for bascule.protocols.websocket.connection: the handshake and frames as raw bytes over a real socket.
 
 Requests are written by hand and frames built with masks by hand; the server's frames are parsed off the
 wire by :func:`read_frame`, so a stray byte or an unmasked/masked mix-up fails the test.
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from conftest import Running
 
-from bascule.protocols.websocket import CONTROL_PER_TICK
+from bascule.protocols.websocket.connection import CONTROL_PER_TICK
 
 Serve = Callable[..., contextlib.AbstractContextManager[Running]]
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

@@ -14,14 +14,14 @@ from collections.abc import Iterator
 import h2.config
 import h2.connection
 import pytest
-from test_websocket_flow import FakeTransport
+from fakes import FakeTransport
 
 from bascule.config import Config
 from bascule.context import ServerContext
-from bascule.protocols import h2_frames as fr
-from bascule.protocols.h2_output import MAX_ACK_ALLOWANCE
-from bascule.protocols.http2 import CONTROL_PER_TICK, H2Connection
-from bascule.protocols.http2_stream import H2Stream
+from bascule.protocols.h2 import frames as fr
+from bascule.protocols.h2.connection import CONTROL_PER_TICK, H2Connection
+from bascule.protocols.h2.output import MAX_ACK_ALLOWANCE
+from bascule.protocols.h2.stream import H2Stream
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """One HTTP/2 stream as the gateways see it: an :class:`~bascule.protocols.exchange.Exchange`.
 
-Split from protocols/http2.py, which owns the connection (frames, settings, flow-control windows): the
+Split from protocols/h2/connection.py, which owns the connection (frames, settings, flow-control windows): the
 stream buffers its request body (bounded by the stream window it advertised, returned to the client as the
 app reads), encodes its response head, checks declared lengths, and keeps the DATA its window could not
 take yet, so a stream whose client reads slowly waits alone while the others go on.
@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from bascule.errors import AppProtocolError
-from bascule.protocols import h2_frames as fr
 from bascule.protocols.exchange import BufferedExchange, Headers, bodiless_length
-from bascule.protocols.h2_headers import (
+from bascule.protocols.h2 import frames as fr
+from bascule.protocols.h2.headers import (
     CONTENT_LENGTH_PREFIX,
     RequestHead,
     content_length_field,
@@ -27,7 +27,7 @@ from bascule.protocols.h2_headers import (
 )
 
 if TYPE_CHECKING:
-    from bascule.protocols.http2 import H2Connection
+    from bascule.protocols.h2.connection import H2Connection
 
 _log = logging.getLogger("bascule.error")
 
@@ -46,7 +46,7 @@ class H2Stream(BufferedExchange):
     sent = 0
     write_paused = False
     cancel_app: Callable[[], object] | None = None
-    websocket = False  # an extended CONNECT stream carrying a WebSocket (protocols/h2_websocket.py)
+    websocket = False  # an extended CONNECT stream carrying a WebSocket (protocols/h2/websocket.py)
     no_body = False
     remote_closed = False  # the client ended its side (END_STREAM or reset)
     local_closed = False  # we ended our side (END_STREAM or RST_STREAM)

@@ -37,7 +37,7 @@ Chunk extensions (RFC 9112 7.1.1: ``*( BWS ";" BWS name [ BWS "=" BWS value ] )`
   chunk-extension callback and does not expose where an error occurred, so we cannot skip that whitespace
   ourselves without parsing chunked framing in Python. Accepting them needs an llhttp change (SP/HTAB
   skipping states after ``;`` and around ``=``, ideally behind a new lenient flag) and an httptools
-  release exposing it; tests/protocols/test_http1.py pins today's refusal so the change is noticed.
+  release exposing it; tests/protocols/h1/test_http1.py pins today's refusal so the change is noticed.
 
 Deliberately left to llhttp, because catching them needs a scan of every received chunk (measured: each
 ``bytes in`` test costs ~2,500 instructions, 3% of a request) and none of them changes where a message

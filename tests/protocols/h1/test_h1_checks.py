@@ -1,11 +1,11 @@
-"""Unit tests for bascule.protocols.h1_checks: the strictness rules llhttp leaves to us, without sockets."""
+"""Unit tests for bascule.protocols.h1.checks: the strictness rules llhttp leaves to us, without sockets."""
 
 from __future__ import annotations
 
 import pytest
 
 from bascule.errors import ProtocolError
-from bascule.protocols import h1_checks
+from bascule.protocols.h1 import checks as h1_checks
 
 
 @pytest.mark.parametrize(("value", "version", "status"), [

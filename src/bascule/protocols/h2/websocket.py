@@ -4,7 +4,7 @@ The frame engine, flow control, keepalive and the app's session are those of pro
 what differs is the handshake and the pipe. The handshake is a CONNECT request with ``:protocol
 websocket`` answered ``200`` (no Upgrade, no Sec-WebSocket-Key/Accept), and a denial is an ordinary
 response on the stream. The pipe is the stream's DATA frames: :class:`StreamTransport` gives
-:class:`~bascule.protocols.websocket.WSConnection` the part of a transport it uses, over one stream, so
+:class:`~bascule.protocols.websocket.connection.WSConnection` the part of a transport it uses, over one stream, so
 one connection can carry WebSockets and requests side by side and a reset ends only its own stream.
 """
 
@@ -21,8 +21,8 @@ from websockets.server import ServerProtocol
 
 from bascule.errors import AppProtocolError
 from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers
-from bascule.protocols.http2_stream import H2Stream
-from bascule.protocols.websocket import Phase, WSConnection
+from bascule.protocols.h2.stream import H2Stream
+from bascule.protocols.websocket.connection import Phase, WSConnection
 
 _log = logging.getLogger("bascule.websocket")
 _NONCE = "AAAAAAAAAAAAAAAAAAAAAA=="  # RFC 8441 has no key; websockets' negotiator wants one, unused here

@@ -22,7 +22,7 @@ from websockets.server import ServerProtocol
 from bascule.protocols.exchange import Headers
 
 if TYPE_CHECKING:
-    from bascule.protocols.http1_exchange import H1Exchange
+    from bascule.protocols.h1.exchange import H1Exchange
 
 # Pings, pongs and empty non-final fragments a peer may send per 0.5 s tick (context.TICK_SECONDS). Each costs
 # ~5 us to parse and a ping a pong to write, for nothing the app sees. Legitimate peers send a few per second

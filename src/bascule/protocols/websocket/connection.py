@@ -4,7 +4,7 @@ The frame engine is websockets' sans-I/O :class:`~websockets.server.ServerProtoc
 out, close handshake, permessage-deflate through its extension machinery); this module is the asyncio
 glue around it and the :class:`~bascule.protocols.exchange.WebSocketSession` the ASGI gateway uses.
 
-Life of a connection (:class:`Phase`): :class:`~bascule.protocols.http1.H1Connection` parses the upgrade
+Life of a connection (:class:`Phase`): :class:`~bascule.protocols.h1.connection.H1Connection` parses the upgrade
 request and hands the transport over. The handshake is checked here first (a bad one is answered 400/426
 without bothering the app); then the app decides: ``accept`` sends 101 and frames flow (OPEN), or it
 denies with an HTTP response (RESPONSE). Bytes the client sends before the 101 are held, reading paused.
@@ -55,8 +55,8 @@ from bascule.protocols.exchange import (
     describe_peer,
 )
 from bascule.protocols.fields import field_block
-from bascule.protocols.http1_exchange import status_line
-from bascule.protocols.ws_engine import CONTROL_PER_TICK, Engine, check_handshake, offered_subprotocols
+from bascule.protocols.h1.exchange import status_line
+from bascule.protocols.websocket.engine import CONTROL_PER_TICK, Engine, check_handshake, offered_subprotocols
 
 if TYPE_CHECKING:
     from bascule.context import ServerContext

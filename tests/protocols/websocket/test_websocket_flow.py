@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fakes import FakeTransport
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 
 from bascule.config import Config
 from bascule.context import ServerContext
 from bascule.protocols.exchange import Exchange
-from bascule.protocols.websocket import (
+from bascule.protocols.websocket.connection import (
     CLOSE_TIMEOUT,
     CONTROL_PER_TICK,
     FEED_SLICE,
@@ -43,37 +44,6 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
     key = os.urandom(4)
     mask = (key * (n // 4 + 1))[:n]
     return head + key + (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
-
-
-class FakeTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.out = bytearray()
-        self.closing = False
-        self.aborted = False
-        self.paused = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self.closing:
-            self.out += data
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = self.aborted = True
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
 
 
 class UpgradeRequest(Exchange):

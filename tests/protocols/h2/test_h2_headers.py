@@ -1,4 +1,4 @@
-"""Tests for bascule.protocols.h2_headers: HPACK decoding behind the cache, request validation, encoding.
+"""Tests for bascule.protocols.h2.headers: HPACK decoding behind the cache, request validation, encoding.
 
 Blocks are built with the ``hpack`` library's encoder (a real peer's bytes) and the server's encoded
 responses are read back with its decoder, so both directions are checked against an independent codec.
@@ -10,7 +10,7 @@ import hpack
 import pytest
 
 from bascule.errors import AppProtocolError
-from bascule.protocols import h2_headers as hh
+from bascule.protocols.h2 import headers as hh
 
 BASE = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/a?b=1"), (b":authority", b"example.org")]
 

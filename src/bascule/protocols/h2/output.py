@@ -1,7 +1,7 @@
 """HTTP/2 output for one connection: frames queued per loop pass, DATA under flow control, graceful closes.
 
-Split from protocols/http2.py (frames in, stream lifecycle, budgets): :class:`H2Output` is the half of
-:class:`~bascule.protocols.http2.H2Connection` that writes. Responses whose DATA the windows cannot take
+Split from protocols/h2/connection.py (frames in, stream lifecycle, budgets): :class:`H2Output` is the half of
+:class:`~bascule.protocols.h2.connection.H2Connection` that writes. Responses whose DATA the windows cannot take
 yet wait on their own stream (``pending``) and leave in :meth:`H2Output._pump` when WINDOW_UPDATE or
 SETTINGS make room, stream by stream, so one slow reader never holds up the others.
 
@@ -27,12 +27,12 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from bascule.protocols import h2_frames as fr
-from bascule.protocols.h2_headers import encode_fixed
+from bascule.protocols.h2 import frames as fr
+from bascule.protocols.h2.headers import encode_fixed
 
 if TYPE_CHECKING:
     from bascule.context import ServerContext
-    from bascule.protocols.http2_stream import H2Stream
+    from bascule.protocols.h2.stream import H2Stream
 
 LINGER_SECONDS = 1.0  # after a GOAWAY: how long the client's remaining bytes are read and dropped
 COALESCE_LIMIT = 64 * 1024  # bytes queued in one loop pass that are handed to the transport at once

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from conftest import Running, serve_in_thread
 
-CORPUS = Path(__file__).parent.parent / "corpus"
+CORPUS = Path(__file__).parents[2] / "corpus"
 BAD = sorted(CORPUS.glob("bad/*.http"))
 GOOD = sorted(CORPUS.glob("good/*.http"))
 _STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
@@ -60,7 +60,7 @@ class Recorder:
 def corpus_server() -> Iterator[tuple[Running, Recorder]]:
     app = Recorder()
     # http2=False: the corpus is HTTP/1.1's; with HTTP/2 on, the h2c preface (bad/pri-preface) is HTTP/2's to
-    # answer, which tests/protocols/h2spec covers
+    # answer, which tests/protocols/h2/h2spec covers
     with serve_in_thread(app, timeout_keep_alive=2.0, http2=False) as running:
         yield running, app
 

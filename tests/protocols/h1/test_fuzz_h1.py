@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from bascule.config import Config
 from bascule.context import ServerContext
 from bascule.protocols.exchange import Exchange
-from bascule.protocols.http1 import H1Connection
-from bascule.protocols.http1_exchange import H1Exchange
+from bascule.protocols.h1.connection import H1Connection
+from bascule.protocols.h1.exchange import H1Exchange
 
 EXAMPLES = int(os.environ.get("BASCULE_FUZZ_EXAMPLES", "200"))
 pytestmark = pytest.mark.timeout(max(60, EXAMPLES // 5))  # long runs scale the per-test timeout
@@ -92,7 +92,7 @@ def drive(pieces: list[bytes]) -> tuple[list[Seen], list[int], bool]:
 
     try:
         # http2=False: with it on, a read opening with "PRI * HTTP/..." is handed to HTTP/2, which this fake
-        # transport cannot take (set_protocol); HTTP/2 prior knowledge is tested in tests/protocols/h2spec
+        # transport cannot take (set_protocol); HTTP/2 prior knowledge is tested in tests/protocols/h2/h2spec
         config = Config(app="x:y", access_log=False, http2=False)
         ctx = ServerContext(config, loop, dispatch, access_log=False)
         conn = H1Connection(ctx)

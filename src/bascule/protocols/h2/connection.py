@@ -4,9 +4,9 @@ Our own engine rather than the ``h2`` library's state machine: h2 spends ~130 us
 (events, validators, its own HPACK encoder), which caps a core at ~7k requests/s; this engine parses
 frame headers with one ``struct`` call, keeps per-stream state in :class:`H2Stream` attributes, and takes
 HPACK from the ``hpack`` library behind a cache (protocols/h2_headers.py). Conformance is held to the same
-bar by the h2spec-derived suite in tests/protocols/h2spec. This module reads frames and keeps the streams'
+bar by the h2spec-derived suite in tests/protocols/h2/h2spec. This module reads frames and keeps the streams'
 lifecycle and the budgets; the writing half (queued frames, DATA under flow control, lingering closes) is
-:class:`~bascule.protocols.h2_output.H2Output`, which the connection inherits.
+:class:`~bascule.protocols.h2.output.H2Output`, which the connection inherits.
 
 What a client can make us spend is bounded: header blocks (HEADERS + CONTINUATION) by size and frame
 count, decoded header lists by ``limit_request_header_size`` (HPACK bombs), buffered request bodies by the
@@ -26,16 +26,16 @@ import struct
 from typing import Any, TypeVar, cast
 
 from bascule.context import ServerContext
-from bascule.protocols import h2_frames as fr
 from bascule.protocols.exchange import body_over_limit, describe_peer, peer_address
-from bascule.protocols.h2_frames import ConnectionError_, StreamError
-from bascule.protocols.h2_headers import (
+from bascule.protocols.h2 import frames as fr
+from bascule.protocols.h2.frames import ConnectionError_, StreamError
+from bascule.protocols.h2.headers import (
     MalformedRequest,
     RequestDecoder,
     RequestHead,
 )
-from bascule.protocols.h2_output import H2Output
-from bascule.protocols.http2_stream import H2Stream
+from bascule.protocols.h2.output import H2Output
+from bascule.protocols.h2.stream import H2Stream
 
 _log = logging.getLogger("bascule.error")
 _S = TypeVar("_S", bound=H2Stream)
@@ -89,7 +89,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         self._hprio_error = False
         self._reset_by_us: dict[int, None] = {}
         self._blocked: dict[int, H2Stream] = {}  # streams with DATA waiting for window
-        self._yielded: dict[int, H2Stream] = {}  # streams waiting for their next turn to send (h2_output)
+        self._yielded: dict[int, H2Stream] = {}  # streams waiting for their next turn to send (h2/output.py)
         self._turns: set[int] = set()  # streams woken for this round that have not sent yet
         self._round_scheduled = False
         self._pump_due = False  # a WINDOW_UPDATE in this read opened a window some waiting DATA needs
@@ -348,7 +348,7 @@ class H2Connection(H2Output, asyncio.Protocol):
 
     def _open_websocket(self, sid: int, head: RequestHead, end_stream: bool) -> H2Stream:
         """An extended CONNECT (RFC 8441): a WebSocket on this stream, if an ASGI app serves the path."""
-        from bascule.protocols.h2_websocket import H2WSStream  # imported on the first WebSocket only
+        from bascule.protocols.h2.websocket import H2WSStream  # imported on the first WebSocket only
 
         route = self.ctx.websocket_route
         handler = route(head.raw_path) if route is not None and head.protocol == b"websocket" else None

@@ -22,13 +22,13 @@ import httptools
 
 from bascule.context import ServerContext
 from bascule.errors import ProtocolError
-from bascule.protocols import h1_checks
 from bascule.protocols.exchange import Headers, body_over_limit, describe_peer, peer_address
-from bascule.protocols.http1_exchange import H1Exchange, status_line
+from bascule.protocols.h1 import checks as h1_checks
+from bascule.protocols.h1.exchange import H1Exchange, status_line
 from bascule.tls import tls_extension
 
 if TYPE_CHECKING:
-    from bascule.protocols.http2 import H2Connection
+    from bascule.protocols.h2.connection import H2Connection
 
 LINGER_SECONDS = 2.0
 COALESCE_LIMIT = 256 * 1024  # queued bytes written at once, without waiting for the end of the pass
@@ -370,7 +370,7 @@ class H1Connection(asyncio.Protocol):
         handler = route(ex.raw_path)
         if handler is None:
             return False
-        from bascule.protocols.websocket import WSConnection  # imported on the first upgrade only
+        from bascule.protocols.websocket.connection import WSConnection  # imported on the first upgrade only
 
         self._to_dispatch = None
         self.active = self._parsing = self._latest = None
@@ -422,7 +422,7 @@ class H1Connection(asyncio.Protocol):
 
     # -- HTTP/2 over a connection that began as HTTP/1.1 (reached on error and upgrade paths only) ---------
     def _hand_over(self) -> H2Connection:
-        from bascule.protocols.http2 import H2Connection  # imported on the first HTTP/2 connection only
+        from bascule.protocols.h2.connection import H2Connection  # imported on the first HTTP/2 connection only
 
         transport = self.transport
         assert transport is not None
@@ -436,7 +436,7 @@ class H1Connection(asyncio.Protocol):
 
     def _h2_prior_knowledge(self, data: bytes) -> None:
         """The client opened with the HTTP/2 preface (h2c with prior knowledge): hand the bytes to HTTP/2."""
-        from bascule.protocols.h2_frames import PREFACE
+        from bascule.protocols.h2.frames import PREFACE
 
         # llhttp stops somewhere in the preface; the reads before this one, if it came in several, were
         # kept by data_received (the head was incomplete after them)
@@ -463,7 +463,7 @@ class H1Connection(asyncio.Protocol):
                 settings = value
         if upgrade != b"h2c" or settings is None:
             return False
-        from bascule.protocols.h2_headers import upgrade_request
+        from bascule.protocols.h2.headers import upgrade_request
 
         try:
             head, client_settings = upgrade_request(ex, settings)

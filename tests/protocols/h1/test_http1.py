@@ -1,4 +1,4 @@
-"""Tests for bascule.protocols.http1: HTTP/1.1 framing, keep-alive, flow control and errors, as raw bytes.
+"""Tests for bascule.protocols.h1.connection: HTTP/1.1 framing, keep-alive, flow control and errors, as raw bytes.
 
 Every test talks to a real in-process server (the ``serve`` fixture) over a loopback socket. Requests are
 written by hand and responses are parsed strictly off the wire (:class:`Client`): a stray body byte or a
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from conftest import Running, http_exchange
 
-from bascule.protocols import h1_checks
+from bascule.protocols.h1 import checks as h1_checks
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -1308,8 +1308,8 @@ UPGRADES = {
 @pytest.mark.parametrize("headers", UPGRADES.values(), ids=UPGRADES.keys())
 def test_upgrade_request_to_a_plain_http_app_is_served_as_a_normal_get(
         serve: Serve, headers: list[tuple[str, str]]) -> None:
-    # ws=False: with WebSocket on, an ASGI app gets a websocket scope (tests/protocols/test_websocket.py);
-    # http2=False: with HTTP/2 on, h2c is taken (tests/protocols/test_http2.py)
+    # ws=False: with WebSocket on, an ASGI app gets a websocket scope (tests/protocols/websocket/test_websocket.py);
+    # http2=False: with HTTP/2 on, h2c is taken (tests/protocols/h2/test_http2.py)
     with serve(echo_app, ws=False, http2=False) as srv, connect(srv) as c:
         resp = c.exchange(request("GET", "/up", headers))
     assert resp.raw.startswith(b"HTTP/1.1 200 OK\r\n")  # not 101

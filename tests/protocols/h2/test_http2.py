@@ -1,8 +1,8 @@
-"""Tests for bascule.protocols.http2: HTTP/2 semantics end to end, through a strict client.
+"""Tests for bascule.protocols.h2.connection: HTTP/2 semantics end to end, through a strict client.
 
 The client is the ``h2`` library's state machine (an independent implementation that raises on any frame
 we get wrong) over a real loopback socket to an in-process server. Frame-by-frame conformance lives in
-tests/protocols/h2spec; here: requests and responses, bodies both ways under flow control, trailers, 1xx,
+tests/protocols/h2/h2spec; here: requests and responses, bodies both ways under flow control, trailers, 1xx,
 resets, GOAWAY on shutdown, WSGI apps, WebSockets over extended CONNECT, h2c upgrade and the limits.
 """
 

@@ -507,7 +507,7 @@ def test_not_taken_upgrade_reads_its_body_and_nothing_after(serve: Serve, upgrad
 def test_websocket_ping_flood_over_http2_closes_that_stream_1008(serve: Serve) -> None:
     """The WebSocket control-frame budget holds over an extended CONNECT stream too (h2_websocket reuses
     WSConnection): the flooding stream gets close 1008, and the HTTP/2 connection serves on."""
-    from bascule.protocols.websocket import CONTROL_PER_TICK
+    from bascule.protocols.websocket.connection import CONTROL_PER_TICK
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

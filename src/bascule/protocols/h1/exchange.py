@@ -1,6 +1,6 @@
 """One HTTP/1.1 request and its response: body buffering, response framing, declared-length checks.
 
-Split from protocols/http1.py, which owns the connection (parsing, ordering, flow control): an
+Split from protocols/h1/connection.py, which owns the connection (parsing, ordering, flow control): an
 :class:`H1Exchange` is what the gateways see of one request on that connection, through the
 :class:`~bascule.protocols.exchange.Exchange` seam.
 """
@@ -20,7 +20,7 @@ from bascule.protocols.exchange import BufferedExchange, Headers, bodiless_lengt
 from bascule.protocols.fields import check_field, field_block
 
 if TYPE_CHECKING:
-    from bascule.protocols.http1 import H1Connection
+    from bascule.protocols.h1.connection import H1Connection
 
 BODY_HIGH_WATER = 256 * 1024
 

@@ -1,4 +1,4 @@
-"""Tests for bascule.listeners and the listener options: --bind specs, --uds-mode, --reuse-port and systemd
+"""Tests for bascule.listen.listeners and the listener options: --bind specs, --uds-mode, --reuse-port and systemd
 socket activation (LISTEN_FDS/LISTEN_PID), on real loopback sockets in this process."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from bascule.config import Config, parse_bind, parse_uds_mode
 from bascule.errors import ConfigError, StartupError
-from bascule.listeners import SD_LISTEN_FDS_START, bind_sockets, owned_unix_paths, systemd_sockets
+from bascule.listen.listeners import SD_LISTEN_FDS_START, bind_sockets, owned_unix_paths, systemd_sockets
 
 
 @pytest.mark.parametrize(("spec", "parsed"), [

@@ -22,9 +22,9 @@ import hpack
 from hpack.table import HeaderTable
 
 from bascule.errors import AppProtocolError
-from bascule.protocols import h2_frames as fr
 from bascule.protocols.exchange import Exchange, Headers
 from bascule.protocols.fields import check_field
+from bascule.protocols.h2 import frames as fr
 
 CACHE_ENTRIES = 64
 _HIGH_BYTES = bytes(range(0x81, 0xFF))  # one-byte indexed fields (index 1..126)

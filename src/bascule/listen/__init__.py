@@ -1,0 +1,1 @@
+"""The front door: listening sockets (typed specs) and what happens between accept and a protocol."""

@@ -25,6 +25,7 @@ from setuptools.command.build_ext import build_ext
 COMPILED = [
     "src/bascule/context.py",
     "src/bascule/mounts.py",
+    "src/bascule/trust.py",
     "src/bascule/accesslog.py",
     "src/bascule/protocols/exchange.py",
     "src/bascule/protocols/fields.py",

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import Running
-from test_bodiless_length import h1_response, h2_response
+from test_semantics import h1_response, h2_response
 
 from bascule.errors import AppProtocolError
 from bascule.protocols.fields import check_field, field_block

@@ -69,19 +69,6 @@ def app_int(value: object, what: str) -> int:
     raise AppProtocolError(f"{what} must be an int, got {value!r}")
 
 
-def bodiless_length(status: int, content_length: int | None, end: bool, body: bytes) -> int | None:
-    """The Content-Length of a response sent without content (HEAD, 304), the same on every wire.
-
-    What the app declared stands. A HEAD answered with the body GET would carry, whole in one message and
-    with no length of its own, declares that body's length, as the GET would have (RFC 9110 9.3.2), whatever
-    the status. A 304 never gets one inferred: its Content-Length may only be the selected representation's
-    (RFC 9110 8.6), which only the app knows.
-    """
-    if content_length is None and end and body and status != 304:
-        return len(body)
-    return content_length
-
-
 def peer_address(info: Any) -> tuple[str, int] | None:
     """A transport's ``peername``/``sockname`` as the (host, port) scopes want; None for Unix sockets."""
     if isinstance(info, tuple) and len(info) >= 2:
@@ -92,13 +79,6 @@ def peer_address(info: Any) -> tuple[str, int] | None:
 def describe_peer(addr: tuple[str, int] | None) -> str:
     """'host:port' for log lines, 'unix socket' when there is no address."""
     return f"{addr[0]}:{addr[1]}" if addr else "unix socket"
-
-
-def body_over_limit(limit: int, declared: int | None = None) -> str:
-    """Why a request body gets 413, on every wire: the answer's text and the log line name the option an
-    operator would raise (``declared``: a Content-Length already over it)."""
-    body = "request body" if declared is None else f"request body of {declared} bytes"
-    return f"{body} is over --limit-request-body ({limit} bytes)"
 
 
 class AppRun(Protocol):

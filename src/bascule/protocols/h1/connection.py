@@ -22,9 +22,11 @@ import httptools
 
 from bascule.context import ServerContext
 from bascule.errors import ProtocolError
-from bascule.protocols.exchange import Headers, body_over_limit, describe_peer, peer_address
+from bascule.protocols.exchange import Headers, describe_peer, peer_address
 from bascule.protocols.h1 import checks as h1_checks
-from bascule.protocols.h1.exchange import H1Exchange, status_line
+from bascule.protocols.h1.exchange import H1Exchange
+from bascule.protocols.http1x import SWITCH_TO_H2C, simple_response
+from bascule.protocols.semantics import answer_timeout, body_over_limit
 from bascule.tls import tls_extension
 
 if TYPE_CHECKING:
@@ -471,7 +473,7 @@ class H1Connection(asyncio.Protocol):
             return False
         self._to_dispatch = None
         self.active = self._parsing = self._latest = None
-        self.write(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n")
+        self.write(SWITCH_TO_H2C)
         h2 = self._hand_over()
         h2.upgraded(head, client_settings)
         if leftover:
@@ -566,10 +568,7 @@ class H1Connection(asyncio.Protocol):
             self._pending_error = (status, body)
 
     def _send_error(self, status: int, body: bytes) -> None:
-        head = b"".join((status_line(status), self.ctx.fixed_headers,
-                         b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-                         b"connection: close\r\n\r\n" % len(body)))
-        self.write(head + body)
+        self.write(simple_response(status, self.ctx.fixed_headers, body))
         transport = self.transport
         if transport is not None and not self.closed and not transport.is_closing() and transport.can_write_eof():
             self._linger(transport)  # the client may still be sending (an upload over the limit): no RST
@@ -681,11 +680,8 @@ class H1Connection(asyncio.Protocol):
                 self._app_timed_out(active, ctx.timeout_request)
 
     def _app_timed_out(self, ex: H1Exchange, timeout: float) -> None:
-        _log.warning("%s %s took longer than timeout_request (%g s): %s", ex.method, ex.raw_path.decode("latin-1"),
-                     timeout, "answered 504" if not ex.response_started else "connection closed")
-        ex.keep_alive = False
-        if not ex.response_started:
-            ex.send_simple(504, b"Gateway Timeout: the app did not answer in time\n")
+        ex.keep_alive = False  # the 504, if it can still be answered, closes the connection
+        answer_timeout(ex, timeout, "connection closed")
         ex.on_disconnect()  # the app's later sends are dropped (a WSGI result is discarded) and logged
         if ex.cancel_app is not None:
             ex.cancel_app()

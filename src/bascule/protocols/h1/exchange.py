@@ -8,7 +8,6 @@ Split from protocols/h1/connection.py, which owns the connection (parsing, order
 from __future__ import annotations
 
 import asyncio
-import http
 import logging
 import os
 import select
@@ -16,66 +15,32 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 from bascule.errors import AppProtocolError, ProtocolError
-from bascule.protocols.exchange import BufferedExchange, Headers, bodiless_length, body_over_limit
-from bascule.protocols.fields import check_field, field_block
+from bascule.protocols.exchange import BufferedExchange, Headers
+from bascule.protocols.http1x import (
+    CONTINUE,
+    LAST_CHUNK,
+    STATUS_LINES,
+    chunk_size,
+    header_block,
+    status_line,
+    trailer_section,
+)
+from bascule.protocols.semantics import (
+    bodiless,
+    bodiless_length,
+    body_over_limit,
+    expected_length,
+    length_excess,
+    log_length_error,
+    one_write,
+)
 
 if TYPE_CHECKING:
     from bascule.protocols.h1.connection import H1Connection
 
 BODY_HIGH_WATER = 256 * 1024
 
-_STATUS_LINES: dict[int, bytes] = {}
-_FRAMING_NAME_LENGTHS = frozenset((len(b"content-length"), len(b"transfer-encoding"), len(b"connection")))
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _log = logging.getLogger("bascule.error")
-
-
-def status_line(status: int) -> bytes:
-    """'HTTP/1.1 200 OK\\r\\n', cached per status code."""
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        try:
-            phrase = http.HTTPStatus(status).phrase.encode("ascii")
-        except ValueError:
-            phrase = b""
-        line = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
-        if len(_STATUS_LINES) < 1000:
-            _STATUS_LINES[status] = line
-    return line
-
-
-HEADER_BLOCK_CACHE = 512
-_HEADER_BLOCKS: dict[tuple[tuple[bytes, bytes], ...], tuple[bytes, int | None, bool]] = {}
-"""The app's response headers (as sent, hashed by value) -> their checked block, content-length and
-whether they say ``connection: close``. Apps send the same few header sets again and again; the loop
-and the checks below then run once per set instead of once per response (bounded: cleared when full)."""
-
-
-def _header_block(headers: Headers) -> tuple[bytes, int | None, bool]:
-    """The app's header lines joined and checked, without the framing fields (those are ours to write)."""
-    content_length: int | None = None
-    close = False
-    app: list[bytes] = []
-    for name, value in headers:
-        if len(name) in _FRAMING_NAME_LENGTHS:
-            lname = name.lower()
-            if lname == b"content-length":
-                content_length = _content_length(value)
-                continue  # written by send_head, once, after the framing decision
-            if lname == b"transfer-encoding":
-                continue  # framing is ours to choose
-            if lname == b"connection":
-                close = close or b"close" in value.lower()
-                continue
-        check_field(name, value)
-        app += (name, b": ", value, b"\r\n")
-    return b"".join(app), content_length, close
-
-
-def _content_length(value: bytes) -> int:
-    if not value.isdigit():
-        raise AppProtocolError(f"the app sent an invalid content-length header: {value!r}")
-    return int(value)
 
 
 class H1Exchange(BufferedExchange):
@@ -154,7 +119,7 @@ class H1Exchange(BufferedExchange):
         if self.expect_continue:
             self.expect_continue = False
             if not self.response_started and not self._body_done and not self.disconnected:
-                self.conn.write(_CONTINUE)
+                self.conn.write(CONTINUE)
         while not self._body and not self._body_done and not self.disconnected:
             self._body_waiter = self.loop.create_future()
             self.conn.resume_reading("body")
@@ -172,43 +137,26 @@ class H1Exchange(BufferedExchange):
                   trailers: bool = False) -> None:
         if self.response_started:
             raise AppProtocolError("the response was already started")
-        line = _STATUS_LINES.get(status)
+        line = STATUS_LINES.get(status)
         if line is None:
             if type(status) is not int or not 100 <= status <= 999:
                 raise AppProtocolError(f"invalid status code {status!r}")
             line = status_line(status)
         conn = self.conn
-        try:
-            key: tuple[tuple[bytes, bytes], ...] | None = tuple(headers)
-            known = _HEADER_BLOCKS.get(key)  # type: ignore[arg-type]
-        except TypeError:  # list pairs (ASGI allows any iterable): unhashable, no cache
-            key = known = None
-        if known is None:
-            known = _header_block(headers)
-            if key is not None:
-                if len(_HEADER_BLOCKS) >= HEADER_BLOCK_CACHE:
-                    _HEADER_BLOCKS.clear()
-                _HEADER_BLOCKS[key] = known
-        block, content_length, close = known
+        block, content_length, close = header_block(headers)
         close = close or not self.keep_alive
         self.response_started = True
         self.status = status
         http10 = self.http_version == "1.0"
         if self.expect_continue and not self._body_done:
             close = True  # we never asked for the body, so the connection cannot carry another request
-        if status < 200 or status == 204:
-            self.no_body = True
-            framing = b""  # RFC 9110 8.6: no Content-Length on 1xx and 204
-        elif self.method == "HEAD" or status == 304:
+        if status < 200 or bodiless(self.method, status):
             self.no_body = True
             content_length = bodiless_length(status, content_length, end, body)
             framing = b"" if content_length is None else b"content-length: %d\r\n" % content_length
-        elif content_length is not None:
-            self._expected = content_length
-            framing = b"content-length: %d\r\n" % content_length
-        elif end and not trailers:
-            self._expected = len(body)
-            framing = b"content-length: %d\r\n" % len(body)
+        elif (expected := expected_length(content_length, end, trailers, body)) is not None:
+            self._expected = expected
+            framing = b"content-length: %d\r\n" % expected
         elif not http10:
             self._chunked = True
             framing = b"transfer-encoding: chunked\r\n"
@@ -225,7 +173,7 @@ class H1Exchange(BufferedExchange):
         if self.disconnected:
             return
         head = [line, conn.ctx.fixed_headers, block, framing, b"\r\n"]
-        if end and not trailers and self._expected == len(body) and not self.no_body:
+        if one_write(end, trailers, self._expected, body, self.no_body):
             # the common case: a complete response, one write
             self.sent = len(body)
             if len(body) < 16384:
@@ -243,27 +191,25 @@ class H1Exchange(BufferedExchange):
 
     def _emit(self, parts: list[bytes], data: bytes, end: bool) -> None:
         """Write ``parts`` plus ``data`` framed for this response, in one write; finish when ``end``."""
-        if data and not self.no_body:
+        no_body = self.no_body
+        if data and not no_body:
+            self.sent += len(data)
             if self._chunked:
-                self.sent += len(data)
-                parts += (b"%x\r\n" % len(data), data, b"\r\n")
+                parts += (chunk_size(len(data)), data, b"\r\n")
             else:
-                self.sent += len(data)
-                if self._expected is not None and self.sent > self._expected:
-                    _log.error("response body longer than its content-length (%d > %d) for %s %s; "
-                               "connection closed", self.sent, self._expected, self.method, self._target())
-                    self.abort()
-                    return
                 parts.append(data)
-        if end and not self._trailers:
-            if self._chunked:
-                parts.append(b"0\r\n\r\n")
-            elif self._expected is not None and self.sent < self._expected and not self.no_body:
-                _log.error("response body shorter than its content-length (%d < %d) for %s %s; "
-                           "connection closed", self.sent, self._expected, self.method, self._target())
-                self.conn.write(b"".join(parts))
-                self.abort()
+        last = end and not self._trailers
+        if not no_body and self._expected is not None:
+            excess = length_excess(self.sent, self._expected, last)
+            if excess:
+                log_length_error(self, self.sent, self._expected, "connection closed")
+                if excess < 0:  # what was sent goes out; the client sees it cut short
+                    self.conn.write(b"".join(parts))
+                self.abort()  # bytes past the declared length never do (nor the head they came with)
                 return
+        if last:
+            if self._chunked:
+                parts.append(LAST_CHUNK)
             self.conn.write(b"".join(parts) if len(parts) != 1 else parts[0])
             self._finish()
         elif parts:
@@ -276,9 +222,6 @@ class H1Exchange(BufferedExchange):
     def _response_done(self) -> None:
         self.conn.response_done(self)
 
-    def _target(self) -> str:
-        return self.raw_path.decode("latin-1")
-
     def send_body(self, data: bytes, end: bool = False) -> None:
         if not self.response_started or self.finished:
             raise AppProtocolError("send_body() outside a started response")
@@ -289,12 +232,9 @@ class H1Exchange(BufferedExchange):
         if self.finished or self.disconnected:
             return
         if self._trailers and self.te_trailers:
-            parts = [b"0\r\n"]
-            parts.append(field_block(trailers, "trailer"))
-            parts.append(b"\r\n")
-            self.conn.write(b"".join(parts))
+            self.conn.write(trailer_section(trailers))
         elif self._chunked:
-            self.conn.write(b"0\r\n\r\n")  # the client did not ask for trailers (RFC 9110 6.5.1)
+            self.conn.write(LAST_CHUNK)  # the client did not ask for trailers (RFC 9110 6.5.1)
         self._finish()
 
     def on_disconnect(self) -> None:

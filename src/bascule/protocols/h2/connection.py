@@ -26,7 +26,7 @@ import struct
 from typing import Any, TypeVar, cast
 
 from bascule.context import ServerContext
-from bascule.protocols.exchange import body_over_limit, describe_peer, peer_address
+from bascule.protocols.exchange import describe_peer, peer_address
 from bascule.protocols.h2 import frames as fr
 from bascule.protocols.h2.frames import ConnectionError_, StreamError
 from bascule.protocols.h2.headers import (
@@ -36,6 +36,7 @@ from bascule.protocols.h2.headers import (
 )
 from bascule.protocols.h2.output import H2Output
 from bascule.protocols.h2.stream import H2Stream
+from bascule.protocols.semantics import answer_timeout, body_over_limit
 
 _log = logging.getLogger("bascule.error")
 _S = TypeVar("_S", bound=H2Stream)
@@ -696,11 +697,9 @@ class H2Connection(H2Output, asyncio.Protocol):
                     self._app_timed_out(st, timeout)
 
     def _app_timed_out(self, st: H2Stream, timeout: float) -> None:
-        _log.warning("%s %s took longer than timeout_request (%g s): %s", st.method, st.raw_path.decode("latin-1"),
-                     timeout, "answered 504" if not st.response_started else "stream reset")
-        if not st.response_started:
-            st.send_simple(504, b"Gateway Timeout: the app did not answer in time\n")
-        else:
+        started = st.response_started
+        answer_timeout(st, timeout, "stream reset")
+        if started:
             st.abort()
         st.on_disconnect()
         if st.cancel_app is not None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from bascule.errors import AppProtocolError
-from bascule.protocols.exchange import BufferedExchange, Headers, bodiless_length
+from bascule.protocols.exchange import BufferedExchange, Headers
 from bascule.protocols.h2 import frames as fr
 from bascule.protocols.h2.headers import (
     CONTENT_LENGTH_PREFIX,
@@ -24,6 +24,14 @@ from bascule.protocols.h2.headers import (
     encode_response_fields,
     encode_trailers,
     status_field,
+)
+from bascule.protocols.semantics import (
+    bodiless,
+    bodiless_length,
+    expected_length,
+    length_excess,
+    log_length_error,
+    one_write,
 )
 
 if TYPE_CHECKING:
@@ -138,25 +146,24 @@ class H2Stream(BufferedExchange):
             return
         self.response_started = True
         self.status = status
-        if self.method == "HEAD" or status == 204 or status == 304:
+        if bodiless(self.method, status):
             self.no_body = True
-            if status == 204 and content_length is not None:  # RFC 9110 8.6: none on 204
-                parts = [part for part in parts if part[:2] != CONTENT_LENGTH_PREFIX]
-            elif status != 204 and content_length is None:
-                implied = bodiless_length(status, None, end, body)
-                if implied is not None:
-                    parts.append(content_length_field(implied))
-        elif content_length is not None:
-            self._expected = content_length
-        elif end and not trailers:
-            self._expected = len(body)
-            parts.append(content_length_field(len(body)))
+            length = bodiless_length(status, content_length, end, body)
+            if length != content_length:
+                if content_length is not None:  # RFC 9110 8.6: none on 204
+                    parts = [part for part in parts if part[:2] != CONTENT_LENGTH_PREFIX]
+                if length is not None:
+                    parts.append(content_length_field(length))
+        else:
+            self._expected = expected_length(content_length, end, trailers, body)
+            if content_length is None and self._expected is not None:
+                parts.append(content_length_field(len(body)))
         self._trailers = trailers
         if self.disconnected:
             return
         conn = self.conn
         block = field + conn.fixed_block() + b"".join(parts)
-        if end and not trailers and self._expected == len(body) and not self.no_body:
+        if one_write(end, trailers, self._expected, body, self.no_body):
             # the common case, a complete response: HEADERS and DATA in one write
             self.sent = len(body)
             conn.send_whole(self, block, body)
@@ -169,26 +176,28 @@ class H2Stream(BufferedExchange):
             if end and not trailers:
                 self._finish()
             return
-        conn.send_headers(self, block, end_stream=False)
-        self._emit(body, end)
+        self._emit(body, end, block)
 
-    def _emit(self, data: bytes, end: bool) -> None:
-        if data and not self.no_body:
+    def _emit(self, data: bytes, end: bool, head: bytes | None = None) -> None:
+        """Send ``data`` (after the HEADERS block ``head``, when starting); finish when ``end``."""
+        no_body = self.no_body
+        if data and not no_body:
             self.sent += len(data)
-            if self._expected is not None and self.sent > self._expected:
-                _log.error("response body longer than its content-length (%d > %d) for %s %s; stream reset",
-                           self.sent, self._expected, self.method, self.raw_path.decode("latin-1"))
-                self.abort()
-                return
         last = end and not self._trailers
-        if last and self._expected is not None and self.sent < self._expected and not self.no_body:
-            _log.error("response body shorter than its content-length (%d < %d) for %s %s; stream reset",
-                       self.sent, self._expected, self.method, self.raw_path.decode("latin-1"))
-            if data:
-                self.conn.send_data(self, data, False)
-            self.abort()
-            return
-        if self.no_body:
+        if not no_body and self._expected is not None:
+            excess = length_excess(self.sent, self._expected, last)
+            if excess:
+                log_length_error(self, self.sent, self._expected, "stream reset")
+                if excess < 0:  # what was sent goes out; the client sees it cut short
+                    if head is not None:
+                        self.conn.send_headers(self, head, end_stream=False)
+                    if data:
+                        self.conn.send_data(self, data, False)
+                self.abort()  # bytes past the declared length never do (nor the head they came with)
+                return
+        if head is not None:
+            self.conn.send_headers(self, head, end_stream=False)
+        if no_body:
             if last:
                 self.conn.send_data(self, b"", True)  # no-op if the HEADERS already ended the stream
                 self._finish()

@@ -55,7 +55,7 @@ from bascule.protocols.exchange import (
     describe_peer,
 )
 from bascule.protocols.fields import field_block
-from bascule.protocols.h1.exchange import status_line
+from bascule.protocols.http1x import simple_response, status_line
 from bascule.protocols.websocket.engine import CONTROL_PER_TICK, Engine, check_handshake, offered_subprotocols
 
 if TYPE_CHECKING:
@@ -568,12 +568,9 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         if self.phase is not Phase.HANDSHAKE:
             return
         extra_block = b"".join(name + b": " + value + b"\r\n" for name, value in extra)
-        head = b"".join((status_line(status), self.ctx.fixed_headers, extra_block,
-                         b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-                         b"connection: close\r\n\r\n" % len(body)))
         self.phase = Phase.DONE
         self._log_handshake(status, len(body))
-        self.transport.write(head + body)
+        self.transport.write(simple_response(status, self.ctx.fixed_headers, body, extra_block))
         self.transport.close()
 
     def abort(self) -> None:

@@ -29,6 +29,8 @@ COMPILED = [
     "src/bascule/accesslog.py",
     "src/bascule/protocols/exchange.py",
     "src/bascule/protocols/fields.py",
+    "src/bascule/protocols/http1x.py",
+    "src/bascule/protocols/semantics.py",
     "src/bascule/protocols/h1/checks.py",
     "src/bascule/protocols/h1/connection.py",
     "src/bascule/protocols/h1/exchange.py",

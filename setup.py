@@ -30,6 +30,7 @@ COMPILED = [
     "src/bascule/protocols/exchange.py",
     "src/bascule/protocols/fields.py",
     "src/bascule/protocols/http1x.py",
+    "src/bascule/protocols/outbox.py",
     "src/bascule/protocols/semantics.py",
     "src/bascule/protocols/h1/checks.py",
     "src/bascule/protocols/h1/connection.py",

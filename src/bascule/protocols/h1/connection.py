@@ -24,8 +24,15 @@ from bascule.context import ServerContext
 from bascule.errors import ProtocolError
 from bascule.protocols.exchange import Headers, describe_peer, peer_address
 from bascule.protocols.h1 import checks as h1_checks
-from bascule.protocols.h1.exchange import H1Exchange
+from bascule.protocols.h1.exchange import (
+    PAUSE_BODY,
+    PAUSE_ERROR,
+    PAUSE_PIPELINE,
+    PAUSE_UPGRADE,
+    H1Exchange,
+)
 from bascule.protocols.http1x import SWITCH_TO_H2C, simple_response
+from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import answer_timeout, body_over_limit
 from bascule.tls import tls_extension
 
@@ -33,7 +40,7 @@ if TYPE_CHECKING:
     from bascule.protocols.h2.connection import H2Connection
 
 LINGER_SECONDS = 2.0
-COALESCE_LIMIT = 256 * 1024  # queued bytes written at once, without waiting for the end of the pass
+COALESCE_LIMIT = 256 * 1024  # queued bytes written at once, without waiting for the end of the pass (outbox.py)
 JOIN_BELOW = 16 * 1024  # pending pieces smaller than this in all are joined before writing
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
@@ -57,9 +64,8 @@ class H1Connection(asyncio.Protocol):
         self.server: tuple[str, int] | None = None
         self.sock_fd: int | None = None
         self.closed = False
-        self.write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        self._paused_by: set[str] = set()
+        # queued bytes, drain waiters, pause reasons (PAUSE_*); its transport is ours until self.closed
+        self.outbox = Outbox(ctx.loop, COALESCE_LIMIT, JOIN_BELOW)
         self.idle_since: float | None = None
         # the request being parsed
         self._url = b""
@@ -82,8 +88,6 @@ class H1Connection(asyncio.Protocol):
         self._requests_left = ctx.limit_requests_per_connection or 0  # counts down; 0: no limit
         self._parsing: H1Exchange | None = None
         self._latest: H1Exchange | None = None
-        self._out: list[bytes] = []  # bytes waiting for the end of this loop pass (see write())
-        self._out_size = 0
         self._lingering = False
         # the request being answered, and those waiting behind it
         self.active: H1Exchange | None = None
@@ -97,7 +101,7 @@ class H1Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.transport = self.outbox.transport = cast(asyncio.Transport, transport)  # uvloop's: not subclasses
         self.client = peer_address(transport.get_extra_info("peername"))
         self.server = peer_address(transport.get_extra_info("sockname"))
         if transport.get_extra_info("sslcontext") is None:
@@ -123,6 +127,7 @@ class H1Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.outbox.transport = None
         self.ctx.connections.discard(self)
         for ex in (self.active, *self.queue):
             if ex is not None:
@@ -179,7 +184,7 @@ class H1Connection(asyncio.Protocol):
                 if latest.finished:
                     self.close()
             if not self._raw_left:
-                self.pause_reading("upgrade")
+                self.outbox.pause_reading(PAUSE_UPGRADE)
         except (httptools.HttpParserError, ProtocolError) as exc:
             if self._latest is None and str(exc).startswith("Pause on PRI") and self.ctx.http2:
                 self._h2_prior_knowledge(data)  # llhttp stops at the HTTP/2 preface's "PRI * HTTP/2.0"
@@ -224,12 +229,12 @@ class H1Connection(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.outbox.write_paused = True
         if self.active is not None:
             self.active.write_paused = True
 
     def resume_writing(self) -> None:
-        self.write_paused = False
+        self.outbox.write_paused = False
         if self.active is not None:
             self.active.write_paused = False
         self._wake_drain()
@@ -319,11 +324,11 @@ class H1Connection(asyncio.Protocol):
         if self.active is None:
             self.active = ex
             self._to_dispatch = ex
-            if self.write_paused:
+            if self.outbox.write_paused:
                 ex.write_paused = True
         else:
             self.queue.append(ex)
-            self.pause_reading("pipeline")
+            self.outbox.pause_reading(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
         if self._parsing is not None:
@@ -366,7 +371,7 @@ class H1Connection(asyncio.Protocol):
         """
         route = self.ctx.websocket_route
         transport = self.transport
-        if (route is None or transport is None or ex is not self._latest or self._paused_by
+        if (route is None or transport is None or ex is not self._latest or self.outbox.paused_by
                 or not any(name == b"upgrade" and value.lower() == b"websocket" for name, value in ex.headers)):
             return False
         handler = route(ex.raw_path)
@@ -376,8 +381,9 @@ class H1Connection(asyncio.Protocol):
 
         self._to_dispatch = None
         self.active = self._parsing = self._latest = None
-        self._flush_out()  # earlier responses go out before the 101
+        self.outbox.flush()  # earlier responses go out before the 101
         self.closed = True  # this object is done with the transport
+        self.outbox.transport = None
         self.ctx.connections.discard(self)
         ws = WSConnection(self.ctx, transport, ex)
         transport.set_protocol(ws)
@@ -420,7 +426,7 @@ class H1Connection(asyncio.Protocol):
         if not self._raw_left:
             if ex is not None:
                 ex.end_body()
-            self.pause_reading("upgrade")  # nothing after the body is read: the connection closes
+            self.outbox.pause_reading(PAUSE_UPGRADE)  # nothing after the body is read: the connection closes
 
     # -- HTTP/2 over a connection that began as HTTP/1.1 (reached on error and upgrade paths only) ---------
     def _hand_over(self) -> H2Connection:
@@ -428,8 +434,9 @@ class H1Connection(asyncio.Protocol):
 
         transport = self.transport
         assert transport is not None
-        self._flush_out()
+        self.outbox.flush()
         self.closed = True  # this object is done with the transport
+        self.outbox.transport = None
         self.ctx.connections.discard(self)
         h2 = H2Connection(self.ctx, self.scheme, self.tls)
         transport.set_protocol(h2)
@@ -453,7 +460,7 @@ class H1Connection(asyncio.Protocol):
         read as HTTP/1.1 first); otherwise the upgrade is ignored and the request served over HTTP/1.1,
         which the RFC allows.
         """
-        if (not self.ctx.http2 or self.tls is not None or ex is not self._latest or self._paused_by
+        if (not self.ctx.http2 or self.tls is not None or ex is not self._latest or self.outbox.paused_by
                 or self.transport is None or ex is not self.active or self.queue
                 or any(name in _FRAMING_HEADERS for name, _ in ex.headers)):
             return False
@@ -473,7 +480,7 @@ class H1Connection(asyncio.Protocol):
             return False
         self._to_dispatch = None
         self.active = self._parsing = self._latest = None
-        self.write(SWITCH_TO_H2C)
+        self.outbox.write(SWITCH_TO_H2C)
         h2 = self._hand_over()
         h2.upgraded(head, client_settings)
         if leftover:
@@ -501,14 +508,14 @@ class H1Connection(asyncio.Protocol):
             # without reading it, so close (after letting the client read our answer).
             self._close_after(ex)
             return
-        if "body" in self._paused_by:
-            self.resume_reading("body")  # a body the app left unread filled the buffer: it is dropped now
+        outbox = self.outbox
+        outbox.resume_reading(PAUSE_BODY)  # a body the app left unread may have filled the buffer: it is dropped now
         if self.queue:
             nxt = self.queue.popleft()
             self.active = nxt
-            nxt.write_paused = self.write_paused
+            nxt.write_paused = outbox.write_paused
             if not self.queue:
-                self.resume_reading("pipeline")
+                outbox.resume_reading(PAUSE_PIPELINE)
             if self._dispatching:
                 self._next = nxt
             else:
@@ -517,7 +524,7 @@ class H1Connection(asyncio.Protocol):
             self._send_error(*self._pending_error)
         else:
             self.idle_since = self.loop.time()
-            self.resume_reading("pipeline")
+            outbox.resume_reading(PAUSE_PIPELINE)
 
     def _close_after(self, ex: H1Exchange) -> None:
         transport = self.transport
@@ -531,12 +538,13 @@ class H1Connection(asyncio.Protocol):
     def _linger(self, transport: asyncio.Transport) -> None:
         """Lingering close: send FIN, keep reading (and dropping) for a moment, so the kernel does not
         answer the client's unread upload with a RST that would destroy our response."""
-        self._flush_out()
+        outbox = self.outbox
+        outbox.flush()
         transport.write_eof()
         self._lingering = True
-        self.resume_reading("body")
-        self.resume_reading("pipeline")
-        self.resume_reading("error")
+        outbox.resume_reading(PAUSE_BODY)
+        outbox.resume_reading(PAUSE_PIPELINE)
+        outbox.resume_reading(PAUSE_ERROR)
         self.loop.call_later(LINGER_SECONDS, self.close)
 
     def _bad_request(self, exc: Exception) -> None:
@@ -545,7 +553,7 @@ class H1Connection(asyncio.Protocol):
         status = cause.status if cause is not None else 400
         reason = str(cause) if cause is not None else (str(exc) or "malformed request")
         _log.info("rejected a request from %s: %s (%d)", describe_peer(self.client), reason, status)
-        self.pause_reading("error")
+        self.outbox.pause_reading(PAUSE_ERROR)
         body = f"{http.HTTPStatus(status).phrase}: {reason}\n".encode("latin-1", "replace")
         broken, self._parsing = self._parsing, None
         if broken is not None:
@@ -568,7 +576,7 @@ class H1Connection(asyncio.Protocol):
             self._pending_error = (status, body)
 
     def _send_error(self, status: int, body: bytes) -> None:
-        self.write(simple_response(status, self.ctx.fixed_headers, body))
+        self.outbox.write(simple_response(status, self.ctx.fixed_headers, body))
         transport = self.transport
         if transport is not None and not self.closed and not transport.is_closing() and transport.can_write_eof():
             self._linger(transport)  # the client may still be sending (an upload over the limit): no RST
@@ -576,39 +584,8 @@ class H1Connection(asyncio.Protocol):
             self.close()
 
     # -- transport helpers --------------------------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        """Queue bytes for the socket; everything queued in this loop pass leaves in one write at its end.
-
-        Measured under load (uvloop, 64 keep-alive connections, one core): writing each response from
-        inside the read callback gave ~18k req/s; deferring the socket write to the end of the loop pass
-        gave ~33k. It also coalesces streamed chunks and pipelined responses. Anything that must follow
-        the queued bytes (FIN, close, sendfile, a protocol hand-over) calls _flush_out() first; 64 KiB
-        queued are written at once.
-        """
-        pending = self._out
-        if not pending:
-            self.loop.call_soon(self._flush_out)
-        pending.append(data)
-        self._out_size += len(data)
-        if self._out_size >= COALESCE_LIMIT:
-            self._flush_out()
-
-    def _flush_out(self) -> None:
-        pending = self._out
-        if pending:
-            transport = self.transport
-            if transport is not None and not self.closed:
-                if len(pending) == 1:
-                    transport.write(pending[0])
-                elif self._out_size < JOIN_BELOW:
-                    transport.write(b"".join(pending))  # small pieces: one copy is cheaper than an iovec each
-                else:
-                    transport.writelines(pending)  # large bodies go out as they are, without a copy
-            pending.clear()
-            self._out_size = 0
-
     def close(self) -> None:
-        self._flush_out()  # what was already sent by the app goes out before the FIN
+        self.outbox.flush()  # what was already sent by the app goes out before the FIN
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -616,35 +593,15 @@ class H1Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def pause_reading(self, reason: str) -> None:
-        if not self._paused_by and self.transport is not None and not self.closed:
-            self.transport.pause_reading()
-        self._paused_by.add(reason)
-
-    def resume_reading(self, reason: str) -> None:
-        if reason in self._paused_by:
-            self._paused_by.discard(reason)
-            if not self._paused_by and self.transport is not None and not self.closed:
-                self.transport.resume_reading()
-
-    async def drain(self) -> None:
-        if self.write_paused and not self.closed:
-            waiter = self.loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
-
     async def flush(self) -> None:
         """Wait until everything written so far has left the transport's buffer (used before sendfile)."""
-        self._flush_out()
+        self.outbox.flush()
         transport = self.transport
         while transport is not None and not self.closed and transport.get_write_buffer_size():
             await asyncio.sleep(0.001)
 
     def _wake_drain(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.outbox.wake_drain()
         for ex in (self.active, *self.queue):
             if ex is not None and ex.writable_hook is not None:
                 ex.writable_hook()
@@ -668,7 +625,7 @@ class H1Connection(asyncio.Protocol):
         parsing = self._parsing
         if parsing is not None:
             mark_ex, mark_n, mark_t = self._body_mark
-            if mark_ex is not parsing or mark_n != parsing.received or self._paused_by:
+            if mark_ex is not parsing or mark_n != parsing.received or self.outbox.paused_by:
                 self._body_mark = (parsing, parsing.received, now)  # progress, or not the client's turn
             elif now - mark_t > ctx.timeout_body_idle:
                 self._bad_request(ProtocolError("no request body bytes within timeout_body_idle", 408))

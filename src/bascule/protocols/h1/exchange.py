@@ -39,6 +39,11 @@ if TYPE_CHECKING:
     from bascule.protocols.h1.connection import H1Connection
 
 BODY_HIGH_WATER = 256 * 1024
+# Why an HTTP/1.1 connection stops reading (Outbox.pause_reading): it resumes when none is left.
+PAUSE_BODY = 1  # a request body buffered past BODY_HIGH_WATER, not read by the app yet
+PAUSE_PIPELINE = 2  # a request waits behind the one being answered
+PAUSE_UPGRADE = 4  # an upgrade not taken: nothing after its request is read (the connection closes)
+PAUSE_ERROR = 8  # a bad request was answered: nothing more is read
 
 _log = logging.getLogger("bascule.error")
 
@@ -102,7 +107,7 @@ class H1Exchange(BufferedExchange):
         if self._body_waiter is not None:
             self._wake_body()
         if self._body_size > BODY_HIGH_WATER:
-            self.conn.pause_reading("body")
+            self.conn.outbox.pause_reading(PAUSE_BODY)
 
     def take_buffered_body(self) -> bytes | None:
         if not self._body_done:
@@ -112,24 +117,24 @@ class H1Exchange(BufferedExchange):
             return b""
         self._body = None
         self._body_size = 0
-        self.conn.resume_reading("body")  # the buffer may have paused reading: it is empty now
+        self.conn.outbox.resume_reading(PAUSE_BODY)  # the buffer may have paused reading: it is empty now
         return b"".join(body) if len(body) != 1 else body[0]
 
     async def receive_body(self) -> bytes:
         if self.expect_continue:
             self.expect_continue = False
             if not self.response_started and not self._body_done and not self.disconnected:
-                self.conn.write(CONTINUE)
+                self.conn.outbox.write(CONTINUE)
         while not self._body and not self._body_done and not self.disconnected:
             self._body_waiter = self.loop.create_future()
-            self.conn.resume_reading("body")
+            self.conn.outbox.resume_reading(PAUSE_BODY)
             await self._body_waiter
         body = self._body
         if not body:
             return b""
         self._body = None
         self._body_size = 0
-        self.conn.resume_reading("body")
+        self.conn.outbox.resume_reading(PAUSE_BODY)
         return b"".join(body) if len(body) != 1 else body[0]
 
     # -- response -----------------------------------------------------------------------------------
@@ -176,12 +181,13 @@ class H1Exchange(BufferedExchange):
         if one_write(end, trailers, self._expected, body, self.no_body):
             # the common case: a complete response, one write
             self.sent = len(body)
+            outbox = conn.outbox
             if len(body) < 16384:
                 head.append(body)
-                conn.write(b"".join(head))
+                outbox.write(b"".join(head))
             else:  # not copied into the head: queued as its own buffer
-                conn.write(b"".join(head))
-                conn.write(body)
+                outbox.write(b"".join(head))
+                outbox.write(body)
             self.finished = True
             conn.response_done(self)
             if self._disconnect_waiter is not None:
@@ -204,16 +210,16 @@ class H1Exchange(BufferedExchange):
             if excess:
                 log_length_error(self, self.sent, self._expected, "connection closed")
                 if excess < 0:  # what was sent goes out; the client sees it cut short
-                    self.conn.write(b"".join(parts))
+                    self.conn.outbox.write(b"".join(parts))
                 self.abort()  # bytes past the declared length never do (nor the head they came with)
                 return
         if last:
             if self._chunked:
                 parts.append(LAST_CHUNK)
-            self.conn.write(b"".join(parts) if len(parts) != 1 else parts[0])
+            self.conn.outbox.write(b"".join(parts) if len(parts) != 1 else parts[0])
             self._finish()
         elif parts:
-            self.conn.write(b"".join(parts) if len(parts) != 1 else parts[0])
+            self.conn.outbox.write(b"".join(parts) if len(parts) != 1 else parts[0])
 
     def refuse(self, status: int, body: bytes) -> None:
         self.keep_alive = False  # a client turned away for load should come back on a new connection
@@ -232,9 +238,9 @@ class H1Exchange(BufferedExchange):
         if self.finished or self.disconnected:
             return
         if self._trailers and self.te_trailers:
-            self.conn.write(trailer_section(trailers))
+            self.conn.outbox.write(trailer_section(trailers))
         elif self._chunked:
-            self.conn.write(LAST_CHUNK)  # the client did not ask for trailers (RFC 9110 6.5.1)
+            self.conn.outbox.write(LAST_CHUNK)  # the client did not ask for trailers (RFC 9110 6.5.1)
         self._finish()
 
     def on_disconnect(self) -> None:
@@ -245,7 +251,7 @@ class H1Exchange(BufferedExchange):
             self.writable_hook()
 
     async def drain(self) -> None:
-        await self.conn.drain()
+        await self.conn.outbox.drain()
 
     def abort(self) -> None:
         if self.finished and not self.disconnected and self.conn.active is not self:
@@ -283,7 +289,7 @@ class H1Exchange(BufferedExchange):
         return sent
 
     def _note_sent(self, n: int) -> None:
-        """Count bytes sent outside conn.write (sendfile) against the declared length."""
+        """Count bytes sent outside the outbox (sendfile) against the declared length."""
         self.sent += n
 
 

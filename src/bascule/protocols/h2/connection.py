@@ -34,8 +34,9 @@ from bascule.protocols.h2.headers import (
     RequestDecoder,
     RequestHead,
 )
-from bascule.protocols.h2.output import H2Output
+from bascule.protocols.h2.output import COALESCE_LIMIT, H2Output
 from bascule.protocols.h2.stream import H2Stream
+from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import answer_timeout, body_over_limit
 
 _log = logging.getLogger("bascule.error")
@@ -97,8 +98,8 @@ class H2Connection(H2Output, asyncio.Protocol):
         self.ack_allowance = 0  # WINDOW_UPDATEs not charged as control frames: ACKS_PER_DATA per DATA sent
         self._orphans: dict[int, H2Stream] = {}  # reset by the client, app still running
         self._to_dispatch: list[H2Stream] = []
-        self._out: list[bytes] = []
-        self._out_size = 0  # bytes in _out
+        # frames queued for the end of the loop pass; dropped once the transport is closing
+        self.outbox = Outbox(ctx.loop, COALESCE_LIMIT, skip_closing=True)
         self._resets = 0
         self._control = 0
         self._fixed_src = b""
@@ -109,7 +110,7 @@ class H2Connection(H2Output, asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = self.outbox.transport = cast(asyncio.Transport, transport)
         self.client = peer_address(transport.get_extra_info("peername"))
         self.server = peer_address(transport.get_extra_info("sockname"))
         self.idle_since = self._since = self.loop.time()
@@ -121,7 +122,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         if self.connect_protocol:
             settings[fr.SETTINGS_ENABLE_CONNECT_PROTOCOL] = 1
         self._settings_pending += 1
-        self.write(fr.settings(settings) + fr.window_update(0, CONN_WINDOW - fr.DEFAULT_WINDOW))
+        self.outbox.write(fr.settings(settings) + fr.window_update(0, CONN_WINDOW - fr.DEFAULT_WINDOW))
         if self.ctx.shutting_down:
             self.start_goaway()
 
@@ -401,7 +402,7 @@ class H2Connection(H2Output, asyncio.Protocol):
             raise ConnectionError_(fr.FLOW_CONTROL_ERROR, "DATA beyond the connection window")
         self._conn_unacked += length
         if self._conn_unacked >= CONN_WINDOW // 2:
-            self.write(fr.window_update(0, self._conn_unacked))
+            self.outbox.write(fr.window_update(0, self._conn_unacked))
             self.recv_window += self._conn_unacked
             self._conn_unacked = 0
         st = self.streams.get(sid)
@@ -504,7 +505,7 @@ class H2Connection(H2Output, asyncio.Protocol):
             raise ConnectionError_(fr.FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
         self._charge_control(1 + len(payload) // 48)  # a frame may carry thousands of entries: charged by size
         self._apply_peer_settings(payload)
-        self.write(fr.frame(fr.SETTINGS, fr.ACK, 0))
+        self.outbox.write(fr.frame(fr.SETTINGS, fr.ACK, 0))
         if self._blocked:
             self._pump()
 
@@ -547,7 +548,7 @@ class H2Connection(H2Output, asyncio.Protocol):
             raise ConnectionError_(fr.FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
         self._charge_control()
         if not flags & fr.ACK:
-            self.write(fr.frame(fr.PING, fr.ACK, 0, payload))
+            self.outbox.write(fr.frame(fr.PING, fr.ACK, 0, payload))
 
     def _on_priority(self, sid: int, payload: bytes) -> None:
         if sid == 0:
@@ -581,7 +582,7 @@ class H2Connection(H2Output, asyncio.Protocol):
             self._orphan_if_running(st)
             st.on_disconnect()
         else:
-            self.write(fr.rst_stream(sid, exc.code))
+            self.outbox.write(fr.rst_stream(sid, exc.code))
             self._remember_reset(sid)
         if sid > self.last_stream_id:
             self.last_stream_id = sid
@@ -594,7 +595,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         _log.info("HTTP/2 connection from %s closed: %s", describe_peer(self.client), message)
         if not self.closed:
             self.goaway_sent = True
-            self.write(self._goaway(code, message.encode("ascii", "replace")[:200]))
+            self.outbox.write(self._goaway(code, message.encode("ascii", "replace")[:200]))
             self._linger_close()
 
     def _remember_reset(self, sid: int) -> None:
@@ -633,7 +634,7 @@ class H2Connection(H2Output, asyncio.Protocol):
             return
         # The response is complete but the client is still sending a body nobody will read:
         # RST_STREAM (NO_ERROR) tells it to stop (RFC 9113 8.1).
-        self.write(fr.rst_stream(st.stream_id, fr.NO_ERROR))
+        self.outbox.write(fr.rst_stream(st.stream_id, fr.NO_ERROR))
         st.remote_closed = True
         self._remember_reset(st.stream_id)
         self._forget(st)
@@ -643,7 +644,7 @@ class H2Connection(H2Output, asyncio.Protocol):
 
     def reset_stream(self, st: H2Stream, code: int) -> None:
         if not st.local_closed and not self.closed:
-            self.write(fr.rst_stream(st.stream_id, code))
+            self.outbox.write(fr.rst_stream(st.stream_id, code))
         st.local_closed = st.remote_closed = True
         self._blocked.pop(st.stream_id, None)
         st.pending = None
@@ -664,7 +665,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         if not self.goaway_sent and not self.closed:
             self.goaway_sent = True
             self._goaway_at = self.loop.time()
-            self.write(self._goaway(fr.NO_ERROR))
+            self.outbox.write(self._goaway(fr.NO_ERROR))
         elif not self.streams and self.loop.time() - self._goaway_at >= GOAWAY_GRACE:
             self._linger_close()
 

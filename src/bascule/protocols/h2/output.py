@@ -5,11 +5,12 @@ Split from protocols/h2/connection.py (frames in, stream lifecycle, budgets): :c
 yet wait on their own stream (``pending``) and leave in :meth:`H2Output._pump` when WINDOW_UPDATE or
 SETTINGS make room, stream by stream, so one slow reader never holds up the others.
 
-Flow control is not the only brake: a client may open windows of 2^31-1 and then not read. Bytes queued in
-one loop pass go to the transport once they reach :data:`COALESCE_LIMIT` (not only at the end of the pass,
-which an app awaiting nothing but ``send`` never reaches), so the transport's high-water mark is seen at
-once; a stream that sends while the transport is paused is paused itself (``write_paused``, which the
-gateways wait on).
+Flow control is not the only brake: a client may open windows of 2^31-1 and then not read. Frames are
+queued on the connection's :class:`~bascule.protocols.outbox.Outbox`, and go to the transport once
+:data:`COALESCE_LIMIT` bytes are queued (not only at the end of the pass, which an app awaiting nothing but
+``send`` never reaches), so the transport's high-water mark is seen at once; a stream that sends while the
+transport is paused is paused itself (``write_paused``, which the gateways wait on: one waiter per stream,
+since streams take turns, rather than the outbox's drain).
 
 Streams take turns. An app that awaits nothing but ``send`` never suspends while the transport takes its
 bytes, so the first stream woken would send until the next pause and starve the others. So once more than
@@ -29,13 +30,14 @@ from typing import TYPE_CHECKING
 
 from bascule.protocols.h2 import frames as fr
 from bascule.protocols.h2.headers import encode_fixed
+from bascule.protocols.outbox import Outbox
 
 if TYPE_CHECKING:
     from bascule.context import ServerContext
     from bascule.protocols.h2.stream import H2Stream
 
 LINGER_SECONDS = 1.0  # after a GOAWAY: how long the client's remaining bytes are read and dropped
-COALESCE_LIMIT = 64 * 1024  # bytes queued in one loop pass that are handed to the transport at once
+COALESCE_LIMIT = 64 * 1024  # bytes queued in one loop pass that are handed to the transport at once (outbox.py)
 # WINDOW_UPDATEs a client may send per DATA frame of ours without paying the control-frame budget: one for
 # the stream and one for the connection, each possibly in two pieces (what two reads consumed). Acking
 # every frame is ordinary client behaviour, and each allowance is earned by a frame that cost us more.
@@ -65,8 +67,7 @@ class H2Output:
     _yielded: dict[int, H2Stream]
     _turns: set[int]
     _round_scheduled: bool
-    _out: list[bytes]
-    _out_size: int
+    outbox: Outbox
     _fixed_src: bytes
     _fixed_block: bytes
 
@@ -91,7 +92,7 @@ class H2Output:
         if transport is None or transport.is_closing() or not transport.can_write_eof():
             self.close()
             return
-        self._flush_out()
+        self.outbox.flush()
         self.closed = True  # nothing more is parsed or written
         transport.write_eof()
         transport.resume_reading()
@@ -108,7 +109,7 @@ class H2Output:
     def send_headers(self, st: H2Stream, block: bytes, end_stream: bool) -> None:
         if st.local_closed or self.closed:
             return
-        self.write(fr.header_frames(st.stream_id, block, end_stream, self.peer_max_frame))
+        self.outbox.write(fr.header_frames(st.stream_id, block, end_stream, self.peer_max_frame))
         if end_stream:
             self._end_local(st)
 
@@ -126,7 +127,8 @@ class H2Output:
         st.send_window -= n
         self._earn_acks(1)
         sid = st.stream_id
-        self.write(fr.frame(fr.HEADERS, fr.END_HEADERS, sid, block) + fr.frame(fr.DATA, fr.END_STREAM, sid, body))
+        self.outbox.write(fr.frame(fr.HEADERS, fr.END_HEADERS, sid, block)
+                          + fr.frame(fr.DATA, fr.END_STREAM, sid, body))
         self._end_local(st)
 
     def send_data(self, st: H2Stream, data: bytes, end: bool) -> None:
@@ -143,15 +145,16 @@ class H2Output:
             self._earn_acks(1 + n // max_frame)
             if n <= max_frame:
                 if n < 4096:
-                    self.write(fr.frame(fr.DATA, flags, sid, data))
+                    self.outbox.write(fr.frame(fr.DATA, flags, sid, data))
                 else:
-                    self.write(fr.frame_header(fr.DATA, flags, sid, n))
-                    self.write(data)
+                    self.outbox.write(fr.frame_header(fr.DATA, flags, sid, n))
+                    self.outbox.write(data)
             else:
                 for offset in range(0, n, max_frame):
                     piece = data[offset:offset + max_frame]
-                    self.write(fr.frame_header(fr.DATA, flags if offset + max_frame >= n else 0, sid, len(piece)))
-                    self.write(piece)
+                    last_flags = flags if offset + max_frame >= n else 0
+                    self.outbox.write(fr.frame_header(fr.DATA, last_flags, sid, len(piece)))
+                    self.outbox.write(piece)
             if end:
                 self._end_local(st)
             elif self.write_paused or self._yielded or self._turns:
@@ -177,7 +180,7 @@ class H2Output:
             st.pending_trailers = block
             st.pending_end = True
             return
-        self.write(fr.header_frames(st.stream_id, block, True, self.peer_max_frame))
+        self.outbox.write(fr.header_frames(st.stream_id, block, True, self.peer_max_frame))
         self._end_local(st)
 
     def _pump(self) -> None:
@@ -200,7 +203,7 @@ class H2Output:
                 st.send_window -= n
                 self._earn_acks(1)
                 last = not pending and st.pending_end and st.pending_trailers is None
-                self.write(fr.frame(fr.DATA, fr.END_STREAM if last else 0, sid, chunk))
+                self.outbox.write(fr.frame(fr.DATA, fr.END_STREAM if last else 0, sid, chunk))
                 if last:
                     self._end_local(st)
             if pending:
@@ -210,11 +213,11 @@ class H2Output:
             del self._blocked[sid]
             st.pending = None
             if st.pending_trailers is not None:
-                self.write(fr.header_frames(sid, st.pending_trailers, True, max_frame))
+                self.outbox.write(fr.header_frames(sid, st.pending_trailers, True, max_frame))
                 st.pending_trailers = None
                 self._end_local(st)
             elif st.pending_end and not st.local_closed:
-                self.write(fr.frame(fr.DATA, fr.END_STREAM, sid))
+                self.outbox.write(fr.frame(fr.DATA, fr.END_STREAM, sid))
                 self._end_local(st)
             if not self.write_paused:
                 st.write_paused = False
@@ -289,34 +292,11 @@ class H2Output:
         st._unacked += n
         if st._unacked >= self.local_initial_window // 2 or st.recv_window <= 0:
             st.recv_window += st._unacked
-            self.write(fr.window_update(st.stream_id, st._unacked))
+            self.outbox.write(fr.window_update(st.stream_id, st._unacked))
             st._unacked = 0
 
-    def write(self, data: bytes) -> None:
-        """Queue bytes; everything queued in one loop pass leaves in one write at its end (as on HTTP/1.1),
-        or at once when COALESCE_LIMIT bytes are queued, so that a full transport pauses us in time."""
-        out = self._out
-        if not out:
-            self.loop.call_soon(self._flush_out)
-        out.append(data)
-        self._out_size += len(data)
-        if self._out_size >= COALESCE_LIMIT:
-            self._flush_out()
-
-    def _flush_out(self) -> None:
-        out = self._out
-        if out:
-            transport = self.transport
-            if transport is not None and not transport.is_closing():
-                if len(out) == 1:
-                    transport.write(out[0])
-                else:
-                    transport.writelines(out)
-            out.clear()
-            self._out_size = 0
-
     def close(self) -> None:
-        self._flush_out()
+        self.outbox.flush()
         self.closed = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()

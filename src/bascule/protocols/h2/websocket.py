@@ -186,17 +186,17 @@ class H2WebSocket(WSConnection):
         if self.phase is Phase.RESPONSE:
             self.stream.send_body(body, end=not more)
             if not more:
-                self.phase = Phase.DONE
+                self._done()
 
     def _http_response(self, status: int, body: bytes, extra: Headers) -> None:
         if self.phase is not Phase.HANDSHAKE:
             return
-        self.phase = Phase.DONE
+        self._done()
         self._log_handshake(status, len(body))
         self.stream.send_head(status, [*extra, (b"content-type", b"text/plain; charset=utf-8")], body, end=True)
 
     def abort(self) -> None:
-        self.phase = Phase.DONE
+        self._done()
         self.transport.abort()
 
     def _log_handshake(self, status: int, nbytes: int = 0) -> None:

@@ -56,6 +56,7 @@ from bascule.protocols.exchange import (
 )
 from bascule.protocols.fields import field_block
 from bascule.protocols.http1x import simple_response, status_line
+from bascule.protocols.outbox import Outbox
 from bascule.protocols.websocket.engine import CONTROL_PER_TICK, Engine, check_handshake, offered_subprotocols
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's answer to our close frame before dropping it
 SHUTDOWN_CLOSE_TIMEOUT = 1.0  # the same while the server stops: a peer that has not answered by then is gone
 COALESCE_LIMIT = 64 * 1024  # bytes of frames held for the end of a loop pass before they are written at once
+_ALWAYS_JOIN = 1 << 62  # the outbox joins what it holds into one write (frames are small; one syscall, one copy)
 EARLY_DATA_LIMIT = 64 * 1024  # bytes held (reading paused beyond) while the app decides on the handshake
 FLOOD_CLOSE_GRACE = 1.0  # seconds a peer closed for a flood has to take the close frame before it is dropped
 # Bytes handed to the frame engine at once. A read can be 256 KiB (uvloop), and libuv reads up to 32 times
@@ -102,12 +104,12 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
     """One WebSocket connection: the transport's protocol after the upgrade, and the app's session."""
 
     __slots__ = ("_abort_at", "_accept_headers", "_backlog", "_close_event", "_closing_since", "_decoder",
-                 "_drain_waiters", "_early", "_early_size", "_eof_pending", "_ex", "_extensions", "_fed",
-                 "_fragments", "_held", "_last_ping", "_out", "_out_eof", "_out_size", "_paused_by", "_ping_payload",
+                 "_early", "_early_size", "_eof_pending", "_ex", "_extensions", "_fed",
+                 "_fragments", "_held", "_last_ping", "_out_eof", "_ping_payload",
                  "_ping_sent", "_pings", "_pump_handle", "_queue", "_queued_bytes", "_recv_waiter",
                  "_response_expected", "_slice", "client", "ctx", "headers", "http_version", "loop", "max_queue",
-                 "max_size", "phase", "proto", "query_string", "raw_path", "scheme", "server", "subprotocols", "tls",
-                 "transport", "write_paused")
+                 "max_size", "outbox", "phase", "proto", "query_string", "raw_path", "scheme", "server", "subprotocols",
+                 "tls", "transport")
 
     def __init__(self, ctx: ServerContext, transport: asyncio.Transport, ex: Exchange) -> None:
         self.ctx = ctx
@@ -126,7 +128,10 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self.max_queue = ctx.ws_max_queue
         self.max_size = ctx.ws_max_size  # also the bound on the bytes queued for the app
         self.proto: Engine | None = None
-        self.write_paused = False
+        # frames queued for the end of the loop pass (joined into one write), drain waiters, pause reasons
+        # (_PAUSE_*); detached once the connection is DONE
+        self.outbox = Outbox(ctx.loop, COALESCE_LIMIT, join_below=_ALWAYS_JOIN)
+        self.outbox.transport = transport  # over HTTP/2, a StreamTransport (H2WebSocket)
         self._ex: Exchange | None = ex  # kept for the access log until the handshake is decided
         self._accept_headers: Headers = []
         self._extensions: list[Extension] = []
@@ -136,12 +141,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self._queued_bytes = 0  # len() of the queued messages (characters for text: near enough for a bound)
         self._slice = FEED_SLICE  # DEFLATE_FEED_SLICE once permessage-deflate is on
         self._recv_waiter: asyncio.Future[None] | None = None
-        self._drain_waiters: list[asyncio.Future[None]] = []
         self._close_event: WebSocketClosed | None = None
-        self._paused_by = 0
-        self._out: list[bytes] = []
         self._out_eof = False
-        self._out_size = 0
         self._decoder: Any = None  # incremental UTF-8 decoder of a fragmented text message
         self._fragments: list[Any] | None = None
         self._ping_payload: bytes | None = None
@@ -199,7 +200,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
     def data_received(self, data: bytes) -> None:
         phase = self.phase
         if phase is Phase.OPEN:
-            if not self._paused_by and len(data) <= self._slice:
+            if not self.outbox.paused_by and len(data) <= self._slice:
                 self._feed(data)  # the common case: one read, one slice
             else:
                 self._take_in(data)
@@ -221,8 +222,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self.ctx.connections.discard(self)
         if self.phase is Phase.HANDSHAKE or self.phase is Phase.RESPONSE:
             self._log_handshake(499 if self.phase is Phase.HANDSHAKE else 0)
-        self.phase = Phase.DONE
-        self._out.clear()
+        self._done()
+        self.outbox.discard()
         self._backlog = b""
         if self._close_event is None:
             self._closed_by_peer()
@@ -230,10 +231,10 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self._wake_drain()
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.outbox.write_paused = True
 
     def resume_writing(self) -> None:
-        self.write_paused = False
+        self.outbox.write_paused = False
         self._resume(_PAUSE_WRITE)
         self._schedule_pump()
         self._wake_drain()
@@ -259,7 +260,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         end = len(backlog)
         frames = 0
         step = self._slice
-        while self._fed < end and self.phase is Phase.OPEN and not self._paused_by & (_PAUSE_QUEUE | _PAUSE_WRITE):
+        outbox = self.outbox
+        while self._fed < end and self.phase is Phase.OPEN and not outbox.paused_by & (_PAUSE_QUEUE | _PAUSE_WRITE):
             if frames >= FRAMES_PER_PASS:
                 self._pump_handle = self.loop.call_soon(self._pump)
                 break
@@ -282,7 +284,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             self._queue_writes(proto, [b""])  # the transport was kept open for the held bytes: close it now
 
     def _schedule_pump(self) -> None:
-        if self._paused_by & _PAUSE_BACKLOG and self._pump_handle is None and self.phase is Phase.OPEN:
+        if self.outbox.paused_by & _PAUSE_BACKLOG and self._pump_handle is None and self.phase is Phase.OPEN:
             self._pump_handle = self.loop.call_soon(self._pump)
 
     def _feed(self, data: bytes) -> int:
@@ -308,7 +310,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         writes = proto.data_to_send()
         if writes:
             self._queue_writes(proto, writes)
-            if self.write_paused:
+            if self.outbox.write_paused:
                 self._pause(_PAUSE_WRITE)  # pongs we cannot write: read no more pings until they leave
         return len(events)
 
@@ -322,7 +324,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
                            "closing with 1008 (policy violation)", describe_peer(self.client), CONTROL_PER_TICK,
                            TICK_SECONDS)
         self._closed_by_peer(1008)
-        if self.write_paused:
+        if self.outbox.write_paused:
             # it does not read what we write: the close frame would wait behind the pongs forever
             self.abort()
             return
@@ -416,34 +418,27 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
 
     def _queue_writes(self, proto: ServerProtocol, writes: list[bytes]) -> None:
         if writes:
-            out = self._out
-            if not out and not self._out_eof:
-                self.loop.call_soon(self._flush)
+            outbox = self.outbox
+            if not outbox.pending and not self._out_eof:
+                self.loop.call_soon(self._flush)  # ours, not the outbox's: a close may follow the frames
             for data in writes:
                 if data:
-                    out.append(data)
-                    self._out_size += len(data)
+                    outbox.queue(data)
                 else:
                     self._out_eof = True
             if proto.state is not OPEN and self._closing_since is None:
                 self._closing_since = self.loop.time()
-            if self._out_size >= COALESCE_LIMIT:
+            if outbox.size >= COALESCE_LIMIT:
                 # an app sending a lot without ever waiting: write now, so the transport's high-water mark
                 # (and send()'s drain) bounds what piles up
                 self._flush()
 
     def _flush(self) -> None:
-        out = self._out
+        self.outbox.flush()  # dropped once DONE (detached)
         transport = self.transport
-        if out:
-            data = b"".join(out) if len(out) != 1 else out[0]
-            out.clear()
-            self._out_size = 0
-            if self.phase is not Phase.DONE:
-                transport.write(data)
         if self._out_eof:
             self._out_eof = False
-            self.phase = Phase.DONE
+            self._done()
             if self._abort_at is None:
                 # closed by us: asyncio's close waits for the buffer to drain, forever if the peer never reads
                 self._abort_at = self.loop.time() + CLOSE_TIMEOUT
@@ -463,7 +458,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             await waiter
         message = queue.popleft()
         self._queued_bytes -= len(message)
-        if self._paused_by & _PAUSE_QUEUE and len(queue) < self.max_queue and self._queued_bytes < self.max_size:
+        if self.outbox.paused_by & _PAUSE_QUEUE and len(queue) < self.max_queue and self._queued_bytes < self.max_size:
             self._resume(_PAUSE_QUEUE)
             self._schedule_pump()
         return message
@@ -515,8 +510,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         else:
             proto.send_binary(data)
         self._take_writes(proto)
-        if self.write_paused:
-            await self._drain()
+        if self.outbox.write_paused:
+            await self.outbox.drain()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         proto = self.proto
@@ -541,24 +536,23 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
                 expected = int(value)
         self._response_expected = expected
         self.phase = Phase.RESPONSE
-        self._out.append(b"".join((status_line(status), self.ctx.fixed_headers, block, framing)))
+        self.outbox.queue(b"".join((status_line(status), self.ctx.fixed_headers, block, framing)))
         self._log_handshake(status)
 
     def deny_body(self, body: bytes, more: bool) -> None:
         if self.phase is not Phase.RESPONSE:
             return
-        out = self._out
-        if out and self._response_expected is None and not more:
-            # the whole body in one message and no length given: say it, rather than close-delimit it
-            out.append(b"content-length: %d\r\n" % len(body))
-        if out:
-            out.append(b"\r\n")
-            self.transport.write(b"".join(out))
-            out.clear()
+        outbox = self.outbox
+        if outbox.pending:  # the head deny_start queued
+            if self._response_expected is None and not more:
+                # the whole body in one message and no length given: say it, rather than close-delimit it
+                outbox.queue(b"content-length: %d\r\n" % len(body))
+            outbox.queue(b"\r\n")
+            outbox.flush()
         if body:
             self.transport.write(body)
         if not more:
-            self.phase = Phase.DONE
+            self._done()
             self.transport.close()
 
     def deny_simple(self, status: int, body: bytes) -> None:
@@ -568,14 +562,19 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         if self.phase is not Phase.HANDSHAKE:
             return
         extra_block = b"".join(name + b": " + value + b"\r\n" for name, value in extra)
-        self.phase = Phase.DONE
+        self._done()
         self._log_handshake(status, len(body))
         self.transport.write(simple_response(status, self.ctx.fixed_headers, body, extra_block))
         self.transport.close()
 
     def abort(self) -> None:
-        self.phase = Phase.DONE
+        self._done()
         self.transport.abort()
+
+    def _done(self) -> None:
+        """Closing or closed: nothing more is read or written (the outbox lets go of the transport)."""
+        self.phase = Phase.DONE
+        self.outbox.transport = None
 
     # -- flow control -----------------------------------------------------------------------------------
     def _release_held(self) -> None:
@@ -584,27 +583,13 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             self._queue_writes(self.proto, held)
 
     def _pause(self, reason: int) -> None:
-        if not self._paused_by and self.phase is not Phase.DONE:
-            self.transport.pause_reading()
-        self._paused_by |= reason
+        self.outbox.pause_reading(reason)
 
     def _resume(self, reason: int) -> None:
-        if self._paused_by & reason:
-            self._paused_by &= ~reason
-            if not self._paused_by and self.phase is not Phase.DONE:
-                self.transport.resume_reading()
-
-    async def _drain(self) -> None:
-        if self.write_paused and self.phase is not Phase.DONE:
-            waiter = self.loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
+        self.outbox.resume_reading(reason)
 
     def _wake_drain(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.outbox.wake_drain()
 
     def _wake_receiver(self) -> None:
         waiter, self._recv_waiter = self._recv_waiter, None

@@ -1,0 +1,214 @@
+"""protocols.outbox: write coalescing, drain waiters and pause reasons, as every wire uses them (issue 13 item 2)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from fakes import FakeTransport
+
+from bascule.protocols.outbox import COALESCE_LIMIT, Outbox
+
+
+class RecordingTransport(FakeTransport):
+    """Records each write call (coalescing is about how many there are) and pauses, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, bytes]] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.calls.append(("write", bytes(data)))
+        super().write(data)
+
+    def writelines(self, data: object) -> None:
+        pieces = list(data)  # type: ignore[call-overload]
+        self.calls.append(("writelines", b"".join(pieces)))
+        for piece in pieces:
+            super().write(piece)
+
+    def pause_reading(self) -> None:
+        self.calls.append(("pause", b""))
+        super().pause_reading()
+
+    def resume_reading(self) -> None:
+        self.calls.append(("resume", b""))
+        super().resume_reading()
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def attached(loop: asyncio.AbstractEventLoop, **options: int | bool) -> tuple[Outbox, RecordingTransport]:
+    outbox = Outbox(loop, **options)  # type: ignore[arg-type]
+    transport = RecordingTransport()
+    outbox.transport = transport
+    return outbox, transport
+
+
+def one_pass(loop: asyncio.AbstractEventLoop) -> None:
+    loop.run_until_complete(asyncio.sleep(0))
+
+
+# -- coalescing -------------------------------------------------------------------------------------
+def test_bytes_queued_in_one_pass_leave_in_one_write(loop: asyncio.AbstractEventLoop) -> None:
+    outbox, transport = attached(loop, join_below=1024)
+    outbox.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    outbox.write(b"abc")
+    outbox.write(b"def")
+    assert transport.calls == []  # nothing before the end of the pass
+    one_pass(loop)
+    assert transport.calls == [("write", b"HTTP/1.1 200 OK\r\n\r\nabcdef")]  # small: joined into one buffer
+    outbox.write(b"next")
+    one_pass(loop)
+    assert transport.calls[1:] == [("write", b"next")]  # a lone piece goes as it is
+
+
+def test_large_pieces_go_out_without_a_copy(loop: asyncio.AbstractEventLoop) -> None:
+    outbox, transport = attached(loop, join_below=16)
+    outbox.write(b"x" * 10)
+    outbox.write(b"y" * 10)
+    one_pass(loop)
+    assert transport.calls == [("writelines", b"x" * 10 + b"y" * 10)]
+
+
+def test_the_limit_writes_at_once(loop: asyncio.AbstractEventLoop) -> None:
+    outbox, transport = attached(loop, limit=100)
+    outbox.write(b"a" * 60)
+    assert transport.calls == []
+    outbox.write(b"b" * 40)  # 100 queued: written now, not at the end of the pass
+    assert transport.calls == [("writelines", b"a" * 60 + b"b" * 40)]
+    assert outbox.pending == [] and outbox.size == 0
+    one_pass(loop)  # the flush scheduled by the first write finds nothing
+    assert len(transport.calls) == 1
+
+
+def test_the_default_limit_is_64_kib(loop: asyncio.AbstractEventLoop) -> None:
+    outbox, transport = attached(loop)
+    assert COALESCE_LIMIT == 64 * 1024
+    outbox.write(b"z" * (COALESCE_LIMIT - 1))
+    assert transport.calls == []
+    outbox.write(b"z")
+    assert transport.out == b"z" * COALESCE_LIMIT
+
+
+def test_a_detached_or_closing_transport_gets_nothing(loop: asyncio.AbstractEventLoop) -> None:
+    outbox, transport = attached(loop)
+    outbox.write(b"lost")
+    outbox.transport = None  # the connection is done with it (closed, handed over)
+    one_pass(loop)
+    assert transport.calls == [] and outbox.pending == []
+    closing, closing_transport = attached(loop, skip_closing=True)
+    closing.write(b"frame")
+    closing_transport.close()
+    one_pass(loop)
+    assert closing_transport.calls == []
+    kept, kept_transport = attached(loop)  # without skip_closing, a closing transport still takes them
+    kept.write(b"last")
+    kept_transport.closing = False
+    one_pass(loop)
+    assert kept_transport.out == b"last"
+
+
+def test_queue_and_a_flusher_of_its_own(loop: asyncio.AbstractEventLoop) -> None:
+    outbox, transport = attached(loop)
+    flushed: list[int] = []
+
+    def flusher() -> None:
+        flushed.append(outbox.size)
+        outbox.flush()
+
+    outbox.flusher = flusher
+    outbox.write(b"body")  # the first bytes of the pass schedule the wire's flusher
+    outbox.queue(b"tail")  # queued only: the flush already scheduled takes them too
+    one_pass(loop)
+    assert flushed == [8] and transport.out == b"bodytail"
+    outbox.queue(b"alone")  # queued with nothing scheduled: it waits for the wire's own flush
+    one_pass(loop)
+    assert flushed == [8] and outbox.pending == [b"alone"]
+    outbox.discard()
+    outbox.write(b"x")
+    outbox.discard()
+    one_pass(loop)
+    assert transport.out == b"bodytail"
+
+
+# -- drain ------------------------------------------------------------------------------------------
+def test_drain_returns_at_once_unless_paused(loop: asyncio.AbstractEventLoop) -> None:
+    outbox, _ = attached(loop)
+    loop.run_until_complete(asyncio.wait_for(outbox.drain(), 1))
+    outbox.write_paused = True
+    outbox.transport = None  # paused but gone: nobody would ever wake it
+    loop.run_until_complete(asyncio.wait_for(outbox.drain(), 1))
+
+
+def test_drain_waiters_are_woken_together(loop: asyncio.AbstractEventLoop) -> None:
+    outbox, _ = attached(loop)
+    outbox.write_paused = True
+
+    async def scenario() -> list[str]:
+        order: list[str] = []
+
+        async def sender(name: str) -> None:
+            await outbox.drain()
+            order.append(name)
+
+        tasks = [loop.create_task(sender(name)) for name in ("a", "b", "c")]
+        await asyncio.sleep(0)
+        assert order == []
+        outbox.write_paused = False
+        outbox.wake_drain()
+        await asyncio.gather(*tasks)
+        return order
+
+    assert loop.run_until_complete(scenario()) == ["a", "b", "c"]
+
+
+def test_a_cancelled_drain_waiter_is_skipped(loop: asyncio.AbstractEventLoop) -> None:
+    outbox, _ = attached(loop)
+    outbox.write_paused = True
+
+    async def scenario() -> bool:
+        cancelled = loop.create_task(outbox.drain())
+        kept = loop.create_task(outbox.drain())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        outbox.wake_drain()  # must not raise InvalidStateError on the cancelled future
+        await asyncio.wait_for(kept, 1)
+        return cancelled.cancelled()
+
+    assert loop.run_until_complete(scenario())
+    outbox.wake_drain()  # nothing left: a no-op
+
+
+# -- pause reasons ----------------------------------------------------------------------------------
+def test_reading_resumes_only_when_every_reason_clears(loop: asyncio.AbstractEventLoop) -> None:
+    outbox, transport = attached(loop)
+    body, pipeline = 1, 2
+    outbox.pause_reading(body)
+    outbox.pause_reading(pipeline)
+    outbox.pause_reading(body)  # the same reason twice counts once
+    assert transport.calls == [("pause", b"")] and outbox.paused_by == body | pipeline
+    outbox.resume_reading(body)
+    assert transport.paused and outbox.paused_by == pipeline
+    outbox.resume_reading(body)  # not paused for it any more: nothing happens
+    assert transport.calls == [("pause", b"")]
+    outbox.resume_reading(pipeline)
+    assert transport.calls == [("pause", b""), ("resume", b"")] and outbox.paused_by == 0
+    assert not transport.paused
+
+
+def test_pause_reasons_are_kept_after_detaching(loop: asyncio.AbstractEventLoop) -> None:
+    outbox, transport = attached(loop)
+    outbox.transport = None
+    outbox.pause_reading(4)
+    outbox.resume_reading(4)
+    assert transport.calls == [] and outbox.paused_by == 0
+    outbox.pause_reading(4)
+    assert outbox.paused_by == 4  # still recorded: a wire may test why it stopped reading

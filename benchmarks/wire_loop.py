@@ -28,6 +28,7 @@ import hpack
 
 from bascule.config import Config
 from bascule.context import ServerContext
+from bascule.mounts import AppTable, resolve_mounts
 from bascule.protocols.exchange import Exchange
 from bascule.protocols.h1.connection import H1Connection
 from bascule.protocols.h2 import frames as fr
@@ -116,6 +117,36 @@ def h1_run(n: int) -> float:
     return elapsed
 
 
+async def plaintext(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def asgi_run(n: int) -> float:
+    """HTTP/1.1 -> ASGI: the same requests through the real gateway, on a real event loop."""
+    loop = asyncio.new_event_loop()
+    config = Config(app="x:y", access_log=False, timeout_request=None, lifespan="off")
+    table = AppTable(config, resolve_mounts(config, plaintext))
+    conn = H1Connection(ServerContext(config, loop, table.dispatch, access_log=False))
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    request = b"GET /plaintext HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+
+    async def drive() -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            conn.data_received(request)
+            await asyncio.sleep(0)  # one loop pass: the app's task and the end-of-pass write
+        return time.perf_counter() - start
+
+    try:
+        elapsed = loop.run_until_complete(drive())
+    finally:
+        loop.close()
+    assert transport.written > n * 100, transport.written
+    return elapsed
+
+
 def h2_requests(n: int) -> list[bytes]:
     """n reads, each one GET on a new stream plus the WINDOW_UPDATE giving the last body's bytes back."""
     encoder = hpack.Encoder()
@@ -150,14 +181,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--only", choices=("h1", "h2"), help="one protocol (for callgrind: run it at two --requests "
-                        "and divide the difference in instructions by the difference in requests)")
+    parser.add_argument("--only", choices=("h1", "h2", "asgi"),
+                        help="one protocol (for callgrind: run it at two --requests and divide the difference in "
+                             "instructions by the difference in requests)")
     args = parser.parse_args()
     import bascule.protocols.h1.connection as h1mod
 
     print(f"compiled: {not h1mod.__file__.endswith('.py')}")
-    for name, run in (("HTTP/1.1", h1_run), ("HTTP/2", h2_run)):
-        if args.only is not None and name != {"h1": "HTTP/1.1", "h2": "HTTP/2"}[args.only]:
+    for name, run in (("HTTP/1.1", h1_run), ("HTTP/2", h2_run), ("HTTP/1.1 -> ASGI", asgi_run)):
+        if args.only is not None and name != {"h1": "HTTP/1.1", "h2": "HTTP/2", "asgi": "HTTP/1.1 -> ASGI"}[args.only]:
             continue
         run(1000)  # warm-up
         times = [run(args.requests) for _ in range(args.rounds)]

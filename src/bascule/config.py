@@ -16,7 +16,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from bascule.errors import ConfigError
 
@@ -430,11 +430,27 @@ def _check_listeners(config: Config) -> None:
             raise ConfigError("bind replaces host and port: write --bind HOST:PORT instead")
     if config.uds_mode is not None:
         parse_uds_mode(config.uds_mode)
-        if config.uds is None and not any(kind == "unix" for kind, _ in binds):
+        if config.uds is None and not any(bind.kind == "unix" for bind in binds):
             raise ConfigError("uds_mode applies to Unix sockets only: add --uds PATH or --bind unix:PATH")
 
 
-def parse_bind(spec: str) -> tuple[str, Any]:
+ListenerKind = Literal["tcp", "unix", "fd", "systemd"]
+"""How a listening socket comes to be: bound to a TCP address or a Unix path, inherited as --fd, or passed by
+systemd (socket activation)."""
+
+
+class Endpoint(NamedTuple):
+    """Where a listener listens, as one --bind value (or --host/--port, --uds, --fd) names it.
+
+    ``address`` is ``(host, port)`` for "tcp", a path for "unix", a file descriptor for "fd" and "systemd".
+    :class:`bascule.listen.listeners.Listener` adds the per-listener flags.
+    """
+
+    kind: ListenerKind
+    address: tuple[str, int] | str | int
+
+
+def parse_bind(spec: str) -> Endpoint:
     """'HOST:PORT' -> ('tcp', (host, port)); 'unix:PATH' -> ('unix', path); 'fd://N' -> ('fd', n).
 
     An IPv6 address is written in brackets ('[::1]:8000'); an empty host (':8000') means every address.
@@ -443,12 +459,12 @@ def parse_bind(spec: str) -> tuple[str, Any]:
         path = spec.removeprefix("unix:")
         if not path:
             raise ConfigError(f"bind {spec!r} needs a path: write unix:/run/app.sock")
-        return "unix", path
+        return Endpoint("unix", path)
     if spec.startswith("fd://"):
         digits = spec.removeprefix("fd://")
         if not digits.isdigit():
             raise ConfigError(f"bind {spec!r} needs a file descriptor number: write fd://3")
-        return "fd", int(digits)
+        return Endpoint("fd", int(digits))
     host, sep, port_text = spec.rpartition(":")
     if host.startswith("["):
         if not host.endswith("]") or len(host) < 3:
@@ -458,7 +474,7 @@ def parse_bind(spec: str) -> tuple[str, Any]:
         raise ConfigError(f"bind {spec!r}: write an IPv6 address in brackets, as [{host}]:{port_text}")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"bind {spec!r} must look like HOST:PORT (port 0-65535), [::1]:PORT, unix:PATH or fd://N")
-    return "tcp", (host, int(port_text))
+    return Endpoint("tcp", (host, int(port_text)))
 
 
 def parse_uds_mode(text: str) -> int:

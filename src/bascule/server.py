@@ -28,7 +28,7 @@ from typing import Any
 from bascule import tls
 from bascule.config import Config
 from bascule.context import ServerContext
-from bascule.listen.listeners import bind_sockets, describe, remove_unix_sockets
+from bascule.listen.listeners import BoundListener, bind_listeners, describe, remove_unix_sockets
 from bascule.logs import reopen_log_files
 from bascule.mounts import AppTable, Mount, resolve_mounts
 from bascule.protocols.exchange import Exchange
@@ -57,6 +57,7 @@ class Server:
         self.wrap_dispatch = wrap_dispatch
         self.on_ready = on_ready
         self.announce = announce
+        self.listeners: list[BoundListener] = []
         self.sockets: list[socket.socket] = []
         self.started = asyncio.Event()
         self.force_exit = False
@@ -84,8 +85,11 @@ class Server:
         _log.info("received SIGQUIT: stopping now")
         self.request_exit(force=True)
 
-    async def serve(self, sockets: list[socket.socket] | None = None, *, install_signals: bool = False) -> None:
-        """Serve until asked to stop. Raises AppLoadError / StartupError if the server cannot start."""
+    async def serve(self, listeners: list[BoundListener] | None = None, *, install_signals: bool = False) -> None:
+        """Serve until asked to stop (on ``listeners``, else on those ``config`` names, bound here).
+
+        Raises AppLoadError / StartupError if the server cannot start.
+        """
         config = self.config
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -100,12 +104,13 @@ class Server:
         ctx.server_cert_pem = tls.server_cert_pem(config)
         # a handshake is the first part of a request head: the same deadline (slowloris before the head)
         handshake_timeout = config.timeout_request_head if ctx.ssl_context is not None else None
-        owns_sockets = sockets is None
+        owns_sockets = listeners is None
         table.start_threads()
         servers: list[asyncio.Server] = []
         try:
             await table.startup()
-            self.sockets = sockets if sockets is not None else bind_sockets(config)
+            self.listeners = listeners if listeners is not None else bind_listeners(config)
+            self.sockets = [bound.sock for bound in self.listeners]
             for sock in self.sockets:
                 server = await loop.create_server(lambda: H1Connection(ctx), sock=sock, backlog=config.backlog,
                                                   ssl=ctx.ssl_context, ssl_handshake_timeout=handshake_timeout)
@@ -119,9 +124,8 @@ class Server:
                     loop.add_signal_handler(signal.SIGHUP, reload_tls, ctx)
             ctx.start()
             if self.announce:
-                for sock in self.sockets:
-                    _log.info("bascule serving on %s (press CTRL+C to quit)",
-                              describe(sock, "https" if ctx.ssl_context is not None else "http"))
+                for bound in self.listeners:
+                    _log.info("bascule serving on %s (press CTRL+C to quit)", describe(bound.sock, bound.spec.scheme))
             self.started.set()
             if self.on_ready is not None:
                 self.on_ready()

@@ -39,7 +39,7 @@ from typing import Any
 from bascule import tls
 from bascule.config import Config
 from bascule.errors import AppLoadError, BasculeError, ConfigError, StartupError
-from bascule.listen.listeners import bind_sockets, describe, remove_unix_sockets
+from bascule.listen.listeners import BoundListener, bind_listeners, describe, remove_unix_sockets
 from bascule.logs import reopen_log_files
 from bascule.mounts import Mount, resolve_mounts
 from bascule.workers import (
@@ -121,6 +121,7 @@ class Supervisor:
         self.app = app
         self.target = config.workers
         self.workers: list[Worker] = []
+        self.listeners: list[BoundListener] = []  # bound once, shared by every worker (specs included)
         self.sockets: list[socket.socket] = []
         self.mounts: list[Mount] | None = None
         self.generation = 1
@@ -154,7 +155,8 @@ class Supervisor:
         # the master checks the files once first, so a bad one is one error line, not one per worker.
         tls.server_context(config, ["http/1.1"])
         set_process_title(f"bascule master {config.app or ''}".rstrip())
-        self.sockets = bind_sockets(config)
+        self.listeners = bind_listeners(config)
+        self.sockets = [bound.sock for bound in self.listeners]
         try:
             for sock in self.sockets:
                 sock.listen(config.backlog)  # connections queue while the workers boot instead of failing
@@ -166,9 +168,9 @@ class Supervisor:
 
                         self._watcher = ChangeWatcher(config, self._wake)
                         self._watcher.start()
-                    for sock in self.sockets:
+                    for bound in self.listeners:
                         _log.info("bascule master %d serving on %s with %d worker(s) (press CTRL+C to quit)",
-                                  os.getpid(), describe(sock, "https" if config.tls_enabled else "http"), self.target)
+                                  os.getpid(), describe(bound.sock, bound.spec.scheme), self.target)
                     return self._loop()
                 except BaseException as exc:
                     if not isinstance(exc, BasculeError):  # a bug in the master: leave no worker behind
@@ -343,7 +345,8 @@ class Supervisor:
             limit = config.max_requests + random.randint(0, config.max_requests_jitter)
         report_r, report_w = os.pipe()
         setup = WorkerSetup(config=config, socket_fds=tuple(s.fileno() for s in self.sockets), report_fd=report_w,
-                            master_pid=os.getpid(), number=self._numbers, max_requests=limit)
+                            master_pid=os.getpid(), number=self._numbers, max_requests=limit,
+                            listeners=tuple(bound.spec for bound in self.listeners))
         try:
             if config.reload:
                 proc: subprocess.Popen[bytes] | None = self._exec_worker(setup)

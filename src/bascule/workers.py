@@ -41,6 +41,7 @@ from typing import Any
 
 from bascule.config import Config
 from bascule.errors import BasculeError, StartupError
+from bascule.listen.listeners import BoundListener, Listener
 from bascule.logs import reopen_log_files
 from bascule.mounts import Mount
 
@@ -88,10 +89,12 @@ class WorkerSetup:
     master_pid: int
     number: int  # 1, 2, ... in spawn order: names the worker in logs and its process title
     max_requests: int | None  # --max-requests plus this worker's jitter
+    listeners: tuple[Listener, ...] = ()  # the spec of each socket in socket_fds (none: inherited, by config)
 
     def to_json(self) -> str:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["config"] = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)}
+        data["listeners"] = [spec.to_json() for spec in self.listeners]
         return json.dumps(data)
 
     @classmethod
@@ -99,7 +102,18 @@ class WorkerSetup:
         data = json.loads(text)
         data["config"] = Config(**data["config"])
         data["socket_fds"] = tuple(data["socket_fds"])
+        data["listeners"] = tuple(Listener.from_json(spec) for spec in data.get("listeners", ()))
         return cls(**data)
+
+    def bound_listeners(self) -> list[BoundListener]:
+        """The shared sockets, each with its spec (a socket without one is taken as an inherited fd)."""
+        specs = self.listeners or tuple(Listener("fd", fd, self.config.tls_enabled) for fd in self.socket_fds)
+        bound = []
+        for spec, fd in zip(specs, self.socket_fds, strict=True):
+            sock = socket.socket(fileno=fd)
+            sock.setblocking(False)
+            bound.append(BoundListener(spec, sock))
+        return bound
 
 
 class Reporter:
@@ -187,9 +201,7 @@ def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None) -> int:
     signal.signal(signal.SIGQUIT, lambda signum, _: early.append(signum))
     faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
     reporter = Reporter(setup.report_fd)
-    sockets = [socket.socket(fileno=fd) for fd in setup.socket_fds]
-    for sock in sockets:
-        sock.setblocking(False)
+    listeners = setup.bound_listeners()
 
     def at_limit() -> None:
         _log.info("worker %d served %d requests (--max-requests): replacing it", os.getpid(), setup.max_requests)
@@ -200,7 +212,7 @@ def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None) -> int:
                     announce=False)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(_serve(server, setup, sockets, reporter, early))
+            runner.run(_serve(server, setup, listeners, reporter, early))
     except BasculeError as exc:
         reporter.send(ERROR, json.dumps({"code": exc.exit_code, "message": str(exc)}).encode())
         return exc.exit_code
@@ -210,7 +222,7 @@ def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None) -> int:
     return 0
 
 
-async def _serve(server: Any, setup: WorkerSetup, sockets: list[socket.socket], reporter: Reporter,
+async def _serve(server: Any, setup: WorkerSetup, listeners: list[BoundListener], reporter: Reporter,
                  early: list[int]) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, server.request_exit)
@@ -222,7 +234,7 @@ async def _serve(server: Any, setup: WorkerSetup, sockets: list[socket.socket], 
     if early:  # told to stop while loading: start (so lifespan startup and shutdown pair up), then stop
         loop.call_soon(server.request_exit, signal.SIGQUIT in early)
     try:
-        await server.serve(sockets)
+        await server.serve(listeners)
     finally:
         heartbeat.stop()
 

@@ -1,5 +1,11 @@
 """Listening sockets: TCP (IPv4/IPv6), Unix domain sockets, inherited file descriptors, systemd sockets.
 
+Each socket has a spec, a :class:`Listener`: where it listens (the kind and address a --bind value names, as
+:class:`~bascule.config.Endpoint`) and the per-listener flags the front door (listen/accept.py) reads to
+choose what runs between accept and the protocol: TLS, and a PROXY protocol header (issue 14). The socket
+travels with its spec as a :class:`BoundListener`, from here to the serving code, and from the supervisor to
+its workers.
+
 Binding happens before the event loop serves, so a port in use is one clear StartupError line. Sockets are
 created here and handed to the loop, which lets the supervisor bind once and share them with its workers:
 one shared socket per address, so a worker that stops accepting leaves its queued connections to the
@@ -12,9 +18,11 @@ import contextlib
 import os
 import socket
 import stat
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from bascule.config import Config, parse_bind, parse_uds_mode
+from bascule.config import Config, Endpoint, ListenerKind, parse_bind, parse_uds_mode
 from bascule.errors import ConfigError, StartupError
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first socket systemd passes
@@ -22,8 +30,69 @@ SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first socket systemd passes
 DEFAULT_UDS_MODE = 0o666  # read and write for everyone: see bind_unix
 
 
-def bind_sockets(config: Config, environ: MutableMapping[str, str] | None = None) -> list[socket.socket]:
-    """The sockets ``config`` asks for (or systemd passed), bound and ready to listen.
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One listener's spec: where it listens, and the flags that say what runs between accept and the protocol.
+
+    Declared once, like an option of :class:`~bascule.config.Config`: the front door reads these fields and
+    nothing else about a listener, and they cross to the workers as they are (:meth:`to_json`).
+    """
+
+    kind: ListenerKind
+    address: tuple[str, int] | str | int
+    """(host, port) for "tcp", a path for "unix", a file descriptor for "fd" and "systemd"."""
+    tls: bool = False
+    """TLS on this listener (the server's certificate, --ssl-certfile): HTTPS and wss."""
+    proxy_protocol: bool = False
+    """Reserved for issue 14: a PROXY protocol v1/v2 header is read first, before TLS. Nothing sets it yet;
+    the front door already gives such a listener its pre-TLS step (accept, then ``start_tls``)."""
+
+    @classmethod
+    def at(cls, endpoint: Endpoint, *, tls: bool = False, proxy_protocol: bool = False) -> Listener:
+        return cls(endpoint.kind, endpoint.address, tls, proxy_protocol)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.kind, self.address)
+
+    @property
+    def scheme(self) -> str:
+        """'https' or 'http', for the startup log line."""
+        return "https" if self.tls else "http"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "address": self.address, "tls": self.tls, "proxy_protocol": self.proxy_protocol}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Listener:
+        address = data["address"]
+        return cls(data["kind"], tuple(address) if isinstance(address, list) else address,  # JSON has no tuples
+                   bool(data["tls"]), bool(data["proxy_protocol"]))
+
+
+class BoundListener(NamedTuple):
+    """A listening socket and its spec, as the serving code takes them."""
+
+    spec: Listener
+    sock: socket.socket
+
+
+def listener_specs(config: Config) -> list[Listener]:
+    """The listeners ``config`` asks for (systemd's sockets, which replace them, are found at bind time)."""
+    endpoints: list[Endpoint]
+    if config.bind:
+        endpoints = [parse_bind(spec) for spec in config.bind]
+    elif config.fd is not None:
+        endpoints = [Endpoint("fd", config.fd)]
+    elif config.uds:
+        endpoints = [Endpoint("unix", config.uds)]
+    else:
+        endpoints = [Endpoint("tcp", (config.host, config.port))]
+    return [Listener.at(endpoint, tls=config.tls_enabled) for endpoint in endpoints]
+
+
+def bind_listeners(config: Config, environ: MutableMapping[str, str] | None = None) -> list[BoundListener]:
+    """The sockets ``config`` asks for (or systemd passed), bound and ready to listen, each with its spec.
 
     On error, the sockets already bound are closed, so a half-started server holds no port.
     """
@@ -34,31 +103,28 @@ def bind_sockets(config: Config, environ: MutableMapping[str, str] | None = None
                 sock.close()
             raise ConfigError(f"systemd passed {len(activated)} socket(s) (LISTEN_FDS), which replace --bind, "
                               f"--uds and --fd: drop those options, or the socket unit")
-        return activated
-    specs: list[tuple[str, object]]
-    if config.bind:
-        specs = [parse_bind(spec) for spec in config.bind]
-    elif config.fd is not None:
-        specs = [("fd", config.fd)]
-    elif config.uds:
-        specs = [("unix", config.uds)]
-    else:
-        specs = [("tcp", (config.host, config.port))]
+        return [BoundListener(Listener("systemd", sock.fileno(), config.tls_enabled), sock) for sock in activated]
     mode = parse_uds_mode(config.uds_mode) if config.uds_mode is not None else DEFAULT_UDS_MODE
-    sockets: list[socket.socket] = []
+    bound: list[BoundListener] = []
     try:
-        for kind, where in specs:
-            if kind == "fd" and isinstance(where, int):
-                sockets.append(from_fd(where))
-            elif kind == "unix" and isinstance(where, str):
-                sockets.append(bind_unix(where, mode))
+        for spec in listener_specs(config):
+            where = spec.address
+            if spec.kind == "fd" and isinstance(where, int):
+                bound.append(BoundListener(spec, from_fd(where)))
+            elif spec.kind == "unix" and isinstance(where, str):
+                bound.append(BoundListener(spec, bind_unix(where, mode)))
             elif isinstance(where, tuple):
-                sockets.append(bind_tcp(where[0], where[1], reuse_port=config.reuse_port))
+                bound.append(BoundListener(spec, bind_tcp(where[0], where[1], reuse_port=config.reuse_port)))
     except BaseException:
-        for sock in sockets:
-            sock.close()
+        for done in bound:
+            done.sock.close()
         raise
-    return sockets
+    return bound
+
+
+def bind_sockets(config: Config, environ: MutableMapping[str, str] | None = None) -> list[socket.socket]:
+    """The sockets of :func:`bind_listeners`, without their specs."""
+    return [bound.sock for bound in bind_listeners(config, environ)]
 
 
 def systemd_sockets(environ: MutableMapping[str, str]) -> list[socket.socket]:
@@ -118,11 +184,7 @@ def bind_unix(path: str, mode: int = DEFAULT_UDS_MODE) -> socket.socket:
 
 def owned_unix_paths(config: Config) -> list[str]:
     """Paths of the Unix sockets bascule itself binds for ``config`` (not inherited ones), to remove at exit."""
-    if config.bind:
-        return [str(where) for kind, where in map(parse_bind, config.bind) if kind == "unix"]
-    if config.uds and config.fd is None:
-        return [config.uds]
-    return []
+    return [str(spec.address) for spec in listener_specs(config) if spec.kind == "unix"]
 
 
 def remove_unix_sockets(config: Config) -> None:

@@ -16,6 +16,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Protocol
 
 from bascule.config import Config, parse_header
+from bascule.protocols.upgrades import Upgrades
 
 if TYPE_CHECKING:
     from bascule.protocols.exchange import BufferedExchange, Exchange, WebSocketSession
@@ -72,6 +73,7 @@ class ServerContext:
         self.websocket_route: WebSocketRoute | None = None  # set by the server when --ws is on
         self.ssl_context: ssl.SSLContext | None = None  # set by the server with --ssl-certfile (bascule.tls)
         self.server_cert_pem: str | None = None  # the server's certificate, for the ASGI tls extension
+        self.upgrades = Upgrades()  # what a connection may switch to mid-way: the front door fills it (listen/)
         extra = [parse_header(spec) for spec in config.header]
         self._static_headers = b"".join(
             name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n" for name, value in extra)

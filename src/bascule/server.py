@@ -28,11 +28,11 @@ from typing import Any
 from bascule import tls
 from bascule.config import Config
 from bascule.context import ServerContext
+from bascule.listen.accept import FrontDoor, install_upgrades
 from bascule.listen.listeners import BoundListener, bind_listeners, describe, remove_unix_sockets
 from bascule.logs import reopen_log_files
 from bascule.mounts import AppTable, Mount, resolve_mounts
 from bascule.protocols.exchange import Exchange
-from bascule.protocols.h1.connection import H1Connection
 
 _log = logging.getLogger("bascule.error")
 
@@ -99,11 +99,10 @@ class Server:
         ctx = ServerContext(config, loop, dispatch, access_log=config.access_log)
         if config.ws:
             ctx.websocket_route = table.websocket_route
+        install_upgrades(ctx)
         # TLS before the app starts: a bad certificate stops the server with one line (ConfigError)
         ctx.ssl_context = tls.server_context(config, ["h2", "http/1.1"] if config.http2 else ["http/1.1"])
         ctx.server_cert_pem = tls.server_cert_pem(config)
-        # a handshake is the first part of a request head: the same deadline (slowloris before the head)
-        handshake_timeout = config.timeout_request_head if ctx.ssl_context is not None else None
         owns_sockets = listeners is None
         table.start_threads()
         servers: list[asyncio.Server] = []
@@ -111,9 +110,11 @@ class Server:
             await table.startup()
             self.listeners = listeners if listeners is not None else bind_listeners(config)
             self.sockets = [bound.sock for bound in self.listeners]
-            for sock in self.sockets:
-                server = await loop.create_server(lambda: H1Connection(ctx), sock=sock, backlog=config.backlog,
-                                                  ssl=ctx.ssl_context, ssl_handshake_timeout=handshake_timeout)
+            for bound in self.listeners:
+                door = FrontDoor(ctx, bound.spec)  # accept -> (PROXY header) -> TLS -> ALPN/preface -> protocol
+                server = await loop.create_server(door.protocol_factory(), sock=bound.sock,
+                                                  backlog=config.backlog, ssl=door.ssl_context,
+                                                  ssl_handshake_timeout=door.ssl_handshake_timeout)
                 servers.append(server)
             if install_signals:
                 for signum in (signal.SIGINT, signal.SIGTERM):

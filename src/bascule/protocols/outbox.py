@@ -26,9 +26,24 @@ protocol): writes are then dropped and pauses change nothing on the socket.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 COALESCE_LIMIT = 64 * 1024  # queued bytes written at once, without waiting for the end of the pass
+
+
+class Sink(Protocol):
+    """What the outbox writes to and pauses: an asyncio transport, or a WebSocket's pipe over an HTTP/2 stream."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def writelines(self, list_of_data: Iterable[bytes]) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
 
 
 class Outbox:
@@ -41,7 +56,7 @@ class Outbox:
         ``writelines``, without a copy. ``skip_closing``: drop queued bytes once the transport is closing
         (HTTP/2 and WebSocket may still queue a frame after closing it; HTTP/1.1 does not)."""
         self.loop = loop
-        self.transport: asyncio.Transport | None = None
+        self.transport: Sink | None = None
         self.limit = limit
         self.join_below = join_below
         self.skip_closing = skip_closing

@@ -16,7 +16,7 @@ import http
 import logging
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import httptools
 
@@ -35,9 +35,6 @@ from bascule.protocols.http1x import SWITCH_TO_H2C, simple_response
 from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import answer_timeout, body_over_limit
 from bascule.tls import tls_extension
-
-if TYPE_CHECKING:
-    from bascule.protocols.h2.connection import H2Connection
 
 LINGER_SECONDS = 2.0
 COALESCE_LIMIT = 256 * 1024  # queued bytes written at once, without waiting for the end of the pass (outbox.py)
@@ -119,9 +116,6 @@ class H1Connection(asyncio.Protocol):
             self._send_error(503, b"Service Unavailable: too many connections\n")
             return
         ctx.connections.add(self)
-        if self.tls is not None and transport.get_extra_info("ssl_object").selected_alpn_protocol() == "h2":
-            self._hand_over()  # ALPN chose HTTP/2
-            return
         if ctx.shutting_down:
             self.close()
 
@@ -159,7 +153,7 @@ class H1Connection(asyncio.Protocol):
                     self._head_since = self.loop.time()
                     self._head_bytes = 1 + h1_checks.partial_head_size(data, self._url, self._headers)
                 if self._url == b"*" and self._latest is None:
-                    self._early += data  # perhaps an HTTP/2 preface over several reads (_h2_prior_knowledge)
+                    self._early += data  # perhaps an HTTP/2 preface over several reads (_h2_preface)
                 if self._head_bytes > self._max_head:
                     raise ProtocolError(f"request header fields too large (over --limit-request-header-size, "
                                         f"{self._max_head} bytes)", 431)
@@ -186,9 +180,8 @@ class H1Connection(asyncio.Protocol):
             if not self._raw_left:
                 self.outbox.pause_reading(PAUSE_UPGRADE)
         except (httptools.HttpParserError, ProtocolError) as exc:
-            if self._latest is None and str(exc).startswith("Pause on PRI") and self.ctx.http2:
-                self._h2_prior_knowledge(data)  # llhttp stops at the HTTP/2 preface's "PRI * HTTP/2.0"
-                return
+            if self._latest is None and str(exc).startswith("Pause on PRI") and self._h2_preface(data):
+                return  # llhttp stopped at the HTTP/2 preface's "PRI * HTTP/2.0": the connection is HTTP/2's now
             refusal: Exception = exc
             if isinstance(exc, httptools.HttpParserInvalidMethodError) and len(data) <= h1_checks.REPLAY_LIMIT:
                 method = h1_checks.unknown_method(data)
@@ -370,24 +363,18 @@ class H1Connection(asyncio.Protocol):
         request behind others in the pipeline, or a connection paused for a reason of its own.
         """
         route = self.ctx.websocket_route
+        upgrade = self.ctx.upgrades.websocket
         transport = self.transport
-        if (route is None or transport is None or ex is not self._latest or self.outbox.paused_by
+        if (route is None or upgrade is None or transport is None or ex is not self._latest or self.outbox.paused_by
                 or not any(name == b"upgrade" and value.lower() == b"websocket" for name, value in ex.headers)):
             return False
         handler = route(ex.raw_path)
         if handler is None:
             return False
-        from bascule.protocols.websocket.connection import WSConnection  # imported on the first upgrade only
-
         self._to_dispatch = None
         self.active = self._parsing = self._latest = None
-        self.outbox.flush()  # earlier responses go out before the 101
-        self.closed = True  # this object is done with the transport
-        self.outbox.transport = None
-        self.ctx.connections.discard(self)
-        ws = WSConnection(self.ctx, transport, ex)
-        transport.set_protocol(ws)
-        ws.start(handler, leftover)
+        self.detach()  # earlier responses go out before the 101
+        upgrade(self.ctx, transport, ex, handler, leftover)
         return True
 
     # -- the body of an upgrade request that was not taken (llhttp leaves it unparsed) -------------------
@@ -429,29 +416,27 @@ class H1Connection(asyncio.Protocol):
             self.outbox.pause_reading(PAUSE_UPGRADE)  # nothing after the body is read: the connection closes
 
     # -- HTTP/2 over a connection that began as HTTP/1.1 (reached on error and upgrade paths only) ---------
-    def _hand_over(self) -> H2Connection:
-        from bascule.protocols.h2.connection import H2Connection  # imported on the first HTTP/2 connection only
-
-        transport = self.transport
-        assert transport is not None
+    def detach(self) -> None:
+        """This object is done with the transport, which another protocol takes: what it queued goes out first."""
         self.outbox.flush()
-        self.closed = True  # this object is done with the transport
+        self.closed = True
         self.outbox.transport = None
         self.ctx.connections.discard(self)
-        h2 = H2Connection(self.ctx, self.scheme, self.tls)
-        transport.set_protocol(h2)
-        h2.connection_made(transport)
-        return h2
 
-    def _h2_prior_knowledge(self, data: bytes) -> None:
-        """The client opened with the HTTP/2 preface (h2c with prior knowledge): hand the bytes to HTTP/2."""
-        from bascule.protocols.h2.frames import PREFACE
+    def _h2_preface(self, data: bytes) -> bool:
+        """The client opened with the HTTP/2 preface, which the front door did not see whole in the first read
+        (it came in pieces, or over TLS without ALPN): HTTP/2 takes the connection, if the server offers it.
 
-        # llhttp stops somewhere in the preface; the reads before this one, if it came in several, were
-        # kept by data_received (the head was incomplete after them)
-        received = self._early + data
-        feed = received if received.startswith(PREFACE[:18]) else PREFACE[:18] + data
-        self._hand_over().data_received(feed)
+        llhttp stops somewhere in the preface; the reads before this one, if it came in several, were kept by
+        data_received (the head was incomplete after them).
+        """
+        take_over = self.ctx.upgrades.h2_preface
+        transport = self.transport
+        if take_over is None or transport is None:
+            return False
+        self.detach()
+        take_over(self.ctx, transport, self.scheme, self.tls, self._early, data)
+        return True
 
     def _h2c_upgrade(self, ex: H1Exchange, leftover: bytes) -> bool:
         """``Upgrade: h2c`` (RFC 7540 3.2): 101, then this request is stream 1 of an HTTP/2 connection.
@@ -464,6 +449,9 @@ class H1Connection(asyncio.Protocol):
                 or self.transport is None or ex is not self.active or self.queue
                 or any(name in _FRAMING_HEADERS for name, _ in ex.headers)):
             return False
+        h2c = self.ctx.upgrades.h2c
+        if h2c is None:
+            return False
         upgrade = settings = None
         for name, value in ex.headers:
             if name == b"upgrade":
@@ -472,19 +460,15 @@ class H1Connection(asyncio.Protocol):
                 settings = value
         if upgrade != b"h2c" or settings is None:
             return False
-        from bascule.protocols.h2.headers import upgrade_request
-
-        try:
-            head, client_settings = upgrade_request(ex, settings)
-        except ValueError:
-            return False
+        start = h2c(self.ctx, ex, settings)
+        if start is None:
+            return False  # HTTP2-Settings could not be read: served as HTTP/1.1
+        transport = self.transport
         self._to_dispatch = None
         self.active = self._parsing = self._latest = None
         self.outbox.write(SWITCH_TO_H2C)
-        h2 = self._hand_over()
-        h2.upgraded(head, client_settings)
-        if leftover:
-            h2.data_received(leftover)
+        self.detach()
+        start(transport, leftover)
         return True
 
     # -- dispatch and completion --------------------------------------------------------------------

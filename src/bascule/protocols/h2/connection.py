@@ -77,7 +77,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         self.send_window = fr.DEFAULT_WINDOW
         self.recv_window = CONN_WINDOW
         self._conn_unacked = 0
-        self.connect_protocol = ctx.websocket_route is not None
+        self.connect_protocol = ctx.websocket_route is not None and ctx.upgrades.websocket_over_stream is not None
         self.decoder = RequestDecoder(ctx.limit_request_header_size, connect_protocol=self.connect_protocol)
         self._buf = b""
         self._preface = True  # the client preface has not arrived yet
@@ -353,7 +353,8 @@ class H2Connection(H2Output, asyncio.Protocol):
         from bascule.protocols.h2.websocket import H2WSStream  # imported on the first WebSocket only
 
         route = self.ctx.websocket_route
-        handler = route(head.raw_path) if route is not None and head.protocol == b"websocket" else None
+        handler = (route(head.raw_path) if route is not None and head.protocol == b"websocket"
+                   and self.ctx.upgrades.websocket_over_stream is not None else None)
         if handler is None or end_stream:
             st = self._register(H2Stream(self, sid, head))
             if end_stream:

@@ -4,6 +4,10 @@ The frame engine is websockets' sans-I/O :class:`~websockets.server.ServerProtoc
 out, close handshake, permessage-deflate through its extension machinery); this module is the asyncio
 glue around it and the :class:`~bascule.protocols.exchange.WebSocketSession` the ASGI gateway uses.
 
+The session runs over a :class:`~bascule.protocols.pipe.BytePipe`: the HTTP/1.1 connection's transport after
+the upgrade (HTTP/1.1 asks the upgrade registry for this module, so neither imports the other), or an HTTP/2
+extended CONNECT stream (protocols/websocket/extended_connect.py answers its handshake as HTTP/2 does).
+
 Life of a connection (:class:`Phase`): :class:`~bascule.protocols.h1.connection.H1Connection` parses the upgrade
 request and hands the transport over. The handshake is checked here first (a bad one is answered 400/426
 without bothering the app); then the app decides: ``accept`` sends 101 and frames flow (OPEN), or it
@@ -57,6 +61,7 @@ from bascule.protocols.exchange import (
 from bascule.protocols.fields import field_block
 from bascule.protocols.http1x import simple_response, status_line
 from bascule.protocols.outbox import Outbox
+from bascule.protocols.pipe import BytePipe
 from bascule.protocols.websocket.engine import CONTROL_PER_TICK, Engine, check_handshake, offered_subprotocols
 
 if TYPE_CHECKING:
@@ -101,7 +106,8 @@ class Phase(enum.Enum):
 
 
 class WSConnection(asyncio.Protocol, WebSocketSession):
-    """One WebSocket connection: the transport's protocol after the upgrade, and the app's session."""
+    """One WebSocket connection: the protocol of its pipe (a transport after the upgrade, or an HTTP/2 stream),
+    and the app's session."""
 
     __slots__ = ("_abort_at", "_accept_headers", "_backlog", "_close_event", "_closing_since", "_decoder",
                  "_early", "_early_size", "_eof_pending", "_ex", "_extensions", "_fed",
@@ -111,7 +117,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
                  "max_size", "outbox", "phase", "proto", "query_string", "raw_path", "scheme", "server", "subprotocols",
                  "tls", "transport")
 
-    def __init__(self, ctx: ServerContext, transport: asyncio.Transport, ex: Exchange) -> None:
+    def __init__(self, ctx: ServerContext, transport: BytePipe, ex: Exchange) -> None:
         self.ctx = ctx
         self.loop = ctx.loop
         self.transport = transport
@@ -229,6 +235,15 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             self._closed_by_peer()
         self._wake_receiver()
         self._wake_drain()
+
+    # -- PipeSession: what a pipe that is not a socket (an HTTP/2 stream) also calls ---------------------
+    def takes_input(self) -> bool:
+        phase = self.phase
+        return phase is Phase.OPEN or phase is Phase.HANDSHAKE
+
+    def input_ended(self) -> None:
+        if self.phase is Phase.OPEN and not self.eof_received():  # True: frames still held, it closes after them
+            self.transport.close()
 
     def pause_writing(self) -> None:
         self.outbox.write_paused = True

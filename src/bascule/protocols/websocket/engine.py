@@ -1,14 +1,14 @@
 """The sans-I/O side of a WebSocket: the handshake check, and websockets' frame engine with our budget.
 
 Split from protocols/websocket.py (the asyncio glue, flow control and the app's session), which drives
-these: :func:`check_handshake` decides a handshake before the app sees it, and :class:`Engine` is the
+these: :func:`check_handshake` (an HTTP/1.1 upgrade) and :func:`check_extended_connect` (an HTTP/2 extended
+CONNECT) decide a handshake before the app sees it, and :class:`Engine` is the
 ``websockets`` server protocol each open connection feeds its bytes to. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from websockets.datastructures import Headers as WSHeaders
 from websockets.extensions import Extension
@@ -19,10 +19,7 @@ from websockets.http11 import Request
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
-from bascule.protocols.exchange import Headers
-
-if TYPE_CHECKING:
-    from bascule.protocols.h1.exchange import H1Exchange
+from bascule.protocols.exchange import Exchange, Headers
 
 # Pings, pongs and empty non-final fragments a peer may send per 0.5 s tick (context.TICK_SECONDS). Each costs
 # ~5 us to parse and a ping a pong to write, for nothing the app sees. Legitimate peers send a few per second
@@ -35,9 +32,10 @@ CONTROL_PER_TICK = 1000
 SMALL_FRAGMENT = 64
 _PING, _PONG, _CLOSE = Opcode.PING, Opcode.PONG, Opcode.CLOSE
 _log = logging.getLogger("bascule.websocket")  # websockets' own logs; its "connection open" lines are info
+_NONCE = "AAAAAAAAAAAAAAAAAAAAAA=="  # RFC 8441 has no key; websockets' negotiator wants one, unused here
 
 
-def check_handshake(ex: H1Exchange, *, deflate: bool) -> tuple[int, str, Headers] | tuple[Headers, list[Extension]]:
+def check_handshake(ex: Exchange, *, deflate: bool) -> tuple[int, str, Headers] | tuple[Headers, list[Extension]]:
     """Validate an upgrade request: (status, reason, extra headers) to refuse it, else (101 headers, extensions).
 
     The 101's headers lack the subprotocol, which the app chooses. Any header, ASCII or not, well-formed or
@@ -68,6 +66,37 @@ def check_handshake(ex: H1Exchange, *, deflate: bool) -> tuple[int, str, Headers
         return response.status_code, reason, extra
     out: Headers = [(b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
                     (b"sec-websocket-accept", response.headers["Sec-WebSocket-Accept"].encode("ascii"))]
+    if "Sec-WebSocket-Extensions" in response.headers:
+        out.append((b"sec-websocket-extensions", response.headers["Sec-WebSocket-Extensions"].encode("latin-1")))
+    return out, negotiator.extensions
+
+
+def check_extended_connect(ex: Exchange, *,
+                           deflate: bool) -> tuple[int, str, Headers] | tuple[Headers, list[Extension]]:
+    """Validate an extended CONNECT: (status, reason, extra headers) to refuse it, else (200 headers, extensions).
+
+    The extension negotiation (permessage-deflate) is websockets' own, run on the request as if it were the
+    HTTP/1.1 upgrade RFC 8441 stands for (the request is an HTTP/2 stream; only Exchange fields are read).
+    """
+    headers = WSHeaders()
+    for name, value in ex.headers:
+        headers[name.decode("latin-1")] = value.decode("latin-1")
+    versions = headers.get_all("Sec-WebSocket-Version")
+    if versions != ["13"]:
+        return 426, f"unsupported WebSocket version {', '.join(versions)!r}", [(b"sec-websocket-version", b"13")]
+    headers["Upgrade"] = "websocket"
+    headers["Connection"] = "Upgrade"
+    headers["Sec-WebSocket-Key"] = _NONCE
+    negotiator = ServerProtocol(extensions=enable_server_permessage_deflate(None) if deflate else None,
+                                logger=_log)
+    path = (ex.raw_path + (b"?" + ex.query_string if ex.query_string else b"")).decode("latin-1")
+    try:
+        response = negotiator.accept(Request(path, headers))
+    except Exception as exc:
+        return 400, f"invalid WebSocket handshake ({exc})", []
+    if response.status_code != 101:
+        return response.status_code, str(negotiator.handshake_exc or "invalid WebSocket handshake"), []
+    out: Headers = []
     if "Sec-WebSocket-Extensions" in response.headers:
         out.append((b"sec-websocket-extensions", response.headers["Sec-WebSocket-Extensions"].encode("latin-1")))
     return out, negotiator.extensions

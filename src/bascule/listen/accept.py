@@ -1,0 +1,324 @@
+"""The front door: what happens to a connection between accept and its protocol, per listener.
+
+    accept -> [PROXY header: issue 14, only where the listener asks for it] -> TLS -> ALPN / preface -> protocol
+
+:class:`FrontDoor` gives the server, for one :class:`~bascule.listen.listeners.Listener`, the protocol factory
+and the ``ssl=`` to pass to ``loop.create_server``. It picks the cheapest way through for the listener:
+
+- cleartext, HTTP/2 off: :class:`~bascule.protocols.h1.connection.H1Connection` itself, nothing in between;
+- cleartext, HTTP/2 on: :class:`Sniff`, which makes the HTTP/1.1 connection at accept (so limits, timeouts
+  and a graceful stop treat the connection as today) and looks at the first read only: the HTTP/2 preface
+  hands the connection to HTTP/2, anything else to HTTP/1.1, and either way it leaves the transport's path;
+- TLS, no pre-TLS step: the loop's own ``ssl=`` handshake, then :class:`ChooseByALPN` picks HTTP/2 or
+  HTTP/1.1 once, in ``connection_made`` (with HTTP/2 off, ALPN offers only http/1.1: H1Connection itself);
+- a listener with a pre-TLS step (``proxy_protocol``, issue 14): :class:`Preamble` accepts in clear, reads what
+  must come first, then runs TLS with ``loop.start_tls`` and chooses as above.
+
+``start_tls`` is only used where a pre-TLS step needs it: on uvloop it cost ~15% more server CPU per resumed
+handshake than ``ssl=`` (benchmarks/tls_accept.py, docs/performance.md), and a full handshake is no faster.
+Either way the TLS handshake must finish within --timeout-request-head, and SIGHUP's certificate reload
+applies, since both use the server's one SSLContext.
+
+Nothing here runs per request. :func:`install_upgrades` fills the upgrade registry
+(:class:`~bascule.protocols.upgrades.Upgrades`) through which HTTP/1.1 reaches HTTP/2 and WebSocket, and
+HTTP/2 reaches WebSocket, without the protocol packages importing each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any, cast
+
+from bascule.context import ServerContext
+from bascule.listen.listeners import Listener
+from bascule.protocols.exchange import Exchange
+from bascule.protocols.h1.connection import H1Connection
+from bascule.protocols.h2.connection import H2Connection
+from bascule.protocols.h2.frames import PREFACE
+from bascule.protocols.h2.headers import upgrade_request
+from bascule.protocols.pipe import BytePipe, PipeSession
+from bascule.protocols.upgrades import H2cStart, WebSocketHandler
+from bascule.protocols.websocket.connection import WSConnection
+from bascule.protocols.websocket.extended_connect import StreamWebSocket
+from bascule.tls import tls_extension
+
+_log = logging.getLogger("bascule.error")
+
+PREFACE_LINE = PREFACE[:18]
+"""``PRI * HTTP/2.0\\r\\n\\r\\n``: the part of the HTTP/2 preface an HTTP/1.1 parser reads as a request head.
+A first read that opens with it is HTTP/2's; one that does not is HTTP/1.1's (which still hands a preface that
+came in pieces to HTTP/2, through the registry)."""
+
+
+class FrontDoor:
+    """One listener's way from accept to protocol: the factory and ``ssl=`` for ``loop.create_server``."""
+
+    def __init__(self, ctx: ServerContext, listener: Listener) -> None:
+        self.ctx = ctx
+        self.listener = listener
+        tls = ctx.ssl_context if listener.tls else None
+        self.pre_tls = listener.proxy_protocol  # a step before TLS: TLS after accept (start_tls)
+        self.tls_context = tls
+        self.ssl_context = tls if not self.pre_tls else None
+        """What create_server's ``ssl=`` gets: the loop's own handshake, where nothing comes before TLS."""
+        # a handshake is the first part of a request head: the same deadline (slowloris before the head)
+        self.handshake_timeout = ctx.timeout_request_head if tls is not None else None
+
+    @property
+    def ssl_handshake_timeout(self) -> float | None:
+        """create_server's ``ssl_handshake_timeout`` (it takes one only with ``ssl=``)."""
+        return self.handshake_timeout if self.ssl_context is not None else None
+
+    def protocol_factory(self) -> Callable[[], asyncio.BaseProtocol]:
+        ctx = self.ctx
+        if self.pre_tls:
+            return lambda: Preamble(ctx, self.tls_context, self.handshake_timeout)
+        if not ctx.http2:
+            return lambda: H1Connection(ctx)
+        if self.ssl_context is not None:
+            return lambda: ChooseByALPN(ctx)
+        return lambda: Sniff(ctx)
+
+
+def at_connection_limit(ctx: ServerContext) -> bool:
+    """--limit-connections reached: the new connection goes to HTTP/1.1, which answers it 503 and closes."""
+    limit = ctx.limit_connections
+    return limit is not None and len(ctx.connections) >= limit
+
+
+def choose_by_alpn(ctx: ServerContext, transport: asyncio.BaseTransport) -> asyncio.Protocol:
+    """HTTP/2 if ALPN chose h2 (and the server has room), else HTTP/1.1; not yet connected."""
+    ssl_object: Any = transport.get_extra_info("ssl_object")
+    if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2" and not at_connection_limit(ctx):
+        return H2Connection(ctx, "https", tls_extension(ssl_object, ctx.server_cert_pem))
+    return H1Connection(ctx)
+
+
+class ChooseByALPN(asyncio.Protocol):
+    """TLS done by the loop (``ssl=``): picks the protocol from ALPN once, then steps out of the way."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        protocol = choose_by_alpn(self.ctx, transport)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+
+class Sniff(asyncio.Protocol):
+    """Cleartext with HTTP/2 on: HTTP/1.1 from accept, unless the first read opens with the HTTP/2 preface.
+
+    The HTTP/1.1 connection is made at accept, as if it were alone (the connection limit's 503, the idle
+    timeout and a graceful stop see it at once); until the first read this object passes the transport's
+    calls on to it. The first read decides, and this object leaves the transport's path: per connection one
+    small object and one ``set_protocol``, per request nothing.
+    """
+
+    __slots__ = ("h1", "transport")
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.h1 = H1Connection(ctx)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.h1.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        h1, transport = self.h1, self.transport
+        assert transport is not None
+        ctx = h1.ctx
+        if data.startswith(PREFACE_LINE) and h1 in ctx.connections:  # not refused, not closing
+            h1.detach()
+            h2 = H2Connection(ctx, "http", None)
+            transport.set_protocol(h2)
+            h2.connection_made(transport)
+            h2.data_received(data)
+            return
+        transport.set_protocol(h1)
+        h1.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.h1.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.h1.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.h1.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.h1.resume_writing()
+
+
+class Preamble(asyncio.Protocol):
+    """A listener with a step before TLS: accepted in clear, the step, then TLS with ``loop.start_tls``.
+
+    The step is issue 14's PROXY protocol header (:meth:`_read_preamble` is the hook; today it reads nothing).
+    Bytes that arrive before TLS takes the transport are kept (reading paused) and handed to the TLS protocol
+    once ``start_tls`` has set it: the header's leftover, and on uvloop the start of the ClientHello too (uvloop
+    starts reading after ``connection_made`` returns, so a pause there is lost). While the handshake completes
+    this object is also the TLS transport's protocol: what arrives then is kept for the protocol chosen.
+    """
+
+    __slots__ = ("_early", "_handshake", "_lost", "_tls_started", "ctx", "handshake_timeout", "tls_context",
+                 "transport")
+
+    def __init__(self, ctx: ServerContext, tls_context: ssl.SSLContext | None, handshake_timeout: float | None) -> None:
+        self.ctx = ctx
+        self.tls_context = tls_context
+        self.handshake_timeout = handshake_timeout
+        self.transport: asyncio.Transport | None = None
+        self._early = b""
+        self._tls_started = False
+        self._lost = False
+        self._handshake: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is not None:
+            return  # (not called by start_tls; guard all the same)
+        self.transport = cast(asyncio.Transport, transport)
+        if self._read_preamble():
+            self._preamble_done()
+
+    def data_received(self, data: bytes) -> None:
+        self._early += data
+        if not self._tls_started:
+            transport = self.transport
+            if transport is not None:
+                transport.pause_reading()  # nothing more until the step before TLS is done with these
+            if self._read_preamble():
+                self._preamble_done()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+
+    # -- issue 14: the PROXY protocol header ----------------------------------------------------------------
+    def _read_preamble(self) -> bool:
+        """HOOK for issue 14: read the PROXY v1/v2 header from ``self._early`` (listen/proxy_protocol.py's
+        reader), keep only the bytes after it, and note the addresses it gives; True once done.
+
+        Today nothing is read before TLS, so this is done at once.
+        """
+        return True
+
+    def _preamble_done(self) -> None:
+        transport = self.transport
+        if transport is None or self._tls_started:
+            return
+        self._tls_started = True
+        if self.tls_context is None:
+            self._hand_over_cleartext(transport)
+            return
+        self._handshake = self.ctx.loop.create_task(self._start_tls(transport, self.tls_context))
+
+    def _hand_over_cleartext(self, transport: asyncio.Transport) -> None:
+        ctx = self.ctx
+        early, self._early = self._early, b""
+        protocol: asyncio.Protocol = Sniff(ctx) if ctx.http2 else H1Connection(ctx)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if early:
+            protocol.data_received(early)
+        transport.resume_reading()
+
+    async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+        loop = self.ctx.loop
+        handshake = loop.create_task(loop.start_tls(transport, self, context, server_side=True,
+                                                    ssl_handshake_timeout=self.handshake_timeout))
+        loop.call_soon(self._feed_tls)  # runs after start_tls's first step has made its TLS protocol the reader
+        try:
+            tls = await handshake
+        except OSError as exc:  # a failed or timed-out handshake (ssl.SSLError and TimeoutError are OSErrors)
+            _log.debug("TLS handshake with %s failed: %r", transport.get_extra_info("peername"), exc)
+            transport.abort()
+            return
+        if tls is None or self._lost or tls.is_closing():
+            return
+        early, self._early = self._early, b""
+        protocol = choose_by_alpn(self.ctx, tls)
+        tls.set_protocol(protocol)
+        protocol.connection_made(tls)
+        if early:
+            protocol.data_received(early)
+
+    def _feed_tls(self) -> None:
+        """Hand the bytes read before TLS to the TLS protocol start_tls made (a BufferedProtocol)."""
+        data, self._early = self._early, b""
+        transport = self.transport
+        if not data or transport is None or self._lost:
+            return
+        reader: Any = transport.get_protocol()
+        if hasattr(reader, "buffer_updated"):  # a BufferedProtocol (uvloop's is one without the base class)
+            view = memoryview(reader.get_buffer(len(data)))
+            n = min(len(view), len(data))
+            view[:n] = data[:n]
+            reader.buffer_updated(n)
+            if n < len(data):
+                self._early = data[n:]
+                self.ctx.loop.call_soon(self._feed_tls)
+        else:
+            reader.data_received(data)
+
+
+# -- the upgrade registry's handlers ---------------------------------------------------------------------------
+def install_upgrades(ctx: ServerContext) -> None:
+    """Fill ``ctx.upgrades`` with what this server offers: HTTP/2 if it is on, WebSocket if an ASGI route exists."""
+    upgrades = ctx.upgrades
+    if ctx.http2:
+        upgrades.h2_preface = h2_from_preface
+        upgrades.h2c = h2c_upgrade
+    if ctx.websocket_route is not None:
+        upgrades.websocket = websocket_over_transport
+        upgrades.websocket_over_stream = websocket_over_stream
+
+
+def h2_from_preface(ctx: ServerContext, transport: asyncio.Transport, scheme: str, tls: dict[str, Any] | None,
+                    earlier: bytes, data: bytes) -> None:
+    """HTTP/1.1 stopped at a preface that came in pieces (``earlier`` holds the reads before ``data``)."""
+    received = earlier + data
+    feed = received if received.startswith(PREFACE_LINE) else PREFACE_LINE + data
+    h2 = H2Connection(ctx, scheme, tls)
+    transport.set_protocol(h2)
+    h2.connection_made(transport)
+    h2.data_received(feed)
+
+
+def h2c_upgrade(ctx: ServerContext, ex: Exchange, settings: bytes) -> H2cStart | None:
+    """``Upgrade: h2c`` (RFC 7540 3.2): the request becomes stream 1; None if HTTP2-Settings is unreadable."""
+    try:
+        head, client_settings = upgrade_request(ex, settings)
+    except ValueError:
+        return None
+
+    def start(transport: asyncio.Transport, leftover: bytes) -> None:
+        h2 = H2Connection(ctx, "http", None)
+        transport.set_protocol(h2)
+        h2.connection_made(transport)
+        h2.upgraded(head, client_settings)
+        if leftover:
+            h2.data_received(leftover)
+
+    return start
+
+
+def websocket_over_transport(ctx: ServerContext, transport: asyncio.Transport, ex: Exchange,
+                             handler: WebSocketHandler, leftover: bytes) -> None:
+    """``Upgrade: websocket`` over HTTP/1.1: the transport becomes the session's pipe."""
+    ws = WSConnection(ctx, transport, ex)
+    transport.set_protocol(ws)
+    ws.start(handler, leftover)
+
+
+def websocket_over_stream(ctx: ServerContext, pipe: BytePipe, stream: Exchange) -> PipeSession:
+    """An HTTP/2 extended CONNECT: the stream is the session's pipe and answers its handshake."""
+    return StreamWebSocket(ctx, pipe, stream)

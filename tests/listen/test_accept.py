@@ -264,6 +264,8 @@ def test_the_factory_is_the_cheapest_way_through(ctx: ServerContext) -> None:
     assert FrontDoor(ctx, tls).ssl_handshake_timeout == ctx.timeout_request_head
     pre_tls = FrontDoor(ctx, Listener("tcp", ("", 1), tls=True, proxy_protocol=True))
     assert pre_tls.ssl_context is None and pre_tls.ssl_handshake_timeout is None  # TLS comes after accept
+    # ... with the server's one context (which SIGHUP reloads in place) and the head deadline
+    assert pre_tls.tls_context is ctx.ssl_context and pre_tls.handshake_timeout == ctx.timeout_request_head
     ctx.http2 = False
     assert made(plain) is H1Connection and made(tls) is H1Connection
 

@@ -14,8 +14,9 @@ and the ``ssl=`` to pass to ``loop.create_server``. It picks the cheapest way th
 - a listener with a pre-TLS step (``proxy_protocol``, issue 14): :class:`Preamble` accepts in clear, reads what
   must come first, then runs TLS with ``loop.start_tls`` and chooses as above.
 
-``start_tls`` is only used where a pre-TLS step needs it: on uvloop it cost ~15% more server CPU per resumed
-handshake than ``ssl=`` (benchmarks/tls_accept.py, docs/performance.md), and a full handshake is no faster.
+``start_tls`` is only used where a pre-TLS step needs it: on uvloop it made 10-25% fewer sequential
+handshakes per second than ``ssl=`` (a task and two loop passes more per connection; server CPU per
+handshake equal to 16% more), full or resumed (benchmarks/tls_accept.py, docs/performance.md).
 Either way the TLS handshake must finish within --timeout-request-head, and SIGHUP's certificate reload
 applies, since both use the server's one SSLContext.
 

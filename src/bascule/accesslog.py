@@ -3,10 +3,15 @@
 A request target or User-Agent may carry CR, LF, ESC or other control bytes; written raw they would forge
 extra log lines or colour a terminal. Every byte outside printable ASCII (and the backslash and double
 quote) is written as ``\\xHH``, so one request is always exactly one line.
+
+The log is one request observer (context.RequestObserver), registered with --access-log: a line per
+exchange that got a response (complete or given up), none for one whose client went away first.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from typing import Protocol
 
@@ -21,6 +26,39 @@ class Logged(Protocol):
     status: int
     client: tuple[str, int] | None
     headers: list[tuple[bytes, bytes]]
+
+
+class Finished(Logged, Protocol):
+    """What the observer reads of a finished exchange besides the logged fields."""
+
+    start_time: float
+    sent: int
+    dropped: bool
+
+
+class AccessLog:
+    """The access log as a request observer: formats and writes one line when a request finishes."""
+
+    def __init__(self, template: str, loop: asyncio.AbstractEventLoop, logger: logging.Logger,
+                 error_log: logging.Logger) -> None:
+        self.template = template
+        self.loop = loop
+        self.logger = logger
+        self.error_log = error_log
+
+    def request_started(self, ex: Finished) -> None:
+        """Nothing to write yet: the line is written when the request finishes."""
+
+    def request_finished(self, ex: Finished) -> None:
+        if ex.dropped:
+            return  # the client went away before a response: no line (as before the observers)
+        try:
+            line = format_access(self.template, ex, ex.sent, self.loop.time() - ex.start_time)
+        except Exception:  # a broken template must never break a response
+            self.error_log.exception("access_log_format could not be applied")
+            return
+        self.logger.info(line)
+
 
 _UNSAFE = re.compile(rb'[^\x20-\x7e]|["\\]')
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Protocol
 
+from bascule.accesslog import AccessLog
 from bascule.config import Config, parse_header
 from bascule.protocols.upgrades import Upgrades
 
@@ -35,6 +36,21 @@ class Connection(Protocol):
     def force_close(self) -> None: ...
 
 
+class RequestObserver(Protocol):
+    """Told of every exchange's life, on the event-loop thread: the access log is one, metrics another.
+
+    ``request_started`` comes once the server takes the request on (it is dispatched, or refused with a
+    response of the server's own), with ``ex.start_time`` set; ``request_finished`` comes exactly once
+    after it, when the response is complete or given up (``ex.status``, ``ex.sent``), or when the client
+    went away first (``ex.dropped``; the app may still be running). A WebSocket's exchange is its
+    handshake: it finishes when the app accepts or denies it. Observers must be quick and must not raise.
+    """
+
+    def request_started(self, ex: Exchange) -> None: ...
+
+    def request_finished(self, ex: Exchange) -> None: ...
+
+
 class ServerContext:
     """Everything a connection needs from its server, with hot values precomputed."""
 
@@ -44,9 +60,11 @@ class ServerContext:
         self.loop = loop
         self.dispatch = dispatch
         self.error_log = logging.getLogger("bascule.error")
-        self.access_logger = logging.getLogger("bascule.access")
-        self.access_log = access_log and self.access_logger.isEnabledFor(logging.INFO)
-        self.access_log_format = config.access_log_format
+        self.observers: list[RequestObserver] = []  # see observe(); empty: the events cost one test each
+        access_logger = logging.getLogger("bascule.access")
+        self.access_log = access_log and access_logger.isEnabledFor(logging.INFO)
+        if self.access_log:
+            self.observe(AccessLog(config.access_log_format, loop, access_logger, self.error_log))
         self.keep_alive_timeout = config.timeout_keep_alive
         self.limit_concurrency = config.limit_concurrency
         self.limit_request_line = config.limit_request_line
@@ -105,11 +123,16 @@ class ServerContext:
             conn.on_tick(now)
         self._timer = self.loop.call_later(TICK_SECONDS, self._tick)
 
+    def observe(self, observer: RequestObserver) -> None:
+        """Register ``observer`` for every request from now on (the access log; metrics)."""
+        self.observers.append(observer)
+
     def serve(self, ex: BufferedExchange) -> None:
         """Hand a parsed request to its app, counted for --limit-concurrency: every protocol's requests
         come through here. Over the limit, a 503 (``ex.refuse``); a dispatch that fails, a 500."""
         self.in_flight += 1
         ex.counted = True
+        self.request_started(ex)
         limit = self.limit_concurrency
         if limit is not None and self.in_flight > limit:
             ex.refuse(503, b"Service Unavailable: the server is at its concurrency limit\n")
@@ -123,19 +146,28 @@ class ServerContext:
             else:
                 ex.abort()
 
-    def release(self, ex: BufferedExchange) -> None:
-        """The request no longer counts against --limit-concurrency (done, reset, or its client gone)."""
+    def request_started(self, ex: Exchange) -> None:
+        """The server took ``ex`` on (``serve``, or a refusal answered before any app runs): the protocol
+        has set ``ex.start_time``. Observers hear of it; request_finished must follow, exactly once."""
+        ex.live = True
+        observers = self.observers
+        if observers:
+            for observer in observers:
+                observer.request_started(ex)
+
+    def request_finished(self, ex: Exchange, dropped: bool = False) -> None:
+        """``ex`` is over: its response is complete or given up, or (``dropped``) its client went away
+        first. The one place a request stops counting against --limit-concurrency; only the first call
+        for a started exchange counts, so every protocol may call it from each of its end paths."""
+        if not ex.live:
+            return
+        ex.live = False
+        if dropped:
+            ex.dropped = True
         if ex.counted:
             ex.counted = False
             self.in_flight -= 1
-
-    def log_access(self, ex: Exchange, nbytes: int) -> None:
-        """One access-log line; every field from the request is escaped so it cannot forge lines."""
-        from bascule.accesslog import format_access
-
-        try:
-            line = format_access(self.access_log_format, ex, nbytes, self.loop.time() - ex.start_time)
-        except Exception:  # a broken template must never break a response
-            self.error_log.exception("access_log_format could not be applied")
-            return
-        self.access_logger.info(line)
+        observers = self.observers
+        if observers:
+            for observer in observers:
+                observer.request_finished(ex)

@@ -102,9 +102,18 @@ class Exchange(abc.ABC):
     root_path: str
     loop: asyncio.AbstractEventLoop
     start_time: float
+    """The loop's time when the request head was complete, set by the protocol for every exchange the
+    server takes on (context.ServerContext.request_started): request durations start here."""
     disconnected: bool
     response_started: bool
     status: int
+    sent: int
+    """Response body bytes written so far (for the request observers; a WebSocket handshake's own)."""
+    live = False
+    """Reported started and not finished yet: the guard that makes request_finished happen exactly once."""
+    dropped = False
+    """Finished because the client went away before the response was complete (the observers read it)."""
+    counted = False  # counted in ServerContext.in_flight (--limit-concurrency) until request_finished
     writable_hook: Callable[[], None] | None = None
     cancel_app: Callable[[], object] | None
     """Set by a gateway whose app runs as a task: the protocol calls it when --timeout-request expires."""
@@ -194,7 +203,6 @@ class BufferedExchange(Exchange):
     completion, and the ``http.disconnect`` waiter. Class-level defaults are written only on change."""
 
     finished = False
-    counted = False  # counted in ServerContext.in_flight (--limit-concurrency) until released
     _body: list[bytes] | None = None
     _body_done = False
     _body_waiter: asyncio.Future[None] | None = None

@@ -125,7 +125,7 @@ class H1Connection(asyncio.Protocol):
         self.ctx.connections.discard(self)
         for ex in (self.active, *self.queue):
             if ex is not None:
-                self.ctx.release(ex)
+                self.ctx.request_finished(ex, dropped=True)
                 ex.on_disconnect()
         if self._parsing is not None and self._parsing is not self.active:
             self._parsing.on_disconnect()
@@ -304,8 +304,7 @@ class H1Connection(asyncio.Protocol):
                 ex.keep_alive = False  # --limit-requests-per-connection reached
         if self._te_trailers:
             ex.te_trailers = True
-        if self.ctx.access_log:
-            ex.start_time = self.loop.time()
+        ex.start_time = self.loop.time()
         self._url = b""
         self._headers = []
         self._hosts = 0
@@ -473,12 +472,8 @@ class H1Connection(asyncio.Protocol):
 
     # -- dispatch and completion --------------------------------------------------------------------
     def response_done(self, ex: H1Exchange, aborted: bool = False) -> None:
-        """Called by the exchange once its response is complete: log it, then serve the next request."""
-        if ex.counted:
-            ex.counted = False
-            self.ctx.in_flight -= 1
-        if self.ctx.access_log:
-            self.ctx.log_access(ex, ex.sent)
+        """Called by the exchange once its response is complete: report it, then serve the next request."""
+        self.ctx.request_finished(ex)
         if ex is not self.active:
             return
         self.active = None

@@ -151,7 +151,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         self._yielded.clear()
         self._turns.clear()
         for st in streams:
-            self.ctx.release(st)
+            self._dropped(st)
             st.remote_closed = st.local_closed = True  # both sides are gone (a WebSocket stream checks)
             st.on_disconnect()
 
@@ -242,7 +242,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         now = self.loop.time()
         for st in ready:
             if not st.disconnected:
-                st.dispatched_at = now
+                st.start_time = now
                 self.ctx.serve(st)
 
     def eof_received(self) -> bool | None:
@@ -329,10 +329,12 @@ class H2Connection(H2Output, asyncio.Protocol):
             if head.content_length:
                 raise StreamError(sid, fr.PROTOCOL_ERROR, "content-length without a body")
         if head.method == "CONNECT":  # plain CONNECT (an extended one has a :protocol)
+            self._take_on(st)
             st.send_simple(405, b"Method Not Allowed: this server is not a proxy\n")
             return st
         limit = self.ctx.limit_request_body
         if limit is not None and head.content_length is not None and head.content_length > limit:
+            self._take_on(st)
             self._body_over_limit(st, limit, head.content_length)
             return st
         self._to_dispatch.append(st)
@@ -359,22 +361,27 @@ class H2Connection(H2Output, asyncio.Protocol):
             st = self._register(H2Stream(self, sid, head))
             if end_stream:
                 st.end_body()
+            self._take_on(st)
             if head.protocol != b"websocket":
                 st.send_simple(501, b"Not Implemented: unknown :protocol\n")
             else:
                 st.send_simple(404 if not end_stream else 400, b"No WebSocket endpoint here\n")
             return st
         ws = self._register(H2WSStream(self, sid, head))
+        ws.start_time = self.loop.time()  # the session reports its handshake to the observers
         ws.start_websocket(handler)
         return ws
 
     def _register(self, st: _S) -> _S:
-        """A new stream enters the table: the connection is busy, and the access log's clock starts."""
+        """A new stream enters the table: the connection is busy."""
         self.streams[st.stream_id] = st
         self.idle_since = None
-        if self.ctx.access_log:
-            st.start_time = self.loop.time()
         return st
+
+    def _take_on(self, st: H2Stream) -> None:
+        """A stream answered without being dispatched (a refusal, a WebSocket): its clock starts now."""
+        st.start_time = self.loop.time()
+        self.ctx.request_started(st)
 
     def _trailers(self, st: H2Stream, block: bytes, end_stream: bool) -> None:
         if st.remote_closed:
@@ -487,7 +494,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         st.cancelled = True
         if not st.finished:
             self._charge_reset()  # the work spent on it is lost: rapid reset counts these
-            self.ctx.release(st)
+            self._dropped(st)
             self._orphan_if_running(st)
         st.on_disconnect()  # not remembered as reset by us: later frames on it are STREAM_CLOSED (RFC 9113 5.1)
         self._note_idle()
@@ -579,7 +586,7 @@ class H2Connection(H2Output, asyncio.Protocol):
             self.reset_stream(st, exc.code)
             if not st.finished:
                 st.finished = True
-                self.ctx.release(st)
+                self._dropped(st)
             self._orphan_if_running(st)
             st.on_disconnect()
         else:
@@ -607,10 +614,15 @@ class H2Connection(H2Output, asyncio.Protocol):
 
     # -- dispatch and completion --------------------------------------------------------------------
     def response_done(self, st: H2Stream, aborted: bool = False) -> None:
-        """Called by the stream once its response is complete (or given up): log it, free its slot."""
-        self.ctx.release(st)
-        if self.ctx.access_log and not st.websocket:  # a WebSocket logs its handshake itself
-            self.ctx.log_access(st, st.sent)
+        """Called by the stream once its response is complete (or given up): report it, free its slot."""
+        if not st.websocket:  # a WebSocket's exchange is its handshake, reported by the session
+            self.ctx.request_finished(st)
+
+    def _dropped(self, st: H2Stream) -> None:
+        """The client went away from ``st`` before its response was complete (a reset, a stream error, the
+        connection lost). A WebSocket's session reports its handshake itself, when the stream closes."""
+        if not st.websocket:
+            self.ctx.request_finished(st, dropped=True)
 
     def _forget(self, st: H2Stream) -> None:
         """Both sides are done: the stream leaves the table (its id stays "closed")."""
@@ -695,7 +707,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         timeout = ctx.timeout_request
         if timeout is not None:
             for st in list(self.streams.values()):
-                if st.counted and not st.finished and now - st.dispatched_at > timeout:
+                if st.counted and not st.finished and now - st.start_time > timeout:
                     self._app_timed_out(st, timeout)
 
     def _app_timed_out(self, st: H2Stream, timeout: float) -> None:

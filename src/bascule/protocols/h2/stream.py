@@ -59,7 +59,6 @@ class H2Stream(BufferedExchange):
     remote_closed = False  # the client ended its side (END_STREAM or reset)
     local_closed = False  # we ended our side (END_STREAM or RST_STREAM)
     received = 0
-    dispatched_at = 0.0
     tls: dict[str, Any] | None = None
     _drain_waiter: asyncio.Future[None] | None = None
     _expected: int | None = None

@@ -171,6 +171,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         ex = self._ex
         if ex is None:
             return  # started twice: the first start owns the handshake
+        self.ctx.request_started(ex)  # the handshake is the exchange the observers see
         checked = self._check_handshake(ex)
         if isinstance(checked[0], int):
             status, reason, extra = checked
@@ -228,6 +229,9 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self.ctx.connections.discard(self)
         if self.phase is Phase.HANDSHAKE or self.phase is Phase.RESPONSE:
             self._log_handshake(499 if self.phase is Phase.HANDSHAKE else 0)
+        elif self._ex is not None:  # dropped by us before the handshake was decided (abort): no response
+            ex, self._ex = self._ex, None
+            self.ctx.request_finished(ex, dropped=True)
         self._done()
         self.outbox.discard()
         self._backlog = b""
@@ -612,10 +616,12 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             waiter.set_result(None)
 
     def _log_handshake(self, status: int, nbytes: int = 0) -> None:
+        """The handshake is decided (accepted, denied, or its client gone: 499): its exchange finishes."""
         ex, self._ex = self._ex, None
-        if ex is not None and self.ctx.access_log:
+        if ex is not None:
             ex.status = status
-            self.ctx.log_access(ex, nbytes)
+            ex.sent = nbytes
+            self.ctx.request_finished(ex)
 
     # -- server-driven ----------------------------------------------------------------------------------
     def on_tick(self, now: float) -> None:

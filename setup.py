@@ -29,6 +29,7 @@ COMPILED = [
     "src/bascule/cgi.py",
     "src/bascule/accesslog.py",
     "src/bascule/protocols/exchange.py",
+    "src/bascule/protocols/sendfile.py",
     "src/bascule/protocols/fields.py",
     "src/bascule/protocols/http1x.py",
     "src/bascule/protocols/outbox.py",

@@ -32,12 +32,14 @@ App = Callable[..., Any]
 START = "http.response.start"
 BODY = "http.response.body"
 TRAILERS = "http.response.trailers"
-MESSAGE_TYPES = (START, BODY, TRAILERS, "http.request", "bogus")
+PATHSEND = "http.response.pathsend"
+MESSAGE_TYPES = (START, BODY, TRAILERS, PATHSEND, "http.request", "bogus")
 
 EXPECTED_TRANSITIONS = {
     (SendState.START, START): {SendState.BODY},
     (SendState.BODY, BODY): {SendState.BODY, SendState.TRAILERS, SendState.DONE},
     (SendState.TRAILERS, TRAILERS): {SendState.TRAILERS, SendState.DONE},
+    (SendState.BODY, PATHSEND): {SendState.TRAILERS, SendState.DONE},
 }
 """The ASGI HTTP response order, written out independently of the code under test."""
 
@@ -95,6 +97,9 @@ class FakeExchange(Exchange):
     def send_trailers(self, trailers: Headers) -> None:
         self.calls.append(("send_trailers", trailers))
 
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        self.calls.append(("send_file", offset, count))
+
     def send_simple(self, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:
         self.calls.append(("send_simple", status, body))
         self.response_started = True
@@ -127,6 +132,7 @@ def message(mtype: str, **fields: Any) -> Message:
         BODY: {"body": b"x", "more_body": False},
         TRAILERS: {"headers": [(b"x-checksum", b"1")], "more_trailers": False},
         "http.request": {"body": b"", "more_body": False},
+        PATHSEND: {"path": __file__},
     }
     return {"type": mtype, **defaults.get(mtype, {}), **fields}
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
+import stat
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -53,6 +55,7 @@ TRANSITIONS: dict[tuple[SendState, str], frozenset[SendState]] = {
     (SendState.START, "http.response.start"): frozenset({SendState.BODY}),
     (SendState.BODY, "http.response.body"): frozenset({SendState.BODY, SendState.TRAILERS, SendState.DONE}),
     (SendState.TRAILERS, "http.response.trailers"): frozenset({SendState.TRAILERS, SendState.DONE}),
+    (SendState.BODY, "http.response.pathsend"): frozenset({SendState.TRAILERS, SendState.DONE}),
 }
 """Allowed (state, message type) pairs and the states each may lead to; every other pair is an error."""
 
@@ -96,7 +99,7 @@ class ASGIGateway:
 
     def handle(self, ex: Exchange) -> None:
         """Start the app for one request (called on the loop; returns at once)."""
-        extensions: dict[str, Any] = {"http.response.trailers": {}}
+        extensions: dict[str, Any] = {"http.response.trailers": {}, "http.response.pathsend": {}}
         if ex.tls is not None:
             extensions["tls"] = ex.tls.copy()  # per scope: an app may change its scope
         scope = self.scope("http", ex, extensions)
@@ -220,6 +223,9 @@ class HTTPCycle:
         if not ((state is SendState.BODY and mtype == "http.response.body")
                 or (state is SendState.START and mtype == "http.response.start")
                 or (state is SendState.TRAILERS and mtype == "http.response.trailers")):
+            if state is SendState.BODY and mtype == "http.response.pathsend":
+                await self.pathsend(message)
+                return
             raise AppProtocolError(f"ASGI message {mtype!r} is not allowed in state {state.value!r} of an "
                                    f"HTTP response")
         if ex.disconnected:
@@ -259,3 +265,46 @@ class HTTPCycle:
             raise AppProtocolError(f"ASGI message {mtype!r} lacks the required key {missing}") from None
         except (TypeError, ValueError) as exc:
             raise AppProtocolError(f"invalid ASGI message {mtype!r}: {exc}") from exc
+
+    async def pathsend(self, message: Message) -> None:
+        """``http.response.pathsend``: the rest of the body is the file at ``path``, which the server opens,
+        sends with Exchange.send_file (sendfile or pieces under flow control) and closes. Before any body,
+        the file's size is the Content-Length unless the app declared one (then at most that much is sent)."""
+        ex = self.ex
+        if ex.disconnected:
+            raise ClientDisconnected("the client has disconnected")
+        path = message.get("path")
+        if type(path) is not str:
+            raise AppProtocolError(f"http.response.pathsend 'path' must be a str, got {type(path).__name__}")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise AppProtocolError(f"http.response.pathsend could not open {path!r}: {exc.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise AppProtocolError(f"http.response.pathsend {path!r} is not a regular file")
+            count = info.st_size
+            if not ex.response_started:
+                headers = self.headers
+                declared = _declared_length(headers)
+                if declared is None:
+                    headers = [*headers, (b"content-length", b"%d" % count)]
+                elif declared.isdigit():
+                    count = min(count, int(declared))
+                ex.send_head(self.status, headers, b"", end=False, trailers=self.trailers)
+            self.state = SendState.TRAILERS if self.trailers else SendState.DONE
+            await ex.send_file(fd, 0, count)
+        finally:
+            os.close(fd)
+        if not self.trailers and not ex.disconnected and not ex.finished:
+            ex.send_body(b"", end=True)
+        if ex.write_paused:
+            await ex.drain()
+
+
+def _declared_length(headers: Headers) -> bytes | None:
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            return value
+    return None

@@ -274,7 +274,7 @@ class _Request:
             self.head_scheduled = True
             self._post(self._on_loop_error)
 
-    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+    def _post(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn`` on the event loop: at once in loop mode, else queued from this worker thread."""
         if self.inline:
             fn(*args)
@@ -314,10 +314,21 @@ class _Request:
         return True
 
     async def _stream_on_loop(self, result: Iterable[object]) -> None:
-        """Loop mode: iterate the app's body on the loop, waiting for drain while the client is slow."""
+        """Loop mode: iterate the app's body on the loop, waiting for drain while the client is slow; a
+        ``wsgi.file_wrapper`` of a real file goes out with Exchange.send_file, never read on the loop."""
         ex = self.ex
         item: object
         try:
+            if isinstance(result, FileWrapper):
+                plan = self._file_plan(result)
+                if plan is not None:
+                    fd, offset, count = plan
+                    self.head_scheduled = True
+                    if self._on_loop_send(b"", count == 0) and count:
+                        await ex.send_file(fd, offset, count)
+                        if not ex.disconnected and not ex.finished:
+                            self._on_loop_send(b"", True)
+                    return
             for item in result:
                 if self.status is None:
                     raise AppProtocolError("the WSGI app yielded a body before calling start_response()")
@@ -367,48 +378,63 @@ class _Request:
                 cond.notify_all()
 
     def _try_sendfile(self, wrapper: FileWrapper) -> bool:
-        """Send a real file with os.sendfile; False to fall back to iterating the wrapper."""
+        """Thread mode: send a real file with os.sendfile; False to fall back to iterating the wrapper."""
         ex = self.ex
-        try:
-            fd = wrapper.filelike.fileno()
-            info = os.fstat(fd)
-            offset = wrapper.filelike.tell()
-        except (AttributeError, OSError, ValueError):
+        if not ex.can_sendfile:
             return False
-        if not stat.S_ISREG(info.st_mode) or not ex.can_sendfile or self.status is None or self.head_scheduled:
+        plan = self._file_plan(wrapper)
+        if plan is None:
             return False
-        count = max(info.st_size - offset, 0)
-        declared = [v for n, v in self.headers if n == b"content-length"]
-        if declared:
-            count = min(count, int(declared[0]))
-        else:
-            self.headers.append((b"content-length", b"%d" % count))
+        _, offset, count = plan
         self.head_scheduled = True
-        if ex.method == "HEAD" or self.status in (204, 304):
-            count = 0  # GET's headers, no body
         self.loop.call_soon_threadsafe(self._on_loop_send, b"", count == 0)
         if count:
             ex.send_file_blocking(wrapper.filelike, offset, count)
             self.loop.call_soon_threadsafe(self._on_loop_send, b"", True)
         return True
 
+    def _file_plan(self, wrapper: FileWrapper) -> tuple[int, int, int] | None:
+        """(fd, offset, count) to send a wrapped regular file whole, its Content-Length added to the head
+        unless the app gave one (then at most that much); None if it is not a real file or the head is
+        already on its way."""
+        try:
+            fd = wrapper.filelike.fileno()
+            info = os.fstat(fd)
+            offset = wrapper.filelike.tell()
+        except (AttributeError, OSError, ValueError):
+            return None
+        if not stat.S_ISREG(info.st_mode) or self.status is None or self.head_scheduled:
+            return None
+        count = max(info.st_size - offset, 0)
+        declared = [v for n, v in self.headers if n == b"content-length"]
+        if declared:
+            count = min(count, int(declared[0]))
+        else:
+            self.headers.append((b"content-length", b"%d" % count))
+        if self.ex.method == "HEAD" or self.status in (204, 304):
+            count = 0  # GET's headers, no body
+        return fd, offset, count
+
     # -- on the event loop ------------------------------------------------------------------------
-    def _on_loop_send(self, data: bytes, end: bool) -> None:
+    def _on_loop_send(self, data: bytes, end: bool) -> bool:
+        """Send on the loop; False if the client is gone or the response was refused (500 or closed)."""
         ex = self.ex
         try:
             if ex.disconnected:
-                return
+                return False
             if ex.response_started:
                 ex.send_body(data, end)
             else:
                 assert self.status is not None
                 ex.send_head(self.status, self.headers, data, end)
+            return True
         except AppProtocolError as exc:
             _log.error("WSGI app response refused (%s %s): %s", ex.method, ex.raw_path.decode("latin-1"), exc)
             if ex.response_started:
                 ex.abort()
             else:
                 ex.send_simple(500, b"Internal Server Error\n")
+            return False
         finally:
             cond = self._cond
             if cond is not None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import IO, Any, Protocol
 
 from bascule.errors import AppProtocolError, ClientDisconnected
+from bascule.protocols.sendfile import send_chunks
 
 try:
     from mypy_extensions import mypyc_attr
@@ -113,6 +114,10 @@ class Exchange(abc.ABC):
     """Reported started and not finished yet: the guard that makes request_finished happen exactly once."""
     dropped = False
     """Finished because the client went away before the response was complete (the observers read it)."""
+    finished = False
+    """The response is complete or given up: nothing more may be sent."""
+    no_body = False
+    """The response carries no content whatever the app sends (HEAD, 1xx, 204, 304): set with the head."""
     counted = False  # counted in ServerContext.in_flight (--limit-concurrency) until request_finished
     writable_hook: Callable[[], None] | None = None
     cancel_app: Callable[[], object] | None
@@ -197,12 +202,26 @@ class Exchange(abc.ABC):
         Returns the number of bytes sent. The head must have been sent (without end) before.
         """
 
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        """Send ``count`` bytes of the open regular file ``fd`` from ``offset`` as body, after send_head
+        (without end) and before the end of the response, which the caller sends (send_body or trailers).
+
+        On the loop, never blocking it (protocols/sendfile.py): cleartext HTTP/1.1 overrides this with
+        os.sendfile; this default reads bounded pieces and sends them under the wire's flow control. Sends
+        nothing for a response without content (HEAD, 204, 304); stops early if the client goes away. A file
+        shorter than ``count`` leaves the response short of its declared length, which ends it (aborted).
+        The caller opened ``fd`` and closes it.
+        """
+        if not self.response_started or self.finished:
+            raise AppProtocolError("send_file() outside a started response")
+        if count > 0 and not self.no_body:
+            await send_chunks(self, fd, offset, count)
+
 
 class BufferedExchange(Exchange):
     """The parts HTTP/1.1 and HTTP/2 exchanges share: the request body buffer and its waiter, response
     completion, and the ``http.disconnect`` waiter. Class-level defaults are written only on change."""
 
-    finished = False
     _body: list[bytes] | None = None
     _body_done = False
     _body_waiter: asyncio.Future[None] | None = None

@@ -573,11 +573,24 @@ class H1Connection(asyncio.Protocol):
             self.transport.abort()
 
     async def flush(self) -> None:
-        """Wait until everything written so far has left the transport's buffer (used before sendfile)."""
+        """Wait until everything written so far has left the transport's buffer (used before sendfile).
+
+        While bytes remain, the high-water mark is lowered to 0 for a moment: the transport pauses us at
+        once and resumes us when its buffer is empty, so this waits on drain() rather than polling.
+        """
         self.outbox.flush()
         transport = self.transport
         while transport is not None and not self.closed and transport.get_write_buffer_size():
-            await asyncio.sleep(0.001)
+            low, high = transport.get_write_buffer_limits()
+            transport.set_write_buffer_limits(high=0, low=0)
+            try:
+                if self.outbox.write_paused:
+                    await self.outbox.drain()
+                else:  # a transport that does not pause on its limits
+                    await asyncio.sleep(0.001)
+            finally:
+                if not transport.is_closing():
+                    transport.set_write_buffer_limits(high=high, low=low)
 
     def _wake_drain(self) -> None:
         self.outbox.wake_drain()

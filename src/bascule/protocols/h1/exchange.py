@@ -34,6 +34,7 @@ from bascule.protocols.semantics import (
     log_length_error,
     one_write,
 )
+from bascule.protocols.sendfile import send_chunks, to_socket
 
 if TYPE_CHECKING:
     from bascule.protocols.h1.connection import H1Connection
@@ -287,6 +288,38 @@ class H1Exchange(BufferedExchange):
             sent += n
         self.loop.call_soon_threadsafe(self._note_sent, sent)
         return sent
+
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        """os.sendfile on a cleartext connection, once what is queued before it has left; over TLS, pieces
+        read and sent under flow control (the default). A chunked response gets one chunk around it."""
+        if not self.response_started or self.finished:
+            raise AppProtocolError("send_file() outside a started response")
+        if count <= 0 or self.no_body or self.disconnected:
+            return
+        conn = self.conn
+        sock = conn.sock_fd
+        if sock is None:
+            await send_chunks(self, fd, offset, count)
+            return
+        if not self._chunked and self._expected is not None and self.sent + count > self._expected:
+            log_length_error(self, self.sent + count, self._expected, "connection closed")
+            self.abort()
+            return
+        if self._chunked:
+            conn.outbox.write(chunk_size(count))
+        await conn.flush()
+        if self.disconnected or self.finished:
+            return
+        sent = await to_socket(self, sock, fd, offset, count)
+        self.sent += sent
+        if sent < count:
+            if not self.disconnected and not self.finished:
+                _log.error("file shorter than the %d bytes to send (%d sent) for %s %s; connection closed",
+                           count, sent, self.method, self.raw_path.decode("latin-1"))
+                self.abort()
+            return
+        if self._chunked:
+            conn.outbox.write(b"\r\n")
 
     def _note_sent(self, n: int) -> None:
         """Count bytes sent outside the outbox (sendfile) against the declared length."""

@@ -1,0 +1,121 @@
+"""Sending part of a regular file as a response body from the event loop: what ``Exchange.send_file`` runs.
+
+Two ways, chosen by the wire:
+
+- Cleartext HTTP/1.1 (:func:`to_socket`): ``os.sendfile`` from the file to the socket, the kernel copying
+  page cache to socket without a trip through Python. The socket is non-blocking (the loop's), so a full
+  socket buffer gives EAGAIN and we wait for it to be writable on a duplicate of its descriptor (the loop
+  refuses to watch a descriptor a transport owns). The duplicate is closed as soon as the send ends: it
+  would otherwise keep a socket the transport closed open.
+- Everywhere else, TLS and HTTP/2 (:func:`send_chunks`): the file is read in :data:`FILE_CHUNK` pieces and
+  each is sent as body, waiting on ``drain()`` like any other body, so the wire's flow control applies (the
+  transport's high-water mark; HTTP/2 stream and connection windows and the streams' turn-taking).
+
+Reads never block the loop on a slow disk: a piece is first read with ``preadv(RWF_NOWAIT)``, which takes
+only what the page cache holds and fails with EAGAIN rather than wait for the disk; only then is it read on
+a worker thread (the loop's default executor). A file served often stays cached and costs no thread hop.
+The caller opened the file and closes it; nothing here closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bascule.protocols.exchange import Exchange
+
+FILE_CHUNK = 64 * 1024  # bytes read and sent at a time where sendfile cannot be used
+SENDFILE_CHUNK = 1024 * 1024  # bytes per os.sendfile call before other connections get a turn
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux 4.14+; elsewhere every read goes to a thread
+_NO_NOWAIT = frozenset((errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS))  # the filesystem or kernel cannot
+
+
+class ChunkReader:
+    """Reads pieces of one file: from the page cache on the loop when it can, else on a worker thread."""
+
+    __slots__ = ("fd", "loop", "nowait")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.nowait = _NOWAIT != 0
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``; b'' at the end of the file."""
+        if self.nowait:
+            buf = bytearray(size)
+            try:
+                n = os.preadv(self.fd, [buf], offset, _NOWAIT)
+            except BlockingIOError:
+                n = -1  # not in the page cache: the disk would be waited for
+            except OSError as exc:
+                if exc.errno not in _NO_NOWAIT:
+                    raise
+                self.nowait = False
+                n = -1
+            if n >= 0:
+                return bytes(buf) if n == size else bytes(buf[:n])
+        return await self.loop.run_in_executor(None, os.pread, self.fd, size, offset)
+
+
+async def send_chunks(ex: Exchange, fd: int, offset: int, count: int) -> int:
+    """Send ``count`` bytes of ``fd`` from ``offset`` as body pieces under flow control; returns the bytes
+    sent (fewer if the client went away, the response was given up, or the file is shorter)."""
+    reader = ChunkReader(ex.loop, fd)
+    sent = 0
+    while sent < count and not ex.disconnected and not ex.finished:
+        data = await reader.read(offset + sent, min(FILE_CHUNK, count - sent))
+        if not data or ex.disconnected or ex.finished:
+            break
+        ex.send_body(data)
+        sent += len(data)
+        if ex.write_paused:
+            await ex.drain()
+    return sent
+
+
+async def to_socket(ex: Exchange, sock: int, fd: int, offset: int, count: int) -> int:
+    """``os.sendfile`` ``count`` bytes of ``fd`` to the socket ``sock``, whose transport has nothing queued;
+    returns the bytes sent (fewer if the client went away or the file is shorter). ``ex.writable_hook``
+    wakes the wait for writability when the connection is lost."""
+    loop = ex.loop
+    sent = 0
+    watch = -1
+    waiter: asyncio.Future[None] | None = None
+
+    def wake() -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    hook = ex.writable_hook
+    ex.writable_hook = wake
+    try:
+        while sent < count and not ex.disconnected:
+            size = min(count - sent, SENDFILE_CHUNK)
+            try:
+                n = os.sendfile(sock, fd, offset + sent, size)
+            except BlockingIOError:
+                if watch < 0:
+                    watch = os.dup(sock)
+                waiter = loop.create_future()
+                loop.add_writer(watch, wake)
+                try:
+                    await waiter
+                finally:
+                    loop.remove_writer(watch)
+                continue
+            except OSError:  # EPIPE, ECONNRESET: the client is gone (the transport sees it too)
+                break
+            if n == 0:
+                break  # the file ended before ``count``
+            sent += n
+            if n == size and sent < count:
+                await asyncio.sleep(0)  # the socket took it all: let the other connections have a turn
+    finally:
+        ex.writable_hook = hook
+        if watch >= 0:
+            os.close(watch)
+    return sent

@@ -63,6 +63,7 @@ class Server:
         self.force_exit = False
         self._exit: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.ctx: ServerContext | None = None  # set by serve()
         self._signals = 0
 
     def request_exit(self, force: bool = False) -> None:
@@ -97,6 +98,7 @@ class Server:
         table = AppTable(config, self.mounts if self.mounts is not None else resolve_mounts(config, self.app))
         dispatch = table.dispatch if self.wrap_dispatch is None else self.wrap_dispatch(table.dispatch)
         ctx = ServerContext(config, loop, dispatch, access_log=config.access_log)
+        self.ctx = ctx  # request observers (metrics, tests) register on it: ctx.observe
         if config.ws:
             ctx.websocket_route = table.websocket_route
         install_upgrades(ctx)

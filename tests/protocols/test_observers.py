@@ -162,8 +162,9 @@ def test_http2_refusal_and_client_reset() -> None:
         enc = hpack.Encoder()
         connect = enc.encode([(":method", "CONNECT"), (":authority", "x:443")])
         get = enc.encode([(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "x")])
-        conn.data_received(fr.PREFACE + fr.settings({}) + fr.frame(fr.HEADERS, fr.END_HEADERS | fr.END_STREAM, 1, connect)
-                           + fr.frame(fr.HEADERS, fr.END_HEADERS | fr.END_STREAM, 3, get))
+        ends = fr.END_HEADERS | fr.END_STREAM
+        conn.data_received(fr.PREFACE + fr.settings({}) + fr.frame(fr.HEADERS, ends, 1, connect)
+                           + fr.frame(fr.HEADERS, ends, 3, get))
         assert len(served) == 1 and ctx.in_flight == 1
         conn.data_received(fr.rst_stream(3, fr.CANCEL))
         assert ctx.in_flight == 0

@@ -34,7 +34,10 @@ Usage
   python benchmarks/run.py --dry-run        # print every command it would run
 
 bascule itself is started with this runner's own interpreter (``sys.executable -m bascule``), so run it
-with the Python that has bascule installed; the peers run from their own venv (``--peers-venv``).
+with the Python that has bascule installed; the peers run from their own venv (``--peers-venv``). To
+compare bascule builds in one run (say before and after a change), give each its own venv:
+``--bascule-build before=/v/before/bin/python --bascule-build after=/v/after/bin/python`` adds the servers
+``bascule-asgi@before`` and ``bascule-asgi@after`` (and ``-wsgi``) to choose in ``--servers``.
 Only the standard library is needed; matplotlib (the ``bench`` extra) draws the chart when installed.
 """
 
@@ -60,7 +63,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -106,14 +109,15 @@ class Server:
     distribution: str  # whose version the report names
     argv: Callable[[Env, int | str], list[str]]
     h2c: bool = False  # serves HTTP/2 with prior knowledge on a cleartext port
+    python: str = ""  # bascule of a --bascule-build: its interpreter ('' for --bascule-python's)
 
     def is_ours(self) -> bool:
         return self.distribution == "bascule"
 
 
-def _bascule(interface: str) -> Callable[[Env, int | str], list[str]]:
+def _bascule(interface: str, python: str = "") -> Callable[[Env, int | str], list[str]]:
     def argv(env: Env, port: int | str) -> list[str]:
-        return [env.bascule_python, "-m", "bascule", f"apps:{interface}_app", "--app-dir", str(HERE),
+        return [python or env.bascule_python, "-m", "bascule", f"apps:{interface}_app", "--app-dir", str(HERE),
                 "--interface", "asgi3" if interface == "asgi" else interface,
                 "--host", "127.0.0.1", "--port", str(port), "--no-access-log", *env.bascule_args]
     return argv
@@ -780,7 +784,9 @@ def _dist_versions(python: str, names: Sequence[str]) -> dict[str, str]:
 
 def bascule_build(python: str) -> str:
     """'compiled (mypyc)' or 'pure Python': an editable install runs the slower pure-Python modules."""
-    probe = "import bascule.protocols.h1.connection as m; print(m.__file__)"
+    # protocols/http1.py was the HTTP/1.1 module until issue 13, and a --bascule-build may be that old
+    probe = ("try:\n import bascule.protocols.h1.connection as m\n"
+             "except ImportError:\n import bascule.protocols.http1 as m\nprint(m.__file__)")
     try:
         done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
@@ -794,10 +800,12 @@ def bascule_build(python: str) -> str:
 def versions(plan: Plan) -> dict[str, str]:
     """Versions of what was measured: bascule, each peer, uvloop/httptools on both sides, the load tools."""
     found: dict[str, str] = {}
-    if any(s.is_ours() for s in plan.servers):
-        for name, version in _dist_versions(plan.env.bascule_python, ["bascule", "uvloop", "httptools"]).items():
-            found[name if name == "bascule" else f"{name} (bascule's)"] = version
-        found["bascule build"] = bascule_build(plan.env.bascule_python)
+    builds = {s.python or plan.env.bascule_python: s.name.partition("@")[2] for s in plan.servers if s.is_ours()}
+    for python, label in builds.items():
+        at = f" @{label}" if label else ""
+        for name, version in _dist_versions(python, ["bascule", "uvloop", "httptools"]).items():
+            found[f"{name}{at}" if name == "bascule" else f"{name} (bascule{at}'s)"] = version
+        found[f"bascule build{at}"] = bascule_build(python)
     peers = sorted({s.distribution for s in plan.servers if not s.is_ours()})
     if peers:
         for name, version in _dist_versions(str(plan.env.peers_bin / "python"),
@@ -1015,6 +1023,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help=f"venv holding the peer servers (default {DEFAULT_PEERS_VENV}, env PEERS_VENV)")
     ap.add_argument("--bascule-python", default=sys.executable,
                     help="interpreter that runs `-m bascule` (default: this one)")
+    ap.add_argument("--bascule-build", action="append", default=[], metavar="LABEL=PYTHON",
+                    help="repeatable: another bascule install to measure in the same run, as servers "
+                         "bascule-asgi@LABEL and bascule-wsgi@LABEL (e.g. before=/venvs/before/bin/python)")
     ap.add_argument("--bascule-args", default="", help="extra flags for bascule, e.g. '--wsgi-threads 8'")
     ap.add_argument("--log-dir", type=Path, default=LOG_DIR, help=f"server logs (default {LOG_DIR})")
     ap.add_argument("--start-timeout", type=float, default=30.0, help="seconds to wait for a server's port")
@@ -1030,6 +1041,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="install wrk + h2load (apt-get) and the peers venv (pip), then exit")
     ap.add_argument("--dry-run", action="store_true", help="print the commands it would run, run nothing")
     args = ap.parse_args(argv)
+    for spec in args.bascule_build:
+        label, sep, python = spec.partition("=")
+        if not (sep and label and python) or "@" in label or "," in label:
+            ap.error(f"--bascule-build: expected LABEL=PYTHON, got {spec!r}")
+        for base in [s for s in SERVERS.values() if s.is_ours() and not s.python]:
+            name = f"{base.name}@{label}"  # registered like the built-in servers, so every lookup finds it
+            SERVERS[name] = replace(base, name=name, argv=_bascule(base.interface, python), python=python)
     unknown = [s for s in args.servers.split(",") if s not in SERVERS]
     if unknown:
         ap.error(f"unknown server(s) {', '.join(unknown)}; choose from {', '.join(SERVERS)}")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bascule.protocols.exchange import Exchange
+    from bascule.protocols.outbox import Outbox
 
 FILE_CHUNK = 64 * 1024  # bytes read and sent at a time where sendfile cannot be used
 SENDFILE_CHUNK = 1024 * 1024  # bytes per os.sendfile call before other connections get a turn
@@ -75,6 +76,28 @@ async def send_chunks(ex: Exchange, fd: int, offset: int, count: int) -> int:
         if ex.write_paused:
             await ex.drain()
     return sent
+
+
+async def flush_transport(outbox: Outbox, transport: asyncio.Transport | None) -> None:
+    """Wait until everything written so far has left the transport's buffer: what ``to_socket`` needs first,
+    since sendfile writes to the socket behind the transport's back (shared by the cleartext wires).
+
+    While bytes remain, the high-water mark is lowered to 0 for a moment: the transport pauses the protocol
+    at once and resumes it when its buffer is empty, so this waits on the outbox's drain rather than polling.
+    Returns early once the connection is done with the transport (``outbox.transport`` None).
+    """
+    outbox.flush()
+    while transport is not None and outbox.transport is not None and transport.get_write_buffer_size():
+        low, high = transport.get_write_buffer_limits()
+        transport.set_write_buffer_limits(high=0, low=0)
+        try:
+            if outbox.write_paused:
+                await outbox.drain()
+            else:  # a transport that does not pause on its limits
+                await asyncio.sleep(0.001)
+        finally:
+            if not transport.is_closing():
+                transport.set_write_buffer_limits(high=high, low=low)
 
 
 async def to_socket(ex: Exchange, sock: int, fd: int, offset: int, count: int) -> int:

@@ -34,6 +34,7 @@ from bascule.protocols.h1.exchange import (
 from bascule.protocols.http1x import SWITCH_TO_H2C, simple_response
 from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import answer_timeout, body_over_limit
+from bascule.protocols.sendfile import flush_transport
 from bascule.tls import tls_extension
 
 LINGER_SECONDS = 2.0
@@ -573,24 +574,8 @@ class H1Connection(asyncio.Protocol):
             self.transport.abort()
 
     async def flush(self) -> None:
-        """Wait until everything written so far has left the transport's buffer (used before sendfile).
-
-        While bytes remain, the high-water mark is lowered to 0 for a moment: the transport pauses us at
-        once and resumes us when its buffer is empty, so this waits on drain() rather than polling.
-        """
-        self.outbox.flush()
-        transport = self.transport
-        while transport is not None and not self.closed and transport.get_write_buffer_size():
-            low, high = transport.get_write_buffer_limits()
-            transport.set_write_buffer_limits(high=0, low=0)
-            try:
-                if self.outbox.write_paused:
-                    await self.outbox.drain()
-                else:  # a transport that does not pause on its limits
-                    await asyncio.sleep(0.001)
-            finally:
-                if not transport.is_closing():
-                    transport.set_write_buffer_limits(high=high, low=low)
+        """Wait until everything written so far has left the transport's buffer (used before sendfile)."""
+        await flush_transport(self.outbox, self.transport)
 
     def _wake_drain(self) -> None:
         self.outbox.wake_drain()

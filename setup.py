@@ -37,6 +37,8 @@ COMPILED = [
     "src/bascule/protocols/uwsgi_wire.py",
     "src/bascule/protocols/scgi_wire.py",
     "src/bascule/protocols/fastcgi_wire.py",
+    "src/bascule/protocols/uwsgi/connection.py",
+    "src/bascule/protocols/uwsgi/exchange.py",
     "src/bascule/protocols/h1/checks.py",
     "src/bascule/protocols/h1/connection.py",
     "src/bascule/protocols/h1/exchange.py",

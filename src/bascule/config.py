@@ -74,7 +74,8 @@ class Config:
                                                          "descriptor.", metavar="FD"))
     bind: tuple[str, ...] = field(default=(), metadata=option(
         "Listen here; repeatable, replaces --host/--port/--uds/--fd. HOST:PORT, [IPV6]:PORT, :PORT (every "
-        "address), unix:PATH or fd://N.", metavar="ADDRESS"))
+        "address), unix:PATH or fd://N; uwsgi://HOST:PORT or uwsgi://unix:PATH serve nginx's uwsgi_pass.",
+        metavar="ADDRESS"))
     uds_mode: str | None = field(default=None, metadata=option(
         "Permissions of the Unix sockets bound with --uds or --bind unix:PATH, in octal (for example 660); "
         "unset they are 666, as uvicorn's, so a proxy running as another user can connect.", metavar="MODE"))
@@ -435,6 +436,8 @@ def _check_listeners(config: Config) -> None:
 
 
 ListenerKind = Literal["tcp", "unix", "fd", "systemd"]
+Wire = Literal["http", "uwsgi"]
+"""The protocol a listener speaks: HTTP (1.1, and 2 when on) or uwsgi (nginx's ``uwsgi_pass``)."""
 """How a listening socket comes to be: bound to a TCP address or a Unix path, inherited as --fd, or passed by
 systemd (socket activation)."""
 
@@ -450,11 +453,21 @@ class Endpoint(NamedTuple):
     address: tuple[str, int] | str | int
 
 
+def bind_wire(spec: str) -> tuple[Wire, str]:
+    """A --bind value's protocol and the address after it: 'uwsgi://unix:/run/a.sock' -> ('uwsgi',
+    'unix:/run/a.sock'); without a protocol prefix (or with 'http://') the listener speaks HTTP."""
+    if spec.startswith("uwsgi://"):
+        return "uwsgi", spec.removeprefix("uwsgi://")
+    return "http", spec.removeprefix("http://")
+
+
 def parse_bind(spec: str) -> Endpoint:
     """'HOST:PORT' -> ('tcp', (host, port)); 'unix:PATH' -> ('unix', path); 'fd://N' -> ('fd', n).
 
     An IPv6 address is written in brackets ('[::1]:8000'); an empty host (':8000') means every address.
+    A protocol prefix (``uwsgi://``, :func:`bind_wire`) is not part of the address.
     """
+    spec = bind_wire(spec)[1]
     if spec.startswith("unix:"):
         path = spec.removeprefix("unix:")
         if not path:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from bascule.accesslog import AccessLog
 from bascule.config import Config, parse_header
 from bascule.protocols.upgrades import Upgrades
+from bascule.trust import TrustedProxies
 
 if TYPE_CHECKING:
     from bascule.protocols.exchange import BufferedExchange, Exchange, WebSocketSession
@@ -92,6 +93,9 @@ class ServerContext:
         self.ssl_context: ssl.SSLContext | None = None  # set by the server with --ssl-certfile (bascule.tls)
         self.server_cert_pem: str | None = None  # the server's certificate, for the ASGI tls extension
         self.upgrades = Upgrades()  # what a connection may switch to mid-way: the front door fills it (listen/)
+        self.trusted_proxies: TrustedProxies | None = None
+        """--forwarded-allow-ips: the peers believed about the client (proxy headers, uwsgi variables). None
+        until that option is wired; a wire then uses its own default (uwsgi: loopback and Unix peers)."""
         extra = [parse_header(spec) for spec in config.header]
         self._static_headers = b"".join(
             name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n" for name, value in extra)

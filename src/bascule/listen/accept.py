@@ -5,6 +5,8 @@
 :class:`FrontDoor` gives the server, for one :class:`~bascule.listen.listeners.Listener`, the protocol factory
 and the ``ssl=`` to pass to ``loop.create_server``. It picks the cheapest way through for the listener:
 
+- a uwsgi listener (``--bind uwsgi://``): :class:`~bascule.protocols.uwsgi.connection.UwsgiConnection`, never
+  TLS nor HTTP/2 (nginx's uwsgi_pass speaks neither);
 - cleartext, HTTP/2 off: :class:`~bascule.protocols.h1.connection.H1Connection` itself, nothing in between;
 - cleartext, HTTP/2 on: :class:`Sniff`, which makes the HTTP/1.1 connection at accept (so limits, timeouts
   and a graceful stop treat the connection as today) and looks at the first read only: the HTTP/2 preface
@@ -42,6 +44,7 @@ from bascule.protocols.h2.frames import PREFACE
 from bascule.protocols.h2.headers import upgrade_request
 from bascule.protocols.pipe import BytePipe, PipeSession
 from bascule.protocols.upgrades import H2cStart, WebSocketHandler
+from bascule.protocols.uwsgi.connection import UwsgiConnection
 from bascule.protocols.websocket.connection import WSConnection
 from bascule.protocols.websocket.extended_connect import StreamWebSocket
 from bascule.tls import tls_extension
@@ -75,6 +78,8 @@ class FrontDoor:
 
     def protocol_factory(self) -> Callable[[], asyncio.BaseProtocol]:
         ctx = self.ctx
+        if self.listener.protocol == "uwsgi":
+            return lambda: UwsgiConnection(ctx)
         if self.pre_tls:
             return lambda: Preamble(ctx, self.tls_context, self.handshake_timeout)
         if not ctx.http2:

@@ -22,7 +22,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from bascule.config import Config, Endpoint, ListenerKind, parse_bind, parse_uds_mode
+from bascule.config import Config, Endpoint, ListenerKind, Wire, bind_wire, parse_bind, parse_uds_mode
 from bascule.errors import ConfigError, StartupError
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first socket systemd passes
@@ -46,10 +46,14 @@ class Listener:
     proxy_protocol: bool = False
     """Reserved for issue 14: a PROXY protocol v1/v2 header is read first, before TLS. Nothing sets it yet;
     the front door already gives such a listener its pre-TLS step (accept, then ``start_tls``)."""
+    protocol: Wire = "http"
+    """The wire: "http" (HTTP/1.1, HTTP/2 by preface or ALPN) or "uwsgi" (``--bind uwsgi://...``: nginx's
+    uwsgi_pass; never TLS)."""
 
     @classmethod
-    def at(cls, endpoint: Endpoint, *, tls: bool = False, proxy_protocol: bool = False) -> Listener:
-        return cls(endpoint.kind, endpoint.address, tls, proxy_protocol)
+    def at(cls, endpoint: Endpoint, *, tls: bool = False, proxy_protocol: bool = False,
+           protocol: Wire = "http") -> Listener:
+        return cls(endpoint.kind, endpoint.address, tls and protocol == "http", proxy_protocol, protocol)
 
     @property
     def endpoint(self) -> Endpoint:
@@ -57,17 +61,18 @@ class Listener:
 
     @property
     def scheme(self) -> str:
-        """'https' or 'http', for the startup log line."""
-        return "https" if self.tls else "http"
+        """'https', 'http' or 'uwsgi', for the startup log line."""
+        return "https" if self.tls else self.protocol
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "address": self.address, "tls": self.tls, "proxy_protocol": self.proxy_protocol}
+        return {"kind": self.kind, "address": self.address, "tls": self.tls, "proxy_protocol": self.proxy_protocol,
+                "protocol": self.protocol}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Listener:
         address = data["address"]
         return cls(data["kind"], tuple(address) if isinstance(address, list) else address,  # JSON has no tuples
-                   bool(data["tls"]), bool(data["proxy_protocol"]))
+                   bool(data["tls"]), bool(data["proxy_protocol"]), data.get("protocol", "http"))
 
 
 class BoundListener(NamedTuple):
@@ -81,7 +86,8 @@ def listener_specs(config: Config) -> list[Listener]:
     """The listeners ``config`` asks for (systemd's sockets, which replace them, are found at bind time)."""
     endpoints: list[Endpoint]
     if config.bind:
-        endpoints = [parse_bind(spec) for spec in config.bind]
+        return [Listener.at(parse_bind(spec), tls=config.tls_enabled, protocol=bind_wire(spec)[0])
+                for spec in config.bind]
     elif config.fd is not None:
         endpoints = [Endpoint("fd", config.fd)]
     elif config.uds:

@@ -371,3 +371,36 @@ def test_an_unread_body_pauses_reading_until_the_app_reads_it() -> None:
         assert b"content-length: 4\r\n" in transport.out and transport.closing
     finally:
         loop.close()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, int, int]] = []
+
+    def request_started(self, ex: Any) -> None:
+        self.events.append(("started", ex.raw_path.decode(), ex.status, ex.sent))
+
+    def request_finished(self, ex: Any) -> None:
+        self.events.append(("finished", ex.raw_path.decode(), ex.status, ex.sent))
+
+
+def test_observers_hear_of_each_request_once() -> None:
+    recorder = Recorder()
+    with uwsgi_server(echo_asgi) as srv:
+        assert srv.server is not None and srv.server.ctx is not None
+        srv.server.ctx.observe(recorder)
+        reply = exchange(srv, packet(b"POST", b"/o", b"abc"))
+        exchange(srv, b"GET / HTTP/1.1\r\n\r\n")  # refused: never a request
+        time.sleep(0.1)
+    assert recorder.events == [("started", "/o", 0, 0), ("finished", "/o", 200, len(split(reply)[2]))]
+
+
+def test_app_deadline_answers_504() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await asyncio.sleep(30)
+
+    with uwsgi_server(app, timeout_request=0.5) as srv:
+        start = time.monotonic()
+        reply = exchange(srv, packet())
+    assert split(reply)[0] == "HTTP/1.1 504 Gateway Timeout" and time.monotonic() - start < 5

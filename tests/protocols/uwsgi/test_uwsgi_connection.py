@@ -258,8 +258,11 @@ def test_over_the_body_limit_is_413_without_the_app() -> None:
         called.append(scope["path"])
 
     with uwsgi_server(app, limit_request_body=100) as srv:
+        start = time.monotonic()
         reply = exchange(srv, packet(b"POST", b"/up", b"x" * 1000))
+        took = time.monotonic() - start
     status, _, body = split(reply)
+    assert took < 1.5  # the body had all arrived: closed at once, not after the linger
     assert status.startswith("HTTP/1.1 413 ")
     assert b"--limit-request-body" in body and called == []
 
@@ -404,3 +407,25 @@ def test_app_deadline_answers_504() -> None:
         start = time.monotonic()
         reply = exchange(srv, packet())
     assert split(reply)[0] == "HTTP/1.1 504 Gateway Timeout" and time.monotonic() - start < 5
+
+
+def test_an_answer_before_the_body_is_read_waits_for_the_rest_then_closes() -> None:
+    """An app that answers an upload without reading it (a 401): the response ends with a FIN at once, the
+    rest of the declared body is read and dropped, then the connection closes (no reset to lose the answer)."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": b"no"})
+
+    body = b"u" * 200_000
+    with uwsgi_server(app) as srv, srv.connect() as sock:
+        sock.settimeout(5)
+        sock.sendall(packet(b"POST", b"/up", body)[:-150_000])
+        reply = b""
+        while chunk := sock.recv(65536):  # the FIN comes before the body is complete
+            reply += chunk
+        sock.sendall(body[-150_000:])
+        start = time.monotonic()
+        assert sock.recv(1) == b""
+        assert time.monotonic() - start < 1.5
+    assert split(reply)[0] == "HTTP/1.1 401 Unauthorized" and split(reply)[2] == b"no"

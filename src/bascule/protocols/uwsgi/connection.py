@@ -128,6 +128,7 @@ class UwsgiConnection(asyncio.Protocol):
         if limit is not None and length > limit:
             reason = body_over_limit(limit, length)
             _log.info("rejected a request from %s: %s (413)", describe_peer(self.peer), reason)
+            self.body.feed(leftover)  # counted, so the close after the answer waits for no more than is due
             self._answer_and_close(413, f"Payload Too Large: {reason}\n".encode())
             return
         trust = ctx.trusted_proxies or DEFAULT_TRUST

@@ -337,7 +337,9 @@ def test_send_file_uses_sendfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert split(head)[1]["content-length"] == str(len(data)) and split(head)[2] == b""
 
 
-def test_wsgi_file_wrapper_in_thread_mode(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["threads", "loop"])
+def test_wsgi_file_wrapper(tmp_path: Path, mode: str) -> None:
+    """Thread mode iterates the file (no blocking sendfile over uwsgi); loop mode goes through send_file."""
     data = os.urandom(300_000)
     path = tmp_path / "f.bin"
     path.write_bytes(data)
@@ -346,9 +348,10 @@ def test_wsgi_file_wrapper_in_thread_mode(tmp_path: Path) -> None:
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return environ["wsgi.file_wrapper"](open(path, "rb"))
 
-    with uwsgi_server(app, interface="wsgi") as srv:
+    with uwsgi_server(app, interface="wsgi", wsgi_mode=mode) as srv:
         reply = exchange(srv, packet())
-    assert split(reply)[2] == data
+        head = exchange(srv, packet(b"HEAD"))
+    assert split(reply)[2] == data and split(head)[2] == b""
 
 
 # -- back-pressure, without a socket ----------------------------------------------------------------------------

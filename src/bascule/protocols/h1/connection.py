@@ -31,6 +31,7 @@ from bascule.protocols.h1.exchange import (
     PAUSE_UPGRADE,
     H1Exchange,
 )
+from bascule.protocols.h1.phases import Phase
 from bascule.protocols.http1x import SWITCH_TO_H2C, simple_response
 from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import answer_timeout, body_over_limit
@@ -61,7 +62,8 @@ class H1Connection(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
         self.sock_fd: int | None = None
-        self.closed = False
+        self.phase = Phase.IDLE  # what is being read (protocols/h1/phases.py: the table of its transitions)
+        self.closed = False  # phase is CLOSED or SWITCHED: a plain bool, read on every flush
         # queued bytes, drain waiters, pause reasons (PAUSE_*); its transport is ours until self.closed
         self.outbox = Outbox(ctx.loop, COALESCE_LIMIT, JOIN_BELOW)
         self.idle_since: float | None = None
@@ -69,7 +71,6 @@ class H1Connection(asyncio.Protocol):
         self._url = b""
         self._headers: Headers = []
         self._head_bytes = 0
-        self._in_head = False
         self._hosts = 0
         self._expect_continue = False
         self._te_trailers = False
@@ -84,9 +85,7 @@ class H1Connection(asyncio.Protocol):
         self._measuring = False  # inside such a read
         self._max_headers = ctx.limit_request_headers
         self._requests_left = ctx.limit_requests_per_connection or 0  # counts down; 0: no limit
-        self._parsing: H1Exchange | None = None
-        self._latest: H1Exchange | None = None
-        self._lingering = False
+        self._latest: H1Exchange | None = None  # the last request whose head was read: its body is read in BODY
         # the request being answered, and those waiting behind it
         self.active: H1Exchange | None = None
         self.queue: deque[H1Exchange] = deque()
@@ -95,7 +94,7 @@ class H1Connection(asyncio.Protocol):
         self._next: H1Exchange | None = None
         self._pending_error: tuple[int, bytes] | None = None
         self._early = b""  # the first reads of a connection opening with "PRI *" (an HTTP/2 preface)
-        self._raw_left = 0  # body bytes of a not-taken upgrade request still to read (see _upgrade_body)
+        self._raw_left = 0  # in UPGRADE_BODY: body bytes of a not-taken upgrade request still to read
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -114,6 +113,7 @@ class H1Connection(asyncio.Protocol):
         limit = ctx.limit_connections
         if limit is not None and len(ctx.connections) >= limit:
             _log.info("refused a connection from %s: --limit-connections %d reached", describe_peer(self.client), limit)
+            self.phase = Phase.STOPPED
             self._send_error(503, b"Service Unavailable: too many connections\n")
             return
         ctx.connections.add(self)
@@ -121,6 +121,7 @@ class H1Connection(asyncio.Protocol):
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = Phase.CLOSED
         self.closed = True
         self.outbox.transport = None
         self.ctx.connections.discard(self)
@@ -128,15 +129,17 @@ class H1Connection(asyncio.Protocol):
             if ex is not None:
                 self.ctx.request_finished(ex, dropped=True)
                 ex.on_disconnect()
-        if self._parsing is not None and self._parsing is not self.active:
-            self._parsing.on_disconnect()
+        latest = self._latest
+        if latest is not None and not latest._body_done and latest is not self.active:
+            latest.on_disconnect()  # answered before its body was all read (lingering): its app may still read
         self.queue.clear()
         self._wake_drain()
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
+        phase = self.phase
+        if phase is Phase.LINGERING:
             return  # closing after an unread body: what still arrives is dropped, never parsed
-        if self._raw_left:
+        if phase is Phase.UPGRADE_BODY:
             self._feed_raw(data)
             return
         try:
@@ -144,7 +147,7 @@ class H1Connection(asyncio.Protocol):
                 self._feed_measured(data)
             else:
                 self.parser.feed_data(data)
-            if self._in_head:
+            if self.phase is Phase.HEAD:
                 # A head still incomplete after this chunk: bound what it may grow to (the memory a
                 # slow or hostile client can pin), counted per chunk rather than per header, and start
                 # its deadline (--timeout-request-head, checked by on_tick).
@@ -178,7 +181,9 @@ class H1Connection(asyncio.Protocol):
                     return
                 if latest.finished:
                     self.close()
-            if not self._raw_left:
+            if self.phase is not Phase.UPGRADE_BODY:
+                if self.phase is Phase.IDLE:
+                    self.phase = Phase.STOPPED  # no body follows: nothing more is read
                 self.outbox.pause_reading(PAUSE_UPGRADE)
         except (httptools.HttpParserError, ProtocolError) as exc:
             if self._latest is None and str(exc).startswith("Pause on PRI") and self._h2_preface(data):
@@ -238,7 +243,7 @@ class H1Connection(asyncio.Protocol):
     # state is reset at the end of on_headers_complete instead, saving one Python call per request.
 
     def on_url(self, url: bytes) -> None:
-        self._in_head = True
+        self.phase = Phase.HEAD
         self._url += url
         if len(self._url) > self._max_url:
             raise ProtocolError("request target too long", 414)
@@ -260,7 +265,6 @@ class H1Connection(asyncio.Protocol):
                 self._te_trailers = True
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
         if self._head_bytes:  # the head spanned several chunks: measure it whole (slow path below)
             self._head_bytes = 0
             self._framing = True
@@ -311,7 +315,7 @@ class H1Connection(asyncio.Protocol):
         self._hosts = 0
         self._expect_continue = False
         self._te_trailers = False
-        self._parsing = ex
+        self.phase = Phase.BODY  # only now: a head refused above stays HEAD, and _bad_request sees no body
         self._latest = ex
         self.idle_since = None
         if self.active is None:
@@ -324,16 +328,18 @@ class H1Connection(asyncio.Protocol):
             self.outbox.pause_reading(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
-        if self._parsing is not None:
-            self._parsing.feed_body(body)
+        ex = self._latest  # llhttp calls this in BODY only
+        if ex is not None:
+            ex.feed_body(body)
 
     def on_message_complete(self) -> None:
         if self._headers:
             self._end_trailers()
-        ex = self._parsing
-        if ex is not None:
-            self._parsing = None
-            ex.end_body()
+        if self.phase is Phase.BODY:
+            self.phase = Phase.IDLE
+            ex = self._latest
+            if ex is not None:
+                ex.end_body()
 
     def _end_trailers(self) -> None:
         """A chunked body's trailer section is complete: check it, then drop it (never the next head's).
@@ -349,11 +355,12 @@ class H1Connection(asyncio.Protocol):
         self._framing = self._measuring
         ctx = self.ctx
         h1_checks.check_trailers(trailers, ctx.limit_request_headers, ctx.limit_request_field_size)
-        if self._parsing is not None and not self.parser.should_keep_alive():
+        ex = self._latest
+        if self.phase is Phase.BODY and ex is not None and not self.parser.should_keep_alive():
             # "Connection: close" as a trailer: dropped like the others, but llhttp reads nothing after it
             # ("Data after Connection: close"), so this response closes the connection rather than the
             # next request getting a 400
-            self._parsing.keep_alive = False
+            ex.keep_alive = False
 
     # -- WebSocket upgrade (only reached through HttpParserUpgrade: no cost to other requests) -------------
     def _websocket(self, ex: H1Exchange, leftover: bytes) -> bool:
@@ -372,7 +379,7 @@ class H1Connection(asyncio.Protocol):
         if handler is None:
             return False
         self._to_dispatch = None
-        self.active = self._parsing = self._latest = None
+        self.active = self._latest = None
         self.detach()  # earlier responses go out before the 101
         upgrade(self.ctx, transport, ex, handler, leftover)
         return True
@@ -388,12 +395,14 @@ class H1Connection(asyncio.Protocol):
                 length = int(value)  # validated with the head
         if length is None:  # an upgrade with a chunked body: not served (no parser past the upgrade)
             self._to_dispatch = None
-            self.active = self._parsing = None
+            self.active = None
+            self.phase = Phase.STOPPED
             _log.info("rejected a request from %s: Upgrade with a chunked body (501)", describe_peer(self.client))
             self._send_error(501, b"Not Implemented: an Upgrade request with a chunked body\n")
             return False
         if length and not ex.finished:
-            ex._body_done = False
+            ex.body_follows()
+            self.phase = Phase.UPGRADE_BODY
             self._raw_left = length  # for self._latest, the request whose upgrade was not taken
             if leftover:
                 self._feed_raw(leftover)
@@ -411,6 +420,7 @@ class H1Connection(asyncio.Protocol):
             self._bad_request(exc)
             return
         if not self._raw_left:
+            self.phase = Phase.STOPPED
             if ex is not None:
                 ex.end_body()
             self.outbox.pause_reading(PAUSE_UPGRADE)  # nothing after the body is read: the connection closes
@@ -419,6 +429,7 @@ class H1Connection(asyncio.Protocol):
     def detach(self) -> None:
         """This object is done with the transport, which another protocol takes: what it queued goes out first."""
         self.outbox.flush()
+        self.phase = Phase.SWITCHED
         self.closed = True
         self.outbox.transport = None
         self.ctx.connections.discard(self)
@@ -465,7 +476,7 @@ class H1Connection(asyncio.Protocol):
             return False  # HTTP2-Settings could not be read: served as HTTP/1.1
         transport = self.transport
         self._to_dispatch = None
-        self.active = self._parsing = self._latest = None
+        self.active = self._latest = None
         self.outbox.write(SWITCH_TO_H2C)
         self.detach()
         start(transport, leftover)
@@ -521,7 +532,7 @@ class H1Connection(asyncio.Protocol):
         outbox = self.outbox
         outbox.flush()
         transport.write_eof()
-        self._lingering = True
+        self.phase = Phase.LINGERING
         outbox.resume_reading(PAUSE_BODY)
         outbox.resume_reading(PAUSE_PIPELINE)
         outbox.resume_reading(PAUSE_ERROR)
@@ -535,7 +546,8 @@ class H1Connection(asyncio.Protocol):
         _log.info("rejected a request from %s: %s (%d)", describe_peer(self.client), reason, status)
         self.outbox.pause_reading(PAUSE_ERROR)
         body = f"{http.HTTPStatus(status).phrase}: {reason}\n".encode("latin-1", "replace")
-        broken, self._parsing = self._parsing, None
+        broken = self._latest if self.phase is Phase.BODY else None
+        self.phase = Phase.STOPPED
         if broken is not None:
             if broken is self._to_dispatch:
                 # its own bytes were bad and the app has not seen it yet: it never will
@@ -586,11 +598,12 @@ class H1Connection(asyncio.Protocol):
     # -- server-driven ------------------------------------------------------------------------------
     def on_tick(self, now: float) -> None:
         """Twice a second: keep-alive idle, head deadline, body idle, app deadline (no per-request timers)."""
-        if self._lingering or self.closed:
-            return  # already answered and on its way out
+        phase = self.phase
+        if phase is Phase.LINGERING or phase is Phase.CLOSED or phase is Phase.SWITCHED:
+            return  # already answered and on its way out, or no longer ours
         ctx = self.ctx
         active = self.active
-        if self._in_head:
+        if phase is Phase.HEAD:
             if self._head_bytes and now - self._head_since > ctx.timeout_request_head:
                 self._bad_request(ProtocolError("request head not complete within timeout_request_head", 408))
                 return
@@ -599,7 +612,7 @@ class H1Connection(asyncio.Protocol):
             if idle is not None and now - idle > ctx.keep_alive_timeout:
                 self.close()
             return
-        parsing = self._parsing
+        parsing = self._latest if phase is Phase.BODY else None
         if parsing is not None:
             mark_ex, mark_n, mark_t = self._body_mark
             if mark_ex is not parsing or mark_n != parsing.received or self.outbox.paused_by:

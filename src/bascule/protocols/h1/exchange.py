@@ -110,6 +110,11 @@ class H1Exchange(BufferedExchange):
         if self._body_size > BODY_HIGH_WATER:
             self.conn.outbox.pause_reading(PAUSE_BODY)
 
+    def body_follows(self) -> None:
+        """llhttp ended this message at an Upgrade it does not follow, before the declared body: the body
+        is still to come, read by the connection (UPGRADE_BODY in protocols/h1/phases.py), then end_body."""
+        self._body_done = False
+
     def take_buffered_body(self) -> bytes | None:
         if not self._body_done:
             return None

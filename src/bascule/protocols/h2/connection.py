@@ -35,6 +35,7 @@ from bascule.protocols.h2.headers import (
     RequestHead,
 )
 from bascule.protocols.h2.output import COALESCE_LIMIT, H2Output
+from bascule.protocols.h2.states import StreamState, local_open, remote_open
 from bascule.protocols.h2.stream import H2Stream
 from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import answer_timeout, body_over_limit
@@ -152,7 +153,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         self._turns.clear()
         for st in streams:
             self._dropped(st)
-            st.remote_closed = st.local_closed = True  # both sides are gone (a WebSocket stream checks)
+            st.state = StreamState.CLOSED  # both sides are gone (a WebSocket stream checks)
             st.on_disconnect()
 
     def data_received(self, data: bytes) -> None:
@@ -384,7 +385,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         self.ctx.request_started(st)
 
     def _trailers(self, st: H2Stream, block: bytes, end_stream: bool) -> None:
-        if st.remote_closed:
+        if not remote_open(st.state):
             self._decode_quietly(block)
             raise StreamError(st.stream_id, fr.STREAM_CLOSED, "HEADERS after the request ended")
         try:
@@ -421,7 +422,8 @@ class H2Connection(H2Output, asyncio.Protocol):
                 self._charge_control()  # late DATA after our reset is allowed, but not free
                 return
             raise ConnectionError_(fr.STREAM_CLOSED, f"DATA on closed stream {sid}")
-        if st.remote_closed:
+        state = st.state
+        if state is not StreamState.OPEN and state is not StreamState.HALF_CLOSED_LOCAL:  # not remote_open
             raise StreamError(sid, fr.STREAM_CLOSED, "DATA after the request ended")
         st.recv_window -= length
         if st.recv_window < 0:
@@ -444,8 +446,8 @@ class H2Connection(H2Output, asyncio.Protocol):
             self._end_request(st)
 
     def _end_request(self, st: H2Stream) -> None:
-        st.end_body()
-        if st.local_closed:
+        st.end_body()  # RECV_END_STREAM
+        if st.state is StreamState.CLOSED:
             self._forget(st)
 
     def _on_window_update(self, sid: int, payload: bytes) -> None:
@@ -490,7 +492,7 @@ class H2Connection(H2Output, asyncio.Protocol):
             self._charge_control()
             return
         self._blocked.pop(sid, None)
-        st.remote_closed = st.local_closed = True
+        st.state = StreamState.CLOSED  # RECV_RST_STREAM
         st.cancelled = True
         if not st.finished:
             self._charge_reset()  # the work spent on it is lost: rapid reset counts these
@@ -641,14 +643,16 @@ class H2Connection(H2Output, asyncio.Protocol):
 
     # -- stream completion ---------------------------------------------------------------------------
     def _end_local(self, st: H2Stream) -> None:
-        st.local_closed = True
-        if st.remote_closed:
+        """SEND_END_STREAM: called by the output half once the END_STREAM flag is written."""
+        if st.state is StreamState.HALF_CLOSED_REMOTE:
+            st.state = StreamState.CLOSED
             self._forget(st)
             return
+        st.state = StreamState.HALF_CLOSED_LOCAL
         # The response is complete but the client is still sending a body nobody will read:
-        # RST_STREAM (NO_ERROR) tells it to stop (RFC 9113 8.1).
+        # RST_STREAM (NO_ERROR) tells it to stop (RFC 9113 8.1), so half-closed (local) does not last.
         self.outbox.write(fr.rst_stream(st.stream_id, fr.NO_ERROR))
-        st.remote_closed = True
+        st.state = StreamState.CLOSED  # SEND_RST_STREAM
         self._remember_reset(st.stream_id)
         self._forget(st)
         self._orphan_if_running(st)
@@ -656,9 +660,10 @@ class H2Connection(H2Output, asyncio.Protocol):
             st.on_disconnect()  # an app still reading the body would wait for bytes that never come
 
     def reset_stream(self, st: H2Stream, code: int) -> None:
-        if not st.local_closed and not self.closed:
+        """SEND_RST_STREAM (written only while our side is open: after our END_STREAM it would say nothing)."""
+        if local_open(st.state) and not self.closed:
             self.outbox.write(fr.rst_stream(st.stream_id, code))
-        st.local_closed = st.remote_closed = True
+        st.state = StreamState.CLOSED
         self._blocked.pop(st.stream_id, None)
         st.pending = None
         self._remember_reset(st.stream_id)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from bascule.protocols.h2 import frames as fr
 from bascule.protocols.h2.headers import encode_fixed
+from bascule.protocols.h2.states import StreamState, local_open, remote_open
 from bascule.protocols.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class H2Output:
         return self._fixed_block
 
     def send_headers(self, st: H2Stream, block: bytes, end_stream: bool) -> None:
-        if st.local_closed or self.closed:
+        if not local_open(st.state) or self.closed:
             return
         self.outbox.write(fr.header_frames(st.stream_id, block, end_stream, self.peer_max_frame))
         if end_stream:
@@ -115,8 +116,9 @@ class H2Output:
 
     def send_whole(self, st: H2Stream, block: bytes, body: bytes) -> None:
         """A complete response: HEADERS (+ DATA) ending the stream, as one write when the windows allow."""
-        if st.local_closed or self.closed:
-            return
+        state = st.state
+        if (state is not StreamState.HALF_CLOSED_REMOTE and state is not StreamState.OPEN) or self.closed:
+            return  # not local_open: sends after our END_STREAM or a reset are dropped
         n = len(body)
         if not n or n > self.send_window or n > st.send_window or n > 4096 or len(block) > self.peer_max_frame:
             self.send_headers(st, block, end_stream=not n)
@@ -133,8 +135,9 @@ class H2Output:
 
     def send_data(self, st: H2Stream, data: bytes, end: bool) -> None:
         """DATA for ``st`` now if the windows allow, else queued on the stream until WINDOW_UPDATE."""
-        if st.local_closed or self.closed:
-            return
+        state = st.state
+        if (state is not StreamState.HALF_CLOSED_REMOTE and state is not StreamState.OPEN) or self.closed:
+            return  # not local_open
         n = len(data)
         if st.pending is None and n <= self.send_window and n <= st.send_window:
             self.send_window -= n
@@ -174,7 +177,7 @@ class H2Output:
         self.ack_allowance = allowance if allowance < MAX_ACK_ALLOWANCE else MAX_ACK_ALLOWANCE
 
     def send_trailers(self, st: H2Stream, block: bytes) -> None:
-        if st.local_closed or self.closed:
+        if not local_open(st.state) or self.closed:
             return
         if st.pending is not None:
             st.pending_trailers = block
@@ -188,7 +191,7 @@ class H2Output:
         max_frame = self.peer_max_frame
         for sid, st in list(self._blocked.items()):
             pending = st.pending
-            if pending is None or st.local_closed:
+            if pending is None or not local_open(st.state):
                 del self._blocked[sid]
                 continue
             while pending and self.send_window > 0 and st.send_window > 0:
@@ -216,7 +219,7 @@ class H2Output:
                 self.outbox.write(fr.header_frames(sid, st.pending_trailers, True, max_frame))
                 st.pending_trailers = None
                 self._end_local(st)
-            elif st.pending_end and not st.local_closed:
+            elif st.pending_end and local_open(st.state):
                 self.outbox.write(fr.frame(fr.DATA, fr.END_STREAM, sid))
                 self._end_local(st)
             if not self.write_paused:
@@ -287,13 +290,13 @@ class H2Output:
 
     def credit_stream(self, st: H2Stream, n: int) -> None:
         """The app consumed ``n`` body bytes of ``st``: give them back as stream window when worth it."""
-        if st.remote_closed or self.closed:
+        if not remote_open(st.state) or self.closed:
             return
-        st._unacked += n
-        if st._unacked >= self.local_initial_window // 2 or st.recv_window <= 0:
-            st.recv_window += st._unacked
-            self.outbox.write(fr.window_update(st.stream_id, st._unacked))
-            st._unacked = 0
+        st.unacked += n
+        if st.unacked >= self.local_initial_window // 2 or st.recv_window <= 0:
+            st.recv_window += st.unacked
+            self.outbox.write(fr.window_update(st.stream_id, st.unacked))
+            st.unacked = 0
 
     def close(self) -> None:
         self.outbox.flush()

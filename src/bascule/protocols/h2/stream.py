@@ -25,6 +25,7 @@ from bascule.protocols.h2.headers import (
     encode_trailers,
     status_field,
 )
+from bascule.protocols.h2.states import StreamState, local_open
 from bascule.protocols.semantics import (
     bodiless,
     bodiless_length,
@@ -56,14 +57,15 @@ class H2Stream(BufferedExchange):
     cancel_app: Callable[[], object] | None = None
     websocket = False  # an extended CONNECT stream carrying a WebSocket (protocols/h2/websocket.py)
     no_body = False
-    remote_closed = False  # the client ended its side (END_STREAM or reset)
-    local_closed = False  # we ended our side (END_STREAM or RST_STREAM)
+    # RFC 9113 5.1, moved by the connection as frames go both ways (protocols/h2/states.py has the table);
+    # a stream exists from the client's HEADERS on
+    state = StreamState.OPEN
     received = 0
     tls: dict[str, Any] | None = None
     _drain_waiter: asyncio.Future[None] | None = None
     _expected: int | None = None
     _trailers = False
-    _unacked = 0  # body bytes the app has read and the client has not been given back as window
+    unacked = 0  # body bytes the app has read and the client has not been given back as window (credit_stream)
     pending: deque[bytes] | None = None  # DATA payloads waiting for window
     pending_end = False
     pending_trailers: bytes | None = None
@@ -102,7 +104,8 @@ class H2Stream(BufferedExchange):
             self._wake_body()
 
     def end_body(self) -> None:
-        self.remote_closed = True
+        """END_STREAM received: the request body is complete."""
+        self.state = StreamState.HALF_CLOSED_REMOTE if self.state is StreamState.OPEN else StreamState.CLOSED
         super().end_body()
 
     def _take(self) -> bytes:
@@ -252,7 +255,7 @@ class H2Stream(BufferedExchange):
 
     def abort(self) -> None:
         """Give up on the response: RST_STREAM (INTERNAL_ERROR); the connection and its other streams go on."""
-        if not self.local_closed:
+        if local_open(self.state):
             self.conn.reset_stream(self, fr.INTERNAL_ERROR)
         if not self.finished:
             self.finished = True

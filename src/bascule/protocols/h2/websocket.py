@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from bascule.protocols.h2.states import local_open, remote_open
 from bascule.protocols.h2.stream import H2Stream
 from bascule.protocols.pipe import PipeSession
 
@@ -58,7 +59,7 @@ class H2WSStream(H2Stream):
         self._lose()
 
     def _lose(self) -> None:
-        if not self._lost and (self.local_closed or self.disconnected) and self.remote_closed:
+        if not self._lost and (not local_open(self.state) or self.disconnected) and not remote_open(self.state):
             self._lost = True
             self.ws.connection_lost(None)
 
@@ -93,7 +94,7 @@ class H2WSStream(H2Stream):
     def abort(self) -> None:
         """RST_STREAM, for the session's abort as for the connection's (H2Stream.abort)."""
         self.closing = True
-        if not self.local_closed:
+        if local_open(self.state):
             super().abort()
 
     def pause_reading(self) -> None:

@@ -35,6 +35,7 @@ FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 CONFIG_FILE_NAME = "bascule.toml"
 PYPROJECT_NAME = "pyproject.toml"
 WEB_CONCURRENCY = "WEB_CONCURRENCY"
+FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"  # uvicorn's and gunicorn's variable: below every bascule source
 
 # What one value of each scalar type is called in error messages and in the docs.
 _EXPECTS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
@@ -391,10 +392,10 @@ def load_config(
 ) -> Config:
     """The Config that ``bascule ARGV`` would serve, without serving it (no side effects besides reading).
 
-    Precedence is defaults < ``$WEB_CONCURRENCY`` (workers only) < config file < environment < command
-    line; a level overrides only the options it sets, and a repeatable option set at a level replaces the
-    whole list from lower levels. The ``config`` option of the result is the path of the file that was read,
-    if any. ``--help`` and ``--version`` print and raise SystemExit(0), as argparse does.
+    Precedence is defaults < ``$WEB_CONCURRENCY`` (workers) and ``$FORWARDED_ALLOW_IPS`` < config file <
+    environment < command line; a level overrides only the options it sets, and a repeatable option set at
+    a level replaces the whole list from lower levels. The ``config`` option of the result is the path of
+    the file that was read, if any. ``--help`` and ``--version`` print and raise SystemExit(0), as argparse does.
     """
     args = sys.argv[1:] if argv is None else argv
     env = os.environ if environ is None else environ
@@ -413,6 +414,8 @@ def load_config(
         if not text.strip().isdigit():
             raise ConfigError(f"{WEB_CONCURRENCY} expects a number of workers, got {text!r}")
         values["workers"] = int(text)
+    if FORWARDED_ALLOW_IPS in env:
+        values["forwarded_allow_ips"] = env[FORWARDED_ALLOW_IPS]
     if found is not None:
         path, table, source = found
         values.update(_read_table(table, source))

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from bascule.errors import ConfigError
+from bascule.trust import DEFAULT_FORWARDED_ALLOW_IPS, TrustedProxies
 
 INTERFACES = ("auto", "asgi3", "asgi2", "wsgi")
 LIFESPAN_MODES = ("auto", "on", "off")
 WSGI_MODES = ("threads", "loop")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 SSL_VERSIONS = ("TLSv1.2", "TLSv1.3")
+PROXY_HEADERS_MODES = ("x-forwarded", "forwarded")  # bascule.trust.MODES
 DEFAULT_ACCESS_LOG_FORMAT = '{client} - "{method} {target} HTTP/{http_version}" {status} {bytes} {duration_ms:.1f}ms'
 
 
@@ -74,7 +76,8 @@ class Config:
                                                          "descriptor.", metavar="FD"))
     bind: tuple[str, ...] = field(default=(), metadata=option(
         "Listen here; repeatable, replaces --host/--port/--uds/--fd. HOST:PORT, [IPV6]:PORT, :PORT (every "
-        "address), unix:PATH or fd://N; uwsgi://HOST:PORT or uwsgi://unix:PATH serve nginx's uwsgi_pass.",
+        "address), unix:PATH or fd://N; uwsgi://HOST:PORT or uwsgi://unix:PATH serve nginx's uwsgi_pass; a proxy+ "
+        "prefix (proxy+HOST:PORT) requires a PROXY protocol header there.",
         metavar="ADDRESS"))
     uds_mode: str | None = field(default=None, metadata=option(
         "Permissions of the Unix sockets bound with --uds or --bind unix:PATH, in octal (for example 660); "
@@ -94,8 +97,9 @@ class Config:
         "Logging configuration file: .json or .yaml (dictConfig) or .ini (fileConfig).", metavar="FILE"))
     access_log: bool = field(default=True, metadata=option("Log one line per request to bascule.access."))
     access_log_format: str = field(default=DEFAULT_ACCESS_LOG_FORMAT, metadata=option(
-        "Access-log line as a str.format template. Fields: client, method, target, path, query, "
-        "http_version, status, bytes, duration (s), duration_ms, user_agent, referer, request_line.",
+        "Access-log line as a str.format template. Fields: client (the connection's peer), app_client (the "
+        "client a trusted proxy named, as the app sees it), method, target, path, query, http_version, status, "
+        "bytes, duration (s), duration_ms, user_agent, referer, request_line.",
         metavar="TEMPLATE"))
     timeout_keep_alive: float = field(default=5.0, metadata=option(
         "Close a keep-alive connection idle for this many seconds.", metavar="SECONDS"))
@@ -223,6 +227,31 @@ class Config:
         metavar="CIPHERS"))
     ssl_min_version: str = field(default="TLSv1.2", metadata=option(
         "Oldest TLS version accepted.", choices=SSL_VERSIONS))
+    forwarded_allow_ips: str = field(default=DEFAULT_FORWARDED_ALLOW_IPS, metadata=option(
+        "Proxies believed about the client: comma-separated IP addresses, CIDR ranges, 'unix' (Unix-socket "
+        "peers) or '*' (any peer). Decides whom to believe for --proxy-headers and --proxy-protocol. Default "
+        "loopback, or $FORWARDED_ALLOW_IPS when it is set (uvicorn's and gunicorn's variable).",
+        metavar="LIST"))
+    proxy_headers: bool = field(default=True, metadata=option(
+        "Believe the client, scheme (and the opted-in host, port, prefix) that a proxy listed in "
+        "--forwarded-allow-ips sends in its headers (the family --proxy-headers-mode names); the client is "
+        "the rightmost hop that is not a listed proxy."))
+    proxy_headers_mode: str = field(default="x-forwarded", metadata=option(
+        "Which header family the proxy sets: X-Forwarded-For/-Proto (and -Host, -Port, -Prefix), or RFC 7239 "
+        "Forwarded. Never both: a client could smuggle values through the family the proxy leaves alone.",
+        choices=PROXY_HEADERS_MODES))
+    forwarded_host: bool = field(default=False, metadata=option(
+        "Also believe the host the proxy forwards (X-Forwarded-Host, or Forwarded host=): the app's Host "
+        "header and server name. Only if the proxy overwrites it: apps put it in the links they mail."))
+    forwarded_port: bool = field(default=False, metadata=option(
+        "Also believe X-Forwarded-Port (x-forwarded mode): the server port, and the Host header's port."))
+    forwarded_prefix: bool = field(default=False, metadata=option(
+        "Also believe X-Forwarded-Prefix (x-forwarded mode): the path the proxy mounted the server under, as "
+        "ASGI root_path / WSGI SCRIPT_NAME in place of --root-path."))
+    proxy_protocol: bool = field(default=False, metadata=option(
+        "Require a PROXY protocol v1/v2 header (HAProxy send-proxy, AWS NLB) first on every connection to a "
+        "TCP listener, from a sender in --forwarded-allow-ips, within 3 seconds; its addresses become the "
+        "connection's. For one listener only: --bind proxy+HOST:PORT."))
     config: str | None = field(default=None, metadata=option(
         "Read options from this TOML file (default: ./bascule.toml, else [tool.bascule] in ./pyproject.toml).",
         cli_only=True, metavar="FILE"))
@@ -255,6 +284,7 @@ class Config:
             raise ConfigError(f"fd must be a non-negative file descriptor, got {self.fd}")
         _check_process_model(self)
         _check_listeners(self)
+        _check_proxies(self)
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ConfigError(f"root_path must start with '/' and not end with one, got {self.root_path!r}")
         for spec in self.mount:
@@ -296,7 +326,7 @@ class Config:
 _SAMPLE_ACCESS_FIELDS: dict[str, Any] = {
     "client": "127.0.0.1:5000", "method": "GET", "target": "/", "path": "/", "query": "",
     "http_version": "1.1", "status": 200, "bytes": 13, "duration": 0.001, "duration_ms": 1.0,
-    "user_agent": "-", "referer": "-", "request_line": "GET / HTTP/1.1",
+    "user_agent": "-", "referer": "-", "request_line": "GET / HTTP/1.1", "app_client": "203.0.113.7:0",
 }
 ACCESS_LOG_FIELDS = tuple(sorted(_SAMPLE_ACCESS_FIELDS))
 
@@ -423,7 +453,7 @@ def _check_limits(config: Config) -> None:
 
 
 def _check_listeners(config: Config) -> None:
-    binds = [parse_bind(spec) for spec in config.bind]
+    binds = [parse_listener(spec)[0] for spec in config.bind]
     if binds:
         if config.uds is not None or config.fd is not None:
             raise ConfigError("bind replaces uds and fd: write --bind unix:PATH or --bind fd://N instead")
@@ -433,6 +463,16 @@ def _check_listeners(config: Config) -> None:
         parse_uds_mode(config.uds_mode)
         if config.uds is None and not any(bind.kind == "unix" for bind in binds):
             raise ConfigError("uds_mode applies to Unix sockets only: add --uds PATH or --bind unix:PATH")
+
+
+def _check_proxies(config: Config) -> None:
+    _check_choice("proxy_headers_mode", config.proxy_headers_mode, PROXY_HEADERS_MODES)
+    TrustedProxies(config.forwarded_allow_ips)  # a bad entry: ConfigError naming it
+    if config.proxy_headers_mode == "forwarded":
+        for name in ("forwarded_port", "forwarded_prefix"):
+            if getattr(config, name):
+                raise ConfigError(f"{name} applies to proxy_headers_mode x-forwarded only (RFC 7239 Forwarded has no "
+                                  f"port or prefix parameter): drop --{name.replace('_', '-')} or switch the mode")
 
 
 ListenerKind = Literal["tcp", "unix", "fd", "systemd"]
@@ -459,6 +499,24 @@ def bind_wire(spec: str) -> tuple[Wire, str]:
     if spec.startswith("uwsgi://"):
         return "uwsgi", spec.removeprefix("uwsgi://")
     return "http", spec.removeprefix("http://")
+
+
+PROXY_PREFIX = "proxy+"
+"""Marks a --bind value whose listener requires a PROXY protocol header (``proxy+HOST:PORT``,
+``proxy+unix:PATH``): a prefix, so it composes with every other form; no host name contains ``+``."""
+
+
+def parse_listener(spec: str) -> tuple[Endpoint, bool]:
+    """A --bind value: its endpoint, and whether it asks for a PROXY protocol header (``proxy+`` prefix)."""
+    if spec.startswith(PROXY_PREFIX):
+        rest = spec[len(PROXY_PREFIX):]
+        if not rest:
+            raise ConfigError(f"bind {spec!r} needs an address after proxy+: write proxy+HOST:PORT")
+        if bind_wire(rest)[0] != "http":
+            raise ConfigError(f"bind {spec!r}: the PROXY protocol is for HTTP listeners (nginx's uwsgi_pass sends the "
+                              f"client's address itself): drop the proxy+ prefix")
+        return parse_bind(rest), True
+    return parse_bind(spec), False
 
 
 def parse_bind(spec: str) -> Endpoint:

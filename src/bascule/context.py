@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from bascule.accesslog import AccessLog
 from bascule.config import Config, parse_header
+from bascule.listen.proxy_protocol import HEADER_TIMEOUT
 from bascule.protocols.upgrades import Upgrades
-from bascule.trust import TrustedProxies
+from bascule.trust import ProxyHeaders, TrustedProxies
 
 if TYPE_CHECKING:
     from bascule.protocols.exchange import BufferedExchange, Exchange, WebSocketSession
@@ -86,6 +87,13 @@ class ServerContext:
         self.ws_per_message_deflate = config.ws_per_message_deflate
         self.ws_ping_interval = config.ws_ping_interval
         self.ws_ping_timeout = config.ws_ping_timeout
+        self.trusted_proxies = TrustedProxies(config.forwarded_allow_ips)  # proxy headers, PROXY protocol, uwsgi vars
+        self.proxy_headers: ProxyHeaders | None = None  # None: --no-proxy-headers
+        if config.proxy_headers:
+            self.proxy_headers = ProxyHeaders(self.trusted_proxies, mode=config.proxy_headers_mode,
+                                              host=config.forwarded_host, port=config.forwarded_port,
+                                              prefix=config.forwarded_prefix)
+        self.proxy_header_timeout = HEADER_TIMEOUT  # a PROXY protocol header's deadline from accept (listen/)
         self.connections: set[Connection] = set()
         self.in_flight = 0
         self.shutting_down = False
@@ -93,9 +101,6 @@ class ServerContext:
         self.ssl_context: ssl.SSLContext | None = None  # set by the server with --ssl-certfile (bascule.tls)
         self.server_cert_pem: str | None = None  # the server's certificate, for the ASGI tls extension
         self.upgrades = Upgrades()  # what a connection may switch to mid-way: the front door fills it (listen/)
-        self.trusted_proxies: TrustedProxies | None = None
-        """--forwarded-allow-ips: the peers believed about the client (proxy headers, uwsgi variables). None
-        until that option is wired; a wire then uses its own default (uwsgi: loopback and Unix peers)."""
         extra = [parse_header(spec) for spec in config.header]
         self._static_headers = b"".join(
             name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n" for name, value in extra)
@@ -149,6 +154,37 @@ class ServerContext:
                 ex.send_simple(500, b"Internal Server Error\n")
             else:
                 ex.abort()
+
+    def forwarded(self, ex: Exchange) -> None:
+        """A request carries a proxy header (X-Forwarded-*, Forwarded): if its peer is a trusted proxy, make
+        the request what the proxy says (trust.py), once, before anything reads it. Protocols call this only
+        when their header scan saw such a field, so requests without one pay nothing here.
+
+        The connection's own values stay on the exchange: ``ex.peer`` (the socket's peer) with
+        ``ex.proxied`` set; the access log's ``{client}`` shows that peer.
+        """
+        resolver = self.proxy_headers
+        if resolver is None:
+            return
+        effective = resolver.resolve(ex.client, ex.server, ex.scheme, ex.headers)
+        if effective is None:
+            return
+        ex.proxied = True
+        ex.peer = ex.client
+        ex.client = effective.client
+        ex.scheme = effective.scheme
+        ex.server = effective.server
+        if effective.root_path is not None:
+            ex.root_path = effective.root_path
+        host = effective.host
+        if host is not None:
+            headers = ex.headers
+            for index, (name, _) in enumerate(headers):
+                if name == b"host":
+                    headers[index] = (b"host", host)
+                    break
+            else:
+                headers.append((b"host", host))
 
     def request_started(self, ex: Exchange) -> None:
         """The server took ``ex`` on (``serve``, or a refusal answered before any app runs): the protocol

@@ -22,7 +22,16 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from bascule.config import Config, Endpoint, ListenerKind, Wire, bind_wire, parse_bind, parse_uds_mode
+from bascule.config import (
+    PROXY_PREFIX,
+    Config,
+    Endpoint,
+    ListenerKind,
+    Wire,
+    bind_wire,
+    parse_listener,
+    parse_uds_mode,
+)
 from bascule.errors import ConfigError, StartupError
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first socket systemd passes
@@ -44,8 +53,8 @@ class Listener:
     tls: bool = False
     """TLS on this listener (the server's certificate, --ssl-certfile): HTTPS and wss."""
     proxy_protocol: bool = False
-    """Reserved for issue 14: a PROXY protocol v1/v2 header is read first, before TLS. Nothing sets it yet;
-    the front door already gives such a listener its pre-TLS step (accept, then ``start_tls``)."""
+    """A PROXY protocol v1/v2 header is required first, before TLS (--proxy-protocol, --bind proxy+...): the
+    front door reads it in its pre-TLS step (listen/accept.py's Preamble)."""
     protocol: Wire = "http"
     """The wire: "http" (HTTP/1.1, HTTP/2 by preface or ALPN) or "uwsgi" (``--bind uwsgi://...``: nginx's
     uwsgi_pass; never TLS)."""
@@ -84,17 +93,24 @@ class BoundListener(NamedTuple):
 
 def listener_specs(config: Config) -> list[Listener]:
     """The listeners ``config`` asks for (systemd's sockets, which replace them, are found at bind time)."""
-    endpoints: list[Endpoint]
+    endpoints: list[tuple[Endpoint, bool, Wire]]
     if config.bind:
-        return [Listener.at(parse_bind(spec), tls=config.tls_enabled, protocol=bind_wire(spec)[0])
-                for spec in config.bind]
+        endpoints = [(*parse_listener(spec), bind_wire(spec.removeprefix(PROXY_PREFIX))[0]) for spec in config.bind]
     elif config.fd is not None:
-        endpoints = [Endpoint("fd", config.fd)]
+        endpoints = [(Endpoint("fd", config.fd), False, "http")]
     elif config.uds:
-        endpoints = [Endpoint("unix", config.uds)]
+        endpoints = [(Endpoint("unix", config.uds), False, "http")]
     else:
-        endpoints = [Endpoint("tcp", (config.host, config.port))]
-    return [Listener.at(endpoint, tls=config.tls_enabled) for endpoint in endpoints]
+        endpoints = [(Endpoint("tcp", (config.host, config.port)), False, "http")]
+    return [Listener.at(endpoint, tls=config.tls_enabled,
+                        proxy_protocol=proxied or wants_proxy_protocol(config, endpoint, wire), protocol=wire)
+            for endpoint, proxied, wire in endpoints]
+
+
+def wants_proxy_protocol(config: Config, endpoint: Endpoint, wire: Wire = "http") -> bool:
+    """--proxy-protocol: every HTTP listener but Unix sockets (a local proxy on a Unix socket hides no address;
+    ``--bind proxy+unix:PATH`` asks for the header there explicitly; uwsgi_pass sends REMOTE_ADDR instead)."""
+    return config.proxy_protocol and endpoint.kind != "unix" and wire == "http"
 
 
 def bind_listeners(config: Config, environ: MutableMapping[str, str] | None = None) -> list[BoundListener]:
@@ -109,7 +125,8 @@ def bind_listeners(config: Config, environ: MutableMapping[str, str] | None = No
                 sock.close()
             raise ConfigError(f"systemd passed {len(activated)} socket(s) (LISTEN_FDS), which replace --bind, "
                               f"--uds and --fd: drop those options, or the socket unit")
-        return [BoundListener(Listener("systemd", sock.fileno(), config.tls_enabled), sock) for sock in activated]
+        return [BoundListener(Listener("systemd", sock.fileno(), config.tls_enabled, config.proxy_protocol), sock)
+                for sock in activated]
     mode = parse_uds_mode(config.uds_mode) if config.uds_mode is not None else DEFAULT_UDS_MODE
     bound: list[BoundListener] = []
     try:

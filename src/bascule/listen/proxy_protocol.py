@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from bascule.errors import BasculeError
 
-__all__ = ["DEFAULT_MAX_LENGTH", "V1_MAX_LENGTH", "V2_SIGNATURE", "ProxyHeader", "ProxyHeaderReader",
+__all__ = ["DEFAULT_MAX_LENGTH", "HEADER_TIMEOUT", "V1_MAX_LENGTH", "V2_SIGNATURE", "ProxyHeader", "ProxyHeaderReader",
            "ProxyProtocolError", "SSLInfo", "crc32c", "parse"]
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -53,6 +53,10 @@ DEFAULT_MAX_LENGTH = 4096
 usual TLVs take a few hundred bytes; HAProxy's SSL TLV with the client certificate in DER
 (PP2_SUBTYPE_SSL_CLIENT_CERT) is the large case, ~1-2 KiB. A sender claiming more is refused as soon as the
 first 16 bytes arrive, so a peer cannot make us buffer 64 KiB per connection."""
+
+HEADER_TIMEOUT = 3.0
+"""Seconds a sender has for its whole header from accept (HAProxy sends it in its first segment; a peer that
+does not is broken or hostile, and must not hold the connection). ServerContext.proxy_header_timeout."""
 
 LOCAL = "LOCAL"
 PROXY = "PROXY"

@@ -26,6 +26,8 @@ class Logged(Protocol):
     status: int
     client: tuple[str, int] | None
     headers: list[tuple[bytes, bytes]]
+    proxied: bool  # a trusted proxy named the client: ``peer`` is the connection's
+    peer: tuple[str, int] | None
 
 
 class Finished(Logged, Protocol):
@@ -79,17 +81,24 @@ def _header(ex: Logged, name: bytes) -> str:
     return "-"
 
 
+def _address(address: tuple[str, int] | None) -> str:
+    if not address:
+        return "-"
+    host = address[0]
+    return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+
+
 def format_access(template: str, ex: Logged, nbytes: int, duration: float) -> str:
     """Fill the access-log template for one finished request."""
     target = ex.raw_path + (b"?" + ex.query_string if ex.query_string else b"")
     method = escape(ex.method.encode("latin-1", "replace"))
     target_s = escape(target)
-    client = "-"
-    if ex.client:
-        host = ex.client[0]
-        client = f"[{host}]:{ex.client[1]}" if ":" in host else f"{host}:{ex.client[1]}"
+    # {client}: the connection's peer, as gunicorn's %(h)s, even where a trusted proxy named another client
+    # ({app_client}, what the app sees): a log line never depends on a header a client could have sent
+    client = _address(ex.peer if ex.proxied else ex.client)
     return template.format(
         client=client,
+        app_client=_address(ex.client) if ex.proxied else client,
         method=method,
         target=target_s,
         path=escape(ex.raw_path),

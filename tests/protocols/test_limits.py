@@ -416,6 +416,8 @@ class _Ex:
     http_version = "1.1"
     status = 200
     client = ("127.0.0.1", 5)
+    proxied = False
+    peer = None
     headers = [(b"user-agent", b'evil"\n\x1b[31m'), (b"referer", b"\xe2\x80\xa8x")]
 
 

@@ -18,7 +18,7 @@ import os
 import stat
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from bascule.errors import AppProtocolError
 from bascule.gateways.asgi_ws import WebSocketCycle
@@ -97,6 +97,18 @@ class ASGIGateway:
             "extensions": extensions,
         }
 
+    def proxied(self, scope: Scope, req: Exchange | WebSocketSession) -> None:
+        """A request a trusted proxy described (ServerContext.forwarded): its client, scheme, server and Host
+        are already the request's; its mount point (X-Forwarded-Prefix) replaces --root-path here, and the
+        connection's own client stays readable as ``scope["extensions"]["bascule.peer"]``."""
+        scope["extensions"]["bascule.peer"] = {"client": req.peer}
+        root = req.root_path
+        if root is not None:
+            raw_path = req.raw_path
+            scope["root_path"] = root + self.root_path[len(self.server_root):]
+            scope["path"] = root + decode_path(raw_path)
+            scope["raw_path"] = quote(root).encode("ascii") + raw_path
+
     def handle(self, ex: Exchange) -> None:
         """Start the app for one request (called on the loop; returns at once)."""
         extensions: dict[str, Any] = {"http.response.trailers": {}, "http.response.pathsend": {}}
@@ -104,6 +116,8 @@ class ASGIGateway:
             extensions["tls"] = ex.tls.copy()  # per scope: an app may change its scope
         scope = self.scope("http", ex, extensions)
         scope["method"] = ex.method
+        if ex.proxied:
+            self.proxied(scope, ex)
         cycle = HTTPCycle(ex)
         task = start_task(ex.loop, cycle.run(self.app(scope, cycle.receive, cycle.send)))
         ex.cancel_app = task.cancel  # for --timeout-request
@@ -119,6 +133,8 @@ class ASGIGateway:
             extensions["tls"] = session.tls.copy()
         scope = self.scope("websocket", session, extensions)
         scope["subprotocols"] = session.subprotocols
+        if session.proxied:
+            self.proxied(scope, session)
         cycle = WebSocketCycle(session)
         task = cycle.start(self.app(scope, cycle.receive, cycle.send))
         self.tasks.add(task)

@@ -51,6 +51,7 @@ class WSGIGateway:
         self.app = app
         self.pool = pool  # None: run apps on the event-loop thread (wsgi_mode "loop")
         self.prefix = prefix.encode("utf-8").decode("latin-1")
+        self.mount_prefix = prefix  # below a proxy's X-Forwarded-Prefix, which replaces --root-path
         self._header_keys: dict[bytes, str] = {}
         self.template: dict[str, Any] = {
             "SCRIPT_NAME": (root_path + prefix).encode("utf-8").decode("latin-1"),
@@ -99,9 +100,14 @@ class WSGIGateway:
         env["PATH_INFO"] = path
         env["QUERY_STRING"] = ex.query_string.decode("latin-1")
         env["SERVER_PROTOCOL"] = "HTTP/" + ex.http_version
-        env["wsgi.url_scheme"] = ex.scheme
-        if ex.tls is not None:
+        scheme = ex.scheme
+        env["wsgi.url_scheme"] = scheme
+        if scheme == "https":  # TLS here, or at a trusted proxy
             env["HTTPS"] = "on"  # the CGI convention some frameworks read instead of wsgi.url_scheme
+        if ex.proxied:  # a trusted proxy described the request (ServerContext.forwarded)
+            env["bascule.peer"] = ex.peer  # the connection's own client
+            if ex.root_path is not None:
+                env["SCRIPT_NAME"] = (ex.root_path + self.mount_prefix).encode("utf-8").decode("latin-1")
         env["wsgi.input"] = wsgi_input
         if ex.server is not None:
             env["SERVER_NAME"], env["SERVER_PORT"] = ex.server[0], str(ex.server[1])

@@ -100,7 +100,14 @@ class Exchange(abc.ABC):
     headers: Headers
     client: tuple[str, int] | None
     server: tuple[str, int] | None
-    root_path: str
+    root_path: str | None = None
+    """None: the server's own mount point (--root-path, with the app's --mount prefix); a str: the one a
+    trusted proxy gave (X-Forwarded-Prefix), which replaces --root-path for this request."""
+    proxied = False
+    """A trusted proxy's headers changed ``client``/``scheme``/``server``/``root_path``/the Host header
+    (ServerContext.forwarded); ``peer`` then holds the connection's own client."""
+    peer: tuple[str, int] | None = None
+    """The connection's client (the socket's peer, or a PROXY protocol header's source) when ``proxied``."""
     loop: asyncio.AbstractEventLoop
     start_time: float
     """The loop's time when the request head was complete, set by the protocol for every exchange the
@@ -301,6 +308,9 @@ class WebSocketSession(abc.ABC):
     loop: asyncio.AbstractEventLoop
     tls: dict[str, Any] | None = None
     """The ASGI ``tls`` extension's dict over TLS (wss), as Exchange.tls; None over plain TCP."""
+    root_path: str | None = None  # as Exchange's: from the handshake request
+    proxied = False  # as Exchange's
+    peer: tuple[str, int] | None = None  # as Exchange's
 
     @abc.abstractmethod
     async def receive(self) -> str | bytes | WebSocketClosed:

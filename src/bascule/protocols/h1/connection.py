@@ -43,7 +43,10 @@ COALESCE_LIMIT = 256 * 1024  # queued bytes written at once, without waiting for
 JOIN_BELOW = 16 * 1024  # pending pieces smaller than this in all are joined before writing
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-_NOTED_REQUEST_HEADERS = frozenset((b"expect", b"te", b"host", b"content-length", b"transfer-encoding"))
+_PROXY_FIELDS = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
+                           b"x-forwarded-prefix", b"forwarded"))
+"""Fields a trusted proxy may set (trust.py): seeing one is what makes a request go through ctx.forwarded."""
+_NOTED_REQUEST_HEADERS = frozenset((b"expect", b"te", b"host", b"content-length", b"transfer-encoding")) | _PROXY_FIELDS
 _FRAMING_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
 _log = logging.getLogger("bascule.error")
 
@@ -52,6 +55,7 @@ class H1Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: parses requests with llhttp and writes responses in order."""
 
     tls: dict[str, Any] | None = None  # the ASGI tls extension's dict, set in connection_made over TLS
+    proxy_header: Any = None  # the PROXY protocol header (listen/), whose endpoints replaced the socket's
 
     def __init__(self, ctx: ServerContext, scheme: str = "http") -> None:
         self.ctx = ctx
@@ -75,6 +79,7 @@ class H1Connection(asyncio.Protocol):
         self._expect_continue = False
         self._te_trailers = False
         self._framing = False  # a Content-Length or Transfer-Encoding field was seen: check it
+        self._forwarded = False  # a proxy field was seen (_PROXY_FIELDS): ctx.forwarded decides
         self._head_since = 0.0  # when the head in progress began (meaningful while _head_bytes > 0)
         self._body_mark: tuple[H1Exchange | None, int, float] = (None, 0, 0.0)  # body-idle watch
         self._app_mark: tuple[H1Exchange | None, float] = (None, 0.0)  # --timeout-request watch
@@ -258,6 +263,9 @@ class H1Connection(asyncio.Protocol):
             if name in _FRAMING_HEADERS:
                 self._framing = True
                 return
+            if name in _PROXY_FIELDS:
+                self._forwarded = True
+                return
             value = value.lower()
             if name == b"expect":
                 self._expect_continue = value == b"100-continue"
@@ -309,6 +317,9 @@ class H1Connection(asyncio.Protocol):
                 ex.keep_alive = False  # --limit-requests-per-connection reached
         if self._te_trailers:
             ex.te_trailers = True
+        if self._forwarded:
+            self._forwarded = False
+            self.ctx.forwarded(ex)  # before dispatch and before a WebSocket upgrade copies its fields
         ex.start_time = self.loop.time()
         self._url = b""
         self._headers = []
@@ -352,6 +363,7 @@ class H1Connection(asyncio.Protocol):
         self._hosts = 0
         self._expect_continue = False
         self._te_trailers = False
+        self._forwarded = False  # a proxy field in a trailer is dropped with it
         self._framing = self._measuring
         ctx = self.ctx
         h1_checks.check_trailers(trailers, ctx.limit_request_headers, ctx.limit_request_field_size)

@@ -57,7 +57,6 @@ class H1Exchange(BufferedExchange):
     """
 
     conn: H1Connection
-    root_path = ""
     start_time = 0.0
     disconnected = False
     response_started = False

@@ -56,6 +56,8 @@ REMEMBERED_RESETS = 1024  # streams we reset, whose late frames are dropped quie
 class H2Connection(H2Output, asyncio.Protocol):
     """One HTTP/2 connection, from the client preface to GOAWAY."""
 
+    proxy_header: Any = None  # the PROXY protocol header (listen/), whose endpoints replaced the socket's
+
     def __init__(self, ctx: ServerContext, scheme: str = "http", tls: dict[str, Any] | None = None) -> None:
         self.ctx = ctx
         self.loop = ctx.loop

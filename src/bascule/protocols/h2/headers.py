@@ -37,6 +37,8 @@ _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connecti
                                   b"upgrade"))
 _UPGRADE_ONLY = _CONNECTION_SPECIFIC | {b"http2-settings", b"te"}  # HTTP/1.1 fields of an h2c upgrade
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT")}
+_PROXY_FIELDS = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
+                           b"x-forwarded-prefix", b"forwarded"))  # as HTTP/1.1's (h1/connection.py)
 _STATIC_NAMES: dict[bytes, int] = {}
 for _i, (_name, _) in enumerate(HeaderTable.STATIC_TABLE, start=1):
     _STATIC_NAMES.setdefault(_name, _i)
@@ -72,6 +74,7 @@ class RequestHead(NamedTuple):
     content_length: int | None
     protocol: bytes | None  # :protocol of an extended CONNECT (RFC 8441)
     expect_continue: bool
+    forwarded: bool = False  # a field a proxy sets (X-Forwarded-*, Forwarded): the stream asks ctx.forwarded
 
 
 class RequestDecoder:
@@ -135,6 +138,7 @@ def parse_request(fields: Headers, *, connect_protocol: bool) -> RequestHead:
     content_length: int | None = None
     host = False
     expect_continue = False
+    forwarded = False
     regular = False
     for name, value in fields:
         if name[:1] == b":":
@@ -166,6 +170,8 @@ def parse_request(fields: Headers, *, connect_protocol: bool) -> RequestHead:
             host = True
         elif name == b"expect":
             expect_continue = value.lower() == b"100-continue"
+        elif name in _PROXY_FIELDS:
+            forwarded = True
         headers.append((name, value))
     if method is None:
         raise MalformedRequest("missing :method")
@@ -191,7 +197,7 @@ def parse_request(fields: Headers, *, connect_protocol: bool) -> RequestHead:
         headers.append((b"cookie", b"; ".join(cookies)))
     raw_path, _, query = path.partition(b"?")
     return RequestHead(_METHODS.get(method) or method.decode("ascii"), raw_path, query, headers, content_length,
-                       protocol, expect_continue)
+                       protocol, expect_continue, forwarded)
 
 
 def upgrade_request(ex: Exchange, settings: bytes) -> tuple[RequestHead, bytes]:
@@ -203,7 +209,7 @@ def upgrade_request(ex: Exchange, settings: bytes) -> tuple[RequestHead, bytes]:
     if len(payload) % 6:
         raise ValueError("HTTP2-Settings is not a list of settings")
     headers = [(name, value) for name, value in ex.headers if name not in _UPGRADE_ONLY]
-    return RequestHead(ex.method, ex.raw_path, ex.query_string, headers, None, None, False), payload
+    return RequestHead(ex.method, ex.raw_path, ex.query_string, headers, None, None, False, ex.proxied), payload
 
 
 # -- response encoding --------------------------------------------------------------------------------------

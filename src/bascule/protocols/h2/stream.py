@@ -46,7 +46,6 @@ class H2Stream(BufferedExchange):
 
     conn: H2Connection
     http_version = "2"
-    root_path = ""
     start_time = 0.0
     disconnected = False
     response_started = False
@@ -87,6 +86,8 @@ class H2Stream(BufferedExchange):
         self.recv_window = conn.local_initial_window
         if conn.tls is not None:
             self.tls = conn.tls
+        if head.forwarded:
+            conn.ctx.forwarded(self)  # before dispatch, and before an extended CONNECT's session copies them
 
     # -- request body, fed by the connection --------------------------------------------------------
     def feed(self, data: bytes) -> None:

@@ -114,8 +114,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
                  "_fragments", "_held", "_last_ping", "_out_eof", "_ping_payload",
                  "_ping_sent", "_pings", "_pump_handle", "_queue", "_queued_bytes", "_recv_waiter",
                  "_response_expected", "_slice", "client", "ctx", "headers", "http_version", "loop", "max_queue",
-                 "max_size", "outbox", "phase", "proto", "query_string", "raw_path", "scheme", "server", "subprotocols",
-                 "tls", "transport")
+                 "max_size", "outbox", "peer", "phase", "proto", "proxied", "query_string", "raw_path", "root_path",
+                 "scheme", "server", "subprotocols", "tls", "transport")
 
     def __init__(self, ctx: ServerContext, transport: BytePipe, ex: Exchange) -> None:
         self.ctx = ctx
@@ -130,6 +130,9 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self.headers = ex.headers
         self.client = ex.client
         self.server = ex.server
+        self.root_path = ex.root_path
+        self.proxied = ex.proxied
+        self.peer = ex.peer
         self.subprotocols: list[str] = []
         self.max_queue = ctx.ws_max_queue
         self.max_size = ctx.ws_max_size  # also the bound on the bytes queued for the app

@@ -1,7 +1,7 @@
 """Tests for the front door (bascule.listen.accept): which protocol each connection gets, over real loopback
 sockets with raw bytes (ALPN h2, ALPN http/1.1, no ALPN, the cleartext HTTP/2 preface, cleartext HTTP/1.1,
-HTTP/2 off), the TLS-after-accept path of listeners with a pre-TLS step (``proxy_protocol``, issue 14), the
-handshake deadline, and the sniffer stepping out of the transport's path.
+HTTP/2 off), the TLS-after-accept path of listeners with a pre-TLS step (``proxy_protocol``: the client sends
+a PROXY header first), the handshake deadline, and the sniffer stepping out of the transport's path.
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ async def version_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @contextlib.contextmanager
 def serving(*, proxy_protocol: bool = False, **options: Any) -> Iterator[tuple[str, int]]:
-    """A server in a thread on one TCP listener whose spec the test chooses (proxy_protocol cannot be set by an
-    option yet); yields its address."""
+    """A server in a thread on one TCP listener whose spec the test chooses; yields its address."""
     config = Config(app="test:app", port=0, access_log=False, **options)
     sock = bind_tcp("127.0.0.1", 0)
     port = sock.getsockname()[1]
@@ -132,24 +131,35 @@ def http2(sock: socket.socket) -> tuple[bytes, bytes]:
     return first, body
 
 
-def tls_client(files: ServerFiles, port: int, alpn: list[str] | None) -> ssl.SSLSocket:
+PROXY_V1 = b"PROXY TCP4 192.0.2.1 198.51.100.2 40000 443\r\n"
+
+
+def connect(host: str, port: int, proxy_protocol: bool = False) -> socket.socket:
+    """A client connection; on a listener that requires it, opened with a PROXY v1 header as HAProxy would."""
+    sock = socket.create_connection((host, port), timeout=5)
+    if proxy_protocol:
+        sock.sendall(PROXY_V1)
+    return sock
+
+
+def tls_client(files: ServerFiles, port: int, alpn: list[str] | None, proxy_protocol: bool = False) -> ssl.SSLSocket:
     context = files.client_context()
     if alpn is not None:
         context.set_alpn_protocols(alpn)
-    return context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="127.0.0.1")
+    return context.wrap_socket(connect("127.0.0.1", port, proxy_protocol), server_hostname="127.0.0.1")
 
 
 # -- cleartext ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("proxy_protocol", [False, True])
 def test_cleartext_http11_is_served_by_http11(proxy_protocol: bool) -> None:
-    with serving(proxy_protocol=proxy_protocol) as (host, port), socket.create_connection((host, port)) as sock:
+    with serving(proxy_protocol=proxy_protocol) as (host, port), connect(host, port, proxy_protocol) as sock:
         out = http11(sock)
     assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"\r\n\r\n1.1")
 
 
 @pytest.mark.parametrize("proxy_protocol", [False, True])
 def test_cleartext_preface_is_served_by_http2(proxy_protocol: bool) -> None:
-    with serving(proxy_protocol=proxy_protocol) as (host, port), socket.create_connection((host, port)) as sock:
+    with serving(proxy_protocol=proxy_protocol) as (host, port), connect(host, port, proxy_protocol) as sock:
         first, body = http2(sock)
     assert first[3] == 0x4 and body == b"2"  # the server's SETTINGS frame first, then an HTTP/2 response
 
@@ -168,7 +178,7 @@ def test_cleartext_preface_with_http2_off_is_an_http11_error() -> None:
 def test_tls_chooses_by_alpn(certs: ServerFiles, proxy_protocol: bool, alpn: list[str] | None,
                              expected: str | None) -> None:
     with serving(proxy_protocol=proxy_protocol, **tls_options(certs)) as (_, port), \
-            tls_client(certs, port, alpn) as sock:
+            tls_client(certs, port, alpn, proxy_protocol) as sock:
         assert sock.selected_alpn_protocol() == expected
         if expected == "h2":
             first, body = http2(sock)
@@ -181,7 +191,7 @@ def test_tls_chooses_by_alpn(certs: ServerFiles, proxy_protocol: bool, alpn: lis
 @pytest.mark.parametrize("proxy_protocol", [False, True], ids=["ssl=", "start_tls"])
 def test_tls_with_http2_off_offers_only_http11(certs: ServerFiles, proxy_protocol: bool) -> None:
     with serving(proxy_protocol=proxy_protocol, http2=False, **tls_options(certs)) as (_, port), \
-            tls_client(certs, port, ["h2", "http/1.1"]) as sock:
+            tls_client(certs, port, ["h2", "http/1.1"], proxy_protocol) as sock:
         assert sock.selected_alpn_protocol() == "http/1.1"
         out = http11(sock)
     assert out.startswith(b"HTTP/1.1 200 ")
@@ -190,7 +200,7 @@ def test_tls_with_http2_off_offers_only_http11(certs: ServerFiles, proxy_protoco
 @pytest.mark.parametrize("proxy_protocol", [False, True], ids=["ssl=", "start_tls"])
 def test_the_tls_handshake_has_the_head_deadline(certs: ServerFiles, proxy_protocol: bool) -> None:
     with serving(proxy_protocol=proxy_protocol, timeout_request_head=1.0, **tls_options(certs)) as (host, port), \
-            socket.create_connection((host, port)) as sock:
+            connect(host, port, proxy_protocol) as sock:
         start = time.monotonic()
         sock.sendall(b"\x16\x03\x01")  # the start of a ClientHello, never finished
         out = read_until_closed(sock, timeout=10)
@@ -202,7 +212,7 @@ def test_start_tls_takes_a_client_hello_sent_in_pieces(certs: ServerFiles) -> No
     """Bytes that arrive before start_tls has the transport are handed to TLS, not lost."""
     with serving(proxy_protocol=True, **tls_options(certs)) as (_, port):
         for _ in range(5):
-            with tls_client(certs, port, ["h2", "http/1.1"]) as sock:
+            with tls_client(certs, port, ["h2", "http/1.1"], True) as sock:
                 assert http2(sock)[1] == b"2"
 
 

@@ -1,6 +1,6 @@
 """The front door: what happens to a connection between accept and its protocol, per listener.
 
-    accept -> [PROXY header: issue 14, only where the listener asks for it] -> TLS -> ALPN / preface -> protocol
+    accept -> [PROXY header, only where the listener asks for it] -> TLS -> ALPN / preface -> protocol
 
 :class:`FrontDoor` gives the server, for one :class:`~bascule.listen.listeners.Listener`, the protocol factory
 and the ``ssl=`` to pass to ``loop.create_server``. It picks the cheapest way through for the listener:
@@ -13,8 +13,9 @@ and the ``ssl=`` to pass to ``loop.create_server``. It picks the cheapest way th
   hands the connection to HTTP/2, anything else to HTTP/1.1, and either way it leaves the transport's path;
 - TLS, no pre-TLS step: the loop's own ``ssl=`` handshake, then :class:`ChooseByALPN` picks HTTP/2 or
   HTTP/1.1 once, in ``connection_made`` (with HTTP/2 off, ALPN offers only http/1.1: H1Connection itself);
-- a listener with a pre-TLS step (``proxy_protocol``, issue 14): :class:`Preamble` accepts in clear, reads what
-  must come first, then runs TLS with ``loop.start_tls`` and chooses as above.
+- a listener with a pre-TLS step (``proxy_protocol``): :class:`Preamble` accepts in clear, reads what must come
+  first (the PROXY header, only from a sender in --forwarded-allow-ips, within 3 s), then runs TLS with
+  ``loop.start_tls`` and chooses as above; the header's addresses become the connection's.
 
 ``start_tls`` is only used where a pre-TLS step needs it: on uvloop it made 10-25% fewer sequential
 handshakes per second than ``ssl=`` (a task and two loop passes more per connection; server CPU per
@@ -37,7 +38,8 @@ from typing import Any, cast
 
 from bascule.context import ServerContext
 from bascule.listen.listeners import Listener
-from bascule.protocols.exchange import Exchange
+from bascule.listen.proxy_protocol import ProxyHeader, ProxyHeaderReader, ProxyProtocolError, SSLInfo
+from bascule.protocols.exchange import Exchange, describe_peer, peer_address
 from bascule.protocols.h1.connection import H1Connection
 from bascule.protocols.h2.connection import H2Connection
 from bascule.protocols.h2.frames import PREFACE
@@ -47,7 +49,7 @@ from bascule.protocols.upgrades import H2cStart, WebSocketHandler
 from bascule.protocols.uwsgi.connection import UwsgiConnection
 from bascule.protocols.websocket.connection import WSConnection
 from bascule.protocols.websocket.extended_connect import StreamWebSocket
-from bascule.tls import tls_extension
+from bascule.tls import VERSION_NUMBERS, tls_extension
 
 _log = logging.getLogger("bascule.error")
 
@@ -142,9 +144,10 @@ class Sniff(asyncio.Protocol):
         ctx = h1.ctx
         if data.startswith(PREFACE_LINE) and h1 in ctx.connections:  # not refused, not closing
             h1.detach()
-            h2 = H2Connection(ctx, "http", None)
+            h2 = H2Connection(ctx, h1.scheme, h1.tls)
             transport.set_protocol(h2)
             h2.connection_made(transport)
+            carry_endpoints(h1, h2)
             h2.data_received(data)
             return
         transport.set_protocol(h1)
@@ -166,21 +169,26 @@ class Sniff(asyncio.Protocol):
 class Preamble(asyncio.Protocol):
     """A listener with a step before TLS: accepted in clear, the step, then TLS with ``loop.start_tls``.
 
-    The step is issue 14's PROXY protocol header (:meth:`_read_preamble` is the hook; today it reads nothing).
+    The step is the PROXY protocol header (:meth:`_read_preamble`, with listen/proxy_protocol.py's reader).
     Bytes that arrive before TLS takes the transport are kept (reading paused) and handed to the TLS protocol
     once ``start_tls`` has set it: the header's leftover, and on uvloop the start of the ClientHello too (uvloop
     starts reading after ``connection_made`` returns, so a pause there is lost). While the handshake completes
     this object is also the TLS transport's protocol: what arrives then is kept for the protocol chosen.
     """
 
-    __slots__ = ("_early", "_handshake", "_lost", "_tls_started", "ctx", "handshake_timeout", "tls_context",
-                 "transport")
+    __slots__ = ("_deadline", "_early", "_handshake", "_lost", "_reader", "_tls_started", "ctx", "handshake_timeout",
+                 "header", "peer", "tls_context", "transport")
 
-    def __init__(self, ctx: ServerContext, tls_context: ssl.SSLContext | None, handshake_timeout: float | None) -> None:
+    def __init__(self, ctx: ServerContext, tls_context: ssl.SSLContext | None, handshake_timeout: float | None,
+                 proxy_protocol: bool = True) -> None:
         self.ctx = ctx
         self.tls_context = tls_context
         self.handshake_timeout = handshake_timeout
         self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] | None = None
+        self.header: ProxyHeader | None = None  # the PROXY header, once read
+        self._reader: ProxyHeaderReader | None = ProxyHeaderReader() if proxy_protocol else None
+        self._deadline: asyncio.TimerHandle | None = None
         self._early = b""
         self._tls_started = False
         self._lost = False
@@ -190,10 +198,23 @@ class Preamble(asyncio.Protocol):
         if self.transport is not None:
             return  # (not called by start_tls; guard all the same)
         self.transport = cast(asyncio.Transport, transport)
+        self.peer = peer_address(transport.get_extra_info("peername"))
+        if self._reader is not None:
+            if not self.ctx.trusted_proxies.trusts_peer(None if self.peer is None else self.peer[0]):
+                # it could claim any address: refused before a byte is read
+                _log.warning("refused a connection from %s: a PROXY protocol header is required on this listener and "
+                             "this peer is not in --forwarded-allow-ips", describe_peer(self.peer))
+                self._reader = None
+                self._lost = True
+                self.transport.abort()
+                return
+            self._deadline = self.ctx.loop.call_later(self.ctx.proxy_header_timeout, self._too_slow)
         if self._read_preamble():
             self._preamble_done()
 
     def data_received(self, data: bytes) -> None:
+        if self._lost:
+            return
         self._early += data
         if not self._tls_started:
             transport = self.transport
@@ -201,21 +222,63 @@ class Preamble(asyncio.Protocol):
                 transport.pause_reading()  # nothing more until the step before TLS is done with these
             if self._read_preamble():
                 self._preamble_done()
+            elif transport is not None and not self._lost:
+                transport.resume_reading()  # the header is not complete yet
 
     def eof_received(self) -> bool | None:
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self._stop_deadline()
 
-    # -- issue 14: the PROXY protocol header ----------------------------------------------------------------
+    # -- the PROXY protocol header (listen/proxy_protocol.py) ------------------------------------------------
     def _read_preamble(self) -> bool:
-        """HOOK for issue 14: read the PROXY v1/v2 header from ``self._early`` (listen/proxy_protocol.py's
-        reader), keep only the bytes after it, and note the addresses it gives; True once done.
-
-        Today nothing is read before TLS, so this is done at once.
-        """
+        """Read the PROXY v1/v2 header from ``self._early``, keep only the bytes after it (the next protocol's:
+        TLS or HTTP), and note the header; True once done. Required: anything else closes the connection
+        (the spec: never guess whether a header is there)."""
+        reader = self._reader
+        if reader is None:
+            return not self._lost  # no header on this listener (or refused)
+        data, self._early = self._early, b""
+        if not data:
+            return False
+        try:
+            header = reader.feed(data)
+        except ProxyProtocolError as exc:
+            self._refuse(str(exc))
+            return False
+        if header is None:
+            return False
+        self._stop_deadline()
+        self._reader = None
+        self.header = header
+        self._early = reader.leftover
         return True
+
+    def _refuse(self, reason: str) -> None:
+        _log.warning("closed a connection from %s: %s", describe_peer(self.peer), reason)
+        self._reader = None
+        self._lost = True
+        self._stop_deadline()
+        if self.transport is not None:
+            self.transport.abort()  # the spec asks for an abort, so the sender notices
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self._reader is not None and not self._lost:
+            self._refuse(f"no complete PROXY protocol header within {self.ctx.proxy_header_timeout:g} s")
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _adopt(self, protocol: asyncio.Protocol) -> None:
+        """The connection's endpoints and TLS facts as the PROXY header gives them, for every request on it."""
+        header = self.header
+        if header is not None:
+            adopt_proxy_header(protocol, header)
 
     def _preamble_done(self) -> None:
         transport = self.transport
@@ -233,6 +296,7 @@ class Preamble(asyncio.Protocol):
         protocol: asyncio.Protocol = Sniff(ctx) if ctx.http2 else H1Connection(ctx)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
+        self._adopt(protocol)
         if early:
             protocol.data_received(early)
         transport.resume_reading()
@@ -254,6 +318,7 @@ class Preamble(asyncio.Protocol):
         protocol = choose_by_alpn(self.ctx, tls)
         tls.set_protocol(protocol)
         protocol.connection_made(tls)
+        self._adopt(protocol)
         if early:
             protocol.data_received(early)
 
@@ -276,6 +341,54 @@ class Preamble(asyncio.Protocol):
             reader.data_received(data)
 
 
+# -- a PROXY header's facts on the protocol that serves the connection ------------------------------------------
+def adopt_proxy_header(protocol: asyncio.BaseProtocol, header: ProxyHeader) -> None:
+    """Give ``protocol`` (just connected) the endpoints and TLS facts a PROXY header gives. LOCAL, UNKNOWN and
+    the families without addresses keep the real endpoints (``header.source`` is None). SSL (the proxy
+    terminated TLS): scheme https and the ASGI ``tls`` facts it names; AUTHORITY (the SNI the client sent): the
+    server name. The header stays on the connection as ``proxy_header`` (UNIQUE_ID, ALPN, the other TLVs)."""
+    target: Any = protocol.h1 if isinstance(protocol, Sniff) else protocol
+    if not isinstance(target, (H1Connection, H2Connection)):
+        return
+    target.proxy_header = header
+    if header.source is not None and header.destination is not None:
+        target.client = header.source
+        target.server = header.destination
+    if header.authority is not None:
+        port = target.server[1] if target.server is not None else (443 if header.tls else 80)
+        target.server = (header.authority, port)
+    if header.tls and target.tls is None:
+        assert header.ssl is not None
+        target.scheme = "https"
+        target.tls = proxied_tls_extension(header.ssl)
+
+
+def carry_endpoints(old: object, new: H2Connection) -> None:
+    """HTTP/1.1 hands its connection to HTTP/2 (preface, h2c): the endpoints a PROXY header gave go along."""
+    if isinstance(old, H1Connection) and old.proxy_header is not None:
+        new.proxy_header = old.proxy_header
+        new.client, new.server = old.client, old.server
+        new.scheme, new.tls = old.scheme, old.tls
+
+
+def proxied_tls_extension(info: SSLInfo) -> dict[str, Any]:
+    """The ASGI ``tls`` extension's dict for TLS a proxy terminated, from what its PROXY header says: the
+    version and, when the client's certificate verified at the proxy, its subject's CN (the header carries no
+    chain unless HAProxy sends the certificate, then in DER)."""
+    chain: list[str] = []
+    if info.client_cert is not None:
+        chain = [ssl.DER_cert_to_PEM_cert(info.client_cert)]
+    name = f"CN={info.common_name}" if info.common_name is not None and info.cert_verified else None
+    return {
+        "server_cert": None,
+        "client_cert_chain": chain,
+        "client_cert_name": name,
+        "client_cert_error": None if info.verify == 0 else f"verification failed at the proxy ({info.verify})",
+        "tls_version": VERSION_NUMBERS.get(info.version) if info.version is not None else None,
+        "cipher_suite": None,  # the proxy names it (info.cipher, on the connection's proxy_header); ASGI wants a number
+    }
+
+
 # -- the upgrade registry's handlers ---------------------------------------------------------------------------
 def install_upgrades(ctx: ServerContext) -> None:
     """Fill ``ctx.upgrades`` with what this server offers: HTTP/2 if it is on, WebSocket if an ASGI route exists."""
@@ -294,8 +407,10 @@ def h2_from_preface(ctx: ServerContext, transport: asyncio.Transport, scheme: st
     received = earlier + data
     feed = received if received.startswith(PREFACE_LINE) else PREFACE_LINE + data
     h2 = H2Connection(ctx, scheme, tls)
+    h1 = transport.get_protocol()  # the HTTP/1.1 connection handing over
     transport.set_protocol(h2)
     h2.connection_made(transport)
+    carry_endpoints(h1, h2)
     h2.data_received(feed)
 
 
@@ -308,8 +423,10 @@ def h2c_upgrade(ctx: ServerContext, ex: Exchange, settings: bytes) -> H2cStart |
 
     def start(transport: asyncio.Transport, leftover: bytes) -> None:
         h2 = H2Connection(ctx, "http", None)
+        h1 = transport.get_protocol()  # the HTTP/1.1 connection handing over
         transport.set_protocol(h2)
         h2.connection_made(transport)
+        carry_endpoints(h1, h2)
         h2.upgraded(head, client_settings)
         if leftover:
             h2.data_received(leftover)

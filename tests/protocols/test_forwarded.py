@@ -144,7 +144,7 @@ def test_forwarded_mode_reads_forwarded_and_ignores_x_forwarded() -> None:
 
 
 def test_wsgi_environ() -> None:
-    with serve_in_thread(wsgi_echo, forwarded_host=True, forwarded_prefix=True, mount=()) as srv:
+    with serve_in_thread(wsgi_echo, forwarded_host=True, forwarded_prefix=True) as srv:
         seen = get(srv.port, ALL)
     assert (seen["REMOTE_ADDR"], seen["REMOTE_PORT"]) == ("203.0.113.9", "0")
     assert (seen["wsgi.url_scheme"], seen["HTTPS"]) == ("https", "on")
@@ -172,6 +172,38 @@ def test_websocket_over_http11_gets_wss_and_the_client() -> None:
         plain = websocket_h1(srv.port)
     assert seen["scheme"] == "wss" and seen["client"] == ["203.0.113.9", 0] and seen["peer"]["client"][0] == "127.0.0.1"
     assert plain["scheme"] == "ws" and plain["client"][0] == "127.0.0.1"
+
+
+def websocket_h2(port: int, fields: list[tuple[str, str]]) -> dict[str, Any]:
+    """An RFC 8441 WebSocket: the app's first message (the JSON), from the stream's DATA."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    client.initiate_connection()
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(client.data_to_send())
+        while client.remote_settings.get(8) != 1:  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+            client.receive_data(sock.recv(65536))
+            sock.sendall(client.data_to_send())
+        client.send_headers(1, [(":method", "CONNECT"), (":protocol", "websocket"), (":path", "/ws"),
+                                (":scheme", "http"), (":authority", "inner:8000"), ("sec-websocket-version", "13"),
+                                *fields])
+        sock.sendall(client.data_to_send())
+        while len(data) < 2 or len(data) < 4 + int.from_bytes(data[2:4], "big"):
+            for event in client.receive_data(sock.recv(65536)):
+                if isinstance(event, h2.events.DataReceived):
+                    data += event.data
+            sock.sendall(client.data_to_send())
+    assert data[1] == 126  # a text frame of 126..65535 bytes: the JSON
+    result: dict[str, Any] = json.loads(data[4:4 + int.from_bytes(data[2:4], "big")])
+    return result
+
+
+def test_websocket_over_http2_gets_wss_and_the_client() -> None:
+    with serve_in_thread(asgi_echo) as srv:
+        seen = websocket_h2(srv.port, [("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https")])
+        plain = websocket_h2(srv.port, [])
+    assert seen["scheme"] == "wss" and seen["client"] == ["203.0.113.9", 0] and seen["peer"]["client"][0] == "127.0.0.1"
+    assert plain["scheme"] == "ws" and plain["client"][0] == "127.0.0.1" and plain["peer"] is None
 
 
 class _Proxied:

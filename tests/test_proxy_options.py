@@ -27,7 +27,8 @@ def context(config: Config) -> ServerContext:
 def test_defaults_trust_loopback_with_x_forwarded_headers_and_no_opt_ins() -> None:
     ctx = context(Config(app="a:b"))
     assert ctx.trusted_proxies.trusts_peer("127.0.0.1") and ctx.trusted_proxies.trusts_peer("::1")
-    assert not ctx.trusted_proxies.trusts_peer("10.0.0.1") and not ctx.trusted_proxies.trusts_peer(None)
+    assert ctx.trusted_proxies.trusts_peer(None)  # a Unix-socket peer: on this host, like loopback
+    assert not ctx.trusted_proxies.trusts_peer("10.0.0.1")
     resolver = ctx.proxy_headers
     assert resolver is not None and resolver.trusted is ctx.trusted_proxies
     assert (resolver.forwarded, resolver.host, resolver.port, resolver.prefix) == (False, False, False, False)
@@ -98,3 +99,10 @@ def test_bad_values_are_one_line_errors_that_say_what_to_do(options: dict[str, o
     with pytest.raises(ConfigError) as caught:
         Config(app="a:b", **options)  # type: ignore[arg-type]
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_proxy_protocol_is_for_http_listeners() -> None:
+    with pytest.raises(ConfigError, match="the PROXY protocol is for HTTP listeners"):
+        Config(app="a:b", bind=("proxy+uwsgi://127.0.0.1:3031",))
+    config = Config(app="a:b", proxy_protocol=True, bind=("uwsgi://127.0.0.1:3031", "127.0.0.1:8000"))
+    assert [spec.proxy_protocol for spec in listener_specs(config)] == [False, True]

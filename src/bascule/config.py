@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from bascule.errors import ConfigError
-from bascule.trust import DEFAULT_FORWARDED_ALLOW_IPS, TrustedProxies
+from bascule.trust import TrustedProxies
 
 INTERFACES = ("auto", "asgi3", "asgi2", "wsgi")
 LIFESPAN_MODES = ("auto", "on", "off")
@@ -27,6 +27,10 @@ WSGI_MODES = ("threads", "loop")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 SSL_VERSIONS = ("TLSv1.2", "TLSv1.3")
 PROXY_HEADERS_MODES = ("x-forwarded", "forwarded")  # bascule.trust.MODES
+FORWARDED_ALLOW_IPS = "127.0.0.1,::1,unix"
+"""This host only: trust.py's loopback default plus Unix-socket peers, which are no more open than loopback
+(gunicorn trusts them too; uvicorn needs them listed). nginx's proxy_pass or uwsgi_pass to a socket file then
+works out of the box, as over loopback; nothing reached over the network is believed until listed."""
 DEFAULT_ACCESS_LOG_FORMAT = '{client} - "{method} {target} HTTP/{http_version}" {status} {bytes} {duration_ms:.1f}ms'
 
 
@@ -227,10 +231,11 @@ class Config:
         metavar="CIPHERS"))
     ssl_min_version: str = field(default="TLSv1.2", metadata=option(
         "Oldest TLS version accepted.", choices=SSL_VERSIONS))
-    forwarded_allow_ips: str = field(default=DEFAULT_FORWARDED_ALLOW_IPS, metadata=option(
+    forwarded_allow_ips: str = field(default=FORWARDED_ALLOW_IPS, metadata=option(
         "Proxies believed about the client: comma-separated IP addresses, CIDR ranges, 'unix' (Unix-socket "
-        "peers) or '*' (any peer). Decides whom to believe for --proxy-headers and --proxy-protocol. Default "
-        "loopback, or $FORWARDED_ALLOW_IPS when it is set (uvicorn's and gunicorn's variable).",
+        "peers) or '*' (any peer). Decides whom to believe for --proxy-headers, --proxy-protocol and uwsgi "
+        "variables. Default this host (loopback and Unix-socket peers), or $FORWARDED_ALLOW_IPS when it is set "
+        "(uvicorn's and gunicorn's variable).",
         metavar="LIST"))
     proxy_headers: bool = field(default=True, metadata=option(
         "Believe the client, scheme (and the opted-in host, port, prefix) that a proxy listed in "

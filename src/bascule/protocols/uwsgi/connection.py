@@ -9,9 +9,9 @@ another and never loops: head, body (streamed to the app, reading paused while i
 and --limit-concurrency; --timeout-keep-alive has nothing to apply to.
 
 What the proxy says of its own client (``REMOTE_ADDR``/``REMOTE_PORT``, ``HTTPS``/``UWSGI_SCHEME``, the server
-name and port) is believed only from a trusted peer: ``ctx.trusted_proxies`` (--forwarded-allow-ips), or,
-while that is not set, loopback and Unix-socket peers (:data:`DEFAULT_TRUST`). Anyone else gets the socket's
-own endpoints and ``http``, as an HTTP client's X-Forwarded-* headers would. Bytes that are not a uwsgi
+name and port) is believed only from a trusted peer: ``ctx.trusted_proxies`` (--forwarded-allow-ips, by
+default loopback and Unix-socket peers, as :data:`DEFAULT_TRUST` for a context without it). Anyone else gets
+the socket's own endpoints and ``http``, as an HTTP client's X-Forwarded-* headers would. Bytes that are not a uwsgi
 request (an HTTP client on this port, a bad packet, variables that describe no request) get one log line and
 the connection closed; no app is called.
 """

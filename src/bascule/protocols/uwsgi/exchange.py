@@ -31,7 +31,6 @@ class UwsgiExchange(BufferedExchange):
     """One request on a uwsgi connection and the state of its response (class-level defaults, as H1Exchange)."""
 
     conn: UwsgiConnection
-    root_path = ""
     start_time = 0.0
     disconnected = False
     response_started = False

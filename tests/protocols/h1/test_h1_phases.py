@@ -110,6 +110,9 @@ class Transport(FakeTransport):
     def set_protocol(self, protocol: Any) -> None:
         self.protocol = protocol
 
+    def get_protocol(self) -> Any:
+        return self.protocol
+
     def get_write_buffer_size(self) -> int:
         return 0
 
@@ -135,6 +138,7 @@ class Wire:
         self.dispatched.append(ex)
 
     def open(self) -> None:
+        self.transport.protocol = self.conn  # as a real transport knows the protocol it was made for
         self.conn.connection_made(self.transport)
 
     def feed(self, data: bytes) -> None:

@@ -165,3 +165,43 @@ def test_reads_pieces_from_a_thread_when_not_cached(big: tuple[Path, bytes], mon
 
     assert asyncio.run(go()) == data[10:110]
 
+
+
+def chunked_pathsend_app(path: Path) -> Any:
+    """A body piece before the file, no Content-Length: the response is chunked (HTTP/1.1) or unframed (HTTP/2)."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"<", "more_body": True})
+        await send({"type": "http.response.pathsend", "path": str(path)})
+
+    return app
+
+
+@pytest.mark.parametrize("wire", ["tls", "h2"])
+def test_file_shrinking_mid_send_is_not_a_complete_response(big: tuple[Path, bytes], wire: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file shrinks after its size was taken: the pieces path must end the response as cut short (as
+    cleartext HTTP/1.1's sendfile does), never with a clean end the client takes for the whole file."""
+    path, _ = big
+    real_read = sendfile_module.ChunkReader.read
+
+    async def shrinking(self: Any, offset: int, size: int) -> bytes:
+        if offset == 0:
+            os.truncate(path, 1000)
+        return await real_read(self, offset, size)
+
+    monkeypatch.setattr(sendfile_module.ChunkReader, "read", shrinking)
+    files = server_files(tmp_path)
+    options: dict[str, Any] = ({"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key), "http2": False}
+                               if wire == "tls" else {})
+    with serve_in_thread(chunked_pathsend_app(path), **options) as srv:
+        if wire == "tls":
+            client = httpx.Client(verify=files.client_context())
+            url = f"https://localhost:{srv.port}/"
+        else:
+            client = httpx.Client(http1=False, http2=True)
+            url = srv.url + "/"
+        with client, pytest.raises(httpx.HTTPError):
+            client.get(url)

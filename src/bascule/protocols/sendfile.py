@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ FILE_CHUNK = 64 * 1024  # bytes read and sent at a time where sendfile cannot be
 SENDFILE_CHUNK = 1024 * 1024  # bytes per os.sendfile call before other connections get a turn
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # Linux 4.14+; elsewhere every read goes to a thread
 _NO_NOWAIT = frozenset((errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS))  # the filesystem or kernel cannot
+_log = logging.getLogger("bascule.error")
 
 
 class ChunkReader:
@@ -64,7 +66,11 @@ class ChunkReader:
 
 async def send_chunks(ex: Exchange, fd: int, offset: int, count: int) -> int:
     """Send ``count`` bytes of ``fd`` from ``offset`` as body pieces under flow control; returns the bytes
-    sent (fewer if the client went away, the response was given up, or the file is shorter)."""
+    sent (fewer if the client went away, the response was given up, or the file is shorter).
+
+    A file that ends before ``count`` (it shrank after its size was taken) aborts the response, as
+    :func:`to_socket`'s callers do: with pieces each framed on their own (chunked, HTTP/2 DATA) the end the
+    caller sends next would otherwise look like a complete response to the client."""
     reader = ChunkReader(ex.loop, fd)
     sent = 0
     while sent < count and not ex.disconnected and not ex.finished:
@@ -75,6 +81,10 @@ async def send_chunks(ex: Exchange, fd: int, offset: int, count: int) -> int:
         sent += len(data)
         if ex.write_paused:
             await ex.drain()
+    if sent < count and not ex.disconnected and not ex.finished:
+        _log.error("file shorter than the %d bytes to send (%d sent) for %s %s; response aborted",
+                   count, sent, ex.method, ex.raw_path.decode("latin-1"))
+        ex.abort()
     return sent
 
 

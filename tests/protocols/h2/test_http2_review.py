@@ -164,7 +164,7 @@ def _frames(sock: socket.socket, until: Callable[[list[tuple[int, int, int]]], b
     return frames
 
 
-@pytest.mark.parametrize("cut", [18, 22])
+@pytest.mark.parametrize("cut", [1, 3, 4, 5, 10, 16, 18, 22])
 def test_prior_knowledge_preface_split_anywhere(serve: Serve, cut: int) -> None:
     """The client preface may arrive in pieces; _h2_prior_knowledge rebuilds it from the chunk that made
     llhttp stop, dropping "SM\\r\\n" (and whatever else) that came in an earlier chunk, so the

@@ -403,9 +403,16 @@ def install_upgrades(ctx: ServerContext) -> None:
 
 def h2_from_preface(ctx: ServerContext, transport: asyncio.Transport, scheme: str, tls: dict[str, Any] | None,
                     earlier: bytes, data: bytes) -> None:
-    """HTTP/1.1 stopped at a preface that came in pieces (``earlier`` holds the reads before ``data``)."""
+    """HTTP/1.1 stopped at a preface that came in pieces (``earlier`` holds the reads before ``data``).
+
+    HTTP/1.1 keeps reads only from the one where llhttp had the ``*``, so the first few bytes ("PRI", say, read
+    alone) may be missing: ``received`` then begins inside the preface line, whose missing start is put back
+    (the shortest that fits: bytes kept are never doubled)."""
     received = earlier + data
-    feed = received if received.startswith(PREFACE_LINE) else PREFACE_LINE + data
+    cut = 0
+    while not received.startswith(PREFACE_LINE[cut:]):
+        cut += 1  # ends at len(PREFACE_LINE) at the latest, where the empty rest fits
+    feed = PREFACE_LINE[:cut] + received
     h2 = H2Connection(ctx, scheme, tls)
     h1 = transport.get_protocol()  # the HTTP/1.1 connection handing over
     transport.set_protocol(h2)

@@ -1374,3 +1374,39 @@ def test_a_busy_connection_is_not_closed_by_the_idle_timeout(serve: Serve) -> No
 
     with serve(app, timeout_keep_alive=0.5) as srv, connect(srv) as c:
         assert c.exchange(request()).body == b"hello"
+
+
+def test_upgrade_after_a_response_still_draining_wakes_its_app() -> None:
+    """A response complete but still above the transport's high-water mark leaves its app waiting in drain;
+    a WebSocket upgrade that takes the connection then must wake it (the HTTP/1.1 protocol will never get
+    the transport's resume_writing again), or that app never returns."""
+    from conftest import serve_in_thread
+
+    returned = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close"})
+        elif scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"x" * (16 * 1024 * 1024)})
+            returned.set()
+
+    with serve_in_thread(app) as srv, socket.create_connection((srv.host, srv.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)  # the response is all queued; the app waits for the buffer to drain
+        assert not returned.is_set()
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        time.sleep(0.3)
+        sock.settimeout(5)
+        got = b""
+        while b"HTTP/1.1 101" not in got[16 * 1024 * 1024:]:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "closed before the 101"
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 200")
+        assert returned.wait(3), "the first app is still waiting in drain"

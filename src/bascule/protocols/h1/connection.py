@@ -445,6 +445,7 @@ class H1Connection(asyncio.Protocol):
         self.closed = True
         self.outbox.transport = None
         self.ctx.connections.discard(self)
+        self.outbox.wake_drain()  # a finished response's app waiting here: resume_writing goes elsewhere now
 
     def _h2_preface(self, data: bytes) -> bool:
         """The client opened with the HTTP/2 preface, which the front door did not see whole in the first read

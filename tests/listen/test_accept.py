@@ -20,6 +20,7 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
+from conftest import serve_in_thread
 from tls_certs import ServerFiles, server_files
 
 from bascule.config import Config
@@ -307,3 +308,26 @@ def test_a_refused_connection_stays_refused_whatever_it_sends(ctx: ServerContext
     assert transport.out.startswith(b"HTTP/1.1 503 ")
     sniff.data_received(PREFACE)
     assert type(transport.protocol) is H1Connection
+
+
+def test_pipelined_pause_survives_the_proxy_header_hand_over() -> None:
+    """Requests pipelined in the same segment as the PROXY header: HTTP/1.1 pauses reading while the first is
+    answered (PAUSE_PIPELINE); the front door must not resume the transport behind its back."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/wait":
+            await asyncio.sleep(1.0)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with serve_in_thread(app, bind=("proxy+127.0.0.1:0",), port=8000) as srv, \
+            socket.create_connection((srv.host, srv.port)) as sock:
+        sock.sendall(PROXY_V1 + b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        ctx = srv.server.ctx
+        conns = [c for c in ctx.connections if isinstance(c, H1Connection)]
+        assert len(conns) == 1
+        conn = conns[0]
+        assert conn.outbox.paused_by  # the pipeline is paused...
+        assert conn.transport is not None and not conn.transport.is_reading()  # ...and so is the socket

@@ -297,9 +297,9 @@ class Preamble(asyncio.Protocol):
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         self._adopt(protocol)
+        transport.resume_reading()  # first: a pause the protocol makes for these bytes must stay
         if early:
             protocol.data_received(early)
-        transport.resume_reading()
 
     async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
         loop = self.ctx.loop

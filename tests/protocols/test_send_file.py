@@ -185,14 +185,27 @@ def test_file_shrinking_mid_send_is_not_a_complete_response(big: tuple[Path, byt
     """The file shrinks after its size was taken: the pieces path must end the response as cut short (as
     cleartext HTTP/1.1's sendfile does), never with a clean end the client takes for the whole file."""
     path, _ = big
-    real_read = sendfile_module.ChunkReader.read
+    inode = path.stat().st_ino
+    real_preadv, real_pread = os.preadv, os.pread
+    shrunk: list[bool] = []
 
-    async def shrinking(self: Any, offset: int, size: int) -> bytes:
-        if offset == 0:
+    def shrink_first(fd: int, offset: int) -> None:
+        # the read functions are patched on the os module, not on ChunkReader: a compiled class's methods
+        # cannot be replaced, and a module attribute is looked up at each call in both builds
+        if offset == 0 and not shrunk and os.fstat(fd).st_ino == inode:
+            shrunk.append(True)
             os.truncate(path, 1000)
-        return await real_read(self, offset, size)
 
-    monkeypatch.setattr(sendfile_module.ChunkReader, "read", shrinking)
+    def preadv(fd: int, buffers: Any, offset: int, *flags: int) -> int:
+        shrink_first(fd, offset)
+        return real_preadv(fd, buffers, offset, *flags)
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        shrink_first(fd, offset)
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(sendfile_module.os, "preadv", preadv)
+    monkeypatch.setattr(sendfile_module.os, "pread", pread)
     files = server_files(tmp_path)
     options: dict[str, Any] = ({"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key), "http2": False}
                                if wire == "tls" else {})

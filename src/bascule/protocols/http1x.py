@@ -68,8 +68,11 @@ def header_block(headers: Any) -> tuple[bytes, int | None, bool]:
     return known
 
 
-def _app_block(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, int | None, bool]:
-    """The app's header lines joined and checked, without the framing fields (those are ours to write)."""
+def _app_block(headers: Any) -> tuple[bytes, int | None, bool]:
+    """The app's header lines joined and checked, without the framing fields (those are ours to write).
+
+    ``headers`` is typed Any on purpose: the compiled build checks a declared element type at each pair, and
+    an ASGI app may send list pairs (``[[name, value]]``). It runs once per header set (cached above)."""
     content_length: int | None = None
     close = False
     app: list[bytes] = []

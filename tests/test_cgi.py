@@ -180,6 +180,9 @@ def test_scheme(variables: dict[str, bytes], scheme: str | None) -> None:
     ({"SERVER_NAME": b"", "SERVER_ADDR": b"10.0.0.2", "SERVER_PORT": b"80"}, None, ("10.0.0.2", 80)),
     ({"SERVER_NAME": b"a.example"}, None, None),
     ({"SERVER_NAME": b"a b", "SERVER_PORT": b"80"}, None, None),
+    ({"SERVER_NAME": b"a.example:8080", "SERVER_PORT": b"8080"}, None, ("a.example", 8080)),  # HAProxy fcgi-app
+    ({"SERVER_NAME": b"[::1]:8080", "SERVER_PORT": b"8080"}, None, ("[::1]", 8080)),
+    ({"SERVER_NAME": b"::1", "SERVER_PORT": b"80"}, None, ("::1", 80)),  # an IPv6 literal keeps its colons
 ])
 def test_client_and_server(variables: dict[str, bytes], client: tuple[str, int] | None,
                            server: tuple[str, int] | None) -> None:
@@ -215,6 +218,22 @@ BAD: list[tuple[Pairs, str]] = [
     ([*MINIMAL, (b"REQUEST_URI", b"/other")], "REQUEST_URI is given twice"),
     ([*MINIMAL, (b"CONTENT_LENGTH", b"1"), (b"CONTENT_LENGTH", b"2")], "CONTENT_LENGTH is given twice"),
 ]
+
+
+def test_later_connection_variables_override_earlier_ones() -> None:
+    """``include fastcgi_params;`` then ``fastcgi_param SCRIPT_NAME /shop;``: nginx sends both, the last counts."""
+    request = request_from_vars([*MINIMAL, (b"SCRIPT_NAME", b"/"), (b"HTTPS", b""), (b"SCRIPT_NAME", b"/shop"),
+                                 (b"HTTPS", b"on"), (b"DOCUMENT_ROOT", b"/a"), (b"DOCUMENT_ROOT", b"/b")])
+    assert request.script_name == b"/shop" and request.scheme == "https"
+    assert request.extra == [(b"DOCUMENT_ROOT", b"/a"), (b"DOCUMENT_ROOT", b"/b")]
+
+
+def test_the_clients_framing_headers_are_not_passed_on() -> None:
+    """nginx passes HTTP_TRANSFER_ENCODING for a chunked body it streams (FastCGI) or measured: the app sees
+    CONTENT_LENGTH's content-length, or none, never a transfer-encoding beside it."""
+    request = request_from_vars([*MINIMAL, (b"CONTENT_LENGTH", b"5"), (b"HTTP_TRANSFER_ENCODING", b"chunked"),
+                                 (b"HTTP_CONTENT_LENGTH", b"7")])
+    assert request.headers == [(b"content-length", b"5")] and request.content_length == 5
 
 
 @pytest.mark.parametrize(("pairs", "fragment"), BAD)

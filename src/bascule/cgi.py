@@ -66,8 +66,9 @@ _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0", b"HTTP/2.0": "2", b"HTTP/2"
              b"HTTP/3": "3"}
 """``SERVER_PROTOCOL`` -> the ``http_version`` the gateways expect (nginx sends ``HTTP/2.0`` for HTTP/2)."""
 
-# The variables read here, by slot in the list request_from_vars fills (a repeat of any is an error: a
-# second REQUEST_URI or CONTENT_LENGTH would be two answers to one question).
+# The variables read here, by slot in the list request_from_vars fills (a repeat of one up to _TYPE is an
+# error: a second REQUEST_URI or CONTENT_LENGTH would be two answers to one question; of the others, the
+# last counts).
 _METHOD, _URI, _QUERY, _PROTOCOL, _LENGTH, _TYPE, _SCRIPT, _PATH_INFO = 0, 1, 2, 3, 4, 5, 6, 7
 _HTTPS, _UWSGI_SCHEME, _REQUEST_SCHEME, _REMOTE_ADDR, _REMOTE_PORT, _SERVER_NAME, _SERVER_ADDR, _SERVER_PORT = (
     8, 9, 10, 11, 12, 13, 14, 15)
@@ -127,7 +128,10 @@ def request_from_vars(pairs: Headers) -> CGIRequest:
 
     Raises CGIError when they do not describe one: no ``REQUEST_METHOD`` or a malformed one, no usable
     path, an unknown ``SERVER_PROTOCOL``, a ``CONTENT_LENGTH`` that is not a decimal number, a header
-    name that is not a token or a value with CR, LF or NUL, an empty name, or a CGI variable given twice.
+    name that is not a token or a value with CR, LF or NUL, an empty name, or one of the variables that
+    describe the request itself (method, URI, query, protocol, length, type) given twice: two answers to
+    one question. The others may repeat and the last one counts, as PHP-FPM and uWSGI take it: that is
+    how ``fastcgi_param SCRIPT_NAME /shop;`` after ``include fastcgi_params;`` overrides the stock value.
     """
     found: list[bytes | None] = [None] * 16
     headers: Headers = []
@@ -142,8 +146,10 @@ def request_from_vars(pairs: Headers) -> CGIRequest:
             if _BAD_VALUE.search(value) is not None:
                 raise CGIError(f"CGI variable {name[:64].decode('latin-1')} has a CR, LF or NUL in its value")
             lower = field.lower().replace(b"_", b"-")
-            if lower == b"content-length":
-                continue  # nginx sends it beside CONTENT_LENGTH: the framing comes from that one alone
+            if lower == b"content-length" or lower == b"transfer-encoding":
+                # nginx passes the client's framing on (a chunked body it streams, or had measured): the
+                # body's framing is CONTENT_LENGTH's, or the wire's own end (FastCGI's STDIN), never these
+                continue
             if lower == b"content-type":
                 header_type = value  # used when CONTENT_TYPE itself is absent
                 continue
@@ -154,7 +160,7 @@ def request_from_vars(pairs: Headers) -> CGIRequest:
             if not name:
                 raise CGIError("a CGI variable has an empty name")
             extra.append((name, value))
-        elif found[slot] is not None:
+        elif found[slot] is not None and slot <= _TYPE:
             raise CGIError(f"CGI variable {name.decode('latin-1')} is given twice")
         else:
             found[slot] = value
@@ -252,6 +258,10 @@ def _server(name: bytes | None, addr: bytes | None, port: bytes | None) -> tuple
     number = _port(port)
     if number < 0:
         return None
+    if name and b":" in name:  # HAProxy's fcgi-app sends the Host header as is: "example.com:8080"
+        head, _, tail = name.rpartition(b":")
+        if tail.isdigit() and (head.endswith(b"]") or b":" not in head):
+            name = head
     host = name if name and _NAME.match(name) is not None else addr
     if not host or _NAME.match(host) is None:
         return None

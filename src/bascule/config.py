@@ -80,8 +80,9 @@ class Config:
                                                          "descriptor.", metavar="FD"))
     bind: tuple[str, ...] = field(default=(), metadata=option(
         "Listen here; repeatable, replaces --host/--port/--uds/--fd. HOST:PORT, [IPV6]:PORT, :PORT (every "
-        "address), unix:PATH or fd://N; uwsgi://HOST:PORT or uwsgi://unix:PATH serve nginx's uwsgi_pass; a proxy+ "
-        "prefix (proxy+HOST:PORT) requires a PROXY protocol header there.",
+        "address), unix:PATH or fd://N; uwsgi://, scgi:// and fastcgi:// before any of these serve nginx's "
+        "uwsgi_pass, scgi_pass and fastcgi_pass (fastcgi://unix:/run/app.sock); a proxy+ prefix (proxy+HOST:PORT) "
+        "requires a PROXY protocol header there.",
         metavar="ADDRESS"))
     uds_mode: str | None = field(default=None, metadata=option(
         "Permissions of the Unix sockets bound with --uds or --bind unix:PATH, in octal (for example 660); "
@@ -481,8 +482,10 @@ def _check_proxies(config: Config) -> None:
 
 
 ListenerKind = Literal["tcp", "unix", "fd", "systemd"]
-Wire = Literal["http", "uwsgi"]
-"""The protocol a listener speaks: HTTP (1.1, and 2 when on) or uwsgi (nginx's ``uwsgi_pass``)."""
+Wire = Literal["http", "uwsgi", "scgi", "fastcgi"]
+"""The protocol a listener speaks: HTTP (1.1, and 2 when on), or one of nginx's other upstream protocols:
+uwsgi (``uwsgi_pass``), SCGI (``scgi_pass``), FastCGI (``fastcgi_pass``)."""
+_WIRE_PREFIXES: tuple[tuple[str, Wire], ...] = (("uwsgi://", "uwsgi"), ("scgi://", "scgi"), ("fastcgi://", "fastcgi"))
 """How a listening socket comes to be: bound to a TCP address or a Unix path, inherited as --fd, or passed by
 systemd (socket activation)."""
 
@@ -501,8 +504,9 @@ class Endpoint(NamedTuple):
 def bind_wire(spec: str) -> tuple[Wire, str]:
     """A --bind value's protocol and the address after it: 'uwsgi://unix:/run/a.sock' -> ('uwsgi',
     'unix:/run/a.sock'); without a protocol prefix (or with 'http://') the listener speaks HTTP."""
-    if spec.startswith("uwsgi://"):
-        return "uwsgi", spec.removeprefix("uwsgi://")
+    for prefix, wire in _WIRE_PREFIXES:
+        if spec.startswith(prefix):
+            return wire, spec[len(prefix):]
     return "http", spec.removeprefix("http://")
 
 
@@ -518,8 +522,8 @@ def parse_listener(spec: str) -> tuple[Endpoint, bool]:
         if not rest:
             raise ConfigError(f"bind {spec!r} needs an address after proxy+: write proxy+HOST:PORT")
         if bind_wire(rest)[0] != "http":
-            raise ConfigError(f"bind {spec!r}: the PROXY protocol is for HTTP listeners (nginx's uwsgi_pass sends the "
-                              f"client's address itself): drop the proxy+ prefix")
+            raise ConfigError(f"bind {spec!r}: the PROXY protocol is for HTTP listeners (nginx's uwsgi_pass, scgi_pass "
+                              f"and fastcgi_pass send the client's address themselves): drop the proxy+ prefix")
         return parse_bind(rest), True
     return parse_bind(spec), False
 

@@ -136,6 +136,12 @@ class WSGIGateway:
             if old is not None and key.startswith("HTTP_"):
                 text = old + ("; " if key == "HTTP_COOKIE" else ",") + text
             env[key] = text
+        extra = ex.cgi_extra
+        if extra is not None:  # a trusted web server's own variables: never in place of one set above;
+            for name, value in reversed(extra):  # of one given twice, the last (as bascule.cgi reads them)
+                extra_key = name.decode("latin-1")
+                if extra_key not in env:
+                    env[extra_key] = value.decode("latin-1")
         return env
 
 

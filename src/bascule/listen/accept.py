@@ -5,8 +5,10 @@
 :class:`FrontDoor` gives the server, for one :class:`~bascule.listen.listeners.Listener`, the protocol factory
 and the ``ssl=`` to pass to ``loop.create_server``. It picks the cheapest way through for the listener:
 
-- a uwsgi listener (``--bind uwsgi://``): :class:`~bascule.protocols.uwsgi.connection.UwsgiConnection`, never
-  TLS nor HTTP/2 (nginx's uwsgi_pass speaks neither);
+- a uwsgi or SCGI listener (``--bind uwsgi://``, ``scgi://``):
+  :class:`~bascule.protocols.oneshot.connection.OneshotConnection` with that wire's dialect; a FastCGI one
+  (``fastcgi://``): :class:`~bascule.protocols.fastcgi.connection.FcgiConnection`. Never TLS nor HTTP/2
+  (nginx's uwsgi_pass, scgi_pass and fastcgi_pass speak neither);
 - cleartext, HTTP/2 off: :class:`~bascule.protocols.h1.connection.H1Connection` itself, nothing in between;
 - cleartext, HTTP/2 on: :class:`Sniff`, which makes the HTTP/1.1 connection at accept (so limits, timeouts
   and a graceful stop treat the connection as today) and looks at the first read only: the HTTP/2 preface
@@ -40,13 +42,14 @@ from bascule.context import ServerContext
 from bascule.listen.listeners import Listener
 from bascule.listen.proxy_protocol import ProxyHeader, ProxyHeaderReader, ProxyProtocolError, SSLInfo
 from bascule.protocols.exchange import Exchange, describe_peer, peer_address
+from bascule.protocols.fastcgi.connection import FcgiConnection
 from bascule.protocols.h1.connection import H1Connection
 from bascule.protocols.h2.connection import H2Connection
 from bascule.protocols.h2.frames import PREFACE
 from bascule.protocols.h2.headers import upgrade_request
+from bascule.protocols.oneshot.connection import SCGI, UWSGI, OneshotConnection
 from bascule.protocols.pipe import BytePipe, PipeSession
 from bascule.protocols.upgrades import H2cStart, WebSocketHandler
-from bascule.protocols.uwsgi.connection import UwsgiConnection
 from bascule.protocols.websocket.connection import WSConnection
 from bascule.protocols.websocket.extended_connect import StreamWebSocket
 from bascule.tls import VERSION_NUMBERS, tls_extension
@@ -80,8 +83,13 @@ class FrontDoor:
 
     def protocol_factory(self) -> Callable[[], asyncio.BaseProtocol]:
         ctx = self.ctx
-        if self.listener.protocol == "uwsgi":
-            return lambda: UwsgiConnection(ctx)
+        wire = self.listener.protocol
+        if wire == "uwsgi":
+            return lambda: OneshotConnection(ctx, UWSGI)
+        if wire == "scgi":
+            return lambda: OneshotConnection(ctx, SCGI)
+        if wire == "fastcgi":
+            return lambda: FcgiConnection(ctx)
         if self.pre_tls:
             return lambda: Preamble(ctx, self.tls_context, self.handshake_timeout)
         if not ctx.http2:

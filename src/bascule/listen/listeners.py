@@ -56,8 +56,8 @@ class Listener:
     """A PROXY protocol v1/v2 header is required first, before TLS (--proxy-protocol, --bind proxy+...): the
     front door reads it in its pre-TLS step (listen/accept.py's Preamble)."""
     protocol: Wire = "http"
-    """The wire: "http" (HTTP/1.1, HTTP/2 by preface or ALPN) or "uwsgi" (``--bind uwsgi://...``: nginx's
-    uwsgi_pass; never TLS)."""
+    """The wire: "http" (HTTP/1.1, HTTP/2 by preface or ALPN), or "uwsgi", "scgi", "fastcgi" (``--bind
+    uwsgi://...``: nginx's uwsgi_pass, scgi_pass, fastcgi_pass; never TLS)."""
 
     @classmethod
     def at(cls, endpoint: Endpoint, *, tls: bool = False, proxy_protocol: bool = False,
@@ -70,7 +70,7 @@ class Listener:
 
     @property
     def scheme(self) -> str:
-        """'https', 'http' or 'uwsgi', for the startup log line."""
+        """'https', 'http', 'uwsgi', 'scgi' or 'fastcgi', for the startup log line."""
         return "https" if self.tls else self.protocol
 
     def to_json(self) -> dict[str, Any]:

@@ -108,6 +108,9 @@ class Exchange(abc.ABC):
     (ServerContext.forwarded); ``peer`` then holds the connection's own client."""
     peer: tuple[str, int] | None = None
     """The connection's client (the socket's peer, or a PROXY protocol header's source) when ``proxied``."""
+    cgi_extra: Headers | None = None
+    """The CGI variables a trusted web server sent (uwsgi, SCGI, FastCGI) that bascule does not read itself
+    (``DOCUMENT_ROOT``, ``REMOTE_USER``, a deployment's ``fastcgi_param APP_ENV prod``): WSGI environ keys."""
     loop: asyncio.AbstractEventLoop
     start_time: float
     """The loop's time when the request head was complete, set by the protocol for every exchange the

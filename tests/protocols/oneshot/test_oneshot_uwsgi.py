@@ -1,4 +1,4 @@
-"""The uwsgi listener (protocols/uwsgi): raw uwsgi packets over a real loopback socket, to ASGI and WSGI apps.
+"""The uwsgi listener (protocols/oneshot, uwsgi dialect): raw uwsgi packets over loopback, to ASGI and WSGI apps.
 
 What nginx's uwsgi_pass does, byte for byte: one packet of CGI variables, the body, then read the HTTP/1.x
 response until the server closes. Also the listener spec (``--bind uwsgi://``), the limits, bad input (the
@@ -28,7 +28,7 @@ from bascule.config import Config, Endpoint, bind_wire, parse_bind
 from bascule.context import ServerContext
 from bascule.listen.accept import FrontDoor
 from bascule.listen.listeners import Listener, listener_specs
-from bascule.protocols.uwsgi.connection import UwsgiConnection
+from bascule.protocols.oneshot.connection import UWSGI, OneshotConnection
 from bascule.protocols.uwsgi_wire import encode_vars
 from bascule.trust import TrustedProxies
 
@@ -137,7 +137,7 @@ def test_the_front_door_gives_a_uwsgi_listener_the_uwsgi_protocol() -> None:
     try:
         ctx = ServerContext(Config(app="x:y", access_log=False), loop, lambda ex: None, access_log=False)
         door = FrontDoor(ctx, Listener("tcp", ("", 1), protocol="uwsgi"))
-        assert isinstance(door.protocol_factory()(), UwsgiConnection)
+        assert isinstance(door.protocol_factory()(), OneshotConnection)
         assert door.ssl_context is None
     finally:
         loop.close()
@@ -360,7 +360,7 @@ def test_an_unread_body_pauses_reading_until_the_app_reads_it() -> None:
     try:
         served: list[Any] = []
         ctx = ServerContext(Config(app="x:y", access_log=False), loop, served.append, access_log=False)
-        conn = UwsgiConnection(ctx)
+        conn = OneshotConnection(ctx, UWSGI)
         transport = FakeTransport()
         conn.connection_made(transport)
         body = b"z" * (600 * 1024)

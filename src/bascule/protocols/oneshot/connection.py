@@ -1,60 +1,99 @@
-"""uwsgi over a socket (``--bind uwsgi://...``): the asyncio protocol of one connection, which carries one request.
+"""uwsgi and SCGI over a socket (``--bind uwsgi://...``, ``scgi://...``): one connection, one request.
 
-nginx's ``uwsgi_pass`` opens a connection per request, writes one packet of CGI variables (parsed by
-protocols/uwsgi_wire.py, turned into a request by bascule.cgi) and the body, exactly ``CONTENT_LENGTH``
-bytes, then reads an HTTP/1.x response until the connection closes. So this protocol has one phase after
-another and never loops: head, body (streamed to the app, reading paused while it is not read), response
-(protocols/uwsgi/exchange.py), close. The options apply as over HTTP: --limit-request-body (413),
+nginx's ``uwsgi_pass`` and ``scgi_pass`` open a connection per request, write one block of CGI variables
+(a uwsgi packet, protocols/uwsgi_wire.py, or an SCGI netstring, protocols/scgi_wire.py; turned into a request
+by bascule.cgi) and the body, exactly ``CONTENT_LENGTH`` bytes, then read the response until the connection
+closes. The two wires differ only in that block's encoding and in the response's first line (uwsgi: an
+HTTP/1.x status line; SCGI: a CGI ``Status:`` header): a :class:`Dialect` each. So this protocol has one
+phase after another and never loops: head, body (streamed to the app, reading paused while it is not read),
+response (protocols/oneshot/exchange.py), close. The options apply as over HTTP: --limit-request-body (413),
 --timeout-request-head (for the variable block), --timeout-body-idle, --timeout-request, --limit-connections
 and --limit-concurrency; --timeout-keep-alive has nothing to apply to.
 
-What the proxy says of its own client (``REMOTE_ADDR``/``REMOTE_PORT``, ``HTTPS``/``UWSGI_SCHEME``, the server
-name and port) is believed only from a trusted peer: ``ctx.trusted_proxies`` (--forwarded-allow-ips, by
-default loopback and Unix-socket peers, as :data:`DEFAULT_TRUST` for a context without it). Anyone else gets
-the socket's own endpoints and ``http``, as an HTTP client's X-Forwarded-* headers would. Bytes that are not a uwsgi
-request (an HTTP client on this port, a bad packet, variables that describe no request) get one log line and
-the connection closed; no app is called.
+What the web server says of its own client (``REMOTE_ADDR``/``REMOTE_PORT``, ``HTTPS``/``UWSGI_SCHEME``, the
+server name and port, ``SCRIPT_NAME``, its other variables) is believed only from a trusted peer:
+``ctx.trusted_proxies`` (--forwarded-allow-ips, by default loopback and Unix-socket peers); see
+protocols/cgi_exchange.take_proxy_facts. Anyone else gets the socket's own endpoints and ``http``, as an
+HTTP client's X-Forwarded-* headers would. Bytes that are not a request we can serve (an HTTP client on this
+port, a bad block, variables that describe no request) get one log line and the connection closed; no app
+is called.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
+from collections.abc import Callable
+from typing import Protocol, cast
 
-from bascule.cgi import CGIError, CGIRequest, FixedLengthBody, request_from_vars
+from bascule.cgi import CGIRequest, FixedLengthBody, request_from_vars
 from bascule.context import ServerContext
+from bascule.errors import BasculeError
+from bascule.protocols.cgi_exchange import cgi_simple_response, take_proxy_facts
 from bascule.protocols.exchange import describe_peer, peer_address
 from bascule.protocols.http1x import simple_response
+from bascule.protocols.oneshot.exchange import PAUSE_BODY, OneshotExchange
 from bascule.protocols.outbox import Outbox
+from bascule.protocols.scgi_wire import ScgiReader
 from bascule.protocols.semantics import answer_timeout, body_over_limit
 from bascule.protocols.sendfile import flush_transport
-from bascule.protocols.uwsgi.exchange import PAUSE_BODY, UwsgiExchange
-from bascule.protocols.uwsgi_wire import UwsgiError, UwsgiReader
-from bascule.trust import TrustedProxies
+from bascule.protocols.uwsgi_wire import UwsgiReader
 
 LINGER_SECONDS = 2.0
 JOIN_BELOW = 16 * 1024  # queued pieces smaller than this in all are joined before writing (outbox.py)
-DEFAULT_TRUST = TrustedProxies("127.0.0.1,::1,unix")
-"""Whom to believe while --forwarded-allow-ips is not set: the issue's default (loopback), plus Unix-socket
-peers, since only a local process that may open the socket file can connect to a uwsgi Unix socket."""
 
 _log = logging.getLogger("bascule.error")
 
 
-class UwsgiConnection(asyncio.Protocol):
-    """One uwsgi connection: a packet of variables, a body, one response, then close."""
+class Head(Protocol):
+    """A parsed variable block (uwsgi_wire.UwsgiHead, scgi_wire.ScgiHead)."""
 
-    def __init__(self, ctx: ServerContext) -> None:
+    pairs: list[tuple[bytes, bytes]]
+
+
+class HeadReader(Protocol):
+    """Buffers the first bytes until the variable block is complete (uwsgi_wire's and scgi_wire's readers):
+    ``feed`` returns None, then the head, with the first body bytes in ``leftover``; it raises a
+    BasculeError subclass (one log line's worth) for bytes that are not a head."""
+
+    leftover: bytes
+
+    def feed(self, data: bytes) -> Head | None: ...
+
+
+class Dialect:
+    """What tells uwsgi and SCGI apart: the variable block's reader, and the response's first line."""
+
+    __slots__ = ("cgi_status", "name", "reader", "simple")
+
+    def __init__(self, name: str, reader: Callable[[], HeadReader], cgi_status: bool,
+                 simple: Callable[[int, bytes, bytes], bytes]) -> None:
+        self.name = name
+        self.reader = reader
+        self.cgi_status = cgi_status
+        """The response starts with ``Status: 200 OK`` (a CGI response) rather than an HTTP/1.x status line."""
+        self.simple = simple
+        """(status, the server's fixed header lines, body) -> a complete response of the server's own."""
+
+
+UWSGI = Dialect("uwsgi", UwsgiReader, False, simple_response)
+SCGI = Dialect("SCGI", ScgiReader, True, cgi_simple_response)
+
+
+class OneshotConnection(asyncio.Protocol):
+    """One uwsgi or SCGI connection: a block of variables, a body, one response, then close."""
+
+    def __init__(self, ctx: ServerContext, dialect: Dialect) -> None:
         self.ctx = ctx
+        self.dialect = dialect
         self.loop = ctx.loop
         self.outbox = Outbox(ctx.loop, join_below=JOIN_BELOW)
-        self.reader: UwsgiReader | None = UwsgiReader()  # until the packet is complete
+        self.reader: HeadReader | None = dialect.reader()  # until the variable block is complete
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
         self.sock_fd: int | None = None
-        self.exchange: UwsgiExchange | None = None
+        self.exchange: OneshotExchange | None = None
         self.body = FixedLengthBody(0)
         self.closed = False
         self.lingering = False  # answered before the body was all read: the rest is dropped, then close
@@ -88,7 +127,7 @@ class UwsgiConnection(asyncio.Protocol):
             if head is not None:
                 self.reader = None
                 self._start(request_from_vars(head.pairs), reader.leftover)
-        except (UwsgiError, CGIError) as exc:  # not a request we can serve
+        except BasculeError as exc:  # UwsgiError, ScgiError, CGIError: not a request we can serve
             self._reject(str(exc))
 
     def eof_received(self) -> bool | None:
@@ -131,13 +170,10 @@ class UwsgiConnection(asyncio.Protocol):
             self.body.feed(leftover)  # counted, so the close after the answer waits for no more than is due
             self._answer_and_close(413, f"Payload Too Large: {reason}\n".encode())
             return
-        trust = ctx.trusted_proxies or DEFAULT_TRUST
-        if trust.trusts_peer(self.peer[0] if self.peer is not None else None):
-            scheme, client, server = req.scheme or "http", req.client or self.peer, req.server or self.server
-        else:
-            scheme, client, server = "http", self.peer, self.server
-        ex = self.exchange = UwsgiExchange(self, req.method, req.raw_path, req.query_string, req.headers,
-                                           req.http_version, scheme, client, server)
+        ex = self.exchange = OneshotExchange(self, req.method, req.raw_path, req.query_string, req.headers,
+                                             req.http_version, "http", self.peer, self.server)
+        if ctx.trusted_proxies.trusts_peer(self.peer[0] if self.peer is not None else None):
+            take_proxy_facts(ex, req)
         ex.write_paused = self.outbox.write_paused
         ex.start_time = self._since = self.loop.time()
         if leftover:
@@ -147,11 +183,12 @@ class UwsgiConnection(asyncio.Protocol):
         ctx.serve(ex)
 
     def _feed_body(self, data: bytes) -> None:
-        body = self.body.feed(data)  # CGIError for bytes past the declared length
-        if self.lingering:
+        if self.lingering:  # answered already: the rest of the body is dropped, whatever its length
+            self.body.remaining = max(0, self.body.remaining - len(data))
             if self.body.done:
                 self.close()
             return
+        body = self.body.feed(data)  # CGIError for bytes past the declared length
         ex = self.exchange
         if ex is not None:
             ex.feed_body(body)
@@ -161,7 +198,7 @@ class UwsgiConnection(asyncio.Protocol):
     def _reject(self, reason: str) -> None:
         """Bytes that are not a request we can serve: one log line, the connection closed, no app called
         (one already running sees a disconnect)."""
-        _log.info("closed a uwsgi connection from %s: %s", describe_peer(self.peer), reason)
+        _log.info("closed a %s connection from %s: %s", self.dialect.name, describe_peer(self.peer), reason)
         ex = self.exchange
         if ex is not None:
             ex.on_disconnect()
@@ -169,11 +206,11 @@ class UwsgiConnection(asyncio.Protocol):
 
     def _answer_and_close(self, status: int, body: bytes) -> None:
         """A response of the server's own, no app involved (over a limit), then close as after any response."""
-        self.outbox.write(simple_response(status, self.ctx.fixed_headers, body))
+        self.outbox.write(self.dialect.simple(status, self.ctx.fixed_headers, body))
         self._close_after()
 
     # -- completion -------------------------------------------------------------------------------------
-    def response_done(self, ex: UwsgiExchange, aborted: bool = False) -> None:
+    def response_done(self, ex: OneshotExchange, aborted: bool = False) -> None:
         """The exchange's response is complete (or given up, and ``abort`` closes): report it, then close."""
         self.ctx.request_finished(ex)
         if not aborted:
@@ -218,7 +255,7 @@ class UwsgiConnection(asyncio.Protocol):
         ex = self.exchange
         if ex is None:
             if now - self._since > ctx.timeout_request_head:
-                self._reject("uwsgi packet not complete within timeout_request_head")
+                self._reject(f"{self.dialect.name} variable block not complete within timeout_request_head")
             elif ctx.shutting_down and now - self._since > ctx.keep_alive_timeout:
                 self.close()  # nothing received yet: not a request to finish
             return

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bascule.config import Config, Endpoint, parse_bind
-from bascule.listen.listeners import BoundListener, Listener, bind_listeners, listener_specs
+from bascule.listen.listeners import BoundListener, Listener, bind_listeners, describe, listener_specs
 from bascule.workers import WorkerSetup
 
 
@@ -24,6 +24,32 @@ def test_a_listener_is_a_frozen_record_with_flags_off_by_default() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.tls = True  # type: ignore[misc]
     assert Listener.at(parse_bind("unix:/run/a.sock"), tls=True) == Listener("unix", "/run/a.sock", True, False)
+
+
+@pytest.mark.parametrize(("spec", "scheme"), [
+    (Listener("tcp", ("127.0.0.1", 8000)), "http"),
+    (Listener("tcp", ("127.0.0.1", 8000), tls=True), "https"),
+    (Listener("tcp", ("127.0.0.1", 8000), proxy_protocol=True), "proxy+http"),
+    (Listener("tcp", ("127.0.0.1", 8000), tls=True, proxy_protocol=True), "proxy+https"),
+    (Listener("systemd", 3, proxy_protocol=True), "proxy+http"),
+    (Listener("unix", "/run/u.sock", protocol="uwsgi"), "uwsgi"),
+])
+def test_the_startup_scheme_says_what_a_client_must_send(spec: Listener, scheme: str) -> None:
+    assert spec.scheme == scheme
+
+
+def test_the_startup_line_names_a_proxy_listener_as_one(tmp_path: Path) -> None:
+    path = str(tmp_path / "p.sock")
+    bound = bind_listeners(Config(app="m:a", bind=("proxy+127.0.0.1:0", f"proxy+unix:{path}", "127.0.0.1:0",
+                                                   f"uwsgi://unix:{path}.u")), environ={})
+    try:
+        lines = [describe(b.sock, b.spec.scheme) for b in bound]
+        port, plain_port = bound[0].sock.getsockname()[1], bound[2].sock.getsockname()[1]
+    finally:
+        for b in bound:
+            b.sock.close()
+    assert lines == [f"proxy+http://127.0.0.1:{port}", f"proxy+http+unix:{path}", f"http://127.0.0.1:{plain_port}",
+                     f"uwsgi+unix:{path}.u"]
 
 
 @pytest.mark.parametrize(("options", "expected"), [

@@ -70,8 +70,11 @@ class Listener:
 
     @property
     def scheme(self) -> str:
-        """'https', 'http', 'uwsgi', 'scgi' or 'fastcgi', for the startup log line."""
-        return "https" if self.tls else self.protocol
+        """What the listener speaks, for the startup log line: the wire ('http', 'uwsgi', ...), 'https' for HTTP
+        over TLS, and ``proxy+`` before either where a PROXY protocol header comes first ('proxy+https'), so the
+        line says what a client must send. Derived from the fields alone: a new wire only needs its name."""
+        wire = "https" if self.tls else self.protocol
+        return PROXY_PREFIX + wire if self.proxy_protocol else wire
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "address": self.address, "tls": self.tls, "proxy_protocol": self.proxy_protocol,
@@ -253,7 +256,8 @@ def format_address(address: object) -> str:
 
 
 def describe(sock: socket.socket, scheme: str = "http") -> str:
-    """'http://127.0.0.1:8000' or 'unix:/path' for the startup log line."""
+    """'http://127.0.0.1:8000', 'proxy+https://[::1]:8443' or 'uwsgi+unix:/path' for the startup log line
+    (``scheme``: :attr:`Listener.scheme`)."""
     if sock.family == socket.AF_UNIX:
         return f"{scheme}+unix:{sock.getsockname()}"
     return f"{scheme}://{format_address(sock.getsockname())}"

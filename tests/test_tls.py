@@ -252,6 +252,24 @@ def test_tls_extension_tls12_cipher_suite(files: ServerFiles) -> None:
     assert ext["server_cert"] is None
 
 
+@pytest.mark.parametrize(("name", "number"), [
+    ("ECDHE-RSA-AES128-GCM-SHA256", 0xC02F), ("ECDHE-ECDSA-AES256-GCM-SHA384", 0xC02C),
+    ("TLS_AES_128_GCM_SHA256", 0x1301), ("TLS_AES_256_GCM_SHA384", 0x1302),
+    ("TLS_CHACHA20_POLY1305_SHA256", 0x1303),
+    ("TLS_AES_128_CCM_SHA256", 0x1304), ("TLS_AES_128_CCM_8_SHA256", 0x1305),  # not enabled by default
+    ("MADE-UP-CIPHER", None), ("", None),
+])
+def test_cipher_suite_numbers_from_openssl_names(name: str, number: int | None) -> None:
+    assert tls.cipher_suite_number(name) == number
+
+
+def test_every_cipher_this_openssl_offers_has_its_number() -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    offered = context.get_ciphers()
+    assert any(c["protocol"] == "TLSv1.3" for c in offered) and any(c["protocol"] == "TLSv1.2" for c in offered)
+    assert all(tls.cipher_suite_number(c["name"]) == c["id"] & 0xFFFF for c in offered)
+
+
 def test_mtls_required_refuses_a_client_without_certificate(files: ServerFiles, tmp_path: Path) -> None:
     ctx, _ = mtls(files, tmp_path, 2)
     assert ctx.verify_mode is ssl.CERT_REQUIRED

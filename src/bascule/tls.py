@@ -271,7 +271,7 @@ def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket, server_cert: str | 
         "client_cert_name": name,
         "client_cert_error": None,
         "tls_version": VERSION_NUMBERS.get(version) if version is not None else None,
-        "cipher_suite": _cipher_ids().get(cipher[0]) if cipher is not None else None,
+        "cipher_suite": cipher_suite_number(cipher[0]) if cipher is not None else None,
     }
 
 
@@ -313,9 +313,25 @@ def _escape(value: str) -> str:
     return "".join(out)
 
 
+TLS13_SUITES = {"TLS_AES_128_GCM_SHA256": 0x1301, "TLS_AES_256_GCM_SHA384": 0x1302,
+                "TLS_CHACHA20_POLY1305_SHA256": 0x1303, "TLS_AES_128_CCM_SHA256": 0x1304,
+                "TLS_AES_128_CCM_8_SHA256": 0x1305}
+"""TLS 1.3's cipher suites (RFC 8446 B.4), which OpenSSL names as IANA does: known even where this OpenSSL does
+not enable them (the CCM ones are off by default, but a proxy's OpenSSL may have negotiated one)."""
+
+
+def cipher_suite_number(name: str) -> int | None:
+    """The ASGI ``tls`` extension's ``cipher_suite`` (the IANA number) for an OpenSSL cipher name, such as
+    ssl.SSLObject.cipher() and HAProxy's PROXY v2 SSL_CIPHER TLV give ('ECDHE-RSA-AES128-GCM-SHA256' -> 0xC02F,
+    'TLS_AES_256_GCM_SHA384' -> 0x1302); None for a name this OpenSSL does not know. One table for TLS bascule
+    terminates and TLS a proxy terminated, so both report the same number for the same suite."""
+    return _cipher_ids().get(name)
+
+
 @functools.cache
 def _cipher_ids() -> dict[str, int]:
-    """OpenSSL cipher names -> IANA cipher suite numbers (the low 16 bits of OpenSSL's id), built once."""
+    """OpenSSL cipher names -> IANA cipher suite numbers (the low 16 bits of OpenSSL's id), built once, at the
+    first TLS connection (about 3 ms: a server without TLS never pays it)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
-    return {c["name"]: c["id"] & 0xFFFF for c in context.get_ciphers()}
+    return TLS13_SUITES | {c["name"]: c["id"] & 0xFFFF for c in context.get_ciphers()}

@@ -1,9 +1,9 @@
 """bascule behind a real HAProxy and a real nginx, each started by the test on loopback with its own config.
 
 - HAProxy (``mode tcp``) sends PROXY v1 (``send-proxy``), v2 (``send-proxy-v2``) and v2 with SSL TLVs
-  (``send-proxy-v2-ssl``, HAProxy terminating TLS itself) to a ``--bind proxy+...`` listener: the app sees the
-  client's own address and port (the test's socket), the address it connected to, and https over the
-  terminated TLS.
+  (``send-proxy-v2-ssl`` with ``proxy-v2-options ssl-cipher``, HAProxy terminating TLS itself) to a
+  ``--bind proxy+...`` listener: the app sees the client's own address and port (the test's socket), the address
+  it connected to, and https over the terminated TLS, with its version and cipher suite number.
 - nginx ``proxy_pass`` with X-Forwarded-For/-Proto and, in another server block, RFC 7239 Forwarded: what an
   ASGI and a WSGI app see. The same ASGI app behind the same nginx on uvicorn (``--proxy-headers``) for
   comparison where the ecosystem defines the behaviour: both take the rightmost untrusted hop with an explicit
@@ -122,7 +122,7 @@ frontend ssl
     bind 127.0.0.1:{fronts["ssl"]} ssl crt {combined}
     default_backend ssl
 backend ssl
-    server app 127.0.0.1:{backend} send-proxy-v2-ssl
+    server app 127.0.0.1:{backend} send-proxy-v2-ssl proxy-v2-options ssl-cipher
 """)
     with bascule(tmp_path, "haproxy", app, bind=f"proxy+127.0.0.1:{backend}"), \
             foreground([HAPROXY, "-db", "-f", str(config)], tmp_path / "haproxy.log", fronts["ssl"]):
@@ -133,6 +133,7 @@ backend ssl
                 assert seen["server"] == ["127.0.0.1", front], kind  # the address the client connected to
                 assert seen["scheme"] == ("https" if kind == "ssl" else "http"), kind
                 assert (seen["tls_version"] is not None) == (kind == "ssl"), kind
+                assert isinstance(seen["cipher_suite"], int) == (kind == "ssl"), kind  # HAProxy's SSL_CIPHER TLV
             else:
                 assert (seen["REMOTE_ADDR"], seen["REMOTE_PORT"]) == (mine[0], str(mine[1])), kind
                 assert (seen["SERVER_NAME"], seen["SERVER_PORT"]) == ("127.0.0.1", str(front)), kind

@@ -36,6 +36,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     tls = scope["extensions"].get("tls")
     body = json.dumps({"client": scope["client"], "server": scope["server"], "scheme": scope["scheme"],
                        "tls_version": None if tls is None else tls["tls_version"],
+                       "cipher_suite": None if tls is None else tls["cipher_suite"],
                        "http_version": scope["http_version"]}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
     await send({"type": "http.response.body", "body": body})
@@ -101,6 +102,19 @@ def test_v2_with_authority_ssl_and_unique_id() -> None:
         assert [c.proxy_header.unique_id for c in connections] == [b"req-42"]  # no request ids: kept here
     assert seen["client"] == ["203.0.113.5", 51234] and seen["server"] == ["shop.example", 443]
     assert seen["scheme"] == "https" and seen["tls_version"] == 0x0304
+
+
+@pytest.mark.parametrize(("version", "cipher", "number"), [
+    (b"TLSv1.3", b"TLS_AES_256_GCM_SHA384", 0x1302),
+    (b"TLSv1.2", b"ECDHE-RSA-AES128-GCM-SHA256", 0xC02F),
+    (b"TLSv1.2", b"MADE-UP-CIPHER", None),  # a name this OpenSSL does not know: no number to give
+])
+def test_v2_ssl_cipher_becomes_the_tls_extensions_cipher_suite(version: bytes, cipher: bytes,
+                                                                number: int | None) -> None:
+    ssl_tlv = tlv(0x20, bytes([0x01]) + bytes(4) + tlv(0x21, version) + tlv(0x23, cipher))
+    with proxied() as srv:
+        seen = body(exchange(srv.port, v2(tlvs=ssl_tlv) + REQUEST))
+    assert seen["scheme"] == "https" and seen["cipher_suite"] == number
 
 
 def test_v2_local_keeps_the_real_endpoints() -> None:

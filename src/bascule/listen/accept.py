@@ -52,7 +52,7 @@ from bascule.protocols.pipe import BytePipe, PipeSession
 from bascule.protocols.upgrades import H2cStart, WebSocketHandler
 from bascule.protocols.websocket.connection import WSConnection
 from bascule.protocols.websocket.extended_connect import StreamWebSocket
-from bascule.tls import VERSION_NUMBERS, tls_extension
+from bascule.tls import VERSION_NUMBERS, cipher_suite_number, tls_extension
 
 _log = logging.getLogger("bascule.error")
 
@@ -381,8 +381,9 @@ def carry_endpoints(old: object, new: H2Connection) -> None:
 
 def proxied_tls_extension(info: SSLInfo) -> dict[str, Any]:
     """The ASGI ``tls`` extension's dict for TLS a proxy terminated, from what its PROXY header says: the
-    version and, when the client's certificate verified at the proxy, its subject's CN (the header carries no
-    chain unless HAProxy sends the certificate, then in DER)."""
+    version, the cipher suite (HAProxy names it as OpenSSL does: its IANA number where this OpenSSL knows the
+    name, as for TLS bascule terminates; else None) and, when the client's certificate verified at the proxy,
+    its subject's CN (the header carries no chain unless HAProxy sends the certificate, then in DER)."""
     chain: list[str] = []
     if info.client_cert is not None:
         chain = [ssl.DER_cert_to_PEM_cert(info.client_cert)]
@@ -393,7 +394,7 @@ def proxied_tls_extension(info: SSLInfo) -> dict[str, Any]:
         "client_cert_name": name,
         "client_cert_error": None if info.verify == 0 else f"verification failed at the proxy ({info.verify})",
         "tls_version": VERSION_NUMBERS.get(info.version) if info.version is not None else None,
-        "cipher_suite": None,  # the proxy names it (info.cipher, on the connection's proxy_header); ASGI wants a number
+        "cipher_suite": cipher_suite_number(info.cipher) if info.cipher is not None else None,
     }
 
 

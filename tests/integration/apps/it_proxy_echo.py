@@ -16,7 +16,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     tls = scope.get("extensions", {}).get("tls")
     seen = {"client": scope["client"], "server": scope["server"], "scheme": scope["scheme"],
             "root_path": scope["root_path"], "host": dict(scope["headers"]).get(b"host", b"").decode(),
-            "tls_version": None if tls is None else tls.get("tls_version")}
+            "tls_version": None if tls is None else tls.get("tls_version"),
+            "cipher_suite": None if tls is None else tls.get("cipher_suite")}
     body = json.dumps(seen).encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})

@@ -25,10 +25,12 @@ from tls_certs import ServerFiles, server_files
 
 from bascule.config import Config
 from bascule.context import ServerContext
-from bascule.listen.accept import ChooseByALPN, FrontDoor, Preamble, Sniff
+from bascule.listen.accept import ChooseByALPN, FrontDoor, Preamble, Sniff, adopt_proxy_header, h2_from_preface
 from bascule.listen.listeners import BoundListener, Listener, bind_tcp
+from bascule.listen.proxy_protocol import parse
 from bascule.protocols.h1.connection import H1Connection
 from bascule.protocols.h2.connection import H2Connection
+from bascule.protocols.upgrades import HandOver
 from bascule.server import Server, new_event_loop
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -331,3 +333,25 @@ def test_pipelined_pause_survives_the_proxy_header_hand_over() -> None:
         conn = conns[0]
         assert conn.outbox.paused_by  # the pipeline is paused...
         assert conn.transport is not None and not conn.transport.is_reading()  # ...and so is the socket
+
+
+def test_http11_hands_over_what_it_knows_and_http2_takes_it_without_reading_http11(ctx: ServerContext) -> None:
+    """The HTTP/2 hand-over (a preface in pieces here) gets the PROXY header's facts passed explicitly: the
+    transport's protocol is never asked (this fake's is unset, and its socket has no addresses)."""
+    found = parse(PROXY_V1)
+    assert found is not None
+    header = found[0]
+    h1 = H1Connection(ctx)
+    h1.connection_made(Transport())
+    adopt_proxy_header(h1, header)
+    given = h1.hand_over()
+    assert given == HandOver("http", None, ("192.0.2.1", 40000), ("198.51.100.2", 443), header)
+    transport = Transport()
+    h2_from_preface(ctx, transport, given, b"PRI", PREFACE[3:])
+    h2 = transport.protocol
+    assert isinstance(h2, H2Connection)
+    assert (h2.client, h2.server, h2.scheme, h2.tls) == (("192.0.2.1", 40000), ("198.51.100.2", 443), "http", None)
+    assert h2.proxy_header is header
+    plain = Transport()  # without a header the socket's endpoints are read, as on any connection
+    h2_from_preface(ctx, plain, HandOver("http", None, ("192.0.2.7", 1), ("192.0.2.8", 2), None), b"", PREFACE)
+    assert isinstance(plain.protocol, H2Connection) and plain.protocol.client is None

@@ -148,6 +148,66 @@ def test_http2_after_the_header_gets_its_endpoints() -> None:
     assert seen["http_version"] == "2" and seen["client"] == ["192.0.2.1", 40000]
 
 
+def h2_answer(sock: socket.socket, client: Any, received: bytes = b"") -> Any:
+    """The JSON body of stream 1, driving ``client`` (an h2 client connection) over ``sock``."""
+    import h2.events
+
+    data = b""
+    done = False
+    chunk = received
+    while not done:
+        for event in client.receive_data(chunk):
+            if isinstance(event, h2.events.DataReceived):
+                data += event.data
+            done = done or (isinstance(event, h2.events.StreamEnded) and event.stream_id == 1)
+        sock.sendall(client.data_to_send())
+        if not done:
+            chunk = sock.recv(65536)
+            assert chunk
+    return json.loads(data)
+
+
+def test_http2_from_a_preface_in_pieces_gets_the_headers_endpoints() -> None:
+    """HTTP/1.1 reads the start of the preface, then hands the connection to HTTP/2 (the upgrade registry):
+    the endpoints go along."""
+    import h2.config
+    import h2.connection
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    client.initiate_connection()
+    client.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "a")],
+                        end_stream=True)
+    opening = client.data_to_send()
+    with proxied() as srv, socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+        sock.sendall(V1 + opening[:3])  # "PRI": HTTP/1.1's until the rest comes
+        time.sleep(0.2)
+        sock.sendall(opening[3:])
+        seen = h2_answer(sock, client)
+    assert seen["http_version"] == "2" and seen["client"] == ["192.0.2.1", 40000]
+    assert seen["server"] == ["198.51.100.2", 8443]
+
+
+def test_h2c_upgrade_gets_the_headers_endpoints() -> None:
+    import h2.config
+    import h2.connection
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    settings = client.initiate_upgrade_connection()
+    with proxied() as srv, socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+        sock.sendall(V1 + b"GET /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                     b"Upgrade: h2c\r\nHTTP2-Settings: " + settings + b"\r\n\r\n")
+        early = b""
+        while b"\r\n\r\n" not in early:
+            chunk = sock.recv(65536)
+            assert chunk
+            early += chunk
+        head, _, rest = early.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        seen = h2_answer(sock, client, rest)
+    assert seen["http_version"] == "2" and seen["client"] == ["192.0.2.1", 40000]
+    assert seen["server"] == ["198.51.100.2", 8443]
+
+
 def test_wsgi_sees_the_headers_endpoints() -> None:
     with proxied(app=wsgi_app) as srv:
         out = exchange(srv.port, V1 + REQUEST)

@@ -49,7 +49,7 @@ from bascule.protocols.h2.frames import PREFACE
 from bascule.protocols.h2.headers import upgrade_request
 from bascule.protocols.oneshot.connection import SCGI, UWSGI, OneshotConnection
 from bascule.protocols.pipe import BytePipe, PipeSession
-from bascule.protocols.upgrades import H2cStart, WebSocketHandler
+from bascule.protocols.upgrades import H2cStart, HandOver, WebSocketHandler
 from bascule.protocols.websocket.connection import WSConnection
 from bascule.protocols.websocket.extended_connect import StreamWebSocket
 from bascule.tls import VERSION_NUMBERS, cipher_suite_number, tls_extension
@@ -152,10 +152,9 @@ class Sniff(asyncio.Protocol):
         ctx = h1.ctx
         if data.startswith(PREFACE_LINE) and h1 in ctx.connections:  # not refused, not closing
             h1.detach()
-            h2 = H2Connection(ctx, h1.scheme, h1.tls)
+            h2 = h2_taking_over(ctx, h1.hand_over())
             transport.set_protocol(h2)
             h2.connection_made(transport)
-            carry_endpoints(h1, h2)
             h2.data_received(data)
             return
         transport.set_protocol(h1)
@@ -371,12 +370,11 @@ def adopt_proxy_header(protocol: asyncio.BaseProtocol, header: ProxyHeader) -> N
         target.tls = proxied_tls_extension(header.ssl)
 
 
-def carry_endpoints(old: object, new: H2Connection) -> None:
-    """HTTP/1.1 hands its connection to HTTP/2 (preface, h2c): the endpoints a PROXY header gave go along."""
-    if isinstance(old, H1Connection) and old.proxy_header is not None:
-        new.proxy_header = old.proxy_header
-        new.client, new.server = old.client, old.server
-        new.scheme, new.tls = old.scheme, old.tls
+def h2_taking_over(ctx: ServerContext, given: HandOver) -> H2Connection:
+    """HTTP/2 for a connection HTTP/1.1 hands over (preface, h2c), not yet connected: the same scheme and TLS
+    facts, and the endpoints a PROXY header gave, from what HTTP/1.1 passed (its ``hand_over()``)."""
+    return H2Connection(ctx, given.scheme, given.tls, client=given.client, server=given.server,
+                        proxy_header=given.proxy_header)
 
 
 def proxied_tls_extension(info: SSLInfo) -> dict[str, Any]:
@@ -410,8 +408,8 @@ def install_upgrades(ctx: ServerContext) -> None:
         upgrades.websocket_over_stream = websocket_over_stream
 
 
-def h2_from_preface(ctx: ServerContext, transport: asyncio.Transport, scheme: str, tls: dict[str, Any] | None,
-                    earlier: bytes, data: bytes) -> None:
+def h2_from_preface(ctx: ServerContext, transport: asyncio.Transport, given: HandOver, earlier: bytes,
+                    data: bytes) -> None:
     """HTTP/1.1 stopped at a preface that came in pieces (``earlier`` holds the reads before ``data``).
 
     HTTP/1.1 keeps reads only from the one where llhttp had the ``*``, so the first few bytes ("PRI", say, read
@@ -422,11 +420,9 @@ def h2_from_preface(ctx: ServerContext, transport: asyncio.Transport, scheme: st
     while not received.startswith(PREFACE_LINE[cut:]):
         cut += 1  # ends at len(PREFACE_LINE) at the latest, where the empty rest fits
     feed = PREFACE_LINE[:cut] + received
-    h2 = H2Connection(ctx, scheme, tls)
-    h1 = transport.get_protocol()  # the HTTP/1.1 connection handing over
+    h2 = h2_taking_over(ctx, given)
     transport.set_protocol(h2)
     h2.connection_made(transport)
-    carry_endpoints(h1, h2)
     h2.data_received(feed)
 
 
@@ -437,12 +433,10 @@ def h2c_upgrade(ctx: ServerContext, ex: Exchange, settings: bytes) -> H2cStart |
     except ValueError:
         return None
 
-    def start(transport: asyncio.Transport, leftover: bytes) -> None:
-        h2 = H2Connection(ctx, "http", None)
-        h1 = transport.get_protocol()  # the HTTP/1.1 connection handing over
+    def start(transport: asyncio.Transport, given: HandOver, leftover: bytes) -> None:
+        h2 = h2_taking_over(ctx, given)  # cleartext: HTTP/1.1 takes no h2c over TLS, real or at a proxy
         transport.set_protocol(h2)
         h2.connection_made(transport)
-        carry_endpoints(h1, h2)
         h2.upgraded(head, client_settings)
         if leftover:
             h2.data_received(leftover)

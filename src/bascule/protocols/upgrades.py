@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from bascule.context import ServerContext
@@ -24,11 +24,30 @@ if TYPE_CHECKING:
 WebSocketHandler = Callable[["WebSocketSession"], None]
 """Runs the app for an accepted-or-denied WebSocket (what ``ServerContext.websocket_route`` returns)."""
 
-H2Preface = Callable[["ServerContext", asyncio.Transport, str, "dict[str, Any] | None", bytes, bytes], None]
-"""(ctx, transport, scheme, tls, earlier reads, this read): HTTP/2 takes the connection from its preface on."""
 
-H2cStart = Callable[[asyncio.Transport, bytes], None]
-"""(transport, bytes after the upgrade request): HTTP/2 takes the connection, the request as its stream 1."""
+
+class HandOver(NamedTuple):
+    """What the protocol giving a connection up knows of it that the transport cannot tell the protocol taking
+    it: the scheme and the ASGI ``tls`` facts gathered at connection_made, and, where a PROXY protocol header
+    came first (listen/accept.py), that header and the endpoints it gave instead of the socket's. Passed
+    explicitly, built only on an upgrade path."""
+
+    scheme: str
+    tls: dict[str, Any] | None
+    client: tuple[str, int] | None
+    server: tuple[str, int] | None
+    proxy_header: Any
+    """The PROXY header (listen/proxy_protocol.py's ProxyHeader), or None: then client and server are the
+    socket's, which the new protocol reads from the transport as usual."""
+
+
+H2Preface = Callable[["ServerContext", asyncio.Transport, HandOver, bytes, bytes], None]
+"""(ctx, transport, what HTTP/1.1 knew of the connection, earlier reads, this read): HTTP/2 takes the connection
+from its preface on."""
+
+H2cStart = Callable[[asyncio.Transport, HandOver, bytes], None]
+"""(transport, what HTTP/1.1 knew of the connection, bytes after the upgrade request): HTTP/2 takes the
+connection, the request as its stream 1."""
 
 H2cCheck = Callable[["ServerContext", "Exchange", bytes], "H2cStart | None"]
 """(ctx, request, its HTTP2-Settings value): how to start HTTP/2 after the 101, or None (invalid settings:

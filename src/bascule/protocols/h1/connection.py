@@ -36,6 +36,7 @@ from bascule.protocols.http1x import SWITCH_TO_H2C, simple_response
 from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import answer_timeout, body_over_limit
 from bascule.protocols.sendfile import flush_transport
+from bascule.protocols.upgrades import HandOver
 from bascule.tls import tls_extension
 
 LINGER_SECONDS = 2.0
@@ -447,6 +448,11 @@ class H1Connection(asyncio.Protocol):
         self.ctx.connections.discard(self)
         self.outbox.wake_drain()  # a finished response's app waiting here: resume_writing goes elsewhere now
 
+    def hand_over(self) -> HandOver:
+        """What the protocol taking this connection over must know of it (the scheme, TLS facts, and the endpoints
+        a PROXY header gave): passed along explicitly, so it never reads this object."""
+        return HandOver(self.scheme, self.tls, self.client, self.server, self.proxy_header)
+
     def _h2_preface(self, data: bytes) -> bool:
         """The client opened with the HTTP/2 preface, which the front door did not see whole in the first read
         (it came in pieces, or over TLS without ALPN): HTTP/2 takes the connection, if the server offers it.
@@ -459,7 +465,7 @@ class H1Connection(asyncio.Protocol):
         if take_over is None or transport is None:
             return False
         self.detach()
-        take_over(self.ctx, transport, self.scheme, self.tls, self._early, data)
+        take_over(self.ctx, transport, self.hand_over(), self._early, data)
         return True
 
     def _h2c_upgrade(self, ex: H1Exchange, leftover: bytes) -> bool:
@@ -492,7 +498,7 @@ class H1Connection(asyncio.Protocol):
         self.active = self._latest = None
         self.outbox.write(SWITCH_TO_H2C)
         self.detach()
-        start(transport, leftover)
+        start(transport, self.hand_over(), leftover)
         return True
 
     # -- dispatch and completion --------------------------------------------------------------------

@@ -56,16 +56,20 @@ REMEMBERED_RESETS = 1024  # streams we reset, whose late frames are dropped quie
 class H2Connection(H2Output, asyncio.Protocol):
     """One HTTP/2 connection, from the client preface to GOAWAY."""
 
-    proxy_header: Any = None  # the PROXY protocol header (listen/), whose endpoints replaced the socket's
-
-    def __init__(self, ctx: ServerContext, scheme: str = "http", tls: dict[str, Any] | None = None) -> None:
+    def __init__(self, ctx: ServerContext, scheme: str = "http", tls: dict[str, Any] | None = None, *,
+                 client: tuple[str, int] | None = None, server: tuple[str, int] | None = None,
+                 proxy_header: Any = None) -> None:
+        """``client``, ``server`` and ``proxy_header``: a connection HTTP/1.1 hands over after a PROXY protocol
+        header (listen/accept.py) keeps the endpoints the header gave; without a header, the socket's are read
+        in connection_made."""
         self.ctx = ctx
         self.loop = ctx.loop
         self.scheme = scheme
         self.tls = tls
         self.transport: asyncio.Transport | None = None
-        self.client: tuple[str, int] | None = None
-        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = client
+        self.server: tuple[str, int] | None = server
+        self.proxy_header: Any = proxy_header  # the PROXY header (listen/) whose endpoints replaced the socket's
         self.streams: dict[int, H2Stream] = {}
         self.last_stream_id = 0
         self.closed = False
@@ -114,8 +118,9 @@ class H2Connection(H2Output, asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = self.outbox.transport = cast(asyncio.Transport, transport)
-        self.client = peer_address(transport.get_extra_info("peername"))
-        self.server = peer_address(transport.get_extra_info("sockname"))
+        if self.proxy_header is None:  # else the endpoints a PROXY header gave (handed over in __init__)
+            self.client = peer_address(transport.get_extra_info("peername"))
+            self.server = peer_address(transport.get_extra_info("sockname"))
         self.idle_since = self._since = self.loop.time()
         self.ctx.connections.add(self)
         settings = {fr.SETTINGS_MAX_CONCURRENT_STREAMS: self.max_streams,

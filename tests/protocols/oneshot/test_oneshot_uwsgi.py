@@ -432,3 +432,25 @@ def test_an_answer_before_the_body_is_read_waits_for_the_rest_then_closes() -> N
         assert sock.recv(1) == b""
         assert time.monotonic() - start < 1.5
     assert split(reply)[0] == "HTTP/1.1 401 Unauthorized" and split(reply)[2] == b"no"
+
+
+def test_bytes_past_the_body_while_lingering_are_dropped_not_reset(caplog: pytest.LogCaptureFixture) -> None:
+    """Answered before the body was read: what comes after, even past CONTENT_LENGTH, is dropped and the
+    connection closed in order; not refused as bad input with a reset (which could destroy the answer before
+    the web server has read it)."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 403, "headers": []})
+            await send({"type": "http.response.body", "body": b"no"})
+
+    body = b"u" * 100_000
+    with caplog.at_level(logging.INFO, logger="bascule.error"), uwsgi_server(app) as srv, srv.connect() as sock:
+        sock.settimeout(5)
+        sock.sendall(packet(b"POST", b"/up", body)[:-50_000])
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+        sock.sendall(body[-50_000:] + b"surplus after the body")
+        time.sleep(0.3)
+    assert split(reply)[0] == "HTTP/1.1 403 Forbidden"
+    assert not [r for r in caplog.records if "closed a uwsgi connection" in r.getMessage()]

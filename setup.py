@@ -34,6 +34,7 @@ COMPILED = [
     "src/bascule/protocols/http1x.py",
     "src/bascule/protocols/outbox.py",
     "src/bascule/protocols/semantics.py",
+    "src/bascule/protocols/prefix.py",
     "src/bascule/protocols/uwsgi_wire.py",
     "src/bascule/protocols/scgi_wire.py",
     "src/bascule/protocols/fastcgi_wire.py",

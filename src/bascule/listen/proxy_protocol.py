@@ -36,6 +36,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from bascule.errors import BasculeError
+from bascule.protocols.prefix import PrefixReader
 
 __all__ = ["DEFAULT_MAX_LENGTH", "HEADER_TIMEOUT", "V1_MAX_LENGTH", "V2_SIGNATURE", "ProxyHeader", "ProxyHeaderReader",
            "ProxyProtocolError", "SSLInfo", "crc32c", "parse"]
@@ -181,35 +182,23 @@ def parse(data: bytes | bytearray, max_length: int = DEFAULT_MAX_LENGTH) -> tupl
                              f"listener requires one; is the proxy sending it (HAProxy: send-proxy)?")
 
 
-class ProxyHeaderReader:
-    """Buffers a connection's first bytes until the header is complete (see the module docstring for what
-    the caller adds: the trusted-sender check and the deadline).
+class ProxyHeaderReader(PrefixReader[ProxyHeader]):
+    """Buffers a connection's first bytes until the header is complete (protocols/prefix.py; see the module
+    docstring for what the caller adds: the trusted-sender check and the deadline).
 
     ``feed`` returns None while more bytes are needed and the header once complete; :attr:`leftover` then
     holds the bytes received after it, to be handed to the next protocol (TLS or HTTP). Buffered bytes are
     bounded by ``max_length`` (v2) and 107 (v1): past those the header is refused, not buffered.
     """
 
+    __slots__ = ()
+
     def __init__(self, max_length: int = DEFAULT_MAX_LENGTH) -> None:
-        self.max_length = max_length
-        self.header: ProxyHeader | None = None
-        self.leftover = b""
-        self._buffer = bytearray()
+        super().__init__(lambda data: parse(data, max_length), "the PROXY header")
 
-    def feed(self, data: bytes) -> ProxyHeader | None:
-        if self.header is not None:
-            raise RuntimeError("the PROXY header is already parsed: hand further bytes to the next protocol")
-        self._buffer += data
-        result = parse(self._buffer, self.max_length)
-        if result is None:
-            return None
-        self.header, used = result
-        self.leftover = bytes(self._buffer[used:])
-        self._buffer = bytearray()
-        return self.header
-
-
-# -- version 1 -----------------------------------------------------------------------------------------
+    @property
+    def header(self) -> ProxyHeader | None:
+        return self.head
 
 
 def _parse_v1(data: bytes | bytearray) -> tuple[ProxyHeader, int] | None:

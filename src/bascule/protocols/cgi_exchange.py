@@ -26,9 +26,11 @@ from typing import IO
 from urllib.parse import quote_from_bytes
 
 from bascule.cgi import CGIRequest, status_header
+from bascule.context import ServerContext
 from bascule.errors import AppProtocolError
 from bascule.protocols.exchange import BufferedExchange, Headers
 from bascule.protocols.http1x import STATUS_LINES, header_block, status_line
+from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import bodiless, bodiless_length, expected_length, length_excess, log_length_error
 
 _PATH_SAFE = b"/!$&'()*+,;=:@-._~"  # RFC 3986 pchar and "/", as bascule.cgi quotes a decoded path
@@ -52,6 +54,10 @@ class CGIExchange(BufferedExchange):
     reading_paused = False
     _expected: int | None = None
     _trailers = False
+    ctx: ServerContext
+    """The connection's context (the server's fixed header lines, which change every second with the date)."""
+    outbox: Outbox
+    """The connection's outbox: its drain is every request's on the connection."""
 
     def __init__(self, method: str, raw_path: bytes, query: bytes, headers: Headers, http_version: str,
                  scheme: str, client: tuple[str, int] | None, server: tuple[str, int] | None) -> None:
@@ -72,10 +78,6 @@ class CGIExchange(BufferedExchange):
     @abc.abstractmethod
     def _pause_reading(self, paused: bool) -> None:
         """Stop (True) or resume (False) reading the connection for this request's unread body."""
-
-    @abc.abstractmethod
-    def _fixed_headers(self) -> bytes:
-        """The server's own header lines (``date``, ``server``), joined, from the connection's context."""
 
     @abc.abstractmethod
     def _close(self) -> None:
@@ -145,7 +147,7 @@ class CGIExchange(BufferedExchange):
         if self.disconnected:
             return
         framing = b"" if content_length is None else b"content-length: %d\r\n" % content_length
-        self._emit([line, self._fixed_headers(), block, framing, b"\r\n"], body, end)
+        self._emit([line, self.ctx.fixed_headers, block, framing, b"\r\n"], body, end)
 
     def _emit(self, parts: list[bytes], data: bytes, end: bool) -> None:
         """Write ``parts`` plus ``data`` in one write, checked against the declared length; finish when ``end``."""
@@ -181,6 +183,9 @@ class CGIExchange(BufferedExchange):
     def send_trailers(self, trailers: Headers) -> None:
         if not self.finished and not self.disconnected:
             self._finish()  # dropped: no chunked coding or trailer record to carry them
+
+    async def drain(self) -> None:
+        await self.outbox.drain()
 
     def on_disconnect(self) -> None:
         """The client is gone (the connection, or FastCGI's ABORT_REQUEST): wake everything that waits."""

@@ -19,6 +19,7 @@ its length or None while incomplete; :class:`ScgiReader` buffers and hands back 
 from __future__ import annotations
 
 from bascule.errors import BasculeError
+from bascule.protocols.prefix import PrefixReader
 
 __all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_MAX_VARS", "ScgiError", "ScgiHead", "ScgiReader", "encode_head", "parse"]
 
@@ -97,38 +98,15 @@ def parse(data: bytes | bytearray, max_size: int = DEFAULT_MAX_SIZE,
     return ScgiHead(pairs, end + 1), end + 1
 
 
-class ScgiReader:
-    """Buffers a connection's first bytes until the head is complete (as bascule.protocols.uwsgi_wire's
-    reader): ``feed`` returns None, then the head; :attr:`leftover` holds the first body bytes. Buffered
-    bytes are bounded by the limit plus the length digits and the two delimiters."""
+class ScgiReader(PrefixReader[ScgiHead]):
+    """Buffers a connection's first bytes until the head is complete (protocols/prefix.py): ``feed`` returns
+    None, then the head; :attr:`leftover` holds the first body bytes. Buffered bytes are bounded by the limit
+    plus the length digits and the two delimiters."""
 
-    __slots__ = ("_buffer", "head", "leftover", "max_size", "max_vars")
+    __slots__ = ()
 
     def __init__(self, max_size: int = DEFAULT_MAX_SIZE, max_vars: int = DEFAULT_MAX_VARS) -> None:
-        self.max_size = max_size
-        self.max_vars = max_vars
-        self.head: ScgiHead | None = None
-        self.leftover = b""
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> ScgiHead | None:
-        if self.head is not None:
-            raise RuntimeError("the SCGI head is already parsed: further bytes are the body")
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            result = parse(buffer, self.max_size, self.max_vars)
-        else:  # the common case: the whole head in one read, parsed without a copy
-            result = parse(data, self.max_size, self.max_vars)
-            if result is None:
-                buffer += data
-        if result is None:
-            return None
-        head, used = result
-        self.head = head
-        self.leftover = bytes(buffer[used:]) if buffer else data[used:]
-        self._buffer = bytearray()
-        return head
+        super().__init__(lambda data: parse(data, max_size, max_vars), "the SCGI head")
 
 
 def encode_head(pairs: Pairs) -> bytes:

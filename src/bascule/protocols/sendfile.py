@@ -110,6 +110,26 @@ async def flush_transport(outbox: Outbox, transport: asyncio.Transport | None) -
                 transport.set_write_buffer_limits(high=high, low=low)
 
 
+async def file_after_queue(ex: Exchange, outbox: Outbox, transport: asyncio.Transport | None, sock: int, fd: int,
+                           offset: int, count: int) -> bool:
+    """The cleartext wires' ``send_file`` once the caller has checked the response and the declared length
+    (HTTP/1.1, uwsgi, SCGI): wait until what is queued has left, ``os.sendfile`` the bytes, count them in
+    ``ex.sent``. A file shorter than ``count`` is logged and aborts the response: the declared length, or the
+    chunk's size, can no longer be met. True when all ``count`` bytes went."""
+    await flush_transport(outbox, transport)
+    if ex.disconnected or ex.finished:
+        return False
+    sent = await to_socket(ex, sock, fd, offset, count)
+    ex.sent += sent
+    if sent < count:
+        if not ex.disconnected and not ex.finished:
+            _log.error("file shorter than the %d bytes to send (%d sent) for %s %s; connection closed",
+                       count, sent, ex.method, ex.raw_path.decode("latin-1"))
+            ex.abort()
+        return False
+    return True
+
+
 async def to_socket(ex: Exchange, sock: int, fd: int, offset: int, count: int) -> int:
     """``os.sendfile`` ``count`` bytes of ``fd`` to the socket ``sock``, whose transport has nothing queued;
     returns the bytes sent (fewer if the client went away or the file is shorter). ``ex.writable_hook``

@@ -22,6 +22,7 @@ no app. The size of the variable block is bounded by the caller (``max_size``, a
 from __future__ import annotations
 
 from bascule.errors import BasculeError
+from bascule.protocols.prefix import PrefixReader
 
 __all__ = ["DEFAULT_MAX_SIZE", "DEFAULT_MAX_VARS", "HEADER_SIZE", "UwsgiError", "UwsgiHead", "UwsgiReader",
            "encode_vars", "parse", "parse_vars"]
@@ -103,40 +104,17 @@ def parse_vars(data: bytes, start: int, end: int, max_vars: int = DEFAULT_MAX_VA
     return pairs
 
 
-class UwsgiReader:
-    """Buffers a connection's first bytes until the packet is complete.
+class UwsgiReader(PrefixReader[UwsgiHead]):
+    """Buffers a connection's first bytes until the packet is complete (protocols/prefix.py).
 
     ``feed`` returns None while more bytes are needed, then the head; :attr:`leftover` then holds the bytes
     received after it (the first body bytes). Buffered bytes are bounded by 4 + ``max_size``.
     """
 
-    __slots__ = ("_buffer", "head", "leftover", "max_size", "max_vars")
+    __slots__ = ()
 
     def __init__(self, max_size: int = DEFAULT_MAX_SIZE, max_vars: int = DEFAULT_MAX_VARS) -> None:
-        self.max_size = max_size
-        self.max_vars = max_vars
-        self.head: UwsgiHead | None = None
-        self.leftover = b""
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> UwsgiHead | None:
-        if self.head is not None:
-            raise RuntimeError("the uwsgi packet is already parsed: further bytes are the body")
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            result = parse(buffer, self.max_size, self.max_vars)
-        else:  # the common case: the whole packet in one read, parsed without a copy
-            result = parse(data, self.max_size, self.max_vars)
-            if result is None:
-                buffer += data
-        if result is None:
-            return None
-        head, used = result
-        self.head = head
-        self.leftover = bytes(buffer[used:]) if buffer else data[used:]
-        self._buffer = bytearray()
-        return head
+        super().__init__(lambda data: parse(data, max_size, max_vars), "the uwsgi packet")
 
 
 def encode_vars(pairs: Pairs, modifier1: int = 0, modifier2: int = 0) -> bytes:

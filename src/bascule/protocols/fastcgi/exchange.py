@@ -35,18 +35,17 @@ class FcgiExchange(CGIExchange):
         super().__init__(method, raw_path, query, headers, http_version, scheme, client, server)
         self.conn = conn
         self.loop = conn.loop
+        self.ctx = conn.ctx
+        self.outbox = conn.outbox
         self.request_id = request_id
         self.keep_conn = keep_conn
         """FCGI_KEEP_CONN: the web server keeps the connection after this request; without it, it is closed."""
 
     def _write(self, data: bytes) -> None:
-        self.conn.outbox.write(fastcgi_wire.stdout(self.request_id, data))
+        self.outbox.write(fastcgi_wire.stdout(self.request_id, data))
 
     def _pause_reading(self, paused: bool) -> None:
         self.conn.pause_for_body(paused)
-
-    def _fixed_headers(self) -> bytes:
-        return self.conn.ctx.fixed_headers
 
     def _response_done(self) -> None:
         self.conn.response_done(self)
@@ -56,9 +55,6 @@ class FcgiExchange(CGIExchange):
 
     def _close(self) -> None:
         self.conn.close()
-
-    async def drain(self) -> None:
-        await self.conn.outbox.drain()
 
     def refuse(self, status: int, body: bytes) -> None:
         """At --limit-concurrency (ServerContext.serve): END_REQUEST with FCGI_OVERLOADED, the protocol's own

@@ -34,7 +34,7 @@ from bascule.protocols.semantics import (
     log_length_error,
     one_write,
 )
-from bascule.protocols.sendfile import send_chunks, to_socket
+from bascule.protocols.sendfile import file_after_queue, send_chunks
 
 if TYPE_CHECKING:
     from bascule.protocols.h1.connection import H1Connection
@@ -311,18 +311,7 @@ class H1Exchange(BufferedExchange):
             return
         if self._chunked:
             conn.outbox.write(chunk_size(count))
-        await conn.flush()
-        if self.disconnected or self.finished:
-            return
-        sent = await to_socket(self, sock, fd, offset, count)
-        self.sent += sent
-        if sent < count:
-            if not self.disconnected and not self.finished:
-                _log.error("file shorter than the %d bytes to send (%d sent) for %s %s; connection closed",
-                           count, sent, self.method, self.raw_path.decode("latin-1"))
-                self.abort()
-            return
-        if self._chunked:
+        if await file_after_queue(self, conn.outbox, conn.transport, sock, fd, offset, count) and self._chunked:
             conn.outbox.write(b"\r\n")
 
     def _note_sent(self, n: int) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from bascule.errors import AppProtocolError
 from bascule.protocols.cgi_exchange import CGIExchange
 from bascule.protocols.exchange import Headers
-from bascule.protocols.sendfile import send_chunks, to_socket
+from bascule.protocols.sendfile import file_after_queue, send_chunks
 
 if TYPE_CHECKING:
     from bascule.protocols.oneshot.connection import OneshotConnection
@@ -33,19 +33,18 @@ class OneshotExchange(CGIExchange):
         super().__init__(method, raw_path, query, headers, http_version, scheme, client, server)
         self.conn = conn
         self.loop = conn.loop
+        self.ctx = conn.ctx
+        self.outbox = conn.outbox
         self.cgi_status = conn.dialect.cgi_status
 
     def _write(self, data: bytes) -> None:
-        self.conn.outbox.write(data)
+        self.outbox.write(data)
 
     def _pause_reading(self, paused: bool) -> None:
         if paused:
-            self.conn.outbox.pause_reading(PAUSE_BODY)
+            self.outbox.pause_reading(PAUSE_BODY)
         else:
-            self.conn.outbox.resume_reading(PAUSE_BODY)
-
-    def _fixed_headers(self) -> bytes:
-        return self.conn.ctx.fixed_headers
+            self.outbox.resume_reading(PAUSE_BODY)
 
     def _response_done(self) -> None:
         self.conn.response_done(self)
@@ -55,9 +54,6 @@ class OneshotExchange(CGIExchange):
 
     def _close(self) -> None:
         self.conn.close()
-
-    async def drain(self) -> None:
-        await self.conn.outbox.drain()
 
     async def send_file(self, fd: int, offset: int, count: int) -> None:
         """os.sendfile once what is queued has left; pieces on an inherited socket the transport hides."""
@@ -74,12 +70,4 @@ class OneshotExchange(CGIExchange):
         if expected is not None and self.sent + count > expected:
             self._length_error(self.sent + count)
             return
-        await conn.flush()
-        if self.disconnected or self.finished:
-            return
-        sent = await to_socket(self, sock, fd, offset, count)
-        self.sent += sent
-        if sent < count and not self.disconnected and not self.finished:
-            _log.error("file shorter than the %d bytes to send (%d sent) for %s %s; connection closed",
-                       count, sent, self.method, self.raw_path.decode("latin-1"))
-            self.abort()
+        await file_after_queue(self, conn.outbox, conn.transport, sock, fd, offset, count)

@@ -13,22 +13,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import free_port
-from it_support import APPS, can_connect, clean_env, spawn, stop, tcp_ready, wait_for
+from it_support import tcp_ready
+from nginx_support import PARAMS, bascule, have_nginx, server, uwsgi_binary, uwsgi_server
+from nginx_support import nginx as nginx_with
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-UWSGI_PARAMS = Path("/etc/nginx/uwsgi_params")
-pytestmark = pytest.mark.skipif(NGINX is None or not UWSGI_PARAMS.exists(),
-                                reason="nginx is not installed (apt-get install nginx)")
+pytestmark = pytest.mark.skipif(not have_nginx("uwsgi_params"), reason="nginx is not installed (apt-get install nginx)")
 
 APPS_BY_KIND = {"flask": "it_uwsgi_apps:flask_app", "fastapi": "it_uwsgi_apps:fastapi_app"}
 MIB = 1024 * 1024
@@ -37,56 +32,17 @@ MIB = 1024 * 1024
 @contextlib.contextmanager
 def nginx(tmp: Path, upstream: str) -> Iterator[str]:
     """nginx on a free loopback port, passing everything to ``upstream`` over uwsgi; yields its base URL."""
-    assert NGINX is not None
     port = free_port()
-    root = tmp / "nginx"
-    root.mkdir()
-    temp = " ".join(f"{kind}_temp_path {root}/{kind};" for kind in ("proxy", "fastcgi", "uwsgi", "scgi"))
-    (root / "nginx.conf").write_text(f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/body;
-    {temp}
-    client_max_body_size 64m;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            include {UWSGI_PARAMS};
-            uwsgi_pass {upstream};
-        }}
-    }}
-}}
-""")
-    log = root / "stdout.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([NGINX, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        if not wait_for(lambda: proc.poll() is not None or tcp_ready(port)(), 10) or proc.poll() is not None:
-            raise AssertionError(f"nginx did not start: {log.read_text()} {(root / 'error.log').read_text()}")
+    block = server(port, f"include {PARAMS / 'uwsgi_params'}; uwsgi_pass {upstream};")
+    with nginx_with(tmp / "nginx", block, [port]):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
 
 
 @contextlib.contextmanager
 def bascule_uwsgi(tmp: Path, app: str, where: str | None = None) -> Iterator[str]:
     """bascule serving ``app`` on a uwsgi listener; yields nginx's name for it (``uwsgi_pass``'s argument)."""
-    if where is None:
-        port = free_port()
-        bind, upstream, ready = f"uwsgi://127.0.0.1:{port}", f"127.0.0.1:{port}", tcp_ready(port)
-    else:
-        bind, upstream = f"uwsgi://unix:{where}", f"unix:{where}"
-
-        def ready() -> bool:
-            return os.path.exists(where) and can_connect(socket.AF_UNIX, where)
-    with spawn([app, "--bind", bind, "--no-access-log"], log=tmp / "bascule.log", ready=ready):
+    upstream = f"127.0.0.1:{free_port()}" if where is None else f"unix:{where}"
+    with bascule(tmp / "bascule.log", app, [f"uwsgi://{upstream}"], "--no-access-log"):
         yield upstream
 
 
@@ -136,32 +92,15 @@ def test_unix_socket_upstream(tmp_path: Path) -> None:
     assert seen["raw_path"] == "/echo/u%2Fv" and seen["client"] == "127.0.0.1" and seen["query"] == "q=1"
 
 
-def uwsgi_binary() -> str | None:
-    """pyuwsgi's ``uwsgi`` beside this Python (its venv), else one on PATH."""
-    return shutil.which("uwsgi", path=os.path.dirname(sys.executable)) or shutil.which("uwsgi")
-
-
 @pytest.mark.skipif(uwsgi_binary() is None, reason="uWSGI (PyPI pyuwsgi) is not installed")
 def test_agrees_with_uwsgi(tmp_path: Path) -> None:
     """The same Flask app behind the same nginx, served by uWSGI and by bascule, sees the same request."""
-    binary = uwsgi_binary()
-    assert binary is not None
     port = free_port()
     target = "/echo/a%2Fb/caf%C3%A9?x=1&y=%2F"
     body = os.urandom(MIB + 3)
-    log = tmp_path / "uwsgi.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([binary, "--socket", f"127.0.0.1:{port}", "--module", APPS_BY_KIND["flask"],
-                                 "--chdir", str(APPS), "--processes", "1", "--disable-logging"],
-                                cwd=APPS, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        assert wait_for(lambda: proc.poll() is not None or tcp_ready(port)(), 15) and proc.poll() is None, \
-            log.read_text()
-        with nginx(tmp_path, f"127.0.0.1:{port}") as url:
-            theirs = httpx.get(url + target).json(), httpx.post(url + "/upload", content=body).json()
-    finally:
-        stop(proc)
+    with uwsgi_server(tmp_path / "uwsgi.log", APPS_BY_KIND["flask"], "--socket", f"127.0.0.1:{port}",
+                      ready=tcp_ready(port)), nginx(tmp_path, f"127.0.0.1:{port}") as url:
+        theirs = httpx.get(url + target).json(), httpx.post(url + "/upload", content=body).json()
     (tmp_path / "nginx").rename(tmp_path / "nginx-uwsgi")
     with bascule_uwsgi(tmp_path, APPS_BY_KIND["flask"]) as upstream, nginx(tmp_path, upstream) as url:
         ours = httpx.get(url + target).json(), httpx.post(url + "/upload", content=body).json()

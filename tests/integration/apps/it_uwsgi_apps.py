@@ -1,16 +1,25 @@
-"""Apps behind nginx's uwsgi_pass (test_it_uwsgi_nginx): the same four routes in Flask and in FastAPI.
+"""Apps behind nginx's uwsgi_pass, fastcgi_pass and scgi_pass (test_it_uwsgi_nginx, test_it_fastcgi_scgi): the
+same routes in Flask and in FastAPI.
 
 ``/echo/...`` says what the app saw of the request (path, raw path where the interface has one, query,
-client address, scheme, host); ``/upload`` hashes the body; ``/big?n=`` streams ``n`` MiB without a length.
+client address, scheme, host); ``/upload`` hashes the body; ``/big?n=`` streams ``n`` MiB without a length;
+``/hello`` is a fixed body with a length (for HEAD); ``/boom`` raises (a 500 from the server).
+
+What the interface itself carries, before any routing: the Flask app answers any request with an
+``X-Show-Environ`` header with the environ's request keys and bascule's raw peer (a WSGI middleware, so it
+shows what a server that sets ``SCRIPT_NAME`` to the whole path does to the app too); FastAPI's ``/scope/...``
+(async) and ``/sync-scope/...`` (a sync endpoint, run in a thread) answer with the scope's.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from flask import Flask, Response, jsonify, request
 
 MIB = 1024 * 1024
@@ -49,10 +58,46 @@ def flask_big() -> Response:
     return Response(generate(), mimetype="application/octet-stream")
 
 
+HELLO = b"hello\n" * 100
+
+
+@flask_app.get("/hello")
+def flask_hello() -> Response:
+    return Response(HELLO, mimetype="text/plain")
+
+
+@flask_app.get("/boom")
+def flask_boom() -> Response:
+    raise RuntimeError("boom (on purpose)")
+
+
+ENVIRON_KEYS = ("SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "REQUEST_URI", "RAW_URI", "REQUEST_METHOD",
+                "CONTENT_LENGTH", "REMOTE_ADDR", "REMOTE_PORT", "HTTPS", "wsgi.url_scheme", "APP_ENV", "SERVER_PORT")
+
+
+def show_environ(app: Any) -> Any:
+    """WSGI middleware: a request with ``X-Show-Environ`` gets the environ's request keys as JSON (str values
+    as the server put them, latin-1 for bytes), plus ``bascule.peer`` (the connection's own peer)."""
+    def middleware(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if "HTTP_X_SHOW_ENVIRON" not in environ:
+            result: Iterable[bytes] = app(environ, start_response)
+            return result
+        seen: dict[str, Any] = {key: environ.get(key) for key in ENVIRON_KEYS}
+        peer = environ.get("bascule.peer")
+        seen["peer"] = list(peer) if isinstance(peer, tuple) else peer
+        body = json.dumps(seen).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+    return middleware
+
+
+flask_app.wsgi_app = show_environ(flask_app.wsgi_app)  # type: ignore[method-assign]
+
+
 fastapi_app = FastAPI()
 
 
-@fastapi_app.api_route("/echo/{rest:path}", methods=["GET", "POST"])
+@fastapi_app.api_route("/echo/{rest:path}", methods=["GET", "POST", "HEAD"])
 async def fastapi_echo(rest: str, request: Request) -> dict[str, object]:
     scope = request.scope
     client = scope["client"]
@@ -79,3 +124,33 @@ async def fastapi_big(n: int = 4) -> StreamingResponse:
             yield block(i)
 
     return StreamingResponse(generate(), media_type="application/octet-stream")
+
+
+@fastapi_app.api_route("/hello", methods=["GET", "HEAD"])
+async def fastapi_hello() -> PlainTextResponse:
+    return PlainTextResponse(HELLO.decode())
+
+
+@fastapi_app.get("/boom")
+async def fastapi_boom() -> None:
+    raise RuntimeError("boom (on purpose)")
+
+
+def scope_seen(scope: dict[str, Any]) -> dict[str, object]:
+    """The scope's request keys, JSON-ready, plus bascule's raw peer and the names of the top-level keys (a CGI
+    variable such as APP_ENV must never become one)."""
+    peer = scope.get("extensions", {}).get("bascule.peer")
+    return {"path": scope["path"], "raw_path": scope["raw_path"].decode("latin-1"), "root_path": scope["root_path"],
+            "query": scope["query_string"].decode("latin-1"), "client": scope["client"], "scheme": scope["scheme"],
+            "method": scope["method"], "keys": sorted(scope), "extensions": sorted(scope.get("extensions", {})),
+            "peer": None if peer is None else peer["client"]}
+
+
+@fastapi_app.get("/scope/{rest:path}")
+async def fastapi_scope(request: Request) -> dict[str, object]:
+    return scope_seen(request.scope)
+
+
+@fastapi_app.get("/sync-scope/{rest:path}")
+def fastapi_sync_scope(request: Request) -> dict[str, object]:
+    return scope_seen(request.scope)

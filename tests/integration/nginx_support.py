@@ -20,13 +20,13 @@ from pathlib import Path
 from it_support import APPS, can_connect, clean_env, spawn, stop, tcp_ready, wait_for
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-PARAMS = Path("/etc/nginx")
+PARAMS_DIR = Path("/etc/nginx")
 """Where Debian keeps the stock uwsgi_params, fastcgi_params and scgi_params."""
 
 
 def have_nginx(*params: str) -> bool:
     """nginx is installed, with the named stock params files (``"fastcgi_params"``...)."""
-    return NGINX is not None and all((PARAMS / name).exists() for name in params)
+    return NGINX is not None and all((PARAMS_DIR / name).exists() for name in params)
 
 
 def upstream(name: str, address: str, keepalive: int = 0) -> str:
@@ -81,10 +81,19 @@ def error_log(root: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def nginx_errors(root: Path) -> list[str]:
-    """The error log's lines at level error or worse (an upstream that broke the protocol or closed early)."""
+def error_log_size(root: Path) -> int:
+    path = root / "error.log"
+    return path.stat().st_size if path.exists() else 0
+
+
+def nginx_errors(root: Path, since: int = 0) -> list[str]:
+    """The error log's lines at level error or worse written after byte ``since`` (an upstream that broke the
+    protocol, reset a kept connection or closed early: there even when a retry hid it from the client)."""
+    with open(root / "error.log", "rb") as log:
+        log.seek(since)
+        lines = log.read().decode(errors="replace").splitlines()
     levels = ("[error]", "[crit]", "[alert]", "[emerg]")
-    return [line for line in error_log(root).splitlines() if any(level in line for level in levels)]
+    return [line for line in lines if any(level in line for level in levels)]
 
 
 def bind_ready(bind: str) -> Callable[[], bool]:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from conftest import free_port
 from it_support import tcp_ready
-from nginx_support import PARAMS, bascule, have_nginx, server, uwsgi_binary, uwsgi_server
+from nginx_support import PARAMS_DIR, bascule, have_nginx, server, uwsgi_binary, uwsgi_server
 from nginx_support import nginx as nginx_with
 
 pytestmark = pytest.mark.skipif(not have_nginx("uwsgi_params"), reason="nginx is not installed (apt-get install nginx)")
@@ -30,10 +30,11 @@ MIB = 1024 * 1024
 
 
 @contextlib.contextmanager
-def nginx(tmp: Path, upstream: str) -> Iterator[str]:
-    """nginx on a free loopback port, passing everything to ``upstream`` over uwsgi; yields its base URL."""
+def nginx(tmp: Path, upstream: str, *extra: str) -> Iterator[str]:
+    """nginx on a free loopback port, passing everything to ``upstream`` over uwsgi (after the ``extra``
+    directives); yields its base URL."""
     port = free_port()
-    block = server(port, f"include {PARAMS / 'uwsgi_params'}; uwsgi_pass {upstream};")
+    block = server(port, " ".join((f"include {PARAMS_DIR / 'uwsgi_params'};", *extra, f"uwsgi_pass {upstream};")))
     with nginx_with(tmp / "nginx", block, [port]):
         yield f"http://127.0.0.1:{port}"
 
@@ -90,6 +91,21 @@ def test_unix_socket_upstream(tmp_path: Path) -> None:
     with bascule_uwsgi(tmp_path, APPS_BY_KIND["fastapi"], where) as upstream, nginx(tmp_path, upstream) as url:
         seen = httpx.get(url + "/echo/u%2Fv?q=1").json()
     assert seen["raw_path"] == "/echo/u%2Fv" and seen["client"] == "127.0.0.1" and seen["query"] == "q=1"
+
+
+@pytest.mark.parametrize("kind", sorted(APPS_BY_KIND))
+def test_deployment_variable(tmp_path: Path, kind: str) -> None:
+    """A deployment's own ``uwsgi_param APP_ENV prod`` reaches the WSGI environ (from a trusted peer) as
+    ``APP_ENV``, never a key of the ASGI scope; the stock params' SCRIPT_NAME (none) leaves the mount point
+    empty."""
+    with bascule_uwsgi(tmp_path, APPS_BY_KIND[kind]) as upstream, \
+            nginx(tmp_path, upstream, "uwsgi_param APP_ENV prod;") as url:
+        if kind == "flask":
+            seen = httpx.get(url + "/echo/a%2Fb", headers={"X-Show-Environ": "1"}).json()
+            assert seen["APP_ENV"] == "prod" and seen["SCRIPT_NAME"] == "" and seen["PATH_INFO"] == "/echo/a/b"
+        else:
+            seen = httpx.get(url + "/scope/a%2Fb").json()
+            assert "APP_ENV" not in seen["keys"] and seen["root_path"] == "" and seen["raw_path"] == "/scope/a%2Fb"
 
 
 @pytest.mark.skipif(uwsgi_binary() is None, reason="uWSGI (PyPI pyuwsgi) is not installed")

@@ -3,9 +3,11 @@ waits for ``http.disconnect``, one that holds its slot.
 
 - ``/slow?ms=N&tag=T``: the head and ``T:first;`` at once, then after ``N`` ms ``T:last;`` - so a client that
   multiplexes two requests sees each one's own STDOUT stream, and the first piece before the last.
-- ``/wait?mark=FILE``: reads the body, then waits for ``http.disconnect`` (never answering); writes
-  ``disconnect`` to FILE when it comes, ``cancelled`` if the server cancels the run instead.
+- ``/wait?mark=FILE``: writes ``waiting`` to FILE, reads the body, then waits for ``http.disconnect`` (never
+  answering); writes ``disconnect`` to FILE when it comes, ``cancelled`` if the server cancels the run instead.
 - ``/hold?ms=N``: answers ``held`` after ``N`` ms (holds a --limit-concurrency slot meanwhile).
+- ``/raise-after``: a complete response (``done``), then raises, as Starlette's error middleware does after
+  its 500.
 - anything else: ``ok <method> <path>``.
 """
 
@@ -34,6 +36,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": tag + b":first;", "more_body": True})
         await asyncio.sleep(int(query.get("ms", "0")) / 1000)
         await send({"type": "http.response.body", "body": tag + b":last;"})
+    elif path == "/raise-after":
+        await send(start)
+        await send({"type": "http.response.body", "body": b"done"})
+        raise RuntimeError("raised after a complete response (on purpose)")
     elif path == "/hold":
         await asyncio.sleep(int(query.get("ms", "0")) / 1000)
         await send(start)
@@ -44,6 +50,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def _wait(mark: str, receive: Any) -> None:
+    with open(mark, "w") as out:
+        out.write("waiting")
     try:
         while True:
             message = await receive()

@@ -509,6 +509,28 @@ def test_multiplexed_requests(raw_app: tuple[int, Path]) -> None:
     assert ends == {1: (0, REQUEST_COMPLETE)} and split_cgi(again[1])[1] == b"ok GET /again"
 
 
+def test_streaming_both_ways(raw_app: tuple[int, Path]) -> None:
+    """A body without CONTENT_LENGTH reaches the app piece by piece as STDIN records arrive, and the app's answer
+    to each piece comes back before the next is sent; STDIN's empty record ends the body."""
+    port, _ = raw_app
+    with fcgi_connection(port) as (sock, records):
+        pairs = cgi_vars("POST", "/echo-body", None)
+        sock.sendall(begin(1) + record(PARAMS, 1, encode_pairs(pairs)) + record(PARAMS, 1))
+        received = b""
+        for piece in (b"first piece;", b"second;", b"x" * 70000):
+            sock.sendall(record(STDIN, 1, piece[:65535]) + (record(STDIN, 1, piece[65535:]) if len(piece) > 65535
+                                                             else b""))
+            while not received.endswith(piece):  # bounded by the socket's timeout
+                got = records.next()
+                assert got is not None and got[:2] == (STDOUT, 1), got
+                received += got[2]
+        sock.sendall(record(STDIN, 1))
+        out, ends, _ = records.responses({1})
+    assert ends == {1: (0, REQUEST_COMPLETE)}
+    head, body = split_cgi(received + out[1])
+    assert head.startswith(b"Status: 200 OK\r\n") and body == b"first piece;second;" + b"x" * 70000
+
+
 def test_app_error_after_its_response(raw_app: tuple[int, Path]) -> None:
     """An app that raises after its response is complete (Starlette's error middleware re-raises after its 500)
     ends only its own request: the other request on the connection completes, and the connection (KEEP_CONN)

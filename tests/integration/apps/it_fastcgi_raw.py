@@ -6,6 +6,7 @@ waits for ``http.disconnect``, one that holds its slot.
 - ``/wait?mark=FILE``: writes ``waiting`` to FILE, reads the body, then waits for ``http.disconnect`` (never
   answering); writes ``disconnect`` to FILE when it comes, ``cancelled`` if the server cancels the run instead.
 - ``/hold?ms=N``: answers ``held`` after ``N`` ms (holds a --limit-concurrency slot meanwhile).
+- ``/echo-body``: the head at once, then each piece of the request body back as it arrives.
 - ``/raise-after``: a complete response (``done``), then raises, as Starlette's error middleware does after
   its 500.
 - anything else: ``ok <method> <path>``.
@@ -36,6 +37,15 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": tag + b":first;", "more_body": True})
         await asyncio.sleep(int(query.get("ms", "0")) / 1000)
         await send({"type": "http.response.body", "body": tag + b":last;"})
+    elif path == "/echo-body":
+        await send(start)
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            more = message.get("more_body", False)
+            await send({"type": "http.response.body", "body": message.get("body", b""), "more_body": more})
     elif path == "/raise-after":
         await send(start)
         await send({"type": "http.response.body", "body": b"done"})

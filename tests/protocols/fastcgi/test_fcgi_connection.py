@@ -464,6 +464,32 @@ def test_app_error_is_a_500_and_the_connection_goes_on() -> None:
     assert split(reader.stdout[1])[0] == "500 Internal Server Error" and split(reader.stdout[2])[2] == b"fine"
 
 
+def test_app_error_after_a_complete_response_ends_only_its_request() -> None:
+    """An app that raises once its response is complete (Starlette's error middleware re-raises after its 500)
+    has had its END_REQUEST: the connection is not closed under the request beside it, nor under the web
+    server, which already put it back in its keepalive pool (nginx then logged a reset and retried, or
+    answered 502 for a POST)."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if scope["path"] == "/slow":
+            await send({"type": "http.response.body", "body": b"first;", "more_body": True})
+            await asyncio.sleep(0.3)
+        await send({"type": "http.response.body", "body": b"done"})
+        if scope["path"] == "/raise":
+            raise RuntimeError("raised after a complete response")
+
+    with fcgi_server(app) as srv, connected(srv) as (sock, reader):
+        sock.sendall(request(1, uri=b"/slow") + request(2, uri=b"/raise"))
+        reader.until_end(1, 2)
+        sock.sendall(request(2, uri=b"/after"))
+        del reader.ended[2], reader.stdout[2]
+        reader.until_end(2)
+    assert split(reader.stdout[1])[2] == b"first;done" and split(reader.stdout[2])[2] == b"done"
+    assert reader.ended == {1: (0, REQUEST_COMPLETE), 2: (0, REQUEST_COMPLETE)}
+
+
 def test_pathsend_and_head(tmp_path: Path) -> None:
     data = os.urandom(200_000)
     path = tmp_path / "f.bin"

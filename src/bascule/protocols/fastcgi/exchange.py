@@ -56,6 +56,16 @@ class FcgiExchange(CGIExchange):
     def _close(self) -> None:
         self.conn.close()
 
+    def abort(self) -> None:
+        """Give up a response cut short: the close is the only way FastCGI has to tell the web server so (an
+        END_REQUEST would pass the truncated body as whole). A request already ended - its END_REQUEST sent,
+        or the web server's ABORT_REQUEST - is left alone: the app raised after a complete response (as
+        Starlette's error middleware does after its 500), and closing then would cut the requests multiplexed
+        beside it and race the web server, which has put the kept connection back in its pool."""
+        if self.finished:
+            return
+        super().abort()
+
     def refuse(self, status: int, body: bytes) -> None:
         """At --limit-concurrency (ServerContext.serve): END_REQUEST with FCGI_OVERLOADED, the protocol's own
         answer, so a web server with another upstream can send the request there; no app runs."""

@@ -287,7 +287,10 @@ def test_head_404_and_500(nginx_stack: Stack, kind: str, route: str) -> None:
     assert call(port, "GET", "/no/such/route").status == 404
     broken = call(port, "GET", "/boom")
     assert broken.status == 500
-    again = call(port, "GET", "/hello")  # the worker lives on
+    # the worker lives on, and with keep_conn the connection too: a POST nginx would not retry on a reset
+    after = call(port, "POST", "/upload", body=b"abc")
+    assert after.status == 200 and after.json()["size"] == 3, after.body[:500]
+    again = call(port, "GET", "/hello")
     assert again.status == 200 and again.body == HELLO
     assert "boom (on purpose)" in nginx_stack.logs[kind].read_text(errors="replace")
 

@@ -16,9 +16,7 @@ import pytest
 from conftest import free_port
 from fcgi_support import begin, cgi_vars, fcgi_connection, request, split_cgi
 from it_support import wait_for
-from nginx_support import (
-    bascule,
-)
+from nginx_support import bascule
 
 from bascule.protocols.fastcgi_wire import (
     ABORT_REQUEST,

@@ -507,3 +507,32 @@ def test_pathsend_and_head(tmp_path: Path) -> None:
     _, fields, body = split(reader.stdout[1])
     assert body == data and fields["content-length"] == str(len(data))
     assert split(reader.stdout[2])[1]["content-length"] == str(len(data)) and split(reader.stdout[2])[2] == b""
+
+
+def test_requests_after_a_close_without_keep_conn_are_not_served_and_the_connection_closes() -> None:
+    """A request without FCGI_KEEP_CONN ends while another has begun: the connection lingers (FIN sent) and
+    closes. What comes meanwhile is read and dropped: a request started then wrote after the FIN, which
+    raised in the flush, and the close (which flushes first) never happened."""
+    called: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        called.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with fcgi_server(app) as srv, connected(srv) as (sock, reader):
+        second = request(2, uri=b"/second")
+        sock.sendall(request(1, uri=b"/first", keep=False) + second[:16])  # request 2 begun, no params yet
+        reader.until_end(1)
+        sock.sendall(second[16:])
+        start = time.monotonic()
+        assert reader.closed(timeout=6) and time.monotonic() - start < 5  # the FIN
+        time.sleep(2.5)  # past the linger: the server's side is closed too, and answers with a reset
+        with pytest.raises(OSError):
+            for _ in range(10):
+                sock.sendall(record(STDIN, 9, b"x" * 1000))  # ignored records: only a close ends it
+                time.sleep(0.05)
+    assert called == ["/first"] and 2 not in reader.ended
+

@@ -90,6 +90,8 @@ class FcgiConnection(asyncio.Protocol):
         ctx.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # closing after our FIN: read and dropped, nothing answered (a write after it would raise)
         wire = self.wire
         try:
             events = wire.receive_data(data)

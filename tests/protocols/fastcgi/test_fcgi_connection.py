@@ -509,6 +509,28 @@ def test_pathsend_and_head(tmp_path: Path) -> None:
     assert split(reader.stdout[2])[1]["content-length"] == str(len(data)) and split(reader.stdout[2])[2] == b""
 
 
+def test_a_request_past_its_deadline_leaves_the_kept_connection_and_its_neighbours_alone() -> None:
+    """The 504 ends that request alone: the app's cancellation that follows must not close the connection
+    (CGIExchange.abort closed it even for a request already answered), which carries other requests."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/slow":
+            await asyncio.sleep(30)
+        await asyncio.sleep(float(scope["query_string"] or b"0"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+    with fcgi_server(app, timeout_request=0.5) as srv, connected(srv) as (sock, reader):
+        sock.sendall(request(1, uri=b"/slow") + request(2, uri=b"/neighbour?0.45"))
+        reader.until_end(1, 2)
+        time.sleep(0.3)  # the cancelled app's end
+        sock.sendall(request(3, uri=b"/after"))
+        reader.until_end(3)
+    assert split(reader.stdout[1])[0] == "504 Gateway Timeout"
+    assert split(reader.stdout[2])[2] == b"/neighbour" and split(reader.stdout[3])[2] == b"/after"
+
+
 def test_requests_after_a_close_without_keep_conn_are_not_served_and_the_connection_closes() -> None:
     """A request without FCGI_KEEP_CONN ends while another has begun: the connection lingers (FIN sent) and
     closes. What comes meanwhile is read and dropped: a request started then wrote after the FIN, which

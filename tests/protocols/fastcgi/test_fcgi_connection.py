@@ -558,3 +558,24 @@ def test_requests_after_a_close_without_keep_conn_are_not_served_and_the_connect
                 time.sleep(0.05)
     assert called == ["/first"] and 2 not in reader.ended
 
+
+def test_a_body_all_received_but_not_read_yet_is_not_idle() -> None:
+    """--timeout-body-idle watches the web server's STDIN, not the app: a body whose STDIN has ended is
+    complete, however long the app takes to read it (it was counted as idle and the connection closed)."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(1.5)
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    with fcgi_server(app, timeout_body_idle=0.5) as srv, connected(srv) as (sock, reader):
+        sock.sendall(request(1, b"POST", b"/slow-reader", b"payload"))
+        reader.until_end(1)
+    assert split(reader.stdout[1])[2] == b"payload"

@@ -322,7 +322,7 @@ class FcgiConnection(asyncio.Protocol):
             elif ctx.shutting_down or now - self._since > ctx.keep_alive_timeout:
                 self.close()
             return
-        if any(not ex.body_done and not ex.finished for ex in exchanges.values()):
+        if any(not ex._body_done and not ex.finished for ex in exchanges.values()):  # STDIN still to come
             if self._received != self._mark or self._pausing:
                 self._mark, self._mark_time = self._received, now  # progress, or not the web server's turn
             elif now - self._mark_time > ctx.timeout_body_idle:

@@ -15,6 +15,8 @@ from bascule.protocols.cgi_exchange import cgi_simple_response, script_root
     (b"/caf\xc3\xa9", b"/caf%C3%A9/x", ("/caf\u00e9", b"/x")),  # decoded name, encoded path
     (b"/app", b"/app", (None, b"/app")),  # the whole path: nginx's stock fastcgi_params, ignored
     (b"/index.php", b"/index.php", (None, b"/index.php")),
+    (b"/shop/", b"/shop/", (None, b"/shop/")),  # stock fastcgi_params for a path ending in "/": the whole path
+    (b"/a b/c/", b"/a%20b/c/", (None, b"/a%20b/c/")),
     (b"/app", b"/application/x", (None, b"/application/x")),  # not at a segment boundary
     (b"/other", b"/app/x", (None, b"/app/x")),  # not a prefix
     (b"", b"/x", (None, b"/x")),

@@ -251,15 +251,18 @@ def script_root(script_name: bytes, raw_path: bytes) -> tuple[str | None, bytes]
     ``SCRIPT_NAME`` is the app's mount point only when it is a proper prefix of the path, ending at a
     ``/``: ``uwsgi_param SCRIPT_NAME /app`` with ``/app/users`` gives root ``/app`` and path ``/users``, as
     a proxy that strips X-Forwarded-Prefix would. nginx's stock ``fastcgi_params`` set it to the whole
-    script path (``$fastcgi_script_name``, for PHP), and that is ignored, as is anything not a prefix:
-    the path stays whole and the mount point is --root-path's. The variable is decoded text and the path
-    is as the client sent it, so the prefix must match literally or once percent-encoded."""
+    script path (``$fastcgi_script_name``, for PHP; ``/shop/`` for a path ending in ``/``), and that is
+    ignored, as is anything not a prefix: the path stays whole and the mount point is --root-path's. The
+    variable is decoded text and the path is as the client sent it, so the prefix must match literally or
+    once percent-encoded."""
     name = script_name.rstrip(b"/")
     if not name or name[0] != 0x2F:
         return None, raw_path
     for prefix in (name, quote_from_bytes(name, _PATH_SAFE).encode("ascii")):
         size = len(prefix)
         if len(raw_path) > size and raw_path[size] == 0x2F and raw_path.startswith(prefix):
+            if raw_path[size:] == script_name[len(name):]:
+                return None, raw_path  # the whole path with its trailing "/": stock fastcgi_params for "/shop/"
             try:
                 root = name.decode("utf-8")
             except UnicodeDecodeError:

@@ -43,6 +43,7 @@ JOIN_BELOW = 16 * 1024  # queued pieces smaller than this in all are joined befo
 MAX_REQUESTS = 100
 """Requests active at once on one connection (FCGI_MAX_REQS; HTTP/2's usual stream limit)."""
 PAUSE_BODY = 1  # Outbox.pause_reading reason: some request's body is not being read by its app
+PAUSE_WRITE = 2  # and: our answers cannot be written (a peer that does not read is not read either)
 
 _log = logging.getLogger("bascule.error")
 
@@ -145,11 +146,13 @@ class FcgiConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.outbox.write_paused = True
+        self.outbox.pause_reading(PAUSE_WRITE)  # else records that answer themselves (GET_VALUES) pile up
         for ex in self.exchanges.values():
             ex.write_paused = True
 
     def resume_writing(self) -> None:
         self.outbox.write_paused = False
+        self.outbox.resume_reading(PAUSE_WRITE)
         exchanges = list(self.exchanges.values())
         for ex in exchanges:
             ex.write_paused = False
@@ -271,7 +274,7 @@ class FcgiConnection(asyncio.Protocol):
         self.lingering = True
         self.outbox.flush()
         transport.write_eof()
-        self.outbox.resume_reading(PAUSE_BODY)
+        self.outbox.resume_reading(PAUSE_BODY | PAUSE_WRITE)
         self.loop.call_later(LINGER_SECONDS, self.close)
 
     def pause_for_body(self, paused: bool) -> None:
@@ -323,7 +326,7 @@ class FcgiConnection(asyncio.Protocol):
                 self.close()
             return
         if any(not ex._body_done and not ex.finished for ex in exchanges.values()):  # STDIN still to come
-            if self._received != self._mark or self._pausing:
+            if self._received != self._mark or self.outbox.paused_by:
                 self._mark, self._mark_time = self._received, now  # progress, or not the web server's turn
             elif now - self._mark_time > ctx.timeout_body_idle:
                 self._reject("no request body bytes (STDIN) within timeout_body_idle")

@@ -19,8 +19,18 @@ from fakes import FakeTransport
 
 from bascule.config import Config
 from bascule.context import ServerContext
-from bascule.protocols.fastcgi.connection import FcgiConnection
-from bascule.protocols.fastcgi_wire import BEGIN_REQUEST, GET_VALUES, KEEP_CONN, PARAMS, encode_pairs, record
+from bascule.protocols.fastcgi.connection import MAX_REQUESTS, FcgiConnection
+from bascule.protocols.fastcgi_wire import (
+    ABORT_REQUEST,
+    BEGIN_REQUEST,
+    END_REQUEST,
+    GET_VALUES,
+    KEEP_CONN,
+    OVERLOADED,
+    PARAMS,
+    encode_pairs,
+    record,
+)
 
 
 @pytest.fixture
@@ -62,3 +72,55 @@ def test_our_pause_for_writing_is_not_body_idle(loop: asyncio.AbstractEventLoop)
     for tick in range(10):
         conn.on_tick(200.0 + tick)
     assert transport.aborted  # the body's idleness is the web server's again
+
+
+class Run:
+    """An app run as the gateways leave it on ``ex.app_task``: done when the test says."""
+
+    finished = False
+
+    def done(self) -> bool:
+        return self.finished
+
+
+def test_aborted_requests_whose_apps_still_run_count_against_the_requests_per_connection(
+        loop: asyncio.AbstractEventLoop) -> None:
+    """Rapid reset, FastCGI's way: BEGIN_REQUEST, PARAMS, ABORT_REQUEST, again and again on one id. Each
+    abort frees the id and the concurrency slot at once while the app (which need not watch for
+    http.disconnect) runs on: without a bound, one connection starts apps without end."""
+    runs: list[Run] = []
+
+    def dispatch(ex: Any) -> None:
+        ex.app_task = Run()
+        runs.append(ex.app_task)
+
+    conn, transport = connection(loop, dispatch)
+    pairs = encode_pairs([(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/"), (b"CONTENT_LENGTH", b"")])
+    begin = record(BEGIN_REQUEST, 1, struct.pack("!HB5x", 1, KEEP_CONN)) + record(PARAMS, 1, pairs) + record(
+        PARAMS, 1)
+    abort = record(ABORT_REQUEST, 1)  # in a read of its own: one in the same read skips the app
+
+    def one() -> None:
+        conn.data_received(begin)
+        conn.data_received(abort)
+
+    for _ in range(300):
+        one()
+    conn.outbox.flush()
+    assert len(runs) == MAX_REQUESTS and ended_with(transport.out, OVERLOADED) == 300 - MAX_REQUESTS
+    assert conn.ctx.in_flight == 0 and not transport.closing
+    for run in runs[:10]:
+        run.finished = True
+    for _ in range(20):
+        one()
+    assert len(runs) == MAX_REQUESTS + 10  # the slots of apps that returned are free again
+
+
+def ended_with(out: bytes | bytearray, protocol_status: int) -> int:
+    count = pos = 0
+    while pos < len(out):
+        _, kind, _, length, padding = struct.unpack_from("!BBHHBx", out, pos)
+        if kind == END_REQUEST and out[pos + 12] == protocol_status:
+            count += 1
+        pos += 8 + length + padding
+    return count

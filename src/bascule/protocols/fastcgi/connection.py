@@ -11,8 +11,10 @@ The connection's life follows FCGI_KEEP_CONN, request by request: kept, it waits
 --timeout-keep-alive (let the web server's own idle timeout be shorter, as for HTTP keep-alive); not kept,
 it closes once no request is left. ``ABORT_REQUEST`` (the web server's client went away) is the app's
 ``http.disconnect`` and ends the request at once with END_REQUEST, so the connection is free again; the
-app's later sends are dropped. At --limit-concurrency a request is refused with END_REQUEST and
-FCGI_OVERLOADED, the protocol's own answer. The request options apply as over HTTP: --limit-request-body
+app's later sends are dropped; until the app returns, the request still counts against MAX_REQUESTS (an
+abort frees the id, not the app: else abort after abort would start apps without end, HTTP/2's rapid
+reset). At --limit-concurrency a request is refused with END_REQUEST and FCGI_OVERLOADED, the protocol's
+own answer. The request options apply as over HTTP: --limit-request-body
 (413, counted on STDIN when no ``CONTENT_LENGTH`` announced the body), --timeout-request-head (for the
 params), --timeout-body-idle, --timeout-request, --limit-connections.
 
@@ -72,6 +74,7 @@ class FcgiConnection(asyncio.Protocol):
         self._mark = -1
         self._mark_time = 0.0
         self._pausing = 0  # requests whose unread body holds reading paused
+        self._orphans: list[FcgiExchange] = []  # aborted by the web server, app still running (rapid reset)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -179,6 +182,14 @@ class FcgiConnection(asyncio.Protocol):
             _log.info("rejected FastCGI request %d from %s: %s (413)", request_id, describe_peer(self.peer), reason)
             self._answer(request_id, event.keep_conn, 413, f"Payload Too Large: {reason}\n".encode())
             return None
+        if self._orphans and len(self.exchanges) + self._live_orphans() >= MAX_REQUESTS:
+            _log.info("refused FastCGI request %d from %s: %d aborted requests' apps still run (FCGI_OVERLOADED)",
+                      request_id, describe_peer(self.peer), len(self._orphans))
+            self.outbox.write(self.wire.refuse(request_id, fastcgi_wire.OVERLOADED))
+            if not event.keep_conn:
+                self.closing = True
+            self._after_request()
+            return None
         ex = FcgiExchange(self, request_id, event.keep_conn, req.method, req.raw_path, req.query_string,
                           req.headers, req.http_version, "http", self.peer, self.server)
         if self.trusted:
@@ -222,6 +233,8 @@ class FcgiConnection(asyncio.Protocol):
         if ex is None:
             return
         ex.cancelled = True
+        if ex.app_task is not None and not ex.app_task.done():
+            self._orphans.append(ex)  # its id is free, its app is not: it still counts against MAX_REQUESTS
         if not ex.finished:
             ex.finished = True
             self.ctx.request_finished(ex, dropped=True)
@@ -288,6 +301,11 @@ class FcgiConnection(asyncio.Protocol):
             self._pausing -= 1
             if self._pausing == 0:
                 self.outbox.resume_reading(PAUSE_BODY)
+
+    def _live_orphans(self) -> int:
+        """Requests the web server aborted whose apps have not returned yet (the ones done are forgotten)."""
+        self._orphans = [ex for ex in self._orphans if not ex.app_task.done()]
+        return len(self._orphans)
 
     def _release_reading(self, ex: FcgiExchange) -> None:
         """A request leaves: the rest of its body is read and dropped, so it holds reading paused no more."""

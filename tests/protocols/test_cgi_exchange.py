@@ -23,6 +23,8 @@ from bascule.protocols.cgi_exchange import cgi_simple_response, script_root
     (b"/", b"/x", (None, b"/x")),
     (b"app", b"app/x", (None, b"app/x")),  # not absolute
     (b"/\xff", b"/\xff/x", (None, b"/\xff/x")),  # not UTF-8: no str mount point to give
+    (b"/%41", b"/%41/x", (None, b"/%41/x")),  # a decoded "%" is "%25" on the wire: "/%41" is "/A" there
+    (b"/%41", b"/%2541/x", ("/%41", b"/x")),
 ])
 def test_script_root(script: bytes, path: bytes, expected: tuple[str | None, bytes]) -> None:
     assert script_root(script, path) == expected

@@ -258,7 +258,9 @@ def script_root(script_name: bytes, raw_path: bytes) -> tuple[str | None, bytes]
     name = script_name.rstrip(b"/")
     if not name or name[0] != 0x2F:
         return None, raw_path
-    for prefix in (name, quote_from_bytes(name, _PATH_SAFE).encode("ascii")):
+    quoted = quote_from_bytes(name, _PATH_SAFE).encode("ascii")
+    # a literal "%" in the decoded name stands for itself: only its encoded form ("%25") can match the path
+    for prefix in (quoted,) if b"%" in name else (name, quoted):
         size = len(prefix)
         if len(raw_path) > size and raw_path[size] == 0x2F and raw_path.startswith(prefix):
             if raw_path[size:] == script_name[len(name):]:

@@ -579,3 +579,53 @@ def test_a_body_all_received_but_not_read_yet_is_not_idle() -> None:
         sock.sendall(request(1, b"POST", b"/slow-reader", b"payload"))
         reader.until_end(1)
     assert split(reader.stdout[1])[2] == b"payload"
+
+
+@pytest.mark.parametrize(("stdin", "what"), [(b"x" * 11, "longer than its CONTENT_LENGTH"),
+                                             (b"x" * 9, "bytes short of its CONTENT_LENGTH")])
+def test_stdin_that_disagrees_with_content_length_closes(stdin: bytes, what: str,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    called: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            called.append(scope["path"])
+
+    begin = record(BEGIN_REQUEST, 1, struct.pack("!HB5x", 1, KEEP_CONN))
+    data = begin + record(PARAMS, 1, encode_pairs(params(b"POST", b"/p", 10))) + record(PARAMS, 1)
+    data += record(STDIN, 1, stdin) + record(STDIN, 1)
+    with caplog.at_level(logging.INFO, logger="bascule.error"), fcgi_server(app) as srv, \
+            connected(srv) as (sock, reader):
+        sock.sendall(data)
+        assert reader.closed() and not reader.ended
+    assert called == []
+    assert any(what in r.getMessage() for r in caplog.records)
+
+
+def test_params_deadline_holds_while_another_request_runs() -> None:
+    """A request's params that never complete are a slow head even while the connection serves another."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            while (await receive())["type"] != "http.disconnect":  # runs until the connection goes
+                pass
+
+    with fcgi_server(app, timeout_request_head=0.5) as srv, connected(srv) as (sock, reader):
+        sock.sendall(request(1, uri=b"/long"))
+        time.sleep(0.2)
+        sock.sendall(request(2)[:40])  # BEGIN_REQUEST and a piece of the params, then nothing
+        start = time.monotonic()
+        assert reader.closed(timeout=8) and time.monotonic() - start < 5
+
+
+def test_a_half_closed_connection_closes_after_its_last_response() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await asyncio.sleep(0.3)  # still running when the half-close comes
+            await echo_asgi(scope, receive, send)
+
+    with fcgi_server(app, timeout_keep_alive=30) as srv, connected(srv) as (sock, reader):
+        sock.sendall(request(1, b"POST", b"/h", b"abc"))
+        sock.shutdown(socket.SHUT_WR)
+        start = time.monotonic()
+        assert reader.closed(timeout=10) and time.monotonic() - start < 5  # not the keep-alive timeout
+        assert reader.ended == {1: (0, REQUEST_COMPLETE)} and split(reader.stdout[1])[2].endswith(b"\nabc")

@@ -70,6 +70,8 @@ class FcgiConnection(asyncio.Protocol):
         self.closing = False  # a request without FCGI_KEEP_CONN came: close once none is left
         self.lingering = False
         self._since = 0.0  # when the connection came, or its last request ended: the idle clock
+        self._head_since = 0.0  # since when some request has begun without its params complete (0: none)
+        self._eof = False  # the web server half-closed: no request will come after those under way
         self._received = 0  # STDIN bytes so far, all requests (the body-idle watch)
         self._mark = -1
         self._mark_time = 0.0
@@ -111,11 +113,15 @@ class FcgiConnection(asyncio.Protocol):
             kind = type(event)
             if kind is StdinData:
                 ex = exchanges.get(event.request_id)
-                if ex is not None:
-                    self._feed(ex, cast(StdinData, event).data)
+                if ex is not None and not self._feed(ex, cast(StdinData, event).data):
+                    return
             elif kind is StdinEnd:
                 ex = exchanges.get(event.request_id)
                 if ex is not None:
+                    if ex.declared is not None and ex.received < ex.declared and not ex.finished:
+                        self._reject(f"FastCGI request {ex.request_id}'s STDIN ended {ex.declared - ex.received} "
+                                     f"bytes short of its CONTENT_LENGTH")
+                        return
                     ex.end_body()
             elif kind is RequestReady:
                 started = self._start(cast(RequestReady, event))
@@ -125,6 +131,11 @@ class FcgiConnection(asyncio.Protocol):
                     ready.append(started)
             elif kind is RequestAborted:
                 self._aborted(event.request_id)
+        if wire.active > len(exchanges):  # begun, params not complete: the params deadline runs
+            if not self._head_since:
+                self._head_since = self.loop.time()
+        else:
+            self._head_since = 0.0
         if ready is not None:
             ctx = self.ctx
             for ex in ready:
@@ -133,7 +144,9 @@ class FcgiConnection(asyncio.Protocol):
                     ctx.serve(ex)
 
     def eof_received(self) -> bool | None:
-        # A web server may half-close once its requests are sent: the responses can still go out.
+        # A web server may half-close once its requests are sent: the responses can still go out, and the
+        # connection closes after the last (_after_request).
+        self._eof = True
         return True if self.exchanges else None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -194,6 +207,8 @@ class FcgiConnection(asyncio.Protocol):
                           req.headers, req.http_version, "http", self.peer, self.server)
         if self.trusted:
             take_proxy_facts(ex, req)
+        if length is not None:
+            ex.declared = length
         if not event.keep_conn:
             self.closing = True
         ex.write_paused = self.outbox.write_paused
@@ -209,10 +224,15 @@ class FcgiConnection(asyncio.Protocol):
             self.closing = True
         self._after_request()
 
-    def _feed(self, ex: FcgiExchange, data: bytes) -> None:
+    def _feed(self, ex: FcgiExchange, data: bytes) -> bool:
+        """A piece of ``ex``'s body; False when it broke the protocol and the connection is closed."""
         size = len(data)
         self._received += size
         ex.received += size
+        declared = ex.declared
+        if declared is not None and ex.received > declared and not ex.finished:
+            self._reject(f"FastCGI request {ex.request_id}'s STDIN is longer than its CONTENT_LENGTH {declared}")
+            return False
         limit = self.ctx.limit_request_body
         if limit is not None and ex.received > limit and not ex.finished:
             # only a body without CONTENT_LENGTH gets here (a declared one was checked with the params)
@@ -223,8 +243,9 @@ class FcgiConnection(asyncio.Protocol):
             ex.on_disconnect()  # the app reads no more of it; its later sends are dropped
             if not ex.finished:
                 ex.abort()
-            return
+            return True
         ex.feed_body(data)
+        return True
 
     def _aborted(self, request_id: int) -> None:
         """ABORT_REQUEST: the web server's client is gone. The app sees ``http.disconnect`` (one not started
@@ -271,7 +292,7 @@ class FcgiConnection(asyncio.Protocol):
         if self.exchanges:
             return
         self._since = self.loop.time()
-        if self.closing or self.ctx.shutting_down:
+        if self.closing or self.ctx.shutting_down or self._eof:
             self._close_after()
 
     def _close_after(self) -> None:
@@ -336,11 +357,11 @@ class FcgiConnection(asyncio.Protocol):
             return
         ctx = self.ctx
         exchanges = self.exchanges
+        if self._head_since and now - self._head_since > ctx.timeout_request_head:
+            self._reject("FastCGI params not complete within timeout_request_head")
+            return
         if not exchanges:
-            if self.wire.active:  # a request begun, its params not complete
-                if now - self._since > ctx.timeout_request_head:
-                    self._reject("FastCGI params not complete within timeout_request_head")
-            elif ctx.shutting_down or now - self._since > ctx.keep_alive_timeout:
+            if not self.wire.active and (ctx.shutting_down or now - self._since > ctx.keep_alive_timeout):
                 self.close()
             return
         if any(not ex._body_done and not ex.finished for ex in exchanges.values()):  # STDIN still to come

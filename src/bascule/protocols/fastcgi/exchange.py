@@ -26,6 +26,8 @@ class FcgiExchange(CGIExchange):
     cgi_status = True
     received = 0
     """Body bytes received (STDIN), against --limit-request-body when no CONTENT_LENGTH announced them."""
+    declared: int | None = None
+    """CONTENT_LENGTH, when the web server gave one: STDIN must carry exactly that many bytes."""
     served = False
     """Handed to the app (ServerContext.serve): an ABORT_REQUEST before that skips the app."""
 

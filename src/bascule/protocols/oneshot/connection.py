@@ -272,4 +272,5 @@ class OneshotConnection(asyncio.Protocol):
             ex.on_disconnect()  # the app's later sends are dropped
             if ex.cancel_app is not None:
                 ex.cancel_app()
-            self.close()
+            if not self.lingering:  # the 504's close reads the rest of the body first (_close_after)
+                self.close()

@@ -261,7 +261,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         if sid == 0 or not sid & 1:
             raise ConnectionError_(fr.PROTOCOL_ERROR, f"HEADERS on stream {sid}, which a client cannot open")
         if flags & fr.PADDED:
-            payload = _unpad(payload)
+            payload = fr.unpad(payload)
         prio_error = False
         if flags & fr.PRIORITY_FLAG:
             if len(payload) < 5:
@@ -412,7 +412,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         if sid == 0:
             raise ConnectionError_(fr.PROTOCOL_ERROR, "DATA on stream 0")
         length = len(payload)
-        data = _unpad(payload) if flags & fr.PADDED else payload
+        data = fr.unpad(payload) if flags & fr.PADDED else payload
         self.recv_window -= length
         if self.recv_window < 0:
             raise ConnectionError_(fr.FLOW_CONTROL_ERROR, "DATA beyond the connection window")
@@ -509,17 +509,12 @@ class H2Connection(H2Output, asyncio.Protocol):
         self._note_idle()
 
     def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:
-        if sid != 0:
-            raise ConnectionError_(fr.PROTOCOL_ERROR, "SETTINGS on a stream")
+        fr.check_control(fr.SETTINGS, sid, payload, flags)
         if flags & fr.ACK:
-            if payload:
-                raise ConnectionError_(fr.FRAME_SIZE_ERROR, "SETTINGS ack with a payload")
             if self._settings_pending:
                 self._settings_pending -= 1
                 self._apply_local_window(self.configured_window)
             return
-        if len(payload) % 6:
-            raise ConnectionError_(fr.FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
         self._charge_control(1 + len(payload) // 48)  # a frame may carry thousands of entries: charged by size
         self._apply_peer_settings(payload)
         self.outbox.write(fr.frame(fr.SETTINGS, fr.ACK, 0))
@@ -527,22 +522,9 @@ class H2Connection(H2Output, asyncio.Protocol):
             self._pump()
 
     def _apply_peer_settings(self, payload: bytes) -> None:
-        window: int | None = None
-        for key, value in fr.parse_settings(payload):
-            if key == fr.SETTINGS_INITIAL_WINDOW_SIZE:
-                if value > fr.MAX_WINDOW:
-                    raise ConnectionError_(fr.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
-                window = value  # the last value in the frame wins; streams are adjusted once, below
-            elif key == fr.SETTINGS_MAX_FRAME_SIZE:
-                if not fr.DEFAULT_MAX_FRAME <= value <= fr.MAX_FRAME_LIMIT:
-                    raise ConnectionError_(fr.PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
-                self.peer_max_frame = value
-            elif key == fr.SETTINGS_ENABLE_PUSH:
-                if value > 1:
-                    raise ConnectionError_(fr.PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH other than 0 or 1")
-            elif key == fr.SETTINGS_ENABLE_CONNECT_PROTOCOL and value > 1:
-                raise ConnectionError_(fr.PROTOCOL_ERROR, "SETTINGS_ENABLE_CONNECT_PROTOCOL other than 0 or 1")
-            # HEADER_TABLE_SIZE: our encoder never uses the dynamic table; others are advisory for us
+        window, max_frame = fr.peer_settings(payload)
+        if max_frame is not None:
+            self.peer_max_frame = max_frame
         if window is not None and window != self.peer_initial_window:
             delta = window - self.peer_initial_window
             self.peer_initial_window = window
@@ -559,10 +541,7 @@ class H2Connection(H2Output, asyncio.Protocol):
                 st.recv_window += delta
 
     def _on_ping(self, flags: int, sid: int, payload: bytes) -> None:
-        if sid != 0:
-            raise ConnectionError_(fr.PROTOCOL_ERROR, "PING on a stream")
-        if len(payload) != 8:
-            raise ConnectionError_(fr.FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
+        fr.check_control(fr.PING, sid, payload)
         self._charge_control()
         if not flags & fr.ACK:
             self.outbox.write(fr.frame(fr.PING, fr.ACK, 0, payload))
@@ -571,10 +550,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         if sid == 0:
             raise ConnectionError_(fr.PROTOCOL_ERROR, "PRIORITY on stream 0")
         self._charge_control()
-        if len(payload) != 5:
-            raise StreamError(sid, fr.FRAME_SIZE_ERROR, "PRIORITY of the wrong size")
-        if _U32(payload)[0] & 0x7FFFFFFF == sid:
-            raise StreamError(sid, fr.PROTOCOL_ERROR, "stream depends on itself")
+        fr.check_control(fr.PRIORITY, sid, payload)
 
     # -- budgets and errors -------------------------------------------------------------------------
     def _charge_control(self, units: int = 1) -> None:
@@ -730,13 +706,4 @@ class H2Connection(H2Output, asyncio.Protocol):
         st.on_disconnect()
         if st.cancel_app is not None:
             st.cancel_app()
-
-
-def _unpad(payload: bytes) -> bytes:
-    if not payload:
-        raise ConnectionError_(fr.PROTOCOL_ERROR, "padded frame without a pad length")
-    pad = payload[0]
-    if pad >= len(payload):
-        raise ConnectionError_(fr.PROTOCOL_ERROR, "padding longer than the frame")
-    return payload[1:len(payload) - pad]
 

@@ -104,3 +104,59 @@ def header_frames(stream_id: int, block: bytes, end_stream: bool, max_frame: int
 
 def parse_settings(payload: bytes) -> list[tuple[int, int]]:
     return [struct.unpack_from(">HL", payload, offset) for offset in range(0, len(payload), 6)]
+
+
+def peer_settings(payload: bytes) -> tuple[int | None, int | None]:
+    """A SETTINGS frame's payload checked against RFC 9113 6.5.2: (the initial window size, the max frame
+    size), each None when the frame does not set it (the last value in the frame wins). ConnectionError_
+    for a value out of range. HEADER_TABLE_SIZE needs nothing (our encoder never uses the dynamic table);
+    the other settings are advisory for a server."""
+    window: int | None = None
+    max_frame: int | None = None
+    for key, value in parse_settings(payload):
+        if key == SETTINGS_INITIAL_WINDOW_SIZE:
+            if value > MAX_WINDOW:
+                raise ConnectionError_(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
+            window = value
+        elif key == SETTINGS_MAX_FRAME_SIZE:
+            if not DEFAULT_MAX_FRAME <= value <= MAX_FRAME_LIMIT:
+                raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
+            max_frame = value
+        elif key == SETTINGS_ENABLE_PUSH:
+            if value > 1:
+                raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH other than 0 or 1")
+        elif key == SETTINGS_ENABLE_CONNECT_PROTOCOL and value > 1:
+            raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS_ENABLE_CONNECT_PROTOCOL other than 0 or 1")
+    return window, max_frame
+
+
+def unpad(payload: bytes) -> bytes:
+    """A PADDED frame's content: the pad length byte and the padding removed (RFC 9113 6.1, 6.2)."""
+    if not payload:
+        raise ConnectionError_(PROTOCOL_ERROR, "padded frame without a pad length")
+    pad = payload[0]
+    if pad >= len(payload):
+        raise ConnectionError_(PROTOCOL_ERROR, "padding longer than the frame")
+    return payload[1:len(payload) - pad]
+
+
+def check_control(kind: int, sid: int, payload: bytes, flags: int = 0) -> None:
+    """The shape rules of a SETTINGS, PING or PRIORITY frame (RFC 9113 6.3, 6.5, 6.7): ConnectionError_, or
+    StreamError for PRIORITY's own (whose stream 0 the caller refuses first, before charging the frame)."""
+    if kind == SETTINGS:
+        if sid != 0:
+            raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & ACK and payload:
+            raise ConnectionError_(FRAME_SIZE_ERROR, "SETTINGS ack with a payload")
+        if len(payload) % 6:
+            raise ConnectionError_(FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
+    elif kind == PING:
+        if sid != 0:
+            raise ConnectionError_(PROTOCOL_ERROR, "PING on a stream")
+        if len(payload) != 8:
+            raise ConnectionError_(FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
+    elif kind == PRIORITY:
+        if len(payload) != 5:
+            raise StreamError(sid, FRAME_SIZE_ERROR, "PRIORITY of the wrong size")
+        if struct.unpack_from(">L", payload)[0] & 0x7FFFFFFF == sid:
+            raise StreamError(sid, PROTOCOL_ERROR, "stream depends on itself")

@@ -86,6 +86,9 @@ H2_STREAMS = 32
 PEER_COLORS = ("#1f4e79", "#5b9bd5", "#2e7d32", "#81c784", "#6a51a3", "#9e9ac8", "#7f7f7f", "#bdbdbd",
                "#00838f")
 BUSY_PCT = 10.0  # other work's CPU (% of one CPU) above which a run is flagged as disturbed
+#: Sections at the end of docs/benchmarks.md that other scripts measure (benchmarks/nginx_chain.py): kept as they
+#: are when this runner rewrites the file.
+KEPT_SECTIONS = ("## Behind nginx",)
 
 
 # --------------------------------------------------------------------------------------------- servers
@@ -921,6 +924,16 @@ def markdown(plan: Plan, results: list[Result], meta: dict[str, Any], chart: Pat
     return "\n".join(lines)
 
 
+def kept_sections(path: Path) -> str:
+    """The tail of ``path`` from its first KEPT_SECTIONS heading on ('' if none): what a rewrite carries over."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    starts = [i + 1 for title in KEPT_SECTIONS if (i := text.find("\n" + title + "\n")) >= 0]
+    return text[min(starts):] if starts else ""
+
+
 def draw_chart(plan: Plan, results: list[Result], path: Path, subtitle: str) -> str:
     """Grouped bars: req/s per scenario, one bar per server. Returns '' or why no chart was drawn."""
     try:
@@ -1144,7 +1157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if chart_note:
         print(chart_note, file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(plan, results, meta, None if chart_note else args.chart, args.out, bases) + "\n")
+    kept = kept_sections(args.out)
+    args.out.write_text(markdown(plan, results, meta, None if chart_note else args.chart, args.out, bases) + "\n"
+                        + (f"\n{kept}" if kept else ""))
     args.json.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results],
                                       "rounds": [asdict(r) for r in every_round]}, indent=1) + "\n")
     print(f"\nwrote {args.out}, {args.json}" + ("" if chart_note else f", {args.chart}"))

@@ -1,0 +1,666 @@
+"""Behind nginx: wrk -> nginx -> {uwsgi_pass, proxy_pass, fastcgi_pass, scgi_pass} -> server -> WSGI app.
+
+Issue 14's performance acceptance, measured side by side in one run. The classic Python deployment puts
+nginx in front of the gateway server; what a user feels is the whole chain, so that is what is timed:
+wrk on one core, and nginx plus the gateway on the other (they share it, as they share a small VM), the
+same nginx process and settings for every variant, the same app (benchmarks/apps.py's ``wsgi_app``), one
+gateway process. The variants:
+
+- ``uwsgi``: uWSGI itself (PyPI ``pyuwsgi``), ``--socket``, behind ``uwsgi_pass``. One process, no threads,
+  no master (see UWSGI_ARGS for why).
+- ``bascule-uwsgi``, ``bascule-uwsgi-loop``: bascule ``--bind uwsgi://`` behind ``uwsgi_pass``, with
+  ``--wsgi-mode threads`` (the default) and ``loop``.
+- ``bascule-http``, ``bascule-http-loop``: bascule's HTTP listener behind ``proxy_pass`` to an upstream
+  with ``keepalive 32``, ``proxy_http_version 1.1`` and an empty ``Connection`` header (nginx then reuses
+  its upstream connections), plus the X-Forwarded-* headers of docs/deployment.md.
+- ``bascule-fastcgi[-loop]`` (``fastcgi_pass``, ``fastcgi_keep_conn on``, upstream keepalive) and
+  ``bascule-scgi[-loop]`` (``scgi_pass``): not run unless named (``--variants`` or ``--all``); a bascule
+  that refuses the ``--bind`` form is reported as skipped, not failed.
+
+What the issue asks: bascule over uwsgi at least 2x uWSGI's req/s, and at least 0.9x bascule over
+proxy_pass with upstream keepalive. Both ratios are printed (and written with ``--out``) for each wsgi mode,
+from each variant's median round.
+
+Method, as in benchmarks/run.py: nginx and the gateway are pinned to CPU 0, wrk and this runner to CPU 1.
+For each scenario and round, every variant takes its turn (rounds interleave, so a burst of other work lands
+on one round of one variant, not on all of its runs): its gateway is started fresh, one GET / and one
+16 KiB POST /echo through nginx must answer 200 with the right body, wrk warms it up, then loads it for
+``--seconds``. wrk's non-2xx answers and socket errors are counted as errors. The CPU that nginx and the
+gateway each used during the timed run is read from /proc, per request: where the shared core's time goes.
+
+  python benchmarks/nginx_chain.py --rounds 3 --out /tmp/nginx-chain.json
+  python benchmarks/nginx_chain.py --all --seconds 3 --rounds 1          # with FastCGI and SCGI
+  python benchmarks/nginx_chain.py --bascule-build cg=/venv/bin/python --variants uwsgi,bascule-uwsgi@cg
+
+bascule runs with ``--bascule-python`` (default: this interpreter), so measure what users install: a
+compiled (mypyc) build, ``pip install .`` in a venv, not an editable install. uWSGI is the ``uwsgi`` script
+of PyPI ``pyuwsgi`` (``--uwsgi``; default: beside --bascule-python, beside this interpreter, then PATH).
+nginx is Debian's (``--nginx``), started with its own configuration in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import http.client
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import run  # benchmarks/run.py: wrk's parser, process and /proc helpers, machine facts
+
+HERE = run.HERE
+LOG_DIR = Path(tempfile.gettempdir()) / "bascule-nginx-chain"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+PARAMS = {"uwsgi": "/etc/nginx/uwsgi_params", "fastcgi": "/etc/nginx/fastcgi_params", "scgi": "/etc/nginx/scgi_params"}
+#: uWSGI at its fastest for this app on one core: one process, one thread (threads only add GIL handoffs for
+#: an app that never waits), no master (it serves nothing; a master with one worker measured the same),
+#: SIGTERM stops it (uWSGI 2.0 reloads on SIGTERM otherwise). --listen above nginx's 64 connections.
+UWSGI_ARGS = "--processes 1 --disable-logging --die-on-term --listen 1024"
+ECHO_SIZE = run.ECHO_SIZE
+TARGETS = {"uwsgi": 2.0, "http": 0.9}  # bascule-uwsgi / uwsgi, bascule-uwsgi / bascule-http
+
+
+# ------------------------------------------------------------------------------------------- variants
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One upstream behind nginx: which server, over which nginx module, in which WSGI mode."""
+
+    name: str
+    kind: str  # how nginx talks to it: "uwsgi", "http", "fastcgi", "scgi"
+    server: str  # "bascule" or "uwsgi"
+    mode: str = ""  # bascule's --wsgi-mode
+    python: str = ""  # a --bascule-build's interpreter ('' for --bascule-python's)
+    build: str = ""  # that build's label
+    optional: bool = False  # a refused --bind form is "skipped", not "failed"
+
+
+def base_variants() -> list[Variant]:
+    out = [Variant("uwsgi", "uwsgi", "uwsgi")]
+    for kind in ("uwsgi", "http", "fastcgi", "scgi"):
+        for mode in ("threads", "loop"):
+            name = f"bascule-{kind}" + ("-loop" if mode == "loop" else "")
+            out.append(Variant(name, kind, "bascule", mode, optional=kind in ("fastcgi", "scgi")))
+    return out
+
+
+DEFAULT_VARIANTS = ("uwsgi", "bascule-uwsgi", "bascule-uwsgi-loop", "bascule-http", "bascule-http-loop")
+
+
+def with_builds(variants: list[Variant], builds: dict[str, str]) -> dict[str, Variant]:
+    """Every variant, plus ``NAME@LABEL`` for each bascule one and each --bascule-build LABEL=PYTHON."""
+    out = {v.name: v for v in variants}
+    for label, python in builds.items():
+        for v in variants:
+            if v.server == "bascule":
+                name = f"{v.name}@{label}"
+                out[name] = Variant(name, v.kind, v.server, v.mode, python, label, v.optional)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ scenarios
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    method: str = "GET"
+    body_size: int = 0
+
+
+SCENARIOS = {s.name: s for s in (Scenario("text", "/"), Scenario("echo", "/echo", "POST", ECHO_SIZE))}
+
+
+# -------------------------------------------------------------------------------------------- nginx
+
+
+def nginx_conf(root: Path, routes: Sequence[tuple[int, Variant, int]], keepalive: int = 32,
+               connections: int = 4096) -> str:
+    """The one nginx configuration for the whole run: a server block per variant.
+
+    ``routes`` is (nginx's port, variant, the upstream's port). Every setting that is not the upstream
+    module is the same for all variants: one process, no access log, client keep-alive connections that
+    last the whole run (keepalive_requests), 16 KiB bodies buffered in memory (client_body_buffer_size),
+    responses buffered (the default, ``*_buffering on``). Upstream keepalive is given where the protocol
+    allows it (HTTP/1.1 and FastCGI): ``keepalive`` idle connections kept per worker (with more requests in
+    flight than that, nginx closes the extra connections after their response); uwsgi and SCGI connections
+    carry one request each.
+    """
+    temps = "\n".join(f"    {kind}_temp_path {root}/{kind};" for kind in ("proxy", "fastcgi", "uwsgi", "scgi"))
+    blocks: list[str] = []
+    for listen, variant, upstream in routes:
+        up = f"up_{listen}"
+        if variant.kind == "http":
+            pool = f"keepalive {keepalive};\n        keepalive_requests 1000000;"
+            passing = (f"proxy_pass http://{up};\n"
+                       "            proxy_http_version 1.1;\n"
+                       '            proxy_set_header Connection "";\n'
+                       "            proxy_set_header Host $host;\n"
+                       "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+                       "            proxy_set_header X-Forwarded-Proto $scheme;")
+        elif variant.kind == "fastcgi":
+            pool = f"keepalive {keepalive};\n        keepalive_requests 1000000;"
+            passing = f"include {PARAMS['fastcgi']};\n            fastcgi_keep_conn on;\n            fastcgi_pass {up};"
+        elif variant.kind in ("uwsgi", "scgi"):
+            pool = ""
+            passing = f"include {PARAMS[variant.kind]};\n            {variant.kind}_pass {up};"
+        else:
+            raise ValueError(f"unknown upstream kind {variant.kind!r}")
+        pool = f"\n        {pool}" if pool else ""
+        blocks.append(f"""    upstream {up} {{  # {variant.name}
+        server 127.0.0.1:{upstream};{pool}
+    }}
+    server {{
+        listen 127.0.0.1:{listen} backlog=4096;
+        location / {{
+            {passing}
+        }}
+    }}""")
+    body = "\n".join(blocks)
+    return f"""daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    client_body_buffer_size 64k;
+    client_max_body_size 1m;
+    client_body_temp_path {root}/body;
+{temps}
+{body}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx(root: Path, conf: str, cpu: str | None, ports: Sequence[int]) -> Iterator[int]:
+    """Start nginx with ``conf`` (pinned to ``cpu``); yields its pid once every port listens."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "nginx.conf").write_text(conf)
+    argv = [*pin(cpu), NGINX, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
+    with open(root / "stdout.log", "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        for port in ports:
+            if not run.wait_port(port, proc, 10):
+                raise RuntimeError(f"nginx did not start: {run.log_tail(root / 'error.log')}")
+        yield proc.pid
+    finally:
+        run.stop(proc)
+
+
+def pin(cpu: str | None) -> list[str]:
+    return ["taskset", "-c", cpu] if cpu is not None else []
+
+
+# ------------------------------------------------------------------------------------------ upstreams
+
+
+def upstream_argv(variant: Variant, port: int, bascule_python: str, uwsgi: str, uwsgi_args: str,
+                  bascule_args: Sequence[str] = ()) -> list[str]:
+    """The gateway's command line, serving benchmarks/apps.py's wsgi_app on 127.0.0.1:``port``."""
+    if variant.server == "uwsgi":
+        return [uwsgi, "--socket", f"127.0.0.1:{port}", "--module", "apps:wsgi_app", "--chdir", str(HERE),
+                *shlex.split(uwsgi_args)]
+    bind = f"127.0.0.1:{port}" if variant.kind == "http" else f"{variant.kind}://127.0.0.1:{port}"
+    return [variant.python or bascule_python, "-m", "bascule", "apps:wsgi_app", "--app-dir", str(HERE),
+            "--interface", "wsgi", "--bind", bind, "--workers", "1", "--wsgi-mode", variant.mode,
+            "--no-access-log", *bascule_args]
+
+
+def find_uwsgi(bascule_python: str) -> str:
+    for where in (Path(bascule_python).parent, Path(sys.executable).parent):
+        if (where / "uwsgi").exists():
+            return str(where / "uwsgi")
+    return shutil.which("uwsgi") or "uwsgi"
+
+
+# ------------------------------------------------------------------------------------------ measuring
+
+
+@dataclass
+class Round:
+    """One variant in one scenario, one round."""
+
+    variant: str
+    scenario: str
+    round: int
+    status: str = "ok"  # "ok", "failed", "skipped"
+    note: str = ""
+    rps: float = 0.0
+    requests: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    errors: int = 0
+    error_detail: str = ""
+    gateway_us: float | None = None  # the gateway's CPU per request (its process tree), microseconds
+    nginx_us: float | None = None  # nginx's CPU per request
+    others_cpu_pct: float | None = None  # CPU used by other work on the machine, % of one CPU
+    attempts: int = 1  # measured again when other work disturbed it (--busy-retries)
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    hz = os.sysconf("SC_CLK_TCK")
+    return sum(run._cpu_ticks(pid) for root in pids for pid in run._tree(root)) / hz
+
+
+def check(port: int, apps: Any) -> str:
+    """GET / and a 16 KiB POST /echo through nginx: both 200 with the right body. '' means fine."""
+    for method, path, body, want in (("GET", "/", None, apps.TEXT),
+                                     ("POST", "/echo", b"a" * ECHO_SIZE, b"a" * ECHO_SIZE)):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            got = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            return f"{method} {path}: {exc!r}"
+        finally:
+            conn.close()
+        if response.status != 200:
+            return f"{method} {path} answered {response.status}: {got[:120]!r}"
+        if got != want:
+            return f"{method} {path} got {len(got)} body bytes, expected {len(want)}"
+    return ""
+
+
+def wrk_argv(scratch: Path, sc: Scenario, port: int, seconds: float, connections: int, cpu: str | None) -> list[str]:
+    extra: list[str] = []
+    if sc.method == "POST":
+        script = scratch / f"post-{sc.body_size}.lua"
+        if not script.exists():
+            script.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("a", {sc.body_size})\n'
+                              'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+        extra += ["-s", str(script)]
+    return [*pin(cpu), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+            "--latency", *extra, f"http://127.0.0.1:{port}{sc.path}"]
+
+
+def wrk(argv: list[str], seconds: float) -> run.Load:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    except subprocess.TimeoutExpired:
+        return run.Load(failure=f"wrk did not finish within {seconds + 30:.0f} s")
+    return run.parse_wrk(done.stdout + done.stderr)
+
+
+@dataclass
+class Plan:
+    variants: list[Variant]
+    scenarios: list[Scenario]
+    rounds: int
+    seconds: float
+    warmup: float
+    connections: int
+    bascule_python: str
+    bascule_args: tuple[str, ...]
+    uwsgi: str
+    uwsgi_args: str
+    server_cpu: str | None
+    client_cpu: str | None
+    log_dir: Path
+    scratch: Path
+    quiet_wait: float = 0.0
+    busy_retries: int = 0
+    start_timeout: float = 30.0
+    routes: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (nginx port, upstream port)
+
+
+def refused_bind(code: int | None, log: Path) -> bool:
+    """Did bascule exit because it does not know this --bind form (an older build, a listener not written)?
+
+    A configuration error exits with 2 and names the option; a build without FastCGI reads
+    ``fastcgi://127.0.0.1`` as a host and says "bind 'fastcgi://...': write an IPv6 address in brackets".
+    """
+    try:
+        text = log.read_text(errors="replace").lower()
+    except OSError:
+        return False
+    return code == 2 and "bind" in text
+
+
+def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int, nginx_pid: int, apps: Any) -> Round:
+    """Start ``variant``'s gateway, check the chain, warm it up, load it once, stop it."""
+    result = Round(variant.name, sc.name, round_no + 1)
+    listen, upstream = plan.routes[variant.name]
+    log_path = plan.log_dir / f"{variant.name}-{sc.name}-{round_no + 1}.log"
+    argv = [*pin(plan.server_cpu), *upstream_argv(variant, upstream, plan.bascule_python, plan.uwsgi,
+                                                  plan.uwsgi_args, plan.bascule_args)]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=dict(os.environ, WEB_CONCURRENCY="1"))
+    try:
+        if not run.wait_port(upstream, proc, plan.start_timeout):
+            code = proc.poll()
+            if variant.optional and refused_bind(code, log_path):
+                result.status, result.note = "skipped", f"this bascule refuses --bind {variant.kind}://"
+            else:
+                why = f"exited with {code}" if code is not None else f"no port after {plan.start_timeout:.0f} s"
+                result.status, result.note = "failed", f"did not start ({why}): {run.log_tail(log_path)}"
+            return result
+        if problem := check(listen, apps):
+            result.status, result.note = "failed", f"check: {problem}; log {log_path}"
+            return result
+        if plan.warmup > 0:
+            wrk(wrk_argv(plan.scratch, sc, listen, plan.warmup, plan.connections, plan.client_cpu), plan.warmup)
+        audit = run.CpuAudit(proc.pid)
+        before = cpu_seconds([proc.pid]), cpu_seconds([nginx_pid])
+        load = wrk(wrk_argv(plan.scratch, sc, listen, plan.seconds, plan.connections, plan.client_cpu), plan.seconds)
+        after = cpu_seconds([proc.pid]), cpu_seconds([nginx_pid])
+        others = audit.others_pct()
+        if others is not None:  # CpuAudit counts nginx as other work: take its share out
+            others = max(0.0, round(others - 100 * (after[1] - before[1]) / plan.seconds, 1))
+        result.others_cpu_pct = others
+        if load.failure:
+            result.status, result.note = "failed", f"{load.failure}; log {log_path}"
+            return result
+        result.rps, result.requests = load.rps, load.requests
+        result.p50_ms, result.p99_ms = load.p50_ms, load.p99_ms
+        result.errors, result.error_detail = load.errors, load.error_detail
+        if load.requests:
+            result.gateway_us = round(1e6 * (after[0] - before[0]) / load.requests, 1)
+            result.nginx_us = round(1e6 * (after[1] - before[1]) / load.requests, 1)
+        if proc.poll() is not None:
+            result.status, result.note = "failed", f"the gateway exited with {proc.returncode} under load"
+    finally:
+        run.stop(proc)
+    return result
+
+
+def measure_calmly(plan: Plan, variant: Variant, sc: Scenario, round_no: int, nginx_pid: int, apps: Any) -> Round:
+    """measure() on a quiet machine if one comes within --quiet-wait, again if other work disturbed it
+    anyway (up to --busy-retries times); the least disturbed attempt is kept."""
+    attempts: list[Round] = []
+    for _ in range(plan.busy_retries + 1):
+        if plan.quiet_wait > 0:
+            run.wait_quiet(plan.quiet_wait)
+        result = measure(plan, variant, sc, round_no, nginx_pid, apps)
+        attempts.append(result)
+        if result.status != "ok" or (result.others_cpu_pct or 0.0) <= run.BUSY_PCT:
+            break
+    ok = [r for r in attempts if r.status == "ok"]
+    best = min(ok, key=lambda r: r.others_cpu_pct or 0.0) if ok else attempts[-1]
+    best.attempts = len(attempts)
+    return best
+
+
+# ------------------------------------------------------------------------------------------- results
+
+
+def medians(rounds: Sequence[Round]) -> dict[tuple[str, str], Round]:
+    """(variant, scenario) -> the round with the median req/s among its ok rounds (else its first round)."""
+    groups: dict[tuple[str, str], list[Round]] = {}
+    for r in rounds:
+        groups.setdefault((r.variant, r.scenario), []).append(r)
+    out: dict[tuple[str, str], Round] = {}
+    for key, group in groups.items():
+        ok = sorted((r for r in group if r.status == "ok"), key=lambda r: r.rps)
+        out[key] = ok[(len(ok) - 1) // 2] if ok else group[0]
+    return out
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """One of the issue's two ratios for one bascule variant in one scenario."""
+
+    scenario: str
+    mine: str
+    theirs: str
+    value: float | None  # None when either side has no ok round
+    target: float
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.value is None else self.value >= self.target
+
+
+def acceptance(best: dict[tuple[str, str], Round], variants: Sequence[Variant],
+               scenarios: Sequence[Scenario]) -> list[Ratio]:
+    """bascule-uwsgi[-loop][@build] / uwsgi (>= 2) and / bascule-http in the same mode and build (>= 0.9)."""
+    names = {v.name for v in variants}
+    out: list[Ratio] = []
+    for sc in scenarios:
+        for v in variants:
+            if v.server != "bascule" or v.kind != "uwsgi":
+                continue
+            http = v.name.replace("bascule-uwsgi", "bascule-http", 1)
+            for theirs, target in (("uwsgi", TARGETS["uwsgi"]), (http, TARGETS["http"])):
+                if theirs not in names:
+                    continue
+                a, b = best.get((v.name, sc.name)), best.get((theirs, sc.name))
+                value = None
+                if a and b and a.status == b.status == "ok" and b.rps > 0:
+                    value = round(a.rps / b.rps, 3)
+                out.append(Ratio(sc.name, v.name, theirs, value, target))
+    return out
+
+
+def fmt_us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def markdown(plan: Plan, rounds: Sequence[Round], ratios: Sequence[Ratio]) -> str:
+    """The tables for docs/benchmarks.md: req/s per round and the median, then the issue's ratios."""
+    best = medians(rounds)
+    lines = []
+    for sc in plan.scenarios:
+        title = "GET / (13 B)" if sc.method == "GET" else f"POST {sc.path} ({sc.body_size // 1024} KiB echoed)"
+        heads = " | ".join(f"round {i + 1}" for i in range(plan.rounds))
+        lines += [f"{title}, {plan.connections} connections:", "",
+                  f"| variant | median req/s | {heads} | errors | gateway CPU µs/req | nginx CPU µs/req "
+                  "| others' CPU |", "|---|---:|" + "---:|" * plan.rounds + "---:|---:|---:|---:|"]
+        for v in plan.variants:
+            mine = [r for r in rounds if r.variant == v.name and r.scenario == sc.name]
+            if not mine:
+                continue
+            b = best[(v.name, sc.name)]
+            if b.status != "ok":
+                lines.append(f"| {v.name} | {b.status}: {b.note.replace('|', '/')[:100]} |" + " |" * (plan.rounds + 4))
+                continue
+            cells = " | ".join(f"{r.rps:,.0f}" if r.status == "ok" else r.status for r in mine)
+            others = max((r.others_cpu_pct or 0.0 for r in mine if r.status == "ok"), default=0.0)
+            lines.append(f"| {v.name} | {b.rps:,.0f} | {cells} | {b.errors} | {fmt_us(b.gateway_us)} | "
+                         f"{fmt_us(b.nginx_us)} | {others:.0f}% |")
+        lines.append("")
+    if ratios:
+        lines += ["| scenario | ratio | measured | target |", "|---|---|---:|---:|"]
+        for r in ratios:
+            value = "-" if r.value is None else f"{r.value:.2f}x"
+            verdict = "" if r.met is None else (" (met)" if r.met else " (**not met**)")
+            lines.append(f"| {r.scenario} | {r.mine} / {r.theirs} | {value}{verdict} | {r.target:g}x |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- cli
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python benchmarks/nginx_chain.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", help=f"comma-separated (default {','.join(DEFAULT_VARIANTS)}; "
+                                       f"all: {','.join(v.name for v in base_variants())})")
+    ap.add_argument("--all", action="store_true", help="every variant, FastCGI and SCGI too")
+    ap.add_argument("--scenarios", default="text,echo", help=f"comma-separated from {','.join(SCENARIOS)}")
+    ap.add_argument("--rounds", type=int, default=3, help="every variant this many times, taking turns")
+    ap.add_argument("--seconds", type=float, default=10.0, help="timed seconds per run")
+    ap.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each timed run")
+    ap.add_argument("--connections", type=int, default=64, help="wrk's connections to nginx")
+    ap.add_argument("--keepalive", type=int, default=32,
+                    help="idle upstream connections nginx keeps for proxy_pass and fastcgi_pass (default 32, "
+                         "the issue's; below --connections nginx still opens and closes some per request)")
+    ap.add_argument("--nginx-cpu", choices=("server", "client", "free"), default="server",
+                    help="pin nginx beside the gateway (default), beside wrk, or not at all")
+    ap.add_argument("--bascule-python", default=sys.executable, help="interpreter that runs `-m bascule`")
+    ap.add_argument("--bascule-build", action="append", default=[], metavar="LABEL=PYTHON",
+                    help="repeatable: another bascule install, as variants NAME@LABEL")
+    ap.add_argument("--bascule-args", default="", help="extra flags for every bascule variant")
+    ap.add_argument("--uwsgi", help="pyuwsgi's uwsgi script (default: beside --bascule-python, here, PATH)")
+    ap.add_argument("--uwsgi-args", default=UWSGI_ARGS, help=f"uWSGI's flags beside --socket/--module "
+                                                             f"(default {UWSGI_ARGS!r})")
+    ap.add_argument("--nginx", default=NGINX, help=f"nginx binary (default {NGINX})")
+    ap.add_argument("--quiet-wait", type=float, default=10.0,
+                    help="before each run, wait up to this many seconds for other work on the machine to stop")
+    ap.add_argument("--busy-retries", type=int, default=1,
+                    help=f"measure a run again, up to this many times, when other work used more than "
+                         f"{run.BUSY_PCT:g}%% of a CPU during it; the least disturbed attempt is kept")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin nginx+gateway and wrk to CPUs")
+    ap.add_argument("--log-dir", type=Path, default=LOG_DIR, help=f"gateway and nginx logs (default {LOG_DIR})")
+    ap.add_argument("--out", type=Path, help="JSON result (every round, the medians, the ratios)")
+    ap.add_argument("--dry-run", action="store_true", help="print the nginx config and commands, run nothing")
+    args = ap.parse_args(argv)
+    builds: dict[str, str] = {}
+    for spec in args.bascule_build:
+        label, sep, python = spec.partition("=")
+        if not (sep and label and python) or "@" in label or "," in label:
+            ap.error(f"--bascule-build: expected LABEL=PYTHON, got {spec!r}")
+        builds[label] = python
+    known = with_builds(base_variants(), builds)
+    if args.all:
+        names = list(known)
+    elif args.variants:
+        names = args.variants.split(",")
+    else:
+        names = list(DEFAULT_VARIANTS) + [f"{n}@{label}" for label in builds for n in DEFAULT_VARIANTS
+                                          if n.startswith("bascule")]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    args.variant_list = [known[n] for n in names]
+    args.scenario_list = []
+    for name in args.scenarios.split(","):
+        if name not in SCENARIOS:
+            ap.error(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+        args.scenario_list.append(SCENARIOS[name])
+    if args.rounds < 1 or args.seconds < 1 or args.connections < 1 or args.keepalive < 1:
+        ap.error("--rounds, --seconds, --connections and --keepalive must be >= 1")
+    if args.warmup < 0 or args.quiet_wait < 0 or args.busy_retries < 0:
+        ap.error("--warmup, --quiet-wait and --busy-retries must be >= 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    global NGINX
+    args = parse_args(argv)
+    NGINX = args.nginx
+    pinned = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    uwsgi = args.uwsgi or find_uwsgi(args.bascule_python)
+    with tempfile.TemporaryDirectory(prefix="bascule-nginx-chain-") as scratch:
+        plan = Plan(variants=args.variant_list, scenarios=args.scenario_list, rounds=args.rounds,
+                    seconds=args.seconds, warmup=args.warmup, connections=args.connections,
+                    bascule_python=args.bascule_python, bascule_args=tuple(shlex.split(args.bascule_args)),
+                    uwsgi=uwsgi, uwsgi_args=args.uwsgi_args, server_cpu=run.SERVER_CPU if pinned else None,
+                    client_cpu=run.CLIENT_CPU if pinned else None, log_dir=args.log_dir, scratch=Path(scratch),
+                    quiet_wait=args.quiet_wait, busy_retries=args.busy_retries)
+        for v in plan.variants:
+            plan.routes[v.name] = (run.free_port(), run.free_port())
+        conf = nginx_conf(Path(scratch) / "nginx", [(plan.routes[v.name][0], v, plan.routes[v.name][1])
+                                                    for v in plan.variants], args.keepalive)
+        nginx_cpu = {"server": plan.server_cpu, "client": plan.client_cpu, "free": None}[args.nginx_cpu]
+        if args.dry_run:
+            print(conf)
+            for v in plan.variants:
+                listen, upstream = plan.routes[v.name]
+                print(f"# {v.name} (nginx :{listen}): "
+                      + shlex.join(upstream_argv(v, upstream, plan.bascule_python, uwsgi, plan.uwsgi_args,
+                                                 plan.bascule_args)))
+            return 0
+        for tool in ("wrk", NGINX):
+            if shutil.which(tool) is None:
+                print(f"missing {tool} (apt-get install wrk nginx)", file=sys.stderr)
+                return 2
+        run.raise_nofile()
+        if pinned:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, {int(run.CLIENT_CPU)})
+        args.log_dir.mkdir(parents=True, exist_ok=True)
+        apps = run.load_apps()
+        started = datetime.datetime.now(datetime.UTC)
+        every: list[Round] = []
+        print(f"{len(plan.variants)} variants x {len(plan.scenarios)} scenarios x {plan.rounds} rounds, "
+              f"{plan.seconds:g} s each (+{plan.warmup:g} s warm-up); logs in {args.log_dir}", flush=True)
+        with run.terminate_on_signals(), nginx(Path(scratch) / "nginx", conf, nginx_cpu,
+                                               [plan.routes[v.name][0] for v in plan.variants]) as nginx_pid:
+            for sc in plan.scenarios:
+                for round_no in range(plan.rounds):
+                    for v in plan.variants:
+                        r = measure_calmly(plan, v, sc, round_no, nginx_pid, apps)
+                        every.append(r)
+                        print(progress(r), flush=True)
+            with contextlib.suppress(OSError):
+                shutil.copy(Path(scratch) / "nginx" / "nginx.conf", args.log_dir / "nginx.conf")
+    best = medians(every)
+    ratios = acceptance(best, plan.variants, plan.scenarios)
+    table = markdown(plan, every, ratios)
+    print("\n" + table)
+    pythons = {v.python or plan.bascule_python: v.build for v in plan.variants if v.server == "bascule"}
+    found: dict[str, str] = {}
+    for python, label in pythons.items():
+        at = f" @{label}" if label else ""
+        for name, version in run._dist_versions(python, ["bascule", "uvloop", "httptools"]).items():
+            found[f"{name}{at}"] = version
+        found[f"bascule build{at}"] = run.bascule_build(python)
+    if any(v.server == "uwsgi" for v in plan.variants):
+        found["uwsgi"] = uwsgi_version(uwsgi)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        found["nginx"] = subprocess.run([NGINX, "-v"], capture_output=True, text=True, timeout=10).stderr.strip()
+    if args.out is not None:
+        meta = {"date": started.strftime("%Y-%m-%d %H:%M UTC"),
+                "command": shlex.join(["python", "benchmarks/nginx_chain.py",
+                                       *(sys.argv[1:] if argv is None else argv)]),
+                "machine": run.machine_info(), "versions": found, "uwsgi_args": plan.uwsgi_args,
+                "pinning": {"gateway_cpu": plan.server_cpu, "nginx_cpu": nginx_cpu, "wrk_cpu": plan.client_cpu},
+                "keepalive": args.keepalive,
+                "seconds": plan.seconds, "warmup": plan.warmup, "rounds": plan.rounds,
+                "connections": plan.connections, "nginx_conf": conf}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({
+            "meta": meta, "rounds": [asdict(r) for r in every],
+            "medians": [asdict(r) for r in best.values()],
+            "ratios": [{**asdict(r), "met": r.met} for r in ratios]}, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in found.items()))
+    failed = [r for r in best.values() if r.status == "failed"]
+    return 1 if failed else 0
+
+
+def uwsgi_version(uwsgi: str) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run([uwsgi, "--version"], capture_output=True, text=True, timeout=30)
+        return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "unknown"
+    return "unknown"
+
+
+def progress(r: Round) -> str:
+    if r.status != "ok":
+        return f"{r.scenario:>5} round {r.round}  {r.variant:<24} {r.status.upper()}: {r.note}"
+    errors = f"{r.errors} ({r.error_detail})" if r.errors else "0"
+    return (f"{r.scenario:>5} round {r.round}  {r.variant:<24} {r.rps:>9,.0f} req/s  p50 {run.fmt_ms(r.p50_ms):>9}  "
+            f"p99 {run.fmt_ms(r.p99_ms):>9}  errors {errors}  gateway {fmt_us(r.gateway_us)} µs/req  "
+            f"nginx {fmt_us(r.nginx_us)} µs/req  others {run.fmt_pct(r.others_cpu_pct)}"
+            + (f" (best of {r.attempts})" if r.attempts > 1 else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

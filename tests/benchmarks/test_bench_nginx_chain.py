@@ -1,0 +1,121 @@
+"""benchmarks/nginx_chain.py's pure parts: the nginx configuration, the command lines, the ratios."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import nginx_chain as nc
+
+VARIANTS = {v.name: v for v in nc.base_variants()}
+
+
+def routes(*names: str) -> list[tuple[int, nc.Variant, int]]:
+    return [(8000 + i, VARIANTS[name], 9000 + i) for i, name in enumerate(names)]
+
+
+def server_block(conf: str, port: int) -> str:
+    return conf.split(f"listen 127.0.0.1:{port} ", 1)[1].split("    }\n", 1)[0]
+
+
+def upstream_block(conf: str, port: int) -> str:
+    return conf.split(f"upstream up_{port} {{", 1)[1].split("}", 1)[0]
+
+
+def test_conf_passes_each_variant_its_own_way(tmp_path: Path) -> None:
+    conf = nc.nginx_conf(tmp_path, routes("uwsgi", "bascule-http", "bascule-fastcgi", "bascule-scgi"), keepalive=48)
+    assert "include /etc/nginx/uwsgi_params;" in server_block(conf, 8000)
+    assert "uwsgi_pass up_8000;" in server_block(conf, 8000)
+    assert "keepalive" not in upstream_block(conf, 8000)  # nginx never reuses a uwsgi connection
+    http = server_block(conf, 8001)
+    assert "proxy_pass http://up_8001;" in http and "proxy_http_version 1.1;" in http
+    assert 'proxy_set_header Connection "";' in http
+    assert "keepalive 48;" in upstream_block(conf, 8001) and "server 127.0.0.1:9001;" in upstream_block(conf, 8001)
+    assert "fastcgi_keep_conn on;" in server_block(conf, 8002) and "keepalive 48;" in upstream_block(conf, 8002)
+    assert "scgi_pass up_8003;" in server_block(conf, 8003) and "keepalive" not in upstream_block(conf, 8003)
+    # one set of settings for every variant
+    assert conf.count("access_log off;") == 1 and conf.count("worker_processes 1;") == 1
+    assert f"uwsgi_temp_path {tmp_path}/uwsgi;" in conf
+
+
+def test_conf_refuses_an_unknown_kind(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="gopher"):
+        nc.nginx_conf(tmp_path, [(1, nc.Variant("x", "gopher", "bascule"), 2)])
+
+
+@pytest.mark.skipif(shutil.which(nc.NGINX) is None, reason="nginx is not installed")
+def test_conf_is_valid_nginx(tmp_path: Path) -> None:
+    names = [n for n in VARIANTS if not n.endswith("-loop")]
+    conf = nc.nginx_conf(tmp_path, routes(*names))
+    (tmp_path / "nginx.conf").write_text(conf)
+    done = subprocess.run([nc.NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
+                           "-e", str(tmp_path / "error.log")], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+def test_upstream_commands() -> None:
+    uwsgi = nc.upstream_argv(VARIANTS["uwsgi"], 3031, "/py", "/bin/uwsgi", "--processes 1")
+    assert uwsgi[:3] == ["/bin/uwsgi", "--socket", "127.0.0.1:3031"] and uwsgi[-2:] == ["--processes", "1"]
+    loop = nc.upstream_argv(VARIANTS["bascule-uwsgi-loop"], 3031, "/py", "/bin/uwsgi", "", ["--x"])
+    assert loop[:3] == ["/py", "-m", "bascule"] and loop[-1] == "--x"
+    assert "uwsgi://127.0.0.1:3031" in loop and loop[loop.index("--wsgi-mode") + 1] == "loop"
+    http = nc.upstream_argv(VARIANTS["bascule-http"], 8000, "/py", "/bin/uwsgi", "")
+    assert http[http.index("--bind") + 1] == "127.0.0.1:8000"
+    built = nc.with_builds(nc.base_variants(), {"cg": "/cg/python"})["bascule-scgi@cg"]
+    assert nc.upstream_argv(built, 4000, "/py", "/bin/uwsgi", "")[0] == "/cg/python" and built.optional
+
+
+def test_refused_bind(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.write_text("bascule: bind 'fastcgi://127.0.0.1:9': write an IPv6 address in brackets\n")
+    assert nc.refused_bind(2, log)
+    assert not nc.refused_bind(1, log)  # a crash is a failure, not a missing listener
+    assert not nc.refused_bind(2, tmp_path / "absent")
+
+
+def rnd(variant: str, rps: float, scenario: str = "text", status: str = "ok") -> nc.Round:
+    return nc.Round(variant, scenario, 1, status=status, rps=rps)
+
+
+def test_medians_take_the_middle_ok_round() -> None:
+    rounds = [rnd("a", 3), rnd("a", 1), rnd("a", 2), rnd("b", 5, status="failed"), rnd("b", 4),
+              rnd("c", 0, status="skipped")]
+    best = nc.medians(rounds)
+    assert best[("a", "text")].rps == 2
+    assert best[("b", "text")].rps == 4  # the failed round does not count
+    assert best[("c", "text")].status == "skipped"
+    assert nc.medians([rnd("d", 1), rnd("d", 3)])[("d", "text")].rps == 1  # even count: the lower middle
+
+
+def test_acceptance_ratios_pair_the_same_mode_and_build() -> None:
+    variants = list(nc.with_builds([VARIANTS[n] for n in nc.DEFAULT_VARIANTS], {"cg": "/cg/python"}).values())
+    rps = {"uwsgi": 10_000, "bascule-uwsgi": 25_000, "bascule-uwsgi-loop": 30_000, "bascule-http": 25_000,
+           "bascule-http-loop": 40_000, "bascule-uwsgi@cg": 15_000, "bascule-http@cg": 10_000}
+    best = nc.medians([rnd(name, value) for name, value in rps.items()])
+    ratios = {(r.mine, r.theirs): r for r in nc.acceptance(best, variants, [nc.SCENARIOS["text"]])}
+    assert ratios[("bascule-uwsgi", "uwsgi")].value == 2.5 and ratios[("bascule-uwsgi", "uwsgi")].met
+    assert ratios[("bascule-uwsgi", "bascule-http")].value == 1.0
+    loop = ratios[("bascule-uwsgi-loop", "bascule-http-loop")]
+    assert loop.value == 0.75 and loop.target == 0.9 and loop.met is False
+    assert ratios[("bascule-uwsgi@cg", "bascule-http@cg")].value == 1.5
+    # a side with no ok round has no ratio, and no verdict
+    assert ratios[("bascule-uwsgi-loop@cg", "uwsgi")].value is None
+    assert ratios[("bascule-uwsgi-loop@cg", "uwsgi")].met is None
+    assert len(ratios) == 8
+
+
+def test_parse_args_variants_and_builds() -> None:
+    args = nc.parse_args(["--bascule-build", "cg=/cg/python"])
+    names = [v.name for v in args.variant_list]
+    assert names[:5] == list(nc.DEFAULT_VARIANTS) and "bascule-uwsgi@cg" in names and "uwsgi@cg" not in names
+    assert len(nc.parse_args(["--all"]).variant_list) == len(nc.base_variants())
+    with pytest.raises(SystemExit):
+        nc.parse_args(["--variants", "uwsgi,nope"])
+    with pytest.raises(SystemExit):
+        nc.parse_args(["--bascule-build", "no-equals-sign"])

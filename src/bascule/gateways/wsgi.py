@@ -92,7 +92,7 @@ class WSGIGateway:
     def environ(self, ex: Exchange, wsgi_input: WSGIInput) -> dict[str, Any]:
         """The PEP 3333 environ of one request (built in the worker thread, off the event loop)."""
         raw = ex.raw_path
-        path = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("latin-1")
+        path = (unquote_to_bytes(raw) if 37 in raw else raw).decode("latin-1")  # "%" (an int: no TypeError inside)
         if self.prefix and path.startswith(self.prefix):
             path = path[len(self.prefix):]
         env = self.template.copy()
@@ -264,7 +264,7 @@ class _Request:
 
     def _close(self, result: Iterable[object] | None) -> None:
         """PEP 3333: the iterable's close() is always called, whatever happened; its failure is reported."""
-        close = getattr(result, "close", None)
+        close = getattr(result, "close", None) if type(result) is not list else None  # no AttributeError made
         if close is not None:
             try:
                 close()

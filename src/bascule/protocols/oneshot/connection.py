@@ -36,7 +36,6 @@ from bascule.protocols.oneshot.exchange import PAUSE_BODY, OneshotExchange
 from bascule.protocols.outbox import Outbox
 from bascule.protocols.scgi_wire import ScgiReader
 from bascule.protocols.semantics import answer_timeout, body_over_limit
-from bascule.protocols.sendfile import flush_transport
 from bascule.protocols.uwsgi_wire import UwsgiReader
 
 LINGER_SECONDS = 2.0
@@ -104,10 +103,9 @@ class OneshotConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = self.outbox.transport = cast(asyncio.Transport, transport)
         self.peer = peer_address(transport.get_extra_info("peername"))
-        self.server = peer_address(transport.get_extra_info("sockname"))
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            self.sock_fd = sock.fileno()
+        # the socket's own address and descriptor are asked for when needed (each is a system call on uvloop,
+        # on a connection that carries one request): the address when the web server names no server, the
+        # descriptor for a sendfile
         self._since = self.loop.time()
         ctx = self.ctx
         limit = ctx.limit_connections
@@ -171,9 +169,11 @@ class OneshotConnection(asyncio.Protocol):
             self._answer_and_close(413, f"Payload Too Large: {reason}\n".encode())
             return
         ex = self.exchange = OneshotExchange(self, req.method, req.raw_path, req.query_string, req.headers,
-                                             req.http_version, "http", self.peer, self.server)
+                                             req.http_version, "http", self.peer, None)
         if ctx.trusted_proxies.trusts_peer(self.peer[0] if self.peer is not None else None):
             take_proxy_facts(ex, req)
+        if ex.server is None and self.transport is not None:
+            ex.server = self.server = peer_address(self.transport.get_extra_info("sockname"))
         ex.write_paused = self.outbox.write_paused
         ex.start_time = self._since = self.loop.time()
         if leftover:
@@ -242,9 +242,13 @@ class OneshotConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def flush(self) -> None:
-        """Wait until what was written has left the transport's buffer (before sendfile)."""
-        await flush_transport(self.outbox, self.transport)
+    def socket_fd(self) -> int | None:
+        """The socket's descriptor, for sendfile (None where the transport exposes no socket)."""
+        if self.sock_fd is None and self.transport is not None:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                self.sock_fd = sock.fileno()
+        return self.sock_fd
 
     # -- server-driven ----------------------------------------------------------------------------------
     def on_tick(self, now: float) -> None:

@@ -62,7 +62,7 @@ class OneshotExchange(CGIExchange):
         if count <= 0 or self.no_body or self.disconnected:
             return
         conn = self.conn
-        sock = conn.sock_fd
+        sock = conn.socket_fd()
         if sock is None:
             await send_chunks(self, fd, offset, count)
             return

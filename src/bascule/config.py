@@ -72,6 +72,13 @@ class Config:
     mount: tuple[str, ...] = field(default=(), metadata=option(
         "Mount another app at a path prefix, as /PREFIX=MODULE:ATTR. Repeatable; WSGI and ASGI apps mix "
         "freely; the longest matching prefix wins.", metavar="/PREFIX=MODULE:ATTR"))
+    static: tuple[str, ...] = field(default=(), metadata=option(
+        "Serve the files under DIR at a path prefix, as /PREFIX=DIR, from the server itself (no app): ETag, "
+        "304, Range, index.html, no dotfiles, nothing outside DIR (docs/static.md). Repeatable; the longest "
+        "matching prefix among these and the app mounts wins.", metavar="/PREFIX=DIR"))
+    static_max_age: int = field(default=60, metadata=option(
+        "Cache-Control max-age of static files, in seconds (clients revalidate with the ETag afterwards).",
+        metavar="SECONDS"))
     host: str = field(default="127.0.0.1", metadata=option("Address to bind.", metavar="ADDRESS"))
     port: int = field(default=8000, metadata=option("Port to bind (0 picks a free one).", metavar="PORT"))
     uds: str | None = field(default=None, metadata=option("Bind a Unix domain socket at this path instead of "
@@ -295,10 +302,15 @@ class Config:
             raise ConfigError(f"root_path must start with '/' and not end with one, got {self.root_path!r}")
         for spec in self.mount:
             parse_mount(spec)
+        for spec in self.static:
+            parse_static(spec)
+        if self.static_max_age < 0:
+            raise ConfigError(f"static_max_age must be >= 0 seconds, got {self.static_max_age}")
         for spec in self.header:
             parse_header(spec)
-        if self.app is None and not self.mount:
-            raise ConfigError("no app given: pass MODULE:ATTR (for example 'main:app') or --mount /PREFIX=MODULE:ATTR")
+        if self.app is None and not self.mount and not self.static:
+            raise ConfigError("no app given: pass MODULE:ATTR (for example 'main:app'), --mount /PREFIX=MODULE:ATTR "
+                              "or --static /PREFIX=DIR")
         try:
             self.access_log_format.format(**_SAMPLE_ACCESS_FIELDS)
         except (KeyError, ValueError, IndexError, AttributeError) as exc:
@@ -581,6 +593,17 @@ def parse_mount(spec: str) -> tuple[str, str]:
         raise ConfigError(f"mount {spec!r} must look like /PREFIX=MODULE:ATTR, for example /api=main:app")
     prefix = prefix.rstrip("/")
     return prefix, target
+
+
+def parse_static(spec: str) -> tuple[str, str]:
+    """'/prefix=dir' -> ('/prefix', 'dir'); '/' serves at the root. The directory is checked when the server
+    starts (bascule.static.handler.check_static_dir), not here: no I/O in this module."""
+    prefix, sep, directory = spec.partition("=")
+    if not sep or not prefix.startswith("/") or not directory:
+        raise ConfigError(f"static {spec!r} must look like /PREFIX=DIR, for example /static=./staticfiles")
+    if any(segment.startswith(".") for segment in prefix.split("/")) or any(c in prefix for c in "\\%\x00?#"):
+        raise ConfigError(f"static {spec!r}: the prefix must be a plain path (no dot segments, %, ?, # or backslash)")
+    return prefix.rstrip("/"), directory
 
 
 def parse_header(spec: str) -> tuple[str, str]:

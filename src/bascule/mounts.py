@@ -2,6 +2,7 @@
 
 One app alone is served straight through its gateway's ``handle`` (no routing on the hot path). With
 mounts, the longest matching path prefix wins: ``/api`` matches ``/api`` and ``/api/x`` but not ``/apix``.
+Static directories (``--static``, bascule.static) are routes of the same table, answered by the server.
 Each ASGI app gets its own lifespan and state; WSGI apps share one thread pool.
 """
 
@@ -12,15 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bascule.config import Config, parse_mount
+from bascule.config import Config, parse_mount, parse_static
+from bascule.errors import ConfigError
 from bascule.gateways.asgi import ASGIGateway, decode_path
 from bascule.gateways.lifespan import Lifespan
 from bascule.gateways.threads import ThreadPool
 from bascule.gateways.wsgi import WSGIGateway
 from bascule.loader import LoadedApp, classify, load_app
 from bascule.protocols.exchange import Exchange, WebSocketSession
+from bascule.static.handler import StaticMount, check_static_dir
 
-Gateway = ASGIGateway | WSGIGateway
+Gateway = ASGIGateway | WSGIGateway | StaticMount
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,13 @@ def resolve_mounts(config: Config, app: Any = None) -> list[Mount]:
     for spec in config.mount:
         prefix, target = parse_mount(spec)
         mounts.append(Mount(prefix, load_app(target, app_dir=config.app_dir)))
+    taken = {mount.prefix for mount in mounts}
+    for spec in config.static:
+        prefix, directory = parse_static(spec)
+        if prefix in taken:
+            raise ConfigError(f"static {spec!r}: {prefix or '/'} is already mounted; give each mount its own prefix")
+        taken.add(prefix)
+        check_static_dir(prefix, directory)  # here, once, so a master reports it before starting workers
     return mounts
 
 
@@ -72,6 +82,12 @@ class AppTable:
                 else:
                     gateway.state = lifespan.state
             routes.append((mount.prefix, gateway))
+        self.static_mounts: list[StaticMount] = []
+        for spec in config.static:
+            prefix, directory = parse_static(spec)
+            static = StaticMount(prefix, directory, max_age=config.static_max_age)
+            self.static_mounts.append(static)
+            routes.append((prefix, static))
         routes.sort(key=lambda route: len(route[0]), reverse=True)
         self.routes = routes
         self.dispatch: Callable[[Exchange], None]
@@ -135,4 +151,6 @@ class AppTable:
         tasks: set[asyncio.Task[None]] = set()
         for gateway in self.asgi_gateways:
             tasks |= gateway.tasks
+        for static in self.static_mounts:
+            tasks |= static.tasks
         return tasks

@@ -1,0 +1,182 @@
+"""One ``--static /PREFIX=DIR`` mount: answers an Exchange from the directory without entering an app.
+
+The answer is worked out on the loop in the dispatch call itself; only sending the body may wait (on the
+socket, on a read that misses the page cache), and then a Task carries it on (``start_eager``: the server's
+own code, which asks nothing of the current task, pays for a Task only when it really waits). Such Tasks are
+kept in ``tasks`` so a graceful stop waits for them and a forced one cancels them, and ``ex.cancel_app``
+lets --timeout-request end one. The file descriptor is closed on every path: sent, client gone, cancelled,
+failed.
+
+Everything odd is a 404 with a small text body (a path that is not valid, a file that vanished or cannot be
+read); only a bug in here is a 500, logged with its traceback in the error log, never in the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+from typing import Final
+
+from bascule.errors import ConfigError
+from bascule.gateways.eager import start_eager
+from bascule.protocols.exchange import Exchange, Headers
+from bascule.static.conditional import (
+    NOT_MODIFIED,
+    UNSATISFIABLE,
+    http_date,
+    if_range_holds,
+    make_etag,
+    parse_range,
+    preconditions,
+)
+from bascule.static.content_types import content_type
+from bascule.static.resolve import FILE, REDIRECT, Resolver, decode_request_path, split_segments
+
+_log = logging.getLogger("bascule.error")
+NOT_FOUND_BODY: Final = b"Not Found\n"
+ALLOW: Final = (b"allow", b"GET, HEAD")
+_CONDITIONAL = frozenset((b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since",
+                          b"range", b"if-range"))
+
+
+def check_static_dir(prefix: str, directory: str) -> str:
+    """The realpath of a --static directory; ConfigError (one line) if it is not a readable directory."""
+    real = os.path.realpath(directory)
+    if not os.path.isdir(real):
+        raise ConfigError(f"static {prefix or '/'}={directory}: {directory!r} is not a directory")
+    if not os.access(real, os.R_OK | os.X_OK):
+        raise ConfigError(f"static {prefix or '/'}={directory}: {directory!r} cannot be read by this user")
+    return real
+
+
+class StaticMount:
+    """Serves the files under ``directory`` at ``prefix`` (a decoded path prefix without a trailing slash)."""
+
+    def __init__(self, prefix: str, directory: str, *, max_age: int) -> None:
+        self.prefix = prefix
+        self.resolver = Resolver(check_static_dir(prefix, directory))
+        self.cache_control = b"public, max-age=%d" % max_age
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def handle(self, ex: Exchange) -> None:
+        """Answer one request (called on the loop; returns at once, a body still being sent in a Task)."""
+        method = ex.method
+        if method != "GET" and method != "HEAD":
+            ex.send_head(405, [ALLOW, (b"content-type", b"text/plain; charset=utf-8")],
+                         b"Method Not Allowed\n", end=True)
+            return
+        path = decode_request_path(ex.raw_path)
+        if path is None or not (path == self.prefix or path.startswith(self.prefix + "/")):
+            self.not_found(ex)
+            return
+        parts = split_segments(path[len(self.prefix):])
+        if parts is None:
+            self.not_found(ex)
+            return
+        found = self.resolver.find(parts[0], parts[1], ex.loop.time())
+        if found.kind == REDIRECT:
+            self.redirect(ex)
+        elif found.kind == FILE:
+            task = start_eager(ex.loop, self.serve_file(ex, found.path))
+            if task is not None:
+                ex.cancel_app = task.cancel
+                ex.app_task = task
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        else:
+            self.not_found(ex)
+
+    @staticmethod
+    def not_found(ex: Exchange) -> None:
+        ex.send_simple(404, NOT_FOUND_BODY)
+
+    @staticmethod
+    def redirect(ex: Exchange) -> None:
+        """A directory asked for without its trailing slash: 301 to the same path with one, the query kept.
+
+        The Location is relative to the request (``./name/``), so it stays right whatever prefix a proxy or
+        --root-path put in front of the server; the ``./`` keeps a name with a colon from reading as a scheme.
+        """
+        raw = ex.raw_path
+        last = raw[raw.rfind(b"/") + 1:]
+        location = b"./" + last + b"/"
+        if ex.query_string:
+            location += b"?" + ex.query_string
+        ex.send_head(301, [(b"location", location), (b"content-type", b"text/plain; charset=utf-8")],
+                     b"Moved Permanently\n", end=True)
+
+    async def serve_file(self, ex: Exchange, path: str) -> None:
+        """Open, check and send the file at ``path``; its descriptor is closed whatever happens."""
+        fd = -1
+        try:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                info = os.fstat(fd)
+            except OSError:  # vanished, replaced by a symlink, not readable: as if never there
+                self.not_found(ex)
+                return
+            if not stat.S_ISREG(info.st_mode):
+                self.not_found(ex)
+                return
+            size = info.st_size
+            status, headers, first, count = self.answer(ex, path, size, info.st_mtime_ns)
+            if count < 0:
+                ex.send_head(status, headers, b"", end=True)
+                return
+            ex.send_head(status, headers, b"", end=False)
+            await ex.send_file(fd, first, count)
+            if not ex.finished and not ex.disconnected:
+                ex.send_body(b"", end=True)
+            if ex.write_paused and not ex.disconnected:
+                await ex.drain()
+        except asyncio.CancelledError:  # --timeout-request, or a forced stop
+            if not ex.response_started:
+                ex.send_simple(503, b"Service Unavailable\n")
+            elif not ex.finished:
+                ex.abort()
+            raise
+        except Exception:
+            _log.exception("static file %s could not be served", path)
+            if not ex.response_started:
+                ex.send_simple(500, b"Internal Server Error\n")
+            elif not ex.finished:
+                ex.abort()
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def answer(self, ex: Exchange, path: str, size: int, mtime_ns: int) -> tuple[int, Headers, int, int]:
+        """The status, headers and byte range (first, count; count -1 for no body at all) for a file."""
+        etag = make_etag(size, mtime_ns)
+        mtime = mtime_ns // 1_000_000_000
+        last_modified = http_date(mtime)
+        validators: Headers = [(b"etag", etag), (b"last-modified", last_modified),
+                               (b"cache-control", self.cache_control)]
+        fields: dict[bytes, bytes] = {}
+        for name, value in ex.headers:
+            if name in _CONDITIONAL and name not in fields:
+                fields[name] = value
+        if fields:
+            verdict = preconditions(ex.method, etag, mtime, fields.get(b"if-match"), fields.get(b"if-unmodified-since"),
+                                    fields.get(b"if-none-match"), fields.get(b"if-modified-since"))
+            if verdict == NOT_MODIFIED:
+                return NOT_MODIFIED, validators, 0, -1
+            if verdict is not None:
+                return verdict, [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0")], 0, -1
+        headers: Headers = [(b"content-type", content_type(path)), *validators, (b"accept-ranges", b"bytes")]
+        wanted = fields.get(b"range")
+        if wanted is not None and ex.method == "GET":
+            if_range = fields.get(b"if-range")
+            span = parse_range(wanted, size) if if_range is None or if_range_holds(if_range, etag, last_modified) \
+                else None
+            if span == UNSATISFIABLE:
+                return 416, [(b"content-range", b"bytes */%d" % size), (b"content-length", b"0"), *validators], 0, -1
+            if span is not None:
+                first, last = span
+                headers.append((b"content-range", b"bytes %d-%d/%d" % (first, last, size)))
+                headers.append((b"content-length", b"%d" % (last - first + 1)))
+                return 206, headers, first, last - first + 1
+        headers.append((b"content-length", b"%d" % size))
+        return 200, headers, 0, size

@@ -89,3 +89,14 @@ def test_cache_expires_and_is_bounded(tree: Path) -> None:
     for i in range(CACHE_ENTRIES + 10):
         r.find((f"n{i}",), False, 200.0)
     assert len(r._cache) <= CACHE_ENTRIES
+
+
+def test_siblings(tree: Path, tmp_path: Path) -> None:
+    (tree / "a.txt.gz").write_bytes(b"gz")
+    (tree / "a.txt.br").write_bytes(b"br")
+    (tree / "a.txt.zst").mkdir()  # not a regular file: not a sibling
+    (tree / "sub" / "index.html.gz").symlink_to(tmp_path / "outside.txt")  # out of the tree: ignored
+    real = os.path.realpath(tree)
+    found = resolver(tree).locate(("a.txt",), False)
+    assert found.siblings == (("br", os.path.join(real, "a.txt.br")), ("gzip", os.path.join(real, "a.txt.gz")))
+    assert resolver(tree).locate(("sub",), True).siblings == ()

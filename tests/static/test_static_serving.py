@@ -233,6 +233,9 @@ def test_big_file_over_http1_uses_sendfile(srv: Running, www: Path, monkeypatch:
         part = client.get(srv.url + "/static/big.bin", headers={"range": "bytes=1000-"})
         again = client.get(srv.url + "/static/hello.txt")  # the connection goes on
     assert reply.content == data and part.content == data[1000:]
+    end = time.monotonic() + 5  # the server thread records its last call after the client has the bytes
+    while sum(calls) < 2 * BIG - 1000 + 13 and time.monotonic() < end:
+        time.sleep(0.01)
     assert sum(calls) == 2 * BIG - 1000 + 13  # the small file too
     assert again.content == b"hello, world\n"
 
@@ -275,3 +278,49 @@ def test_client_gone_mid_file_closes_the_file(srv: Running, www: Path, http2: bo
     assert open_fds() <= before
     assert srv.server is not None
     assert httpx.get(srv.url + "/static/hello.txt").status_code == 200
+
+
+def raw_body(client: httpx.Client, url: str, headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
+    """The response and its body as sent (httpx would decode a Content-Encoding)."""
+    with client.stream("GET", url, headers=headers) as reply:
+        return reply, b"".join(reply.iter_raw())
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["h1", "h2"])
+def test_precompressed_siblings(www: Path, http2: bool) -> None:
+    import gzip
+    css = b"body { color: red }\n" * 50
+    (www / "css" / "site.css").write_bytes(css)
+    (www / "css" / "site.css.gz").write_bytes(gzip.compress(css))
+    (www / "css" / "site.css.br").write_bytes(b"pretend-brotli")
+    with serve_in_thread(root_app, static=(f"/s={www}",)) as srv, \
+            httpx.Client(base_url=srv.url + "/s", http1=not http2, http2=http2) as client:
+        plain, body = raw_body(client, "/css/site.css", {"accept-encoding": "identity"})
+        assert body == css and "content-encoding" not in plain.headers
+        assert plain.headers["vary"] == "Accept-Encoding"
+        gz, body = raw_body(client, "/css/site.css", {"accept-encoding": "gzip"})
+        assert gz.headers["content-encoding"] == "gzip" and gzip.decompress(body) == css
+        assert gz.headers["content-type"] == "text/css; charset=utf-8"
+        assert gz.headers["content-length"] == str(len(body)) and gz.headers["vary"] == "Accept-Encoding"
+        br, body = raw_body(client, "/css/site.css", {"accept-encoding": "gzip, br"})
+        assert br.headers["content-encoding"] == "br" and body == b"pretend-brotli"
+        etags = {plain.headers["etag"], gz.headers["etag"], br.headers["etag"]}
+        assert len(etags) == 3  # one strong tag per representation
+        same = client.get("/css/site.css", headers={"accept-encoding": "gzip", "if-none-match": gz.headers["etag"]})
+        assert same.status_code == 304 and same.headers["vary"] == "Accept-Encoding"
+        other = client.get("/css/site.css", headers={"accept-encoding": "br", "if-none-match": gz.headers["etag"]})
+        assert other.status_code == 200
+        part, body = raw_body(client, "/css/site.css", {"accept-encoding": "br", "range": "bytes=0-6"})
+        assert part.status_code == 206 and body == b"pretend"  # a range of the encoded bytes
+        direct, body = raw_body(client, "/css/site.css.gz", {"accept-encoding": "gzip"})
+        assert direct.headers["content-type"] == "application/gzip" and "content-encoding" not in direct.headers
+        alone = client.get("/hello.txt", headers={"accept-encoding": "gzip, br"})
+        assert "vary" not in alone.headers and "content-encoding" not in alone.headers
+
+
+def test_sibling_symlinked_out_is_ignored(www: Path, tmp_path: Path) -> None:
+    (tmp_path / "evil.gz").write_bytes(b"outside")
+    (www / "hello.txt.gz").symlink_to(tmp_path / "evil.gz")
+    with serve_in_thread(root_app, static=(f"/s={www}",)) as srv:
+        reply = httpx.get(srv.url + "/s/hello.txt", headers={"accept-encoding": "gzip"})
+    assert reply.content == b"hello, world\n" and "content-encoding" not in reply.headers

@@ -21,9 +21,12 @@ UNSATISFIABLE: Final = (-1, -1)
 _ETAG = re.compile(rb'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
 
 
-def make_etag(size: int, mtime_ns: int) -> bytes:
-    """A strong entity tag for a file of ``size`` bytes last modified at ``mtime_ns``."""
-    return b'"%x-%x"' % (mtime_ns, size)
+def make_etag(size: int, mtime_ns: int, coding: str | None = None) -> bytes:
+    """A strong entity tag for a file of ``size`` bytes last modified at ``mtime_ns``; a precompressed
+    sibling's names its ``coding`` too, so no two representations of one path ever share a tag."""
+    if coding is None:
+        return b'"%x-%x"' % (mtime_ns, size)
+    return b'"%x-%x-%s"' % (mtime_ns, size, coding.encode("ascii"))
 
 
 def http_date(seconds: float) -> bytes:

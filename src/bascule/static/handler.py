@@ -32,11 +32,13 @@ from bascule.static.conditional import (
     preconditions,
 )
 from bascule.static.content_types import content_type
-from bascule.static.resolve import FILE, REDIRECT, Resolver, decode_request_path, split_segments
+from bascule.static.encodings import choose_coding
+from bascule.static.resolve import FILE, REDIRECT, Found, Resolver, decode_request_path, split_segments
 
 _log = logging.getLogger("bascule.error")
 NOT_FOUND_BODY: Final = b"Not Found\n"
 ALLOW: Final = (b"allow", b"GET, HEAD")
+VARY: Final = (b"vary", b"Accept-Encoding")
 _CONDITIONAL = frozenset((b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since",
                           b"range", b"if-range"))
 
@@ -79,7 +81,7 @@ class StaticMount:
         if found.kind == REDIRECT:
             self.redirect(ex)
         elif found.kind == FILE:
-            task = start_eager(ex.loop, self.serve_file(ex, found.path))
+            task = start_eager(ex.loop, self.serve_file(ex, found))
             if task is not None:
                 ex.cancel_app = task.cancel
                 ex.app_task = task
@@ -107,9 +109,20 @@ class StaticMount:
         ex.send_head(301, [(b"location", location), (b"content-type", b"text/plain; charset=utf-8")],
                      b"Moved Permanently\n", end=True)
 
-    async def serve_file(self, ex: Exchange, path: str) -> None:
-        """Open, check and send the file at ``path``; its descriptor is closed whatever happens."""
+    async def serve_file(self, ex: Exchange, found: Found) -> None:
+        """Open, check and send the file (or the precompressed sibling the client takes); its descriptor is
+        closed whatever happens."""
         fd = -1
+        path = found.path
+        coding: str | None = None
+        if found.siblings:
+            accept_encoding: bytes | None = None
+            for name, value in ex.headers:
+                if name == b"accept-encoding":
+                    accept_encoding = value if accept_encoding is None else accept_encoding + b"," + value
+            coding = choose_coding(accept_encoding, tuple(name for name, _ in found.siblings))
+            if coding is not None:
+                path = next(sibling for name, sibling in found.siblings if name == coding)
         try:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -121,7 +134,7 @@ class StaticMount:
                 self.not_found(ex)
                 return
             size = info.st_size
-            status, headers, first, count = self.answer(ex, path, size, info.st_mtime_ns)
+            status, headers, first, count = self.answer(ex, found, coding, size, info.st_mtime_ns)
             if count < 0:
                 ex.send_head(status, headers, b"", end=True)
                 return
@@ -147,13 +160,17 @@ class StaticMount:
             if fd >= 0:
                 os.close(fd)
 
-    def answer(self, ex: Exchange, path: str, size: int, mtime_ns: int) -> tuple[int, Headers, int, int]:
-        """The status, headers and byte range (first, count; count -1 for no body at all) for a file."""
-        etag = make_etag(size, mtime_ns)
+    def answer(self, ex: Exchange, found: Found, coding: str | None, size: int,
+               mtime_ns: int) -> tuple[int, Headers, int, int]:
+        """The status, headers and byte range (first, count; count -1 for no body at all) for a file sent as
+        itself (``coding`` None) or as its precompressed sibling."""
+        etag = make_etag(size, mtime_ns, coding)
         mtime = mtime_ns // 1_000_000_000
         last_modified = http_date(mtime)
         validators: Headers = [(b"etag", etag), (b"last-modified", last_modified),
                                (b"cache-control", self.cache_control)]
+        if found.siblings:  # the answer depends on Accept-Encoding: caches must know (RFC 9110 12.5.5)
+            validators.append(VARY)
         fields: dict[bytes, bytes] = {}
         for name, value in ex.headers:
             if name in _CONDITIONAL and name not in fields:
@@ -165,7 +182,9 @@ class StaticMount:
                 return NOT_MODIFIED, validators, 0, -1
             if verdict is not None:
                 return verdict, [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0")], 0, -1
-        headers: Headers = [(b"content-type", content_type(path)), *validators, (b"accept-ranges", b"bytes")]
+        headers: Headers = [(b"content-type", content_type(found.path)), *validators, (b"accept-ranges", b"bytes")]
+        if coding is not None:
+            headers.append((b"content-encoding", coding.encode("ascii")))
         wanted = fields.get(b"range")
         if wanted is not None and ex.method == "GET":
             if_range = fields.get(b"if-range")

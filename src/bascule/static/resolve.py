@@ -7,6 +7,7 @@ covers ``..``, ``.`` and dotfiles (``.git``, ``.env``); the file found is resolv
 under the directory's own realpath, so a symlink may point elsewhere inside the directory but never out of
 it, and a symlink to a dotfile is refused like the dotfile. Only regular files are served. A directory is
 served through its ``index.html`` when the path ends with ``/``, and redirected to the ``/`` form otherwise.
+A file's precompressed siblings (``.br``, ``.zst``, ``.gz``) are found under the same rules.
 
 Resolutions are cached for a second (:class:`Resolver`), bounded in size: realpath costs an lstat per path
 component. The file itself is opened and fstat'ed on every request, so its size and validators are always
@@ -20,6 +21,8 @@ import stat
 from typing import Final, NamedTuple
 from urllib.parse import unquote_to_bytes
 
+from bascule.static.encodings import SIBLINGS
+
 FILE: Final = "file"
 REDIRECT: Final = "redirect"
 MISSING: Final = "missing"
@@ -29,10 +32,11 @@ CACHE_ENTRIES: Final = 4096
 
 class Found(NamedTuple):
     """What a path names: a FILE at ``path`` (a realpath), a directory to REDIRECT to its ``/`` form, or
-    MISSING (404)."""
+    MISSING (404). A FILE's ``siblings`` are its precompressed versions, (coding, realpath) (encodings.py)."""
 
     kind: str
     path: str = ""
+    siblings: tuple[tuple[str, str], ...] = ()
 
 
 NOT_FOUND: Final = Found(MISSING)
@@ -105,10 +109,24 @@ class Resolver:
                 mode = os.stat(index).st_mode
             except (OSError, ValueError):
                 return NOT_FOUND
-            return Found(FILE, index) if stat.S_ISREG(mode) else NOT_FOUND
+            return self._file(index) if stat.S_ISREG(mode) else NOT_FOUND
         if stat.S_ISREG(mode) and not trailing:
-            return Found(FILE, real)
+            return self._file(real)
         return NOT_FOUND
+
+    def _file(self, real: str) -> Found:
+        """A FILE, with the precompressed siblings found next to it (regular files, inside the directory)."""
+        siblings: list[tuple[str, str]] = []
+        for coding, suffix in SIBLINGS:
+            sibling = self._contained(real + suffix)
+            if sibling is None:
+                continue
+            try:
+                if stat.S_ISREG(os.stat(sibling).st_mode):
+                    siblings.append((coding, sibling))
+            except (OSError, ValueError):
+                continue
+        return Found(FILE, real, tuple(siblings))
 
     def _contained(self, path: str) -> str | None:
         """``path``'s realpath if it lies under the directory and no part below it starts with a dot."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bascule.static.conditional import (
+    MAX_RANGES,
     NOT_MODIFIED,
     PRECONDITION_FAILED,
     UNSATISFIABLE,
@@ -13,7 +14,7 @@ from bascule.static.conditional import (
     make_etag,
     parse_etags,
     parse_http_date,
-    parse_range,
+    parse_ranges,
     preconditions,
 )
 
@@ -81,28 +82,41 @@ def test_if_match_and_if_unmodified_since() -> None:
 
 
 @pytest.mark.parametrize(("value", "size", "expected"), [
-    (b"bytes=0-0", 10, (0, 0)),
-    (b"bytes=2-5", 10, (2, 5)),
-    (b"bytes=2-", 10, (2, 9)),
-    (b"bytes=5-100", 10, (5, 9)),
-    (b"bytes=-3", 10, (7, 9)),
-    (b"bytes=-30", 10, (0, 9)),
-    (b"Bytes = 1-2", 10, (1, 2)),
+    (b"bytes=0-0", 10, [(0, 0)]),
+    (b"bytes=2-5", 10, [(2, 5)]),
+    (b"bytes=2-", 10, [(2, 9)]),
+    (b"bytes=5-100", 10, [(5, 9)]),
+    (b"bytes=-3", 10, [(7, 9)]),
+    (b"bytes=-30", 10, [(0, 9)]),
+    (b"Bytes = 1-2", 10, [(1, 2)]),
     (b"bytes=10-", 10, UNSATISFIABLE),
     (b"bytes=10-20", 10, UNSATISFIABLE),
     (b"bytes=-0", 10, UNSATISFIABLE),
     (b"bytes=0-", 0, UNSATISFIABLE),
     (b"bytes=-5", 0, UNSATISFIABLE),
+    (b"bytes=20-30, 40-", 10, UNSATISFIABLE),
     (b"bytes=5-2", 10, None),  # invalid: ignored
-    (b"bytes=0-1,3-4", 10, None),  # several ranges: the whole file
+    (b"bytes=0-1,3-4", 10, [(0, 1), (3, 4)]),
+    (b"bytes=6-7, 0-1", 10, [(6, 7), (0, 1)]),  # the client's order
+    (b"bytes=0-1, 20-30", 10, [(0, 1)]),  # the part past the end is dropped
+    (b"bytes=0-5,3-8", 10, None),  # overlapping: the whole file
+    (b"bytes=0-,-1", 10, None),
+    (b"bytes=0-1,,3-4", 10, None),
+    (b"bytes=0-1,x", 10, None),
     (b"items=0-1", 10, None),
     (b"bytes=a-b", 10, None),
     (b"bytes=-", 10, None),
     (b"bytes 0-1", 10, None),
     (b"bytes=+1-2", 10, None),
 ])
-def test_parse_range(value: bytes, size: int, expected: tuple[int, int] | None) -> None:
-    assert parse_range(value, size) == expected
+def test_parse_ranges(value: bytes, size: int, expected: list[tuple[int, int]] | tuple[int, int] | None) -> None:
+    assert parse_ranges(value, size) == expected
+
+
+def test_too_many_ranges_get_the_whole_file() -> None:
+    many = b"bytes=" + b",".join(b"%d-%d" % (i * 2, i * 2) for i in range(MAX_RANGES + 1))
+    assert parse_ranges(many, 1000) is None
+    assert parse_ranges(many.rsplit(b",", 1)[0], 1000) == [(i * 2, i * 2) for i in range(MAX_RANGES)]
 
 
 def test_if_range() -> None:

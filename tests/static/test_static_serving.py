@@ -120,8 +120,8 @@ def test_ranges(client: httpx.Client) -> None:
     unsatisfiable = client.get("/hello.txt", headers={"range": "bytes=13-"})
     assert unsatisfiable.status_code == 416 and unsatisfiable.headers["content-range"] == "bytes */13"
     assert unsatisfiable.content == b""
-    several = client.get("/hello.txt", headers={"range": "bytes=0-1,3-4"})
-    assert several.status_code == 200 and several.content == b"hello, world\n"
+    overlapping = client.get("/hello.txt", headers={"range": "bytes=0-5,3-8"})
+    assert overlapping.status_code == 200 and overlapping.content == b"hello, world\n"
     assert client.get("/hello.txt", headers={"range": "lines=1-2"}).status_code == 200
     head = client.head("/hello.txt", headers={"range": "bytes=0-4"})  # Range is for GET only
     assert head.status_code == 200 and head.headers["content-length"] == "13"
@@ -324,3 +324,25 @@ def test_sibling_symlinked_out_is_ignored(www: Path, tmp_path: Path) -> None:
     with serve_in_thread(root_app, static=(f"/s={www}",)) as srv:
         reply = httpx.get(srv.url + "/s/hello.txt", headers={"accept-encoding": "gzip"})
     assert reply.content == b"hello, world\n" and "content-encoding" not in reply.headers
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["h1", "h2"])
+def test_multiple_ranges_multipart(srv: Running, www: Path, http2: bool) -> None:
+    import email.parser
+    import email.policy
+    data = (www / "big.bin").read_bytes()
+    with httpx.Client(http1=not http2, http2=http2) as client:
+        reply = client.get(srv.url + "/static/big.bin", headers={"range": "bytes=500000-500099, 0-9, -20"})
+    assert reply.status_code == 206
+    kind = reply.headers["content-type"]
+    assert kind.startswith("multipart/byteranges; boundary=")
+    assert int(reply.headers["content-length"]) == len(reply.content)
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"content-type: " + kind.encode() + b"\r\n\r\n" + reply.content)
+    parts = [(part["content-range"], part["content-type"], part.get_payload(decode=True))
+             for part in message.iter_parts()]
+    assert parts == [
+        (f"bytes 500000-500099/{BIG}", "application/octet-stream", data[500000:500100]),
+        (f"bytes 0-9/{BIG}", "application/octet-stream", data[:10]),
+        (f"bytes {BIG - 20}-{BIG - 1}/{BIG}", "application/octet-stream", data[-20:]),
+    ]

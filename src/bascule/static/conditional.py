@@ -9,6 +9,7 @@ that reason. Last-Modified is the IMF-fixdate of the modification time, whole se
 
 from __future__ import annotations
 
+import itertools
 import re
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Final
@@ -16,7 +17,7 @@ from typing import Final
 NOT_MODIFIED: Final = 304
 PRECONDITION_FAILED: Final = 412
 UNSATISFIABLE: Final = (-1, -1)
-"""parse_range's answer for a range set none of whose ranges overlaps the file: 416."""
+"""parse_ranges' answer for a range set none of whose ranges overlaps the file: 416."""
 
 _ETAG = re.compile(rb'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
 
@@ -112,19 +113,43 @@ def if_range_holds(value: bytes, etag: bytes, last_modified: bytes) -> bool:
     return ours is not None and theirs == ours
 
 
-def parse_range(value: bytes, size: int) -> tuple[int, int] | None:
-    """The byte range a Range header asks of a file of ``size`` bytes, as (first, last) inclusive.
+MAX_RANGES: Final = 16
+"""More ranges than this in one request get the whole file (RFC 9110 14.2 lets a server ignore Range)."""
+
+
+def parse_ranges(value: bytes, size: int) -> list[tuple[int, int]] | tuple[int, int] | None:
+    """The byte ranges a Range header asks of a file of ``size`` bytes, as (first, last) pairs, inclusive, in
+    the client's order.
 
     None means answer with the whole file: another unit, a malformed header (RFC 9110 14.2 says ignore it),
-    or several ranges (multipart/byteranges is not implemented; a full 200 is an allowed answer to any Range).
-    UNSATISFIABLE (416) when the one range starts at or past the end, or is a suffix of length zero.
+    more than MAX_RANGES ranges, or ranges that overlap (both would let a small request ask for many times
+    the file, the amplification 14.2 warns of). UNSATISFIABLE (416) when no range overlaps the file: each
+    starts at or past the end, or is a suffix of length zero. Ranges that do not overlap it are dropped.
     """
-    unit, sep, spec = value.partition(b"=")
+    unit, sep, specs = value.partition(b"=")
     if not sep or unit.strip().lower() != b"bytes":
         return None
-    spec = spec.strip()
-    if b"," in spec:
+    items = specs.split(b",")
+    if len(items) > MAX_RANGES:
         return None
+    spans: list[tuple[int, int]] = []
+    for item in items:
+        span = _one_range(item.strip(), size)
+        if span is None:
+            return None
+        if span != UNSATISFIABLE:
+            spans.append(span)
+    if not spans:
+        return UNSATISFIABLE
+    ordered = sorted(spans)
+    for (_, last), (first, _) in itertools.pairwise(ordered):
+        if first <= last:
+            return None
+    return spans
+
+
+def _one_range(spec: bytes, size: int) -> tuple[int, int] | None:
+    """One range-spec: (first, last), UNSATISFIABLE, or None if it is not a valid range-spec."""
     first_text, dash, last_text = spec.partition(b"-")
     first_text, last_text = first_text.strip(), last_text.strip()
     if not dash or (first_text and not first_text.isdigit()) or (last_text and not last_text.isdigit()):

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import stat
-from typing import Final
+from typing import Final, NamedTuple
 
 from bascule.errors import ConfigError
 from bascule.gateways.eager import start_eager
@@ -28,7 +29,7 @@ from bascule.static.conditional import (
     http_date,
     if_range_holds,
     make_etag,
-    parse_range,
+    parse_ranges,
     preconditions,
 )
 from bascule.static.content_types import content_type
@@ -133,15 +134,19 @@ class StaticMount:
             if not stat.S_ISREG(info.st_mode):
                 self.not_found(ex)
                 return
-            size = info.st_size
-            status, headers, first, count = self.answer(ex, found, coding, size, info.st_mtime_ns)
-            if count < 0:
-                ex.send_head(status, headers, b"", end=True)
+            answer = self.answer(ex, found, coding, info.st_size, info.st_mtime_ns)
+            if not answer.parts:
+                ex.send_head(answer.status, answer.headers, b"", end=True)
                 return
-            ex.send_head(status, headers, b"", end=False)
-            await ex.send_file(fd, first, count)
+            ex.send_head(answer.status, answer.headers, b"", end=False)
+            for head, first, count in answer.parts:
+                if ex.finished or ex.disconnected:
+                    break
+                if head:
+                    ex.send_body(head)
+                await ex.send_file(fd, first, count)
             if not ex.finished and not ex.disconnected:
-                ex.send_body(b"", end=True)
+                ex.send_body(answer.closing, end=True)
             if ex.write_paused and not ex.disconnected:
                 await ex.drain()
         except asyncio.CancelledError:  # --timeout-request, or a forced stop
@@ -160,10 +165,8 @@ class StaticMount:
             if fd >= 0:
                 os.close(fd)
 
-    def answer(self, ex: Exchange, found: Found, coding: str | None, size: int,
-               mtime_ns: int) -> tuple[int, Headers, int, int]:
-        """The status, headers and byte range (first, count; count -1 for no body at all) for a file sent as
-        itself (``coding`` None) or as its precompressed sibling."""
+    def answer(self, ex: Exchange, found: Found, coding: str | None, size: int, mtime_ns: int) -> Answer:
+        """What to send for a file sent as itself (``coding`` None) or as its precompressed sibling."""
         etag = make_etag(size, mtime_ns, coding)
         mtime = mtime_ns // 1_000_000_000
         last_modified = http_date(mtime)
@@ -179,23 +182,55 @@ class StaticMount:
             verdict = preconditions(ex.method, etag, mtime, fields.get(b"if-match"), fields.get(b"if-unmodified-since"),
                                     fields.get(b"if-none-match"), fields.get(b"if-modified-since"))
             if verdict == NOT_MODIFIED:
-                return NOT_MODIFIED, validators, 0, -1
+                return Answer(NOT_MODIFIED, validators)
             if verdict is not None:
-                return verdict, [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0")], 0, -1
-        headers: Headers = [(b"content-type", content_type(found.path)), *validators, (b"accept-ranges", b"bytes")]
+                return Answer(verdict, [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0")])
+        media_type = content_type(found.path)
+        headers: Headers = [(b"content-type", media_type), *validators, (b"accept-ranges", b"bytes")]
         if coding is not None:
             headers.append((b"content-encoding", coding.encode("ascii")))
         wanted = fields.get(b"range")
         if wanted is not None and ex.method == "GET":
             if_range = fields.get(b"if-range")
-            span = parse_range(wanted, size) if if_range is None or if_range_holds(if_range, etag, last_modified) \
+            spans = parse_ranges(wanted, size) if if_range is None or if_range_holds(if_range, etag, last_modified) \
                 else None
-            if span == UNSATISFIABLE:
-                return 416, [(b"content-range", b"bytes */%d" % size), (b"content-length", b"0"), *validators], 0, -1
-            if span is not None:
-                first, last = span
+            if spans == UNSATISFIABLE:
+                return Answer(416, [(b"content-range", b"bytes */%d" % size), (b"content-length", b"0"), *validators])
+            if type(spans) is list and len(spans) == 1:
+                first, last = spans[0]
                 headers.append((b"content-range", b"bytes %d-%d/%d" % (first, last, size)))
                 headers.append((b"content-length", b"%d" % (last - first + 1)))
-                return 206, headers, first, last - first + 1
+                return Answer(206, headers, [(b"", first, last - first + 1)])
+            if type(spans) is list:
+                return byteranges(headers, media_type, spans, size)
         headers.append((b"content-length", b"%d" % size))
-        return 200, headers, 0, size
+        return Answer(200, headers, [(b"", 0, size)])
+
+
+class Answer(NamedTuple):
+    """A response to send: ``parts`` are (bytes before, first byte, count) slices of the file, ``closing``
+    the bytes after the last; no parts, no body at all (304, 412, 416)."""
+
+    status: int
+    headers: Headers
+    parts: list[tuple[bytes, int, int]] = []
+    closing: bytes = b""
+
+
+def byteranges(headers: Headers, media_type: bytes, spans: list[tuple[int, int]], size: int) -> Answer:
+    """A 206 multipart/byteranges answer (RFC 9110 14.6) for several ranges, in the order asked. Every
+    part's head is known up front, so the Content-Length is exact and the file parts still go by send_file."""
+    boundary = secrets.token_hex(12).encode("ascii")
+    parts: list[tuple[bytes, int, int]] = []
+    length = 0
+    for first, last in spans:
+        head = (b"\r\n--%s\r\ncontent-type: %s\r\ncontent-range: bytes %d-%d/%d\r\n\r\n"
+                % (boundary, media_type, first, last, size))
+        parts.append((head, first, last - first + 1))
+        length += len(head) + last - first + 1
+    closing = b"\r\n--%s--\r\n" % boundary
+    length += len(closing)
+    headers = [(name, value) for name, value in headers if name != b"content-type"]
+    headers.append((b"content-type", b"multipart/byteranges; boundary=" + boundary))
+    headers.append((b"content-length", b"%d" % length))
+    return Answer(206, headers, parts, closing)

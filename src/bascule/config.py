@@ -79,6 +79,9 @@ class Config:
     static_max_age: int = field(default=60, metadata=option(
         "Cache-Control max-age of static files, in seconds (clients revalidate with the ETag afterwards).",
         metavar="SECONDS"))
+    static_immutable: bool = field(default=True, metadata=option(
+        "Send content-hashed static files (listed in a Django staticfiles.json or Vite manifest, else names "
+        "such as app.3f2a9c1b7e4d.css) with Cache-Control: public, max-age=31536000, immutable."))
     host: str = field(default="127.0.0.1", metadata=option("Address to bind.", metavar="ADDRESS"))
     port: int = field(default=8000, metadata=option("Port to bind (0 picks a free one).", metavar="PORT"))
     uds: str | None = field(default=None, metadata=option("Bind a Unix domain socket at this path instead of "

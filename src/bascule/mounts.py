@@ -85,7 +85,7 @@ class AppTable:
         self.static_mounts: list[StaticMount] = []
         for spec in config.static:
             prefix, directory = parse_static(spec)
-            static = StaticMount(prefix, directory, max_age=config.static_max_age)
+            static = StaticMount(prefix, directory, max_age=config.static_max_age, immutable=config.static_immutable)
             self.static_mounts.append(static)
             routes.append((prefix, static))
         routes.sort(key=lambda route: len(route[0]), reverse=True)

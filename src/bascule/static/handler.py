@@ -34,6 +34,7 @@ from bascule.static.conditional import (
 )
 from bascule.static.content_types import content_type
 from bascule.static.encodings import choose_coding
+from bascule.static.immutable import IMMUTABLE, ImmutablePolicy
 from bascule.static.resolve import FILE, REDIRECT, Found, Resolver, decode_request_path, split_segments
 
 _log = logging.getLogger("bascule.error")
@@ -57,10 +58,12 @@ def check_static_dir(prefix: str, directory: str) -> str:
 class StaticMount:
     """Serves the files under ``directory`` at ``prefix`` (a decoded path prefix without a trailing slash)."""
 
-    def __init__(self, prefix: str, directory: str, *, max_age: int) -> None:
+    def __init__(self, prefix: str, directory: str, *, max_age: int, immutable: bool = True) -> None:
         self.prefix = prefix
-        self.resolver = Resolver(check_static_dir(prefix, directory))
+        root = check_static_dir(prefix, directory)
+        self.resolver = Resolver(root)
         self.cache_control = b"public, max-age=%d" % max_age
+        self.immutable = ImmutablePolicy(root) if immutable else None
         self.tasks: set[asyncio.Task[None]] = set()
 
     def handle(self, ex: Exchange) -> None:
@@ -170,8 +173,9 @@ class StaticMount:
         etag = make_etag(size, mtime_ns, coding)
         mtime = mtime_ns // 1_000_000_000
         last_modified = http_date(mtime)
-        validators: Headers = [(b"etag", etag), (b"last-modified", last_modified),
-                               (b"cache-control", self.cache_control)]
+        immutable = self.immutable
+        cache_control = IMMUTABLE if immutable is not None and immutable(found.path) else self.cache_control
+        validators: Headers = [(b"etag", etag), (b"last-modified", last_modified), (b"cache-control", cache_control)]
         if found.siblings:  # the answer depends on Accept-Encoding: caches must know (RFC 9110 12.5.5)
             validators.append(VARY)
         fields: dict[bytes, bytes] = {}

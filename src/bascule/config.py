@@ -79,6 +79,10 @@ class Config:
     static_max_age: int = field(default=60, metadata=option(
         "Cache-Control max-age of static files, in seconds (clients revalidate with the ETag afterwards).",
         metavar="SECONDS"))
+    static_fallback: str | None = field(default=None, metadata=option(
+        "Single-page apps: a page request (Accept: text/html) for a path no file matches gets this file, "
+        "relative to each --static directory (for example index.html), with 200; other requests still get 404.",
+        metavar="FILE"))
     static_immutable: bool = field(default=True, metadata=option(
         "Send content-hashed static files (listed in a Django staticfiles.json or Vite manifest, else names "
         "such as app.3f2a9c1b7e4d.css) with Cache-Control: public, max-age=31536000, immutable."))
@@ -307,6 +311,8 @@ class Config:
             parse_mount(spec)
         for spec in self.static:
             parse_static(spec)
+        if self.static_fallback is not None and not self.static:
+            raise ConfigError("static_fallback applies to --static directories: add --static /PREFIX=DIR")
         if self.static_max_age < 0:
             raise ConfigError(f"static_max_age must be >= 0 seconds, got {self.static_max_age}")
         for spec in self.header:

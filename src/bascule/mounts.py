@@ -21,7 +21,7 @@ from bascule.gateways.threads import ThreadPool
 from bascule.gateways.wsgi import WSGIGateway
 from bascule.loader import LoadedApp, classify, load_app
 from bascule.protocols.exchange import Exchange, WebSocketSession
-from bascule.static.handler import StaticMount, check_static_dir
+from bascule.static.handler import StaticMount
 
 Gateway = ASGIGateway | WSGIGateway | StaticMount
 
@@ -49,7 +49,7 @@ def resolve_mounts(config: Config, app: Any = None) -> list[Mount]:
         if prefix in taken:
             raise ConfigError(f"static {spec!r}: {prefix or '/'} is already mounted; give each mount its own prefix")
         taken.add(prefix)
-        check_static_dir(prefix, directory)  # here, once, so a master reports it before starting workers
+        StaticMount(prefix, directory, max_age=0, immutable=False, fallback=config.static_fallback)  # checks, once
     return mounts
 
 
@@ -85,7 +85,8 @@ class AppTable:
         self.static_mounts: list[StaticMount] = []
         for spec in config.static:
             prefix, directory = parse_static(spec)
-            static = StaticMount(prefix, directory, max_age=config.static_max_age, immutable=config.static_immutable)
+            static = StaticMount(prefix, directory, max_age=config.static_max_age, immutable=config.static_immutable,
+                                 fallback=config.static_fallback)
             self.static_mounts.append(static)
             routes.append((prefix, static))
         routes.sort(key=lambda route: len(route[0]), reverse=True)

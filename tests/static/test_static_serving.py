@@ -346,3 +346,27 @@ def test_multiple_ranges_multipart(srv: Running, www: Path, http2: bool) -> None
         (f"bytes 0-9/{BIG}", "application/octet-stream", data[:10]),
         (f"bytes {BIG - 20}-{BIG - 1}/{BIG}", "application/octet-stream", data[-20:]),
     ]
+
+
+def test_single_page_app_fallback(www: Path) -> None:
+    (www / "index.html").write_bytes(b"<div id=app></div>\n")
+    page = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    with serve_in_thread(root_app, static=(f"/s={www}",), static_fallback="index.html") as srv:
+        route = httpx.get(srv.url + "/s/users/42", headers=page)
+        assert route.status_code == 200 and route.content == b"<div id=app></div>\n"
+        assert route.headers["content-type"] == "text/html; charset=utf-8"
+        assert httpx.get(srv.url + "/s/assets/missing.js", headers={"accept": "*/*"}).status_code == 404
+        assert httpx.get(srv.url + "/s/hello.txt", headers=page).content == b"hello, world\n"
+        assert httpx.get(srv.url + "/s/.env", headers=page).status_code == 404  # refused, not fallen back
+        assert httpx.get(srv.url + "/s/%2e%2e/x", headers=page).status_code == 404
+
+
+def test_fallback_config_errors(www: Path) -> None:
+    from bascule.config import Config
+    from bascule.mounts import resolve_mounts
+    with pytest.raises(ConfigError, match="static_fallback"):
+        Config(app="x:y", static_fallback="index.html")
+    for bad in ("missing.html", "../hello.txt", "docs"):
+        with pytest.raises(ConfigError, match="static_fallback"):
+            resolve_mounts(Config(static=(f"/s={www}",), static_fallback=bad))
+    assert resolve_mounts(Config(static=(f"/s={www}",), static_fallback="docs/index.html")) == []

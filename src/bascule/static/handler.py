@@ -35,7 +35,7 @@ from bascule.static.conditional import (
 from bascule.static.content_types import content_type
 from bascule.static.encodings import choose_coding
 from bascule.static.immutable import IMMUTABLE, ImmutablePolicy
-from bascule.static.resolve import FILE, REDIRECT, Found, Resolver, decode_request_path, split_segments
+from bascule.static.resolve import FILE, MISSING, REDIRECT, Found, Resolver, decode_request_path, split_segments
 
 _log = logging.getLogger("bascule.error")
 NOT_FOUND_BODY: Final = b"Not Found\n"
@@ -55,13 +55,32 @@ def check_static_dir(prefix: str, directory: str) -> str:
     return real
 
 
+def check_fallback(resolver: Resolver, prefix: str, directory: str, fallback: str) -> tuple[str, ...]:
+    """--static-fallback's file as segments; ConfigError unless it is a file under every --static directory."""
+    parts = split_segments("/" + fallback.strip("/"))
+    if parts is None or not parts[0] or resolver.locate(parts[0], False).kind != FILE:
+        raise ConfigError(f"static_fallback {fallback!r} is not a file under {directory!r} (static {prefix or '/'}): "
+                          f"give a path relative to each --static directory, such as index.html")
+    return parts[0]
+
+
+def wants_html(headers: Headers) -> bool:
+    """Whether the request is a page navigation (its Accept names text/html), not a script's or an image's."""
+    return any(name == b"accept" and b"text/html" in value for name, value in headers)
+
+
 class StaticMount:
     """Serves the files under ``directory`` at ``prefix`` (a decoded path prefix without a trailing slash)."""
 
-    def __init__(self, prefix: str, directory: str, *, max_age: int, immutable: bool = True) -> None:
+    def __init__(self, prefix: str, directory: str, *, max_age: int, immutable: bool = True,
+                 fallback: str | None = None) -> None:
         self.prefix = prefix
         root = check_static_dir(prefix, directory)
         self.resolver = Resolver(root)
+        self.fallback: tuple[str, ...] | None = None
+        """--static-fallback's file as path segments: what a page navigation to a missing path gets."""
+        if fallback is not None:
+            self.fallback = check_fallback(self.resolver, prefix, directory, fallback)
         self.cache_control = b"public, max-age=%d" % max_age
         self.immutable = ImmutablePolicy(root) if immutable else None
         self.tasks: set[asyncio.Task[None]] = set()
@@ -82,6 +101,8 @@ class StaticMount:
             self.not_found(ex)
             return
         found = self.resolver.find(parts[0], parts[1], ex.loop.time())
+        if found.kind == MISSING and self.fallback is not None and wants_html(ex.headers):
+            found = self.resolver.find(self.fallback, False, ex.loop.time())
         if found.kind == REDIRECT:
             self.redirect(ex)
         elif found.kind == FILE:

@@ -514,8 +514,8 @@ def test_main_keyboard_interrupt_is_quiet(isolated: Path, fake_server: types.Sim
      "bascule: unknown environment variable BASCULE_PROT (did you mean BASCULE_PORT?)\n"),
     (["main:app"], {}, "prot = 1\n", "bascule: unknown option 'prot' in {path} (did you mean 'port'?)\n"),
     (["main:app"], {}, "port = 'abc'\n", "bascule: option 'port' in {path} expects an integer, got 'abc'\n"),
-    ([], {}, None, "bascule: no app given: pass MODULE:ATTR (for example 'main:app') or --mount "
-                   "/PREFIX=MODULE:ATTR\n"),
+    ([], {}, None, "bascule: no app given: pass MODULE:ATTR (for example 'main:app'), --mount "
+                   "/PREFIX=MODULE:ATTR or --static /PREFIX=DIR\n"),
 ])
 def test_main_config_errors_are_one_line_and_never_import_the_server(
     isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

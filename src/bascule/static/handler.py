@@ -225,11 +225,11 @@ class StaticMount:
                 first, last = spans[0]
                 headers.append((b"content-range", b"bytes %d-%d/%d" % (first, last, size)))
                 headers.append((b"content-length", b"%d" % (last - first + 1)))
-                return Answer(206, headers, [(b"", first, last - first + 1)])
+                return Answer(206, headers, ((b"", first, last - first + 1),))
             if type(spans) is list:
                 return byteranges(headers, media_type, spans, size)
         headers.append((b"content-length", b"%d" % size))
-        return Answer(200, headers, [(b"", 0, size)])
+        return Answer(200, headers, ((b"", 0, size),))
 
 
 class Answer(NamedTuple):
@@ -238,7 +238,7 @@ class Answer(NamedTuple):
 
     status: int
     headers: Headers
-    parts: list[tuple[bytes, int, int]] = []
+    parts: tuple[tuple[bytes, int, int], ...] = ()
     closing: bytes = b""
 
 
@@ -258,4 +258,4 @@ def byteranges(headers: Headers, media_type: bytes, spans: list[tuple[int, int]]
     headers = [(name, value) for name, value in headers if name != b"content-type"]
     headers.append((b"content-type", b"multipart/byteranges; boundary=" + boundary))
     headers.append((b"content-length", b"%d" % length))
-    return Answer(206, headers, parts, closing)
+    return Answer(206, headers, tuple(parts), closing)

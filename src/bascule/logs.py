@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bascule.accesslog import DEFAULT_FORMAT
 from bascule.config import Config
 from bascule.errors import ConfigError
 
@@ -38,7 +39,7 @@ def configure_logging(config: Config) -> None:
     else:
         for logger, stream, fmt in (
             (error_log, sys.stderr, "%(asctime)s [%(process)d] %(levelname)s: %(message)s"),
-            (access_log, sys.stdout, "%(asctime)s [%(process)d] %(message)s"),
+            (access_log, sys.stdout, DEFAULT_FORMAT),  # accesslog.AccessLog writes this one itself
         ):
             for handler in list(logger.handlers):
                 if getattr(handler, "_bascule_default", False):

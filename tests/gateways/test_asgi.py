@@ -33,13 +33,17 @@ START = "http.response.start"
 BODY = "http.response.body"
 TRAILERS = "http.response.trailers"
 PATHSEND = "http.response.pathsend"
-MESSAGE_TYPES = (START, BODY, TRAILERS, PATHSEND, "http.request", "bogus")
+EARLY_HINT = "http.response.early_hint"
+INFORMATIONAL = "http.response.informational"
+MESSAGE_TYPES = (START, BODY, TRAILERS, PATHSEND, EARLY_HINT, INFORMATIONAL, "http.request", "bogus")
 
 EXPECTED_TRANSITIONS = {
     (SendState.START, START): {SendState.BODY},
     (SendState.BODY, BODY): {SendState.BODY, SendState.TRAILERS, SendState.DONE},
     (SendState.TRAILERS, TRAILERS): {SendState.TRAILERS, SendState.DONE},
     (SendState.BODY, PATHSEND): {SendState.TRAILERS, SendState.DONE},
+    (SendState.START, EARLY_HINT): {SendState.START},
+    (SendState.START, INFORMATIONAL): {SendState.START},
 }
 """The ASGI HTTP response order, written out independently of the code under test."""
 
@@ -94,6 +98,10 @@ class FakeExchange(Exchange):
     def send_body(self, data: bytes, end: bool = False) -> None:
         self.calls.append(("send_body", data, end))
 
+    def send_informational(self, status: int, headers: Headers) -> None:
+        super().send_informational(status, headers)  # the seam's checks
+        self.calls.append(("send_informational", status, headers))
+
     def send_trailers(self, trailers: Headers) -> None:
         self.calls.append(("send_trailers", trailers))
 
@@ -133,6 +141,8 @@ def message(mtype: str, **fields: Any) -> Message:
         TRAILERS: {"headers": [(b"x-checksum", b"1")], "more_trailers": False},
         "http.request": {"body": b"", "more_body": False},
         PATHSEND: {"path": __file__},
+        EARLY_HINT: {"links": [b"</a.css>; rel=preload; as=style"]},
+        INFORMATIONAL: {"status": 103, "headers": [(b"link", b"</a.js>; rel=preload; as=script")]},
     }
     return {"type": mtype, **defaults.get(mtype, {}), **fields}
 

@@ -56,8 +56,15 @@ TRANSITIONS: dict[tuple[SendState, str], frozenset[SendState]] = {
     (SendState.BODY, "http.response.body"): frozenset({SendState.BODY, SendState.TRAILERS, SendState.DONE}),
     (SendState.TRAILERS, "http.response.trailers"): frozenset({SendState.TRAILERS, SendState.DONE}),
     (SendState.BODY, "http.response.pathsend"): frozenset({SendState.TRAILERS, SendState.DONE}),
+    (SendState.START, "http.response.early_hint"): frozenset({SendState.START}),
+    (SendState.START, "http.response.informational"): frozenset({SendState.START}),
 }
-"""Allowed (state, message type) pairs and the states each may lead to; every other pair is an error."""
+"""Allowed (state, message type) pairs and the states each may lead to; every other pair is an error.
+
+The two interim messages (103 Early Hints: asgiref's ``http.response.early_hint`` extension, and gunicorn's
+``http.response.informational``) come before ``http.response.start``, any number of times. The extension's
+text says "after the Response Start message", which cannot be meant: a 1xx after the final head would be
+read as the next response's; hypercorn, which wrote the extension, also takes it only before the start."""
 
 
 def decode_path(raw_path: bytes) -> str:
@@ -111,7 +118,8 @@ class ASGIGateway:
 
     def handle(self, ex: Exchange) -> None:
         """Start the app for one request (called on the loop; returns at once)."""
-        extensions: dict[str, Any] = {"http.response.trailers": {}, "http.response.pathsend": {}}
+        extensions: dict[str, Any] = {"http.response.trailers": {}, "http.response.pathsend": {},
+                                      "http.response.early_hint": {}}
         if ex.tls is not None:
             extensions["tls"] = ex.tls.copy()  # per scope: an app may change its scope
         scope = self.scope("http", ex, extensions)
@@ -242,6 +250,10 @@ class HTTPCycle:
             if state is SendState.BODY and mtype == "http.response.pathsend":
                 await self.pathsend(message)
                 return
+            if state is SendState.START and (mtype == "http.response.early_hint"
+                                             or mtype == "http.response.informational"):
+                self.informational(mtype, message)
+                return
             raise AppProtocolError(f"ASGI message {mtype!r} is not allowed in state {state.value!r} of an "
                                    f"HTTP response")
         if ex.disconnected:
@@ -281,6 +293,30 @@ class HTTPCycle:
             raise AppProtocolError(f"ASGI message {mtype!r} lacks the required key {missing}") from None
         except (TypeError, ValueError) as exc:
             raise AppProtocolError(f"invalid ASGI message {mtype!r}: {exc}") from exc
+
+    def informational(self, mtype: str, message: Message) -> None:
+        """An interim response before the start: ``http.response.early_hint`` (``links``: Link field values,
+        each sent as a ``link`` field of a 103) or ``http.response.informational`` (``status`` and
+        ``headers``, as http.response.start's). Dropped where the request cannot get one (HTTP/1.0; uwsgi,
+        SCGI and FastCGI); checked everywhere (Exchange.send_informational)."""
+        ex = self.ex
+        if ex.disconnected:
+            raise ClientDisconnected("the client has disconnected")
+        try:
+            if mtype == "http.response.early_hint":
+                links = message["links"]
+                if isinstance(links, (bytes, str)):  # an iterable, but of ints or characters: never meant
+                    raise AppProtocolError("http.response.early_hint 'links' must be an iterable of bytes")
+                headers = [(b"link", app_bytes(link, "http.response.early_hint links")) for link in links]
+                status = 103
+            else:
+                status = app_int(message["status"], "http.response.informational 'status'")
+                headers = app_headers(message.get("headers", ()))
+        except KeyError as missing:
+            raise AppProtocolError(f"ASGI message {mtype!r} lacks the required key {missing}") from None
+        except (TypeError, ValueError) as exc:
+            raise AppProtocolError(f"invalid ASGI message {mtype!r}: {exc}") from exc
+        ex.send_informational(status, headers)
 
     async def pathsend(self, message: Message) -> None:
         """``http.response.pathsend``: the rest of the body is the file at ``path``, which the server opens,

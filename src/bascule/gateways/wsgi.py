@@ -25,7 +25,7 @@ from bascule.errors import AppProtocolError
 from bascule.gateways.eager import start_eager
 from bascule.gateways.threads import ThreadPool
 from bascule.gateways.wsgi_io import FileWrapper, WSGIErrors, WSGIInput
-from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, app_bytes
+from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, app_bytes, check_interim
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -89,8 +89,9 @@ class WSGIGateway:
         spool.seek(0)
         _Request(self, ex, WSGIInput(functools.partial(spool.read, 64 * 1024)), True).run()
 
-    def environ(self, ex: Exchange, wsgi_input: WSGIInput) -> dict[str, Any]:
-        """The PEP 3333 environ of one request (built in the worker thread, off the event loop)."""
+    def environ(self, ex: Exchange, wsgi_input: WSGIInput, request: _Request) -> dict[str, Any]:
+        """The PEP 3333 environ of one request (built in the worker thread, off the event loop), with
+        gunicorn's ``wsgi.early_hints`` callable (``request`` itself: see _Request.__call__)."""
         raw = ex.raw_path
         path = (unquote_to_bytes(raw) if 37 in raw else raw).decode("latin-1")  # "%" (an int: no TypeError inside)
         if self.prefix and path.startswith(self.prefix):
@@ -109,6 +110,7 @@ class WSGIGateway:
             if ex.root_path is not None:
                 env["SCRIPT_NAME"] = (ex.root_path + self.mount_prefix).encode("utf-8").decode("latin-1")
         env["wsgi.input"] = wsgi_input
+        env["wsgi.early_hints"] = request  # callable (_Request.__call__): no bound method made per request
         if ex.server is not None:
             env["SERVER_NAME"], env["SERVER_PORT"] = ex.server[0], str(ex.server[1])
         else:
@@ -229,6 +231,33 @@ class _Request:
         if chunk:
             self._push(chunk, False)
 
+    def __call__(self, headers: Any) -> None:
+        """``environ["wsgi.early_hints"]`` (gunicorn's): send a 103 Early Hints with these (name, value) str
+        fields, typically ``[("Link", "</app.css>; rel=preload; as=style")]``, before the response.
+
+        The fields are checked here, in the app's thread, so a bad one is the app's exception (a 500 if it
+        lets it through). Then the 103 is queued for the loop and the app goes on at once: the callbacks
+        run in order, so it leaves before the head. Ignored once the head is on its way (as gunicorn: a
+        1xx after it would corrupt the response), and where the wire has no 1xx (HTTP/1.0, uwsgi, SCGI,
+        FastCGI: Exchange.send_informational).
+        """
+        encoded: Headers = []
+        pair: Any
+        try:
+            for pair in headers:
+                name, value = pair
+                if type(name) is not str or type(value) is not str:
+                    raise AppProtocolError(f"WSGI early hint names and values must be str: {(name, value)!r}")
+                encoded.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        except UnicodeEncodeError as exc:
+            raise AppProtocolError(f"WSGI early hint is not latin-1: {exc}") from None
+        except (TypeError, ValueError):
+            raise AppProtocolError(f"WSGI early hints must be a list of (name, value) tuples, got {headers!r}") \
+                from None
+        check_interim(103, encoded)
+        if not self.head_scheduled:
+            self._post(self._on_loop_hints, encoded)
+
     # -- driving ----------------------------------------------------------------------------------
     def run(self) -> None:
         try:
@@ -253,7 +282,7 @@ class _Request:
             wsgi_input = WSGIInput(pull)
         result: Iterable[bytes] | None = None
         try:
-            environ = self.gateway.environ(ex, wsgi_input)
+            environ = self.gateway.environ(ex, wsgi_input, self)
             result = self.gateway.app(environ, self.start_response)
             if not self._consume(result):
                 result = None  # handed over to _stream_on_loop, which closes it
@@ -453,6 +482,16 @@ class _Request:
                 with cond:
                     self._pending -= len(data)
                     cond.notify_all()
+
+    def _on_loop_hints(self, headers: Headers) -> None:
+        """Send a 103 on the loop (checked already in the app's thread), unless the head went first."""
+        ex = self.ex
+        if ex.response_started or ex.disconnected:
+            return
+        try:
+            ex.send_informational(103, headers)
+        except AppProtocolError as exc:  # the fields were checked: only a wire's own refusal gets here
+            _log.error("WSGI early hints refused (%s %s): %s", ex.method, ex.raw_path.decode("latin-1"), exc)
 
     def _on_loop_error(self) -> None:
         ex = self.ex

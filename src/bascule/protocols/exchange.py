@@ -13,9 +13,10 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable
-from typing import IO, Any, Protocol
+from typing import IO, Any, Final, Protocol
 
 from bascule.errors import AppProtocolError, ClientDisconnected
+from bascule.protocols.fields import check_field
 from bascule.protocols.sendfile import send_chunks
 
 try:
@@ -26,7 +27,8 @@ except ImportError:  # it only matters to mypyc (setup.py), which does not call 
         return lambda cls: cls
 
 __all__ = ["AppRun", "BufferedExchange", "ClientDisconnected", "Exchange", "Headers", "WebSocketClosed",
-           "WebSocketSession", "app_bytes", "app_headers", "app_int", "describe_peer", "peer_address"]
+           "WebSocketSession", "app_bytes", "app_headers", "app_int", "check_interim", "describe_peer",
+           "peer_address"]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -68,6 +70,30 @@ def app_int(value: object, what: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return int(value)
     raise AppProtocolError(f"{what} must be an int, got {value!r}")
+
+
+_NOT_IN_INTERIM: Final = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+
+
+def check_interim(status: object, headers: Any) -> int:
+    """An app's informational (1xx) response checked, its status returned: raises AppProtocolError, with
+    nothing written, unless the status is 102-199 and every field may be written (protocols/fields.py).
+
+    100 is the server's own (sent when the app first reads a body that ``Expect: 100-continue`` held
+    back) and 101 is an upgrade the server performs, so neither is the app's to send; 103 Early Hints is
+    what apps send. A 1xx carries no content and cannot end the connection, so its framing fields would
+    be lies: refused. Checked the same on every wire, the ones that drop interim responses too, so an
+    app's mistake shows wherever it runs.
+    """
+    code = app_int(status, "an informational response's status")
+    if not 102 <= code <= 199:
+        raise AppProtocolError(f"an app's informational response must have a status of 102-199, got {code}")
+    for pair in headers:
+        name, value = pair
+        check_field(name, value, "informational header")
+        if name.lower() in _NOT_IN_INTERIM:
+            raise AppProtocolError(f"an informational response may not carry {name!r}")
+    return code
 
 
 def peer_address(info: Any) -> tuple[str, int] | None:
@@ -179,6 +205,20 @@ class Exchange(abc.ABC):
     @abc.abstractmethod
     def send_body(self, data: bytes, end: bool = False) -> None:
         """More body bytes; ``end`` finishes the response (unless trailers were announced)."""
+
+    def send_informational(self, status: int, headers: Headers) -> None:
+        """An interim 1xx response (103 Early Hints) before the final one: HTTP/1.1 and HTTP/2 write it.
+
+        Raises AppProtocolError (nothing written) for a status or field :func:`check_interim` refuses, or
+        once the response has started (a 1xx after the final head would be read as the next response's).
+        This default only checks: uwsgi, SCGI and FastCGI cannot carry one. Their responses are read by a
+        web server as a CGI-style head (FastCGI, SCGI) or one HTTP/1.x head per request (uwsgi), which
+        would take a 1xx for the final response: hints there are the front server's to send. An HTTP/1.0
+        client never gets one either (HTTP/1.0 has no 1xx responses: RFC 9110 15.2).
+        """
+        if self.response_started:
+            raise AppProtocolError("an informational response after the response started")
+        check_interim(status, headers)
 
     @abc.abstractmethod
     def send_trailers(self, trailers: Headers) -> None:

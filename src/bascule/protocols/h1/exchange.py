@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 from bascule.errors import AppProtocolError, ProtocolError
-from bascule.protocols.exchange import BufferedExchange, Headers
+from bascule.protocols.exchange import BufferedExchange, Headers, check_interim
+from bascule.protocols.fields import field_block
 from bascule.protocols.http1x import (
     CONTINUE,
     LAST_CHUNK,
@@ -199,6 +200,18 @@ class H1Exchange(BufferedExchange):
                 self._wake_disconnect()
             return
         self._emit(head, body, end)
+
+    def send_informational(self, status: int, headers: Headers) -> None:
+        """``HTTP/1.1 103 Early Hints`` and the app's fields, queued ahead of the final head; nothing for an
+        HTTP/1.0 request (no 1xx there) or a client already gone. The server's own fields (date, server,
+        --header) are left to the final response."""
+        if self.response_started or self.finished:
+            raise AppProtocolError("an informational response after the response started")
+        code = check_interim(status, headers)
+        if self.http_version == "1.0" or self.disconnected:
+            return
+        self.conn.outbox.write(b"".join((status_line(code), field_block(headers, "informational header"),
+                                         b"\r\n")))
 
     def _emit(self, parts: list[bytes], data: bytes, end: bool) -> None:
         """Write ``parts`` plus ``data`` framed for this response, in one write; finish when ``end``."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from bascule.errors import AppProtocolError
-from bascule.protocols.exchange import BufferedExchange, Headers
+from bascule.protocols.exchange import BufferedExchange, Headers, check_interim
 from bascule.protocols.h2 import frames as fr
 from bascule.protocols.h2.headers import (
     CONTENT_LENGTH_PREFIX,
@@ -180,6 +180,16 @@ class H2Stream(BufferedExchange):
                 self._finish()
             return
         self._emit(body, end, block)
+
+    def send_informational(self, status: int, headers: Headers) -> None:
+        """A HEADERS frame with the 1xx :status and the app's fields, without END_STREAM (RFC 9113 8.1),
+        ahead of the final response's; the server's own fields are left to the final response."""
+        if self.response_started or self.finished:
+            raise AppProtocolError("an informational response after the response started")
+        code = check_interim(status, headers)
+        parts, _ = encode_response_fields(headers)
+        if not self.disconnected:
+            self.conn.send_headers(self, status_field(code) + b"".join(parts), end_stream=False)
 
     def _emit(self, data: bytes, end: bool, head: bytes | None = None) -> None:
         """Send ``data`` (after the HEADERS block ``head``, when starting); finish when ``end``."""

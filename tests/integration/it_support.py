@@ -133,9 +133,9 @@ def spawn_uvicorn(app: str, port: int, *, cwd: Path | str = APPS, log: Path,
 
 @contextlib.contextmanager
 def spawn_gunicorn(app: str, bind: str, *, ready: Callable[[], object], cwd: Path | str = APPS,
-                   log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m gunicorn APP -b BIND``: the WSGI reference server some tests compare against."""
-    args = [sys.executable, "-m", "gunicorn", app, "-b", bind, "--workers", "1"]
+                   log: Path, flags: tuple[str, ...] = ()) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m gunicorn APP -b BIND [FLAGS]``: the WSGI reference server some tests compare against."""
+    args = [sys.executable, "-m", "gunicorn", app, "-b", bind, "--workers", "1", *flags]
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, cwd=cwd, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)

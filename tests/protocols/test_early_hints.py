@@ -12,6 +12,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import h2.config
@@ -23,6 +24,7 @@ from conftest import Running
 
 from bascule.errors import AppProtocolError
 from bascule.protocols.exchange import check_interim
+from bascule.protocols.uwsgi_wire import encode_vars
 
 Serve = Callable[..., contextlib.AbstractContextManager[Running]]
 Message = dict[str, Any]
@@ -377,3 +379,76 @@ def test_raw_socket_sees_no_bytes_between_hint_and_head(serve: Serve) -> None:
             while chunk := sock.recv(65536):
                 rest += chunk
     assert rest.startswith(b"HTTP/1.1 204 No Content\r\n"), rest
+
+
+# -- the examples in docs/early-hints.md -------------------------------------------------------------------
+
+
+def doc_example(first_line: str) -> str:
+    """The docs' Python block that begins with ``first_line``."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "early-hints.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    return next(block for block in blocks if block.startswith(first_line))
+
+
+def test_docs_fastapi_middleware_sends_the_hint_on_both_versions(serve: Serve) -> None:
+    pytest.importorskip("fastapi")
+    namespace: dict[str, Any] = {}
+    exec(doc_example("from fastapi import FastAPI"), namespace)  # our own docs
+    app = namespace["app"]
+    app.get("/")(lambda: {"ok": True})
+    with serve(app) as srv:
+        data = raw_request(srv, GET_11)
+        interim, status, body, _ = h2_get(srv)
+        other = raw_request(srv, b"GET /other HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    both = b"link: </static/app.css>; rel=preload; as=style\r\nlink: </static/app.js>; rel=preload; as=script\r\n"
+    assert data.startswith(b"HTTP/1.1 103 Early Hints\r\n" + both + b"\r\nHTTP/1.1 200 OK\r\n"), data
+    assert data.endswith(b'{"ok":true}')
+    assert [n for n, _ in interim[0]] == [b":status", b"link", b"link"] and (status, body) == (200, b'{"ok":true}')
+    assert other.startswith(b"HTTP/1.1 404 ")  # only the page that needs them
+
+
+def test_docs_flask_view_sends_the_hint(serve: Serve) -> None:
+    flask = pytest.importorskip("flask")
+    source = doc_example("from flask import Flask").replace('render_template("index.html")', '"page"')
+    namespace: dict[str, Any] = {"__name__": "hints_doc"}
+    exec(source, namespace)  # our own docs
+    assert isinstance(namespace["app"], flask.Flask)
+    with serve(namespace["app"], interface="wsgi") as srv:
+        data = raw_request(srv, GET_11)
+        interim, status, body, _ = h2_get(srv)
+    assert data.startswith(b"HTTP/1.1 103 Early Hints\r\nlink: </static/app.css>; rel=preload; as=style\r\n\r\n"
+                           b"HTTP/1.1 200 OK\r\n"), data
+    assert data.endswith(b"page")
+    assert interim == [[(b":status", b"103"), (b"link", b"</static/app.css>; rel=preload; as=style")]]
+    assert (status, body) == (200, b"page")
+
+
+# -- wires without 1xx: uwsgi (nginx reads one HTTP/1.x head per response) -------------------------------
+
+
+def uwsgi_get(srv: Running) -> bytes:
+    pairs = [(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/"), (b"PATH_INFO", b"/"), (b"QUERY_STRING", b""),
+             (b"SERVER_PROTOCOL", b"HTTP/1.1"), (b"SERVER_NAME", b"x"), (b"SERVER_PORT", b"80"),
+             (b"REMOTE_ADDR", b"127.0.0.1"), (b"REMOTE_PORT", b"5000"), (b"HTTP_HOST", b"x")]
+    return raw_request(srv, encode_vars(pairs))
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi-threads", "wsgi-loop"])
+def test_uwsgi_drops_hints_and_still_checks_them(serve: Serve, kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    if kind == "asgi":
+        good: Any = HintingApp([EARLY_HINT, INFORMATIONAL])
+        bad: Any = HintingApp([{"type": "http.response.early_hint", "links": [b"a\nb"]}])
+        options: dict[str, Any] = {}
+    else:
+        good, bad = WSGIHints(WSGI_HINTS), WSGIHints([[("Link", "a\nb")]])
+        options = {"interface": "wsgi", "wsgi_mode": kind.split("-")[1]}
+    with serve(good, bind=("uwsgi://127.0.0.1:0",), port=8000, **options) as srv:
+        data = uwsgi_get(srv)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"103" not in data, data
+    assert not good.errors
+    with caplog.at_level(logging.ERROR, "bascule.error"), \
+            serve(bad, bind=("uwsgi://127.0.0.1:0",), port=8000, **options) as srv:
+        data = uwsgi_get(srv)
+    assert data.startswith(b"HTTP/1.1 500 "), data
+    assert len(bad.errors) == 1

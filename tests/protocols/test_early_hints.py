@@ -21,9 +21,16 @@ import h2.events
 import httpx
 import pytest
 from conftest import Running
+from fakes import FakeTransport
 
+from bascule.config import Config
+from bascule.context import ServerContext
 from bascule.errors import AppProtocolError
 from bascule.protocols.exchange import check_interim
+from bascule.protocols.h1.connection import H1Connection
+from bascule.protocols.h1.exchange import H1Exchange
+from bascule.protocols.h2.connection import H2Connection
+from bascule.protocols.h2.stream import H2Stream
 from bascule.protocols.uwsgi_wire import encode_vars
 
 Serve = Callable[..., contextlib.AbstractContextManager[Running]]
@@ -452,3 +459,75 @@ def test_uwsgi_drops_hints_and_still_checks_them(serve: Serve, kind: str, caplog
         data = uwsgi_get(srv)
     assert data.startswith(b"HTTP/1.1 500 "), data
     assert len(bad.errors) == 1
+
+
+# -- the seam on each protocol, without a gateway: the exchange's own guard ------------------------------
+
+
+def h1_exchanges(loop: asyncio.AbstractEventLoop, request: bytes) -> tuple[H1Exchange, FakeTransport]:
+    dispatched: list[H1Exchange] = []
+    ctx = ServerContext(Config(app="x:y", access_log=False, http2=False), loop,
+                        dispatched.append, access_log=False)  # type: ignore[arg-type]
+    conn = H1Connection(ctx)
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    conn.data_received(request)
+    assert len(dispatched) == 1
+    return dispatched[0], transport
+
+
+def settle(loop: asyncio.AbstractEventLoop) -> None:
+    loop.run_until_complete(asyncio.sleep(0))  # one loop pass: queued writes reach the transport
+
+
+def test_h1_exchange_writes_hints_only_before_the_head() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        ex, transport = h1_exchanges(loop, GET_11)
+        ex.send_informational(103, [(b"link", CSS)])
+        ex.send_head(204, [], end=True)
+        with pytest.raises(AppProtocolError, match="after the response started"):
+            ex.send_informational(103, [(b"link", JS)])
+        settle(loop)
+        assert bytes(transport.out).startswith(HINT_103 + b"HTTP/1.1 204 No Content\r\n")
+        assert JS not in transport.out
+
+        ex10, transport10 = h1_exchanges(loop, GET_10)
+        ex10.send_informational(103, [(b"link", CSS)])  # accepted, and dropped
+        with pytest.raises(AppProtocolError):
+            ex10.send_informational(103, [(b"link", b"a\rb")])  # still checked
+        ex10.send_head(204, [], end=True)
+        settle(loop)
+        assert bytes(transport10.out).startswith(b"HTTP/1.1 204 No Content\r\n")
+    finally:
+        loop.close()
+
+
+def test_h2_stream_sends_hints_only_before_the_head() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        dispatched: list[H2Stream] = []
+        ctx = ServerContext(Config(app="x:y", access_log=False), loop, dispatched.append,  # type: ignore[arg-type]
+                            access_log=False)
+        conn = H2Connection(ctx, "http", None)
+        conn.connection_made(FakeTransport())
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        client.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "a")],
+                            end_stream=True)
+        conn.data_received(client.data_to_send())
+        (st,) = dispatched
+        st.send_informational(103, [(b"link", CSS)])
+        st.send_head(204, [], end=True)
+        with pytest.raises(AppProtocolError, match="after the response started"):
+            st.send_informational(103, [(b"link", JS)])
+        settle(loop)
+        transport = conn.transport
+        assert isinstance(transport, FakeTransport)
+        events = client.receive_data(bytes(transport.out))
+        kinds = [type(ev).__name__ for ev in events if getattr(ev, "stream_id", None) == 1]
+        assert kinds == ["InformationalResponseReceived", "ResponseReceived", "StreamEnded"], kinds
+        interim = next(ev for ev in events if isinstance(ev, h2.events.InformationalResponseReceived))
+        assert list(interim.headers) == [(b":status", b"103"), (b"link", CSS)]
+    finally:
+        loop.close()

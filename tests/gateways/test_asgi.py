@@ -33,15 +33,17 @@ START = "http.response.start"
 BODY = "http.response.body"
 TRAILERS = "http.response.trailers"
 PATHSEND = "http.response.pathsend"
+ZEROCOPY = "http.response.zerocopysend"
 EARLY_HINT = "http.response.early_hint"
 INFORMATIONAL = "http.response.informational"
-MESSAGE_TYPES = (START, BODY, TRAILERS, PATHSEND, EARLY_HINT, INFORMATIONAL, "http.request", "bogus")
+MESSAGE_TYPES = (START, BODY, TRAILERS, PATHSEND, ZEROCOPY, EARLY_HINT, INFORMATIONAL, "http.request", "bogus")
 
 EXPECTED_TRANSITIONS = {
     (SendState.START, START): {SendState.BODY},
     (SendState.BODY, BODY): {SendState.BODY, SendState.TRAILERS, SendState.DONE},
     (SendState.TRAILERS, TRAILERS): {SendState.TRAILERS, SendState.DONE},
     (SendState.BODY, PATHSEND): {SendState.TRAILERS, SendState.DONE},
+    (SendState.BODY, ZEROCOPY): {SendState.BODY, SendState.TRAILERS, SendState.DONE},
     (SendState.START, EARLY_HINT): {SendState.START},
     (SendState.START, INFORMATIONAL): {SendState.START},
 }
@@ -133,6 +135,9 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+_THIS_FILE = open(__file__, "rb")  # noqa: SIM115 - zerocopysend's file, open for the whole session
+
+
 def message(mtype: str, **fields: Any) -> Message:
     """A valid message of each type (unknown types get only their 'type')."""
     defaults: dict[str, Message] = {
@@ -141,6 +146,7 @@ def message(mtype: str, **fields: Any) -> Message:
         TRAILERS: {"headers": [(b"x-checksum", b"1")], "more_trailers": False},
         "http.request": {"body": b"", "more_body": False},
         PATHSEND: {"path": __file__},
+        ZEROCOPY: {"file": _THIS_FILE, "offset": 0, "count": 10},
         EARLY_HINT: {"links": [b"</a.css>; rel=preload; as=style"]},
         INFORMATIONAL: {"status": 103, "headers": [(b"link", b"</a.js>; rel=preload; as=script")]},
     }

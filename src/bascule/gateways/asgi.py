@@ -56,6 +56,7 @@ TRANSITIONS: dict[tuple[SendState, str], frozenset[SendState]] = {
     (SendState.BODY, "http.response.body"): frozenset({SendState.BODY, SendState.TRAILERS, SendState.DONE}),
     (SendState.TRAILERS, "http.response.trailers"): frozenset({SendState.TRAILERS, SendState.DONE}),
     (SendState.BODY, "http.response.pathsend"): frozenset({SendState.TRAILERS, SendState.DONE}),
+    (SendState.BODY, "http.response.zerocopysend"): frozenset({SendState.BODY, SendState.TRAILERS, SendState.DONE}),
     (SendState.START, "http.response.early_hint"): frozenset({SendState.START}),
     (SendState.START, "http.response.informational"): frozenset({SendState.START}),
 }
@@ -119,7 +120,7 @@ class ASGIGateway:
     def handle(self, ex: Exchange) -> None:
         """Start the app for one request (called on the loop; returns at once)."""
         extensions: dict[str, Any] = {"http.response.trailers": {}, "http.response.pathsend": {},
-                                      "http.response.early_hint": {}}
+                                      "http.response.zerocopysend": {}, "http.response.early_hint": {}}
         if ex.tls is not None:
             extensions["tls"] = ex.tls.copy()  # per scope: an app may change its scope
         scope = self.scope("http", ex, extensions)
@@ -250,6 +251,9 @@ class HTTPCycle:
             if state is SendState.BODY and mtype == "http.response.pathsend":
                 await self.pathsend(message)
                 return
+            if state is SendState.BODY and mtype == "http.response.zerocopysend":
+                await self.zerocopysend(message)
+                return
             if state is SendState.START and (mtype == "http.response.early_hint"
                                              or mtype == "http.response.informational"):
                 self.informational(mtype, message)
@@ -350,6 +354,52 @@ class HTTPCycle:
         finally:
             os.close(fd)
         if not self.trailers and not ex.disconnected and not ex.finished:
+            ex.send_body(b"", end=True)
+        if ex.write_paused:
+            await ex.drain()
+
+
+    async def zerocopysend(self, message: Message) -> None:
+        """``http.response.zerocopysend`` (asgiref's extension): bytes of the app's open ``file`` (an object
+        with ``fileno()``, or a descriptor) as body, from ``offset`` (else the file's position, which then
+        moves past what is sent, as sendfile(2) moves it) for ``count`` bytes (else to the file's end), sent
+        with Exchange.send_file; ``more_body`` as http.response.body's, so a body may mix both. The file stays
+        the app's: never closed here. Before any body, and as the last piece, ``count`` is the
+        Content-Length unless the app declared one."""
+        ex = self.ex
+        if ex.disconnected:
+            raise ClientDisconnected("the client has disconnected")
+        file: Any = message.get("file")
+        try:
+            fd = file if type(file) is int else file.fileno()
+            offset = message.get("offset")
+            count = message.get("count")
+            if offset is not None:
+                offset = app_int(offset, "http.response.zerocopysend 'offset'")
+            if count is not None:
+                count = app_int(count, "http.response.zerocopysend 'count'")
+            info = os.fstat(fd)
+            start = os.lseek(fd, 0, os.SEEK_CUR) if offset is None else offset
+        except (AttributeError, TypeError, ValueError, OSError) as exc:
+            raise AppProtocolError(f"http.response.zerocopysend needs an open regular file: {exc}") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise AppProtocolError("http.response.zerocopysend 'file' is not a regular file")
+        if start < 0 or (count is not None and count < 0):
+            raise AppProtocolError("http.response.zerocopysend 'offset' and 'count' must not be negative")
+        if count is None:
+            count = max(0, info.st_size - start)
+        more = bool(message.get("more_body", False))
+        if not ex.response_started:
+            headers = self.headers
+            if not more and _declared_length(headers) is None:
+                headers = [*headers, (b"content-length", b"%d" % count)]
+            ex.send_head(self.status, headers, b"", end=False, trailers=self.trailers)
+        if not more:
+            self.state = SendState.TRAILERS if self.trailers else SendState.DONE
+        await ex.send_file(fd, start, count)
+        if offset is None:
+            os.lseek(fd, start + count, os.SEEK_SET)
+        if not more and not self.trailers and not ex.disconnected and not ex.finished:
             ex.send_body(b"", end=True)
         if ex.write_paused:
             await ex.drain()

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -216,6 +217,16 @@ class Config:
         metavar="SECONDS"))
     ws_per_message_deflate: bool = field(default=True, metadata=option(
         "Offer WebSocket compression (permessage-deflate) to clients that ask for it."))
+    compress: bool = field(default=False, metadata=option(
+        "Compress app responses (gzip; brotli and zstd too with the extras bascule[brotli], bascule[zstd]) for "
+        "clients whose Accept-Encoding takes them: text types of at least --compress-min-size bytes, streamed "
+        "ones included; never ranges, encoded bodies or no-transform (docs/compression.md)."))
+    compress_min_size: int = field(default=512, metadata=option(
+        "--compress: leave responses smaller than this many bytes (declared, or whole in one message) as they "
+        "are.", metavar="BYTES"))
+    compress_types: str = field(default="", metadata=option(
+        "--compress: the media types to compress, comma-separated, 'text/*' style wildcards allowed; default: "
+        "text/*, JSON, JavaScript, XML, SVG, wasm (docs/compression.md).", metavar="LIST"))
     http2: bool = field(default=True, metadata=option(
         "Serve HTTP/2: offered first over TLS (ALPN h2), and in cleartext to clients that open with the "
         "HTTP/2 preface or ask for Upgrade: h2c."))
@@ -313,6 +324,12 @@ class Config:
             parse_static(spec)
         if self.static_fallback is not None and not self.static:
             raise ConfigError("static_fallback applies to --static directories: add --static /PREFIX=DIR")
+        if self.compress_min_size < 0:
+            raise ConfigError(f"compress_min_size must be >= 0 bytes, got {self.compress_min_size}")
+        for media in self.compress_types.split(","):
+            if media.strip() and not _MEDIA_TYPE.fullmatch(media.strip()):
+                raise ConfigError(f"compress_types must be media types like text/* or application/json, got "
+                                  f"{media.strip()!r}")
         if self.static_max_age < 0:
             raise ConfigError(f"static_max_age must be >= 0 seconds, got {self.static_max_age}")
         for spec in self.header:
@@ -368,6 +385,8 @@ def _field_types() -> dict[str, tuple[type, ...]]:
         out[name] = tuple(typing.get_origin(a) or a for a in args)
     return out
 
+
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)", re.IGNORECASE)
 
 _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
                tuple: "a list of strings", type(None): "unset"}

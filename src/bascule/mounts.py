@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bascule.compress import from_options
 from bascule.config import Config, parse_mount, parse_static
 from bascule.errors import ConfigError
 from bascule.gateways.asgi import ASGIGateway, decode_path
@@ -61,6 +62,7 @@ class AppTable:
         self.pool: ThreadPool | None = None
         self.lifespans: list[Lifespan] = []
         self.asgi_gateways: list[ASGIGateway] = []
+        compress = from_options(config.compress_min_size, config.compress_types) if config.compress else None
         routes: list[tuple[str, Gateway]] = []
         lifespan_by_app: dict[int, Lifespan] = {}
         for mount in mounts:
@@ -69,9 +71,10 @@ class AppTable:
                 if self.pool is None and config.wsgi_mode == "threads":
                     self.pool = ThreadPool(config.wsgi_threads)
                 gateway = WSGIGateway(mount.loaded.app, self.pool, root_path=config.root_path, prefix=mount.prefix,
-                                      multiprocess=config.workers > 1)
+                                      multiprocess=config.workers > 1, compress=compress)
             else:
-                gateway = ASGIGateway(mount.loaded.app, root_path=config.root_path, prefix=mount.prefix)
+                gateway = ASGIGateway(mount.loaded.app, root_path=config.root_path, prefix=mount.prefix,
+                                      compress=compress)
                 self.asgi_gateways.append(gateway)
                 lifespan = lifespan_by_app.get(id(mount.loaded.app))
                 if lifespan is None:

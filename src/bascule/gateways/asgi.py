@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
+from bascule.compress import Compression, Encoder
 from bascule.errors import AppProtocolError
 from bascule.gateways.asgi_ws import WebSocketCycle
 from bascule.gateways.eager import start_task
@@ -78,8 +79,10 @@ def decode_path(raw_path: bytes) -> str:
 class ASGIGateway:
     """Serves exchanges to one ASGI 3 app mounted at ``prefix`` (below the server's ``root_path``)."""
 
-    def __init__(self, app: ASGIApp, *, root_path: str = "", prefix: str = "") -> None:
+    def __init__(self, app: ASGIApp, *, root_path: str = "", prefix: str = "",
+                 compress: Compression | None = None) -> None:
         self.app = app
+        self.compress = compress  # --compress: None when off (the head then tests this one attribute)
         self.root_path = root_path + prefix
         self.server_root = root_path
         self.raw_server_root = root_path.encode("utf-8")
@@ -127,7 +130,7 @@ class ASGIGateway:
         scope["method"] = ex.method
         if ex.proxied:
             self.proxied(scope, ex)
-        cycle = HTTPCycle(ex)
+        cycle = HTTPCycle(ex, self.compress)
         task = start_task(ex.loop, cycle.run(self.app(scope, cycle.receive, cycle.send)))
         ex.cancel_app = task.cancel  # for --timeout-request
         if not cycle.ended:  # still running after its first step
@@ -165,9 +168,11 @@ class HTTPCycle:
     headers: Headers = []  # replaced, never mutated
     trailers = False
     trailer_headers: Headers | None = None
+    encoder: Encoder | None = None  # --compress chose to compress this response: its later body messages
 
-    def __init__(self, ex: Exchange) -> None:
+    def __init__(self, ex: Exchange, compress: Compression | None = None) -> None:
         self.ex = ex
+        self.compress = compress
 
     async def run(self, awaitable: Awaitable[None]) -> None:
         """The app call and its outcome: started as a Task of its own by ASGIGateway.handle."""
@@ -280,9 +285,15 @@ class HTTPCycle:
                 if not more:
                     self.state = SendState.TRAILERS if self.trailers else SendState.DONE
                 if ex.response_started:
+                    if self.encoder is not None:
+                        body = self.encoder.chunk(body, not more)
                     ex.send_body(body, end=not more)
                 else:
-                    ex.send_head(self.status, self.headers, body, end=not more, trailers=self.trailers)
+                    headers = self.headers
+                    if self.compress is not None:
+                        headers, body, self.encoder = self.compress.start(ex.headers, self.status, headers, body,
+                                                                          not more)
+                    ex.send_head(self.status, headers, body, end=not more, trailers=self.trailers)
                 if ex.write_paused:
                     await ex.drain()
                 return
@@ -350,6 +361,9 @@ class HTTPCycle:
                     count = min(count, int(declared))
                 ex.send_head(self.status, headers, b"", end=False, trailers=self.trailers)
             self.state = SendState.TRAILERS if self.trailers else SendState.DONE
+            if self.encoder is not None:  # body messages before it started a compressed stream: go on with it
+                await self.encode_file(fd, count)
+                return
             await ex.send_file(fd, 0, count)
         finally:
             os.close(fd)
@@ -357,6 +371,27 @@ class HTTPCycle:
             ex.send_body(b"", end=True)
         if ex.write_paused:
             await ex.drain()
+
+    async def encode_file(self, fd: int, count: int) -> None:
+        """The rest of a compressed response from a file: read and compressed piece by piece. Only an app that
+        sent body bytes before its pathsend gets here; a pathsend right after the start is sent as it is,
+        zero-copy, never compressed (docs/compression.md)."""
+        ex = self.ex
+        encoder = self.encoder
+        assert encoder is not None
+        offset = 0
+        while True:
+            piece = os.pread(fd, min(count - offset, 65536), offset)
+            offset += len(piece)
+            last = not piece or offset >= count
+            data = encoder.chunk(piece, last)
+            if ex.disconnected:
+                return
+            ex.send_body(data, end=last and not self.trailers)
+            if ex.write_paused:
+                await ex.drain()
+            if last:
+                return
 
 
     async def zerocopysend(self, message: Message) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from bascule import __version__
+from bascule.compress import Compression, Encoder
 from bascule.errors import AppProtocolError
 from bascule.gateways.eager import start_eager
 from bascule.gateways.threads import ThreadPool
@@ -47,8 +48,9 @@ class WSGIGateway:
     """Serves exchanges to one WSGI app mounted at ``prefix`` (below the server's ``root_path``)."""
 
     def __init__(self, app: WSGIApp, pool: ThreadPool | None, *, root_path: str = "", prefix: str = "",
-                 multiprocess: bool = False) -> None:
+                 multiprocess: bool = False, compress: Compression | None = None) -> None:
         self.app = app
+        self.compress = compress  # --compress: None when off (the head then tests this one attribute)
         self.pool = pool  # None: run apps on the event-loop thread (wsgi_mode "loop")
         self.prefix = prefix.encode("utf-8").decode("latin-1")
         self.mount_prefix = prefix  # below a proxy's X-Forwarded-Prefix, which replaces --root-path
@@ -167,8 +169,8 @@ def _run(req: _Request) -> None:
 class _Request:
     """One request's trip through a WSGI app, on a worker thread (or on the loop in loop mode)."""
 
-    __slots__ = ("_cond", "_done", "_pending", "ex", "gateway", "head_scheduled", "headers", "inline", "input",
-                 "loop", "status")
+    __slots__ = ("_cond", "_done", "_pending", "encoder", "ex", "file_body", "gateway", "head_scheduled", "headers",
+                 "inline", "input", "loop", "status")
 
     def __init__(self, gateway: WSGIGateway, ex: Exchange, wsgi_input: WSGIInput | None, inline: bool) -> None:
         self.gateway = gateway
@@ -182,6 +184,8 @@ class _Request:
         self._pending = 0
         self._cond: threading.Condition | None = None
         self._done = False
+        self.encoder: Encoder | None = None  # --compress chose to compress this response
+        self.file_body = False  # the body is a file sent zero-copy: never compressed
 
     def done(self) -> bool:
         """True once run() has returned (read on the loop thread: a plain flag, set last by the worker)."""
@@ -454,6 +458,7 @@ class _Request:
             self.headers.append((b"content-length", b"%d" % count))
         if self.ex.method == "HEAD" or self.status in (204, 304):
             count = 0  # GET's headers, no body
+        self.file_body = True
         return fd, offset, count
 
     # -- on the event loop ------------------------------------------------------------------------
@@ -464,10 +469,16 @@ class _Request:
             if ex.disconnected:
                 return False
             if ex.response_started:
-                ex.send_body(data, end)
+                encoder = self.encoder
+                ex.send_body(data if encoder is None else encoder.chunk(data, end), end)
             else:
                 assert self.status is not None
-                ex.send_head(self.status, self.headers, data, end)
+                compress = self.gateway.compress
+                if compress is None or self.file_body:
+                    ex.send_head(self.status, self.headers, data, end)
+                else:
+                    headers, first, self.encoder = compress.start(ex.headers, self.status, self.headers, data, end)
+                    ex.send_head(self.status, headers, first, end)
             return True
         except AppProtocolError as exc:
             _log.error("WSGI app response refused (%s %s): %s", ex.method, ex.raw_path.decode("latin-1"), exc)

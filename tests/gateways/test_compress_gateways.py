@@ -198,3 +198,28 @@ def test_a_pathsend_after_the_start_is_sent_as_it_is(serve: Any, tmp_path: Any) 
         mixed = httpx.get(srv.url + "/after-body", headers=GZ)
     assert whole.content == PAGE and "content-encoding" not in whole.headers
     assert mixed.headers["content-encoding"] == "gzip" and mixed.content == b"<!-- first -->" + PAGE
+
+
+def test_zerocopysend_alone_goes_as_it_is_and_inside_a_compressed_stream_is_compressed(serve: Any,
+                                                                                      tmp_path: Any) -> None:
+    path = tmp_path / "page.html"
+    path.write_bytes(PAGE)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
+        with open(path, "rb") as file:
+            if scope["path"] == "/mixed":
+                await send({"type": "http.response.body", "body": b"<!-- a -->", "more_body": True})
+                await send({"type": "http.response.zerocopysend", "file": file, "offset": 0, "count": 100,
+                            "more_body": True})
+                await send({"type": "http.response.body", "body": b"<!-- b -->", "more_body": True})
+                await send({"type": "http.response.zerocopysend", "file": file, "offset": 100})
+            else:
+                await send({"type": "http.response.zerocopysend", "file": file})
+
+    with serve(app, lifespan="off", compress=True) as srv:
+        whole = httpx.get(srv.url + "/", headers=GZ)
+        mixed = httpx.get(srv.url + "/mixed", headers=GZ)
+    assert whole.content == PAGE and "content-encoding" not in whole.headers
+    assert mixed.headers["content-encoding"] == "gzip"
+    assert mixed.content == b"<!-- a -->" + PAGE[:100] + b"<!-- b -->" + PAGE[100:]

@@ -362,7 +362,7 @@ class HTTPCycle:
                 ex.send_head(self.status, headers, b"", end=False, trailers=self.trailers)
             self.state = SendState.TRAILERS if self.trailers else SendState.DONE
             if self.encoder is not None:  # body messages before it started a compressed stream: go on with it
-                await self.encode_file(fd, count)
+                await self.encode_file(fd, 0, count, True)
                 return
             await ex.send_file(fd, 0, count)
         finally:
@@ -372,22 +372,23 @@ class HTTPCycle:
         if ex.write_paused:
             await ex.drain()
 
-    async def encode_file(self, fd: int, count: int) -> None:
-        """The rest of a compressed response from a file: read and compressed piece by piece. Only an app that
-        sent body bytes before its pathsend gets here; a pathsend right after the start is sent as it is,
-        zero-copy, never compressed (docs/compression.md)."""
+    async def encode_file(self, fd: int, start: int, count: int, end: bool) -> None:
+        """File bytes inside a compressed stream: read and compressed piece by piece; ``end`` finishes the
+        stream (and the body, unless trailers follow). Only an app that sent body bytes before its pathsend or
+        zerocopysend gets here; one right after the start is sent as it is, zero-copy, never compressed
+        (docs/compression.md)."""
         ex = self.ex
         encoder = self.encoder
         assert encoder is not None
-        offset = 0
+        done = 0
         while True:
-            piece = os.pread(fd, min(count - offset, 65536), offset)
-            offset += len(piece)
-            last = not piece or offset >= count
-            data = encoder.chunk(piece, last)
+            piece = os.pread(fd, min(count - done, 65536), start + done)
+            done += len(piece)
+            last = not piece or done >= count
+            data = encoder.chunk(piece, last and end)
             if ex.disconnected:
                 return
-            ex.send_body(data, end=last and not self.trailers)
+            ex.send_body(data, end=last and end and not self.trailers)
             if ex.write_paused:
                 await ex.drain()
             if last:
@@ -431,6 +432,11 @@ class HTTPCycle:
             ex.send_head(self.status, headers, b"", end=False, trailers=self.trailers)
         if not more:
             self.state = SendState.TRAILERS if self.trailers else SendState.DONE
+        if self.encoder is not None:  # body messages before it started a compressed stream: go on with it
+            await self.encode_file(fd, start, count, not more)
+            if offset is None:
+                os.lseek(fd, start + count, os.SEEK_SET)
+            return
         await ex.send_file(fd, start, count)
         if offset is None:
             os.lseek(fd, start + count, os.SEEK_SET)

@@ -308,8 +308,8 @@ def test_precompressed_siblings(www: Path, http2: bool) -> None:
         assert len(etags) == 3  # one strong tag per representation
         same = client.get("/css/site.css", headers={"accept-encoding": "gzip", "if-none-match": gz.headers["etag"]})
         assert same.status_code == 304 and same.headers["vary"] == "Accept-Encoding"
-        other = client.get("/css/site.css", headers={"accept-encoding": "br", "if-none-match": gz.headers["etag"]})
-        assert other.status_code == 200
+        other, _ = raw_body(client, "/css/site.css", {"accept-encoding": "br", "if-none-match": gz.headers["etag"]})
+        assert other.status_code == 200  # read raw: with brotli installed httpx would decode the fake .br
         part, body = raw_body(client, "/css/site.css", {"accept-encoding": "br", "range": "bytes=0-6"})
         assert part.status_code == 206 and body == b"pretend"  # a range of the encoded bytes
         direct, body = raw_body(client, "/css/site.css.gz", {"accept-encoding": "gzip"})

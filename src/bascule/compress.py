@@ -219,6 +219,8 @@ class Compression:
                 value = b"W/" + value
             out.append((name, value))
         out.append((b"content-encoding", coding.encode("ascii")))
+        if end and not body:  # a HEAD answered with its GET's fields only: no length to claim, nothing to encode
+            return out, b"", None
         return out, encoder.chunk(body, end), (None if end else encoder)
 
 

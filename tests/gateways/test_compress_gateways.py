@@ -149,6 +149,19 @@ def test_head_gets_the_get_fields_and_no_body(serve: Any) -> None:
     assert length(get_head) == length(head_head)
 
 
+def test_a_head_answered_without_its_body_claims_no_length(serve: Any) -> None:
+    """An app that answers HEAD with the fields only (Content-Length declared, no body): the compressed length
+    is unknown, so none is sent (not the identity length, not an empty gzip stream's)."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/html"), (b"content-length", b"%d" % len(PAGE))]})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else PAGE})
+
+    with serve(app, lifespan="off", compress=True) as srv:
+        head, body = raw_get(srv.port, "/", method="HEAD")
+    assert body == b"" and b"content-encoding: gzip" in head and b"content-length" not in head
+
+
 @pytest.mark.parametrize("mode", ["threads", "loop"])
 @pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "http2"])
 def test_wsgi_responses(serve: Any, mode: str, http2: bool) -> None:

@@ -57,6 +57,9 @@ DEFAULT_MIN_SIZE = 512
 """Below this many bytes, compression hardly pays: gzip's header and trailer alone are 18 bytes, a small
 body shrinks by a few dozen, and the whole response fits in one TCP segment (MSS ~1460) either way."""
 
+CACHE_SIZE = 256
+"""Distinct Content-Type and Accept-Encoding values a policy remembers its decision for."""
+
 LEVELS = {"gzip": 6, "br": 4, "zstd": 3}
 """On-the-fly levels: zlib's own default; brotli 4 and zstd 3 compress as well as gzip 6 or better, faster
 (the high brotli levels are for precompressed files, not for every response)."""
@@ -171,6 +174,31 @@ class Compression:
         self.types = tuple(t.lower() for t in types)
         self.codings = available() if codings is None else codings
         self.order = [c for c in PREFERENCE if c in self.codings]
+        # Decisions by field value: a server sees few distinct Content-Types and Accept-Encodings (browsers
+        # send fixed strings), so each is parsed once. Bounded: cleared when full, as http1x's header blocks.
+        self._type_ok: dict[bytes, bool] = {}
+        self._coding_for: dict[bytes, str | None] = {}
+
+    def matches(self, content_type: bytes) -> bool:
+        """type_matches for this policy's list, remembered per Content-Type value."""
+        ok = self._type_ok.get(content_type)
+        if ok is None:
+            ok = type_matches(content_type, self.types)
+            if len(self._type_ok) >= CACHE_SIZE:
+                self._type_ok.clear()
+            self._type_ok[content_type] = ok
+        return ok
+
+    def coding(self, accept_encoding: bytes) -> str | None:
+        """The coding for an Accept-Encoding value (several fields joined), remembered per value."""
+        try:
+            return self._coding_for[accept_encoding]
+        except KeyError:
+            coding = choose(accepted_codings(accept_encoding), self.order)
+            if len(self._coding_for) >= CACHE_SIZE:
+                self._coding_for.clear()
+            self._coding_for[accept_encoding] = coding
+            return coding
 
     def start(self, request_headers: Sequence[tuple[bytes, bytes]], status: int, headers: Headers,
               body: bytes, end: bool) -> tuple[Headers, bytes, Encoder | None]:
@@ -194,7 +222,7 @@ class Compression:
             elif name == b"vary":
                 low = value.lower()
                 vary_done = vary_done or b"accept-encoding" in low or value.strip() == b"*"
-        if content_type is None or not type_matches(content_type, self.types):
+        if content_type is None or not self.matches(content_type):
             return headers, body, None
         if not vary_done:
             headers = [*headers, (b"vary", b"Accept-Encoding")]
@@ -206,7 +234,7 @@ class Compression:
         accept = [value for name, value in request_headers if name == b"accept-encoding"]
         if not accept:
             return headers, body, None
-        coding = choose(accepted_codings(b", ".join(accept)), self.order)
+        coding = self.coding(accept[0] if len(accept) == 1 else b", ".join(accept))
         if coding is None:
             return headers, body, None
         encoder = self.codings[coding]()

@@ -26,6 +26,7 @@ COMPILED = [
     "src/bascule/context.py",
     "src/bascule/mounts.py",
     "src/bascule/trust.py",
+    "src/bascule/compress.py",
     "src/bascule/cgi.py",
     "src/bascule/accesslog.py",
     "src/bascule/protocols/exchange.py",

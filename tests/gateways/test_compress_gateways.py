@@ -236,3 +236,19 @@ def test_zerocopysend_alone_goes_as_it_is_and_inside_a_compressed_stream_is_comp
     assert whole.content == PAGE and "content-encoding" not in whole.headers
     assert mixed.headers["content-encoding"] == "gzip"
     assert mixed.content == b"<!-- a -->" + PAGE[:100] + b"<!-- b -->" + PAGE[100:]
+
+
+def test_an_http10_client_gets_a_compressed_stream_ended_by_the_close(serve: Any) -> None:
+    with serve(asgi_app, lifespan="off", compress=True) as srv, \
+            socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+        sock.sendall(b"GET /stream HTTP/1.0\r\nhost: x\r\naccept-encoding: gzip\r\n\r\n")
+        data = b""
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"content-encoding: gzip" in head.lower() and b"transfer-encoding" not in head.lower()
+    assert zlib.decompress(body, 47) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"

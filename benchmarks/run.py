@@ -86,9 +86,9 @@ H2_STREAMS = 32
 PEER_COLORS = ("#1f4e79", "#5b9bd5", "#2e7d32", "#81c784", "#6a51a3", "#9e9ac8", "#7f7f7f", "#bdbdbd",
                "#00838f")
 BUSY_PCT = 10.0  # other work's CPU (% of one CPU) above which a run is flagged as disturbed
-#: Sections at the end of docs/benchmarks.md that other scripts measure (benchmarks/nginx_chain.py): kept as they
-#: are when this runner rewrites the file.
-KEPT_SECTIONS = ("## Behind nginx",)
+#: Sections at the end of docs/benchmarks.md that other scripts measure (benchmarks/nginx_chain.py,
+#: benchmarks/static.py): kept as they are when this runner rewrites the file.
+KEPT_SECTIONS = ("## Behind nginx", "## Static files")
 
 
 # --------------------------------------------------------------------------------------------- servers

@@ -126,3 +126,10 @@ def test_if_range() -> None:
     assert if_range_holds(DATE, ETAG, DATE)
     assert not if_range_holds(http_date(MTIME + 1), ETAG, DATE)  # exact date only
     assert not if_range_holds(b"junk", ETAG, DATE)
+
+
+def test_http_date_memoised_and_whole_seconds() -> None:
+    """Formatted once per second of mtime: a fraction does not change it, and the answer is shared."""
+    assert http_date(MTIME + 0.75) == DATE
+    assert http_date(MTIME) is http_date(MTIME + 0.25)
+    assert http_date(MTIME + 1) == b"Tue, 14 Nov 2023 22:13:21 GMT"

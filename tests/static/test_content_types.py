@@ -29,3 +29,11 @@ def test_content_type(name: str, expected: bytes) -> None:
 def test_with_charset() -> None:
     assert with_charset("text/x-anything") == "text/x-anything; charset=utf-8"
     assert with_charset("image/jpeg") == "image/jpeg"
+
+
+def test_content_type_is_memoised_per_extension() -> None:
+    """Asked on every response: the second ask of an extension is a cache hit, with the same answer whatever
+    the rest of the name is."""
+    first = content_type("dir/one.css")
+    assert content_type("other/TWO.CSS") is first
+    assert content_type("x.zzzz") == content_type("y.zzzz") == b"application/octet-stream"

@@ -23,6 +23,7 @@ from typing import Final, NamedTuple
 from bascule.errors import ConfigError
 from bascule.gateways.eager import start_eager
 from bascule.protocols.exchange import Exchange, Headers
+from bascule.protocols.sendfile import ChunkReader
 from bascule.static.conditional import (
     NOT_MODIFIED,
     UNSATISFIABLE,
@@ -41,6 +42,9 @@ _log = logging.getLogger("bascule.error")
 NOT_FOUND_BODY: Final = b"Not Found\n"
 ALLOW: Final = (b"allow", b"GET, HEAD")
 VARY: Final = (b"vary", b"Accept-Encoding")
+#: Bodies up to this size are read (from the page cache; a worker thread if the disk would be waited for) and
+#: sent with the head in one write: cheaper than a second system call for sendfile. Larger ones go zero-copy.
+INLINE_MAX: Final = 16 * 1024
 _CONDITIONAL = frozenset((b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since",
                           b"range", b"if-range"))
 
@@ -162,6 +166,16 @@ class StaticMount:
             if not answer.parts:
                 ex.send_head(answer.status, answer.headers, b"", end=True)
                 return
+            if ex.method == "GET" and len(answer.parts) == 1 and answer.parts[0][2] <= INLINE_MAX:
+                _, first, count = answer.parts[0]
+                data = await ChunkReader(ex.loop, fd).read(first, count)
+                if ex.disconnected:
+                    return
+                if len(data) == count:  # else the file shrank: the send_file path below logs it and aborts
+                    ex.send_head(answer.status, answer.headers, data, end=True)
+                    if ex.write_paused and not ex.disconnected:
+                        await ex.drain()
+                    return
             ex.send_head(answer.status, answer.headers, b"", end=False)
             for head, first, count in answer.parts:
                 if ex.finished or ex.disconnected:

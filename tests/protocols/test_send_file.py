@@ -218,3 +218,25 @@ def test_file_shrinking_mid_send_is_not_a_complete_response(big: tuple[Path, byt
             url = srv.url + "/"
         with client, pytest.raises(httpx.HTTPError):
             client.get(url)
+
+
+def test_set_cork_on_tcp_and_not_elsewhere() -> None:
+    """TCP_CORK is set and cleared on the connection's socket itself (through a duplicate that is closed
+    again); a Unix socket or a closed descriptor answers False instead of raising."""
+    with socket.create_server(("127.0.0.1", 0)) as listener, \
+            socket.create_connection(listener.getsockname()) as client:
+        server, _ = listener.accept()
+        with server:
+            before = len(os.listdir("/proc/self/fd"))
+            assert sendfile_module.set_cork(server.fileno(), True)
+            assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
+            assert sendfile_module.set_cork(server.fileno(), False)
+            assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+            assert len(os.listdir("/proc/self/fd")) == before
+            client.sendall(b"x")  # both ends still work
+            assert server.recv(1) == b"x"
+    a, b = socket.socketpair()
+    with a, b:
+        assert not sendfile_module.set_cork(a.fileno(), True)
+    assert not sendfile_module.set_cork(10_000, True)
+

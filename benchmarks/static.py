@@ -4,7 +4,7 @@ Issue 15's performance acceptance, measured side by side in one run. Every serve
 from the same directory under ``/s/``, one process each, keep-alive, 64 connections:
 
 - ``nginx``: Debian's nginx with its own configuration in a temporary directory: one process, no access log,
-  ``sendfile on``, ``location /s/ { alias DIR/; }`` (the classic stack's third job).
+  ``sendfile on``, ``tcp_nopush on``, ``location /s/ { alias DIR/; }`` (the classic stack's third job).
 - ``granian``: ``--static-path-route /s --static-path-mount DIR`` beside a trivial ASGI app
   (benchmarks/apps.py's ``asgi_app``), one worker.
 - ``whitenoise``: WhiteNoise(``wsgi_app``, root=DIR, prefix="s") on gunicorn ``gthread`` (one worker,

@@ -117,11 +117,17 @@ async def file_after_queue(ex: Exchange, outbox: Outbox, transport: asyncio.Tran
     """The cleartext wires' ``send_file`` once the caller has checked the response and the declared length
     (HTTP/1.1, uwsgi, SCGI): wait until what is queued has left, ``os.sendfile`` the bytes, count them in
     ``ex.sent``. A file shorter than ``count`` is logged and aborts the response: the declared length, or the
-    chunk's size, can no longer be met. True when all ``count`` bytes went."""
-    await flush_transport(outbox, transport)
-    if ex.disconnected or ex.finished:
-        return False
-    sent = await to_socket(ex, sock, fd, offset, count)
+    chunk's size, can no longer be met. True when all ``count`` bytes went. A body above CORK_MIN goes corked
+    (:func:`set_cork`) from before what is queued (the head) leaves until its last byte."""
+    corked = count > CORK_MIN and set_cork(sock, True)
+    try:
+        await flush_transport(outbox, transport)
+        if ex.disconnected or ex.finished:
+            return False
+        sent = await to_socket(ex, sock, fd, offset, count)
+    finally:
+        if corked:
+            set_cork(sock, False)
     ex.sent += sent
     if sent < count:
         if not ex.disconnected and not ex.finished:
@@ -147,7 +153,6 @@ async def to_socket(ex: Exchange, sock: int, fd: int, offset: int, count: int) -
 
     hook = ex.writable_hook
     ex.writable_hook = wake
-    corked = count > CORK_MIN and set_cork(sock, True)
     try:
         while sent < count and not ex.disconnected:
             size = min(count - sent, SENDFILE_CHUNK)
@@ -172,8 +177,6 @@ async def to_socket(ex: Exchange, sock: int, fd: int, offset: int, count: int) -
                 await asyncio.sleep(0)  # the socket took it all: let the other connections have a turn
     finally:
         ex.writable_hook = hook
-        if corked:
-            set_cork(sock, False)
         if watch >= 0:
             os.close(watch)
     return sent

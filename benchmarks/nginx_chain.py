@@ -54,7 +54,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -408,12 +408,24 @@ def measure_calmly(plan: Plan, variant: Variant, sc: Scenario, round_no: int, ng
 # ------------------------------------------------------------------------------------------- results
 
 
-def medians(rounds: Sequence[Round]) -> dict[tuple[str, str], Round]:
+class Timed(Protocol):
+    """What :func:`medians` reads of a round (this script's Round, benchmarks/static.py's)."""
+
+    variant: str
+    scenario: str
+    status: str
+    rps: float
+
+
+R = TypeVar("R", bound=Timed)
+
+
+def medians(rounds: Sequence[R]) -> dict[tuple[str, str], R]:
     """(variant, scenario) -> the round with the median req/s among its ok rounds (else its first round)."""
-    groups: dict[tuple[str, str], list[Round]] = {}
+    groups: dict[tuple[str, str], list[R]] = {}
     for r in rounds:
         groups.setdefault((r.variant, r.scenario), []).append(r)
-    out: dict[tuple[str, str], Round] = {}
+    out: dict[tuple[str, str], R] = {}
     for key, group in groups.items():
         ok = sorted((r for r in group if r.status == "ok"), key=lambda r: r.rps)
         out[key] = ok[(len(ok) - 1) // 2] if ok else group[0]
@@ -422,7 +434,7 @@ def medians(rounds: Sequence[Round]) -> dict[tuple[str, str], Round]:
 
 @dataclass(frozen=True)
 class Ratio:
-    """One of the issue's two ratios for one bascule variant in one scenario."""
+    """One of an issue's target ratios for one bascule variant in one scenario (here and benchmarks/static.py)."""
 
     scenario: str
     mine: str

@@ -288,29 +288,8 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
 # ------------------------------------------------------------------------------------------- results
 
 
-def medians(rounds: Sequence[Round]) -> dict[tuple[str, str], Round]:
-    """(variant, scenario) -> the round with the median req/s among its ok rounds (else its first round)."""
-    groups: dict[tuple[str, str], list[Round]] = {}
-    for r in rounds:
-        groups.setdefault((r.variant, r.scenario), []).append(r)
-    out: dict[tuple[str, str], Round] = {}
-    for key, group in groups.items():
-        ok = sorted((r for r in group if r.status == "ok"), key=lambda r: r.rps)
-        out[key] = ok[(len(ok) - 1) // 2] if ok else group[0]
-    return out
-
-
-@dataclass(frozen=True)
-class Ratio:
-    scenario: str
-    mine: str
-    theirs: str
-    value: float | None  # None when either side has no ok round
-    target: float
-
-    @property
-    def met(self) -> bool | None:
-        return None if self.value is None else self.value >= self.target
+medians = nginx_chain.medians  # the round with the median req/s per (variant, scenario), as that script's
+Ratio = nginx_chain.Ratio
 
 
 def acceptance(best: dict[tuple[str, str], Round], variants: Sequence[Variant],

@@ -98,3 +98,15 @@ def test_an_added_handler_or_filter_gets_records(stdout: io.StringIO, monkeypatc
         assert stdout.getvalue() == before  # the filter was honoured: the stdlib path
     finally:
         ours.removeFilter(drop)
+
+
+@pytest.mark.parametrize("propagate", [0, 1])
+def test_attributes_of_other_types_than_typeshed_says(stdout: io.StringIO, monkeypatch: pytest.MonkeyPatch,
+                                                       propagate: int) -> None:
+    """fileConfig sets ``propagate=0`` as an int: the compiled build checked it against ``bool`` and raised
+    TypeError in every request's observer (found by the compiled CI run of --log-config with an INI file)."""
+    logger = logging.getLogger("bascule.access")
+    monkeypatch.setattr(logger, "propagate", propagate)
+    log_one(monkeypatch, 1765000000.25)
+    assert stdout.getvalue().endswith(" 200 12\n")
+

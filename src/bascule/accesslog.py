@@ -98,16 +98,20 @@ class AccessLog:
 
 def _own_handler(logger: logging.Logger) -> Any:
     """bascule's default access handler when it is the only place a line goes (bascule.logs installed it, no
-    --log-config, nothing added since, no filters, INFO enabled); None when the stdlib path must be taken."""
-    handlers = logger.handlers
-    if len(handlers) != 1 or logger.filters or logger.propagate or logger.disabled:
+    --log-config, nothing added since, no filters, INFO enabled); None when the stdlib path must be taken.
+
+    Read through ``Any``: configurations set these attributes to what they like (fileConfig's
+    ``propagate=0`` is an int), and compiled code would check them against typeshed's ``bool``."""
+    lg: Any = logger
+    handlers = lg.handlers
+    if len(handlers) != 1 or lg.filters or lg.propagate or lg.disabled:
         return None
-    handler = handlers[0]
+    handler: Any = handlers[0]
     if (not getattr(handler, "_bascule_default", False) or handler.filters or handler.level > logging.INFO
-            or not logger.isEnabledFor(logging.INFO)):
+            or not lg.isEnabledFor(logging.INFO)):
         return None
     formatter = handler.formatter
-    if formatter is None or formatter._fmt != DEFAULT_FORMAT or type(formatter) is not logging.Formatter:
+    if formatter is None or type(formatter) is not logging.Formatter or formatter._fmt != DEFAULT_FORMAT:
         return None
     return handler
 

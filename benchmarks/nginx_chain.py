@@ -495,14 +495,22 @@ def markdown(plan: Plan, rounds: Sequence[Round], ratios: Sequence[Ratio]) -> st
             lines.append(f"| {v.name} | {b.rps:,.0f} | {cells} | {b.errors} | {fmt_us(b.gateway_us)} | "
                          f"{fmt_us(b.nginx_us)} | {others:.0f}% |")
         lines.append("")
-    if ratios:
-        lines += ["| scenario | ratio | measured | target |", "|---|---|---:|---:|"]
-        for r in ratios:
-            value = "-" if r.value is None else f"{r.value:.2f}x"
-            verdict = "" if r.met is None else (" (met)" if r.met else " (**not met**)")
-            lines.append(f"| {r.scenario} | {r.mine} / {r.theirs} | {value}{verdict} | {r.target:g}x |")
-        lines.append("")
+    lines += ratio_table(ratios, "| scenario | ratio | measured | target |")
     return "\n".join(lines)
+
+
+def ratio_table(ratios: Sequence[Ratio], header: str) -> list[str]:
+    """The markdown lines of the ratios against their targets (none when there are none): shared with
+    benchmarks/static.py."""
+    if not ratios:
+        return []
+    lines = [header, "|---|---|---:|---:|"]
+    for r in ratios:
+        value = "-" if r.value is None else f"{r.value:.2f}x"
+        verdict = "" if r.met is None else (" (met)" if r.met else " (**not met**)")
+        lines.append(f"| {r.scenario} | {r.mine} / {r.theirs} | {value}{verdict} | {r.target:g}x |")
+    lines.append("")
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------- cli

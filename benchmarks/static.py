@@ -340,13 +340,7 @@ def markdown(variants: Sequence[Variant], scenarios: Sequence[Scenario], rounds:
             lines.append(f"| {v.name} | {b.rps:,.0f} | {mbps} | {cells} | {b.errors} | "
                          f"{nginx_chain.fmt_us(b.server_us)} | {others:.0f}% |")
         lines.append("")
-    if ratios:
-        lines += ["| file | ratio (req/s) | measured | target |", "|---|---|---:|---:|"]
-        for r in ratios:
-            value = "-" if r.value is None else f"{r.value:.2f}x"
-            verdict = "" if r.met is None else (" (met)" if r.met else " (**not met**)")
-            lines.append(f"| {r.scenario} | {r.mine} / {r.theirs} | {value}{verdict} | {r.target:g}x |")
-        lines.append("")
+    lines += nginx_chain.ratio_table(ratios, "| file | ratio (req/s) | measured | target |")
     return "\n".join(lines)
 
 

@@ -59,7 +59,7 @@ _ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[^/?]*")
 _ADDRESS = re.compile(rb"[0-9A-Fa-f:.]{2,45}\Z")
 """An IPv4 or IPv6 literal's alphabet (a cheap shape check: the value comes from a trusted proxy)."""
 _NAME = re.compile(rb"[\x21-\x7e]{1,255}\Z")
-_PATH_SAFE = b"/!$&'()*+,;=:@-._~"
+PATH_SAFE = b"/!$&'()*+,;=:@-._~"
 """RFC 3986 pchar plus ``/``, left as they are when a decoded path is quoted again."""
 
 _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0", b"HTTP/2.0": "2", b"HTTP/2": "2", b"HTTP/3.0": "3",
@@ -225,7 +225,7 @@ def _target(uri: bytes | None, script: bytes | None, path_info: bytes | None,
     if script is None and path_info is None:
         raise CGIError("no REQUEST_URI, SCRIPT_NAME or PATH_INFO: the request has no path")
     decoded = (script or b"") + (path_info or b"")
-    path = quote_from_bytes(decoded, _PATH_SAFE).encode("ascii") or b"/"
+    path = quote_from_bytes(decoded, PATH_SAFE).encode("ascii") or b"/"
     if path[0] != 0x2F:
         path = b"/" + path
     query = query_var or b""

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import IO
 from urllib.parse import quote_from_bytes
 
-from bascule.cgi import CGIRequest, status_header
+from bascule.cgi import PATH_SAFE, CGIRequest, status_header
 from bascule.context import ServerContext
 from bascule.errors import AppProtocolError
 from bascule.protocols.exchange import BufferedExchange, Headers
@@ -33,7 +33,6 @@ from bascule.protocols.http1x import STATUS_LINES, header_block, status_line
 from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import bodiless, bodiless_length, expected_length, length_excess, log_length_error
 
-_PATH_SAFE = b"/!$&'()*+,;=:@-._~"  # RFC 3986 pchar and "/", as bascule.cgi quotes a decoded path
 BODY_HIGH_WATER = 256 * 1024
 """Request body bytes held for an app that has not read them before the connection stops reading."""
 
@@ -258,7 +257,7 @@ def script_root(script_name: bytes, raw_path: bytes) -> tuple[str | None, bytes]
     name = script_name.rstrip(b"/")
     if not name or name[0] != 0x2F:
         return None, raw_path
-    quoted = quote_from_bytes(name, _PATH_SAFE).encode("ascii")
+    quoted = quote_from_bytes(name, PATH_SAFE).encode("ascii")
     # a literal "%" in the decoded name stands for itself: only its encoded form ("%25") can match the path
     for prefix in (quoted,) if b"%" in name else (name, quoted):
         size = len(prefix)

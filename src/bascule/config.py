@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import ipaddress
 import math
 import re
 import types
@@ -200,6 +201,18 @@ class Config:
     pid: str | None = field(default=None, metadata=option(
         "Write the server's process id (the master's, with workers) to this file; removed on exit.",
         metavar="FILE"))
+    admin_bind: str | None = field(default=None, metadata=option(
+        "Serve the admin routes (/livez, /readyz, /metrics, /status, /status.json) on this separate listener: "
+        "a loopback HOST:PORT (127.0.0.1:9000, [::1]:9000) or unix:PATH; never on the app's listeners. With "
+        "workers the master serves it. Off by default (docs/deployment.md).", metavar="ADDRESS"))
+    readiness_check: str | None = field(default=None, metadata=option(
+        "An app hook /readyz also asks, as MODULE:ATTR: a callable taking no arguments (sync or async) that "
+        "returns something true when the app can take traffic; run on the serving loop at most once a second "
+        "(keep it quick); an exception counts as not ready.", metavar="MODULE:ATTR"))
+    shutdown_delay: float = field(default=0.0, metadata=option(
+        "On SIGTERM, fail /readyz at once but keep accepting and serving for this many seconds (for a load "
+        "balancer or Kubernetes to stop sending traffic), then stop gracefully. A second SIGTERM or SIGINT "
+        "skips the rest of the delay.", metavar="SECONDS"))
     ws: bool = field(default=True, metadata=option(
         "Serve WebSocket upgrades to ASGI apps; with --no-ws an upgrade request reaches the app as a plain "
         "HTTP request (WSGI apps always get it that way)."))
@@ -314,6 +327,7 @@ class Config:
         if self.fd is not None and self.fd < 0:
             raise ConfigError(f"fd must be a non-negative file descriptor, got {self.fd}")
         _check_process_model(self)
+        _check_admin(self)
         _check_listeners(self)
         _check_proxies(self)
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
@@ -443,6 +457,42 @@ def _check_process_model(config: Config) -> None:
                           "--preload loads it once in the master")
     if config.pid is not None and not config.pid:
         raise ConfigError("pid must be a file path")
+
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def _check_admin(config: Config) -> None:
+    """--admin-bind on loopback or a Unix socket only: its routes tell anyone who reaches them how the server
+    is doing (and /metrics what it serves), so they are not put on the network by a typo."""
+    if math.isnan(config.shutdown_delay) or config.shutdown_delay < 0:
+        raise ConfigError(f"shutdown_delay must be a number of seconds >= 0, got {config.shutdown_delay}")
+    if config.readiness_check is not None:
+        module, sep, attr = config.readiness_check.partition(":")
+        if not sep or not module or not attr:
+            raise ConfigError(f"readiness_check {config.readiness_check!r} must look like MODULE:ATTR, for example "
+                              f"main:ready")
+    spec = config.admin_bind
+    if spec is None:
+        return
+    if spec.startswith(PROXY_PREFIX) or bind_wire(spec)[0] != "http" or spec.startswith("fd://"):
+        raise ConfigError(f"admin_bind {spec!r} must be a loopback HOST:PORT or unix:PATH (no proxy+, uwsgi://, "
+                          f"scgi://, fastcgi:// or fd://)")
+    endpoint = parse_bind(spec)
+    if endpoint.kind == "tcp" and isinstance(endpoint.address, tuple) and not is_loopback(endpoint.address[0]):
+        raise ConfigError(f"admin_bind {spec!r} is not a loopback address: the admin routes are for this host only; "
+                          f"use 127.0.0.1:PORT, [::1]:PORT or unix:PATH (and a proxy in front if they must be reached "
+                          f"from elsewhere)")
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` names this machine only: 127.0.0.0/8, ::1, or localhost (an empty host means every address)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_websocket(config: Config) -> None:

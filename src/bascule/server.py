@@ -6,6 +6,12 @@ flight finish up to ``timeout_graceful_shutdown``, close what is left, then run 
 A second SIGINT skips the wait. Signal handlers only record the request; the serve loop acts. With TLS,
 SIGHUP reloads the certificate files into the running context (:func:`bascule.tls.reload_certificates`).
 
+With ``--shutdown-delay``, the first SIGTERM/SIGINT only starts draining: ``/readyz`` on the admin listener
+fails at once, while the listeners go on accepting and serving for the delay (so a balancer that polls it,
+or Kubernetes removing the endpoint, stops sending traffic before anything is refused); the graceful stop
+above follows. A second signal ends the delay early. The admin listener (``--admin-bind``, ops/) is served
+on this loop from before lifespan startup until after the graceful stop.
+
 The moment of idleness matters for zero-downtime restarts: a keep-alive client may have sent its next
 request just as the server decides the connection is idle, and closing it then loses that request (the
 client sees a reset, not a response). So a connection is closed only after ``DRAIN_IDLE_GRACE`` seconds of
@@ -32,6 +38,9 @@ from bascule.listen.accept import FrontDoor, install_upgrades
 from bascule.listen.listeners import BoundListener, bind_listeners, describe, remove_unix_sockets
 from bascule.logs import reopen_log_files
 from bascule.mounts import AppTable, Mount, resolve_mounts
+from bascule.ops.admin_listener import AdminServer, bind_admin
+from bascule.ops.readiness import ReadinessCheck, load_check
+from bascule.ops.sources import ProcessSource, ServingState
 from bascule.protocols.exchange import Exchange
 
 _log = logging.getLogger("bascule.error")
@@ -44,19 +53,28 @@ class Server:
     """Serves ``config`` (or the app object ``app``) until :meth:`request_exit` or a signal.
 
     A worker of the supervisor passes ``mounts`` (apps the master preloaded), ``wrap_dispatch`` (to count
-    requests without touching the protocol) and ``on_ready`` (called once the listeners accept), and
-    ``announce=False`` because the master already said where it serves.
+    requests without touching the protocol), ``on_ready`` (called once the listeners accept),
+    ``on_readiness`` (each change of the --readiness-check's answer), ``announce=False`` because the master
+    already said where it serves, and ``admin=False`` because the master serves --admin-bind.
     """
 
     def __init__(self, config: Config, app: Any = None, *, mounts: list[Mount] | None = None,
                  wrap_dispatch: Callable[[Dispatch], Dispatch] | None = None,
-                 on_ready: Callable[[], None] | None = None, announce: bool = True) -> None:
+                 on_ready: Callable[[], None] | None = None, announce: bool = True, admin: bool = True,
+                 on_readiness: Callable[[bool, str], None] | None = None) -> None:
         self.config = config
         self.app = app
         self.mounts = mounts
         self.wrap_dispatch = wrap_dispatch
         self.on_ready = on_ready
+        self.on_readiness = on_readiness
         self.announce = announce
+        self.admin = admin and config.admin_bind is not None
+        self.state = ServingState()  # what /readyz and /status.json read (ops/sources.py)
+        self.state.check_ok = config.readiness_check is None
+        self.admin_source: ProcessSource | None = None  # set by serve() with --admin-bind (metrics attach here)
+        self.admin_server: AdminServer | None = None
+        self._delay: asyncio.TimerHandle | None = None  # --shutdown-delay running
         self.listeners: list[BoundListener] = []
         self.sockets: list[socket.socket] = []
         self.started = asyncio.Event()
@@ -71,16 +89,33 @@ class Server:
         self.force_exit = self.force_exit or force
         loop, event = self._loop, self._exit
         if loop is not None and event is not None:
-            loop.call_soon_threadsafe(event.set)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the server has stopped already
+                loop.call_soon_threadsafe(event.set)
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
-        if self._signals > 1 and signum == signal.SIGINT:
+        name = signal.Signals(signum).name
+        if self._delay is not None:
+            _log.info("received %s again: skipping the rest of --shutdown-delay", name)
+            self._end_delay()
+        elif self._signals > 1 and signum == signal.SIGINT:
             _log.warning("second interrupt: stopping now")
             self.request_exit(force=True)
+        elif self.config.shutdown_delay > 0 and self._signals == 1 and self._loop is not None:
+            _log.info("received %s: not ready from now on; serving for %g s more (--shutdown-delay), then "
+                      "shutting down gracefully", name, self.config.shutdown_delay)
+            self.state.draining = True
+            self._delay = self._loop.call_later(self.config.shutdown_delay, self._end_delay)
         else:
-            _log.info("received %s: shutting down gracefully", signal.Signals(signum).name)
+            _log.info("received %s: shutting down gracefully", name)
+            self.state.draining = True
             self.request_exit()
+
+    def _end_delay(self) -> None:
+        delay, self._delay = self._delay, None
+        if delay is not None:
+            delay.cancel()
+        self.request_exit()
 
     def _on_quit(self) -> None:
         _log.info("received SIGQUIT: stopping now")
@@ -106,9 +141,23 @@ class Server:
         ctx.ssl_context = tls.server_context(config, ["h2", "http/1.1"] if config.http2 else ["http/1.1"])
         ctx.server_cert_pem = tls.server_cert_pem(config)
         owns_sockets = listeners is None
+        state = self.state
+        state.connections = lambda: len(ctx.connections)
+        state.in_flight = lambda: ctx.in_flight
+        check = None
+        if config.readiness_check is not None:  # before startup: a wrong name stops the server with one line
+            check = ReadinessCheck(load_check(config.readiness_check, config.app_dir), loop,
+                                   on_change=self._readiness_changed)
         table.start_threads()
         servers: list[asyncio.Server] = []
         try:
+            if self.admin:
+                self.admin_source = ProcessSource(state)
+                self.admin_server = AdminServer(config, self.admin_source, bind_admin(config))
+                await self.admin_server.start()
+                if self.announce:
+                    _log.info("bascule admin routes on %s (/livez, /readyz, /metrics, /status)",
+                              self.admin_server.where)
             await table.startup()
             self.listeners = listeners if listeners is not None else bind_listeners(config)
             self.sockets = [bound.sock for bound in self.listeners]
@@ -130,14 +179,32 @@ class Server:
                 for bound in self.listeners:
                     _log.info("bascule serving on %s (press CTRL+C to quit)", describe(bound.sock, bound.spec.scheme))
             self.started.set()
+            state.serving = True
+            if check is not None:
+                check.start()  # its first answer now, then once a second
             if self.on_ready is not None:
                 self.on_ready()
             await self._exit.wait()
         finally:
-            await self._shutdown(ctx, table, servers, remove_sockets=owns_sockets)
-            if install_signals:
-                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, signal.SIGHUP):
-                    loop.remove_signal_handler(signum)
+            state.draining = True
+            if self._delay is not None:
+                self._delay.cancel()
+                self._delay = None
+            if check is not None:
+                check.stop()
+            try:
+                await self._shutdown(ctx, table, servers, remove_sockets=owns_sockets)
+            finally:
+                if self.admin_server is not None:
+                    await self.admin_server.stop()
+                if install_signals:
+                    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, signal.SIGHUP):
+                        loop.remove_signal_handler(signum)
+
+    def _readiness_changed(self, ok: bool, reason: str) -> None:
+        self.state.check_ok, self.state.check_reason = ok, reason
+        if self.on_readiness is not None:
+            self.on_readiness(ok, reason)
 
     async def _shutdown(self, ctx: ServerContext, table: AppTable, servers: list[asyncio.Server], *,
                         remove_sockets: bool = True) -> None:

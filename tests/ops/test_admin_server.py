@@ -1,0 +1,145 @@
+"""--admin-bind, --readiness-check and --shutdown-delay in one serving process (server.py with ops/)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from conftest import free_port, http_exchange, serve_in_thread
+
+from bascule.cli import main
+from bascule.config import Config
+from bascule.errors import ConfigError
+
+
+async def hello(scope: dict[str, object], receive: object, send: object) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+    await send({"type": "http.response.body", "body": b"hello"})  # type: ignore[operator]
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        raw = http_exchange(sock, f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+@pytest.mark.parametrize("spec", ["127.0.0.1:9000", "127.0.0.2:0", "[::1]:9000", "localhost:9000", "unix:/tmp/a.sock"])
+def test_admin_bind_accepts_loopback_and_unix(spec: str) -> None:
+    assert Config(app="a:b", admin_bind=spec).admin_bind == spec
+
+
+@pytest.mark.parametrize(("spec", "words"), [
+    ("0.0.0.0:9000", "not a loopback address"),
+    (":9000", "not a loopback address"),
+    ("10.0.0.1:9000", "not a loopback address"),
+    ("[::]:9000", "not a loopback address"),
+    ("example.com:9000", "not a loopback address"),
+    ("fd://3", "loopback HOST:PORT or unix:PATH"),
+    ("proxy+127.0.0.1:9000", "loopback HOST:PORT or unix:PATH"),
+    ("uwsgi://127.0.0.1:9000", "loopback HOST:PORT or unix:PATH"),
+    ("127.0.0.1", "must look like HOST:PORT"),
+])
+def test_admin_bind_refuses_the_rest(spec: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        Config(app="a:b", admin_bind=spec)
+
+
+def test_other_option_errors() -> None:
+    with pytest.raises(ConfigError, match="shutdown_delay must be a number of seconds >= 0"):
+        Config(app="a:b", shutdown_delay=-1)
+    with pytest.raises(ConfigError, match="shutdown_delay"):
+        Config(app="a:b", shutdown_delay=float("nan"))
+    with pytest.raises(ConfigError, match="readiness_check 'nocolon' must look like MODULE:ATTR"):
+        Config(app="a:b", readiness_check="nocolon")
+
+
+def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["a:b", "--admin-bind", "0.0.0.0:9000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("bascule: admin_bind '0.0.0.0:9000' is not a loopback address")
+    assert main(["a:b", "--shutdown-delay", "soon"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_admin_routes_in_process() -> None:
+    port = free_port()
+    with serve_in_thread(hello, admin_bind=f"127.0.0.1:{port}") as srv:
+        assert get(port, "/livez") == (200, b"ok\n")
+        assert get(port, "/readyz") == (200, b"ok\n")
+        assert get(port, "/metrics")[0] == 404
+        status = json.loads(get(port, "/status.json")[1])
+        assert status["mode"] == "process" and status["ready"] is True and status["draining"] is False
+        assert get(srv.port, "/readyz") == (200, b"hello")  # the app's port is the app's: no admin route there
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)  # closed with the server
+
+
+def test_admin_port_in_use_is_one_startup_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(Exception, match=f"cannot bind 127.0.0.1:{port}"), \
+                serve_in_thread(hello, admin_bind=f"127.0.0.1:{port}"):
+            pass
+
+
+def test_shutdown_delay_fails_readyz_at_once_and_serves_on() -> None:
+    port = free_port()
+    with serve_in_thread(hello, admin_bind=f"127.0.0.1:{port}", shutdown_delay=0.6) as srv:
+        server = srv.server
+        assert server is not None and server._loop is not None
+        server._loop.call_soon_threadsafe(server._on_signal, signal.SIGTERM)
+        time.sleep(0.1)
+        assert get(port, "/readyz") == (503, b"draining: the server is stopping\n")
+        assert get(port, "/livez") == (200, b"ok\n")
+        assert get(srv.port, "/") == (200, b"hello")  # still accepting and serving during the delay
+        assert json.loads(get(port, "/status.json")[1])["draining"] is True
+        time.sleep(0.9)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", srv.port), timeout=1)  # the delay is over: stopped
+
+
+def test_a_second_signal_skips_the_delay() -> None:
+    with serve_in_thread(hello, shutdown_delay=30) as srv:
+        server = srv.server
+        assert server is not None and server._loop is not None
+        server._loop.call_soon_threadsafe(server._on_signal, signal.SIGTERM)
+        time.sleep(0.1)
+        assert get(srv.port, "/") == (200, b"hello")
+        started = time.monotonic()
+        server._loop.call_soon_threadsafe(server._on_signal, signal.SIGTERM)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+            except OSError:
+                break
+            time.sleep(0.02)
+        assert time.monotonic() - started < 2
+
+
+def test_readiness_check_in_process(tmp_path: Path) -> None:
+    down = str(tmp_path / "down")
+    (tmp_path / "probe_mod_b.py").write_text(f"import os\n\ndef ready():\n    return not os.path.exists({down!r})\n")
+    port = free_port()
+    with serve_in_thread(hello, admin_bind=f"127.0.0.1:{port}", readiness_check="probe_mod_b:ready",
+                         app_dir=str(tmp_path)):
+        assert get(port, "/readyz") == (200, b"ok\n")
+        (tmp_path / "down").touch()
+        deadline = time.monotonic() + 5
+        while get(port, "/readyz")[0] == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert get(port, "/readyz") == (503, b"readiness check failing: returned False\n")
+
+
+def test_a_missing_readiness_check_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="nope"), serve_in_thread(hello, readiness_check="nope_mod_x:ready",
+                                                                    app_dir=str(tmp_path)):
+        pass

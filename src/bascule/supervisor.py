@@ -16,6 +16,12 @@ worker's one-line message and exit code, instead of a crash loop.
 With ``--reload`` the same loop restarts the workers on file changes (:mod:`bascule.reloader`), starting
 them as fresh interpreters, stopping the old ones before starting new ones, and waiting for the next change
 instead of stopping when the code does not boot.
+
+``--admin-bind`` is served by the master, from an asyncio loop in a thread (ops/admin_listener.py), which
+reads only what this loop publishes after each pass (:class:`~bascule.ops.sources.MasterState`: the workers,
+their state, heartbeats and readiness-check answers, draining). With ``--shutdown-delay``, the first
+SIGTERM/SIGINT makes ``/readyz`` fail and the stop waits for the delay while the workers go on serving; a
+second one, or SIGQUIT, stops at once.
 """
 
 from __future__ import annotations
@@ -42,9 +48,12 @@ from bascule.errors import AppLoadError, BasculeError, ConfigError, StartupError
 from bascule.listen.listeners import BoundListener, bind_listeners, describe, remove_unix_sockets
 from bascule.logs import reopen_log_files
 from bascule.mounts import Mount, resolve_mounts
+from bascule.ops.admin_listener import AdminThread, bind_admin
+from bascule.ops.sources import MasterSource, MasterState, WorkerRow, resident_mib
 from bascule.workers import (
     ERROR,
     MASTER_SIGNALS,
+    READINESS,
     READY,
     RECYCLE,
     PidFile,
@@ -91,6 +100,9 @@ class Worker:
     kill_at: float | None = None  # SIGKILL then: a straggler after SIGTERM, or a stuck worker after SIGUSR2
     stuck: bool = False
     killed: bool = False
+    restarts: int = 0  # workers this one's place had before it (deaths and replacements)
+    check_ok: bool = True  # the --readiness-check's last answer this worker reported (False until the first)
+    check_reason: str = ""
 
 
 def backoff(failures: int) -> float:
@@ -138,6 +150,12 @@ class Supervisor:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = -1, -1
         self._watcher: Any = None
+        self.restarts = 0  # workers started in the place of another (deaths, recycling, reloads)
+        self._inherited: list[int] = []  # restart counts of dead workers' places, for their replacements
+        self.delay_until: float | None = None  # --shutdown-delay running: the graceful stop starts then
+        self.admin_state = MasterState(readiness_check=config.readiness_check is not None)
+        self.admin_source = MasterSource(self.admin_state)  # metrics attach here (metrics_view)
+        self._admin: AdminThread | None = None
 
     # -- the loop ---------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -163,6 +181,7 @@ class Supervisor:
             with PidFile(config.pid):
                 self._install_signals()
                 try:
+                    self._start_admin()
                     if config.reload:
                         from bascule.reloader import ChangeWatcher
 
@@ -179,10 +198,36 @@ class Supervisor:
                 finally:
                     if self._watcher is not None:
                         self._watcher.stop()
+                    if self._admin is not None:
+                        self._admin.stop()
                     self._restore_signals()
         finally:
             self._close_sockets()
             remove_unix_sockets(config)
+
+    def _start_admin(self) -> None:
+        """--admin-bind: bind it (a port in use stops the start with one line) and serve it from a thread whose
+        signals stay blocked, so every signal reaches this loop's handlers."""
+        if self.config.admin_bind is None:
+            return
+        self._publish(time.monotonic())
+        admin = AdminThread(self.config, self.admin_source, bind_admin(self.config))
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+        try:
+            admin.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        self._admin = admin
+        _log.info("bascule master %d: admin routes on %s (/livez, /readyz, /metrics, /status)", os.getpid(),
+                  admin.where)
+
+    def _publish(self, now: float) -> None:
+        """What the admin thread may read of this loop: a snapshot of the workers, replaced whole."""
+        rows = tuple(WorkerRow(pid=w.pid, number=w.number, spawned=w.spawned, state=w.state.value,
+                               last_beat=w.last_beat, restarts=w.restarts, check_ok=w.check_ok,
+                               check_reason=w.check_reason) for w in self.workers)
+        self.admin_state.publish(rows, draining=self.stopping or self.delay_until is not None,
+                                 restarts=self.restarts, now=now)
 
     def _loop(self) -> int:
         while True:
@@ -206,10 +251,16 @@ class Supervisor:
                 self._on_changes(self._watcher.take())
             self._check_health(now)
             self._maintain(now)
+            if self.delay_until is not None and now >= self.delay_until and not self.stopping:
+                _log.info("--shutdown-delay is over: stopping gracefully")
+                self._stop(fast=False)
+            self._publish(now)
 
     def _wait(self, now: float) -> float:
         """Seconds the loop may sleep: until the nearest deadline, at most MAX_WAIT."""
         times = [now + MAX_WAIT]
+        if self.delay_until is not None and not self.stopping:
+            times.append(self.delay_until)
         timeout = self.config.timeout_worker_healthcheck
         for w in self.workers:
             if w.kill_at is not None and not w.killed:
@@ -258,7 +309,16 @@ class Supervisor:
             name = signal.Signals(signum).name
             if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
                 fast = signum == signal.SIGQUIT or self.stopping
-                _log.info("master received %s: %s", name, "stopping now" if fast else "stopping gracefully")
+                delay = self.config.shutdown_delay
+                if not fast and delay > 0 and self.delay_until is None:
+                    _log.info("master received %s: not ready from now on; serving for %g s more "
+                              "(--shutdown-delay), then stopping gracefully", name, delay)
+                    self.delay_until = time.monotonic() + delay
+                    continue
+                if not fast and self.delay_until is not None:
+                    _log.info("master received %s again: skipping the rest of --shutdown-delay", name)
+                else:
+                    _log.info("master received %s: %s", name, "stopping now" if fast else "stopping gracefully")
                 self._stop(fast=fast)
             elif self.stopping:
                 continue
@@ -363,9 +423,14 @@ class Supervisor:
         os.close(report_w)
         os.set_blocking(report_r, False)
         w = Worker(pid=pid, number=setup.number, report_fd=report_r, spawned=now, generation=self.generation,
-                   proc=proc, last_beat=now, replaces=replaces)
+                   proc=proc, last_beat=now, replaces=replaces, check_ok=config.readiness_check is None)
         if replaces is not None:
             replaces.replaced_by = w
+            w.restarts = replaces.restarts + 1
+        elif self._inherited:
+            w.restarts = self._inherited.pop(0) + 1
+        if w.restarts:
+            self.restarts += 1
         self.workers.append(w)
         self._selector.register(report_r, selectors.EVENT_READ, w)
         _log.debug("started worker %d (pid %d)", w.number, pid)
@@ -386,6 +451,8 @@ class Supervisor:
             signal.set_wakeup_fd(-1)
             for fd in (report_r, self._wake_r, self._wake_w, *(w.report_fd for w in self.workers)):
                 os.close(fd)
+            if self._admin is not None:
+                self._admin.close_in_child()  # the admin port and its connections are the master's alone
             self._selector.close()
             for signum in MASTER_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
@@ -444,6 +511,10 @@ class Supervisor:
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     info = json.loads(payload)
                     w.error = (int(info["code"]), str(info["message"]))
+            elif kind == READINESS:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    info = json.loads(payload)
+                    w.check_ok, w.check_reason = bool(info["ok"]), str(info["reason"])
 
     def _on_ready(self, w: Worker, now: float) -> None:
         if w.state is State.BOOTING:
@@ -513,6 +584,7 @@ class Supervisor:
             _log.error("worker %d could not boot: stopping the server", w.number)
             self._stop(fast=True)
             return
+        self._inherited.append(w.restarts)  # the next worker started takes its place
         self.failures = 0 if now - w.spawned >= STABLE_SECONDS else self.failures + 1
         delay = backoff(self.failures)
         self.respawn_at = now + delay
@@ -552,12 +624,3 @@ class Supervisor:
         for sock in self.sockets:
             sock.close()
 
-
-def resident_mib(pid: int) -> float | None:
-    """Resident set size of ``pid`` in MiB, from /proc (None if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/statm") as fh:
-            pages = int(fh.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)

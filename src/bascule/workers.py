@@ -10,7 +10,9 @@ A worker is forked by the master (or, with --reload, started as a fresh interpre
 - ``HEARTBEAT`` from a timer on its event loop: a loop that stops beating is stuck (a blocking call in
   async code), and the master kills and replaces it after dumping its stacks (SIGUSR2, faulthandler);
 - ``RECYCLE`` once it has served ``--max-requests``: it keeps serving until its replacement is up;
-- ``ERROR`` with the one-line message when it could not boot, so the master prints it once.
+- ``ERROR`` with the one-line message when it could not boot, so the master prints it once;
+- ``READINESS`` with each change of the ``--readiness-check`` answer (JSON ``{"ok", "reason"}``), which the
+  master's ``/readyz`` reads (a worker whose check fails does not count as serving there).
 
 The exit code is the other half of the contract (docs/deployment.md): 0 after a requested stop, 2/3/4 for
 a configuration, app-import or startup failure (the :mod:`bascule.errors` codes: the master does not
@@ -47,7 +49,7 @@ from bascule.mounts import Mount
 
 _log = logging.getLogger("bascule.error")
 
-READY, HEARTBEAT, RECYCLE, ERROR = b"R", b"H", b"M", b"E"
+READY, HEARTBEAT, RECYCLE, ERROR, READINESS = b"R", b"H", b"M", b"E", b"Y"
 _HEADER = struct.Struct("!cI")
 HEARTBEAT_MAX_INTERVAL = 1.0
 EXIT_CRASH = 1
@@ -208,8 +210,11 @@ def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None) -> int:
         reporter.send(RECYCLE)
 
     wrap = request_counter(setup.max_requests, at_limit) if setup.max_requests else None
+    def readiness(ok: bool, reason: str) -> None:
+        reporter.send(READINESS, json.dumps({"ok": ok, "reason": reason}).encode())
+
     server = Server(config, mounts=mounts, wrap_dispatch=wrap, on_ready=lambda: reporter.send(READY),
-                    announce=False)
+                    announce=False, admin=False, on_readiness=readiness)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(_serve(server, setup, listeners, reporter, early))

@@ -211,3 +211,45 @@ def test_probe_answer() -> None:
 def test_routes_table_is_fixed() -> None:
     assert sorted(AdminRoutes(FakeSource()).routes) == [b"/livez", b"/metrics", b"/readyz", b"/status",
                                                        b"/status.json"]
+
+
+def admin_sockets(address: Any) -> int:
+    """How many of this process's descriptors are stream sockets with the admin socket's local address."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            sock = socket.socket(fileno=int(name))
+        except OSError:
+            continue
+        try:
+            count += sock.type == socket.SOCK_STREAM and sock.getsockname() == address
+        except OSError:
+            pass
+        finally:
+            sock.detach()
+    return count
+
+
+def test_a_forked_child_closes_the_admin_socket_and_its_connections(admin: Admin) -> None:
+    address = admin[1].admin.address
+    client = socket.create_connection(address, timeout=5)
+    with client:
+        http_exchange(client, b"GET /livez HTTP/1.1\r\nhost: x\r\n\r\n")  # an accepted connection, kept open
+        before = admin_sockets(address)
+        assert before == 2  # the listening socket and the accepted one
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: as a worker right after its fork
+            code = 1
+            try:
+                admin[1].close_in_child()
+                os.write(w, str(admin_sockets(address)).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        left = os.read(r, 100)
+        os.close(r)
+        os.waitpid(pid, 0)
+        assert left == b"0"
+        assert admin_sockets(address) == before  # the parent's own are untouched

@@ -69,7 +69,8 @@ def master(rows: tuple[WorkerRow, ...], *, draining: bool = False, now: float = 
 
 def test_master_readiness() -> None:
     assert master(()).readyz() == (False, "no worker serving yet")
-    assert master((row(10, "booting"),)).readyz() == (False, "no worker serving")
+    assert master((row(10, "booting"),)).readyz() == (False, "no worker serving yet")
+    assert master((row(10, "retiring"),)).readyz() == (False, "no worker serving")
     assert master((row(10, "booting"), row(11))).readyz() == (True, "ok")
     assert master((row(11),), draining=True).readyz() == (False, "draining: the server is stopping")
     assert master((row(11, ok=False, reason="db down"),), check=True).readyz() == (

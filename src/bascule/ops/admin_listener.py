@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import stat
 import threading
 from typing import Any
@@ -71,6 +72,7 @@ class AdminServer:
         self.routes = AdminRoutes(source, load_status_page())
         self.ctx: ServerContext | None = None
         self._server: asyncio.Server | None = None
+        self.address: Any = bound.sock.getsockname()
 
     @property
     def where(self) -> str:
@@ -169,3 +171,36 @@ class AdminThread:
     def child_fds(self) -> list[int]:
         """Descriptors a forked worker must close: the admin socket and the admin connections open at the fork."""
         return self.admin.fds()
+
+    def close_in_child(self) -> None:
+        """In a worker just forked: close its copies of the admin socket and of every connection accepted on it.
+
+        A copy left open would keep a connection alive after the master closes it (no FIN until the worker
+        exits: a probe waiting for the end of the response would hang). The connections the admin loop knows
+        are not all of them: one accepted in the instant before the fork has no protocol yet. So on Linux every
+        inherited stream socket whose local address is the admin socket's is closed too (an accepted socket
+        has its listener's local address; the app's own sockets have other ones)."""
+        address = self.admin.address
+        family = self.admin.bound.sock.family
+        for fd in self.child_fds():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        try:
+            names = os.listdir("/proc/self/fd")
+        except OSError:
+            return
+        for name in names:
+            fd = int(name)
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError:
+                continue  # not a socket (or already closed)
+            try:
+                ours = sock.family == family and sock.type == socket.SOCK_STREAM and sock.getsockname() == address
+            except OSError:
+                ours = False
+            finally:
+                sock.detach()
+            if ours:
+                with contextlib.suppress(OSError):
+                    os.close(fd)

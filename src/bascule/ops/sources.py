@@ -174,7 +174,8 @@ class MasterSource:
             return False, "draining: the server is stopping"
         serving = [row for row in rows if row.state == "serving"]
         if not serving:
-            return False, "no worker serving yet" if not rows else "no worker serving"
+            booting = not rows or any(row.state == "booting" for row in rows)
+            return False, "no worker serving yet" if booting else "no worker serving"
         if self.state.readiness_check:
             passing = [row for row in serving if row.check_ok]
             if not passing:

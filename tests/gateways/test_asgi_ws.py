@@ -207,7 +207,7 @@ def test_app_failure_in_each_state(state: WSState, expected: tuple[Any, ...]) ->
     (WSState.CONNECTING, False, [("deny_simple", 500)]),
     (WSState.CONNECTING, True, [("deny_simple", 503)]),
     (WSState.OPEN, False, [("close", 1000, "")]),
-    (WSState.OPEN, True, [("close", 1012, "server restart")]),
+    (WSState.OPEN, True, [("close", 1001, "server shutting down")]),
     (WSState.RESPONSE, False, [("abort",)]),
     (WSState.CLOSED, False, []),
 ])

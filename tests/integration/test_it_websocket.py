@@ -207,7 +207,7 @@ def test_keepalive_pings_are_answered_by_a_real_client(ws_server: Callable[..., 
         run(go(url))
 
 
-def test_graceful_stop_closes_1012_and_the_app_gets_disconnect(serve: Serve, tmp_path: Path) -> None:
+def test_graceful_stop_closes_1001_and_the_app_gets_disconnect(serve: Serve, tmp_path: Path) -> None:
     marker = tmp_path / "disconnect.json"
 
     async def go(url: str, srv: Running) -> tuple[int | None, str | None]:
@@ -219,13 +219,13 @@ def test_graceful_stop_closes_1012_and_the_app_gets_disconnect(serve: Serve, tmp
     with serve("it_ws_app:app", app_dir=str(APPS)) as srv:
         start = time.monotonic()
         code, _ = run(go(f"ws://{srv.host}:{srv.port}", srv))
-    assert code == 1012
+    assert code == 1001
     assert time.monotonic() - start < 5
     message = json.loads(marker.read_text())
-    assert message["type"] == "websocket.disconnect" and message["code"] == 1012
+    assert message["type"] == "websocket.disconnect" and message["code"] == 1001
 
 
-def test_sigterm_closes_open_websockets_1012(tmp_path: Path) -> None:
+def test_sigterm_closes_open_websockets_1001(tmp_path: Path) -> None:
     port = free_port()
     marker = tmp_path / "disconnect.json"
 
@@ -239,9 +239,9 @@ def test_sigterm_closes_open_websockets_1012(tmp_path: Path) -> None:
         start = time.monotonic()
         code, reason = run(go())
         assert proc.wait(10) == 0
-    assert (code, reason) == (1012, "server restart")
+    assert (code, reason) == (1001, "server shutting down")
     assert time.monotonic() - start < 5
-    assert json.loads(marker.read_text())["code"] == 1012
+    assert json.loads(marker.read_text())["code"] == 1001
 
 
 def test_websocket_upgrade_to_a_wsgi_mount_is_a_plain_get(serve: Serve) -> None:

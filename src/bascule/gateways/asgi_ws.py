@@ -110,7 +110,7 @@ class WebSocketCycle:
                 _log.error("ASGI app returned without accepting or closing the WebSocket (%s)", self._target())
                 session.deny_simple(500, b"Internal Server Error\n")
         elif state is WSState.OPEN:
-            session.close(1012 if cancelled else 1000, "server restart" if cancelled else "")
+            session.close(1001 if cancelled else 1000, "server shutting down" if cancelled else "")
         elif state is WSState.RESPONSE:
             _log.error("ASGI app returned without completing its websocket.http.response (%s)", self._target())
             session.abort()

@@ -507,7 +507,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         if early:
             self.data_received(b"".join(early))
         if self.ctx.shutting_down:
-            self.close(1012, "server restart")
+            self.close(1001, "server shutting down")
 
     def _write_accept(self, subprotocol: str | None, headers: Headers) -> None:
         """The handshake's success response: 101 with the negotiated headers (HTTP/1.1)."""
@@ -628,7 +628,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
 
     # -- server-driven ----------------------------------------------------------------------------------
     def on_tick(self, now: float) -> None:
-        """Keepalive pings, the close timeout, the control-frame budget, and the close 1012 of a graceful shutdown."""
+        """Keepalive pings, the close timeout, the control-frame budget, and the close 1001 of a graceful shutdown."""
         proto = self.proto
         if self.phase is not Phase.OPEN or proto is None:
             if self._abort_at is not None and now >= self._abort_at and self.phase is Phase.DONE:
@@ -661,9 +661,10 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             self.abort()
 
     def shutdown(self) -> None:
-        """Graceful stop: close 1012 (service restart); the app gets websocket.disconnect."""
+        """Graceful stop: close 1001 (going away: RFC 6455's code for a server going down, which clients of every
+        kind know; 1012 "service restart" is only in IANA's registry); the app gets websocket.disconnect."""
         if self.phase is Phase.OPEN:
-            self.close(1012, "server restart")
+            self.close(1001, "server shutting down")
 
     def force_close(self) -> None:
         """The graceful timeout has passed: a socket still open gets 1001 (going away), then is dropped."""

@@ -71,7 +71,8 @@ class Server:
         self.announce = announce
         self.admin = admin and config.admin_bind is not None
         self.state = ServingState()  # what /readyz and /status.json read (ops/sources.py)
-        self.state.check_ok = config.readiness_check is None
+        if config.readiness_check is not None:
+            self.state.check_ok, self.state.check_reason = False, "not answered yet"
         self.admin_source: ProcessSource | None = None  # set by serve() with --admin-bind (metrics attach here)
         self.admin_server: AdminServer | None = None
         self._delay: asyncio.TimerHandle | None = None  # --shutdown-delay running

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -247,3 +248,25 @@ def test_graceful_stop_sends_goaway_and_closes_websockets_1001(tmp_path: Path) -
         assert any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 1 for e in events)
         assert exit_within(proc, 10) is not None and proc.returncode == 0
     assert APPS.exists()
+
+
+def test_admin_port_in_use_stops_the_master_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        admin = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "bascule", APP, "--port", str(free_port()), "--workers", "2",
+                               "--admin-bind", f"127.0.0.1:{admin}"], cwd=APPS, env=clean_env(),
+                              capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 4
+    assert proc.stderr.strip().splitlines()[-1] == (f"bascule: cannot bind 127.0.0.1:{admin}: Address already in use "
+                                                    f"(is another server running? pick another --admin-bind)")
+
+
+def test_a_readiness_check_that_cannot_be_imported_stops_the_master(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "bascule", APP, "--port", str(free_port()), "--workers", "2",
+                           "--admin-bind", f"127.0.0.1:{free_port()}", "--readiness-check", "it_admin_app:nope"],
+                          cwd=APPS, env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 3
+    assert proc.stderr.strip().splitlines()[-1].startswith("bascule: ")
+    assert "nope" in proc.stderr.strip().splitlines()[-1]

@@ -52,7 +52,10 @@ def bind_admin(config: Config) -> BoundListener:
         mode = parse_uds_mode(config.uds_mode) if config.uds_mode is not None else DEFAULT_UDS_MODE
         sock = bind_unix(address, mode)
     elif isinstance(address, tuple):
-        sock = bind_tcp(address[0], address[1])
+        try:
+            sock = bind_tcp(address[0], address[1])
+        except StartupError as exc:  # its hint names --port: this address came from --admin-bind
+            raise StartupError(str(exc).replace("--port", "--admin-bind")) from None
     else:  # config.py lets only loopback HOST:PORT and unix:PATH through
         raise StartupError(f"admin_bind {config.admin_bind!r}: not a HOST:PORT or unix:PATH")
     try:

@@ -73,7 +73,7 @@ class Server:
         self.state = ServingState()  # what /readyz and /status.json read (ops/sources.py)
         if config.readiness_check is not None:
             self.state.check_ok, self.state.check_reason = False, "not answered yet"
-        self.admin_source: ProcessSource | None = None  # set by serve() with --admin-bind (metrics attach here)
+        self.admin_source = ProcessSource(self.state)  # what --admin-bind answers from (metrics attach here)
         self.admin_server: AdminServer | None = None
         self._delay: asyncio.TimerHandle | None = None  # --shutdown-delay running
         self.listeners: list[BoundListener] = []
@@ -153,7 +153,6 @@ class Server:
         servers: list[asyncio.Server] = []
         try:
             if self.admin:
-                self.admin_source = ProcessSource(state)
                 self.admin_server = AdminServer(config, self.admin_source, bind_admin(config))
                 await self.admin_server.start()
                 if self.announce:

@@ -215,6 +215,9 @@ class Supervisor:
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
         try:
             admin.start()
+        except BaseException:
+            admin.stop()  # closes the socket it bound
+            raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self._admin = admin
@@ -254,7 +257,8 @@ class Supervisor:
             if self.delay_until is not None and now >= self.delay_until and not self.stopping:
                 _log.info("--shutdown-delay is over: stopping gracefully")
                 self._stop(fast=False)
-            self._publish(now)
+            if self._admin is not None:
+                self._publish(now)
 
     def _wait(self, now: float) -> float:
         """Seconds the loop may sleep: until the nearest deadline, at most MAX_WAIT."""

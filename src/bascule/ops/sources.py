@@ -106,7 +106,7 @@ class ProcessSource:
                "state": "draining" if state.draining else "serving" if state.serving else "booting",
                "connections": state.connections(), "in_flight": state.in_flight()}
         return {"time": time.time(), "mode": "process", "ready": ready, "draining": state.draining,
-                "workers": [row], "metrics": metrics.summary() if metrics is not None else None}
+                "workers": [row], "restarts": 0, "metrics": metrics.summary() if metrics is not None else None}
 
 
 @dataclass(frozen=True, slots=True)

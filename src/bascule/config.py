@@ -557,7 +557,8 @@ def _check_listeners(config: Config) -> None:
             raise ConfigError("bind replaces host and port: write --bind HOST:PORT instead")
     if config.uds_mode is not None:
         parse_uds_mode(config.uds_mode)
-        if config.uds is None and not any(bind.kind == "unix" for bind in binds):
+        admin_unix = config.admin_bind is not None and config.admin_bind.startswith("unix:")
+        if config.uds is None and not any(bind.kind == "unix" for bind in binds) and not admin_unix:
             raise ConfigError("uds_mode applies to Unix sockets only: add --uds PATH or --bind unix:PATH")
 
 

@@ -143,3 +143,10 @@ def test_a_missing_readiness_check_stops_the_start(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="nope"), serve_in_thread(hello, readiness_check="nope_mod_x:ready",
                                                                     app_dir=str(tmp_path)):
         pass
+
+
+def test_uds_mode_applies_to_a_unix_admin_socket(tmp_path: Path) -> None:
+    path = tmp_path / "admin.sock"
+    assert Config(app="a:b", admin_bind=f"unix:{path}", uds_mode="660").uds_mode == "660"
+    with serve_in_thread(hello, admin_bind=f"unix:{path}", uds_mode="600"):
+        assert path.stat().st_mode & 0o777 == 0o600

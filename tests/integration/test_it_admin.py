@@ -173,7 +173,7 @@ def test_shutdown_delay_with_workers(tmp_path: Path) -> None:
     with master(tmp_path, "--workers", "2", "--shutdown-delay", "1.5") as (proc, port, admin):
         proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        assert wait_for(lambda: get(admin, "/readyz")[0] == 503, 0.5)
+        assert wait_for(lambda: get(admin, "/readyz")[0] == 503, 1)
         assert get(admin, "/readyz") == (503, b"draining: the server is stopping\n")
         assert get(admin, "/livez") == (200, b"ok\n")
         served = 0
@@ -200,13 +200,13 @@ def test_a_second_sigterm_skips_the_delay(tmp_path: Path) -> None:
 
 def test_one_process_on_a_unix_admin_socket(tmp_path: Path) -> None:
     port, path = free_port(), str(tmp_path / "admin.sock")
-    args = [APP, "--port", str(port), "--admin-bind", f"unix:{path}", "--shutdown-delay", "1", "--no-access-log"]
+    args = [APP, "--port", str(port), "--admin-bind", f"unix:{path}", "--shutdown-delay", "2", "--no-access-log"]
     with spawn(args, log=tmp_path / "log", ready=tcp_ready(port)) as proc:
         assert get(path, "/readyz") == (200, b"ok\n")
         info = status(path)
         assert info["mode"] == "process" and info["workers"][0]["pid"] == proc.pid  # type: ignore[index]
         proc.send_signal(signal.SIGTERM)
-        assert wait_for(lambda: get(path, "/readyz")[0] == 503, 0.5)
+        assert wait_for(lambda: get(path, "/readyz")[0] == 503, 1)
         assert get(port, "/")[0] == 200
         assert exit_within(proc, 10) is not None and proc.returncode == 0
     assert not os.path.exists(path)

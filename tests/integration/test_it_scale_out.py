@@ -39,7 +39,7 @@ HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/hap
 WRK = shutil.which("wrk")
 APP = "it_admin_app:app"
 DELAY = 1.5
-LOAD_SECONDS = 16
+LOAD_SECONDS = 18
 
 pytestmark = pytest.mark.skipif(NGINX is None or HAPROXY is None or WRK is None,
                                 reason="needs nginx, haproxy and wrk (apt-get install nginx haproxy wrk)")

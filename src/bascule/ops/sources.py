@@ -152,7 +152,9 @@ class MasterSource:
         self.state = state
         self.rss = rss
         self.clock = clock
-        self.metrics_view: MetricsView | None = None  # the master's merge of worker snapshots, when metrics are on
+        self.metrics_view: MetricsView | None = None
+        """The master's merge of worker snapshots, when metrics are on. Its methods are called on the admin
+        thread while the master's loop merges: it guards its own state (a lock, or whole-object swaps)."""
 
     @property
     def metrics(self) -> MetricsView | None:

@@ -150,3 +150,18 @@ def test_uds_mode_applies_to_a_unix_admin_socket(tmp_path: Path) -> None:
     assert Config(app="a:b", admin_bind=f"unix:{path}", uds_mode="660").uds_mode == "660"
     with serve_in_thread(hello, admin_bind=f"unix:{path}", uds_mode="600"):
         assert path.stat().st_mode & 0o777 == 0o600
+
+
+async def failing_startup(scope: dict[str, object], receive: object, send: object) -> None:
+    if scope["type"] == "lifespan":
+        await receive()  # type: ignore[operator]
+        await send({"type": "lifespan.startup.failed", "message": "no database"})  # type: ignore[operator]
+
+
+def test_a_failed_startup_releases_the_admin_port() -> None:
+    port = free_port()
+    with pytest.raises(Exception, match="no database"), \
+            serve_in_thread(failing_startup, admin_bind=f"127.0.0.1:{port}", lifespan="on"):
+        pass
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))  # free again (SO_REUSEADDR is not set here: nothing may hold it)

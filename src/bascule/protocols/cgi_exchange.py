@@ -137,6 +137,7 @@ class CGIExchange(BufferedExchange):
         block, content_length, _ = header_block(headers)  # "connection: close" goes without saying here
         self.response_started = True
         self.status = status
+        self.head_time = self.loop.time()
         self._trailers = trailers  # announced, never written: none of these wires carries trailers
         if status < 200 or bodiless(self.method, status):
             self.no_body = True

@@ -146,6 +146,10 @@ class Exchange(abc.ABC):
     status: int
     sent: int
     """Response body bytes written so far (for the request observers; a WebSocket handshake's own)."""
+    head_time = 0.0
+    """The loop's time when the response head was handed to the transport (HTTP/1.1, HTTP/2, uwsgi, SCGI,
+    FastCGI set it in send_head: one float store); 0.0 where no head was sent this way. The access log's
+    time to first byte."""
     live = False
     """Reported started and not finished yet: the guard that makes request_finished happen exactly once."""
     dropped = False

@@ -158,6 +158,7 @@ class H1Exchange(BufferedExchange):
         close = close or not self.keep_alive
         self.response_started = True
         self.status = status
+        self.head_time = self.loop.time()
         http10 = self.http_version == "1.0"
         if self.expect_continue and not self._body_done:
             close = True  # we never asked for the body, so the connection cannot carry another request

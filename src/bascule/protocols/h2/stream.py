@@ -149,6 +149,7 @@ class H2Stream(BufferedExchange):
             return
         self.response_started = True
         self.status = status
+        self.head_time = self.loop.time()
         if bodiless(self.method, status):
             self.no_body = True
             length = bodiless_length(status, content_length, end, body)

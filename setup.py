@@ -65,6 +65,7 @@ COMPILED = [
     "src/bascule/gateways/threads.py",
     "src/bascule/gateways/wsgi.py",
     "src/bascule/gateways/wsgi_io.py",
+    "src/bascule/ops/request_id.py",
 ]
 
 

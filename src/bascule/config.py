@@ -29,6 +29,7 @@ WSGI_MODES = ("threads", "loop")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 SSL_VERSIONS = ("TLSv1.2", "TLSv1.3")
 PROXY_HEADERS_MODES = ("x-forwarded", "forwarded")  # bascule.trust.MODES
+REQUEST_ID_MODES = ("auto", "on", "off")
 FORWARDED_ALLOW_IPS = "127.0.0.1,::1,unix"
 """This host only: trust.py's loopback default plus Unix-socket peers, which are no more open than loopback
 (gunicorn trusts them too; uvicorn needs them listed). nginx's proxy_pass or uwsgi_pass to a socket file then
@@ -122,6 +123,14 @@ class Config:
         "client a trusted proxy named, as the app sees it), method, target, path, query, http_version, status, "
         "bytes, duration (s), duration_ms, user_agent, referer, request_line.",
         metavar="TEMPLATE"))
+    request_id: str = field(default="auto", metadata=option(
+        "Give every request an id: a trusted proxy's (--request-id-header from a peer in --forwarded-allow-ips, "
+        "if well formed), else a random one. Apps see it (the header, ASGI scope['extensions']"
+        "['bascule.request_id']['id'], WSGI environ['bascule.request_id']), the response echoes it, the access "
+        "log has it. auto: on with --access-log-format json.", choices=REQUEST_ID_MODES))
+    request_id_header: str = field(default="X-Request-ID", metadata=option(
+        "The request-id header: believed from trusted peers, set on the request the app sees, echoed in the "
+        "response.", metavar="NAME"))
     timeout_keep_alive: float = field(default=5.0, metadata=option(
         "Close a keep-alive connection idle for this many seconds.", metavar="SECONDS"))
     timeout_graceful_shutdown: float = field(default=30.0, metadata=option(
@@ -330,6 +339,7 @@ class Config:
         _check_admin(self)
         _check_listeners(self)
         _check_proxies(self)
+        _check_request_id(self)
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ConfigError(f"root_path must start with '/' and not end with one, got {self.root_path!r}")
         for spec in self.mount:
@@ -370,6 +380,12 @@ class Config:
                 raise ConfigError(f"unknown option {raw_key!r} in {source}{did_you_mean(key, known)}")
             clean[key] = value
         return cls(**clean)
+
+    @property
+    def request_ids(self) -> bool:
+        """Whether requests get ids (--request-id on, or auto with JSON access lines)."""
+        return self.request_id == "on" or (self.request_id == "auto" and self.access_log
+                                            and self.access_log_format == "json")
 
     @property
     def tls_enabled(self) -> bool:
@@ -560,6 +576,19 @@ def _check_listeners(config: Config) -> None:
         admin_unix = config.admin_bind is not None and config.admin_bind.startswith("unix:")
         if config.uds is None and not any(bind.kind == "unix" for bind in binds) and not admin_unix:
             raise ConfigError("uds_mode applies to Unix sockets only: add --uds PATH or --bind unix:PATH")
+
+
+_NOT_REQUEST_ID = frozenset(("host", "content-length", "transfer-encoding", "connection", "upgrade", "te",
+                             "trailer", "keep-alive", "cookie", "set-cookie", "authorization"))
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _check_request_id(config: Config) -> None:
+    _check_choice("request_id", config.request_id, REQUEST_ID_MODES)
+    name = config.request_id_header
+    if not _TOKEN.fullmatch(name) or "_" in name or name.lower() in _NOT_REQUEST_ID:
+        raise ConfigError(f"request_id_header must be a header name such as X-Request-ID (letters, digits, '-'; "
+                          f"not one the server owns), got {name!r}")
 
 
 def _check_proxies(config: Config) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from bascule.accesslog import AccessLog
 from bascule.config import Config, parse_header
 from bascule.listen.proxy_protocol import HEADER_TIMEOUT
+from bascule.ops.request_id import RequestIds
 from bascule.protocols.upgrades import Upgrades
 from bascule.trust import ProxyHeaders, TrustedProxies
 
@@ -93,6 +94,8 @@ class ServerContext:
             self.proxy_headers = ProxyHeaders(self.trusted_proxies, mode=config.proxy_headers_mode,
                                               host=config.forwarded_host, port=config.forwarded_port,
                                               prefix=config.forwarded_prefix)
+        # --request-id: every request gets an id before observers and apps see it (None: off)
+        self.request_ids = RequestIds(config.request_id_header, self.trusted_proxies) if config.request_ids else None
         self.proxy_header_timeout = HEADER_TIMEOUT  # a PROXY protocol header's deadline from accept (listen/)
         self.connections: set[Connection] = set()
         self.in_flight = 0
@@ -190,6 +193,8 @@ class ServerContext:
         """The server took ``ex`` on (``serve``, or a refusal answered before any app runs): the protocol
         has set ``ex.start_time``. Observers hear of it; request_finished must follow, exactly once."""
         ex.live = True
+        if self.request_ids is not None:
+            self.request_ids.assign(ex)
         observers = self.observers
         if observers:
             for observer in observers:

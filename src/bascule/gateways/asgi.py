@@ -24,6 +24,7 @@ from bascule.compress import Compression, Encoder
 from bascule.errors import AppProtocolError
 from bascule.gateways.asgi_ws import WebSocketCycle
 from bascule.gateways.eager import start_task
+from bascule.ops.request_id import sets_field
 from bascule.protocols.exchange import (
     ClientDisconnected,
     Exchange,
@@ -131,6 +132,8 @@ class ASGIGateway:
         if ex.proxied:
             self.proxied(scope, ex)
         cycle = HTTPCycle(ex, self.compress)
+        if ex.rid is not None:  # --request-id (ops/request_id.py)
+            extensions["bascule.request_id"] = {"id": ex.rid}
         task = start_task(ex.loop, cycle.run(self.app(scope, cycle.receive, cycle.send)))
         ex.cancel_app = task.cancel  # for --timeout-request
         if not cycle.ended:  # still running after its first step
@@ -145,6 +148,8 @@ class ASGIGateway:
             extensions["tls"] = session.tls.copy()
         scope = self.scope("websocket", session, extensions)
         scope["subprotocols"] = session.subprotocols
+        if session.rid is not None:  # --request-id: as an HTTP scope's (the 101 does not echo it)
+            extensions["bascule.request_id"] = {"id": session.rid}
         if session.proxied:
             self.proxied(scope, session)
         cycle = WebSocketCycle(session)
@@ -274,6 +279,8 @@ class HTTPCycle:
                     status = app_int(status, "http.response.start 'status'")
                 self.status = status
                 self.headers = app_headers(message.get("headers", ()))
+                if ex.rid_header is not None and sets_field(self.headers, ex.rid_header):
+                    ex.rid_header = None  # the app echoes ids itself: its field alone
                 self.trailers = bool(message.get("trailers", False))
                 self.state = SendState.BODY
                 return

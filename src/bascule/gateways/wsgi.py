@@ -26,6 +26,7 @@ from bascule.errors import AppProtocolError
 from bascule.gateways.eager import start_eager
 from bascule.gateways.threads import ThreadPool
 from bascule.gateways.wsgi_io import FileWrapper, WSGIErrors, WSGIInput
+from bascule.ops.request_id import sets_field
 from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, app_bytes, check_interim
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -111,6 +112,8 @@ class WSGIGateway:
             env["bascule.peer"] = ex.peer  # the connection's own client
             if ex.root_path is not None:
                 env["SCRIPT_NAME"] = (ex.root_path + self.mount_prefix).encode("utf-8").decode("latin-1")
+        if ex.rid is not None:  # --request-id (ops/request_id.py); HTTP_X_REQUEST_ID says the same
+            env["bascule.request_id"] = ex.rid
         env["wsgi.input"] = wsgi_input
         env["wsgi.early_hints"] = request  # callable (_Request.__call__): no bound method made per request
         if ex.server is not None:
@@ -223,6 +226,9 @@ class _Request:
             raise AppProtocolError(f"WSGI header is not latin-1: {exc}") from None
         except (TypeError, ValueError):
             raise AppProtocolError(f"WSGI headers must be a list of (name, value) tuples, got {headers!r}") from None
+        ex = self.ex
+        if ex.rid_header is not None and sets_field(encoded, ex.rid_header):
+            ex.rid_header = None  # the app echoes ids itself: its field alone (read on the loop after this)
         self.status = int(status[:3])
         self.headers = encoded
         return self.write

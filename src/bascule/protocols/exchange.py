@@ -150,6 +150,13 @@ class Exchange(abc.ABC):
     """The loop's time when the response head was handed to the transport (HTTP/1.1, HTTP/2, uwsgi, SCGI,
     FastCGI set it in send_head: one float store); 0.0 where no head was sent this way. The access log's
     time to first byte."""
+    rid: str | None = None
+    """This request's id (ServerContext.request_started, with --request-id: ops/request_id.py); None when off.
+    Not ``request_id``: FastCGI's exchanges use that name for the wire's own request number."""
+    rid_header: bytes | None = None
+    """The field (lower-case name) that echoes ``rid`` in the response head, which every wire's send_head adds
+    as one of the server's own fields (never through the app's, whose blocks are cached per header set); set
+    with ``rid``, cleared by a gateway whose app set that field itself."""
     live = False
     """Reported started and not finished yet: the guard that makes request_finished happen exactly once."""
     dropped = False
@@ -358,6 +365,7 @@ class WebSocketSession(abc.ABC):
     root_path: str | None = None  # as Exchange's: from the handshake request
     proxied = False  # as Exchange's
     peer: tuple[str, int] | None = None  # as Exchange's
+    rid: str | None = None  # as Exchange's: the handshake's request id
 
     @abc.abstractmethod
     async def receive(self) -> str | bytes | WebSocketClosed:

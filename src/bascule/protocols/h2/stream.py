@@ -23,6 +23,7 @@ from bascule.protocols.h2.headers import (
     content_length_field,
     encode_response_fields,
     encode_trailers,
+    literal,
     status_field,
 )
 from bascule.protocols.h2.states import StreamState, local_open
@@ -167,6 +168,8 @@ class H2Stream(BufferedExchange):
             return
         conn = self.conn
         block = field + conn.fixed_block() + b"".join(parts)
+        if self.rid_header is not None:  # --request-id's echo: not indexed, and out of the per-field cache
+            block += literal(self.rid_header, (self.rid or "").encode("ascii"))
         if one_write(end, trailers, self._expected, body, self.no_body):
             # the common case, a complete response: HEADERS and DATA in one write
             self.sent = len(body)

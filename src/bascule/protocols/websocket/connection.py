@@ -114,8 +114,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
                  "_fragments", "_held", "_last_ping", "_out_eof", "_ping_payload",
                  "_ping_sent", "_pings", "_pump_handle", "_queue", "_queued_bytes", "_recv_waiter",
                  "_response_expected", "_slice", "client", "ctx", "headers", "http_version", "loop", "max_queue",
-                 "max_size", "outbox", "peer", "phase", "proto", "proxied", "query_string", "raw_path", "root_path",
-                 "scheme", "server", "subprotocols", "tls", "transport")
+                 "max_size", "outbox", "peer", "phase", "proto", "proxied", "query_string", "raw_path", "rid",
+                 "root_path", "scheme", "server", "subprotocols", "tls", "transport")
 
     def __init__(self, ctx: ServerContext, transport: BytePipe, ex: Exchange) -> None:
         self.ctx = ctx
@@ -133,6 +133,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self.root_path = ex.root_path
         self.proxied = ex.proxied
         self.peer = ex.peer
+        self.rid: str | None = None  # the handshake's request id, once request_started gave it one
         self.subprotocols: list[str] = []
         self.max_queue = ctx.ws_max_queue
         self.max_size = ctx.ws_max_size  # also the bound on the bytes queued for the app
@@ -175,6 +176,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         if ex is None:
             return  # started twice: the first start owns the handshake
         self.ctx.request_started(ex)  # the handshake is the exchange the observers see
+        self.rid = ex.rid
         checked = self._check_handshake(ex)
         if isinstance(checked[0], int):
             status, reason, extra = checked

@@ -121,7 +121,8 @@ class Config:
     access_log_format: str = field(default=DEFAULT_ACCESS_LOG_FORMAT, metadata=option(
         "Access-log line as a str.format template. Fields: client (the connection's peer), app_client (the "
         "client a trusted proxy named, as the app sees it), method, target, path, query, http_version, status, "
-        "bytes, duration (s), duration_ms, user_agent, referer, request_line.",
+        "bytes, duration (s), duration_ms, ttfb_ms (to the response head), user_agent, referer, request_line, "
+        "request_id, traceparent. Or json: one JSON object per line with fixed keys (docs/logging.md).",
         metavar="TEMPLATE"))
     request_id: str = field(default="auto", metadata=option(
         "Give every request an id: a trusted proxy's (--request-id-header from a peer in --forwarded-allow-ips, "
@@ -401,6 +402,7 @@ _SAMPLE_ACCESS_FIELDS: dict[str, Any] = {
     "client": "127.0.0.1:5000", "method": "GET", "target": "/", "path": "/", "query": "",
     "http_version": "1.1", "status": 200, "bytes": 13, "duration": 0.001, "duration_ms": 1.0,
     "user_agent": "-", "referer": "-", "request_line": "GET / HTTP/1.1", "app_client": "203.0.113.7:0",
+    "ttfb_ms": 1.0, "request_id": "-", "traceparent": "-",
 }
 ACCESS_LOG_FIELDS = tuple(sorted(_SAMPLE_ACCESS_FIELDS))
 

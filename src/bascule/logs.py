@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bascule.accesslog import DEFAULT_FORMAT
+from bascule.accesslog import DEFAULT_FORMAT, JSON, JSON_FORMAT
 from bascule.config import Config
 from bascule.errors import ConfigError
 
@@ -39,7 +39,8 @@ def configure_logging(config: Config) -> None:
     else:
         for logger, stream, fmt in (
             (error_log, sys.stderr, "%(asctime)s [%(process)d] %(levelname)s: %(message)s"),
-            (access_log, sys.stdout, DEFAULT_FORMAT),  # accesslog.AccessLog writes this one itself
+            # accesslog.AccessLog writes this one itself; a JSON line stands alone, so that it parses
+            (access_log, sys.stdout, JSON_FORMAT if config.access_log_format == JSON else DEFAULT_FORMAT),
         ):
             for handler in list(logger.handlers):
                 if getattr(handler, "_bascule_default", False):

@@ -66,31 +66,22 @@ class RequestIds:
         this request), changed in place, as ServerContext.forwarded changes the Host field."""
         name = self.name
         headers: list[tuple[bytes, bytes]] = ex.headers
-        found = -1
-        repeated = False
-        for index, (key, _) in enumerate(headers):
+        sent: bytes | None = None
+        copies = 0
+        for key, value in headers:
             if key == name:
-                if found >= 0:
-                    repeated = True
-                    break
-                found = index
-        if found >= 0 and not repeated:
-            value = headers[found][1]
-            if valid(value) and self.trusted.trusts_peer(_peer_host(ex)):
-                ex.rid = value.decode("ascii")
-                ex.rid_header = name
-                return
+                sent = value
+                copies += 1
+        if sent is not None and copies == 1 and valid(sent) and self.trusted.trusts_peer(_peer_host(ex)):
+            ex.rid = sent.decode("ascii")
+            ex.rid_header = name
+            return
         rid = self.new_id()
         ex.rid = rid
         ex.rid_header = name
-        field = (name, rid.encode("ascii"))
-        if repeated:  # the field twice: neither copy is believed, and one field is left, the id's
+        if sent is not None:  # not believed (or sent twice): no copy reaches the app, the id's field replaces it
             headers[:] = [pair for pair in headers if pair[0] != name]
-            headers.append(field)
-        elif found >= 0:
-            headers[found] = field
-        else:
-            headers.append(field)
+        headers.append((name, rid.encode("ascii")))
 
 
 def _peer_host(ex: Any) -> str | None:
@@ -102,4 +93,7 @@ def _peer_host(ex: Any) -> str | None:
 def sets_field(headers: list[tuple[bytes, bytes]], name: bytes) -> bool:
     """Whether a response's header list (an app's) has the field ``name`` (lower case), in any case: an app
     that echoes ids on its own (asgi-correlation-id, django-guid) keeps its value, and there is never a second."""
-    return any(key.lower() == name for key, _ in headers)
+    for key, _ in headers:  # noqa: SIM110  (interpreted, any() over a generator costs more)
+        if key.lower() == name:
+            return True
+    return False

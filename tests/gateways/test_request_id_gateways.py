@@ -119,3 +119,30 @@ def test_a_websocket_scope_has_it_too() -> None:
         with connect(url) as ws:
             seen = json.loads(ws.recv())
         assert HEX32.fullmatch(seen["header"]) and seen["extension"] == {"id": seen["header"]}
+
+
+@pytest.mark.parametrize("sent", [b"from-nginx-7", None])
+def test_over_uwsgi_the_web_servers_id_is_kept_and_echoed(sent: bytes | None) -> None:
+    """The CGI wires (uwsgi here; SCGI and FastCGI share the exchange): nginx's ``uwsgi_param HTTP_X_REQUEST_ID
+    $request_id`` from a trusted peer is the id; without one, one is made. The echo is in the CGI-style head."""
+    import socket
+
+    from bascule.protocols.uwsgi_wire import encode_vars
+
+    pairs = [(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/id"), (b"PATH_INFO", b"/id"), (b"QUERY_STRING", b""),
+             (b"SERVER_PROTOCOL", b"HTTP/1.1"), (b"REMOTE_ADDR", b"203.0.113.7"), (b"REMOTE_PORT", b"5000"),
+             (b"SERVER_NAME", b"example.com"), (b"SERVER_PORT", b"80"), (b"HTTP_HOST", b"example.com")]
+    if sent is not None:
+        pairs.append((b"HTTP_X_REQUEST_ID", sent))
+    # --bind replaces --port, left at its default (serve_in_thread's 0 would be refused)
+    with serve_in_thread(wsgi_app, bind=("uwsgi://127.0.0.1:0",), port=8000, request_id="on") as srv, \
+            socket.create_connection((srv.host, srv.port), timeout=10) as sock:
+        sock.sendall(encode_vars(pairs))
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    head, _, body = out.partition(b"\r\n\r\n")
+    fields = dict(line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:])
+    rid = seen_id("wsgi", json.loads(body))
+    assert fields["x-request-id"] == rid
+    assert rid == sent.decode() if sent is not None else HEX32.fullmatch(rid)

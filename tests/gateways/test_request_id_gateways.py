@@ -146,3 +146,13 @@ def test_over_uwsgi_the_web_servers_id_is_kept_and_echoed(sent: bytes | None) ->
     rid = seen_id("wsgi", json.loads(body))
     assert fields["x-request-id"] == rid
     assert rid == sent.decode() if sent is not None else HEX32.fullmatch(rid)
+
+
+def test_static_files_echo_it_too(tmp_path: Any) -> None:
+    """The echo is a server field written by the wire: responses made without an app carry it as well."""
+    (tmp_path / "a.txt").write_text("static\n")
+    with serve_in_thread(asgi_app, static=(f"/s={tmp_path}",), request_id="on") as srv, httpx.Client() as client:
+        response = client.get(srv.url + "/s/a.txt", headers={"X-Request-ID": "static-1"})
+        missing = client.get(srv.url + "/s/none.txt")
+    assert response.text == "static\n" and response.headers["x-request-id"] == "static-1"
+    assert missing.status_code == 404 and HEX32.fullmatch(missing.headers["x-request-id"])

@@ -221,8 +221,9 @@ def test_file_shrinking_mid_send_is_not_a_complete_response(big: tuple[Path, byt
 
 
 def test_set_cork_on_tcp_and_not_elsewhere() -> None:
-    """TCP_CORK is set and cleared on the connection's socket itself (through a duplicate that is closed
-    again); a Unix socket or a closed descriptor answers False instead of raising."""
+    """TCP_CORK is set and cleared on the connection's socket itself, which stays open and usable (the socket
+    object made around its descriptor is detached, never closed); an IPv6 socket works too; a Unix socket or
+    a closed descriptor answers False instead of raising."""
     with socket.create_server(("127.0.0.1", 0)) as listener, \
             socket.create_connection(listener.getsockname()) as client:
         server, _ = listener.accept()
@@ -235,8 +236,23 @@ def test_set_cork_on_tcp_and_not_elsewhere() -> None:
             assert len(os.listdir("/proc/self/fd")) == before
             client.sendall(b"x")  # both ends still work
             assert server.recv(1) == b"x"
+    if socket.has_ipv6:
+        try:
+            listener6 = socket.create_server(("::1", 0), family=socket.AF_INET6)
+        except OSError:
+            listener6 = None
+        if listener6 is not None:
+            with listener6, socket.create_connection(listener6.getsockname()[:2]) as client6:
+                server6, _ = listener6.accept()
+                with server6:
+                    assert sendfile_module.set_cork(server6.fileno(), True)
+                    assert server6.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
+                    client6.sendall(b"y")
+                    assert server6.recv(1) == b"y"
     a, b = socket.socketpair()
     with a, b:
         assert not sendfile_module.set_cork(a.fileno(), True)
+        a.sendall(b"z")  # the descriptor was not closed by the failed attempt
+        assert b.recv(1) == b"z"
     assert not sendfile_module.set_cork(10_000, True)
 

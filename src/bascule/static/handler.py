@@ -35,13 +35,13 @@ from bascule.static.conditional import (
 )
 from bascule.static.content_types import content_type
 from bascule.static.encodings import choose_coding
+from bascule.static.filecache import CachedFile, FileCache, settled
 from bascule.static.immutable import IMMUTABLE, ImmutablePolicy
 from bascule.static.resolve import FILE, MISSING, REDIRECT, Found, Resolver, decode_request_path, split_segments
 
 _log = logging.getLogger("bascule.error")
 NOT_FOUND_BODY: Final = b"Not Found\n"
 ALLOW: Final = (b"allow", b"GET, HEAD")
-VARY: Final = (b"vary", b"Accept-Encoding")
 #: Bodies up to this size are read (from the page cache; a worker thread if the disk would be waited for) and
 #: sent with the head in one write: cheaper than a second system call for sendfile. Larger ones go zero-copy.
 INLINE_MAX: Final = 16 * 1024
@@ -68,6 +68,15 @@ def check_fallback(resolver: Resolver, prefix: str, directory: str, fallback: st
     return parts[0]
 
 
+def accept_encoding(headers: Headers) -> bytes | None:
+    """The request's Accept-Encoding, several fields joined as one list (RFC 9110 5.3); None without one."""
+    value: bytes | None = None
+    for name, field in headers:
+        if name == b"accept-encoding":
+            value = field if value is None else value + b"," + field
+    return value
+
+
 def wants_html(headers: Headers) -> bool:
     """Whether the request is a page navigation (its Accept names text/html), not a script's or an image's."""
     return any(name == b"accept" and b"text/html" in value for name, value in headers)
@@ -88,6 +97,7 @@ class StaticMount:
         self.cache_control = b"public, max-age=%d" % max_age
         self.immutable = ImmutablePolicy(root) if immutable else None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.files = FileCache()
 
     def handle(self, ex: Exchange) -> None:
         """Answer one request (called on the loop; returns at once, a body still being sent in a Task)."""
@@ -110,14 +120,58 @@ class StaticMount:
         if found.kind == REDIRECT:
             self.redirect(ex)
         elif found.kind == FILE:
-            task = start_eager(ex.loop, self.serve_file(ex, found))
+            path = found.path
+            coding: str | None = None
+            if found.siblings:
+                coding = choose_coding(accept_encoding(ex.headers), tuple(name for name, _ in found.siblings))
+                if coding is not None:
+                    path = next(sibling for name, sibling in found.siblings if name == coding)
+            entry = self.files.fresh(path, coding, bool(found.siblings))
+            if entry is not None:
+                self.send_cached(ex, entry)
+                return
+            task = start_eager(ex.loop, self.serve_file(ex, found, path, coding))
             if task is not None:
-                ex.cancel_app = task.cancel
-                ex.app_task = task
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+                self.track(ex, task)
         else:
             self.not_found(ex)
+
+    def track(self, ex: Exchange, task: asyncio.Task[None]) -> None:
+        """A response still being sent: --timeout-request and a forced stop may cancel it, a graceful stop
+        waits for it."""
+        ex.cancel_app = task.cancel
+        ex.app_task = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def send_cached(self, ex: Exchange, entry: CachedFile) -> None:
+        """Answer from a cached small file's bytes and fields, on the loop: no descriptor, no Task unless the
+        client is slow to read."""
+        data = entry.data
+        assert data is not None
+        plain = True
+        for name, _ in ex.headers:
+            if name in _CONDITIONAL:
+                plain = False
+                break
+        if plain:
+            ex.send_head(200, entry.full, data if ex.method == "GET" else b"", end=True)
+        else:
+            answer = self.answer(ex, entry)
+            if answer.parts and ex.method == "GET":
+                if len(answer.parts) == 1:
+                    _, first, count = answer.parts[0]
+                    ex.send_head(answer.status, answer.headers, data[first:first + count], end=True)
+                else:
+                    body = [piece for head, first, count in answer.parts for piece in (head, data[first:first + count])]
+                    body.append(answer.closing)
+                    ex.send_head(answer.status, answer.headers, b"".join(body), end=True)
+            else:
+                ex.send_head(answer.status, answer.headers, b"", end=True)
+        if ex.write_paused and not ex.disconnected:
+            task = start_eager(ex.loop, ex.drain())
+            if task is not None:
+                self.track(ex, task)
 
     @staticmethod
     def not_found(ex: Exchange) -> None:
@@ -138,31 +192,42 @@ class StaticMount:
         ex.send_head(301, [(b"location", location), (b"content-type", b"text/plain; charset=utf-8")],
                      b"Moved Permanently\n", end=True)
 
-    async def serve_file(self, ex: Exchange, found: Found) -> None:
-        """Open, check and send the file (or the precompressed sibling the client takes); its descriptor is
-        closed whatever happens."""
+    async def serve_file(self, ex: Exchange, found: Found, path: str, coding: str | None) -> None:
+        """Open, check and send the file at ``path`` (``found``'s, or the precompressed sibling in ``coding``
+        the client takes); its descriptor is closed whatever happens. A small file that has settled is kept
+        in ``files`` for the next requests."""
         fd = -1
-        path = found.path
-        coding: str | None = None
-        if found.siblings:
-            accept_encoding: bytes | None = None
-            for name, value in ex.headers:
-                if name == b"accept-encoding":
-                    accept_encoding = value if accept_encoding is None else accept_encoding + b"," + value
-            coding = choose_coding(accept_encoding, tuple(name for name, _ in found.siblings))
-            if coding is not None:
-                path = next(sibling for name, sibling in found.siblings if name == coding)
         try:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
                 info = os.fstat(fd)
             except OSError:  # vanished, replaced by a symlink, not readable: as if never there
+                self.files.drop(path)
                 self.not_found(ex)
                 return
             if not stat.S_ISREG(info.st_mode):
+                self.files.drop(path)
                 self.not_found(ex)
                 return
-            answer = self.answer(ex, found, coding, info.st_size, info.st_mtime_ns)
+            entry = self.files.get(path)
+            vary = bool(found.siblings)
+            if entry is None or entry.coding != coding or entry.vary != vary or not entry.same(info):
+                entry = self.entry(found, path, coding, info)
+                if entry.size <= INLINE_MAX and settled(info):
+                    data = await ChunkReader(ex.loop, fd).read(0, entry.size)
+                    if ex.disconnected:
+                        return
+                    if len(data) == entry.size:  # else the file shrank: the send_file path logs it and aborts
+                        entry.data = data
+                        self.files.put(entry)
+                else:
+                    self.files.put(entry)
+            if entry.data is not None:
+                self.send_cached(ex, entry)
+                if ex.write_paused and not ex.disconnected:
+                    await ex.drain()
+                return
+            answer = self.answer(ex, entry)
             if not answer.parts:
                 ex.send_head(answer.status, answer.headers, b"", end=True)
                 return
@@ -203,47 +268,49 @@ class StaticMount:
             if fd >= 0:
                 os.close(fd)
 
-    def answer(self, ex: Exchange, found: Found, coding: str | None, size: int, mtime_ns: int) -> Answer:
-        """What to send for a file sent as itself (``coding`` None) or as its precompressed sibling."""
-        etag = make_etag(size, mtime_ns, coding)
-        mtime = mtime_ns // 1_000_000_000
-        last_modified = http_date(mtime)
+    def entry(self, found: Found, path: str, coding: str | None, info: os.stat_result) -> CachedFile:
+        """The fields of ``path`` (``found``'s file sent as itself when ``coding`` is None, else its sibling)
+        as ``info`` describes it, computed once for every request until the file changes."""
         immutable = self.immutable
         cache_control = IMMUTABLE if immutable is not None and immutable(found.path) else self.cache_control
-        validators: Headers = [(b"etag", etag), (b"last-modified", last_modified), (b"cache-control", cache_control)]
-        if found.siblings:  # the answer depends on Accept-Encoding: caches must know (RFC 9110 12.5.5)
-            validators.append(VARY)
+        return CachedFile(path, info, coding, bool(found.siblings), make_etag(info.st_size, info.st_mtime_ns, coding),
+                          http_date(info.st_mtime_ns // 1_000_000_000), content_type(found.path), cache_control)
+
+    def answer(self, ex: Exchange, entry: CachedFile) -> Answer:
+        """What to send for the representation ``entry`` describes, given the request's conditional and
+        Range fields."""
+        etag = entry.etag
+        validators = entry.validators
         fields: dict[bytes, bytes] = {}
         for name, value in ex.headers:
             if name in _CONDITIONAL and name not in fields:
                 fields[name] = value
-        if fields:
-            verdict = preconditions(ex.method, etag, mtime, fields.get(b"if-match"), fields.get(b"if-unmodified-since"),
-                                    fields.get(b"if-none-match"), fields.get(b"if-modified-since"))
-            if verdict == NOT_MODIFIED:
-                return Answer(NOT_MODIFIED, validators)
-            if verdict is not None:
-                return Answer(verdict, [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0")])
-        media_type = content_type(found.path)
-        headers: Headers = [(b"content-type", media_type), *validators, (b"accept-ranges", b"bytes")]
-        if coding is not None:
-            headers.append((b"content-encoding", coding.encode("ascii")))
+        if not fields:
+            return Answer(200, entry.full, ((b"", 0, entry.size),))
+        verdict = preconditions(ex.method, etag, entry.mtime, fields.get(b"if-match"),
+                                fields.get(b"if-unmodified-since"), fields.get(b"if-none-match"),
+                                fields.get(b"if-modified-since"))
+        if verdict == NOT_MODIFIED:
+            return Answer(NOT_MODIFIED, validators)
+        if verdict is not None:
+            return Answer(verdict, [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0")])
+        size = entry.size
         wanted = fields.get(b"range")
         if wanted is not None and ex.method == "GET":
             if_range = fields.get(b"if-range")
-            spans = parse_ranges(wanted, size) if if_range is None or if_range_holds(if_range, etag, last_modified) \
-                else None
+            spans = parse_ranges(wanted, size) \
+                if if_range is None or if_range_holds(if_range, etag, entry.last_modified) else None
             if spans == UNSATISFIABLE:
                 return Answer(416, [(b"content-range", b"bytes */%d" % size), (b"content-length", b"0"), *validators])
-            if type(spans) is list and len(spans) == 1:
-                first, last = spans[0]
-                headers.append((b"content-range", b"bytes %d-%d/%d" % (first, last, size)))
-                headers.append((b"content-length", b"%d" % (last - first + 1)))
-                return Answer(206, headers, ((b"", first, last - first + 1),))
             if type(spans) is list:
-                return byteranges(headers, media_type, spans, size)
-        headers.append((b"content-length", b"%d" % size))
-        return Answer(200, headers, ((b"", 0, size),))
+                headers = entry.full[:-1]  # without its content-length
+                if len(spans) == 1:
+                    first, last = spans[0]
+                    headers.append((b"content-range", b"bytes %d-%d/%d" % (first, last, size)))
+                    headers.append((b"content-length", b"%d" % (last - first + 1)))
+                    return Answer(206, headers, ((b"", first, last - first + 1),))
+                return byteranges(headers, entry.content_type, spans, size)
+        return Answer(200, entry.full, ((b"", 0, size),))
 
 
 class Answer(NamedTuple):

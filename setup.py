@@ -66,6 +66,13 @@ COMPILED = [
     "src/bascule/gateways/wsgi.py",
     "src/bascule/gateways/wsgi_io.py",
     "src/bascule/ops/request_id.py",
+    "src/bascule/static/conditional.py",
+    "src/bascule/static/content_types.py",
+    "src/bascule/static/encodings.py",
+    "src/bascule/static/filecache.py",
+    "src/bascule/static/immutable.py",
+    "src/bascule/static/resolve.py",
+    "src/bascule/static/handler.py",
 ]
 
 

@@ -89,6 +89,10 @@ class Config:
     static_immutable: bool = field(default=True, metadata=option(
         "Send content-hashed static files (listed in a Django staticfiles.json or Vite manifest, else names "
         "such as app.3f2a9c1b7e4d.css) with Cache-Control: public, max-age=31536000, immutable."))
+    static_follow_symlinks: bool = field(default=False, metadata=option(
+        "Let symlinks inside a --static directory lead out of it (collectstatic --link); off, a file or "
+        "directory a symlink places outside DIR is a 404. Request paths still never climb out (no .., no "
+        "dotfiles, nor a link to one)."))
     host: str = field(default="127.0.0.1", metadata=option("Address to bind.", metavar="ADDRESS"))
     port: int = field(default=8000, metadata=option("Port to bind (0 picks a free one).", metavar="PORT"))
     uds: str | None = field(default=None, metadata=option("Bind a Unix domain socket at this path instead of "

@@ -50,7 +50,8 @@ def resolve_mounts(config: Config, app: Any = None) -> list[Mount]:
         if prefix in taken:
             raise ConfigError(f"static {spec!r}: {prefix or '/'} is already mounted; give each mount its own prefix")
         taken.add(prefix)
-        StaticMount(prefix, directory, max_age=0, immutable=False, fallback=config.static_fallback)  # checks, once
+        StaticMount(prefix, directory, max_age=0, immutable=False, fallback=config.static_fallback,  # checks, once
+                    follow_symlinks=config.static_follow_symlinks)
     return mounts
 
 
@@ -89,7 +90,7 @@ class AppTable:
         for spec in config.static:
             prefix, directory = parse_static(spec)
             static = StaticMount(prefix, directory, max_age=config.static_max_age, immutable=config.static_immutable,
-                                 fallback=config.static_fallback)
+                                 fallback=config.static_fallback, follow_symlinks=config.static_follow_symlinks)
             self.static_mounts.append(static)
             routes.append((prefix, static))
         routes.sort(key=lambda route: len(route[0]), reverse=True)

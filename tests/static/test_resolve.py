@@ -80,6 +80,27 @@ def test_locate(tree: Path) -> None:
     assert r.locate(("a\x00",), False).kind == MISSING
 
 
+def test_follow_symlinks_lets_links_lead_out(tree: Path, tmp_path: Path) -> None:
+    """--static-follow-symlinks: a link inside may lead anywhere (a file, a directory, into a dot directory),
+    but not to a dotfile, in or out; request paths are checked as without it."""
+    r = Resolver(os.path.realpath(tree), follow_symlinks=True)
+    real = os.path.realpath(tree)
+    out = os.path.realpath(tmp_path)
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "admin.css").write_text("css")
+    (tmp_path / ".secret").write_text("s")
+    (tree / "link-venv").symlink_to(tmp_path / ".venv" / "admin.css")
+    (tree / "link-out-dot").symlink_to(tmp_path / ".secret")
+    assert r.locate(("link-out",), False) == Found(FILE, os.path.join(out, "outside.txt"))
+    assert r.locate(("link-dir-out", "outside.txt"), False) == Found(FILE, os.path.join(out, "outside.txt"))
+    assert r.locate(("link-dir-out",), False) == Found(REDIRECT)
+    assert r.locate(("link-venv",), False) == Found(FILE, os.path.join(out, ".venv", "admin.css"))
+    assert r.locate(("link-out-dot",), False) == NOT_FOUND
+    assert r.locate(("link-dot",), False) == NOT_FOUND
+    assert r.locate(("link-in",), False) == Found(FILE, os.path.join(real, "a.txt"))
+    assert split_segments("/link-dir-out/.secret") is None  # a dot segment in the request, as ever
+
+
 def test_cache_expires_and_is_bounded(tree: Path) -> None:
     r = resolver(tree)
     assert r.find(("new.txt",), False, 100.0) == NOT_FOUND

@@ -48,6 +48,7 @@ CORPUS = [
     "/link-out",
     "/link-dir/secret.txt",
     "/link-dotfile",
+    "/link-out-dotfile",
     "/sub/link-up/secret.txt",
     "/hello.txt/",
     "/hello.txt/..",
@@ -74,6 +75,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "link-dir").symlink_to(base)
     (root / "link-dotfile").symlink_to(".env")
     (root / "sub" / "link-up").symlink_to("../..")
+    (base / ".hidden").write_bytes(SECRET)
+    (root / "link-out-dotfile").symlink_to(base / ".hidden")
     os.mkfifo(root / "fifo")
     return root
 
@@ -111,3 +114,31 @@ def test_no_file_outside_is_ever_served_over_the_server(mounted: tuple[Running, 
     with socket.create_connection((srv.host, srv.port)) as sock:
         reply = http_exchange(sock, b"GET /../../../../etc/hostname HTTP/1.1\r\nHost: x\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 404")
+
+
+# -- --static-follow-symlinks ------------------------------------------------------------------------------
+
+LINKS_OUT = {"/link-out", "/link-dir/secret.txt", "/sub/link-up/secret.txt"}
+"""The corpus entries that reach the secret only through a symlink placed inside the directory."""
+
+
+@pytest.fixture(scope="module", params=["", "/static"], ids=["root", "prefix"])
+def following(request: pytest.FixtureRequest, tree: Path) -> Iterator[tuple[Running, str]]:
+    prefix = str(request.param)
+    with serve_in_thread(None, label=None, static=(f"{prefix or '/'}={tree}",), static_follow_symlinks=True) as srv:
+        yield srv, prefix
+
+
+@pytest.mark.parametrize("path", CORPUS)
+def test_traversal_attempt_with_links_followed(following: tuple[Running, str], path: str) -> None:
+    """With --static-follow-symlinks only the links someone placed in the directory lead out: every other
+    attempt of the corpus is still a 404 without the secret (dotfiles, .., encodings, a link to a dotfile)."""
+    srv, prefix = following
+    reply = get(srv, prefix + path)
+    status = reply.split(b"\r\n", 1)[0]
+    assert b"Traceback" not in reply
+    if path in LINKS_OUT:
+        assert status == b"HTTP/1.1 200 OK" and reply.endswith(SECRET), (path, reply[:200])
+    else:
+        assert status == b"HTTP/1.1 404 Not Found", (path, reply[:200])
+        assert SECRET not in reply

@@ -86,10 +86,10 @@ class StaticMount:
     """Serves the files under ``directory`` at ``prefix`` (a decoded path prefix without a trailing slash)."""
 
     def __init__(self, prefix: str, directory: str, *, max_age: int, immutable: bool = True,
-                 fallback: str | None = None) -> None:
+                 fallback: str | None = None, follow_symlinks: bool = False) -> None:
         self.prefix = prefix
         root = check_static_dir(prefix, directory)
-        self.resolver = Resolver(root)
+        self.resolver = Resolver(root, follow_symlinks=follow_symlinks)
         self.fallback: tuple[str, ...] | None = None
         """--static-fallback's file as path segments: what a page navigation to a missing path gets."""
         if fallback is not None:

@@ -81,6 +81,8 @@ class ImmutablePolicy:
         names = self.names
         if names is None:
             return looks_hashed(os.path.basename(real_path))
+        if not real_path.startswith(self.root_prefix):
+            return False  # reached by a symlink out (--static-follow-symlinks): no name of the manifest's
         rel = real_path[len(self.root_prefix):]
         if os.sep != "/":
             rel = rel.replace(os.sep, "/")

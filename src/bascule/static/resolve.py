@@ -5,13 +5,19 @@ The rules (docs/static.md), each a 404 rather than an error: the path is percent
 never become a dot); NUL and backslash are refused; every segment starting with ``.`` is refused, which
 covers ``..``, ``.`` and dotfiles (``.git``, ``.env``); the file found is resolved with realpath and must lie
 under the directory's own realpath, so a symlink may point elsewhere inside the directory but never out of
-it, and a symlink to a dotfile is refused like the dotfile. Only regular files are served. A directory is
-served through its ``index.html`` when the path ends with ``/``, and redirected to the ``/`` form otherwise.
+it (unless ``--static-follow-symlinks``, below), and a symlink to a dotfile is refused like the dotfile.
+Only regular files are served. A directory is served through its ``index.html`` when the path ends with
+``/``, and redirected to the ``/`` form otherwise.
 A file's precompressed siblings (``.br``, ``.zst``, ``.gz``) are found under the same rules.
 
+With ``--static-follow-symlinks`` a symlink inside the directory may lead out of it, to a file or a
+directory anywhere (Django's ``collectstatic --link`` fills STATIC_ROOT with such links); the request path
+itself is checked as before, so only links someone placed in the directory lead out, and a link to a
+dotfile is still refused.
+
 Resolutions are cached for a second (:class:`Resolver`), bounded in size: realpath costs an lstat per path
-component. The file itself is opened and fstat'ed on every request, so its size and validators are always
-current; a file replaced within the second is still found (by the same name), one removed gives 404.
+component. The file itself is checked on every request (filecache.py), so its size and validators are
+always current; a file replaced within the second is still found (by the same name), one removed gives 404.
 """
 
 from __future__ import annotations
@@ -71,10 +77,12 @@ def split_segments(rel: str) -> tuple[tuple[str, ...], bool] | None:
 class Resolver:
     """Finds files under one directory (given as its realpath), with a short-lived cache of answers."""
 
-    def __init__(self, root: str, index: str = "index.html") -> None:
+    def __init__(self, root: str, index: str = "index.html", *, follow_symlinks: bool = False) -> None:
         self.root = root
         self.root_prefix = root.rstrip(os.sep) + os.sep
         self.index = index
+        self.follow_symlinks = follow_symlinks
+        """--static-follow-symlinks: a symlink inside the directory may lead out of it."""
         self._cache: dict[tuple[tuple[str, ...], bool], tuple[float, Found]] = {}
 
     def find(self, segments: tuple[str, ...], trailing: bool, now: float) -> Found:
@@ -137,6 +145,11 @@ class Resolver:
         if real == self.root:
             return real
         if not real.startswith(self.root_prefix):
+            # Out of the directory. ``path`` itself is under it (its segments hold no dot segment), so only a
+            # symlink inside leads here: allowed with follow_symlinks, unless it names a dotfile. The rest of
+            # the target may hold dot directories (a link into a .venv's site-packages is collectstatic --link).
+            if self.follow_symlinks and not os.path.basename(real).startswith("."):
+                return real
             return None
         if (os.sep + ".") in real[len(self.root_prefix) - 1:]:
             return None

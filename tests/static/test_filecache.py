@@ -205,3 +205,15 @@ def test_no_descriptor_is_left_open(srv: Running, www: Path, later: None) -> Non
         while len(os.listdir("/proc/self/fd")) > before and time.monotonic() < end:
             time.sleep(0.05)
         assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_cached_answers_over_http2(srv: Running, www: Path, later: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = opens_of(monkeypatch, www)
+    with httpx.Client(base_url=srv.url, http1=False, http2=True) as client:
+        replies = [client.get("/s/a.css") for _ in range(3)]
+        head = client.head("/s/a.css")
+        part = client.get("/s/a.css", headers={"range": "bytes=-3"})
+    assert all(r.http_version == "HTTP/2" and r.content == b"a{color:red}\n" for r in replies)
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == "13"
+    assert part.status_code == 206 and part.content == b"d}\n"
+    assert opened == [str(www / "a.css")]

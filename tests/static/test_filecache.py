@@ -83,6 +83,30 @@ def test_bounds_drop_the_oldest(tmp_path: Path) -> None:
     assert cache.bytes == 10
 
 
+def test_fill_counts_the_bytes_once(tmp_path: Path) -> None:
+    for name in "abc":
+        (tmp_path / name).write_bytes(b"x" * 10)
+    cache = FileCache(max_bytes=25)
+    a, b = entry_for(tmp_path / "a"), entry_for(tmp_path / "b")
+    cache.put(a)
+    cache.put(b)
+    cache.fill(a, b"x" * 10)
+    cache.fill(a, b"y" * 10)  # already has its bytes: nothing changes
+    assert a.data == b"x" * 10 and cache.bytes == 10
+    cache.fill(b, b"x" * 10)
+    assert cache.bytes == 20
+    orphan = entry_for(tmp_path / "a")
+    cache.fill(orphan, b"z" * 10)  # not the entry kept for its path: serves its request, counts nothing
+    assert orphan.data == b"z" * 10 and cache.bytes == 20
+    c = entry_for(tmp_path / "c")
+    cache.put(c)
+    cache.fill(c, b"x" * 10)  # 30 > 25: the oldest (a) goes
+    assert list(cache.entries) == [str(tmp_path / n) for n in "bc"] and cache.bytes == 20
+    cache.drop(str(tmp_path / "b"))
+    cache.drop(str(tmp_path / "c"))
+    assert cache.bytes == 0
+
+
 def test_fresh_checks_the_path_now(tmp_path: Path) -> None:
     path = tmp_path / "a"
     path.write_bytes(b"a")
@@ -165,6 +189,17 @@ def test_a_file_just_written_is_not_kept(srv: Running, www: Path, monkeypatch: p
     with httpx.Client(base_url=srv.url) as client:
         assert [client.get("/s/new.css").content for _ in range(3)] == [b"b{}\n"] * 3
     assert len(opened) == 3
+
+
+def test_a_file_is_kept_once_it_has_settled(srv: Running, www: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = opens_of(monkeypatch, www)
+    (www / "new.css").write_bytes(b"b{}\n")
+    with httpx.Client(base_url=srv.url) as client:
+        assert client.get("/s/new.css").content == b"b{}\n"  # just written: read, its fields kept
+        real = time.time_ns
+        monkeypatch.setattr(time, "time_ns", lambda: real() + LATER)
+        assert [client.get("/s/new.css").content for _ in range(3)] == [b"b{}\n"] * 3
+    assert len(opened) == 2  # the first request, then the one that kept its bytes
 
 
 def test_every_change_is_seen_by_the_next_request(srv: Running, www: Path, later: None) -> None:

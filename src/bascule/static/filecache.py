@@ -121,6 +121,22 @@ class FileCache:
         while len(entries) > self.max_entries or self.bytes > self.max_bytes:
             self.drop(next(iter(entries)))
 
+    def fill(self, entry: CachedFile, data: bytes) -> None:
+        """Give ``entry`` its file's bytes (read after the entry was made: a file that settled since, or a
+        fresh entry); counted against the budget if ``entry`` is still the one kept for its path."""
+        if entry.data is not None:
+            return
+        entry.data = data
+        if self.entries.get(entry.path) is not entry:
+            return  # replaced meanwhile: the bytes serve this request only
+        if len(data) > self.max_bytes:
+            del self.entries[entry.path]
+            return
+        self.bytes += len(data)
+        entries = self.entries
+        while self.bytes > self.max_bytes:
+            self.drop(next(iter(entries)))
+
     def drop(self, path: str) -> None:
         entry = self.entries.pop(path, None)
         if entry is not None and entry.data is not None:

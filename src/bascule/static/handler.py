@@ -213,15 +213,13 @@ class StaticMount:
             vary = bool(found.siblings)
             if entry is None or entry.coding != coding or entry.vary != vary or not entry.same(info):
                 entry = self.entry(found, path, coding, info)
-                if entry.size <= INLINE_MAX and settled(info):
-                    data = await ChunkReader(ex.loop, fd).read(0, entry.size)
-                    if ex.disconnected:
-                        return
-                    if len(data) == entry.size:  # else the file shrank: the send_file path logs it and aborts
-                        entry.data = data
-                        self.files.put(entry)
-                else:
-                    self.files.put(entry)
+                self.files.put(entry)
+            if entry.data is None and entry.size <= INLINE_MAX and settled(info):
+                data = await ChunkReader(ex.loop, fd).read(0, entry.size)
+                if ex.disconnected:
+                    return
+                if len(data) == entry.size:  # else the file shrank: the send_file path logs it and aborts
+                    self.files.fill(entry, data)
             if entry.data is not None:
                 self.send_cached(ex, entry)
                 if ex.write_paused and not ex.disconnected:

@@ -75,8 +75,12 @@ class CachedFile:
 
 
 def settled(info: os.stat_result) -> bool:
-    """Whether the file has not changed for SETTLE_NS, so that its identity tells any later write apart."""
-    return time.time_ns() - max(info.st_ctime_ns, info.st_mtime_ns) >= SETTLE_NS
+    """Whether the file has not changed for SETTLE_NS, so that its identity tells any later write apart.
+
+    The change time, not the modification time: every write, rename or utime sets it to the clock's now,
+    while a modification time can be anything a tool set (``rsync -t`` from a host whose clock runs ahead
+    would leave a file never cached)."""
+    return time.time_ns() - info.st_ctime_ns >= SETTLE_NS
 
 
 class FileCache:

@@ -14,6 +14,7 @@ import difflib
 import functools
 import ipaddress
 import math
+import os
 import re
 import types
 import typing
@@ -343,6 +344,7 @@ class Config:
         _check_process_model(self)
         _check_admin(self)
         _check_listeners(self)
+        _check_admin_apart(self)
         _check_proxies(self)
         _check_request_id(self)
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
@@ -505,6 +507,42 @@ def _check_admin(config: Config) -> None:
         raise ConfigError(f"admin_bind {spec!r} is not a loopback address: the admin routes are for this host only; "
                           f"use 127.0.0.1:PORT, [::1]:PORT or unix:PATH (and a proxy in front if they must be reached "
                           f"from elsewhere)")
+
+
+WILDCARD_HOSTS = ("", "::")
+"""Hosts whose listener takes a port on every address (IPv4 too: a dual-stack socket)."""
+
+
+def _check_admin_apart(config: Config) -> None:
+    """--admin-bind must not name one of the app's own listeners: a Unix socket path would be taken over (binding
+    one replaces a socket file already there, so the second listener silently takes the first one's place), and a
+    TCP port would fail the start with an "address in use" that reads like another process holding it."""
+    spec = config.admin_bind
+    if spec is None:
+        return
+    admin = parse_bind(spec)
+    if config.bind:
+        apps = [parse_listener(bind)[0] for bind in config.bind]
+    elif config.fd is not None:
+        apps = []
+    elif config.uds:
+        apps = [Endpoint("unix", config.uds)]
+    else:
+        apps = [Endpoint("tcp", (config.host, config.port))]
+    for app in apps:
+        if app.kind != admin.kind:
+            continue
+        if isinstance(app.address, str) and isinstance(admin.address, str):
+            clash = os.path.normpath(app.address) == os.path.normpath(admin.address)
+        elif isinstance(app.address, tuple) and isinstance(admin.address, tuple):
+            (app_host, app_port), (admin_host, admin_port) = app.address, admin.address
+            every = app_host in WILDCARD_HOSTS or (app_host == "0.0.0.0" and ":" not in admin_host)
+            clash = app_port == admin_port != 0 and (app_host == admin_host or every)
+        else:
+            clash = False
+        if clash:
+            raise ConfigError(f"admin_bind {spec!r} is also where the app listens: give the admin routes an address of "
+                              f"their own")
 
 
 def is_loopback(host: str) -> bool:

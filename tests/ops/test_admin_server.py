@@ -60,6 +60,36 @@ def test_other_option_errors() -> None:
         Config(app="a:b", readiness_check="nocolon")
 
 
+@pytest.mark.parametrize("app_side", [
+    {"uds": "/tmp/app16.sock"},
+    {"bind": ("127.0.0.1:8001", "unix:/tmp/app16.sock")},
+    {"bind": ("uwsgi://unix:/tmp/app16.sock",)},
+])
+def test_admin_bind_cannot_share_the_apps_unix_socket(app_side: dict[str, object]) -> None:
+    # bind_unix replaces a socket file already there: the second listener would take the first one's path
+    with pytest.raises(ConfigError, match=r"admin_bind 'unix:/tmp/app16\.sock' is also where the app listens"):
+        Config(app="a:b", admin_bind="unix:/tmp/app16.sock", **app_side)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("app_side", "admin"), [
+    ({"port": 9016}, "127.0.0.1:9016"),
+    ({"host": "0.0.0.0", "port": 9016}, "127.0.0.1:9016"),
+    ({"bind": (":9016",)}, "127.0.0.1:9016"),
+    ({"bind": ("[::]:9016",)}, "[::1]:9016"),
+    ({"bind": ("proxy+127.0.0.1:9016",)}, "127.0.0.1:9016"),
+])
+def test_admin_bind_cannot_share_the_apps_port(app_side: dict[str, object], admin: str) -> None:
+    with pytest.raises(ConfigError, match="is also where the app listens"):
+        Config(app="a:b", admin_bind=admin, **app_side)  # type: ignore[arg-type]
+
+
+def test_admin_bind_beside_the_app() -> None:
+    assert Config(app="a:b", port=9016, admin_bind="127.0.0.1:9017").admin_bind == "127.0.0.1:9017"
+    assert Config(app="a:b", port=0, admin_bind="127.0.0.1:0").admin_bind == "127.0.0.1:0"
+    assert Config(app="a:b", bind=("127.0.0.2:9016",), admin_bind="127.0.0.1:9016").admin_bind
+    assert Config(app="a:b", uds="/tmp/app16.sock", admin_bind="unix:/tmp/admin16.sock").admin_bind
+
+
 def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["a:b", "--admin-bind", "0.0.0.0:9000"]) == 2
     err = capsys.readouterr().err

@@ -222,8 +222,9 @@ class Config:
         "workers the master serves it. Off by default (docs/deployment.md).", metavar="ADDRESS"))
     readiness_check: str | None = field(default=None, metadata=option(
         "An app hook /readyz also asks, as MODULE:ATTR: a callable taking no arguments (sync or async) that "
-        "returns something true when the app can take traffic; run on the serving loop at most once a second "
-        "(keep it quick); an exception counts as not ready.", metavar="MODULE:ATTR"))
+        "returns something true when the app can take traffic; run at most once a second, an async one on the "
+        "serving loop, a sync one in a thread; an exception, or no answer within 5 s, counts as not ready.",
+        metavar="MODULE:ATTR"))
     shutdown_delay: float = field(default=0.0, metadata=option(
         "On SIGTERM, fail /readyz at once but keep accepting and serving for this many seconds (for a load "
         "balancer or Kubernetes to stop sending traffic), then stop gracefully. A second SIGTERM or SIGINT "

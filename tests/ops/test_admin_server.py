@@ -161,6 +161,9 @@ def test_readiness_check_in_process(tmp_path: Path) -> None:
     port = free_port()
     with serve_in_thread(hello, admin_bind=f"127.0.0.1:{port}", readiness_check="probe_mod_b:ready",
                          app_dir=str(tmp_path)):
+        deadline = time.monotonic() + 5  # a sync check runs in a thread: its first answer is a moment away
+        while get(port, "/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert get(port, "/readyz") == (200, b"ok\n")
         (tmp_path / "down").touch()
         deadline = time.monotonic() + 5

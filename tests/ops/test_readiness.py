@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +54,21 @@ def test_async_check_and_exceptions(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_a_slow_async_check_runs_once_at_a_time_and_times_out() -> None:
-    started = 0
+    started = running = most = 0
 
     async def check() -> bool:
-        nonlocal started
+        nonlocal started, running, most
         started += 1
-        await asyncio.sleep(10)
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(10)
+        finally:
+            running -= 1
         return True
 
     rc, changes = run(check, seconds=0.3, timeout=0.1)
-    assert started == 1
+    assert most == 1 and 1 <= started <= 3  # each run is cancelled at its timeout before the next one starts
     assert changes == [(False, "no answer within 0.1 s")] and not rc.ok
 
 
@@ -78,3 +85,99 @@ def test_load_check(tmp_path: Path) -> None:
         load_check("probe_mod_a:NOT", str(tmp_path))
     with pytest.raises(AppLoadError):
         load_check("probe_mod_a:missing", str(tmp_path))
+
+
+def test_a_blocking_sync_check_does_not_block_the_loop() -> None:
+    # a sync check that waits on the network (a database ping with no timeout) must not stall the loop that
+    # serves the requests, the heartbeat and, in one process, /livez itself
+    release = threading.Event()
+    started = 0
+
+    def check() -> bool:
+        nonlocal started
+        started += 1
+        release.wait(0.3)
+        return True
+
+    gaps: list[float] = []
+
+    async def main() -> ReadinessCheck:
+        loop = asyncio.get_running_loop()
+        rc = ReadinessCheck(check, loop, interval=0.02, timeout=0.1)
+        rc.start()
+        last = loop.time()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            gaps.append(loop.time() - last)
+            last = loop.time()
+        failing = (rc.ok, rc.reason)
+        release.set()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if rc.ok:
+                break
+        rc.stop()
+        assert failing == (False, "no answer within 0.1 s")
+        return rc
+
+    rc = asyncio.run(main())
+    assert max(gaps) < 0.1, gaps
+    assert started >= 1 and rc.ok
+
+
+def test_a_sync_check_runs_once_at_a_time_and_its_exceptions_count() -> None:
+    running = 0
+    most = 0
+
+    def check() -> bool:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        time.sleep(0.05)
+        running -= 1
+        raise ConnectionError("db down")
+
+    rc, changes = run(check, seconds=0.3)
+    assert most == 1
+    assert changes == [(False, "raised ConnectionError: db down")] and not rc.ok
+
+
+def test_a_hung_async_check_is_cancelled_at_its_timeout_and_tried_again() -> None:
+    # one answer that never comes (a lost packet, a client without a timeout) must not fail /readyz for good
+    calls = 0
+    cancelled = 0
+
+    async def check() -> bool:
+        nonlocal calls, cancelled
+        calls += 1
+        if calls == 1:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled += 1
+                raise
+        return True
+
+    rc, changes = run(check, seconds=0.4, timeout=0.1)
+    assert cancelled == 1
+    assert changes == [(False, "no answer within 0.1 s"), (True, "")] and rc.ok
+
+
+def test_an_object_with_an_async_call_runs_on_the_loop() -> None:
+    class Check:
+        thread = ""
+
+        async def __call__(self) -> bool:
+            Check.thread = threading.current_thread().name
+            return True
+
+    _rc, changes = run(Check(), seconds=0.1)
+    assert changes == [(True, "")] and Check.thread == threading.main_thread().name
+
+
+def test_a_sync_callable_returning_a_coroutine_is_awaited() -> None:
+    async def ping() -> bool:
+        return False
+
+    _rc, changes = run(lambda: ping(), seconds=0.1)
+    assert changes == [(False, "returned False")]

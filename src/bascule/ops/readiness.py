@@ -1,18 +1,24 @@
 """``--readiness-check MODULE:ATTR``: the app's own say in ``/readyz`` (a database reachable, a cache warm).
 
-The check runs on the serving event loop, at most once a second, never twice at a time: a probe then reads
-the last answer instead of calling into the app per probe (a balancer checking every 200 ms from several
-places would otherwise multiply the app's work). A sync callable runs on the loop, so it must be quick; an
-async one runs as a task and counts as failing once it has not answered for ``CHECK_TIMEOUT`` seconds.
-Anything true passes; a false value, an exception or a timeout fails, logged once per change (not once per
-second). Each change is passed to ``on_change``: a worker reports it to its master (workers.py).
+The check runs at most once a second, never twice at a time: a probe then reads the last answer instead of
+calling into the app per probe (a balancer checking every 200 ms from several places would otherwise multiply
+the app's work). An async callable runs as a task on the serving loop; a sync one runs in a thread of its own,
+because a check is exactly the code that waits on something else (a database ping, a socket) and on the loop
+it would stall every request, the worker's heartbeat (the master would kill it as stuck) and, in one process,
+``/livez``. Either counts as failing once it has not answered for ``CHECK_TIMEOUT`` seconds; a task is then
+cancelled and tried again on the next tick (one lost answer must not fail ``/readyz`` for good), while a thread,
+which cannot be stopped, is waited for before the next run. Anything true passes; a false value, an exception
+or a timeout fails, logged once per change (not once per second). Each change is passed to ``on_change``: a
+worker reports it to its master (workers.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +54,8 @@ class ReadinessCheck:
         self.ok = False
         self.reason = "the readiness check has not answered yet"
         self._reported: bool | None = None  # the last state logged and passed on (None: none yet)
-        self._pending: asyncio.Task[Any] | None = None
+        self._pending: asyncio.Future[Any] | None = None  # the run not answered yet: a task, or a thread's outcome
+        self._task = False  # _pending is a task (cancellable), not a thread's
         self._pending_since = 0.0
         self._handle: asyncio.TimerHandle | None = None
 
@@ -69,18 +76,58 @@ class ReadinessCheck:
         if pending is not None:
             if self.loop.time() - self._pending_since > self.timeout:
                 self._set(False, f"no answer within {self.timeout:g} s")
+                if self._task:  # a thread cannot be stopped: it is waited for; a task is tried again
+                    self._pending = None
+                    pending.cancel()
             return
-        try:
-            result = self.check()
-        except Exception as exc:
-            self._set(False, f"raised {type(exc).__name__}: {exc}")
-            return
-        if inspect.isawaitable(result):
-            self._pending = asyncio.ensure_future(result, loop=self.loop)
-            self._pending_since = self.loop.time()
-            self._pending.add_done_callback(self._done)
+        if self._is_async:
+            try:
+                result = self.check()
+            except Exception as exc:
+                self._set(False, f"raised {type(exc).__name__}: {exc}")
+                return
+            if not inspect.isawaitable(result):
+                self._answer(result)
+                return
+            self._wait_for(asyncio.ensure_future(result, loop=self.loop), task=True)
         else:
-            self._answer(result)
+            self._wait_for(self._in_thread(), task=False)
+
+    @property
+    def _is_async(self) -> bool:
+        check: Any = self.check
+        return inspect.iscoroutinefunction(check) or inspect.iscoroutinefunction(type(check).__call__)
+
+    def _wait_for(self, future: asyncio.Future[Any], *, task: bool) -> None:
+        self._pending, self._task = future, task
+        self._pending_since = self.loop.time()
+        future.add_done_callback(self._done)
+
+    def _in_thread(self) -> asyncio.Future[Any]:
+        """Call the sync check in a daemon thread (one per run: never two at a time, and one blocked for good is
+        not joined at exit); its outcome comes back to the loop as a future's."""
+        loop = self.loop
+        future: asyncio.Future[Any] = loop.create_future()
+        check = self.check
+
+        def settle(ok: bool, value: Any) -> None:
+            if future.done():
+                return
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+        def call() -> None:
+            try:
+                outcome: tuple[bool, Any] = (True, check())
+            except Exception as exc:
+                outcome = (False, exc)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, *outcome)
+
+        threading.Thread(target=call, name="bascule-readiness-check", daemon=True).start()
+        return future
 
     def _done(self, task: asyncio.Future[Any]) -> None:
         if task is not self._pending:
@@ -90,8 +137,10 @@ class ReadinessCheck:
             self._set(False, "cancelled")
         elif (exc := task.exception()) is not None:
             self._set(False, f"raised {type(exc).__name__}: {exc}")
+        elif inspect.isawaitable(result := task.result()):  # a sync callable that returned a coroutine
+            self._wait_for(asyncio.ensure_future(result, loop=self.loop), task=True)
         else:
-            self._answer(task.result())
+            self._answer(result)
 
     def _answer(self, result: Any) -> None:
         if result:

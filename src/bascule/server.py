@@ -182,6 +182,13 @@ class Server:
             state.serving = True
             if check is not None:
                 check.start()  # its first answer now, then once a second
+                # READY only with an answer: the master retires the worker this one replaces on READY, and its
+                # /readyz would fail meanwhile ('not run yet') with one worker; a stop asked for ends the wait
+                exit_wait = asyncio.ensure_future(self._exit.wait())
+                answer = asyncio.ensure_future(check.first_answer())
+                await asyncio.wait((exit_wait, answer), return_when=asyncio.FIRST_COMPLETED)
+                exit_wait.cancel()
+                answer.cancel()
             if self.on_ready is not None:
                 self.on_ready()
             await self._exit.wait()

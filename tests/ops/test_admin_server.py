@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -14,6 +15,7 @@ from conftest import free_port, http_exchange, serve_in_thread
 from bascule.cli import main
 from bascule.config import Config
 from bascule.errors import ConfigError
+from bascule.server import Server
 
 
 async def hello(scope: dict[str, object], receive: object, send: object) -> None:
@@ -198,3 +200,25 @@ def test_a_failed_startup_releases_the_admin_port() -> None:
         pass
     with socket.socket() as again:
         again.bind(("127.0.0.1", port))  # free again (SO_REUSEADDR is not set here: nothing may hold it)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_worker_is_ready_once_its_check_has_answered(tmp_path: Path, kind: str) -> None:
+    # READY makes the master retire the worker this one replaces: with no answer yet, the master's /readyz
+    # failed ('not run yet') between the two, on every SIGHUP and recycle of a single worker
+    prefix = "async " if kind == "async" else ""
+    (tmp_path / f"probe_mod_{kind}.py").write_text(f"{prefix}def ready():\n    return True\n")
+    changes: list[tuple[bool, str]] = []
+    seen_at_ready: list[list[tuple[bool, str]]] = []
+    server: Server | None = None
+
+    def on_ready() -> None:
+        seen_at_ready.append(list(changes))
+        assert server is not None
+        server.request_exit()
+
+    config = Config(app="x:y", port=0, access_log=False, readiness_check=f"probe_mod_{kind}:ready",
+                    app_dir=str(tmp_path), lifespan="off")
+    server = Server(config, hello, on_ready=on_ready, on_readiness=lambda ok, why: changes.append((ok, why)))
+    asyncio.run(asyncio.wait_for(server.serve(), 10))
+    assert seen_at_ready == [[(True, "")]]

@@ -58,9 +58,15 @@ class ReadinessCheck:
         self._task = False  # _pending is a task (cancellable), not a thread's
         self._pending_since = 0.0
         self._handle: asyncio.TimerHandle | None = None
+        self._answered = asyncio.Event()  # set at the first answer (a pass, a failure or a timeout)
 
     def start(self) -> None:
         self._run()
+
+    async def first_answer(self) -> None:
+        """Wait for the first answer: it comes within the timeout (and a tick), as a pass, a failure or no answer."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._answered.wait(), self.timeout + 2 * self.interval)
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -111,7 +117,8 @@ class ReadinessCheck:
         check = self.check
 
         def settle(ok: bool, value: Any) -> None:
-            if future.done():
+            if future.done():  # stopped meanwhile
+                drop(value)
                 return
             if ok:
                 future.set_result(value)
@@ -123,8 +130,10 @@ class ReadinessCheck:
                 outcome: tuple[bool, Any] = (True, check())
             except Exception as exc:
                 outcome = (False, exc)
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            try:
                 loop.call_soon_threadsafe(settle, *outcome)
+            except RuntimeError:  # the loop closed meanwhile
+                drop(outcome[1])
 
         threading.Thread(target=call, name="bascule-readiness-check", daemon=True).start()
         return future
@@ -150,6 +159,7 @@ class ReadinessCheck:
 
     def _set(self, ok: bool, reason: str) -> None:
         self.ok, self.reason = ok, reason
+        self._answered.set()
         if ok is self._reported:
             return
         if ok:
@@ -160,3 +170,9 @@ class ReadinessCheck:
         self._reported = ok
         if self.on_change is not None:
             self.on_change(ok, reason)
+
+
+def drop(value: Any) -> None:
+    """An answer nobody will read: a coroutine a sync callable returned is closed (no 'never awaited' warning)."""
+    if inspect.iscoroutine(value):
+        value.close()

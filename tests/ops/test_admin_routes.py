@@ -193,7 +193,7 @@ def test_child_fds_name_the_socket_and_open_connections(admin: Admin) -> None:
     with sock:
         http_exchange(sock, b"GET /livez HTTP/1.1\r\nhost: x\r\n\r\n")
         fds = admin[1].child_fds()
-        assert fds[0] == listening and len(fds) == 2
+        assert fds[0] == listening and len(fds) == 2 + 3  # the socket, the connection, the loop's own
         assert all(os.fstat(fd) for fd in fds)
 
 
@@ -253,3 +253,42 @@ def test_a_forked_child_closes_the_admin_socket_and_its_connections(admin: Admin
         os.waitpid(pid, 0)
         assert left == b"0"
         assert admin_sockets(address) == before  # the parent's own are untouched
+
+
+def open_fds() -> set[int]:
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):  # the listing's own descriptor is closed once it returns
+        try:
+            os.fstat(int(name))
+        except OSError:
+            continue
+        fds.add(int(name))
+    return fds
+
+
+def test_a_forked_child_keeps_nothing_of_the_admin_thread() -> None:
+    # the admin thread's loop has descriptors of its own (its epoll, its self-pipe socket pair): a worker that
+    # kept them would hold the master's loop open for nothing, 3 descriptors per worker
+    before = open_fds()
+    _source, thread = start_admin("127.0.0.1:0")
+    try:
+        added = open_fds() - before
+        assert len(added) >= 3  # the socket, and the loop's own
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                thread.close_in_child()
+                os.write(w, json.dumps(sorted(open_fds() & added)).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        left = os.read(r, 1000)
+        os.close(r)
+        os.waitpid(pid, 0)
+        assert json.loads(left) == []
+        assert added <= open_fds()  # the parent's own are untouched
+    finally:
+        thread.stop()

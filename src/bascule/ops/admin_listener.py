@@ -115,6 +115,24 @@ class AdminServer:
         return [fd for fd in fds if fd >= 0]
 
 
+def loop_fds(loop: asyncio.AbstractEventLoop | None) -> list[int]:
+    """The descriptors an asyncio selector loop holds for itself: its selector's and its self-pipe's.
+
+    asyncio names no public way to them; a loop without these attributes gives what it has."""
+    fds: list[int] = []
+    if loop is None:
+        return fds
+    selector: Any = getattr(loop, "_selector", None)
+    if selector is not None:
+        with contextlib.suppress(Exception):
+            fds.append(selector.fileno())
+    for name in ("_ssock", "_csock"):
+        sock: Any = getattr(loop, name, None)
+        if sock is not None:
+            fds.append(sock.fileno())
+    return [fd for fd in fds if isinstance(fd, int) and fd >= 0]
+
+
 def remove_socket_file(spec: Listener) -> None:
     if spec.kind == "unix" and isinstance(spec.address, str):
         with contextlib.suppress(OSError):
@@ -172,8 +190,9 @@ class AdminThread:
         remove_socket_file(self.admin.bound.spec)
 
     def child_fds(self) -> list[int]:
-        """Descriptors a forked worker must close: the admin socket and the admin connections open at the fork."""
-        return self.admin.fds()
+        """Descriptors a forked worker must close: the admin socket, the admin connections open at the fork, and
+        the thread's loop's own (its selector, its self-pipe socket pair)."""
+        return [*self.admin.fds(), *loop_fds(self._loop)]
 
     def close_in_child(self) -> None:
         """In a worker just forked: close its copies of the admin socket and of every connection accepted on it.

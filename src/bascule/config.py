@@ -503,7 +503,11 @@ def _check_admin(config: Config) -> None:
     if spec.startswith(PROXY_PREFIX) or bind_wire(spec)[0] != "http" or spec.startswith("fd://"):
         raise ConfigError(f"admin_bind {spec!r} must be a loopback HOST:PORT or unix:PATH (no proxy+, uwsgi://, "
                           f"scgi://, fastcgi:// or fd://)")
-    endpoint = parse_bind(spec)
+    try:
+        endpoint = parse_bind(spec)
+    except ConfigError as exc:  # the parser's words are --bind's: name this option, and no fd://N
+        raise ConfigError(str(exc).replace("bind ", "admin_bind ", 1).replace(", unix:PATH or fd://N",
+                                                                              " or unix:PATH")) from None
     if endpoint.kind == "tcp" and isinstance(endpoint.address, tuple) and not is_loopback(endpoint.address[0]):
         raise ConfigError(f"admin_bind {spec!r} is not a loopback address: the admin routes are for this host only; "
                           f"use 127.0.0.1:PORT, [::1]:PORT or unix:PATH (and a proxy in front if they must be reached "

@@ -53,6 +53,19 @@ def test_admin_bind_refuses_the_rest(spec: str, words: str) -> None:
         Config(app="a:b", admin_bind=spec)
 
 
+@pytest.mark.parametrize(("spec", "message"), [
+    ("unix:", "admin_bind 'unix:' needs a path: write unix:/run/app.sock"),
+    ("127.0.0.1", "admin_bind '127.0.0.1' must look like HOST:PORT (port 0-65535), [::1]:PORT or unix:PATH"),
+    ("127.0.0.1:99999", "admin_bind '127.0.0.1:99999' must look like HOST:PORT (port 0-65535), [::1]:PORT or "
+                        "unix:PATH"),
+])
+def test_admin_bind_errors_name_admin_bind(spec: str, message: str) -> None:
+    # the parser's words are --bind's: they named the wrong option, and offered fd://N, which admin_bind refuses
+    with pytest.raises(ConfigError) as caught:
+        Config(app="a:b", admin_bind=spec)
+    assert str(caught.value) == message
+
+
 def test_other_option_errors() -> None:
     with pytest.raises(ConfigError, match="shutdown_delay must be a number of seconds >= 0"):
         Config(app="a:b", shutdown_delay=-1)

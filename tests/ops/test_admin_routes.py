@@ -6,6 +6,7 @@ a fake source, so each test says exactly what the source holds and checks every 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -290,5 +291,27 @@ def test_a_forked_child_keeps_nothing_of_the_admin_thread() -> None:
         os.waitpid(pid, 0)
         assert json.loads(left) == []
         assert added <= open_fds()  # the parent's own are untouched
+    finally:
+        thread.stop()
+
+
+def test_the_admin_thread_runs_asyncios_own_loop_whatever_the_policy() -> None:
+    # an app imported by the master (--preload) may call uvloop.install(): the admin thread must still run
+    # the plain selector loop whose descriptors a forked worker knows how to close
+    class Other(asyncio.SelectorEventLoop):
+        pass
+
+    class Policy(asyncio.DefaultEventLoopPolicy):
+        def new_event_loop(self) -> asyncio.AbstractEventLoop:
+            return Other()
+
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(Policy())
+    try:
+        _source, thread = start_admin("127.0.0.1:0")
+    finally:
+        asyncio.set_event_loop_policy(previous)
+    try:
+        assert type(thread._loop) is asyncio.SelectorEventLoop
     finally:
         thread.stop()

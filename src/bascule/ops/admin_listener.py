@@ -164,7 +164,9 @@ class AdminThread:
             raise self._error
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()  # asyncio's own loop: forking beside it is plain (no uvloop state)
+        # asyncio's own loop, whatever the policy (an app the master preloads may install uvloop's): forking
+        # beside it is plain, and child_fds() knows its descriptors
+        loop = asyncio.SelectorEventLoop()
         self._loop = loop
         try:
             try:

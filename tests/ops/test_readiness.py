@@ -190,3 +190,18 @@ def test_a_sync_callable_returning_a_coroutine_is_awaited() -> None:
 
     asyncio.run(main())
     assert changes == [(False, "returned False")]
+
+
+def test_a_reason_is_one_short_line() -> None:
+    # /readyz answers one line (what a probe logs), and each change goes over the report pipe and into the log:
+    # a driver's multi-line error, or the repr of a large false value, is cut down
+    def check() -> Any:
+        raise ConnectionError("connection refused\n\tIs the server running on host 'db'?\n" + "x" * 5000)
+
+    _rc, changes = run(check, seconds=0.1)
+    [(ok, reason)] = changes
+    assert not ok and "\n" not in reason and "\t" not in reason and len(reason) <= 300
+    assert reason.startswith("raised ConnectionError: connection refused Is the server running on host 'db'? xxx")
+    assert reason.endswith("...")
+    _rc, changes = run(lambda: [], seconds=0.1)
+    assert changes == [(False, "returned []")]

@@ -29,6 +29,7 @@ _log = logging.getLogger("bascule.error")
 
 CHECK_INTERVAL = 1.0
 CHECK_TIMEOUT = 5.0
+REASON_MAX = 200
 
 
 def load_check(spec: str, app_dir: str = ".") -> Callable[[], Any]:
@@ -158,6 +159,7 @@ class ReadinessCheck:
             self._set(False, f"returned {result!r}")
 
     def _set(self, ok: bool, reason: str) -> None:
+        reason = one_line(reason)
         self.ok, self.reason = ok, reason
         self._answered.set()
         if ok is self._reported:
@@ -176,3 +178,10 @@ def drop(value: Any) -> None:
     """An answer nobody will read: a coroutine a sync callable returned is closed (no 'never awaited' warning)."""
     if inspect.iscoroutine(value):
         value.close()
+
+
+def one_line(reason: str) -> str:
+    """``reason`` as /readyz answers it: one line (whitespace runs collapsed), at most about REASON_MAX characters
+    (a driver's error can span lines, and a false value's repr can be long)."""
+    text = " ".join(reason.split())
+    return text if len(text) <= REASON_MAX else text[:REASON_MAX] + "..."

@@ -188,6 +188,23 @@ def test_unix_socket(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+def test_a_stop_leaves_a_socket_file_that_is_no_longer_its_own(tmp_path: Path) -> None:
+    # a new instance started on the same unix: path (a restart that overlaps the old one's drain) replaced the
+    # file; the old one's stop must not take the new one's admin socket away with it
+    path = tmp_path / "admin.sock"
+    _source, old = start_admin(f"unix:{path}")
+    _source, new = start_admin(f"unix:{path}")
+    try:
+        old.stop()
+        assert path.exists()
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(path))
+            assert http_exchange(sock, b"GET /livez HTTP/1.1\r\nhost: x\r\n\r\n").endswith(b"\r\n\r\nok\n")
+    finally:
+        new.stop()
+    assert not path.exists()
+
+
 def test_child_fds_name_the_socket_and_open_connections(admin: Admin) -> None:
     listening = admin[1].admin.bound.sock.fileno()
     sock = socket.create_connection(admin[1].admin.bound.sock.getsockname()[:2], timeout=5)

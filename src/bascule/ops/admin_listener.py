@@ -76,6 +76,7 @@ class AdminServer:
         self.ctx: ServerContext | None = None
         self._server: asyncio.Server | None = None
         self.address: Any = bound.sock.getsockname()
+        self.file = socket_file(bound.spec)  # the socket file bound, to remove at the stop only if still this one
 
     @property
     def where(self) -> str:
@@ -100,7 +101,7 @@ class AdminServer:
             ctx.stop()
         await asyncio.sleep(0)  # the closes take effect on the next pass
         self.bound.sock.close()
-        remove_socket_file(self.bound.spec)
+        remove_socket_file(self.bound.spec, self.file)
 
     def fds(self) -> list[int]:
         """The descriptors this listener holds: its socket and its connections' (for a forked child to close)."""
@@ -133,10 +134,22 @@ def loop_fds(loop: asyncio.AbstractEventLoop | None) -> list[int]:
     return [fd for fd in fds if isinstance(fd, int) and fd >= 0]
 
 
-def remove_socket_file(spec: Listener) -> None:
+def socket_file(spec: Listener) -> tuple[int, int] | None:
+    """(device, inode) of a unix: listener's socket file, None for TCP (or a file already gone)."""
     if spec.kind == "unix" and isinstance(spec.address, str):
         with contextlib.suppress(OSError):
-            if stat.S_ISSOCK(os.stat(spec.address).st_mode):
+            st = os.stat(spec.address)
+            return st.st_dev, st.st_ino
+    return None
+
+
+def remove_socket_file(spec: Listener, ours: tuple[int, int] | None) -> None:
+    """Remove a unix: listener's socket file if it is still the one bound (``ours``): another instance started on
+    the same path since (a restart overlapping this one's drain) has replaced it, and keeps its own."""
+    if ours is not None and isinstance(spec.address, str):
+        with contextlib.suppress(OSError):
+            st = os.stat(spec.address)
+            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == ours:
                 os.unlink(spec.address)
 
 
@@ -189,7 +202,7 @@ class AdminThread:
                 loop.call_soon_threadsafe(loop.stop)
             thread.join(5.0)
         self.admin.bound.sock.close()
-        remove_socket_file(self.admin.bound.spec)
+        remove_socket_file(self.admin.bound.spec, self.admin.file)
 
     def child_fds(self) -> list[int]:
         """Descriptors a forked worker must close: the admin socket, the admin connections open at the fork, and

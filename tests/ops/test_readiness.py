@@ -205,3 +205,18 @@ def test_a_reason_is_one_short_line() -> None:
     assert reason.endswith("...")
     _rc, changes = run(lambda: [], seconds=0.1)
     assert changes == [(False, "returned []")]
+
+
+def test_a_sync_check_that_raises_systemexit_fails_and_is_tried_again() -> None:
+    # in its thread, an exception outside Exception ended the thread without an answer: 'no answer' for good
+    calls = 0
+
+    def check() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise SystemExit(3)
+        return True
+
+    _rc, changes = run(check, seconds=0.3)
+    assert changes == [(False, "raised SystemExit: 3"), (True, "")]

@@ -129,7 +129,7 @@ class ReadinessCheck:
         def call() -> None:
             try:
                 outcome: tuple[bool, Any] = (True, check())
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: the thread must answer, or it is 'no answer' for good
                 outcome = (False, exc)
             try:
                 loop.call_soon_threadsafe(settle, *outcome)

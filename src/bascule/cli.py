@@ -106,10 +106,10 @@ def _analyse_type(name: str, hint: Any) -> tuple[type, bool, bool]:
         return str, False, True
     if typing.get_origin(hint) in (types.UnionType, typing.Union) and len(args) == 2 and type(None) in args:
         inner = args[0] if args[1] is type(None) else args[1]
-        if inner in (str, int, float):
+        if inner in (str, int, float, bool):  # bool | None: on, off, or decided by other options
             return inner, True, False
     raise TypeError(f"Config.{name} has type {hint!r}, which the CLI cannot read: use str, int, float, "
-                    f"bool, str | None, int | None or tuple[str, ...]")
+                    f"bool, str | None, int | None, bool | None or tuple[str, ...]")
 
 
 # -- converting values -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from bascule.errors import ConfigError
+from bascule.ops.metrics import parse_buckets
 from bascule.trust import TrustedProxies
 
 INTERFACES = ("auto", "asgi3", "asgi2", "wsgi")
@@ -256,6 +257,12 @@ class Config:
     compress_types: str = field(default="", metadata=option(
         "--compress: the media types to compress, comma-separated, 'text/*' style wildcards allowed; default: "
         "text/*, JSON, JavaScript, XML, SVG, wasm (docs/compression.md).", metavar="LIST"))
+    metrics: bool | None = field(default=None, metadata=option(
+        "Collect Prometheus metrics (docs/metrics.md), summed over the workers by the master and served at "
+        "/metrics on the admin listener; default: on when --admin-bind is set."))
+    metrics_buckets: str = field(default="", metadata=option(
+        "The request duration histogram's bucket bounds in seconds, comma-separated and increasing; default: "
+        "0.005,0.01,0.025,0.05,0.075,0.1,0.25,0.5,0.75,1,2.5,5,7.5,10.", metavar="LIST"))
     http2: bool = field(default=True, metadata=option(
         "Serve HTTP/2: offered first over TLS (ALPN h2), and in cleartext to clients that open with the "
         "HTTP/2 preface or ask for Upgrade: h2c."))
@@ -362,6 +369,10 @@ class Config:
             if media.strip() and not _MEDIA_TYPE.fullmatch(media.strip()):
                 raise ConfigError(f"compress_types must be media types like text/* or application/json, got "
                                   f"{media.strip()!r}")
+        try:
+            parse_buckets(self.metrics_buckets)
+        except ValueError as exc:
+            raise ConfigError(f"metrics_buckets: {exc}") from None
         if self.static_max_age < 0:
             raise ConfigError(f"static_max_age must be >= 0 seconds, got {self.static_max_age}")
         for spec in self.header:

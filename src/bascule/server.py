@@ -39,6 +39,8 @@ from bascule.listen.listeners import BoundListener, bind_listeners, describe, re
 from bascule.logs import reopen_log_files
 from bascule.mounts import AppTable, Mount, resolve_mounts
 from bascule.ops.admin_listener import AdminServer, bind_admin
+from bascule.ops.metrics import Collector, parse_buckets
+from bascule.ops.metrics import enabled as metrics_enabled
 from bascule.ops.readiness import ReadinessCheck, load_check
 from bascule.ops.sources import ProcessSource, ServingState
 from bascule.protocols.exchange import Exchange
@@ -61,7 +63,8 @@ class Server:
     def __init__(self, config: Config, app: Any = None, *, mounts: list[Mount] | None = None,
                  wrap_dispatch: Callable[[Dispatch], Dispatch] | None = None,
                  on_ready: Callable[[], None] | None = None, announce: bool = True, admin: bool = True,
-                 on_readiness: Callable[[bool, str], None] | None = None) -> None:
+                 on_readiness: Callable[[bool, str], None] | None = None,
+                 publish_metrics: Callable[[bytes, bool], None] | None = None) -> None:
         self.config = config
         self.app = app
         self.mounts = mounts
@@ -83,6 +86,8 @@ class Server:
         self._exit: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ctx: ServerContext | None = None  # set by serve()
+        self.publish_metrics = publish_metrics  # a worker's: snapshots to the master (bascule.ops.metrics)
+        self.metrics: Collector | None = None  # set by serve() with --metrics
         self._signals = 0
 
     def request_exit(self, force: bool = False) -> None:
@@ -135,6 +140,9 @@ class Server:
         dispatch = table.dispatch if self.wrap_dispatch is None else self.wrap_dispatch(table.dispatch)
         ctx = ServerContext(config, loop, dispatch, access_log=config.access_log)
         self.ctx = ctx  # request observers (metrics, tests) register on it: ctx.observe
+        if metrics_enabled(config):
+            self.metrics = Collector(ctx, parse_buckets(config.metrics_buckets), publish=self.publish_metrics)
+            ctx.observe(self.metrics)
         if config.ws:
             ctx.websocket_route = table.websocket_route
         install_upgrades(ctx)
@@ -175,6 +183,8 @@ class Server:
                 if ctx.ssl_context is not None:
                     loop.add_signal_handler(signal.SIGHUP, reload_tls, ctx)
             ctx.start()
+            if self.metrics is not None:
+                self.metrics.start()
             if self.announce:
                 for bound in self.listeners:
                     _log.info("bascule serving on %s (press CTRL+C to quit)", describe(bound.sock, bound.spec.scheme))
@@ -201,6 +211,8 @@ class Server:
                 check.stop()
             try:
                 await self._shutdown(ctx, table, servers, remove_sockets=owns_sockets)
+                if self.metrics is not None:
+                    self.metrics.close()  # a worker's last snapshot: its master keeps the counts
             finally:
                 if self.admin_server is not None:
                     await self.admin_server.stop()

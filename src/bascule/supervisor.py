@@ -49,6 +49,9 @@ from bascule.listen.listeners import BoundListener, bind_listeners, describe, re
 from bascule.logs import reopen_log_files
 from bascule.mounts import Mount, resolve_mounts
 from bascule.ops.admin_listener import AdminThread, bind_admin
+from bascule.ops.merge import MetricsBook
+from bascule.ops.metrics import enabled as metrics_enabled
+from bascule.ops.metrics import parse_buckets
 from bascule.ops.sources import MasterSource, MasterState, WorkerRow, resident_mib
 from bascule.workers import (
     ERROR,
@@ -56,6 +59,7 @@ from bascule.workers import (
     READINESS,
     READY,
     RECYCLE,
+    SNAPSHOT,
     PidFile,
     WorkerSetup,
     run_worker,
@@ -156,6 +160,8 @@ class Supervisor:
         self.admin_state = MasterState(readiness_check=config.readiness_check is not None)
         self.admin_source = MasterSource(self.admin_state)  # metrics attach here (metrics_view)
         self._admin: AdminThread | None = None
+        # --metrics: the workers' snapshots merged, and the restarts counted here (bascule.ops.merge)
+        self.metrics = MetricsBook(parse_buckets(config.metrics_buckets)) if metrics_enabled(config) else None
 
     # -- the loop ---------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -373,6 +379,7 @@ class Supervisor:
         self.respawn_at = 0.0
         for w in self.workers:
             if w.state is not State.RETIRING:
+                self._restarted("reload")
                 self._retire(w, fast=False)
 
     # -- workers ----------------------------------------------------------------------------------------
@@ -519,6 +526,8 @@ class Supervisor:
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     info = json.loads(payload)
                     w.check_ok, w.check_reason = bool(info["ok"]), str(info["reason"])
+            elif kind == SNAPSHOT and self.metrics is not None:
+                self.metrics.update(w.pid, payload)
 
     def _on_ready(self, w: Worker, now: float) -> None:
         if w.state is State.BOOTING:
@@ -529,6 +538,7 @@ class Supervisor:
         if old is not None:
             w.replaces, old.replaced_by = None, None
             _log.info("worker %d (pid %d) replaced (%s): draining it", old.number, old.pid, old.recycle)
+            self._restarted(old.recycle or "reload")
             self._retire(old, fast=False)
 
     def _reap(self) -> None:
@@ -542,7 +552,9 @@ class Supervisor:
             w = next((w for w in self.workers if w.pid == pid), None)
             if w is None:
                 continue
-            self._read_reports(w)
+            self._read_reports(w)  # its last snapshot too, before its counts are retired
+            if self.metrics is not None:
+                self.metrics.retire(w.pid)
             self._selector.unregister(w.report_fd)
             os.close(w.report_fd)
             self.workers.remove(w)
@@ -589,12 +601,19 @@ class Supervisor:
             self._stop(fast=True)
             return
         self._inherited.append(w.restarts)  # the next worker started takes its place
+        self._restarted("heartbeat" if w.stuck else "crash")
         self.failures = 0 if now - w.spawned >= STABLE_SECONDS else self.failures + 1
         delay = backoff(self.failures)
         self.respawn_at = now + delay
         _log.warning("worker %d (pid %d) %s%s; %s", w.number, w.pid, words, f": {message}" if message else "",
                      f"workers keep dying: next start in {delay:.1f} s" if delay else "starting a new one")
         self._maintain(now)
+
+    def _restarted(self, reason: str) -> None:
+        """A worker is being replaced: bascule_worker_restarts_total{reason} (crash, heartbeat, max-requests,
+        memory, reload)."""
+        if self.metrics is not None:
+            self.metrics.restarted(reason)
 
     def _check_health(self, now: float) -> None:
         timeout = self.config.timeout_worker_healthcheck

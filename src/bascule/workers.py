@@ -12,7 +12,9 @@ A worker is forked by the master (or, with --reload, started as a fresh interpre
 - ``RECYCLE`` once it has served ``--max-requests``: it keeps serving until its replacement is up;
 - ``ERROR`` with the one-line message when it could not boot, so the master prints it once;
 - ``READINESS`` with each change of the ``--readiness-check`` answer (JSON ``{"ok", "reason"}``), which the
-  master's ``/readyz`` reads (a worker whose check fails does not count as serving there).
+  master's ``/readyz`` reads (a worker whose check fails does not count as serving there);
+- ``SNAPSHOT`` with --metrics: its cumulative metrics as JSON every second and once as it stops
+  (:mod:`bascule.ops.metrics`), which the master merges (:mod:`bascule.ops.merge`).
 
 The exit code is the other half of the contract (docs/deployment.md): 0 after a requested stop, 2/3/4 for
 a configuration, app-import or startup failure (the :mod:`bascule.errors` codes: the master does not
@@ -49,7 +51,7 @@ from bascule.mounts import Mount
 
 _log = logging.getLogger("bascule.error")
 
-READY, HEARTBEAT, RECYCLE, ERROR, READINESS = b"R", b"H", b"M", b"E", b"Y"
+READY, HEARTBEAT, RECYCLE, ERROR, READINESS, SNAPSHOT = b"R", b"H", b"M", b"E", b"Y", b"S"
 _HEADER = struct.Struct("!cI")
 HEARTBEAT_MAX_INTERVAL = 1.0
 EXIT_CRASH = 1
@@ -126,14 +128,15 @@ class Reporter:
         os.set_blocking(fd, False)
 
     def send(self, kind: bytes, payload: bytes = b"", *, droppable: bool = False) -> None:
-        data = memoryview(frame(kind, payload))
+        message = frame(kind, payload)
+        data = memoryview(message)
         deadline = time.monotonic() + 2.0
         while data:
             try:
                 data = data[os.write(self.fd, data):]
             except BlockingIOError:  # the master is not reading: a heartbeat can wait for the next one
-                if droppable or time.monotonic() > deadline:
-                    return
+                if (droppable and len(data) == len(message)) or time.monotonic() > deadline:
+                    return  # a message begun is finished (a half frame would garble every one after it)
                 time.sleep(0.005)
             except OSError:
                 return
@@ -214,7 +217,8 @@ def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None) -> int:
         reporter.send(READINESS, json.dumps({"ok": ok, "reason": reason}).encode())
 
     server = Server(config, mounts=mounts, wrap_dispatch=wrap, on_ready=lambda: reporter.send(READY),
-                    announce=False, admin=False, on_readiness=readiness)
+                    announce=False, admin=False, on_readiness=readiness,
+                    publish_metrics=lambda data, final: reporter.send(SNAPSHOT, data, droppable=not final))
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(_serve(server, setup, listeners, reporter, early))

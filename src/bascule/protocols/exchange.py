@@ -166,6 +166,13 @@ class Exchange(abc.ABC):
     no_body = False
     """The response carries no content whatever the app sends (HEAD, 1xx, 204, 304): set with the head."""
     counted = False  # counted in ServerContext.in_flight (--limit-concurrency) until request_finished
+    received = 0
+    """Request body bytes received so far (--limit-request-body; the metrics' received bytes)."""
+    wire = "http"
+    """The wire this exchange came by, for the metrics' ``protocol`` label: "http" (HTTP/1.x, with
+    ``http_version``), "h2", "uwsgi", "scgi", "fastcgi"."""
+    static = False
+    """Answered by a --static mount (static/handler.py): the metrics count these apart."""
     writable_hook: Callable[[], None] | None = None
     cancel_app: Callable[[], object] | None
     """Set by a gateway whose app runs as a task: the protocol calls it when --timeout-request expires."""

@@ -101,6 +101,7 @@ class StaticMount:
 
     def handle(self, ex: Exchange) -> None:
         """Answer one request (called on the loop; returns at once, a body still being sent in a Task)."""
+        ex.static = True  # the metrics' bascule_static_responses_total
         method = ex.method
         if method != "GET" and method != "HEAD":
             ex.send_head(405, [ALLOW, (b"content-type", b"text/plain; charset=utf-8")],

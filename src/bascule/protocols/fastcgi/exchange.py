@@ -24,6 +24,7 @@ class FcgiExchange(CGIExchange):
 
     conn: FcgiConnection
     cgi_status = True
+    wire = "fastcgi"
     received = 0
     """Body bytes received (STDIN), against --limit-request-body when no CONTENT_LENGTH announced them."""
     declared: int | None = None

@@ -61,6 +61,7 @@ class H2Stream(BufferedExchange):
     # a stream exists from the client's HEADERS on
     state = StreamState.OPEN
     received = 0
+    wire = "h2"
     tls: dict[str, Any] | None = None
     _drain_waiter: asyncio.Future[None] | None = None
     _expected: int | None = None

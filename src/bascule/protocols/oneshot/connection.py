@@ -191,6 +191,7 @@ class OneshotConnection(asyncio.Protocol):
         body = self.body.feed(data)  # CGIError for bytes past the declared length
         ex = self.exchange
         if ex is not None:
+            ex.received += len(body)
             ex.feed_body(body)
             if self.body.done:
                 ex.end_body()

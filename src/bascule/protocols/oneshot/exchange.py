@@ -36,6 +36,7 @@ class OneshotExchange(CGIExchange):
         self.ctx = conn.ctx
         self.outbox = conn.outbox
         self.cgi_status = conn.dialect.cgi_status
+        self.wire = conn.dialect.name.lower()  # the metrics' protocol label: uwsgi, scgi
 
     def _write(self, data: bytes) -> None:
         self.outbox.write(data)

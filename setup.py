@@ -29,6 +29,7 @@ COMPILED = [
     "src/bascule/compress.py",
     "src/bascule/cgi.py",
     "src/bascule/accesslog.py",
+    "src/bascule/ops/metrics.py",
     "src/bascule/protocols/exchange.py",
     "src/bascule/protocols/sendfile.py",
     "src/bascule/protocols/fields.py",

@@ -18,6 +18,7 @@ from conftest import serve_in_thread
 from websockets.sync.client import connect
 
 from bascule.config import Config
+from bascule.context import ServerContext
 from bascule.errors import ConfigError
 from bascule.ops import metrics as m
 from bascule.ops.merge import Totals
@@ -160,14 +161,18 @@ def test_lag_probe_runs() -> None:
 
 
 def test_observe_lag_buckets() -> None:
-    col = m.Collector.__new__(m.Collector)
-    col._lag = [0] * (len(m.LAG_BUCKETS) + 1)
-    col._lag_sum = 0.0
-    col.observe_lag(0.0)
-    col.observe_lag(0.003)
-    col.observe_lag(60.0)
-    assert col._lag[0] == 1 and col._lag[2] == 1 and col._lag[-1] == 1
-    assert col._lag_last == 60.0
+    loop = asyncio.new_event_loop()
+    try:
+        col = m.Collector(ServerContext(Config(app="a:b"), loop, lambda ex: None, access_log=False))
+        col.observe_lag(0.0)
+        col.observe_lag(0.003)
+        col.observe_lag(60.0)
+        snap = col.snapshot()
+    finally:
+        loop.close()
+    assert snap["lag"][0] == 1 and snap["lag"][2] == 1 and snap["lag"][-1] == 1
+    assert snap["lag_last"] == 60.0
+    assert snap["lag_sum"] == pytest.approx(60.003)
 
 
 def test_snapshots_are_published_every_second_and_at_the_end() -> None:

@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     from bascule.context import ServerContext
     from bascule.protocols.exchange import Exchange
 
-DEFAULT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+DEFAULT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 """Request duration buckets in seconds (prometheus_client's defaults): --metrics-buckets replaces them."""
-LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LAG_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Event-loop lag buckets in seconds: a healthy loop is under a millisecond late."""
 LAG_INTERVAL: Final = 0.25  # seconds between lag probes
 PUBLISH_INTERVAL: Final = 1.0  # seconds between snapshots sent to the master

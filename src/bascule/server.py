@@ -43,6 +43,7 @@ from bascule.ops.metrics import Collector, parse_buckets
 from bascule.ops.metrics import enabled as metrics_enabled
 from bascule.ops.readiness import ReadinessCheck, load_check
 from bascule.ops.sources import ProcessSource, ServingState
+from bascule.ops.views import ProcessMetrics
 from bascule.protocols.exchange import Exchange
 
 _log = logging.getLogger("bascule.error")
@@ -143,6 +144,7 @@ class Server:
         if metrics_enabled(config):
             self.metrics = Collector(ctx, parse_buckets(config.metrics_buckets), publish=self.publish_metrics)
             ctx.observe(self.metrics)
+            self.admin_source.metrics_view = ProcessMetrics(self.metrics)  # /metrics, /status.json
         if config.ws:
             ctx.websocket_route = table.websocket_route
         install_upgrades(ctx)

@@ -53,6 +53,7 @@ from bascule.ops.merge import MetricsBook
 from bascule.ops.metrics import enabled as metrics_enabled
 from bascule.ops.metrics import parse_buckets
 from bascule.ops.sources import MasterSource, MasterState, WorkerRow, resident_mib
+from bascule.ops.views import MasterMetrics
 from bascule.workers import (
     ERROR,
     MASTER_SIGNALS,
@@ -162,6 +163,8 @@ class Supervisor:
         self._admin: AdminThread | None = None
         # --metrics: the workers' snapshots merged, and the restarts counted here (bascule.ops.merge)
         self.metrics = MetricsBook(parse_buckets(config.metrics_buckets)) if metrics_enabled(config) else None
+        if self.metrics is not None:
+            self.admin_source.metrics_view = MasterMetrics(self.metrics)
 
     # -- the loop ---------------------------------------------------------------------------------------
     def run(self) -> int:

@@ -1,6 +1,7 @@
-"""A real Prometheus (the Debian package) scrapes a bascule master's merged metrics from 2 workers: the
+"""A real Prometheus (the Debian package) scrapes /metrics of a real master's --admin-bind with 2 workers: the
 exposition parses (up == 1), bascule_requests_total summed over the workers equals the requests sent, and a
 worker killed with SIGKILL loses none of the counts it had already reported (and counts as a crash restart).
+One process serves its own /metrics the same way.
 
 Prometheus runs on loopback with a temporary configuration (scrape every second) and storage; the test reads
 its HTTP API. Skipped only where the prometheus binary is missing outside CI: .ci/run installs it, and there it fails
@@ -14,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import free_port
-from it_support import APPS, clean_env, tcp_ready, wait_for
+from it_support import spawn, tcp_ready, wait_for
 
 PROMETHEUS = shutil.which("prometheus") or ("/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None)
 IN_CI = bool(os.environ.get("CI") or os.environ.get("BASCULE_EXPECT_COMPILED"))  # .ci/run sets the latter
@@ -105,32 +105,21 @@ def send(url: str, count: int) -> None:
 
 
 @contextlib.contextmanager
-def master(tmp: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
-    """it_workers:app on a master with 2 workers and --metrics; (process, app URL, metrics host:port)."""
-    app_port, metrics_port = free_port(), free_port()
-    log = open(tmp / "master.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, str(APPS / "it_metrics_master.py"), str(app_port), str(metrics_port)],
-                            cwd=APPS, env=clean_env(PYTHONPATH=os.pathsep.join([str(APPS), os.environ.get(
-                                "PYTHONPATH", "")])), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        ok = wait_for(tcp_ready(app_port), timeout=20) and wait_for(tcp_ready(metrics_port), timeout=5)
-        ok = ok and wait_for(lambda: (tmp / "master.log").read_text(errors="replace").count(" ready in ") >= 2,
-                             timeout=20)
-        assert ok, (tmp / "master.log").read_text(errors="replace")
-        yield proc, f"http://127.0.0.1:{app_port}", f"127.0.0.1:{metrics_port}"
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        log.close()
+def bascule(tmp: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+    """``bascule it_workers:app ARGS --admin-bind`` (metrics on with it); (process, app URL, admin host:port)."""
+    app_port, admin_port = free_port(), free_port()
+    log_path = tmp / "bascule.log"
+    argv = ["it_workers:app", "--port", str(app_port), "--admin-bind", f"127.0.0.1:{admin_port}", "--no-access-log",
+            *args]
+    with spawn(argv, log=log_path, ready=tcp_ready(admin_port)) as proc:
+        assert wait_for(tcp_ready(app_port), timeout=20), log_path.read_text(errors="replace")
+        yield proc, f"http://127.0.0.1:{app_port}", f"127.0.0.1:{admin_port}"
 
 
 def test_prometheus_sums_workers_and_keeps_a_killed_workers_counts(tmp_path: Path) -> None:
-    with master(tmp_path) as (proc, url, target), prometheus(tmp_path, target) as api:
+    with bascule(tmp_path, "--workers", "2") as (proc, url, target), prometheus(tmp_path, target) as api:
+        assert wait_for(lambda: len(children(proc.pid)) == 2 and httpx.get(f"http://{target}/readyz").is_success,
+                        timeout=20)
         assert until(api, 'up{job="bascule"}', 1.0) == 1.0, "Prometheus could not scrape or parse the exposition"
         send(url, 60)
         total = 'sum(bascule_requests_total{method="GET",status="200"})'
@@ -151,3 +140,28 @@ def test_prometheus_sums_workers_and_keeps_a_killed_workers_counts(tmp_path: Pat
         assert scalar(api, 'sum(resets(bascule_requests_total{method="GET",status="200"}[1m]))') in (None, 0.0)
         assert scalar(api, "histogram_quantile(0.5, sum by (le) (bascule_request_duration_seconds_bucket))") \
             is not None
+
+
+def test_one_process_exposes_its_own_metrics(tmp_path: Path) -> None:
+    """Without workers the process serves /metrics itself, from its own collector (no Prometheus needed)."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    with bascule(tmp_path) as (proc, url, target):
+        send(url, 7)
+        response = httpx.get(f"http://{target}/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in parser.text_string_to_metric_families(response.text) for s in family.samples}
+        key = ("bascule_requests_total", (("method", "GET"), ("protocol", "http/1.1"), ("status", "200")))
+        assert samples[key] == 7
+        assert samples[("bascule_request_duration_seconds_count", ())] == 7
+        assert not any(name == "bascule_worker_restarts_total" for name, _ in samples)
+        status = httpx.get(f"http://{target}/status.json").json()
+        assert status["metrics"]["requests_total"] == 7
+        assert status["metrics"]["per_worker"] == {str(proc.pid): {"requests": 7}}
+
+
+def test_no_metrics_route_with_no_metrics(tmp_path: Path) -> None:
+    with bascule(tmp_path, "--no-metrics") as (_, _url, target):
+        assert httpx.get(f"http://{target}/metrics").status_code == 404
+        assert httpx.get(f"http://{target}/status.json").json()["metrics"] is None

@@ -118,12 +118,16 @@ def test_admin_routes_in_process() -> None:
     with serve_in_thread(hello, admin_bind=f"127.0.0.1:{port}") as srv:
         assert get(port, "/livez") == (200, b"ok\n")
         assert get(port, "/readyz") == (200, b"ok\n")
-        assert get(port, "/metrics")[0] == 404
+        metrics = get(port, "/metrics")  # on by default with --admin-bind
+        assert metrics[0] == 200 and b"# TYPE bascule_requests_total counter\n" in metrics[1]
         status = json.loads(get(port, "/status.json")[1])
         assert status["mode"] == "process" and status["ready"] is True and status["draining"] is False
         assert get(srv.port, "/readyz") == (200, b"hello")  # the app's port is the app's: no admin route there
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1)  # closed with the server
+    with serve_in_thread(hello, admin_bind=f"127.0.0.1:{port}", metrics=False):
+        assert get(port, "/metrics")[0] == 404
+        assert json.loads(get(port, "/status.json")[1])["metrics"] is None
 
 
 def test_admin_port_in_use_is_one_startup_error() -> None:

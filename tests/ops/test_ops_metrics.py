@@ -198,6 +198,8 @@ def test_enabled_follows_the_admin_listener_unless_told() -> None:
     assert m.enabled(Config(app="a:b", metrics=True))
     assert not m.enabled(Config(app="a:b", metrics=False))
     assert not m.enabled(Config(app="a:b"))
+    assert m.enabled(Config(app="a:b", admin_bind="127.0.0.1:9999"))
+    assert not m.enabled(Config(app="a:b", admin_bind="127.0.0.1:9999", metrics=False))
 
 
 def test_parse_buckets() -> None:

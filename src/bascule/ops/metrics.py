@@ -52,7 +52,7 @@ def enabled(config: Config) -> bool:
     """--metrics, or when it is not given, whether an admin listener will serve them."""
     if config.metrics is not None:
         return config.metrics
-    return bool(getattr(config, "admin_bind", None))
+    return config.admin_bind is not None
 
 
 def parse_buckets(text: str) -> tuple[float, ...]:

@@ -1,30 +1,31 @@
 """What --metrics costs: wrk -> bascule (ASGI ``/``, benchmarks/apps.py) with metrics off and on, side by side.
 
-Issue 16 asks that ASGI ``/`` req/s with metrics on stays within 5% of metrics off. Each round starts both
-variants fresh, one after the other in alternating order (so a neighbour's load falls on both alike), checks
-that ``/`` answers 200, warms the server up and loads it with wrk for ``--seconds``: one process, keep-alive,
-``--connections`` connections, no access log. The server is pinned to CPU 0 and wrk to CPU 1 (``--no-pin``
-to leave both free). The report is each variant's median req/s and the ratio on/off of the medians, with
-every round's figures, so the spread shows (other work on a shared machine moves single rounds).
+Issue 16 asks that ASGI ``/`` req/s with metrics on stays within 5% of metrics off. Each round starts one
+server of each variant (one process, keep-alive, ``--connections`` connections, no access log), checks that
+``/`` answers 200 and warms both up; then wrk loads them in turn, ``--slices`` times each for ``--seconds``,
+alternating which goes first. The figure is the median over every back-to-back pair of on/off: on a machine
+other work shares, whole rounds move by tens of per cent, but two loads a few seconds apart mostly see the
+same neighbours. The server is pinned to CPU 0 and wrk to CPU 1 (``--no-pin`` to leave both free).
+benchmarks/callgrind.py (``--bascule-args=--metrics``) gives the noise-free figure: instructions per request.
 
 With metrics on, the collector counts every request (bascule.ops.metrics) and probes the loop's lag four
 times a second; no admin listener is needed to measure the cost of collecting.
 
-  python benchmarks/metrics_cost.py --rounds 5 --seconds 5
+  python benchmarks/metrics_cost.py --rounds 3 --slices 6 --seconds 2
   python benchmarks/metrics_cost.py --bascule-python /venv/bin/python   # a compiled (mypyc) build
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -59,7 +60,9 @@ def check(port: int) -> None:
         conn.close()
 
 
-def measure(args: argparse.Namespace, variant: str, log_dir: Path) -> float:
+@contextlib.contextmanager
+def started(args: argparse.Namespace, variant: str, log_dir: Path) -> Iterator[int]:
+    """One bascule of ``variant`` on a free port, checked and warmed up; yields the port."""
     port = run.free_port()
     log = log_dir / f"bascule-{variant}.log"
     with open(log, "wb") as out:
@@ -69,22 +72,26 @@ def measure(args: argparse.Namespace, variant: str, log_dir: Path) -> float:
         if not run.wait_port(port, proc, 20):
             raise RuntimeError(f"bascule ({variant}) did not start: {run.log_tail(log)}")
         check(port)
-        subprocess.run(wrk_argv(port, 1, args.connections, not args.no_pin), capture_output=True, timeout=30,
-                       check=False)  # warm-up
-        done = subprocess.run(wrk_argv(port, args.seconds, args.connections, not args.no_pin), capture_output=True,
-                              text=True, timeout=args.seconds + 30, check=False)
-        load = run.parse_wrk(done.stdout)
-        if load.failure or load.errors:
-            raise RuntimeError(f"wrk ({variant}): {load.failure or load.error_detail}")
-        return load.rps
+        load(args, port, 1.0)  # warm-up
+        yield port
     finally:
         run.stop(proc)
 
 
+def load(args: argparse.Namespace, port: int, seconds: float) -> float:
+    done = subprocess.run(wrk_argv(port, seconds, args.connections, not args.no_pin), capture_output=True,
+                          text=True, timeout=seconds + 30, check=False)
+    result = run.parse_wrk(done.stdout)
+    if result.failure or result.errors:
+        raise RuntimeError(f"wrk: {result.failure or result.error_detail}")
+    return result.rps
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=5, help="fresh server pairs (default 5)")
+    ap.add_argument("--slices", type=int, default=6, help="loads per variant and round, alternating (default 6)")
+    ap.add_argument("--seconds", type=float, default=2.0, help="length of one load (default 2)")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--bascule-python", default=sys.executable, help="the interpreter whose bascule to run")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the server to CPU 0 and wrk to CPU 1")
@@ -92,25 +99,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     run.raise_nofile()
     log_dir = Path(tempfile.mkdtemp(prefix="bascule-metrics-cost-"))
-    rounds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    figures: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    paired: list[float] = []
     for round_no in range(args.rounds):
-        order = list(VARIANTS) if round_no % 2 == 0 else list(reversed(VARIANTS))
-        for variant in order:
-            rps = measure(args, variant, log_dir)
-            rounds[variant].append(rps)
-            print(f"round {round_no + 1} {variant:>3}: {rps:,.0f} req/s", flush=True)
-        time.sleep(0.5)
-    medians = {name: statistics.median(values) for name, values in rounds.items()}
-    ratio = medians["on"] / medians["off"]
-    paired = [on / off for on, off in zip(rounds["on"], rounds["off"], strict=True)]
-    print(f"\nASGI / ({args.connections} connections, {args.seconds:g} s x {args.rounds} rounds, "
-          f"{args.bascule_python})")
-    print(f"metrics off: median {medians['off']:,.0f} req/s  (rounds: {', '.join(f'{v:,.0f}' for v in rounds['off'])})")
-    print(f"metrics on:  median {medians['on']:,.0f} req/s  (rounds: {', '.join(f'{v:,.0f}' for v in rounds['on'])})")
-    print(f"on / off: {ratio:.3f} of the medians; per round {min(paired):.3f}-{max(paired):.3f} "
-          f"(target >= {TARGET}: {'met' if ratio >= TARGET else 'NOT met'})")
+        with started(args, "off", log_dir) as off_port, started(args, "on", log_dir) as on_port:
+            ports = {"off": off_port, "on": on_port}
+            for slice_no in range(args.slices):
+                order = list(VARIANTS) if (round_no + slice_no) % 2 == 0 else list(reversed(VARIANTS))
+                pair = {variant: load(args, ports[variant], args.seconds) for variant in order}
+                for variant, rps in pair.items():
+                    figures[variant].append(rps)
+                paired.append(pair["on"] / pair["off"])
+                print(f"round {round_no + 1}.{slice_no + 1}: off {pair['off']:,.0f}  on {pair['on']:,.0f}  "
+                      f"on/off {paired[-1]:.3f}", flush=True)
+    medians = {name: statistics.median(values) for name, values in figures.items()}
+    ratio = statistics.median(paired)
+    quartiles = statistics.quantiles(paired, n=4) if len(paired) >= 2 else [ratio, ratio, ratio]
+    print(f"\nASGI / ({args.connections} connections, {args.rounds} rounds x {args.slices} pairs of "
+          f"{args.seconds:g} s, {args.bascule_python})")
+    for name in VARIANTS:
+        values = figures[name]
+        print(f"metrics {name + ':':<4} median {medians[name]:,.0f} req/s (min {min(values):,.0f}, "
+              f"max {max(values):,.0f})")
+    print(f"on / off, median of the {len(paired)} back-to-back pairs: {ratio:.3f} (quartiles {quartiles[0]:.3f}-"
+          f"{quartiles[2]:.3f}; target >= {TARGET}: {'met' if ratio >= TARGET else 'NOT met'})")
     if args.out:
-        args.out.write_text(json.dumps({"rounds": rounds, "medians": medians, "ratio": ratio, "paired": paired,
+        args.out.write_text(json.dumps({"figures": figures, "medians": medians, "paired": paired, "ratio": ratio,
                                         "python": args.bascule_python, "connections": args.connections,
                                         "seconds": args.seconds}, indent=2))
     return 0

@@ -261,3 +261,21 @@ def test_reporter_finishes_a_snapshot_it_began() -> None:
     assert buffer == b""
     assert messages[-1] == (SNAPSHOT, payload)
     assert all(kind == HEARTBEAT for kind, _ in messages[:-1])
+
+
+def test_scgi_requests_are_labelled_and_their_bodies_counted() -> None:
+    from bascule.protocols.scgi_wire import encode_head
+
+    body = b"0123456789"
+    head = encode_head([(b"CONTENT_LENGTH", str(len(body)).encode()), (b"SCGI", b"1"), (b"REQUEST_METHOD", b"POST"),
+                        (b"REQUEST_URI", b"/"), (b"SERVER_PROTOCOL", b"HTTP/1.1"), (b"REMOTE_ADDR", b"127.0.0.1"),
+                        (b"REMOTE_PORT", b"5000"), (b"SERVER_PORT", b"80"), (b"SERVER_NAME", b"x")])
+    with serve_in_thread(app, metrics=True, lifespan="off", bind=("scgi://127.0.0.1:0",), port=8000) as srv:
+        with socket.create_connection((srv.host, srv.port)) as sock:
+            sock.settimeout(5)
+            sock.sendall(head + body)
+            while sock.recv(65536):
+                pass
+        snap = wait_requests(collector(srv), 1)
+    assert [row[:4] for row in snap["requests"]] == [["POST", "200", "scgi", 1]]
+    assert snap["received"] == len(body)

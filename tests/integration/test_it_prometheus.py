@@ -26,8 +26,8 @@ from it_support import spawn, tcp_ready, wait_for
 
 PROMETHEUS = shutil.which("prometheus") or ("/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None)
 IN_CI = bool(os.environ.get("CI") or os.environ.get("BASCULE_EXPECT_COMPILED"))  # .ci/run sets the latter
-pytestmark = pytest.mark.skipif(PROMETHEUS is None and not IN_CI,
-                                reason="the prometheus binary is not installed (apt-get install prometheus)")
+needs_prometheus = pytest.mark.skipif(PROMETHEUS is None and not IN_CI,
+                                      reason="the prometheus binary is not installed (apt-get install prometheus)")
 
 
 @contextlib.contextmanager
@@ -116,6 +116,7 @@ def bascule(tmp: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], st
         yield proc, f"http://127.0.0.1:{app_port}", f"127.0.0.1:{admin_port}"
 
 
+@needs_prometheus
 def test_prometheus_sums_workers_and_keeps_a_killed_workers_counts(tmp_path: Path) -> None:
     with bascule(tmp_path, "--workers", "2") as (proc, url, target), prometheus(tmp_path, target) as api:
         assert wait_for(lambda: len(children(proc.pid)) == 2 and httpx.get(f"http://{target}/readyz").is_success,
@@ -165,3 +166,27 @@ def test_no_metrics_route_with_no_metrics(tmp_path: Path) -> None:
     with bascule(tmp_path, "--no-metrics") as (_, _url, target):
         assert httpx.get(f"http://{target}/metrics").status_code == 404
         assert httpx.get(f"http://{target}/status.json").json()["metrics"] is None
+
+
+def metrics_of(target: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    parser = pytest.importorskip("prometheus_client.parser")
+    text = httpx.get(f"http://{target}/metrics").text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in parser.text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_recycled_workers_hand_over_every_count(tmp_path: Path) -> None:
+    """--max-requests recycles workers while requests come: each stops gracefully and sends its last snapshot,
+    so the master's sum is exact, however many requests a worker served after its last periodic one."""
+    with bascule(tmp_path, "--workers", "2", "--max-requests", "15") as (_, url, target):
+        send(url, 90)
+        key = ("bascule_requests_total", (("method", "GET"), ("protocol", "http/1.1"), ("status", "200")))
+
+        def settled() -> bool:
+            figures = metrics_of(target)
+            return figures.get(key) == 90 and figures[("bascule_requests_in_flight", ())] == 0
+
+        assert wait_for(settled, timeout=30, interval=0.3), metrics_of(target).get(key)
+        figures = metrics_of(target)
+        assert figures[("bascule_worker_restarts_total", (("reason", "max-requests"),))] >= 2
+        assert figures[("bascule_request_duration_seconds_count", ())] == 90

@@ -22,6 +22,7 @@ from bascule.context import ServerContext
 from bascule.errors import ConfigError
 from bascule.ops import metrics as m
 from bascule.ops.merge import Totals
+from bascule.protocols.exchange import Exchange
 from bascule.workers import HEARTBEAT, SNAPSHOT, Reporter, frame, unframe
 
 
@@ -279,3 +280,93 @@ def test_scgi_requests_are_labelled_and_their_bodies_counted() -> None:
         snap = wait_requests(collector(srv), 1)
     assert [row[:4] for row in snap["requests"]] == [["POST", "200", "scgi", 1]]
     assert snap["received"] == len(body)
+
+
+class Finished(Exchange):
+    """Only what the collector reads of a finished exchange (an Exchange: the compiled collector checks)."""
+
+    def __init__(self, method: str, status: int, wire: str = "http", version: str = "1.1", *, dropped: bool = False,
+                 sent: int = 0, received: int = 0, static: bool = False, start_time: float = 0.0) -> None:
+        self.method, self.status, self.wire, self.http_version = method, status, wire, version
+        self.dropped, self.sent, self.received, self.static = dropped, sent, received, static
+        self.start_time = start_time
+
+    body_done = True  # type: ignore[assignment]
+
+    async def receive_body(self) -> bytes:
+        raise NotImplementedError
+
+    def take_buffered_body(self) -> bytes | None:
+        raise NotImplementedError
+
+    def send_head(self, status: int, headers: Any, body: bytes = b"", end: bool = False,
+                  trailers: bool = False) -> None:
+        raise NotImplementedError
+
+    def send_body(self, data: bytes, end: bool = False) -> None:
+        raise NotImplementedError
+
+    def send_trailers(self, trailers: Any) -> None:
+        raise NotImplementedError
+
+    def send_simple(self, status: int, body: bytes, content_type: bytes = b"") -> None:
+        raise NotImplementedError
+
+    async def drain(self) -> None:
+        raise NotImplementedError
+
+    async def wait_disconnect(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    can_sendfile = False  # type: ignore[assignment]
+
+    def send_file_blocking(self, file: Any, offset: int, count: int) -> int:
+        raise NotImplementedError
+
+
+def test_runs_and_folds_count_every_request_whatever_the_order() -> None:
+    import random
+    from collections import Counter
+
+    loop = asyncio.new_event_loop()
+    try:
+        col = m.Collector(ServerContext(Config(app="a:b"), loop, lambda ex: None, access_log=False), (0.5, 1.0))
+        kinds = [("GET", 200, "http", "1.1"), ("GET", 200, "h2", "2"), ("POST", 201, "http", "1.1"),
+                 ("GET", 404, "http", "1.0"), ("BREW", 418, "fastcgi", "1.1")]
+        rng = random.Random(16)
+        want: Counter[tuple[str, str, str]] = Counter()
+        sent = 0
+        for n in range(3000):
+            method, status, wire, version = rng.choice(kinds) if rng.random() < 0.3 else kinds[0]
+            dropped = rng.random() < 0.05
+            col.request_finished(Finished(method, status, wire, version, dropped=dropped, sent=n,
+                                          start_time=loop.time() - rng.choice((0.1, 0.7, 2.0))))
+            sent += n
+            want[(m.method_label(method), "499" if dropped else str(status), m.protocol_label(wire, version))] += 1
+            if rng.random() < 0.01:
+                col.fold()
+        snap = col.snapshot()
+    finally:
+        loop.close()
+    assert Counter({(a, b, c): n for a, b, c, n in snap["requests"]}) == want
+    assert snap["sent"] == sent
+    assert sum(snap["duration"]) == sum(n for (_, s, _), n in want.items() if s != "499")
+    assert all(count > 0 for count in snap["duration"])  # 0.1 s, 0.7 s and 2 s: each bucket
+
+
+def test_a_duration_on_a_bound_is_in_that_bucket() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        col = m.Collector(ServerContext(Config(app="a:b"), loop, lambda ex: None, access_log=False), (0.5, 1.0))
+        col.loop = type("Clock", (), {"time": staticmethod(lambda: 10.5)})()  # type: ignore[assignment]
+        col.request_finished(Finished("GET", 200, start_time=10.0))  # exactly 0.5 s: le="0.5"
+        col.request_finished(Finished("GET", 200, start_time=9.5))  # exactly 1 s: le="1.0"
+        col.request_finished(Finished("GET", 200, static=True, start_time=0.0))  # above every bound
+        snap = col.snapshot()
+    finally:
+        loop.close()
+    assert snap["duration"] == [1, 1, 1]
+    assert snap["static"] == [["200", 1]]

@@ -65,6 +65,9 @@ def test_summary_shape() -> None:
     assert figures["status"] == {"2xx": 4, "4xx": 2, "5xx": 1}
     assert set(figures["latency_ms"]) == {"p50", "p90", "p99"}
     assert figures["latency_ms"]["p50"] == pytest.approx(2.5)  # rank 2 of the 4 durations, all in [0, 5 ms]
+    assert figures["latency_histogram"]["bounds_ms"][:2] == [5.0, 10.0]
+    assert figures["latency_histogram"]["counts"] == t.durations
+    assert len(figures["latency_histogram"]["counts"]) == len(figures["latency_histogram"]["bounds_ms"]) + 1
     assert figures["in_flight"] == 1
     assert figures["connections"] == {"http/1.1": 2}
     assert figures["per_worker"] == {"42": {"requests": 7}}

@@ -68,8 +68,9 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def summary(t: Totals, per_worker: dict[int, Totals]) -> dict[str, Any]:
-    """The status page's figures (plan16.md, status.json's ``metrics``): totals, latency percentiles from
-    the histogram, gauges, and requests per worker by pid. The page computes rates from successive polls."""
+    """The status page's figures (plan16.md, status.json's ``metrics``): totals, latency percentiles since the
+    start from the histogram (and the histogram, per bucket, one count more than bounds), gauges, and
+    requests per worker by pid. The page computes rates from successive polls."""
     status: dict[str, int] = {}
     for (_, code, _), n in t.requests.items():
         group = code[0] + "xx" if len(code) == 3 and code.isdigit() else "other"
@@ -78,6 +79,8 @@ def summary(t: Totals, per_worker: dict[int, Totals]) -> dict[str, Any]:
         "requests_total": t.requests_total,
         "status": dict(sorted(status.items())),
         "latency_ms": {f"p{int(q * 100)}": _ms(quantile(q, t.bounds, t.durations)) for q in (0.5, 0.9, 0.99)},
+        # the histogram itself, so the page can take percentiles of the last seconds from successive polls
+        "latency_histogram": {"bounds_ms": [round(b * 1000.0, 3) for b in t.bounds], "counts": list(t.durations)},
         "in_flight": t.in_flight,
         "connections": dict(sorted(t.connections.items())),
         "websockets": t.websockets,

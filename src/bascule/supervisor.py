@@ -61,6 +61,7 @@ from bascule.workers import (
     READY,
     RECYCLE,
     SNAPSHOT,
+    DrainFlag,
     PidFile,
     WorkerSetup,
     run_worker,
@@ -158,6 +159,9 @@ class Supervisor:
         self.restarts = 0  # workers started in the place of another (deaths, recycling, reloads)
         self._inherited: list[int] = []  # restart counts of dead workers' places, for their replacements
         self.delay_until: float | None = None  # --shutdown-delay running: the graceful stop starts then
+        # what forked workers read on SIGTERM (workers.DrainFlag); workers started with --reload exec a fresh
+        # interpreter and do not share it: they stop on any SIGTERM, as without a delay
+        self._drain_flag = DrainFlag() if config.shutdown_delay > 0 else None
         self.admin_state = MasterState(readiness_check=config.readiness_check is not None)
         self.admin_source = MasterSource(self.admin_state)  # metrics attach here (metrics_view)
         self._admin: AdminThread | None = None
@@ -327,6 +331,8 @@ class Supervisor:
                     _log.info("master received %s: not ready from now on; serving for %g s more "
                               "(--shutdown-delay), then stopping gracefully", name, delay)
                     self.delay_until = time.monotonic() + delay
+                    if self._drain_flag is not None:
+                        self._drain_flag.set(DrainFlag.DELAYING)  # the workers serve on through a group SIGTERM
                     continue
                 if not fast and self.delay_until is not None:
                     _log.info("master received %s again: skipping the rest of --shutdown-delay", name)
@@ -359,6 +365,8 @@ class Supervisor:
         if self.stopping and (self.fast or not fast):
             return
         self.stopping, self.fast = True, fast
+        if self._drain_flag is not None:
+            self._drain_flag.set(DrainFlag.STOPPING)  # from now on a worker's SIGTERM is the master's: it stops
         self._close_sockets()  # the workers' copies close as they stop: then the port refuses
         for w in self.workers:
             self._retire(w, fast=fast)
@@ -471,7 +479,7 @@ class Supervisor:
             for signum in MASTER_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            code = run_worker(setup, self.mounts)
+            code = run_worker(setup, self.mounts, self._drain_flag)
         except BaseException:
             traceback.print_exc()
         finally:

@@ -34,6 +34,7 @@ import faulthandler
 import importlib
 import json
 import logging
+import mmap
 import os
 import signal
 import socket
@@ -191,7 +192,57 @@ def request_counter(limit: int, on_limit: Callable[[], None]) -> Callable[[Calla
     return wrap
 
 
-def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None) -> int:
+class DrainFlag:
+    """One byte of memory the master shares with the workers it forks: is it holding ``--shutdown-delay``?
+
+    systemd's default KillMode (and ``kill -TERM -PGID``) sends SIGTERM to the workers as well as to the
+    master. A worker that stopped on it would end the delay's serving at once, and the master, still in
+    its delay, would replace it as crashed. A signal handler cannot tell who sent the signal, so the
+    master says what it is doing here instead: a worker that gets SIGTERM while the master is in its
+    delay serves on, and the master stops it when the delay is over. Anonymous shared memory (not a
+    pipe) because the master writes it from its loop and a worker only reads one byte, with no wake-up.
+    """
+
+    IDLE, DELAYING, STOPPING = 0, 1, 2
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, 1)  # MAP_SHARED | MAP_ANONYMOUS: the forked workers see the master's writes
+
+    def set(self, state: int) -> None:
+        self._map[0] = state
+
+    def get(self) -> int:
+        return self._map[0]
+
+
+def on_sigterm(loop: asyncio.AbstractEventLoop, server: Any, flag: DrainFlag | None,
+               recheck: float = 0.1) -> Callable[[], None]:
+    """The worker's SIGTERM handler: stop gracefully, unless the master is in its ``--shutdown-delay``.
+
+    The master and its workers get a process group's SIGTERM at the same moment, and the master marks its
+    delay a moment later (from its loop), so a worker that does not see the mark yet looks again after
+    ``recheck`` seconds before it stops. A SIGTERM the master sends itself comes after it marked STOPPING.
+    """
+    if flag is None:
+        return lambda: server.request_exit()
+
+    def decide() -> None:
+        if flag.get() == DrainFlag.DELAYING:
+            _log.info("worker %d: SIGTERM while the master holds --shutdown-delay: serving on until it "
+                      "stops the workers", os.getpid())
+        else:
+            server.request_exit()
+
+    def handler() -> None:
+        if flag.get() == DrainFlag.DELAYING:
+            decide()
+        else:
+            loop.call_later(recheck, decide)
+
+    return handler
+
+
+def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None, drain_flag: DrainFlag | None = None) -> int:
     """Serve as one worker until told to stop; the exit code for the master."""
     from bascule.server import Server, new_event_loop  # here: the master imports this module, not the server
 
@@ -221,7 +272,7 @@ def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None) -> int:
                     publish_metrics=lambda data, final: reporter.send(SNAPSHOT, data, droppable=not final))
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(_serve(server, setup, listeners, reporter, early))
+            runner.run(_serve(server, setup, listeners, reporter, early, drain_flag))
     except BasculeError as exc:
         reporter.send(ERROR, json.dumps({"code": exc.exit_code, "message": str(exc)}).encode())
         return exc.exit_code
@@ -232,9 +283,9 @@ def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None) -> int:
 
 
 async def _serve(server: Any, setup: WorkerSetup, listeners: list[BoundListener], reporter: Reporter,
-                 early: list[int]) -> None:
+                 early: list[int], drain_flag: DrainFlag | None = None) -> None:
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, server.request_exit)
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm(loop, server, drain_flag))
     loop.add_signal_handler(signal.SIGQUIT, server.request_exit, True)
     loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
     heartbeat = Heartbeat(loop, reporter, heartbeat_interval(setup.config.timeout_worker_healthcheck),

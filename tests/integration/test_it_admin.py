@@ -188,6 +188,30 @@ def test_shutdown_delay_with_workers(tmp_path: Path) -> None:
     assert "--shutdown-delay is over: stopping gracefully" in (tmp_path / "log").read_text()
 
 
+def test_shutdown_delay_when_the_whole_process_group_gets_sigterm(tmp_path: Path) -> None:
+    """systemd's default KillMode (and a shell's ``kill -TERM -PGID``) signal the workers too: they serve on
+    through the delay instead of stopping at once and being replaced as crashed."""
+    with master(tmp_path, "--workers", "2", "--shutdown-delay", "1.5") as (proc, port, admin):
+        workers = children(proc.pid)
+        os.killpg(proc.pid, signal.SIGTERM)  # spawn starts the master in a session of its own
+        signalled = time.monotonic()
+        assert wait_for(lambda: get(admin, "/readyz")[0] == 503, 1)
+        served = 0
+        while time.monotonic() - signalled < 1.2:
+            assert get(port, "/")[0] == 200
+            served += 1
+            time.sleep(0.05)
+        assert served > 10
+        assert children(proc.pid) == workers  # the same workers: none stopped early, none replaced
+        assert status(admin)["restarts"] == 0
+        assert exit_within(proc, 10) is not None and proc.returncode == 0
+        assert time.monotonic() - signalled >= 1.5
+    log = (tmp_path / "log").read_text()
+    assert "--shutdown-delay is over: stopping gracefully" in log
+    assert log.count("serving on until it stops the workers") == 2, log
+    assert "keep dying" not in log and "crash" not in log, log
+
+
 def test_a_second_sigterm_skips_the_delay(tmp_path: Path) -> None:
     with master(tmp_path, "--workers", "2", "--shutdown-delay", "60") as (proc, port, admin):
         proc.send_signal(signal.SIGTERM)

@@ -17,8 +17,13 @@ class FakeAdmin:
     """``mode``: "ok", "503" (answers 503), "hang" (says nothing for ``hang_s``, then closes), "reset" (closes
     at once), "metrics-off" (``metrics: null``)."""
 
+    BOUNDS_MS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0)
+
     def __init__(self, hang_s: float = 4.0) -> None:
         self.mode = "ok"
+        self.histogram = False  # send metrics.latency_histogram (the page then computes recent percentiles)
+        self.slow_bucket = 2  # where each read's new observations land: (10, 25] ms at first
+        self.buckets = [0] * (len(self.BOUNDS_MS) + 1)
         self.hang_s = hang_s
         self.lock = threading.Lock()
         self.reads = 0
@@ -61,6 +66,7 @@ class FakeAdmin:
             self.codes["2xx"] += step - 3
             self.codes["4xx"] += 2
             self.codes["5xx"] += 1
+            self.buckets[self.slow_bucket] += step
             for i, worker in enumerate(self.workers):
                 worker["requests"] += step // len(self.workers) + i
             now = time.time()
@@ -71,9 +77,12 @@ class FakeAdmin:
                 "in_flight": n % 4, "connections": {"http/1.1": 3 + n % 3, "h2": 1}, "websockets": n % 2,
                 "bytes_sent": self.total * 1200, "bytes_received": self.total * 300, "loop_lag_ms": 0.4 + n % 3,
                 "per_worker": {str(w["pid"]): {"requests": w["requests"]} for w in self.workers},
+                "restarts": {"crash": 1, "max-requests": 0, "memory": 2},
             }
+            if self.histogram:
+                metrics["latency_histogram"] = {"bounds_ms": list(self.BOUNDS_MS), "counts": list(self.buckets)}
             return {"time": now, "mode": "master", "ready": self.ready, "draining": self.draining,
-                    "workers": workers, "metrics": None if self.mode == "metrics-off" else metrics}
+                    "workers": workers, "restarts": 3, "metrics": None if self.mode == "metrics-off" else metrics}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         admin = self

@@ -46,6 +46,7 @@ READ = """
   return {
     state: text("state"), reason: text("reason"), mode: text("mode"),
     rps: text("rps"), total: text("total"), p50: text("p50"), p99: text("p99"), inflight: text("inflight"),
+    latency_basis: text("latency-basis"), restarts: text("restarts"), restart_reasons: text("restart-reasons"),
     connections: text("connections"), websockets: text("websockets"), lag: text("lag"), sent: text("sent"),
     received: text("received"), metrics_off: !document.getElementById("metrics-off").hidden,
     workers: rows("workers"), codes: rows("codes"), protocols: rows("protocols"),
@@ -136,6 +137,8 @@ def test_the_page_renders_and_its_numbers_change(devtools: str) -> None:
     assert not second["metrics_off"]
     changed = {k for k, v in numbers_shown(second).items() if v != numbers_shown(first)[k]}
     assert {"total", "worker_requests", "codes", "sent"} <= changed, changed
+    assert second["latency_basis"] == "since start"  # latency_ms as given: no histogram in this answer
+    assert second["restarts"] == "3" and second["restart_reasons"] == "crash 1, memory 2"
     assert second["rps_ink"] > 20 and second["latency_ink"] > 20  # the charts drew their lines
     assert second["badge_radius"] == "16px"  # the stylesheet applied under the CSP
 
@@ -203,3 +206,25 @@ def test_the_page_survives_outages_and_changes(devtools: str) -> None:
     assert seen["workers"][0][0] == seen["workers"][0][7]
     assert any(row[0].startswith("<img") for row in seen["codes"]), seen["codes"]
     assert seen["images"] == 0 and seen["bold"] == 0 and not seen["pwned"], seen
+
+
+@pytest.mark.timeout(120)
+def test_latency_is_recent_when_the_histogram_is_given(devtools: str) -> None:
+    """With metrics.latency_histogram, the percentiles are of the last ten seconds: when every new request
+    lands in (250, 500] ms after a minute's worth in (10, 25] ms, p50 follows within the window, where the
+    percentiles since start would stay in the old bucket."""
+    with FakeAdmin() as admin:
+        admin.histogram = True
+
+        async def steps(cdp: Cdp) -> tuple[dict[str, Any], dict[str, Any]]:
+            fast = await until(cdp, lambda s: s["latency_basis"].startswith("last ") and s["p50"] == "17.5 ms")
+            with admin.lock:
+                admin.buckets[2] += 100_000  # a long past of fast requests: since start, p50 stays fast
+                admin.slow_bucket = 6
+            slow = await until(cdp, lambda s: s["p50"] == "375 ms" and s["latency_basis"] == "last 10 s",
+                               timeout=20)
+            return fast, slow
+
+        fast, slow = run(devtools, admin.origin + "/status", steps)
+    print(f"fast: {fast}\nslow: {slow}")
+    assert slow["p99"] == "498 ms", slow  # 250 + 250 * 0.99

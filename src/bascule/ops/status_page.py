@@ -9,6 +9,17 @@ strict Content-Security-Policy that allows its one script block and its one styl
 :func:`status_page_headers` gives the whole set of response fields the admin listener should send with it.
 
 The file is read once, on first use (not at import: the admin listener is off by default), and kept.
+
+What the page reads of status.json (plan16.md's shape; anything missing shows as a dash, never an error):
+``time`` (server clock, the base of every rate), ``mode``, ``ready``, ``draining``, optional ``reason``
+and ``restarts``; ``workers`` (pid, number, uptime_s, requests, rss_mib, restarts, state), rebuilt on each
+answer; ``metrics`` or null (metrics off: said so, the workers table goes on). Within ``metrics``: the
+counters requests_total, status (by class), bytes_sent, bytes_received (rates from successive answers); the
+gauges in_flight, connections (by protocol), websockets, loop_lag_ms; per_worker requests by pid (used
+when a worker row has none); restarts by reason. Latency: ``latency_ms`` (p50/p90/p99) as given, or, when
+``latency_histogram`` = ``{"bounds_ms": [...], "counts": [...]}`` (per-bucket counters since start, one
+more count than bounds for what is above the last), percentiles of the last ten seconds computed from it.
+A 503, a timeout (2.5 s) or a failed connection shows "unreachable" with the reason, and polling goes on.
 """
 
 from __future__ import annotations

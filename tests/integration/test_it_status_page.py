@@ -4,21 +4,29 @@ Against a stand-in admin listener (status_fake.FakeAdmin, on loopback) whose sta
 read, the page must render the figures and the workers table, show numbers that change between two reads,
 run under the strict Content-Security-Policy it is served with (no violation logged), put hostile strings
 on screen as text, and survive what an admin listener does in real life: 503, no answer at all, metrics
-off, workers replaced, draining. Skipped without chromium.
+off, workers replaced, draining. Then against a real bascule (one process, and a master with two workers)
+with --admin-bind and metrics on, under a bounded load on its app port. Skipped without chromium.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from conftest import free_port
 from it_h2 import Cdp
+from it_support import spawn, tcp_ready, wait_for
 from status_fake import FakeAdmin
 from test_it_http2 import chromium, chromium_binary
+
+from bascule.ops.status_page import render_status_page
 
 pytest.importorskip("websockets")
 
@@ -228,3 +236,106 @@ def test_latency_is_recent_when_the_histogram_is_given(devtools: str) -> None:
         fast, slow = run(devtools, admin.origin + "/status", steps)
     print(f"fast: {fast}\nslow: {slow}")
     assert slow["p99"] == "498 ms", slow  # 250 + 250 * 0.99
+
+
+class Load:
+    """A bounded load on the app's port: ``connections`` threads, each on a keep-alive connection it replaces
+    every 25 requests (so the workers' accept loops share them), together at most ``count`` requests and
+    ``seconds`` of time, paced so the server and the browser keep CPU on a small machine."""
+
+    def __init__(self, url: str, *, connections: int = 4, count: int = 8000, seconds: float = 60.0,
+                 pause: float = 0.004) -> None:
+        self.url, self.count, self.seconds, self.pause = url, count, seconds, pause
+        self.lock = threading.Lock()
+        self.done = 0
+        self.failed: list[str] = []
+        self.pids: set[str] = set()
+        self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(connections)]
+
+    def take(self) -> bool:
+        with self.lock:
+            self.done += 1
+            return self.done <= self.count
+
+    def run(self) -> None:
+        end = time.monotonic() + self.seconds
+        while not self.stopped.is_set() and time.monotonic() < end:
+            with httpx.Client(timeout=5) as client:
+                for _ in range(25):
+                    if self.stopped.is_set() or time.monotonic() > end or not self.take():
+                        return
+                    try:
+                        answer = client.get(self.url)
+                        if answer.status_code != 200:
+                            self.failed.append(f"HTTP {answer.status_code}")
+                        self.pids.add(answer.text)
+                    except httpx.HTTPError as exc:
+                        self.failed.append(repr(exc))
+                    time.sleep(self.pause)
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        for thread in self.threads:
+            thread.join(10)
+
+
+def admin_status(admin: str) -> dict[str, Any]:
+    try:
+        answer = httpx.get(f"{admin}/status.json", timeout=2)
+    except httpx.HTTPError:
+        return {}
+    return answer.json() if answer.status_code == 200 else {}
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_page_of_a_real_bascule_under_load(devtools: str, tmp_path: Path, workers: int) -> None:
+    """bascule --admin-bind (one process, and a master with two workers) under a bounded load on its app
+    port: the page served by the admin listener renders the workers and its numbers move."""
+    port, admin_port = free_port(), free_port()
+    admin = f"http://127.0.0.1:{admin_port}"
+    log = tmp_path / "server.log"
+    args = ["it_workers:app", "--port", str(port), "--admin-bind", f"127.0.0.1:{admin_port}", "--no-access-log"]
+    if workers:
+        args += ["--workers", str(workers)]
+    with spawn(args, log=log, ready=tcp_ready(admin_port)) as proc:
+        assert wait_for(lambda: len(admin_status(admin).get("workers", [])) == max(workers, 1)
+                        and admin_status(admin).get("ready"), 20), (admin_status(admin), log.read_text()[-2000:])
+        pids = sorted(str(w["pid"]) for w in admin_status(admin)["workers"])
+        page = httpx.get(f"{admin}/status", timeout=5)
+        assert page.status_code == 200 and page.content == render_status_page()
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+
+        async def steps(cdp: Cdp) -> tuple[dict[str, Any], dict[str, Any]]:
+            first = await until(cdp, lambda s: s["state"] == "ready" and len(s["workers"]) == max(workers, 1)
+                                and s["rps"] not in (DASH, "0.00"), timeout=20)
+            second = await until(cdp, lambda s: s["total"] != first["total"] and s["rps"] != DASH
+                                 and [r[3] for r in s["workers"]] != [r[3] for r in first["workers"]], timeout=20)
+            return first, second
+
+        with Load(f"http://127.0.0.1:{port}/pid") as load:
+            first, second = run(devtools, f"{admin}/status", steps)
+        assert proc.poll() is None, log.read_text()[-2000:]
+    print(f"load: {load.done} requests, pids {sorted(load.pids)}\nfirst: {first}\nsecond: {second}")
+    assert not load.failed, load.failed[:5]
+    shown = sorted(row[0] for row in second["workers"])
+    if workers:
+        assert shown == pids and load.pids <= set(pids), (shown, pids, load.pids)
+        assert second["mode"] == "master and workers"
+    else:
+        assert shown == [str(proc.pid)] and second["mode"] == "single process"
+    assert float(second["rps"].replace(",", "")) > 0
+    assert int(second["total"].split()[0].replace(",", "")) > int(first["total"].split()[0].replace(",", ""))
+    assert second["codes"][0][0] == "2xx"
+    # one answer's figures agree: the workers' requests add up to the total (no worker has died)
+    assert sum(int(row[3].replace(",", "")) for row in second["workers"]) == int(
+        second["total"].split()[0].replace(",", ""))
+    assert all(row[7] == "serving" for row in second["workers"]), second["workers"]
+    assert second["latency_basis"].startswith("last ") and second["p50"].endswith(" ms"), second  # from the histogram
+    assert second["rps_ink"] > 20 and second["latency_ink"] > 20

@@ -20,6 +20,7 @@ from conftest import http_exchange
 from bascule.config import Config
 from bascule.ops.admin import AdminRoutes, probe_answer
 from bascule.ops.admin_listener import AdminThread, admin_config, bind_admin
+from bascule.ops.status_page import content_security_policy, render_status_page
 
 
 class FakeView:
@@ -56,7 +57,7 @@ class FakeSource:
 Admin = tuple[FakeSource, AdminThread]
 
 
-def start_admin(spec: str, page: Callable[[], bytes] | None = None) -> Admin:
+def start_admin(spec: str, page: Callable[[], bytes] | None = render_status_page) -> Admin:
     source = FakeSource()
     admin = AdminThread(Config(app="x:app", admin_bind=spec), source, bind_admin(Config(app="x:app", admin_bind=spec)))
     admin.admin.routes.status_page = page
@@ -140,19 +141,21 @@ def test_status_json(admin: Admin) -> None:
 
 
 def test_status_page_404_without_the_page() -> None:
-    source, admin = start_admin("127.0.0.1:0")
+    source, admin = start_admin("127.0.0.1:0", page=None)
     try:
         status, _, _ = split(ask((source, admin), b"GET /status HTTP/1.1\r\nhost: x\r\n\r\n"))
         assert status == b"HTTP/1.1 404 Not Found"
     finally:
         admin.stop()
-    source, admin = start_admin("127.0.0.1:0", page=lambda: b"<!doctype html><title>s</title>")
-    try:
-        status, fields, body = split(ask((source, admin), b"GET /status HTTP/1.1\r\nhost: x\r\n\r\n"))
-        assert status == b"HTTP/1.1 200 OK" and fields[0] == b"content-type: text/html; charset=utf-8"
-        assert body == b"<!doctype html><title>s</title>"
-    finally:
-        admin.stop()
+
+
+def test_status_page_is_sent_with_its_security_policy(admin: Admin) -> None:
+    status, fields, body = split(ask(admin, b"GET /status HTTP/1.1\r\nhost: x\r\n\r\n"))
+    assert status == b"HTTP/1.1 200 OK" and body == render_status_page()
+    names = {f.split(b":")[0]: f.split(b": ", 1)[1] for f in fields}
+    assert names[b"content-type"] == b"text/html; charset=utf-8"
+    assert names[b"content-security-policy"] == content_security_policy().encode()
+    assert names[b"cache-control"] == b"no-store" and names[b"x-content-type-options"] == b"nosniff"
 
 
 def test_a_failing_source_is_a_500_and_the_listener_goes_on(admin: Admin) -> None:

@@ -7,7 +7,7 @@ can shadow ``/readyz`` and no admin route is reachable on the app's port. What t
 
 - ``/livez``, ``/readyz``: ``200 ok`` or ``503`` with the reason, one line of text (what a probe logs);
 - ``/metrics``: the Prometheus text exposition, ``404`` while metrics are off;
-- ``/status``: the HTML status page (ops/status_page.py, when it is installed), ``/status.json`` its data.
+- ``/status``: the HTML status page (ops/status_page.py) with its Content-Security-Policy, ``/status.json`` its data.
 
 GET and HEAD only (``405`` with ``Allow`` otherwise); any other path is ``404``. Every answer is complete in
 one write, ``cache-control: no-store`` (a cached probe answer would be a lie).
@@ -15,13 +15,12 @@ one write, ``cache-control: no-store`` (a cached probe answer would be a lie).
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from bascule.ops.contract import AdminSource
+from bascule.ops.status_page import render_status_page, status_page_headers
 from bascule.protocols.exchange import Exchange
 
 _log = logging.getLogger("bascule.error")
@@ -36,22 +35,13 @@ Answer = tuple[int, bytes, bytes]
 """(status, content type, body)."""
 
 
-def load_status_page() -> Callable[[], bytes] | None:
-    """``render_status_page`` of ops/status_page.py when that module is present (it ships separately), else None."""
-    try:
-        module: Any = importlib.import_module("bascule.ops.status_page")
-    except ImportError:
-        return None
-    render = getattr(module, "render_status_page", None)
-    return render if callable(render) else None
-
-
 class AdminRoutes:
     """The dispatch callable of the admin listener's ServerContext: one answer per path, from ``source``."""
 
-    def __init__(self, source: AdminSource, status_page: Callable[[], bytes] | None = None) -> None:
+    def __init__(self, source: AdminSource, status_page: Callable[[], bytes] | None = render_status_page) -> None:
         self.source = source
         self.status_page = status_page
+        self.page_fields = status_page_headers()  # the page's own fields: its CSP allows exactly its scripts
         self.routes: dict[bytes, Callable[[], Answer]] = {
             b"/livez": self.livez,
             b"/readyz": self.readyz,
@@ -73,7 +63,8 @@ class AdminRoutes:
         except Exception:
             _log.exception("admin route %s failed", ex.raw_path.decode("latin-1"))
             status, content_type, body = 500, TEXT, b"internal error\n"
-        ex.send_head(status, self._fields(content_type), body, end=True)
+        fields = self.page_fields if status == 200 and route == self.status else self._fields(content_type)
+        ex.send_head(status, fields, body, end=True)
 
     @staticmethod
     def _fields(content_type: bytes) -> list[tuple[bytes, bytes]]:
@@ -93,7 +84,7 @@ class AdminRoutes:
 
     def status(self) -> Answer:
         if self.status_page is None:
-            return 404, TEXT, b"no status page in this build: see /status.json\n"
+            return 404, TEXT, b"no status page here: see /status.json\n"
         return 200, HTML, self.status_page()
 
     def status_json(self) -> Answer:

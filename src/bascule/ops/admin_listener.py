@@ -29,7 +29,7 @@ from bascule.context import ServerContext
 from bascule.errors import StartupError
 from bascule.listen.accept import FrontDoor
 from bascule.listen.listeners import DEFAULT_UDS_MODE, BoundListener, Listener, bind_tcp, bind_unix, describe
-from bascule.ops.admin import AdminRoutes, load_status_page
+from bascule.ops.admin import AdminRoutes
 from bascule.ops.contract import AdminSource
 
 ADMIN_BACKLOG = 64
@@ -72,7 +72,7 @@ class AdminServer:
     def __init__(self, config: Config, source: AdminSource, bound: BoundListener) -> None:
         self.config = config
         self.bound = bound
-        self.routes = AdminRoutes(source, load_status_page())
+        self.routes = AdminRoutes(source)
         self.ctx: ServerContext | None = None
         self._server: asyncio.Server | None = None
         self.address: Any = bound.sock.getsockname()

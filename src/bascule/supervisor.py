@@ -576,6 +576,9 @@ class Supervisor:
 
     def _on_exit(self, w: Worker, code: int, words: str) -> None:
         now = time.monotonic()
+        replacement = w.replaced_by
+        if replacement is not None:  # it died while its replacement booted: that one takes its place (and
+            w.replaced_by, replacement.replaces = None, None  # its READY must not count or signal the dead)
         if w.state is State.RETIRING:
             _log.log(logging.DEBUG if self.fatal else logging.INFO, "worker %d (pid %d) %s", w.number, w.pid,
                      "stopped" if code == 0 else words)
@@ -611,7 +614,8 @@ class Supervisor:
             _log.error("worker %d could not boot: stopping the server", w.number)
             self._stop(fast=True)
             return
-        self._inherited.append(w.restarts)  # the next worker started takes its place
+        if replacement is None:
+            self._inherited.append(w.restarts)  # the next worker started takes its place
         self._restarted("heartbeat" if w.stuck else "crash")
         self.failures = 0 if now - w.spawned >= STABLE_SECONDS else self.failures + 1
         delay = backoff(self.failures)

@@ -77,3 +77,25 @@ def test_replacements_count_their_reason(monkeypatch: pytest.MonkeyPatch, reason
     sup._on_ready(new, 5.0)
     assert sup.metrics is not None
     assert sup.metrics.total()[2][reason] == 1
+
+
+@pytest.mark.parametrize("reason", ["max-requests", "memory", "reload"])
+def test_a_worker_that_dies_while_its_replacement_boots_is_counted_once(monkeypatch: pytest.MonkeyPatch,
+                                                                        reason: str) -> None:
+    """The old worker crashes before its replacement is READY: one restart (crash), the replacement takes
+    the dead worker's place, and the master never signals the dead (reaped, maybe reused) pid."""
+    sup = supervisor(monkeypatch, metrics=True)
+    retired: list[int] = []
+    monkeypatch.setattr(sup, "_retire", lambda w, fast: retired.append(w.pid))
+    old = worker(2, state=State.SERVING, ready_at=1.0, recycle=reason)
+    new = worker(3, replaces=old)
+    old.replaced_by = new
+    other = worker(4, state=State.SERVING, ready_at=1.0)
+    sup.workers = [other, new]  # old was reaped: _reap removed it before _on_exit
+    sup._on_exit(old, 1, "exited with code 1")
+    assert sup._primaries() == [other, new]  # the replacement fills the slot: no third worker is started
+    sup._on_ready(new, 5.0)
+    assert sup.metrics is not None
+    restarts = sup.metrics.total()[2]
+    assert restarts["crash"] == 1 and sum(restarts.values()) == 1
+    assert retired == []

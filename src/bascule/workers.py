@@ -31,15 +31,18 @@ import asyncio
 import contextlib
 import dataclasses
 import faulthandler
+import fcntl
 import importlib
 import json
 import logging
 import mmap
 import os
+import select
 import signal
 import socket
 import struct
 import sys
+import termios
 import time
 from collections.abc import Callable
 from typing import Any
@@ -127,9 +130,28 @@ class Reporter:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         os.set_blocking(fd, False)
+        try:
+            self.capacity = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+        except (OSError, AttributeError):  # not a pipe (a test's socket), or not Linux: no room check
+            self.capacity = 0
+
+    def room(self) -> int:
+        """Bytes the pipe can take now without a partial write (the capacity less what the master has not read)."""
+        try:
+            queued: int = struct.unpack("i", fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            return 0
+        return max(0, self.capacity - queued)
 
     def send(self, kind: bytes, payload: bytes = b"", *, droppable: bool = False) -> None:
         message = frame(kind, payload)
+        if (droppable and len(message) > select.PIPE_BUF and self.capacity
+                and self.room() < len(message) + 2 * select.PIPE_BUF):
+            # Larger than PIPE_BUF, a write may take part of it, and a message begun must be finished: with
+            # the master behind, that would hold the worker's loop for up to the deadline below. A droppable
+            # message (a metrics snapshot: the next one carries the same totals) waits for room instead. The
+            # margin: the kernel fills the pipe by pages, so a partly read page's bytes are not room yet.
+            return
         data = memoryview(message)
         deadline = time.monotonic() + 2.0
         while data:

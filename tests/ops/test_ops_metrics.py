@@ -4,6 +4,7 @@ the gauges it reads at snapshot time, the lag probe, the snapshots it publishes,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -228,6 +229,7 @@ def test_reporter_finishes_a_snapshot_it_began() -> None:
     """A droppable message is dropped whole or sent whole: half a frame would garble the master's reading."""
     r, w = os.pipe()
     reporter = Reporter(w)  # sets w non-blocking
+    reporter.capacity = 0  # no room check: the write begins, and must be finished
     beat = frame(HEARTBEAT)
     for _ in range(100_000):  # fill the pipe with whole heartbeats (atomic: under PIPE_BUF)
         try:
@@ -262,6 +264,33 @@ def test_reporter_finishes_a_snapshot_it_began() -> None:
     assert buffer == b""
     assert messages[-1] == (SNAPSHOT, payload)
     assert all(kind == HEARTBEAT for kind, _ in messages[:-1])
+
+
+def test_reporter_drops_a_large_snapshot_the_pipe_has_no_room_for() -> None:
+    """A snapshot over PIPE_BUF is not begun while the master is behind: the worker's loop never waits on it."""
+    r, w = os.pipe()
+    reporter = Reporter(w)
+    assert reporter.capacity > 0 and reporter.room() == reporter.capacity
+    beat = frame(HEARTBEAT)
+    while True:
+        try:
+            os.write(w, beat)
+        except BlockingIOError:
+            break
+    os.read(r, len(beat) * 800)  # whole frames out: room for a few KiB, not for the snapshot
+    assert 0 < reporter.room() < 20_000
+    payload = json.dumps({"x": "y" * 20_000}).encode()
+    started = time.monotonic()
+    reporter.send(SNAPSHOT, payload, droppable=True)
+    assert time.monotonic() - started < 0.1
+    os.set_blocking(r, False)
+    buffer = bytearray()
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(r, 65536):
+            buffer += chunk
+    assert all(kind == HEARTBEAT for kind, _ in unframe(buffer)) and buffer == b""
+    os.close(r)
+    os.close(w)
 
 
 def test_scgi_requests_are_labelled_and_their_bodies_counted() -> None:

@@ -639,14 +639,19 @@ def _check_listeners(config: Config) -> None:
 
 
 _NOT_REQUEST_ID = frozenset(("host", "content-length", "transfer-encoding", "connection", "upgrade", "te",
-                             "trailer", "keep-alive", "cookie", "set-cookie", "authorization"))
+                             "trailer", "keep-alive", "cookie", "set-cookie", "authorization",
+                             # the server's own response fields, and what the proxy-header logic reads
+                             "date", "server", "content-type", "content-encoding", "forwarded",
+                             "x-real-ip", "x-scheme"))
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def _check_request_id(config: Config) -> None:
     _check_choice("request_id", config.request_id, REQUEST_ID_MODES)
     name = config.request_id_header
-    if not _TOKEN.fullmatch(name) or "_" in name or name.lower() in _NOT_REQUEST_ID:
+    lowered = name.lower()
+    if (not _TOKEN.fullmatch(name) or "_" in name or lowered in _NOT_REQUEST_ID
+            or lowered.startswith(("x-forwarded-", "proxy-", "sec-"))):
         raise ConfigError(f"request_id_header must be a header name such as X-Request-ID (letters, digits, '-'; "
                           f"not one the server owns), got {name!r}")
 

@@ -157,10 +157,17 @@ def test_when_ids_are_on(options: dict[str, Any], on: bool) -> None:
         loop.close()
 
 
-@pytest.mark.parametrize("name", ["", "X Request", "X_Request_ID", "Host", "content-length", "a:b", "X-Request-ID\r\n"])
+@pytest.mark.parametrize("name", ["", "X Request", "X_Request_ID", "Host", "content-length", "a:b", "X-Request-ID\r\n",
+                                  "Date", "server", "Content-Type", "Forwarded", "X-Forwarded-For",
+                                  "x-forwarded-proto", "X-Real-IP", "Proxy-Authorization", "Sec-WebSocket-Key"])
 def test_bad_header_names_are_refused(name: str) -> None:
     with pytest.raises(ConfigError, match="request_id_header"):
         Config(app="x:y", request_id_header=name)
+
+
+@pytest.mark.parametrize("name", ["X-Request-ID", "X-Correlation-ID", "Request-Id", "X-Amzn-Trace-Id"])
+def test_usual_header_names_are_taken(name: str) -> None:
+    assert Config(app="x:y", request_id_header=name).request_id_header == name
 
 
 def test_bad_mode_is_refused() -> None:

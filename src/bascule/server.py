@@ -213,9 +213,9 @@ class Server:
                 check.stop()
             try:
                 await self._shutdown(ctx, table, servers, remove_sockets=owns_sockets)
-                if self.metrics is not None:
-                    self.metrics.close()  # a worker's last snapshot: its master keeps the counts
             finally:
+                if self.metrics is not None:
+                    self.metrics.close()  # a worker's last snapshot (also after a failed stop): the master keeps it
                 if self.admin_server is not None:
                     await self.admin_server.stop()
                 if install_signals:

@@ -27,6 +27,7 @@ class Done:
     proxied = False
     peer = None
     start_time = 0.0
+    perf_start = 0.0
     head_time = 0.0
     rid: str | None = None
     sent = 12

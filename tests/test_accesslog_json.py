@@ -37,6 +37,7 @@ class Done:
     proxied = False
     peer: tuple[str, int] | None = None
     start_time = 10.0
+    perf_start = 10.0
     head_time = 0.0
     rid: str | None = None
     sent = 12
@@ -140,11 +141,11 @@ def log_one(monkeypatch: pytest.MonkeyPatch, template: str, at: float, *extra: l
         monkeypatch.setattr(logger, "handlers", [*ours, *extra])
     monkeypatch.setattr(time, "time", lambda: at)
     loop = asyncio.new_event_loop()
-    loop.time = lambda: 1000.0  # type: ignore[method-assign]  # the loop's clock, still: durations repeat
     try:
         done = ex if ex is not None else Done()
-        done.start_time = 1000.0 - 0.0042
+        done.start_time = done.perf_start = 1000.0 - 0.0042
         access = AccessLog(template, loop, logger, logging.getLogger("bascule.error"))
+        access.clock = lambda: 1000.0  # the clock, still: durations repeat
         access.request_finished(done)
     finally:
         loop.close()

@@ -21,6 +21,7 @@ import os
 import re
 import string
 import time
+from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 from typing import Any, Protocol
 
@@ -48,8 +49,8 @@ class Logged(Protocol):
     proxied: bool  # a trusted proxy named the client: ``peer`` is the connection's
     peer: tuple[str, int] | None
     rid: str | None  # --request-id's id; None when off
-    head_time: float  # the loop's time when the response head went out; 0.0 if unknown
-    start_time: float
+    head_time: float  # perf_counter() when the response head went out; 0.0 if unknown
+    perf_start: float  # perf_counter() when the server took the request on
 
 
 class Finished(Logged, Protocol):
@@ -68,6 +69,7 @@ class AccessLog:
         self.json = template == JSON
         self.handler_format = JSON_FORMAT if self.json else DEFAULT_FORMAT  # what bascule.logs installs
         self.loop = loop
+        self.clock: Callable[[], float] = time.perf_counter  # durations: sub-millisecond, unlike uvloop's loop.time()
         self.logger = logger
         self.error_log = error_log
         self.pid = os.getpid()
@@ -82,7 +84,7 @@ class AccessLog:
     def request_finished(self, ex: Finished) -> None:
         if ex.dropped:
             return  # the client went away before a response: no line (as before the observers)
-        duration = self.loop.time() - ex.start_time
+        duration = self.clock() - ex.perf_start
         handler = _own_handler(self.logger, self.handler_format)
         values: tuple[Any, ...] = ()
         try:
@@ -212,7 +214,7 @@ def json_values(ex: Logged, nbytes: int, duration: float, stamp: str, worker: in
     return (stamp, client[0] if client else None, peer[0] if peer else None, ex.method,
             ex.raw_path.decode("latin-1"), ex.query_string.decode("latin-1"), "HTTP/" + ex.http_version,
             ex.status, nbytes, round(duration * 1000.0, 3),
-            round((head - ex.start_time) * 1000.0, 3) if head else None, user_agent, ex.rid, traceparent,
+            round((head - ex.perf_start) * 1000.0, 3) if head else None, user_agent, ex.rid, traceparent,
             worker)
 
 
@@ -276,7 +278,7 @@ def format_access(template: str, ex: Logged, nbytes: int, duration: float) -> st
         values["referer"] = _header(ex, b"referer")
     if "ttfb_ms" in names:  # the duration where no head was timed (a WebSocket handshake)
         head = ex.head_time
-        values["ttfb_ms"] = (head - ex.start_time) * 1000.0 if head else duration * 1000.0
+        values["ttfb_ms"] = (head - ex.perf_start) * 1000.0 if head else duration * 1000.0
     if "request_id" in names:
         values["request_id"] = ex.rid or "-"  # its characters need no escaping (ops/request_id.py)
     if "traceparent" in names:

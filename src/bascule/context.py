@@ -197,6 +197,7 @@ class ServerContext:
             self.request_ids.assign(ex)
         observers = self.observers
         if observers:
+            ex.perf_start = time.perf_counter()
             for observer in observers:
                 observer.request_started(ex)
 

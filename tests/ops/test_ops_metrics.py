@@ -82,6 +82,17 @@ def test_counts_by_method_status_and_protocol_with_bytes_and_durations() -> None
     assert totals.requests_total == 5
 
 
+def test_durations_are_finer_than_the_loops_millisecond_clock() -> None:
+    """uvloop's loop.time() counts whole milliseconds once per pass: durations come from perf_counter."""
+    with serve_in_thread(app, metrics=True, lifespan="off") as srv:
+        with httpx.Client() as client:
+            for _ in range(20):
+                assert client.get(srv.url + "/").status_code == 200
+        snap = wait_requests(collector(srv), 20)
+    total_ms = snap["duration_sum"] * 1000.0
+    assert total_ms > 0 and abs(total_ms - round(total_ms)) > 1e-6  # not a sum of whole milliseconds
+
+
 def test_durations_land_in_their_bucket() -> None:
     with serve_in_thread(app, metrics=True, lifespan="off", metrics_buckets="0.1,0.25,1") as srv:
         with httpx.Client() as client:
@@ -318,7 +329,7 @@ class Finished(Exchange):
                  sent: int = 0, received: int = 0, static: bool = False, start_time: float = 0.0) -> None:
         self.method, self.status, self.wire, self.http_version = method, status, wire, version
         self.dropped, self.sent, self.received, self.static = dropped, sent, received, static
-        self.start_time = start_time
+        self.start_time = self.perf_start = start_time
 
     body_done = True  # type: ignore[assignment]
 
@@ -372,7 +383,7 @@ def test_runs_and_folds_count_every_request_whatever_the_order() -> None:
             method, status, wire, version = rng.choice(kinds) if rng.random() < 0.3 else kinds[0]
             dropped = rng.random() < 0.05
             col.request_finished(Finished(method, status, wire, version, dropped=dropped, sent=n,
-                                          start_time=loop.time() - rng.choice((0.1, 0.7, 2.0))))
+                                          start_time=time.perf_counter() - rng.choice((0.1, 0.7, 2.0))))
             sent += n
             want[(m.method_label(method), "499" if dropped else str(status), m.protocol_label(wire, version))] += 1
             if rng.random() < 0.01:
@@ -390,7 +401,7 @@ def test_a_duration_on_a_bound_is_in_that_bucket() -> None:
     loop = asyncio.new_event_loop()
     try:
         col = m.Collector(ServerContext(Config(app="a:b"), loop, lambda ex: None, access_log=False), (0.5, 1.0))
-        col.loop = type("Clock", (), {"time": staticmethod(lambda: 10.5)})()  # type: ignore[assignment]
+        col.clock = lambda: 10.5
         col.request_finished(Finished("GET", 200, start_time=10.0))  # exactly 0.5 s: le="0.5"
         col.request_finished(Finished("GET", 200, start_time=9.5))  # exactly 1 s: le="1.0"
         col.request_finished(Finished("GET", 200, static=True, start_time=0.0))  # above every bound

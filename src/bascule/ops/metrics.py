@@ -92,6 +92,7 @@ class Collector:
                  publish: Callable[[bytes, bool], None] | None = None) -> None:
         self.ctx = ctx
         self.loop: asyncio.AbstractEventLoop = ctx.loop
+        self.clock: Callable[[], float] = time.perf_counter  # durations from Exchange.perf_start (sub-millisecond)
         self.bounds = bounds
         self.publish = publish
         self.pid = os.getpid()
@@ -138,7 +139,7 @@ class Collector:
             self._run_method, self._run_status, self._run_wire, self._run_version = method, status, wire, version
             self._run = 1
         if not dropped:
-            duration = self.loop.time() - ex.start_time
+            duration = self.clock() - ex.perf_start
             bounds = self.bounds
             i = 0
             n = len(bounds)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from time import perf_counter
 from typing import IO
 from urllib.parse import quote_from_bytes
 
@@ -137,7 +138,7 @@ class CGIExchange(BufferedExchange):
         block, content_length, _ = header_block(headers)  # "connection: close" goes without saying here
         self.response_started = True
         self.status = status
-        self.head_time = self.loop.time()
+        self.head_time = perf_counter()
         self._trailers = trailers  # announced, never written: none of these wires carries trailers
         if status < 200 or bodiless(self.method, status):
             self.no_body = True

@@ -146,10 +146,15 @@ class Exchange(abc.ABC):
     status: int
     sent: int
     """Response body bytes written so far (for the request observers; a WebSocket handshake's own)."""
+    perf_start = 0.0
+    """``time.perf_counter()`` when the server took the request on (ServerContext.request_started, only
+    when an observer listens): what the access log and the metrics measure durations from. Not
+    ``start_time``: uvloop's clock counts whole milliseconds, once per loop pass, so a fast request
+    would measure 0."""
     head_time = 0.0
-    """The loop's time when the response head was handed to the transport (HTTP/1.1, HTTP/2, uwsgi, SCGI,
-    FastCGI set it in send_head: one float store); 0.0 where no head was sent this way. The access log's
-    time to first byte."""
+    """``time.perf_counter()`` when the response head was handed to the transport (HTTP/1.1, HTTP/2,
+    uwsgi, SCGI, FastCGI set it in send_head); 0.0 where no head was sent this way. The access log's
+    time to first byte, from ``perf_start``."""
     rid: str | None = None
     """This request's id (ServerContext.request_started, with --request-id: ops/request_id.py); None when off.
     Not ``request_id``: FastCGI's exchanges use that name for the wire's own request number."""

@@ -12,6 +12,7 @@ import logging
 import os
 import select
 from collections.abc import Callable
+from time import perf_counter
 from typing import IO, TYPE_CHECKING
 
 from bascule.errors import AppProtocolError, ProtocolError
@@ -158,7 +159,7 @@ class H1Exchange(BufferedExchange):
         close = close or not self.keep_alive
         self.response_started = True
         self.status = status
-        self.head_time = self.loop.time()
+        self.head_time = perf_counter()
         http10 = self.http_version == "1.0"
         if self.expect_continue and not self._body_done:
             close = True  # we never asked for the body, so the connection cannot carry another request

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from time import perf_counter
 from typing import IO, TYPE_CHECKING, Any
 
 from bascule.errors import AppProtocolError
@@ -151,7 +152,7 @@ class H2Stream(BufferedExchange):
             return
         self.response_started = True
         self.status = status
-        self.head_time = self.loop.time()
+        self.head_time = perf_counter()
         if bodiless(self.method, status):
             self.no_body = True
             length = bodiless_length(status, content_length, end, body)

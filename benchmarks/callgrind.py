@@ -70,6 +70,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 PROTOCOLS = {"h1": "HTTP/1.1 -> ASGI", "h2": "HTTP/2 -> ASGI"}
+#: --app: benchmarks/apps.py's app of each interface (both answer GET / with the same 13 bytes). A WSGI
+#: server's threads are all counted (callgrind runs every thread of the process, one at a time), so
+#: ``--app wsgi`` shows the cost of the loop <-> thread-pool hand-over; ``--bascule-args="--wsgi-mode loop"``
+#: counts the same app run on the loop thread.
+APPS = {"asgi": ("apps:asgi_app", "asgi3"), "wsgi": ("apps:wsgi_app", "wsgi")}
 EXPECTED_BODY = b"Hello, world!"  # benchmarks/apps.py's TEXT, what GET / answers
 MAX_REQUESTS = 100_000
 MAX_ROUNDS = 10
@@ -182,11 +187,12 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 @contextlib.contextmanager
 def server_under_callgrind(build: Build, port: int, out_base: Path, log_path: Path, extra: Sequence[str],
-                           start_timeout: float) -> Iterator[int]:
+                           start_timeout: float, app_kind: str = "asgi") -> Iterator[int]:
     """Run bascule under callgrind with instrumentation off; yield its pid (valgrind's own: it execs nothing)."""
+    app, interface = APPS[app_kind]
     cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-line=no",
            f"--callgrind-out-file={out_base}.%p",
-           build.python, "-m", "bascule", "apps:asgi_app", "--app-dir", str(HERE), "--interface", "asgi3",
+           build.python, "-m", "bascule", app, "--app-dir", str(HERE), "--interface", interface,
            "--host", HOST, "--port", str(port), "--workers", "1", "--no-access-log", *extra]
     with open(log_path, "wb") as log:
         log.write(f"$ {shlex.join(cmd)}\n".encode())
@@ -340,7 +346,7 @@ def measure_build(build: Build, round_no: int, args: argparse.Namespace, scratch
     results: list[Measure] = []
     try:
         with server_under_callgrind(build, port, out_base, log_path, shlex.split(args.bascule_args),
-                                    args.start_timeout) as pid:
+                                    args.start_timeout, args.app) as pid:
             h1_requests(port, args.warmup, args.step_timeout)
             if "h2" in args.protocols:
                 h2_requests(port, args.warmup, args.step_timeout)
@@ -364,7 +370,7 @@ def measure_build(build: Build, round_no: int, args: argparse.Namespace, scratch
                 total, timers = read_dump(out_base, pid, part, tag)
                 measure = Measure(build.label, protocol, round_no, args.requests, total, timers, seconds)
                 results.append(measure)
-                print(f"  round {round_no} {build.label:>10} {PROTOCOLS[protocol]:<17} "
+                print(f"  round {round_no} {build.label:>10} {path_name(protocol, args.app):<17} "
                       f"{measure.per_request:>10,.0f} Ir/request (+{timers / args.requests:,.0f} in timers, "
                       f"{seconds:.1f} s)", flush=True)
     except (BenchError, OSError) as exc:
@@ -373,11 +379,16 @@ def measure_build(build: Build, round_no: int, args: argparse.Namespace, scratch
     return results
 
 
+def path_name(protocol: str, app: str) -> str:
+    """'HTTP/1.1 -> WSGI' and the like: the protocol and the app's interface."""
+    return PROTOCOLS[protocol].replace("ASGI", app.upper())
+
+
 def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
-def table(report: Report, protocols: Sequence[str]) -> list[str]:
+def table(report: Report, protocols: Sequence[str], app: str = "asgi") -> list[str]:
     """Markdown: per protocol and build, every round, their mean, the spread, the ratio to the first build's
     mean, and (apart) the timers' Ir per request."""
     rounds = max((m.round for m in report.measures), default=0)
@@ -397,7 +408,7 @@ def table(report: Report, protocols: Sequence[str]) -> list[str]:
             spread = (max(values) - min(values)) / avg * 100
             cells = [f"{v:,.0f}" for v in values] + ["-"] * (rounds - len(values))
             timers = mean([m.timers / m.requests for m in mine])
-            lines.append(f"| {PROTOCOLS[protocol]} | {build.label} | " + " | ".join(cells)
+            lines.append(f"| {path_name(protocol, app)} | {build.label} | " + " | ".join(cells)
                          + f" | {avg:,.0f} | {spread:.2f}% | {avg / base:.4f} | {timers:,.0f} |")
     return lines
 
@@ -411,6 +422,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=500, help="requests per protocol before counting (default 500)")
     ap.add_argument("--rounds", type=int, default=2, help="times every build is measured, in turn (default 2)")
     ap.add_argument("--protocols", default="h1,h2", help="comma-separated: h1, h2 (default both)")
+    ap.add_argument("--app", choices=sorted(APPS), default="asgi", help="the app's interface (default asgi)")
     ap.add_argument("--bascule-args", default="", help="extra flags for bascule")
     ap.add_argument("--start-timeout", type=float, default=120.0, help="seconds for a server to listen")
     ap.add_argument("--step-timeout", type=float, default=600.0, help="seconds for one batch of requests")
@@ -461,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print("\n".join(f"- {b.label}: `{b.python}`, {report.kinds[b.label]}" for b in report.builds))
     print()
-    print("\n".join(table(report, args.protocols)))
+    print("\n".join(table(report, args.protocols, args.app)))
     if args.json is not None:
         args.json.write_text(json.dumps({
             "builds": [asdict(b) | {"kind": report.kinds[b.label]} for b in report.builds],

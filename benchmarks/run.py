@@ -118,11 +118,11 @@ class Server:
         return self.distribution == "bascule"
 
 
-def _bascule(interface: str, python: str = "") -> Callable[[Env, int | str], list[str]]:
+def _bascule(interface: str, python: str = "", *extra: str) -> Callable[[Env, int | str], list[str]]:
     def argv(env: Env, port: int | str) -> list[str]:
         return [python or env.bascule_python, "-m", "bascule", f"apps:{interface}_app", "--app-dir", str(HERE),
                 "--interface", "asgi3" if interface == "asgi" else interface,
-                "--host", "127.0.0.1", "--port", str(port), "--no-access-log", *env.bascule_args]
+                "--host", "127.0.0.1", "--port", str(port), "--no-access-log", *extra, *env.bascule_args]
     return argv
 
 
@@ -132,9 +132,13 @@ def _peer(tool: str, *args: str) -> Callable[[Env, int | str], list[str]]:
     return argv
 
 
+#: Servers measured only when --servers names them.
+OPT_IN = ("bascule-wsgi-loop",)
 SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("bascule-asgi", "asgi", "bascule", _bascule("asgi"), h2c=True),
     Server("bascule-wsgi", "wsgi", "bascule", _bascule("wsgi"), h2c=True),
+    # --wsgi-mode loop beside the default threads mode (issue 18); only when --servers names it
+    Server("bascule-wsgi-loop", "wsgi", "bascule", _bascule("wsgi", "", "--wsgi-mode", "loop"), h2c=True),
     Server("uvicorn-asgi", "asgi", "uvicorn", _peer(
         "uvicorn", "apps:asgi_app", "--host", "127.0.0.1", "--port", "{port}", "--loop", "uvloop",
         "--http", "httptools", "--no-access-log", "--log-level", "warning")),
@@ -1019,7 +1023,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
               + f"\ndefault scenarios: {','.join(DEFAULT_SCENARIOS)}; --quick: {','.join(QUICK_SCENARIOS)}")
     ap = argparse.ArgumentParser(prog="python benchmarks/run.py", description=__doc__, epilog=epilog,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated server names (default: all)")
+    ap.add_argument("--servers", default=",".join(n for n in SERVERS if n not in OPT_IN),
+                    help=f"comma-separated server names (default: all but {', '.join(OPT_IN)})")
     ap.add_argument("--scenarios", help="comma-separated scenario names (default: all but h2c)")
     ap.add_argument("--seconds", type=float, help="measured seconds per run (default 5; --quick 2)")
     ap.add_argument("--warmup", type=float, help="warm-up seconds before each run (default 2; --quick 1)")

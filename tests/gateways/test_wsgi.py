@@ -11,6 +11,7 @@ record. WSGIWarning is an error here too, so a validator warning also becomes a 
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import io
 import json
@@ -31,6 +32,7 @@ import httpx
 import pytest
 from conftest import Running, http_exchange
 
+from bascule.gateways import wsgi as wsgi_module
 from bascule.gateways.threads import ThreadPool
 from bascule.gateways.wsgi_io import FileWrapper
 from bascule.protocols.h1 import exchange as http1_exchange
@@ -694,6 +696,30 @@ def test_bad_response_header_is_500(wsgi: Any, errors: ErrorLog, headers: list[t
     assert len(errors.wait(1)) == 1
 
 
+@pytest.mark.parametrize("bound", [512, 1])
+def test_response_header_names_are_checked_once_and_refused_every_time(
+        wsgi: Any, errors: ErrorLog, monkeypatch: pytest.MonkeyPatch, bound: int) -> None:
+    # start_response remembers the names it has checked (WSGIGateway.header_names, at most
+    # MAX_HEADER_NAMES): a remembered name goes out as before, a bad one is never remembered
+    monkeypatch.setattr(wsgi_module, "MAX_HEADER_NAMES", bound)
+    names = iter(["X-Trace", "x-trace", "Connection", "X-Trace", "X Bad", "Connection", "X-Other", "X-Other"])
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain"), (next(names), "1")])
+        return [b"body"]
+
+    with wsgi(app, validate=False) as srv:
+        statuses = []
+        for _ in range(8):
+            reply = exchange(srv, get())
+            statuses.append(reply.status)
+            if reply.status == 200:
+                assert reply.headers["x-trace" if b"x-trace" in reply.head else "x-other"] == "1"
+                assert b"X-Trace" not in reply.head and b"X-Other" not in reply.head  # lowercased on the wire
+    assert statuses == [200, 200, 500, 200, 500, 500, 200, 200]
+    assert len(errors.wait(3)) == 3
+
+
 @pytest.mark.parametrize("headers", [
     [("Content-Type", "text/plain"), ("X-Split", "a\r\nX-Injected: 1")],
     [("Content-Type", "text/plain"), ("X Bad", "1")],
@@ -1158,6 +1184,27 @@ def test_file_wrapper_validated_app_still_correct(wsgi: Any, big_file: tuple[Pat
 
 
 # -- 7. concurrency ----------------------------------------------------------------------------------------
+
+
+def test_a_finished_request_is_freed_without_the_cyclic_collector(wsgi: Any) -> None:
+    # ex.app_task is a _RunState, not the _Request (which refers to the exchange): no cycle, so reference
+    # counting frees every exchange once its response is out (the collector used to, every few requests)
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", TEXT)
+        return [b"ok"]
+
+    with wsgi(app, validate=False) as srv, srv.connect() as sock:
+        http_exchange(sock, get())  # the server is warm
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(20):
+                assert parse(http_exchange(sock, get()))[0].body == b"ok"
+            time.sleep(0.1)  # the last worker thread has left run()
+            alive = [o for o in gc.get_objects() if type(o) is http1_exchange.H1Exchange]
+        finally:
+            gc.enable()
+    assert len(alive) <= 2  # at most the connection's current or last one, not one per request
 
 
 def test_requests_run_in_parallel_threads(wsgi: Any) -> None:

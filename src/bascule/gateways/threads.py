@@ -46,6 +46,8 @@ class ThreadPool:
                 fn(arg)
             except BaseException:  # a task must never kill its thread
                 _log.exception("unhandled error in a WSGI worker thread")
+            # an idle thread must not keep its last request alive (its exchange, environ, body buffers)
+            item = arg = None
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Let queued tasks finish, then stop the threads (bounded by ``timeout`` in all)."""

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from bascule.cli import load_config
-from bascule.config import Config, parse_listener
+from bascule.config import Config
 from bascule.context import ServerContext
 from bascule.errors import ConfigError
 from bascule.listen.listeners import Listener, listener_specs
+from bascule.specs import parse_listener
 
 
 def context(config: Config) -> ServerContext:

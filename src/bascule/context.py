@@ -16,10 +16,11 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Protocol
 
 from bascule.accesslog import AccessLog
-from bascule.config import Config, parse_header
+from bascule.config import Config
 from bascule.listen.proxy_protocol import HEADER_TIMEOUT
 from bascule.ops.request_id import RequestIds
 from bascule.protocols.upgrades import Upgrades
+from bascule.specs import parse_header
 from bascule.trust import ProxyHeaders, TrustedProxies
 
 if TYPE_CHECKING:

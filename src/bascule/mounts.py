@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bascule.compress import from_options
-from bascule.config import Config, parse_mount, parse_static
+from bascule.config import Config
 from bascule.errors import ConfigError
 from bascule.gateways.asgi import ASGIGateway, decode_path
 from bascule.gateways.lifespan import Lifespan
@@ -22,6 +22,7 @@ from bascule.gateways.threads import ThreadPool
 from bascule.gateways.wsgi import WSGIGateway
 from bascule.loader import LoadedApp, classify, load_app
 from bascule.protocols.exchange import Exchange, WebSocketSession
+from bascule.specs import parse_mount, parse_static
 from bascule.static.handler import StaticMount
 
 Gateway = ASGIGateway | WSGIGateway | StaticMount

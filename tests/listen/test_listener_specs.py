@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bascule.config import Config, Endpoint, parse_bind
+from bascule.config import Config
 from bascule.listen.listeners import BoundListener, Listener, bind_listeners, describe, listener_specs
+from bascule.specs import Endpoint, parse_bind
 from bascule.workers import WorkerSetup
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bascule.config import Config, parse_bind, parse_uds_mode
+from bascule.config import Config
 from bascule.errors import ConfigError, StartupError
 from bascule.listen.listeners import SD_LISTEN_FDS_START, bind_sockets, owned_unix_paths, systemd_sockets
+from bascule.specs import parse_bind, parse_uds_mode
 
 
 @pytest.mark.parametrize(("spec", "parsed"), [

@@ -1,7 +1,7 @@
 """Listening sockets: TCP (IPv4/IPv6), Unix domain sockets, inherited file descriptors, systemd sockets.
 
 Each socket has a spec, a :class:`Listener`: where it listens (the kind and address a --bind value names, as
-:class:`~bascule.config.Endpoint`) and the per-listener flags the front door (listen/accept.py) reads to
+:class:`~bascule.specs.Endpoint`) and the per-listener flags the front door (listen/accept.py) reads to
 choose what runs between accept and the protocol: TLS, and a PROXY protocol header (issue 14). The socket
 travels with its spec as a :class:`BoundListener`, from here to the serving code, and from the supervisor to
 its workers.
@@ -22,17 +22,9 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from bascule.config import (
-    PROXY_PREFIX,
-    Config,
-    Endpoint,
-    ListenerKind,
-    Wire,
-    bind_wire,
-    parse_listener,
-    parse_uds_mode,
-)
+from bascule.config import Config
 from bascule.errors import ConfigError, StartupError
+from bascule.specs import PROXY_PREFIX, Endpoint, ListenerKind, Wire, bind_wire, parse_listener, parse_uds_mode
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first socket systemd passes
 

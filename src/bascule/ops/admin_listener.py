@@ -24,13 +24,14 @@ import stat
 import threading
 from typing import Any
 
-from bascule.config import Config, parse_bind, parse_uds_mode
+from bascule.config import Config
 from bascule.context import ServerContext
 from bascule.errors import StartupError
 from bascule.listen.accept import FrontDoor
 from bascule.listen.listeners import DEFAULT_UDS_MODE, BoundListener, Listener, bind_tcp, bind_unix, describe
 from bascule.ops.admin import AdminRoutes
 from bascule.ops.contract import AdminSource
+from bascule.specs import parse_bind, parse_uds_mode
 
 ADMIN_BACKLOG = 64
 ADMIN_CONNECTIONS = 64  # probes and scrapers: a few at a time; more get 503 and a close

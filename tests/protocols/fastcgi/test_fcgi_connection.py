@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 from conftest import Running, serve_in_thread
 
-from bascule.config import bind_wire, parse_bind
 from bascule.listen.listeners import Listener
 from bascule.protocols.fastcgi_wire import (
     ABORT_REQUEST,
@@ -41,6 +40,7 @@ from bascule.protocols.fastcgi_wire import (
     parse_pairs,
     record,
 )
+from bascule.specs import bind_wire, parse_bind
 
 Vars = list[tuple[bytes, bytes]]
 

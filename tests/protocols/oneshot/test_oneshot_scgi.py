@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from conftest import Running, serve_in_thread
 
-from bascule.config import Config, bind_wire
+from bascule.config import Config
 from bascule.listen.listeners import Listener, listener_specs
 from bascule.protocols.scgi_wire import encode_head
+from bascule.specs import bind_wire
 from bascule.trust import TrustedProxies
 
 Vars = list[tuple[bytes, bytes]]

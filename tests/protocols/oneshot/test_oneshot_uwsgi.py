@@ -24,12 +24,13 @@ from conftest import Running, serve_in_thread
 from fakes import FakeTransport
 
 import bascule.protocols.sendfile as sendfile_module
-from bascule.config import Config, Endpoint, bind_wire, parse_bind
+from bascule.config import Config
 from bascule.context import ServerContext
 from bascule.listen.accept import FrontDoor
 from bascule.listen.listeners import Listener, listener_specs
 from bascule.protocols.oneshot.connection import UWSGI, OneshotConnection
 from bascule.protocols.uwsgi_wire import encode_vars
+from bascule.specs import Endpoint, bind_wire, parse_bind
 from bascule.trust import TrustedProxies
 
 Vars = list[tuple[bytes, bytes]]

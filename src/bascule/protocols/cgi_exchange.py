@@ -138,7 +138,8 @@ class CGIExchange(BufferedExchange):
         block, content_length, _ = header_block(headers)  # "connection: close" goes without saying here
         self.response_started = True
         self.status = status
-        self.head_time = perf_counter()
+        if self.perf_start:  # an observer listens (the access log reads it): else no clock read
+            self.head_time = perf_counter()
         self._trailers = trailers  # announced, never written: none of these wires carries trailers
         if status < 200 or bodiless(self.method, status):
             self.no_body = True

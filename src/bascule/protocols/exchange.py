@@ -153,8 +153,8 @@ class Exchange(abc.ABC):
     would measure 0."""
     head_time = 0.0
     """``time.perf_counter()`` when the response head was handed to the transport (HTTP/1.1, HTTP/2,
-    uwsgi, SCGI, FastCGI set it in send_head); 0.0 where no head was sent this way. The access log's
-    time to first byte, from ``perf_start``."""
+    uwsgi, SCGI, FastCGI set it in send_head, when ``perf_start`` is set: only observers read it); 0.0
+    where no head was sent this way. The access log's time to first byte, from ``perf_start``."""
     rid: str | None = None
     """This request's id (ServerContext.request_started, with --request-id: ops/request_id.py); None when off.
     Not ``request_id``: FastCGI's exchanges use that name for the wire's own request number."""

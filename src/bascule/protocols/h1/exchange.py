@@ -159,7 +159,8 @@ class H1Exchange(BufferedExchange):
         close = close or not self.keep_alive
         self.response_started = True
         self.status = status
-        self.head_time = perf_counter()
+        if self.perf_start:  # an observer listens (the access log reads it): else no clock read
+            self.head_time = perf_counter()
         http10 = self.http_version == "1.0"
         if self.expect_continue and not self._body_done:
             close = True  # we never asked for the body, so the connection cannot carry another request

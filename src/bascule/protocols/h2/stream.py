@@ -152,7 +152,8 @@ class H2Stream(BufferedExchange):
             return
         self.response_started = True
         self.status = status
-        self.head_time = perf_counter()
+        if self.perf_start:  # an observer listens (the access log reads it): else no clock read
+            self.head_time = perf_counter()
         if bodiless(self.method, status):
             self.no_body = True
             length = bodiless_length(status, content_length, end, body)

@@ -69,7 +69,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
-PROTOCOLS = {"h1": "HTTP/1.1 -> ASGI", "h2": "HTTP/2 -> ASGI"}
+PROTOCOLS = {"h1": "HTTP/1.1 -> ASGI", "h2": "HTTP/2 -> ASGI", "h1close": "HTTP/1.1 close -> ASGI"}
+#: ``h1close`` opens a new connection for every request and asks ``Connection: close``: accept, the
+#: connection's setup and teardown, and the close are counted with the request (issue 18).
 #: --app: benchmarks/apps.py's app of each interface (both answer GET / with the same 13 bytes). A WSGI
 #: server's threads are all counted (callgrind runs every thread of the process, one at a time), so
 #: ``--app wsgi`` shows the cost of the loop <-> thread-pool hand-over; ``--bascule-args="--wsgi-mode loop"``
@@ -278,11 +280,17 @@ class H1Client:
     """Sequential GET / over one keep-alive HTTP/1.1 connection, checking every answer."""
 
     REQUEST = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+    CLOSE_REQUEST = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
 
-    def __init__(self, port: int, timeout: float) -> None:
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, port: int, timeout: float, *, new_connections: bool = False) -> None:
+        self.port, self.timeout, self.new_connections = port, timeout, new_connections
+        self.sock = self._connect()
         self.buf = b""
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection((HOST, self.port), timeout=self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def close(self) -> None:
         self.sock.close()
@@ -310,8 +318,19 @@ class H1Client:
             raise BenchError(f"unexpected HTTP/1.1 body: {body[:100]!r}")
 
     def run(self, count: int) -> None:
+        if not self.new_connections:
+            for _ in range(count):
+                self.get()
+            return
         for _ in range(count):
-            self.get()
+            self.sock.close()
+            self.sock, self.buf = self._connect(), b""
+            self.sock.sendall(self.CLOSE_REQUEST)
+            answer = b""
+            while chunk := self.sock.recv(65536):  # the whole answer, then the server's close
+                answer += chunk
+            if not answer.startswith(b"HTTP/1.1 200 ") or not answer.endswith(EXPECTED_BODY):
+                raise BenchError(f"unexpected HTTP/1.1 answer on a new connection: {answer[:200]!r}")
 
 
 def h1_requests(port: int, count: int, timeout: float) -> None:
@@ -352,7 +371,8 @@ def measure_build(build: Build, round_no: int, args: argparse.Namespace, scratch
                 h2_requests(port, args.warmup, args.step_timeout)
             for part, protocol in enumerate(args.protocols, start=1):
                 tag = f"{protocol}-{build.label}-{round_no}"
-                client = H1Client(port, args.step_timeout) if protocol == "h1" else None
+                client = (H1Client(port, args.step_timeout, new_connections=protocol == "h1close")
+                          if protocol != "h2" else None)
                 try:
                     control(pid, "-i", "on")
                     control(pid, "-z")

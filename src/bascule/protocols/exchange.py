@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import IO, Any, Final, Protocol
 
@@ -28,7 +29,7 @@ except ImportError:  # it only matters to mypyc (setup.py), which does not call 
 
 __all__ = ["AppRun", "BufferedExchange", "ClientDisconnected", "Exchange", "Headers", "WebSocketClosed",
            "WebSocketSession", "app_bytes", "app_headers", "app_int", "check_interim", "describe_peer",
-           "peer_address"]
+           "peer_address", "transport_addresses"]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -101,6 +102,36 @@ def peer_address(info: Any) -> tuple[str, int] | None:
     if isinstance(info, tuple) and len(info) >= 2:
         return str(info[0]), int(info[1])
     return None
+
+
+_INET_FAMILIES: Final = (socket.AF_INET, socket.AF_INET6)
+
+
+def transport_addresses(transport: asyncio.BaseTransport) -> tuple[tuple[str, int] | None, tuple[str, int] | None,
+                                                                     Any]:
+    """A connection's (client, server) addresses and its socket object (or None), read at accept.
+
+    The same answers as ``get_extra_info("peername")`` and ``("sockname")``, for less: uvloop builds a whole
+    ``socket.socket`` from the descriptor for each of those (four system calls each: three to guess the
+    family, type and protocol it is told here), which was ~9k instructions and 8 system calls of every new
+    connection (benchmarks/callgrind.py ``h1close``). Here one bare ``_socket.socket`` is made with them
+    given, asked both names, and detached, so the connection's descriptor stays the transport's.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        family = sock.family
+        if family in _INET_FAMILIES:
+            raw = socket.socket(family, socket.SOCK_STREAM, 0, sock.fileno())
+            try:
+                return peer_address(raw.getpeername()), peer_address(raw.getsockname()), sock
+            except OSError:  # the client is gone already
+                return None, None, sock
+            finally:
+                raw.detach()
+        if family == socket.AF_UNIX:
+            return None, None, sock
+    return (peer_address(transport.get_extra_info("peername")), peer_address(transport.get_extra_info("sockname")),
+            sock)
 
 
 def describe_peer(addr: tuple[str, int] | None) -> str:

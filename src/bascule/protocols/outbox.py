@@ -65,9 +65,10 @@ class Outbox:
         self.write_paused = False  # the transport's buffer is above its high-water mark
         self.paused_by = 0  # the reasons reading is paused: bits named by the wire
         self._waiters: list[asyncio.Future[None]] = []
-        self.flusher: Callable[[], None] = self.flush
-        """What runs at the end of the loop pass: :meth:`flush`, or a wire's own that calls it (WebSocket:
-        a close queued after the frames)."""
+        self.flusher: Callable[[], None] | None = None
+        """What runs at the end of the loop pass instead of :meth:`flush`: a wire's own that calls it, or None
+        for :meth:`flush` itself. Never ``self.flush`` stored here: a bound method of its own object is a
+        reference cycle, which left every closed connection to the cyclic collector."""
 
     # -- coalescing ---------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -75,11 +76,16 @@ class Outbox:
         when ``limit`` bytes are queued."""
         pending = self.pending
         if not pending:
-            self.loop.call_soon(self.flusher)
+            flusher = self.flusher
+            self.loop.call_soon(self.flush if flusher is None else flusher)
         pending.append(data)
         self.size += len(data)
         if self.size >= self.limit:
-            self.flusher()
+            flusher = self.flusher
+            if flusher is None:
+                self.flush()
+            else:
+                flusher()
 
     def queue(self, data: bytes) -> None:
         """Queue bytes without scheduling a flush (the caller has, or flushes itself)."""

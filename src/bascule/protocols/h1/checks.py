@@ -162,6 +162,11 @@ def new_parser(protocol: object) -> httptools.HttpRequestParser:
     return parser
 
 
+SPENT_PARSER = new_parser(object())
+"""What a closed connection holds instead of its parser (which holds the connection's bound callbacks, a
+cycle): a parser with no callbacks, never fed."""
+
+
 class _MessageEnds:
     """A parser protocol that only counts complete messages (for replaying a read, see unknown_method)."""
 

@@ -212,3 +212,23 @@ def test_pause_reasons_are_kept_after_detaching(loop: asyncio.AbstractEventLoop)
     assert transport.calls == [] and outbox.paused_by == 0
     outbox.pause_reading(4)
     assert outbox.paused_by == 4  # still recorded: a wire may test why it stopped reading
+
+
+# -- detach -----------------------------------------------------------------------------------------
+def test_detach_drops_what_is_queued_later_and_holds_no_cycle(loop: asyncio.AbstractEventLoop) -> None:
+    import gc
+
+    outbox, transport = attached(loop, limit=64)
+    outbox.write(b"before")
+    one_pass(loop)
+    assert transport.calls == [("write", b"before")]
+    outbox.detach()
+    one_pass(loop)
+    assert outbox.transport is None
+    for _ in range(10):  # over the limit too: the queue stays bounded, nothing reaches the old transport
+        outbox.write(b"x" * 40)
+    one_pass(loop)
+    assert not outbox.pending
+    assert transport.calls == [("write", b"before")]
+    # nothing the outbox refers to refers back to it (the stored bound flush did): refcounting frees it
+    assert all(outbox not in gc.get_referents(ref) for ref in gc.get_referents(outbox))

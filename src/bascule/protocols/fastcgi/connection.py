@@ -151,7 +151,7 @@ class FcgiConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.outbox.transport = None
+        self.outbox.detach()
         self.ctx.connections.discard(self)
         exchanges = list(self.exchanges.values())
         self.exchanges.clear()

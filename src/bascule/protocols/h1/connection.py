@@ -127,7 +127,7 @@ class H1Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = Phase.CLOSED
         self.closed = True
-        self.outbox.transport = None
+        self.outbox.detach()
         self.ctx.connections.discard(self)
         for ex in (self.active, *self.queue):
             if ex is not None:
@@ -449,7 +449,7 @@ class H1Connection(asyncio.Protocol):
         self.outbox.flush()
         self.phase = Phase.SWITCHED
         self.closed = True
-        self.outbox.transport = None
+        self.outbox.detach()
         self.ctx.connections.discard(self)
         self.outbox.wake_drain()  # a finished response's app waiting here: resume_writing goes elsewhere now
 

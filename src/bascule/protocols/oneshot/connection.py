@@ -134,7 +134,7 @@ class OneshotConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.outbox.transport = None
+        self.outbox.detach()
         self.ctx.connections.discard(self)
         ex = self.exchange
         if ex is not None:

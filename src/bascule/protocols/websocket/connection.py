@@ -598,7 +598,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
     def _done(self) -> None:
         """Closing or closed: nothing more is read or written (the outbox lets go of the transport)."""
         self.phase = Phase.DONE
-        self.outbox.transport = None
+        self.outbox.detach()
 
     # -- flow control -----------------------------------------------------------------------------------
     def _release_held(self) -> None:

@@ -152,6 +152,7 @@ class H2Connection(H2Output, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.outbox.detach()  # nothing more is written; and it lets go of its bound flush (a cycle)
         self.ctx.connections.discard(self)
         streams = list(self.streams.values())
         self.streams.clear()

@@ -450,6 +450,7 @@ class H1Connection(asyncio.Protocol):
         self.phase = Phase.SWITCHED
         self.closed = True
         self.outbox.detach()
+        self.parser = h1_checks.SPENT_PARSER  # its bound callbacks point back here: see connection_lost
         self.ctx.connections.discard(self)
         self.outbox.wake_drain()  # a finished response's app waiting here: resume_writing goes elsewhere now
 

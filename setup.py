@@ -21,7 +21,8 @@ from typing import Any
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-# The modules every request passes through. Cold code (CLI, config, loader, supervisor) stays Python.
+# The modules every request passes through. Cold code (CLI, config, loader, supervisor) stays Python, and so
+# does gateways/eager_steps.py, on the hot path on purpose (its docstring says why).
 COMPILED = [
     "src/bascule/context.py",
     "src/bascule/mounts.py",

@@ -133,3 +133,46 @@ def test_start_eager_runs_server_coroutines_without_a_task_until_they_wait() -> 
         await task
 
     run(go())
+
+
+def test_a_cancel_before_the_tasks_first_step_when_the_first_step_finished_the_app() -> None:
+    ran: list[str] = []
+
+    async def app() -> None:
+        ran.append("done")
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        box: list[asyncio.Task[None]] = []
+        loop.call_soon(lambda: box.append(start_task(loop, app())))
+        await asyncio.sleep(0)
+        box[0].cancel()  # nothing left to reach: the Task ends cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await box[0]
+
+    run(go())
+    assert ran == ["done"]
+
+
+def test_a_cancel_before_a_task_started_from_inside_another_closes_the_app_unrun() -> None:
+    import gc
+    import warnings
+
+    ran: list[str] = []
+
+    async def app() -> None:
+        ran.append("ran")
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        task = start_task(loop, app())  # inside this task: no first step taken here
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "coroutine ... was never awaited"
+        run(go())
+        gc.collect()
+    assert ran == []
+

@@ -9,9 +9,9 @@ Most responses are produced without ever waiting, so the Task's first step is ru
 dispatch call, instead of one trip round the event loop later: the response joins the connection's
 write of this loop pass, and pipelined requests are answered in one write. Python 3.12 does this itself
 (``eager_start``); on 3.11 :func:`start_task` makes the Task, enters it as the loop's current task, runs
-the coroutine's first step in the Task's context, and hands the Task an :class:`EagerCoroutine` that
-continues from where that step stopped. That costs a Task and one extra (C-level) step per request
-compared with no Task at all, which is what correctness costs.
+the coroutine's first step in the Task's context, and hands the Task a generator that continues from where
+that step stopped (both in gateways/eager_steps.py, which stays interpreted: see why there). That costs a
+Task and one extra step per request compared with no Task at all, which is what correctness costs.
 
 :func:`start_eager` is for the server's own coroutines that never run app code that could ask for a
 task (the WSGI gateway's loop-mode helpers): no Task unless the coroutine really suspends.
@@ -25,69 +25,11 @@ import sys
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
+from bascule.gateways.eager_steps import FINISHED, NOT_TAKEN, Finished, first_step, prime, resume
+
 _enter_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] = asyncio.tasks._enter_task
 _leave_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] = asyncio.tasks._leave_task
 EAGER_START = sys.version_info >= (3, 12)
-
-
-class _Finished:
-    """The first step ran the coroutine to its end (``error`` is what it raised past its own handlers)."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException | None) -> None:
-        self.error = error
-
-
-class EagerCoroutine:
-    """What a Task drives after :func:`start_task` ran the first step of ``coro`` itself.
-
-    It implements the coroutine protocol (``send``, ``throw``, ``close``, ``__await__``), so asyncio
-    accepts it as a Task's coroutine (``collections.abc.Coroutine`` recognises it by those methods). The
-    Task's first ``send`` gets back what the eager step yielded (the future the coroutine waits on, with
-    its blocking flag already set), so the Task waits on it as if it had taken that step itself; after
-    that every call goes straight to ``coro``. A cancellation before the Task's first step reaches
-    ``coro`` where it is suspended, as with any Task.
-    """
-
-    __slots__ = ("coro", "first")
-
-    def __init__(self, coro: Coroutine[Any, Any, None]) -> None:
-        self.coro = coro
-        self.first: Any = None  # what the eager step yielded, a _Finished, or None once handed over
-
-    def send(self, value: Any) -> Any:
-        first = self.first
-        if first is None:
-            return self.coro.send(value)
-        self.first = None
-        if type(first) is _Finished:
-            if first.error is not None:
-                raise first.error
-            raise StopIteration
-        return first
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        first = self.first
-        self.first = None
-        if type(first) is _Finished:  # nothing left to throw into: the Task ends with the exception
-            raise typ if val is None else val
-        if val is None and tb is None:
-            return self.coro.throw(typ)
-        return self.coro.throw(typ, val, tb)
-
-    def close(self) -> None:
-        self.first = None
-        self.coro.close()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return self  # the object is its own iterator, like a generator
-
-    def __iter__(self) -> EagerCoroutine:
-        return self
-
-    def __next__(self) -> Any:
-        return self.send(None)
 
 
 def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -99,20 +41,20 @@ def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None])
     context = contextvars.copy_context()
     if EAGER_START:
         return asyncio.Task(coro, loop=loop, context=context, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-    stepper = EagerCoroutine(coro)
+    box: list[Any] = [NOT_TAKEN]
+    stepper = resume(box, coro)
     task: asyncio.Task[None] = loop.create_task(stepper, context=context)
     try:
         _enter_task(loop, task)
     except RuntimeError:  # another task is running: it must finish its step first
+        prime(stepper)
         return task
     try:
-        stepper.first = context.run(coro.send, None)
-    except StopIteration:
-        stepper.first = _Finished(None)
-    except BaseException as exc:  # the Task raises it, as if its own step had
-        stepper.first = _Finished(exc)
+        first = box[0] = first_step(context, coro)
     finally:
         _leave_task(loop, task)
+    if first is not FINISHED and type(first) is not Finished:
+        prime(stepper)  # the coroutine waits: a cancel before the Task's first step must reach it
     return task
 
 

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -466,8 +466,9 @@ def chromium_binary() -> str | None:
 
 
 @contextlib.contextmanager
-def chromium(profile: Path) -> Iterator[str]:
-    """A headless Chromium with no network of its own; yields its DevTools WebSocket URL."""
+def chromium(profile: Path, extra: Sequence[str] = ()) -> Iterator[str]:
+    """A headless Chromium with no network of its own; yields its DevTools WebSocket URL. ``extra``: more
+    command-line flags (tests/integration/test_it_h3_browser.py forces QUIC with them)."""
     binary = chromium_binary()
     if binary is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
@@ -475,7 +476,7 @@ def chromium(profile: Path) -> Iterator[str]:
             "--remote-debugging-port=0", f"--user-data-dir={profile}", "--ignore-certificate-errors",
             "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--disable-extensions", "--mute-audio",
-            "--no-proxy-server", "about:blank"]
+            "--no-proxy-server", *extra, "about:blank"]
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     log = open(profile.parent / "chromium.log", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -29,7 +29,9 @@ CPU per request of ``AsyncSession`` with 64 tasks, and reaches several times its
 
 The client measures its own CPU time (``process_time``) over the timed part and reports it per request
 and as a share of its core ("client busy"): when that nears 100% the client, not the server, is the bound
-and the row says so.
+(the runner warns above 80%). "datagrams/req" is every UDP datagram the machine sent during the timed
+part (both ways: /proc/net/snmp) over the requests: how well a server packs its answers and ACKs;
+"drops" are datagrams lost on a full socket receive buffer (RcvbufErrors) meanwhile.
 
 Method, as in benchmarks/run.py and benchmarks/static.py: the server is pinned to CPU 0, the client and
 this runner to CPU 1. For each scenario and round every variant takes its turn (rounds interleave): it is
@@ -372,8 +374,21 @@ class Round:
     server_us: float | None = None  # the server's CPU per request (its process tree), microseconds
     client_us: float | None = None  # the client's CPU per request
     client_busy_pct: float | None = None  # the client's CPU over the timed part, % of its core
+    datagrams: float | None = None  # UDP datagrams sent per request, both ways (server's and client's)
+    drops: int = 0  # datagrams dropped on a full socket receive buffer during the timed part
     others_cpu_pct: float | None = None
     profile: dict[str, float] = field(default_factory=dict)  # share of py-spy samples per part (--profile)
+
+
+def udp_counters() -> tuple[int, int]:
+    """This machine's UDP datagrams sent and receive-buffer drops so far (/proc/net/snmp; every process,
+    so another QUIC user on the machine would show up here too)."""
+    try:
+        lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
+        row = dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
+    except (OSError, IndexError, ValueError):
+        return 0, 0
+    return row.get("OutDatagrams", 0), row.get("RcvbufErrors", 0)
 
 
 def profile_split(raw: Path, server: str) -> dict[str, float]:
@@ -422,6 +437,7 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
         go = client.stdout.readline()  # the warm-up is over: the timed part starts now
         audit = run.CpuAudit(proc.pid)
         before = nginx_chain.cpu_seconds([proc.pid])
+        udp_before = udp_counters()
         raw = None
         if plan.profile_dir is not None and variant.server != "aioquic" and go == "go\n":
             raw = plan.profile_dir / f"{variant.name}-{sc.name}-{round_no + 1}.txt"
@@ -437,6 +453,7 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
             result.status, result.note = "failed", "the client did not finish"
             return result
         used = nginx_chain.cpu_seconds([proc.pid]) - before
+        udp_after = udp_counters()
         result.others_cpu_pct = audit.others_pct()
         if client.returncode != 0 or go != "go\n":
             result.status, result.note = "failed", f"client: {(go + out + err).strip()[-300:]}"
@@ -450,6 +467,8 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
         if result.requests:
             result.server_us = round(1e6 * used / result.requests, 1)
             result.client_us = round(1e6 * figures["client_cpu"] / result.requests, 1)
+            result.datagrams = round((udp_after[0] - udp_before[0]) / result.requests, 2)
+        result.drops = udp_after[1] - udp_before[1]
         if proc.poll() is not None:
             result.status, result.note = "failed", f"the server exited with {proc.returncode} under load"
         if spy is not None and raw is not None:
@@ -474,15 +493,15 @@ def markdown(plan: Plan, rounds: Sequence[Round]) -> str:
         heads = " | ".join(f"round {i + 1}" for i in range(plan.rounds))
         lines += [f"{sc.title} over HTTP/3, {plan.connections} QUIC connections x {plan.streams} streams:", "",
                   f"| server | median req/s | {heads} | errors | p50 | p99 | server CPU µs/req "
-                  "| client CPU µs/req | client busy | others' CPU |",
-                  "|---|---:|" + "---:|" * plan.rounds + "---:|---:|---:|---:|---:|---:|---:|"]
+                  "| client CPU µs/req | client busy | datagrams/req | drops | others' CPU |",
+                  "|---|---:|" + "---:|" * plan.rounds + "---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for v in plan.variants:
             mine = [r for r in rounds if r.variant == v.name and r.scenario == sc.name]
             if not mine:
                 continue
             b = best[(v.name, sc.name)]
             if b.status != "ok":
-                lines.append(f"| {v.name} | {b.status}: {b.note.replace('|', '/')[:100]} |" + " |" * (plan.rounds + 7))
+                lines.append(f"| {v.name} | {b.status}: {b.note.replace('|', '/')[:100]} |" + " |" * (plan.rounds + 9))
                 continue
             cells = " | ".join(f"{r.rps:,.0f}" if r.status == "ok" else r.status for r in mine)
             cells += " |" * (plan.rounds - len(mine))
@@ -490,7 +509,8 @@ def markdown(plan: Plan, rounds: Sequence[Round]) -> str:
             busy = "-" if b.client_busy_pct is None else f"{b.client_busy_pct:.0f}%"
             lines.append(f"| {v.name} | {b.rps:,.0f} | {cells} | {b.errors} | {run.fmt_ms(b.p50_ms)} | "
                          f"{run.fmt_ms(b.p99_ms)} | {nginx_chain.fmt_us(b.server_us)} | "
-                         f"{nginx_chain.fmt_us(b.client_us)} | {busy} | {others:.0f}% |")
+                         f"{nginx_chain.fmt_us(b.client_us)} | {busy} | {fmt_datagrams(b.datagrams)} | {b.drops} | "
+                         f"{others:.0f}% |")
         lines.append("")
     lines += nginx_chain.ratio_table(ratios(best, plan), "| scenario | ratio (req/s) | measured | target |")
     lines += relative(best, plan)
@@ -505,6 +525,10 @@ def markdown(plan: Plan, rounds: Sequence[Round]) -> str:
                          f"{p.get('app', 0):.0f}% | {p.get('other', 0):.0f}% |")
         lines.append("")
     return "\n".join(lines)
+
+
+def fmt_datagrams(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def relative(best: dict[tuple[str, str], Round], plan: Plan) -> list[str]:
@@ -561,6 +585,7 @@ def progress(r: Round) -> str:
             f"p50 {run.fmt_ms(r.p50_ms):>9}  p99 {run.fmt_ms(r.p99_ms):>9}  errors {errors}  "
             f"conns {r.connections}  server {nginx_chain.fmt_us(r.server_us)} µs/req  "
             f"client {nginx_chain.fmt_us(r.client_us)} µs/req ({run.fmt_pct(r.client_busy_pct)} busy)  "
+            f"datagrams/req {fmt_datagrams(r.datagrams)}  drops {r.drops}  "
             f"others {run.fmt_pct(r.others_cpu_pct)}{split}")
 
 

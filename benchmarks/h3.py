@@ -48,6 +48,7 @@ during the timed run and splits their samples by the innermost frame from a know
   python benchmarks/h3.py --rounds 3 --markdown /tmp/h3.md --out /tmp/h3.json
   python benchmarks/h3.py --variants hypercorn,aioquic --scenarios small --rounds 1 --seconds 3
   python benchmarks/h3.py --variants bascule --profile /tmp/h3-profile --rounds 1
+  python benchmarks/h3.py --bascule-build cg=/venv/bin/python --variants hypercorn,bascule@cg,aioquic
 """
 
 from __future__ import annotations
@@ -97,12 +98,21 @@ class Variant:
     name: str
     server: str  # "hypercorn", "bascule", "aioquic"
     interface: str = "asgi"
+    python: str = ""  # a --bascule-build's interpreter ('' for --bascule-python's)
 
 
 VARIANTS = {v.name: v for v in (Variant("hypercorn", "hypercorn"), Variant("bascule", "bascule"),
                                 Variant("bascule-wsgi", "bascule", "wsgi"), Variant("aioquic", "aioquic"),
                                 Variant("aioquic-batched", "aioquic"))}
 DEFAULT_VARIANTS = ("hypercorn", "bascule", "aioquic")
+
+
+def variants_for(builds: dict[str, str]) -> dict[str, Variant]:
+    """Every variant, plus ``bascule@LABEL`` for each --bascule-build LABEL=PYTHON."""
+    out = dict(VARIANTS)
+    for label, python in builds.items():
+        out[f"bascule@{label}"] = Variant(f"bascule@{label}", "bascule", python=python)
+    return out
 
 
 def expected_body(path: str) -> bytes:
@@ -341,9 +351,9 @@ def server_argv(plan: Plan, variant: Variant, port: int) -> list[str]:
     if variant.server == "aioquic":
         return [sys.executable, str(Path(__file__).resolve()), "--floor", str(port), str(plan.cert), str(plan.key),
                 "batched" if variant.name.endswith("-batched") else "plain"]
-    return [plan.bascule_python, "-m", "bascule", f"apps:{variant.interface}_app", "--app-dir", str(HERE),
-            "--interface", "asgi3" if variant.interface == "asgi" else "wsgi", "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1", "--no-access-log", "--ssl-certfile", str(plan.cert),
+    return [variant.python or plan.bascule_python, "-m", "bascule", f"apps:{variant.interface}_app",
+            "--app-dir", str(HERE), "--interface", "asgi3" if variant.interface == "asgi" else "wsgi",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log", "--ssl-certfile", str(plan.cert),
             "--ssl-keyfile", str(plan.key), "--http3", *plan.bascule_args]
 
 
@@ -604,6 +614,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--connections", type=int, default=4, help="QUIC connections")
     ap.add_argument("--streams", type=int, default=16, help="concurrent requests on each connection")
     ap.add_argument("--bascule-python", default=sys.executable, help="interpreter that runs `-m bascule`")
+    ap.add_argument("--bascule-build", action="append", default=[], metavar="LABEL=PYTHON",
+                    help="repeatable: another bascule install to measure in the same run, as variant bascule@LABEL")
     ap.add_argument("--bascule-args", default="", help="extra flags for bascule")
     ap.add_argument("--hypercorn", help="hypercorn's script (default: beside --bascule-python, here, PATH)")
     ap.add_argument("--profile", type=Path, metavar="DIR",
@@ -617,11 +629,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="JSON result (every round, the medians, the ratios)")
     ap.add_argument("--markdown", type=Path, help="also write the markdown tables to this file")
     args = ap.parse_args(argv)
+    builds: dict[str, str] = {}
+    for spec in args.bascule_build:
+        label, sep, python = spec.partition("=")
+        if not (sep and label and python) or "@" in label or "," in label:
+            ap.error(f"--bascule-build: expected LABEL=PYTHON, got {spec!r}")
+        builds[label] = python
+    known = variants_for(builds)
     args.variant_list, args.scenario_list = [], []
     for name in args.variants.split(","):
-        if name not in VARIANTS:
-            ap.error(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
-        args.variant_list.append(VARIANTS[name])
+        if name not in known:
+            ap.error(f"unknown variant {name!r}; choose from {', '.join(known)}")
+        args.variant_list.append(known[name])
     for name in args.scenarios.split(","):
         if name not in SCENARIOS:
             ap.error(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
@@ -678,8 +697,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(progress(r), flush=True)
     table = markdown(plan, every)
     print("\n" + table)
-    found = run._dist_versions(plan.bascule_python, ["bascule", "aioquic", "uvloop"])
-    found["bascule build"] = run.bascule_build(plan.bascule_python)
+    found: dict[str, str] = {}
+    for python in {v.python or plan.bascule_python for v in plan.variants if v.server == "bascule"}:
+        at = "" if python == plan.bascule_python else f" @{python}"
+        for name, version in run._dist_versions(python, ["bascule", "aioquic", "uvloop"]).items():
+            found[f"{name}{at}"] = version
+        found[f"bascule build{at}"] = run.bascule_build(python)
     found.update(run._dist_versions(sys.executable, ["curl_cffi"]))
     found.update(run._dist_versions(str(Path(plan.hypercorn).parent / "python"), ["hypercorn"]))
     if args.markdown is not None:

@@ -353,8 +353,8 @@ def server_argv(plan: Plan, variant: Variant, port: int) -> list[str]:
                 "batched" if variant.name.endswith("-batched") else "plain"]
     return [variant.python or plan.bascule_python, "-m", "bascule", f"apps:{variant.interface}_app",
             "--app-dir", str(HERE), "--interface", "asgi3" if variant.interface == "asgi" else "wsgi",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log", "--ssl-certfile", str(plan.cert),
-            "--ssl-keyfile", str(plan.key), "--http3", *plan.bascule_args]
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
+            "--ssl-certfile", str(plan.cert), "--ssl-keyfile", str(plan.key), "--http3", *plan.bascule_args]
 
 
 def client_argv(plan: Plan, sc: Scenario, port: int) -> list[str]:

@@ -31,7 +31,8 @@ The client measures its own CPU time (``process_time``) over the timed part and 
 and as a share of its core ("client busy"): when that nears 100% the client, not the server, is the bound
 (the runner warns above 80%). "datagrams/req" is every UDP datagram the machine sent during the timed
 part (both ways: /proc/net/snmp) over the requests: how well a server packs its answers and ACKs;
-"drops" are datagrams lost on a full socket receive buffer (RcvbufErrors) meanwhile.
+"drops" are datagrams lost on a full socket receive buffer (RcvbufErrors) meanwhile, and in brackets those
+lost at the server's socket (/proc/net/udp; the rest were the client's).
 
 Method, as in benchmarks/run.py and benchmarks/static.py: the server is pinned to CPU 0, the client and
 this runner to CPU 1. For each scenario and round every variant takes its turn (rounds interleave): it is
@@ -386,6 +387,7 @@ class Round:
     client_busy_pct: float | None = None  # the client's CPU over the timed part, % of its core
     datagrams: float | None = None  # UDP datagrams sent per request, both ways (server's and client's)
     drops: int = 0  # datagrams dropped on a full socket receive buffer during the timed part
+    server_drops: int = 0  # of which at the server's socket (over its whole life)
     others_cpu_pct: float | None = None
     profile: dict[str, float] = field(default_factory=dict)  # share of py-spy samples per part (--profile)
 
@@ -399,6 +401,18 @@ def udp_counters() -> tuple[int, int]:
     except (OSError, IndexError, ValueError):
         return 0, 0
     return row.get("OutDatagrams", 0), row.get("RcvbufErrors", 0)
+
+
+def socket_drops(port: int) -> int:
+    """Datagrams dropped so far at the UDP sockets bound to ``port`` (the server's: /proc/net/udp's last
+    column), over their whole life (warm-up and check included)."""
+    want, total = f":{port:04X}", 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(want):
+                total += int(fields[-1])
+    return total
 
 
 def profile_split(raw: Path, server: str) -> dict[str, float]:
@@ -464,6 +478,7 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
             return result
         used = nginx_chain.cpu_seconds([proc.pid]) - before
         udp_after = udp_counters()
+        result.server_drops = socket_drops(port)
         result.others_cpu_pct = audit.others_pct()
         if client.returncode != 0 or go != "go\n":
             result.status, result.note = "failed", f"client: {(go + out + err).strip()[-300:]}"
@@ -503,7 +518,7 @@ def markdown(plan: Plan, rounds: Sequence[Round]) -> str:
         heads = " | ".join(f"round {i + 1}" for i in range(plan.rounds))
         lines += [f"{sc.title} over HTTP/3, {plan.connections} QUIC connections x {plan.streams} streams:", "",
                   f"| server | median req/s | {heads} | errors | p50 | p99 | server CPU µs/req "
-                  "| client CPU µs/req | client busy | datagrams/req | drops | others' CPU |",
+                  "| client CPU µs/req | client busy | datagrams/req | drops (server's) | others' CPU |",
                   "|---|---:|" + "---:|" * plan.rounds + "---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for v in plan.variants:
             mine = [r for r in rounds if r.variant == v.name and r.scenario == sc.name]
@@ -519,8 +534,8 @@ def markdown(plan: Plan, rounds: Sequence[Round]) -> str:
             busy = "-" if b.client_busy_pct is None else f"{b.client_busy_pct:.0f}%"
             lines.append(f"| {v.name} | {b.rps:,.0f} | {cells} | {b.errors} | {run.fmt_ms(b.p50_ms)} | "
                          f"{run.fmt_ms(b.p99_ms)} | {nginx_chain.fmt_us(b.server_us)} | "
-                         f"{nginx_chain.fmt_us(b.client_us)} | {busy} | {fmt_datagrams(b.datagrams)} | {b.drops} | "
-                         f"{others:.0f}% |")
+                         f"{nginx_chain.fmt_us(b.client_us)} | {busy} | {fmt_datagrams(b.datagrams)} | "
+                         f"{b.drops} ({b.server_drops}) | {others:.0f}% |")
         lines.append("")
     lines += nginx_chain.ratio_table(ratios(best, plan), "| scenario | ratio (req/s) | measured | target |")
     lines += relative(best, plan)
@@ -595,7 +610,7 @@ def progress(r: Round) -> str:
             f"p50 {run.fmt_ms(r.p50_ms):>9}  p99 {run.fmt_ms(r.p99_ms):>9}  errors {errors}  "
             f"conns {r.connections}  server {nginx_chain.fmt_us(r.server_us)} µs/req  "
             f"client {nginx_chain.fmt_us(r.client_us)} µs/req ({run.fmt_pct(r.client_busy_pct)} busy)  "
-            f"datagrams/req {fmt_datagrams(r.datagrams)}  drops {r.drops}  "
+            f"datagrams/req {fmt_datagrams(r.datagrams)}  drops {r.drops} (server {r.server_drops})  "
             f"others {run.fmt_pct(r.others_cpu_pct)}{split}")
 
 

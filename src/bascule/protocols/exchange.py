@@ -10,10 +10,8 @@ Threading rule: every method runs on the event-loop thread, except those whose d
 
 from __future__ import annotations
 
-import _socket
 import abc
 import asyncio
-import socket
 from collections.abc import Callable
 from typing import IO, Any, Final, Protocol
 
@@ -30,7 +28,7 @@ except ImportError:  # it only matters to mypyc (setup.py), which does not call 
 
 __all__ = ["AppRun", "BufferedExchange", "ClientDisconnected", "Exchange", "Headers", "WebSocketClosed",
            "WebSocketSession", "app_bytes", "app_headers", "app_int", "check_interim", "describe_peer",
-           "peer_address", "transport_addresses"]
+           "peer_address"]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -103,41 +101,6 @@ def peer_address(info: Any) -> tuple[str, int] | None:
     if isinstance(info, tuple) and len(info) >= 2:
         return str(info[0]), int(info[1])
     return None
-
-
-_AF_INET: Final = int(socket.AF_INET)
-_AF_INET6: Final = int(socket.AF_INET6)
-_AF_UNIX: Final = int(socket.AF_UNIX)
-_SOCK_STREAM: Final = int(socket.SOCK_STREAM)
-
-
-def transport_addresses(transport: asyncio.BaseTransport) -> tuple[tuple[str, int] | None, tuple[str, int] | None,
-                                                                     Any]:
-    """A connection's (client, server) addresses and its socket object (or None), read at accept.
-
-    The same answers as ``get_extra_info("peername")`` and ``("sockname")``, for less: uvloop makes a whole
-    ``socket.socket`` (its Python ``__init__``, a guess of type and protocol, then an AddressFamily enum) for
-    each of those. Here one bare C-level ``_socket.socket`` is made over the descriptor (its validating
-    getsockname finds the family), asked both names, and detached, so the descriptor stays the transport's:
-    3 system calls instead of 8.
-    """
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return (peer_address(transport.get_extra_info("peername")),
-                peer_address(transport.get_extra_info("sockname")), None)
-    raw = _socket.socket(-1, _SOCK_STREAM, 0, sock.fileno())
-    try:
-        family = raw.family
-        if family in (_AF_INET, _AF_INET6):
-            return peer_address(raw.getpeername()), peer_address(raw.getsockname()), sock
-        if family == _AF_UNIX:
-            return None, None, sock
-        return (peer_address(transport.get_extra_info("peername")),
-                peer_address(transport.get_extra_info("sockname")), sock)
-    except OSError:  # the client is gone already
-        return None, None, sock
-    finally:
-        raw.detach()
 
 
 def describe_peer(addr: tuple[str, int] | None) -> str:

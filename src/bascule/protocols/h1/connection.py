@@ -22,7 +22,7 @@ import httptools
 
 from bascule.context import ServerContext
 from bascule.errors import ProtocolError
-from bascule.protocols.exchange import Headers, describe_peer, transport_addresses
+from bascule.protocols.exchange import Headers, describe_peer, peer_address
 from bascule.protocols.h1 import checks as h1_checks
 from bascule.protocols.h1.exchange import (
     PAUSE_BODY,
@@ -105,8 +105,11 @@ class H1Connection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = self.outbox.transport = cast(asyncio.Transport, transport)  # uvloop's: not subclasses
-        self.client, self.server, sock = transport_addresses(transport)
+        # uvloop's TCP transport read both names at accept and converts them here with no system call
+        self.client = peer_address(transport.get_extra_info("peername"))
+        self.server = peer_address(transport.get_extra_info("sockname"))
         if transport.get_extra_info("sslcontext") is None:
+            sock = transport.get_extra_info("socket")
             if sock is not None:
                 self.sock_fd = sock.fileno()  # sendfile: plain sockets only
         else:  # TLS: the handshake is done; its facts are gathered once for every request of the connection

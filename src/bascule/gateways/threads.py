@@ -1,20 +1,42 @@
-"""A small fixed pool of worker threads for WSGI apps, fed through one SimpleQueue.
+"""A small fixed pool of worker threads for WSGI apps: one wake-up per task handed to an idle thread, none
+when the pool is busy.
 
 concurrent.futures.ThreadPoolExecutor creates a Future and a work item per call and re-checks its thread
 count each time; WSGI results travel back through the exchange, so none of that is needed here. A task is
 a function and one argument; exceptions are the task's own business (the WSGI runner catches them).
+
+Why not one queue.SimpleQueue that every idle thread waits on: its get() releases the queue's lock after
+taking an item whenever it had to wait, which wakes a second idle thread only to find the queue empty and go
+back to sleep. Under strace (benchmarks/wakeups.py) that was two threads woken, and the GIL fought over,
+for every request of a lone connection. Here each thread sleeps on a lock of its own, idle threads wait on
+a stack (the most recently idle one, whose memory is warm, goes first) and submit() hands a task to exactly
+one of them; a thread that finishes a task takes the next queued one without sleeping. Queued tasks start in
+submit order: a task is queued only while no thread is idle, and a thread goes idle only with the queue empty.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 _log = logging.getLogger("bascule.error")
+
+Task = tuple[Callable[[Any], None], Any]
+
+
+class _Worker:
+    """One pool thread's mailbox: the task handed to it and the lock it sleeps on until then."""
+
+    __slots__ = ("task", "wake")
+
+    def __init__(self) -> None:
+        self.task: Task | None = None  # None when woken: stop
+        self.wake = threading.Lock()
+        self.wake.acquire()  # held while the thread has nothing to do: its acquire() sleeps
 
 
 class ThreadPool:
@@ -23,36 +45,72 @@ class ThreadPool:
     def __init__(self, size: int, name: str = "bascule-wsgi") -> None:
         self.size = size
         self.name = name
-        self._queue: queue.SimpleQueue[tuple[Callable[[Any], None], Any] | None] = queue.SimpleQueue()
+        self._mutex = threading.Lock()  # guards _idle, _queued and _stopping, held for a few operations
+        self._idle: list[_Worker] = []  # threads asleep on their wake lock, most recently idle last
+        self._queued: deque[Task] = deque()  # tasks no thread was idle for, oldest first
+        self._stopping = False
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         for i in range(self.size):
-            thread = threading.Thread(target=self._work, name=f"{self.name}-{i}", daemon=True)
+            worker = _Worker()
+            thread = threading.Thread(target=self._work, args=(worker,), name=f"{self.name}-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def submit(self, fn: Callable[[Any], None], arg: Any) -> None:
-        self._queue.put((fn, arg))
+        """Run ``fn(arg)`` on a pool thread: wake an idle one, else queue it for the next to finish."""
+        mutex = self._mutex
+        mutex.acquire()
+        idle = self._idle
+        if idle:
+            worker = idle.pop()
+            mutex.release()
+            worker.task = (fn, arg)
+            worker.wake.release()
+        else:
+            self._queued.append((fn, arg))
+            mutex.release()
 
-    def _work(self) -> None:
-        get = self._queue.get
+    def queued(self) -> int:
+        """Tasks waiting for a thread (none is idle)."""
+        return len(self._queued)
+
+    def _work(self, worker: _Worker) -> None:
+        mutex = self._mutex
+        queued = self._queued
+        task: Task | None = None
         while True:
-            item = get()
-            if item is None:
-                return
-            fn, arg = item
+            if task is None:
+                mutex.acquire()
+                if queued:
+                    task = queued.popleft()
+                elif self._stopping:
+                    mutex.release()
+                    return
+                else:
+                    self._idle.append(worker)
+                mutex.release()
+                if task is None:
+                    worker.wake.acquire()  # until submit() or shutdown() releases it
+                    task = worker.task
+                    worker.task = None
+                    if task is None:
+                        return
             try:
-                fn(arg)
+                task[0](task[1])
             except BaseException:  # a task must never kill its thread
                 _log.exception("unhandled error in a WSGI worker thread")
             # an idle thread must not keep its last request alive (its exchange, environ, body buffers)
-            item = arg = None
+            task = None
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Let queued tasks finish, then stop the threads (bounded by ``timeout`` in all)."""
-        for _ in self._threads:
-            self._queue.put(None)
+        with self._mutex:
+            self._stopping = True
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.wake.release()  # its task None: return (busy threads return once the queue is empty)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))

@@ -16,6 +16,7 @@ submit order: a task is queued only while no thread is idle, and a thread goes i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import Any
 _log = logging.getLogger("bascule.error")
 
 Task = tuple[Callable[[Any], None], Any]
+Call = tuple[Callable[..., object], tuple[Any, ...]]
 
 
 class _Worker:
@@ -115,3 +117,52 @@ class ThreadPool:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+
+
+class LoopOutbox:
+    """Calls from pool threads to run on one event loop, in the order posted, with one loop wake-up per pass.
+
+    loop.call_soon_threadsafe makes a handle and writes the loop's wake-up fd (unless a write is already
+    pending) for every call. Here a post appends to a deque and schedules one flush only if none is
+    scheduled yet: the responses of every thread that finished during a loop pass go out with one callback.
+    All of a request's calls go through the same outbox, so they keep their order (a flush takes them oldest
+    first, whoever scheduled it).
+
+    ``post(..., kick=False)`` queues without waking the loop: the caller wakes it with :meth:`kick` as the
+    last thing its task does, just before its thread sleeps, so the loop, woken, finds the GIL free rather
+    than waiting for the thread to let go of it (with strace: futex calls on the GIL, per request).
+
+    Lock-free: deque append and popleft are atomic under the GIL. The flush clears ``scheduled`` before it
+    empties the deque, so a post it does not see has seen ``scheduled`` false and scheduled another flush;
+    at worst a flush finds nothing to do.
+    """
+
+    __slots__ = ("_calls", "loop", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._calls: deque[Call] = deque()
+        self.scheduled = False  # a flush is on the loop's ready queue and has not started yet
+
+    def post(self, fn: Callable[..., object], args: tuple[Any, ...], kick: bool = True) -> None:
+        """Queue ``fn(*args)`` for the loop (any thread); ``kick``: make sure a flush is scheduled now."""
+        self._calls.append((fn, args))
+        if kick and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon_threadsafe(self._flush)
+
+    def kick(self) -> None:
+        """Schedule a flush if calls wait and none is scheduled (any thread)."""
+        if self._calls and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        self.scheduled = False
+        calls = self._calls
+        while calls:
+            fn, args = calls.popleft()
+            try:
+                fn(*args)
+            except Exception:  # as a loop handle's failure: logged, and the calls after it still run
+                _log.exception("unhandled error in a WSGI response callback on the loop")

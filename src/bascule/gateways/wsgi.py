@@ -1,7 +1,8 @@
 """WSGI gateway (PEP 3333): environ, start_response, and the response driven from a worker thread.
 
 The app runs in a :class:`ThreadPool` thread so the event loop keeps serving. Everything that touches the
-connection goes back to the loop with ``call_soon_threadsafe``; the thread waits (bounded buffer) while
+connection goes back to the loop through its :class:`LoopOutbox` (one wake-up per loop pass, and for a
+whole response, one as the thread's task ends); the thread waits (bounded buffer) while
 the client is slow to read, so a streaming app never makes the server hold an unbounded response. A
 one-item list (the common case) becomes a single loop callback and a single write with Content-Length.
 """
@@ -24,7 +25,7 @@ from bascule import __version__
 from bascule.compress import Compression, Encoder
 from bascule.errors import AppProtocolError
 from bascule.gateways.eager import start_eager
-from bascule.gateways.threads import ThreadPool
+from bascule.gateways.threads import LoopOutbox, ThreadPool
 from bascule.gateways.wsgi_io import FileWrapper, WSGIErrors, WSGIInput
 from bascule.ops.request_id import sets_field
 from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, app_bytes, check_interim
@@ -57,6 +58,7 @@ class WSGIGateway:
         self.prefix = prefix.encode("utf-8").decode("latin-1")
         self.mount_prefix = prefix  # below a proxy's X-Forwarded-Prefix, which replaces --root-path
         self._header_keys: dict[bytes, str] = {}
+        self.outbox: LoopOutbox | None = None  # threads mode: the calls of the pool's threads to the loop
         #: start_response's checked header names (an app sends the same few every time) -> their wire form;
         #: shared by the pool's threads (a dict get or set is atomic), bounded by MAX_HEADER_NAMES
         self.header_names: dict[str, bytes] = {}
@@ -76,11 +78,14 @@ class WSGIGateway:
         """Start one request: on a worker thread, or on the loop once its body is in (called on the loop)."""
         body = ex.take_buffered_body()
         if self.pool is not None:
-            request = _Request(self, ex, None if body is None else WSGIInput(None, body), False)
+            outbox = self.outbox
+            if outbox is None or outbox.loop is not ex.loop:
+                outbox = self.outbox = LoopOutbox(ex.loop)
+            request = _Request(self, ex, None if body is None else WSGIInput(None, body), outbox)
             ex.app_task = request.run_state  # queued or running until its run() returns
             self.pool.submit(_run, request)
         elif body is not None:
-            _Request(self, ex, WSGIInput(None, body), True).run()
+            _Request(self, ex, WSGIInput(None, body), None).run()
         else:
             start_eager(ex.loop, self._collect_then_run(ex))
 
@@ -94,7 +99,7 @@ class WSGIGateway:
             spool.close()
             return
         spool.seek(0)
-        _Request(self, ex, WSGIInput(functools.partial(spool.read, 64 * 1024)), True).run()
+        _Request(self, ex, WSGIInput(functools.partial(spool.read, 64 * 1024)), None).run()
 
     def environ(self, ex: Exchange, wsgi_input: WSGIInput, request: _Request) -> dict[str, Any]:
         """The PEP 3333 environ of one request (built in the worker thread, off the event loop), with
@@ -195,14 +200,17 @@ class _Request:
     """One request's trip through a WSGI app, on a worker thread (or on the loop in loop mode)."""
 
     __slots__ = ("_cond", "_pending", "encoder", "ex", "file_body", "gateway", "head_scheduled", "headers",
-                 "inline", "input", "loop", "run_state", "status")
+                 "inline", "input", "loop", "outbox", "run_state", "status")
 
-    def __init__(self, gateway: WSGIGateway, ex: Exchange, wsgi_input: WSGIInput | None, inline: bool) -> None:
+    def __init__(self, gateway: WSGIGateway, ex: Exchange, wsgi_input: WSGIInput | None,
+                 outbox: LoopOutbox | None) -> None:
+        """``outbox``: the loop's, on a worker thread; None runs on the loop itself (loop mode)."""
         self.gateway = gateway
         self.ex = ex
         self.loop = ex.loop
         self.input = wsgi_input
-        self.inline = inline
+        self.outbox = outbox
+        self.inline = outbox is None
         self.status: int | None = None
         self.headers: Headers = []
         self.head_scheduled = False
@@ -302,6 +310,9 @@ class _Request:
             self._run()
         finally:
             self.run_state.finished = True
+            outbox = self.outbox
+            if outbox is not None:
+                outbox.kick()  # the response's last calls, queued without waking the loop: the thread sleeps next
 
     def _run(self) -> None:
         ex = self.ex
@@ -355,10 +366,11 @@ class _Request:
 
     def _post(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn`` on the event loop: at once in loop mode, else queued from this worker thread."""
-        if self.inline:
+        outbox = self.outbox
+        if outbox is None:
             fn(*args)
         else:
-            self.loop.call_soon_threadsafe(fn, *args)
+            outbox.post(fn, args)
 
     def _consume(self, result: Iterable[object]) -> bool:
         """Send the app's response; False if streaming it was handed to a task on the loop (loop mode).
@@ -373,7 +385,11 @@ class _Request:
             if type(body) is not bytes:
                 raise AppProtocolError(f"WSGI body items must be bytes, got {type(body).__name__}")
             self.head_scheduled = True
-            self._post(self._on_loop_send, body, True)
+            outbox = self.outbox
+            if outbox is None:
+                self._on_loop_send(body, True)
+            else:  # the loop is woken as run() ends (LoopOutbox.kick): nothing but returning is left to do
+                outbox.post(self._on_loop_send, (body, True), False)
             return True
         if self.inline:
             start_eager(self.loop, self._stream_on_loop(result))
@@ -448,7 +464,7 @@ class _Request:
                 raise _ClientGone
             self._pending += len(data)
         self.head_scheduled = True
-        self.loop.call_soon_threadsafe(self._on_loop_send, data, end)
+        self._post(self._on_loop_send, data, end)
 
     def _wake(self) -> None:
         cond = self._cond
@@ -466,10 +482,10 @@ class _Request:
             return False
         _, offset, count = plan
         self.head_scheduled = True
-        self.loop.call_soon_threadsafe(self._on_loop_send, b"", count == 0)
+        self._post(self._on_loop_send, b"", count == 0)
         if count:
             ex.send_file_blocking(wrapper.filelike, offset, count)
-            self.loop.call_soon_threadsafe(self._on_loop_send, b"", True)
+            self._post(self._on_loop_send, b"", True)
         return True
 
     def _file_plan(self, wrapper: FileWrapper) -> tuple[int, int, int] | None:

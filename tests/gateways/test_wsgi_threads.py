@@ -1,0 +1,362 @@
+"""Tests of the hand-over between the event loop and the WSGI thread pool (gateways/threads.py): the pool
+wakes one idle thread per task and lets busy threads take queued tasks; LoopOutbox brings the threads' calls
+back to the loop in order, batched; and through a real server, responses under concurrency, pipelining and
+graceful shutdown with requests still queued. The WSGI gateway's own behaviour is in test_wsgi.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pytest
+
+from bascule.gateways.threads import LoopOutbox, ThreadPool
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Callable[[bytes], None]]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+@pytest.fixture
+def pool_factory() -> Iterator[Callable[[int], ThreadPool]]:
+    pools: list[ThreadPool] = []
+
+    def make(size: int) -> ThreadPool:
+        pool = ThreadPool(size, name=f"handover-{len(pools)}")
+        pool.start()
+        pools.append(pool)
+        assert wait_for(lambda: len(pool._idle) == size)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.shutdown(1.0)
+
+
+# -- ThreadPool ---------------------------------------------------------------------------------------------
+
+
+def test_sequential_tasks_wake_one_thread_the_most_recently_idle(pool_factory: Callable[[int], ThreadPool]) -> None:
+    pool = pool_factory(4)
+    names: list[str] = []
+    for _ in range(20):
+        done = threading.Event()
+        pool.submit(lambda ev: (names.append(threading.current_thread().name), ev.set()), done)
+        assert done.wait(5)
+        assert wait_for(lambda: len(pool._idle) == 4)  # the thread is back asleep, the others never woke
+    assert len(set(names)) == 1, names
+
+
+def test_busy_threads_take_queued_tasks_without_an_idle_one(pool_factory: Callable[[int], ThreadPool]) -> None:
+    pool = pool_factory(2)
+    release = threading.Event()
+    for _ in range(2):
+        pool.submit(lambda _: release.wait(5), None)
+    assert wait_for(lambda: not pool._idle)
+    ran: list[int] = []
+    for i in range(20):
+        pool.submit(ran.append, i)
+    assert pool.queued() == 20
+    release.set()
+    assert wait_for(lambda: len(ran) == 20)
+    assert sorted(ran) == list(range(20))
+    assert wait_for(lambda: len(pool._idle) == 2 and pool.queued() == 0)
+
+
+def test_one_thread_runs_queued_tasks_in_submit_order(pool_factory: Callable[[int], ThreadPool]) -> None:
+    pool = pool_factory(1)
+    release = threading.Event()
+    pool.submit(lambda _: release.wait(5), None)
+    order: list[int] = []
+    for i in range(30):
+        pool.submit(order.append, i)
+    release.set()
+    assert wait_for(lambda: len(order) == 30)
+    assert order == list(range(30))
+
+
+def test_concurrent_submitters_lose_no_task(pool_factory: Callable[[int], ThreadPool]) -> None:
+    pool = pool_factory(3)
+    counter = [0]
+    lock = threading.Lock()
+
+    def task(_: Any) -> None:
+        with lock:
+            counter[0] += 1
+
+    def submitter() -> None:
+        for _ in range(500):
+            pool.submit(task, None)
+
+    submitters = [threading.Thread(target=submitter) for _ in range(4)]
+    for t in submitters:
+        t.start()
+    for t in submitters:
+        t.join(10)
+    assert wait_for(lambda: counter[0] == 2000, 10), counter
+    assert wait_for(lambda: len(pool._idle) == 3)
+
+
+def test_shutdown_runs_queued_work_before_the_threads_stop(pool_factory: Callable[[int], ThreadPool]) -> None:
+    pool = pool_factory(2)
+    release = threading.Event()
+    for _ in range(2):
+        pool.submit(lambda _: release.wait(5), None)
+    done: list[int] = []
+    for i in range(5):
+        pool.submit(done.append, i)
+    threads = list(pool._threads)
+    stopper = threading.Thread(target=pool.shutdown, args=(5.0,))
+    stopper.start()
+    time.sleep(0.1)
+    assert stopper.is_alive() and done == []  # waiting for the busy threads
+    release.set()
+    stopper.join(5)
+    assert sorted(done) == list(range(5))
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_shutdown_wakes_idle_threads_at_once(pool_factory: Callable[[int], ThreadPool]) -> None:
+    pool = pool_factory(8)
+    threads = list(pool._threads)
+    start = time.monotonic()
+    pool.shutdown(5.0)
+    assert time.monotonic() - start < 1.0
+    assert not any(t.is_alive() for t in threads)
+
+
+# -- LoopOutbox ---------------------------------------------------------------------------------------------
+
+
+class FakeLoop(asyncio.AbstractEventLoop):
+    """Records call_soon_threadsafe callbacks; the test runs them."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[Callable[[], object]] = []
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any,  # type: ignore[override]
+                             context: Any = None) -> None:
+        self.scheduled.append(lambda: callback(*args))
+
+    def run_scheduled(self) -> None:
+        scheduled, self.scheduled = self.scheduled, []
+        for fn in scheduled:
+            fn()
+
+
+def test_outbox_posts_of_one_pass_share_one_wake_up() -> None:
+    loop = FakeLoop()
+    outbox = LoopOutbox(loop)
+    calls: list[int] = []
+    for i in range(3):
+        outbox.post(calls.append, (i,))
+    assert len(loop.scheduled) == 1
+    loop.run_scheduled()
+    assert calls == [0, 1, 2]
+    outbox.post(calls.append, (3,))  # after the flush: a new one
+    assert len(loop.scheduled) == 1
+    loop.run_scheduled()
+    assert calls == [0, 1, 2, 3]
+
+
+def test_outbox_post_without_kick_waits_for_kick() -> None:
+    loop = FakeLoop()
+    outbox = LoopOutbox(loop)
+    calls: list[str] = []
+    outbox.post(calls.append, ("last",), False)
+    assert loop.scheduled == []
+    outbox.kick()
+    outbox.kick()
+    assert len(loop.scheduled) == 1
+    loop.run_scheduled()
+    assert calls == ["last"]
+    outbox.kick()  # nothing queued: no wake-up
+    assert loop.scheduled == []
+
+
+def test_outbox_a_kicked_post_carries_earlier_unkicked_ones() -> None:
+    loop = FakeLoop()
+    outbox = LoopOutbox(loop)
+    calls: list[int] = []
+    outbox.post(calls.append, (1,), False)
+    outbox.post(calls.append, (2,))
+    assert len(loop.scheduled) == 1
+    loop.run_scheduled()
+    assert calls == [1, 2]
+    outbox.kick()
+    assert loop.scheduled == []
+
+
+def test_outbox_a_failing_call_is_logged_and_the_rest_run(caplog: pytest.LogCaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logging.getLogger("bascule.error"), "propagate", True)
+    loop = FakeLoop()
+    outbox = LoopOutbox(loop)
+    calls: list[int] = []
+
+    def fail() -> None:
+        raise RuntimeError("callback failed")
+
+    outbox.post(calls.append, (1,))
+    outbox.post(fail, ())
+    outbox.post(calls.append, (2,))
+    with caplog.at_level(logging.ERROR, logger="bascule.error"):
+        loop.run_scheduled()
+    assert calls == [1, 2]
+    assert [r.exc_info[1].args for r in caplog.records if r.exc_info and r.exc_info[1]] == [("callback failed",)]
+
+
+class CountingLoop(asyncio.SelectorEventLoop):
+    wake_ups = 0
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any, context: Any = None) -> Any:
+        self.wake_ups += 1
+        return super().call_soon_threadsafe(callback, *args, context=context)
+
+
+def test_outbox_keeps_every_threads_order_under_concurrency() -> None:
+    loop = CountingLoop()
+    outbox = LoopOutbox(loop)
+    seen: dict[int, list[int]] = {}
+    per_thread, threads_n = 300, 6
+    finished = threading.Event()
+
+    def record(thread: int, n: int) -> None:
+        seen.setdefault(thread, []).append(n)
+        if sum(map(len, seen.values())) == per_thread * threads_n:
+            finished.set()
+
+    def poster(thread: int) -> None:
+        for n in range(per_thread):
+            outbox.post(record, (thread, n), n % 3 == 0)
+        outbox.kick()
+
+    runner = threading.Thread(target=loop.run_forever)
+    runner.start()
+    try:
+        posters = [threading.Thread(target=poster, args=(t,)) for t in range(threads_n)]
+        for t in posters:
+            t.start()
+        for t in posters:
+            t.join(10)
+        assert finished.wait(10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        loop.close()
+    assert seen == {t: list(range(per_thread)) for t in range(threads_n)}
+    assert loop.wake_ups - 1 < per_thread * threads_n  # batched (the last one is loop.stop)
+
+
+# -- through a server ---------------------------------------------------------------------------------------
+
+
+def read_responses(sock: socket.socket, count: int, timeout: float = 10.0) -> list[bytes]:
+    """The bodies of ``count`` Content-Length responses read from ``sock``."""
+    sock.settimeout(timeout)
+    data = b""
+    bodies: list[bytes] = []
+    while len(bodies) < count:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            if len(rest) >= length:
+                assert head.startswith(b"HTTP/1.1 200 "), head
+                bodies.append(rest[:length])
+                data = rest[length:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {len(bodies)} of {count} responses"
+        data += chunk
+    return bodies
+
+
+def path_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    body = environ["PATH_INFO"].encode()
+    if environ["PATH_INFO"].endswith("/stream"):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(2 * len(body)))])
+        return iter([body, body])
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
+@pytest.fixture
+def wsgi(serve: Callable[..., contextlib.AbstractContextManager[Any]]) -> Callable[..., Any]:
+    def start(app: Any, **options: Any) -> contextlib.AbstractContextManager[Any]:
+        options.setdefault("timeout_graceful_shutdown", 5)
+        return serve(app, interface="wsgi", **options)
+
+    return start
+
+
+def test_many_connections_each_get_their_responses_in_order(wsgi: Any) -> None:
+    """More connections than threads, pipelined requests: every response reaches its own connection, in order
+    (one-item lists and streamed bodies mixed, so batched and direct hand-overs interleave)."""
+    failures: list[BaseException] = []
+
+    with wsgi(path_app, wsgi_threads=3) as srv:
+        def client(c: int) -> None:
+            try:
+                with srv.connect(10) as sock:
+                    for batch in range(5):
+                        paths = [f"/c{c}/b{batch}/r{r}" + ("/stream" if r % 2 else "") for r in range(4)]
+                        sock.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths))
+                        bodies = read_responses(sock, len(paths))
+                        assert bodies == [p.encode() * (2 if p.endswith("/stream") else 1) for p in paths]
+            except BaseException as exc:
+                failures.append(exc)
+
+        clients = [threading.Thread(target=client, args=(c,)) for c in range(16)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(30)
+    assert not failures, failures[0]
+
+
+def test_graceful_shutdown_serves_requests_still_queued(wsgi: Any) -> None:
+    release = threading.Event()
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/block":
+            release.wait(5)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["PATH_INFO"].encode()]
+
+    bodies: dict[str, list[bytes]] = {}
+    with wsgi(app, wsgi_threads=1) as srv:
+        def client(path: str) -> None:
+            with srv.connect(10) as sock:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                bodies[path] = read_responses(sock, 1)
+
+        clients = [threading.Thread(target=client, args=(p,)) for p in ("/block", "/q1", "/q2")]
+        clients[0].start()
+        time.sleep(0.1)
+        for t in clients[1:]:
+            t.start()
+        assert srv.server is not None
+        pool = srv.server.ctx.dispatch.__self__.pool  # the AppTable's
+        assert wait_for(lambda: pool.queued() == 2)
+        srv.server.request_exit()
+        time.sleep(0.1)
+        release.set()
+        for t in clients:
+            t.join(10)
+    assert bodies == {"/block": [b"/block"], "/q1": [b"/q1"], "/q2": [b"/q2"]}

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from bascule.gateways import threads as threads_module
 from bascule.gateways.threads import LoopOutbox, ThreadPool
 
 Environ = dict[str, Any]
@@ -67,7 +68,7 @@ def test_busy_threads_take_queued_tasks_without_an_idle_one(pool_factory: Callab
     release = threading.Event()
     for _ in range(2):
         pool.submit(lambda _: release.wait(5), None)
-    assert wait_for(lambda: not pool._idle)
+    assert wait_for(lambda: not pool._idle and pool.queued() == 0)
     ran: list[int] = []
     for i in range(20):
         pool.submit(ran.append, i)
@@ -110,6 +111,47 @@ def test_concurrent_submitters_lose_no_task(pool_factory: Callable[[int], Thread
         t.join(10)
     assert wait_for(lambda: counter[0] == 2000, 10), counter
     assert wait_for(lambda: len(pool._idle) == 3)
+
+
+class RacingIdle(list[Any]):
+    """An idle stack that runs ``before_push`` once, the next time a thread pushes itself: that is, after the
+    thread found the queue empty and before it is on the stack, the worst moment for a submit()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before_push: list[Callable[[], None]] = []
+
+    def append(self, worker: Any) -> None:
+        if self.before_push:
+            self.before_push.pop()()
+        super().append(worker)
+
+
+@pytest.mark.skipif(threads_module.__file__.endswith(".so"), reason="compiled code calls list.append itself")
+@pytest.mark.parametrize("what", ["submit", "shutdown"])
+def test_a_submit_or_shutdown_while_a_thread_goes_idle_is_not_missed(what: str) -> None:
+    """The pool takes no lock (the interleaving here cannot be forced otherwise): a task submitted, or a
+    shutdown begun, between a thread's last look at the queue and its push onto the idle stack must still
+    be run, or stop the thread, rather than leave it asleep."""
+    pool = ThreadPool(1, name="racing")
+    idle = pool._idle = RacingIdle()
+    pool.start()
+    try:
+        assert wait_for(lambda: len(idle) == 1)
+        first, second = threading.Event(), threading.Event()
+        if what == "submit":
+            idle.before_push.append(lambda: pool.submit(threading.Event.set, second))
+        else:
+            idle.before_push.append(lambda: setattr(pool, "_stopping", True))
+        pool.submit(threading.Event.set, first)
+        assert first.wait(5)
+        if what == "submit":
+            assert second.wait(5), "the task submitted while the thread went idle never ran"
+        else:
+            pool._threads[0].join(5)
+            assert not pool._threads[0].is_alive(), "the thread slept through shutdown"
+    finally:
+        pool.shutdown(1.0)
 
 
 def test_shutdown_runs_queued_work_before_the_threads_stop(pool_factory: Callable[[int], ThreadPool]) -> None:

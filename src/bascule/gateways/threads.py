@@ -1,5 +1,5 @@
-"""A small fixed pool of worker threads for WSGI apps: one wake-up per task handed to an idle thread, none
-when the pool is busy.
+"""A small fixed pool of worker threads for WSGI apps (one wake-up per task handed to an idle thread, none
+when the pool is busy), and the outbox that brings their calls back to the event loop.
 
 concurrent.futures.ThreadPoolExecutor creates a Future and a work item per call and re-checks its thread
 count each time; WSGI results travel back through the exchange, so none of that is needed here. A task is
@@ -8,16 +8,21 @@ a function and one argument; exceptions are the task's own business (the WSGI ru
 Why not one queue.SimpleQueue that every idle thread waits on: its get() releases the queue's lock after
 taking an item whenever it had to wait, which wakes a second idle thread only to find the queue empty and go
 back to sleep. Under strace (benchmarks/wakeups.py) that was two threads woken, and the GIL fought over,
-for every request of a lone connection. Here each thread sleeps on a lock of its own, idle threads wait on
-a stack (the most recently idle one, whose memory is warm, goes first) and submit() hands a task to exactly
-one of them; a thread that finishes a task takes the next queued one without sleeping. Queued tasks start in
-submit order: a task is queued only while no thread is idle, and a thread goes idle only with the queue empty.
+for every request of a lone connection (17 futex calls per request; 5 now). Here each thread sleeps on a
+SimpleQueue of its own (its only reader: nobody else to wake), idle threads wait on a stack (the most
+recently idle one, whose memory is warm, goes first) and submit() wakes at most one of them; a thread that
+finishes a task takes the next queued one without sleeping. Tasks start in submit order (one deque).
+
+No lock: a threading.Lock's acquire() parses its arguments (~250 instructions, callgrind) and the hot path
+would take three. The deque and list operations used are each atomic under the GIL, and the order of the
+steps makes every interleaving safe (see _work).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -31,14 +36,13 @@ Call = tuple[Callable[..., object], tuple[Any, ...]]
 
 
 class _Worker:
-    """One pool thread's mailbox: the task handed to it and the lock it sleeps on until then."""
+    """One pool thread's wake-up: True to look for tasks, False to stop. Exactly one item is put for every
+    time the worker is popped off the idle stack, and the worker takes it."""
 
-    __slots__ = ("task", "wake")
+    __slots__ = ("inbox",)
 
     def __init__(self) -> None:
-        self.task: Task | None = None  # None when woken: stop
-        self.wake = threading.Lock()
-        self.wake.acquire()  # held while the thread has nothing to do: its acquire() sleeps
+        self.inbox: queue.SimpleQueue[bool] = queue.SimpleQueue()
 
 
 class ThreadPool:
@@ -47,72 +51,82 @@ class ThreadPool:
     def __init__(self, size: int, name: str = "bascule-wsgi") -> None:
         self.size = size
         self.name = name
-        self._mutex = threading.Lock()  # guards _idle, _queued and _stopping, held for a few operations
-        self._idle: list[_Worker] = []  # threads asleep on their wake lock, most recently idle last
-        self._queued: deque[Task] = deque()  # tasks no thread was idle for, oldest first
+        self._idle: list[_Worker] = []  # threads asleep (or about to be) on their inbox, most recently idle last
+        self._queued: deque[Task] = deque()  # tasks not taken by a thread yet, oldest first
         self._stopping = False
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         for i in range(self.size):
-            worker = _Worker()
-            thread = threading.Thread(target=self._work, args=(worker,), name=f"{self.name}-{i}", daemon=True)
+            thread = threading.Thread(target=self._work, args=(_Worker(),), name=f"{self.name}-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def submit(self, fn: Callable[[Any], None], arg: Any) -> None:
-        """Run ``fn(arg)`` on a pool thread: wake an idle one, else queue it for the next to finish."""
-        mutex = self._mutex
-        mutex.acquire()
+        """Run ``fn(arg)`` on a pool thread: queued, and one idle thread (if any) woken to take it."""
+        self._queued.append((fn, arg))
         idle = self._idle
         if idle:
-            worker = idle.pop()
-            mutex.release()
-            worker.task = (fn, arg)
-            worker.wake.release()
-        else:
-            self._queued.append((fn, arg))
-            mutex.release()
+            try:
+                worker = idle.pop()
+            except IndexError:  # another thread took the last one between the two lines
+                return
+            worker.inbox.put(True)
 
     def queued(self) -> int:
-        """Tasks waiting for a thread (none is idle)."""
+        """Tasks waiting for a thread."""
         return len(self._queued)
 
     def _work(self, worker: _Worker) -> None:
-        mutex = self._mutex
+        """Take queued tasks until there are none, then sleep on the inbox until submit() or shutdown().
+
+        Why no task is left queued with every thread asleep: submit() queues before it looks for an idle
+        thread, and a thread pushes itself onto the idle stack before it looks at the queue once more. So
+        either submit() finds the thread on the stack (and wakes it), or the thread finds the task. A thread
+        that then tries to take itself off the stack and is no longer on it was popped by a submit(): its
+        wake-up is coming, and it takes it before going on. The same goes for shutdown() and ``_stopping``.
+        """
         queued = self._queued
-        task: Task | None = None
+        idle = self._idle
+        inbox = worker.inbox
         while True:
-            if task is None:
-                mutex.acquire()
-                if queued:
+            task: Task | None = None
+            if queued:
+                try:  # noqa: SIM105 (contextlib.suppress costs a context manager per task)
                     task = queued.popleft()
-                elif self._stopping:
-                    mutex.release()
-                    return
-                else:
-                    self._idle.append(worker)
-                mutex.release()
-                if task is None:
-                    worker.wake.acquire()  # until submit() or shutdown() releases it
-                    task = worker.task
-                    worker.task = None
-                    if task is None:
+                except IndexError:  # another thread took it
+                    pass
+            if task is not None:
+                try:
+                    task[0](task[1])
+                except BaseException:  # a task must never kill its thread
+                    _log.exception("unhandled error in a WSGI worker thread")
+                # an idle thread must not keep its last request alive (its exchange, environ, body buffers)
+                task = None
+                continue
+            if self._stopping:
+                return
+            idle.append(worker)
+            if queued or self._stopping:  # queued (or told to stop) after the look above: don't sleep
+                try:
+                    idle.remove(worker)
+                except ValueError:  # popped meanwhile: its wake-up is on its way
+                    if not inbox.get():
                         return
-            try:
-                task[0](task[1])
-            except BaseException:  # a task must never kill its thread
-                _log.exception("unhandled error in a WSGI worker thread")
-            # an idle thread must not keep its last request alive (its exchange, environ, body buffers)
-            task = None
+                continue
+            if not inbox.get():
+                return
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Let queued tasks finish, then stop the threads (bounded by ``timeout`` in all)."""
-        with self._mutex:
-            self._stopping = True
-            idle, self._idle = self._idle, []
-        for worker in idle:
-            worker.wake.release()  # its task None: return (busy threads return once the queue is empty)
+        self._stopping = True
+        idle = self._idle
+        while idle:
+            try:
+                worker = idle.pop()
+            except IndexError:
+                break
+            worker.inbox.put(False)  # busy threads stop once the queue is empty
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))

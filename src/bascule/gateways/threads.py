@@ -39,10 +39,13 @@ class _Worker:
     """One pool thread's wake-up: True to look for tasks, False to stop. Exactly one item is put for every
     time the worker is popped off the idle stack, and the worker takes it."""
 
-    __slots__ = ("inbox",)
+    __slots__ = ("sleep", "wake")
 
     def __init__(self) -> None:
-        self.inbox: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        inbox: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        # bound once: compiled code calls a method of a non-native object by name, looking it up each time
+        self.wake: Callable[[bool], None] = inbox.put
+        self.sleep: Callable[[], bool] = inbox.get
 
 
 class ThreadPool:
@@ -53,6 +56,7 @@ class ThreadPool:
         self.name = name
         self._idle: list[_Worker] = []  # threads asleep (or about to be) on their inbox, most recently idle last
         self._queued: deque[Task] = deque()  # tasks not taken by a thread yet, oldest first
+        self._enqueue = self._queued.append
         self._stopping = False
         self._threads: list[threading.Thread] = []
 
@@ -64,14 +68,14 @@ class ThreadPool:
 
     def submit(self, fn: Callable[[Any], None], arg: Any) -> None:
         """Run ``fn(arg)`` on a pool thread: queued, and one idle thread (if any) woken to take it."""
-        self._queued.append((fn, arg))
+        self._enqueue((fn, arg))
         idle = self._idle
         if idle:
             try:
                 worker = idle.pop()
             except IndexError:  # another thread took the last one between the two lines
                 return
-            worker.inbox.put(True)
+            worker.wake(True)
 
     def queued(self) -> int:
         """Tasks waiting for a thread."""
@@ -87,13 +91,14 @@ class ThreadPool:
         wake-up is coming, and it takes it before going on. The same goes for shutdown() and ``_stopping``.
         """
         queued = self._queued
+        take = queued.popleft
         idle = self._idle
-        inbox = worker.inbox
+        sleep = worker.sleep
         while True:
             task: Task | None = None
             if queued:
                 try:  # noqa: SIM105 (contextlib.suppress costs a context manager per task)
-                    task = queued.popleft()
+                    task = take()
                 except IndexError:  # another thread took it
                     pass
             if task is not None:
@@ -111,10 +116,10 @@ class ThreadPool:
                 try:
                     idle.remove(worker)
                 except ValueError:  # popped meanwhile: its wake-up is on its way
-                    if not inbox.get():
+                    if not sleep():
                         return
                 continue
-            if not inbox.get():
+            if not sleep():
                 return
 
     def shutdown(self, timeout: float = 5.0) -> None:
@@ -126,7 +131,7 @@ class ThreadPool:
                 worker = idle.pop()
             except IndexError:
                 break
-            worker.inbox.put(False)  # busy threads stop once the queue is empty
+            worker.wake(False)  # busy threads stop once the queue is empty
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -151,31 +156,36 @@ class LoopOutbox:
     at worst a flush finds nothing to do.
     """
 
-    __slots__ = ("_calls", "loop", "scheduled")
+    __slots__ = ("_append", "_calls", "_flush_now", "_schedule", "loop", "scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._calls: deque[Call] = deque()
         self.scheduled = False  # a flush is on the loop's ready queue and has not started yet
+        # bound once (compiled code looks a non-native object's method up by name at every call)
+        self._append = self._calls.append
+        self._schedule = loop.call_soon_threadsafe
+        self._flush_now = self._flush
 
     def post(self, fn: Callable[..., object], args: tuple[Any, ...], kick: bool = True) -> None:
         """Queue ``fn(*args)`` for the loop (any thread); ``kick``: make sure a flush is scheduled now."""
-        self._calls.append((fn, args))
+        self._append((fn, args))
         if kick and not self.scheduled:
             self.scheduled = True
-            self.loop.call_soon_threadsafe(self._flush)
+            self._schedule(self._flush_now)
 
     def kick(self) -> None:
         """Schedule a flush if calls wait and none is scheduled (any thread)."""
-        if self._calls and not self.scheduled:
+        if not self.scheduled and self._calls:
             self.scheduled = True
-            self.loop.call_soon_threadsafe(self._flush)
+            self._schedule(self._flush_now)
 
     def _flush(self) -> None:
         self.scheduled = False
         calls = self._calls
+        take = calls.popleft
         while calls:
-            fn, args = calls.popleft()
+            fn, args = take()
             try:
                 fn(*args)
             except Exception:  # as a loop handle's failure: logged, and the calls after it still run

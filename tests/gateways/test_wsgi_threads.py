@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import threading
@@ -19,6 +20,7 @@ import pytest
 
 from bascule.gateways import threads as threads_module
 from bascule.gateways.threads import LoopOutbox, ThreadPool
+from bascule.protocols.h1.exchange import H1Exchange
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Callable[[bytes], None]]
@@ -370,6 +372,30 @@ def test_many_connections_each_get_their_responses_in_order(wsgi: Any) -> None:
         for t in clients:
             t.join(30)
     assert not failures, failures[0]
+
+
+def test_a_streamed_response_is_freed_without_the_cyclic_collector(wsgi: Any) -> None:
+    """While a thread pushes a streamed body the exchange refers to the request (``writable_hook``); once the
+    app is done that is undone, so reference counting frees every exchange (no cycle for the collector)."""
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+        return iter([b"ab", b"cd"])
+
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    with wsgi(app) as srv, srv.connect() as sock:
+        sock.sendall(request)
+        assert read_responses(sock, 1) == [b"abcd"]  # the server is warm
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(20):
+                sock.sendall(request)
+                assert read_responses(sock, 1) == [b"abcd"]
+            time.sleep(0.1)  # the last worker thread has left run()
+            alive = [o for o in gc.get_objects() if type(o) is H1Exchange]
+        finally:
+            gc.enable()
+    assert len(alive) <= 2  # at most the connection's current or last one, not one per request
 
 
 def test_graceful_shutdown_serves_requests_still_queued(wsgi: Any) -> None:

@@ -309,6 +309,8 @@ class _Request:
         try:
             self._run()
         finally:
+            if self._cond is not None:  # streamed: the thread waits no more, and the hook (a bound method of
+                self.ex.writable_hook = None  # this request) would keep exchange -> request -> exchange a cycle
             self.run_state.finished = True
             outbox = self.outbox
             if outbox is not None:

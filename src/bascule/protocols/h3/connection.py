@@ -1,0 +1,596 @@
+"""One HTTP/3 connection: a QUIC connection (aioquic), its HTTP/3 layer, and the request streams on it.
+
+The endpoint (protocols/h3/endpoint.py) routes datagrams here; this feeds them to aioquic, turns its events
+into streams (protocols/h3/stream.py), sends what aioquic has to send, and keeps one timer (``loop.call_at``,
+moved after every event) for aioquic's loss detection, acknowledgements and idle timeout. Stream writes only
+queue bytes in aioquic: the datagrams leave once per loop pass (:meth:`H3Conn.schedule_flush`), so a
+response's HEADERS and DATA share packets.
+
+As a :class:`bascule.context.Connection` it is in ``ctx.connections`` from its first Initial to its close, so
+--limit-connections counts it and the server's drain loop ticks it: a graceful stop (or the endpoint's
+close()) sends an HTTP/3 GOAWAY and the connection closes once its streams are done; an idle connection is
+closed after --timeout-keep-alive the same way; force_close() closes it at once.
+
+Limits are HTTP/2's: concurrent streams are QUIC's MAX_STREAMS (``ctx.h2_max_concurrent_streams``), and a
+stream the client resets keeps its slot while its app still runs (its send side stays open: rapid reset
+buys nothing); request heads over the operator's limits get 431; bodies over --limit-request-body 413;
+receive windows follow the app's reading (protocols/h3/quic.py); unacknowledged response bytes pause the
+stream (protocols/h3/stream.py); streams the client resets per tick are budgeted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, HeadersState, ProtocolError, encode_frame
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic import events as qe
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from bascule.protocols.exchange import Headers, describe_peer, peer_address
+from bascule.protocols.h3.headers import (
+    Limits,
+    MalformedRequest,
+    RequestHead,
+    TooLarge,
+    check_size,
+    check_trailers,
+    fixed_fields,
+    parse_request,
+)
+from bascule.protocols.h3.quic import PacedQuic
+from bascule.protocols.h3.stream import SEND_BUFFER, H3Stream
+from bascule.protocols.semantics import answer_timeout, body_over_limit
+
+if TYPE_CHECKING:
+    from bascule.protocols.h3.endpoint import QuicServer
+
+_log = logging.getLogger("bascule.error")
+
+GOAWAY_GRACE = 0.25  # seconds between a GOAWAY and closing a connection with no streams (as HTTP/2's)
+RESETS_PER_TICK = 200  # streams the client resets per 0.5 s tick (rapid reset), as HTTP/2
+MAX_PEER_UNI_STREAMS = 8  # HTTP/3 needs 3 from a client (control, QPACK encoder and decoder)
+# what aioquic raises on a send to a stream already ended or reset
+_SEND_ERRORS: tuple[type[Exception], ...] = (ProtocolError, ValueError, AssertionError)
+
+
+class H3Conn:
+    """One QUIC connection carrying HTTP/3, from the client's first Initial to CONNECTION_CLOSE."""
+
+    def __init__(self, endpoint: QuicServer, quic: PacedQuic, addr: Any) -> None:
+        ctx = endpoint.ctx
+        self.endpoint = endpoint
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.quic = quic
+        quic.held = self._held
+        quic._local_max_streams_bidi.value = ctx.h2_max_concurrent_streams  # before the transport parameters
+        quic._local_max_streams_uni.value = MAX_PEER_UNI_STREAMS
+        self.h3: H3Connection | None = None
+        self.client = peer_address(addr)
+        self.server = endpoint.address
+        self.tls: dict[str, Any] | None = None
+        self.limits = Limits(ctx.limit_request_headers, ctx.limit_request_field_size, ctx.limit_request_header_size)
+        self.streams: dict[int, H3Stream] = {}
+        self.orphans: dict[int, H3Stream] = {}  # reset by the client, app still running: our side held open
+        self.cids: set[bytes] = set()  # our connection ids the endpoint routes here
+        self.handshaken = False
+        self.closed = False  # closing begun: no more streams, requests or sends
+        self.terminated = False  # aioquic is done with it (closing period over)
+        self.goaway_sent = False
+        self.goaway_id: int | None = None
+        self.last_stream_id = -4
+        now = self.loop.time()
+        self.since = now
+        self.idle_since: float | None = now
+        self._goaway_at = 0.0
+        self._resets = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flush_due = False
+        self._to_dispatch: list[H3Stream] = []
+        self._paused: dict[int, H3Stream] = {}
+        self._fixed_src = b""
+        self._fixed: Headers = []
+        ctx.connections.add(self)
+
+    # -- datagrams, events, timer -------------------------------------------------------------------
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.terminated:
+            return
+        self.quic.receive_datagram(data, addr, self.loop.time())
+        self._process()
+
+    def _process(self) -> None:
+        quic = self.quic
+        event = quic.next_event()
+        while event is not None:
+            self._event(event)
+            event = quic.next_event()
+        if self._to_dispatch:
+            self._dispatch_ready()
+        if self._paused:
+            self._resume_streams()
+        self.flush()
+
+    def _event(self, event: qe.QuicEvent) -> None:
+        kind = type(event)
+        if kind is qe.StreamDataReceived or kind is qe.StreamReset or kind is qe.StopSendingReceived:
+            h3 = self.h3
+            if h3 is None:
+                return
+            for h3_event in h3.handle_event(event):
+                if type(h3_event) is DataReceived:
+                    self._on_data(h3_event)
+                elif type(h3_event) is HeadersReceived:
+                    self._on_headers(h3_event)
+            if kind is qe.StreamReset:
+                self._on_reset(event.stream_id)  # type: ignore[attr-defined]
+            elif kind is qe.StopSendingReceived:
+                self._on_stop_sending(event.stream_id)  # type: ignore[attr-defined]
+        elif kind is qe.ConnectionIdIssued:
+            self.endpoint.add_cid(self, event.connection_id)  # type: ignore[attr-defined]
+        elif kind is qe.ConnectionIdRetired:
+            self.endpoint.drop_cid(self, event.connection_id)  # type: ignore[attr-defined]
+        elif kind is qe.ProtocolNegotiated:
+            if self.h3 is None:
+                self.h3 = H3Connection(self.quic)
+        elif kind is qe.HandshakeCompleted:
+            self._handshake_completed()
+        elif kind is qe.ConnectionTerminated:
+            self._terminated()
+
+    def flush(self) -> None:
+        """Send what aioquic has to send now, and move the timer to its next deadline."""
+        self._flush_due = False
+        if self.terminated:
+            return
+        sendto = self.endpoint.sendto
+        for data, addr in self.quic.datagrams_to_send(self.loop.time()):
+            sendto(data, addr)
+        at = self.quic.get_timer()
+        if at != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            self._timer = self.loop.call_at(at, self._on_timer) if at is not None else None
+
+    def schedule_flush(self) -> None:
+        """Send at the end of this loop pass (a stream's writes of one pass share packets)."""
+        if not self._flush_due:
+            self._flush_due = True
+            self.loop.call_soon(self._flush_if_due)
+
+    def _flush_if_due(self) -> None:
+        if self._flush_due:
+            self.flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None  # always set again: a timer that fired a little early is set again
+        if self.terminated:
+            return
+        self.quic.handle_timer(self.loop.time())
+        self._process()
+
+    def _handshake_completed(self) -> None:
+        self.handshaken = True
+        tls = self.quic.tls
+        certs = [tls._peer_certificate] if tls._peer_certificate is not None else []
+        chain = [cert.public_bytes(Encoding.DER) for cert in certs + list(tls._peer_certificate_chain)]
+        schedule = tls.key_schedule
+        try:
+            self.tls = self.endpoint.tls_extension(chain, int(schedule.cipher_suite) if schedule else None)
+        except Exception:
+            _log.exception("HTTP/3: the tls extension of a connection from %s failed", describe_peer(self.client))
+
+    def _held(self, stream_id: int) -> int:
+        """Bytes delivered on a stream and not consumed (protocols/h3/quic.py): the app's unread body, and
+        frame pieces the HTTP/3 layer keeps until they are whole."""
+        st = self.streams.get(stream_id)
+        held = st.held if st is not None else 0
+        h3 = self.h3
+        if h3 is not None:
+            h3_stream = h3._stream.get(stream_id)
+            if h3_stream is not None:
+                held += len(h3_stream.buffer)
+        return held
+
+    # -- requests -----------------------------------------------------------------------------------
+    def _on_headers(self, event: HeadersReceived) -> None:
+        sid = event.stream_id
+        st = self.streams.get(sid)
+        if st is not None:  # trailers
+            try:
+                check_trailers(event.headers)
+            except MalformedRequest as exc:
+                self._stream_error(st, str(exc))
+                return
+            if event.stream_ended:
+                self._end_request(st)
+            return
+        h3 = self.h3
+        h3_stream = h3._stream.get(sid) if h3 is not None else None
+        if (sid & 3 or self.closed or h3_stream is None
+                or h3_stream.headers_recv_state is not HeadersState.AFTER_HEADERS):
+            return  # not a request stream's first HEADERS (trailers of a stream we answered and forgot)
+        self.last_stream_id = max(sid, self.last_stream_id)
+        if self.goaway_id is not None and sid >= self.goaway_id:
+            self._refuse(sid, ErrorCode.H3_REQUEST_REJECTED)  # after GOAWAY: the client may retry it elsewhere
+            return
+        fields = event.headers
+        try:
+            check_size(fields, self.limits)
+        except TooLarge as too_large:
+            self._too_large(sid, fields, str(too_large), event.stream_ended)
+            return
+        try:
+            head = parse_request(fields, connect_protocol=True)
+        except MalformedRequest as exc:
+            _log.debug("HTTP/3 stream %d of %s reset: malformed request: %s", sid, describe_peer(self.client), exc)
+            self._refuse(sid, ErrorCode.H3_MESSAGE_ERROR)
+            return
+        self._open_stream(sid, head, event.stream_ended)
+
+    def _open_stream(self, sid: int, head: RequestHead, end_stream: bool) -> None:
+        st = self._register(H3Stream(self, sid, head))
+        if end_stream:
+            self._end_request(st)
+            if head.content_length:
+                self._stream_error(st, "content-length without a body")
+                return
+        if head.method == "CONNECT":
+            self._take_on(st)
+            if head.protocol is None:
+                st.send_simple(405, b"Method Not Allowed: this server is not a proxy\n")
+            elif head.protocol != b"websocket":
+                st.send_simple(501, b"Not Implemented: unknown :protocol\n")
+            else:
+                st.send_simple(404, b"No WebSocket endpoint here\n")
+            return
+        limit = self.ctx.limit_request_body
+        if limit is not None and head.content_length is not None and head.content_length > limit:
+            self._take_on(st)
+            self._body_over_limit(st, limit, head.content_length)
+            return
+        self._to_dispatch.append(st)
+
+    def _too_large(self, sid: int, fields: Headers, reason: str, end_stream: bool) -> None:
+        """431 for a request head over a limit: answered without the app, from what little is safe to read."""
+        _log.info("rejected a request from %s on HTTP/3 stream %d: %s (431)", describe_peer(self.client), sid, reason)
+        method = next((value for name, value in fields if name == b":method"), b"GET")
+        head = RequestHead(method.decode("latin-1"), b"/", b"", [], None, None, False)
+        st = self._register(H3Stream(self, sid, head))
+        if end_stream:
+            self._end_request(st)
+        self._take_on(st)
+        st.send_simple(431, f"Request Header Fields Too Large: {reason}\n".encode())
+
+    def _on_data(self, event: DataReceived) -> None:
+        st = self.streams.get(event.stream_id)
+        if st is None:
+            return
+        data = event.data
+        if data:
+            expected = st.content_length
+            if expected is not None and st.received + len(data) > expected:
+                self._stream_error(st, "more DATA than content-length")
+                return
+            limit = self.ctx.limit_request_body
+            if limit is not None and st.received + len(data) > limit and not st.websocket:
+                st.received += len(data)
+                self._body_over_limit(st, limit, None)
+                return
+            st.feed(data)
+        if event.stream_ended and not st.request_ended:
+            if st.content_length is not None and st.received != st.content_length:
+                self._stream_error(st, "less DATA than content-length")
+                return
+            self._end_request(st)
+
+    def _end_request(self, st: H3Stream) -> None:
+        st.request_ended = True
+        st.end_body()
+        if st.local_ended:
+            self._forget(st)
+
+    def _body_over_limit(self, st: H3Stream, limit: int, declared: int | None) -> None:
+        reason = body_over_limit(limit, declared)
+        _log.info("rejected a request from %s on HTTP/3 stream %d: %s (413)", describe_peer(self.client),
+                  st.stream_id, reason)
+        if st.response_started:
+            st.abort()
+            return
+        st.send_simple(413, f"Payload Too Large: {reason}\n".encode())
+        if not st.request_ended:  # the response ended: the rest of the upload is refused (STOP_SENDING)
+            self._stop_reading(st)
+
+    def _dispatch_ready(self) -> None:
+        ready, self._to_dispatch = self._to_dispatch, []
+        now = self.loop.time()
+        for st in ready:
+            if not st.disconnected:
+                st.start_time = now
+                self.ctx.serve(st)
+
+    def _register(self, st: H3Stream) -> H3Stream:
+        self.streams[st.stream_id] = st
+        self.idle_since = None
+        return st
+
+    def _take_on(self, st: H3Stream) -> None:
+        """A stream answered without being dispatched (a refusal): its clock starts now."""
+        st.start_time = self.loop.time()
+        self.ctx.request_started(st)
+
+    def _refuse(self, sid: int, code: int) -> None:
+        """Reset a request stream that never became an exchange, both ways."""
+        quic = self.quic
+        try:
+            quic.reset_stream(sid, code)
+            quic.stop_stream(sid, code)
+        except _SEND_ERRORS:
+            pass
+        self.schedule_flush()
+
+    def _stream_error(self, st: H3Stream, reason: str) -> None:
+        _log.debug("HTTP/3 stream %d of %s reset: %s", st.stream_id, describe_peer(self.client), reason)
+        if not st.finished:
+            st.finished = True
+            self._dropped(st)
+        self._reset_both(st, ErrorCode.H3_MESSAGE_ERROR)
+        st.on_disconnect()
+
+    # -- resets from the client ---------------------------------------------------------------------
+    def _on_reset(self, sid: int) -> None:
+        """RESET_STREAM: the client abandoned its request. The app sees a disconnect; our side is reset once
+        the app has returned (until then the stream keeps its MAX_STREAMS slot)."""
+        st = self.streams.pop(sid, None)
+        if st is None:
+            return
+        st.request_ended = True
+        st.cancelled = True
+        self._paused.pop(sid, None)
+        if not st.finished:
+            st.finished = True
+            self._dropped(st)
+            self._resets += 1
+            if self._resets > RESETS_PER_TICK:
+                self.close_now(ErrorCode.H3_EXCESSIVE_LOAD, "too many streams reset")
+                return
+        st.on_disconnect()
+        if not st.local_ended:
+            if st.app_task is not None and not st.app_task.done():
+                self.orphans[sid] = st
+            else:
+                self._reset_send(st, ErrorCode.H3_REQUEST_CANCELLED)
+        self._note_idle()
+
+    def _on_stop_sending(self, sid: int) -> None:
+        """STOP_SENDING: the client wants no more of the response (aioquic has reset our side already)."""
+        st = self.streams.get(sid)
+        if st is None:
+            return
+        st.local_ended = True
+        if not st.finished:
+            st.finished = True
+            self._dropped(st)
+        if not st.request_ended:
+            self._stop_reading(st, ErrorCode.H3_REQUEST_CANCELLED)
+        st.on_disconnect()
+        self._forget(st)
+
+    # -- responses ----------------------------------------------------------------------------------
+    def fixed_fields(self) -> Headers:
+        """The server's own fields (date, server, --header), converted once per change of the block."""
+        src = self.ctx.fixed_headers
+        if src is not self._fixed_src:
+            self._fixed_src = src
+            self._fixed = fixed_fields(src)
+        return self._fixed
+
+    def send_headers(self, st: H3Stream, headers: Headers, end: bool) -> None:
+        h3 = self.h3
+        if h3 is None or st.local_ended or self.closed:
+            return
+        try:
+            h3.send_headers(st.stream_id, headers, end)
+        except _SEND_ERRORS:
+            self._lost_send(st)
+            return
+        self._sent(st, end)
+
+    def send_data(self, st: H3Stream, data: bytes, end: bool) -> None:
+        h3 = self.h3
+        if h3 is None or st.local_ended or self.closed:
+            return
+        try:
+            h3.send_data(st.stream_id, data, end)
+        except _SEND_ERRORS:
+            self._lost_send(st)
+            return
+        self._sent(st, end)
+
+    def _sent(self, st: H3Stream, end: bool) -> None:
+        quic_stream = self.quic._streams.get(st.stream_id)
+        if quic_stream is not None and len(quic_stream.sender._buffer) > SEND_BUFFER and not st.write_paused:
+            st.write_paused = True
+            self._paused[st.stream_id] = st
+        if end:
+            self._end_local(st)
+        self.schedule_flush()
+
+    def _lost_send(self, st: H3Stream) -> None:
+        """aioquic refused a send: the stream was reset under us (the events saying so are on their way)."""
+        st.local_ended = True
+        if not st.finished:
+            st.finished = True
+            self._dropped(st)
+        st.on_disconnect()
+
+    def _resume_streams(self) -> None:
+        """After acknowledgements: wake the streams whose unacknowledged bytes fell under half the bound."""
+        streams = self.quic._streams
+        for sid, st in list(self._paused.items()):
+            quic_stream = streams.get(sid)
+            if quic_stream is None or len(quic_stream.sender._buffer) <= SEND_BUFFER // 2 or st.disconnected:
+                del self._paused[sid]
+                st.write_paused = False
+                st.wake_drain()
+
+    def _end_local(self, st: H3Stream) -> None:
+        """Our FIN is queued. If the client is still sending a body nobody will read, STOP_SENDING
+        (H3_NO_ERROR, RFC 9114 4.1) tells it to stop."""
+        st.local_ended = True
+        if not st.request_ended:
+            self._stop_reading(st)
+            if not st.body_done:
+                st.on_disconnect()  # an app still reading the body would wait for bytes that never come
+        self._forget(st)
+
+    def _stop_reading(self, st: H3Stream, code: int = ErrorCode.H3_NO_ERROR) -> None:
+        st.request_ended = True
+        with contextlib.suppress(*_SEND_ERRORS):
+            self.quic.stop_stream(st.stream_id, code)
+        self.schedule_flush()
+
+    def _reset_send(self, st: H3Stream, code: int) -> None:
+        st.local_ended = True
+        with contextlib.suppress(*_SEND_ERRORS):
+            self.quic.reset_stream(st.stream_id, code)
+        self.schedule_flush()
+
+    def _reset_both(self, st: H3Stream, code: int) -> None:
+        if not st.local_ended:
+            self._reset_send(st, code)
+        if not st.request_ended:
+            self._stop_reading(st, code)
+        self._forget(st)
+
+    def reset(self, st: H3Stream) -> None:
+        """The stream's response is given up (H3Stream.abort)."""
+        self._reset_both(st, ErrorCode.H3_INTERNAL_ERROR)
+
+    def credit(self, st: H3Stream) -> None:
+        """The app read body bytes: the stream's window may open (PacedQuic decides when sending)."""
+        self.schedule_flush()
+
+    def response_done(self, st: H3Stream, aborted: bool = False) -> None:
+        if not st.websocket:
+            self.ctx.request_finished(st)
+
+    def _dropped(self, st: H3Stream) -> None:
+        if not st.websocket:
+            self.ctx.request_finished(st, dropped=True)
+
+    def _forget(self, st: H3Stream) -> None:
+        if self.streams.pop(st.stream_id, None) is not None:
+            self._paused.pop(st.stream_id, None)
+            if st.write_paused:
+                st.write_paused = False
+                st.wake_drain()
+            self._note_idle()
+
+    def _note_idle(self) -> None:
+        if not self.streams:
+            self.idle_since = self.loop.time()
+
+    # -- closing ------------------------------------------------------------------------------------
+    def goaway(self) -> None:
+        """Graceful stop: an HTTP/3 GOAWAY (RFC 9114 5.2) naming the first request stream we will not take;
+        the connection closes once the streams below it are done (on_tick).
+
+        aioquic's H3Connection has no API to send GOAWAY, so the frame is written here on its control stream
+        (``_local_control_stream_id``), encoded with aioquic's own frame helpers.
+        """
+        if self.goaway_sent or self.closed:
+            return
+        self.goaway_sent = True
+        self._goaway_at = self.loop.time()
+        h3 = self.h3
+        if h3 is None or h3._local_control_stream_id is None:
+            self.close_now()  # no HTTP/3 yet: nothing to drain
+            return
+        self.goaway_id = self.last_stream_id + 4
+        self.quic.send_stream_data(h3._local_control_stream_id,
+                                   encode_frame(FrameType.GOAWAY, encode_uint_var(self.goaway_id)))
+        self.schedule_flush()
+
+    def close_now(self, code: int = ErrorCode.H3_NO_ERROR, reason: str = "") -> None:
+        """CONNECTION_CLOSE now: the streams still open see a disconnect."""
+        if self.closed:
+            return
+        self.closed = True
+        self.ctx.connections.discard(self)
+        self.quic.close(error_code=code, reason_phrase=reason)
+        self._lose_streams()
+        self.flush()
+
+    def force_close(self) -> None:
+        self.close_now(ErrorCode.H3_NO_ERROR, "server stopping")
+
+    def _lose_streams(self) -> None:
+        streams = list(self.streams.values()) + list(self.orphans.values())
+        self.streams.clear()
+        self.orphans.clear()
+        self._paused.clear()
+        self._to_dispatch.clear()
+        for st in streams:
+            st.local_ended = st.request_ended = True
+            if not st.finished:
+                st.finished = True
+                self._dropped(st)
+            st.write_paused = False
+            st.on_disconnect()
+
+    def _terminated(self) -> None:
+        """aioquic is done with the connection (closed by either side, or idle): it leaves every table."""
+        self.closed = self.terminated = True
+        self.ctx.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._lose_streams()
+        self.endpoint.forget(self)
+
+    def on_tick(self, now: float) -> None:
+        """Twice a second (and in the server's drain loop): handshake and idle deadlines, GOAWAY draining,
+        app deadlines, orphans whose apps returned, the reset budget."""
+        if self.closed:
+            return
+        self._resets = 0
+        if self.orphans:
+            for sid, st in list(self.orphans.items()):
+                if st.app_task is None or st.app_task.done():
+                    del self.orphans[sid]
+                    self._reset_send(st, ErrorCode.H3_REQUEST_CANCELLED)
+        ctx = self.ctx
+        if not self.handshaken:
+            if now - self.since > ctx.timeout_request_head or ctx.shutting_down:
+                self.close_now(ErrorCode.H3_NO_ERROR, "handshake not complete within timeout_request_head")
+            return
+        if ctx.shutting_down:
+            self.goaway()
+        elif not self.goaway_sent:
+            idle = self.idle_since
+            if idle is not None and not self.streams and now - idle > ctx.keep_alive_timeout:
+                self.goaway()
+        if self.goaway_sent:
+            if not self.streams and now - self._goaway_at >= GOAWAY_GRACE:
+                self.close_now()
+            return
+        timeout = ctx.timeout_request
+        if timeout is not None:
+            for st in list(self.streams.values()):
+                if st.counted and not st.finished and now - st.start_time > timeout:
+                    started = st.response_started
+                    answer_timeout(st, timeout, "stream reset")
+                    if started:
+                        st.abort()
+                    st.on_disconnect()
+                    if st.cancel_app is not None:
+                        st.cancel_app()

@@ -1,0 +1,53 @@
+"""aioquic's QuicConnection with receive windows the app's reading opens: the one change bascule needs of it.
+
+aioquic raises a stream's receive limit (MAX_STREAM_DATA) on its own, doubling it whenever the peer has sent
+more than half of it, whatever the application did with the bytes: a client could then push a request body
+(or an endless HEADERS frame, which the HTTP/3 layer keeps until it is whole) as fast as it likes, and the
+server would buffer it all. HTTP/2 in bascule gives window back only as the app reads (protocols/h2/stream.py);
+this does the same for QUIC. :class:`PacedQuic` overrides the one method that writes MAX_STREAM_DATA (a
+private aioquic method, ``_write_stream_limits``: aioquic has no public hook for it, so this is tied to its
+internals and checked by tests/protocols/h3): a peer-opened stream's limit is what the connection has taken
+off the stream (bytes delivered, less those still held: frame pieces in the HTTP/3 layer, body bytes the app
+has not read) plus one window, raised only when that moves by half a window (not a frame per read).
+
+The connection-level limit (MAX_DATA) is left to aioquic: it only grows as stream data arrives, and what can
+arrive is bounded by the streams' limits times their number (MAX_STREAMS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection, stream_is_client_initiated
+from aioquic.quic.packet import QuicFrameType
+
+
+def _nothing_held(stream_id: int) -> int:
+    return 0
+
+
+class PacedQuic(QuicConnection):
+    """A server-side QuicConnection whose peer streams' receive windows follow the consumer (``held``)."""
+
+    def __init__(self, *, window: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.window = window
+        self.held: Callable[[int], int] = _nothing_held
+        """Bytes delivered on a stream and not consumed yet (set by the HTTP/3 connection)."""
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        stream_id = stream.stream_id
+        if stream_id is None or not stream.max_stream_data_local or not stream_is_client_initiated(stream_id):
+            super()._write_stream_limits(builder, space, stream)
+            return
+        window = self.window
+        target = stream.receiver.starting_offset() - self.held(stream_id) + window
+        if target - stream.max_stream_data_local >= window // 2:
+            stream.max_stream_data_local = target
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            buf = builder.start_frame(QuicFrameType.MAX_STREAM_DATA, capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
+                                      handler=self._on_max_stream_data_delivery, handler_args=(stream,))
+            buf.push_uint_var(stream_id)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local

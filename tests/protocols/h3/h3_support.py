@@ -204,7 +204,9 @@ class H3Client(QuicConnectionProtocol):
         self.transmit()
 
     def reset(self, sid: int, code: int = 0x10C) -> None:
+        """Cancel a request (RFC 9114 4.1.1): both directions."""
         self._quic.reset_stream(sid, code)
+        self._quic.stop_stream(sid, code)
         self.transmit()
 
     async def wait(self, sid: int, timeout: float = 10) -> Reply:

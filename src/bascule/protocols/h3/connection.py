@@ -12,8 +12,7 @@ close()) sends an HTTP/3 GOAWAY and the connection closes once its streams are d
 closed after --timeout-keep-alive the same way; force_close() closes it at once.
 
 Limits are HTTP/2's: concurrent streams are QUIC's MAX_STREAMS (``ctx.h2_max_concurrent_streams``), and a
-stream the client resets keeps its slot while its app still runs (its send side stays open: rapid reset
-buys nothing); request heads over the operator's limits get 431; bodies over --limit-request-body 413;
+stream the client cancels keeps its slot while its app still runs (rapid reset buys nothing); request heads over the operator's limits get 431; bodies over --limit-request-body 413;
 receive windows follow the app's reading (protocols/h3/quic.py); unacknowledged response bytes pause the
 stream (protocols/h3/stream.py); streams the client resets per tick are budgeted.
 """
@@ -68,15 +67,18 @@ class H3Conn:
         self.loop = ctx.loop
         self.quic = quic
         quic.held = self._held
-        quic._local_max_streams_bidi.value = ctx.h2_max_concurrent_streams  # before the transport parameters
-        quic._local_max_streams_uni.value = MAX_PEER_UNI_STREAMS
+        # before the transport parameters are written; "sent" too, which aioquic compares with the value to
+        # decide when to raise the limit (MAX_STREAMS) as streams end
+        for limit, value in ((quic._local_max_streams_bidi, ctx.h2_max_concurrent_streams),
+                             (quic._local_max_streams_uni, MAX_PEER_UNI_STREAMS)):
+            limit.value = limit.sent = value
         self.h3: H3Connection | None = None
         self.client = peer_address(addr)
         self.server = endpoint.address
         self.tls: dict[str, Any] | None = None
         self.limits = Limits(ctx.limit_request_headers, ctx.limit_request_field_size, ctx.limit_request_header_size)
         self.streams: dict[int, H3Stream] = {}
-        self.orphans: dict[int, H3Stream] = {}  # reset by the client, app still running: our side held open
+        self.orphans: dict[int, H3Stream] = {}  # reset by the client, app still running: still counted
         self.cids: set[bytes] = set()  # our connection ids the endpoint routes here
         self.handshaken = False
         self.closed = False  # closing begun: no more streams, requests or sends
@@ -150,9 +152,17 @@ class H3Conn:
         if self.terminated:
             return
         sendto = self.endpoint.sendto
-        for data, addr in self.quic.datagrams_to_send(self.loop.time()):
+        quic = self.quic
+        now = self.loop.time()
+        for data, addr in quic.datagrams_to_send(now):
             sendto(data, addr)
-        at = self.quic.get_timer()
+        streams = quic._local_max_streams_bidi
+        if streams.value != streams.sent:
+            # aioquic frees a finished stream's slot while it writes packets, after it wrote MAX_STREAMS:
+            # without a second pass the new limit would wait for the next packet of ours, maybe never
+            for data, addr in quic.datagrams_to_send(now):
+                sendto(data, addr)
+        at = quic.get_timer()
         if at != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
@@ -347,42 +357,44 @@ class H3Conn:
 
     # -- resets from the client ---------------------------------------------------------------------
     def _on_reset(self, sid: int) -> None:
-        """RESET_STREAM: the client abandoned its request. The app sees a disconnect; our side is reset once
-        the app has returned (until then the stream keeps its MAX_STREAMS slot)."""
-        st = self.streams.pop(sid, None)
-        if st is None:
-            return
-        st.request_ended = True
-        st.cancelled = True
-        self._paused.pop(sid, None)
-        if not st.finished:
-            st.finished = True
-            self._dropped(st)
-            self._resets += 1
-            if self._resets > RESETS_PER_TICK:
-                self.close_now(ErrorCode.H3_EXCESSIVE_LOAD, "too many streams reset")
-                return
-        st.on_disconnect()
-        if not st.local_ended:
-            if st.app_task is not None and not st.app_task.done():
-                self.orphans[sid] = st
-            else:
-                self._reset_send(st, ErrorCode.H3_REQUEST_CANCELLED)
-        self._note_idle()
+        """RESET_STREAM: the client abandoned its request."""
+        self._cancelled(sid, ErrorCode.H3_REQUEST_CANCELLED)
 
     def _on_stop_sending(self, sid: int) -> None:
         """STOP_SENDING: the client wants no more of the response (aioquic has reset our side already)."""
         st = self.streams.get(sid)
+        if st is not None:
+            st.local_ended = True
+        self._cancelled(sid, ErrorCode.H3_REQUEST_CANCELLED)
+
+    def _cancelled(self, sid: int, code: int) -> None:
+        """The client cancelled a request (RFC 9114 4.1.1): both sides are reset and the app sees a
+        disconnect. While its app still runs the stream stays an orphan, counted against MAX_STREAMS
+        (_release_orphans): resetting streams (CVE-2023-44487, rapid reset) buys no more running apps."""
+        st = self.streams.get(sid)
         if st is None:
             return
-        st.local_ended = True
+        st.cancelled = True
         if not st.finished:
             st.finished = True
             self._dropped(st)
-        if not st.request_ended:
-            self._stop_reading(st, ErrorCode.H3_REQUEST_CANCELLED)
+            self._resets += 1
+        self._reset_both(st, code)
         st.on_disconnect()
-        self._forget(st)
+        if st.app_task is not None and not st.app_task.done():
+            # aioquic gives the stream's MAX_STREAMS slot back once it is over on the wire (it adds one to the
+            # limit, maybe in the very call that writes the next packets): taken back now, until the app returns
+            self.orphans[sid] = st
+            self.quic._local_max_streams_bidi.value -= 1
+        if self._resets > RESETS_PER_TICK:
+            self.close_now(ErrorCode.H3_EXCESSIVE_LOAD, "too many streams reset")
+
+    def _release_orphans(self) -> None:
+        for sid, st in list(self.orphans.items()):
+            if st.app_task is None or st.app_task.done():
+                del self.orphans[sid]
+                self.quic._local_max_streams_bidi.value += 1
+                self.schedule_flush()
 
     # -- responses ----------------------------------------------------------------------------------
     def fixed_fields(self) -> Headers:
@@ -564,10 +576,7 @@ class H3Conn:
             return
         self._resets = 0
         if self.orphans:
-            for sid, st in list(self.orphans.items()):
-                if st.app_task is None or st.app_task.done():
-                    del self.orphans[sid]
-                    self._reset_send(st, ErrorCode.H3_REQUEST_CANCELLED)
+            self._release_orphans()
         ctx = self.ctx
         if not self.handshaken:
             if now - self.since > ctx.timeout_request_head or ctx.shutting_down:

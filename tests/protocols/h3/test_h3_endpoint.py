@@ -1,0 +1,321 @@
+"""HTTP/3 connections and the endpoint: admission, limits, resets, GOAWAY, idle and forced closes.
+
+The same real server and aioquic client as test_h3_stream.py; raw UDP datagrams where the test is about what
+the endpoint answers before any connection exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Any
+
+from aioquic.quic.packet import QuicProtocolVersion
+from h3_support import h3_client, h3_server, run, until
+
+from bascule.protocols.h3.connection import H3Conn
+from bascule.protocols.h3.stream import SEND_BUFFER
+
+Scope = dict[str, Any]
+
+
+def h3_conns(ctx: Any) -> list[H3Conn]:
+    return [c for c in ctx.connections if isinstance(c, H3Conn)]
+
+
+class Gate:
+    """An app whose requests wait for ``release`` (counting those running), and notes disconnects."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.release = asyncio.Event()
+        self.disconnects = 0
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.running += 1
+        try:
+            if scope["path"] == "/read":
+                body = b""
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        self.disconnects += 1
+                        return
+                    body += message.get("body", b"")
+                    if not message.get("more_body"):
+                        break
+                self.bodies.append(body)
+            else:
+                await self.release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"done"})
+        finally:
+            self.running -= 1
+
+
+async def ok(scope: Scope, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_connections_are_registered_and_unregistered() -> None:
+    async def main() -> None:
+        async with h3_server(ok) as srv:
+            async with h3_client(srv.port) as client:
+                assert (await client.request()).body == b"ok"
+                assert len(h3_conns(srv.ctx)) == 1
+                assert len(srv.quic.conns) == 1 and srv.quic.routes
+                client.close()
+                await client.wait_closed()
+            await until(lambda: not h3_conns(srv.ctx) and not srv.quic.conns and not srv.quic.routes)
+    run(main())
+
+
+def test_goaway_on_close_lets_streams_finish() -> None:
+    gate = Gate()
+
+    async def main() -> None:
+        async with h3_server(gate) as srv, h3_client(srv.port) as client:
+            first = client.start("/slow")
+            await until(lambda: gate.running == 1)
+            srv.quic.close()
+            await until(lambda: client.goaway_ids() != [])
+            assert client.goaway_ids() == [first + 4]
+            late = client.start("/late")  # above the GOAWAY's id: refused, the client may retry elsewhere
+            reply = await client.wait(late)
+            assert reply.reset == 0x10B
+            gate.release.set()
+            reply = await client.wait(first)
+            assert reply.body == b"done"
+            await asyncio.wait_for(srv.quic.wait_closed(), 5)
+            await until(lambda: client.terminated is not None)
+            assert not srv.ctx.connections
+    run(main())
+
+
+def test_new_initials_are_dropped_after_close() -> None:
+    async def main() -> None:
+        async with h3_server(ok) as srv:
+            srv.quic.close()
+            try:
+                async with asyncio.timeout(1.5):
+                    async with h3_client(srv.port):
+                        raise AssertionError("connected to a closed endpoint")
+            except (TimeoutError, ConnectionError):
+                pass
+            assert not srv.quic.conns
+    run(main())
+
+
+def test_idle_connection_is_closed_after_keep_alive() -> None:
+    async def main() -> None:
+        async with h3_server(ok, timeout_keep_alive=0.5) as srv, h3_client(srv.port) as client:
+            assert (await client.request()).body == b"ok"
+            await until(lambda: client.terminated is not None, 5)
+            assert client.goaway_ids() == [4]
+            assert client.terminated is not None and client.terminated.error_code == 0x100
+            await until(lambda: not srv.quic.conns)
+    run(main())
+
+
+def test_force_close_disconnects_the_streams() -> None:
+    gate = Gate()
+
+    async def main() -> None:
+        async with h3_server(gate) as srv, h3_client(srv.port) as client:
+            sid = client.start("/read", "POST", end=False)
+            client.send(sid, b"part")
+            await until(lambda: gate.running == 1)
+            (conn,) = h3_conns(srv.ctx)
+            conn.force_close()
+            assert not srv.ctx.connections
+            await until(lambda: gate.disconnects == 1)
+            await until(lambda: client.terminated is not None)
+            await until(lambda: srv.ctx.in_flight == 0)
+    run(main())
+
+
+def test_concurrent_streams_are_limited_by_max_streams() -> None:
+    gate = Gate()
+
+    async def main() -> None:
+        async with h3_server(gate, h2_max_concurrent_streams=2) as srv, h3_client(srv.port) as client:
+            sids = [client.start("/slow") for _ in range(4)]
+            await until(lambda: gate.running == 2)
+            await asyncio.sleep(0.2)
+            assert gate.running == 2  # the others wait for MAX_STREAMS in the client
+            gate.release.set()
+            replies = [await client.wait(sid) for sid in sids]
+            assert [r.body for r in replies] == [b"done"] * 4
+    run(main())
+
+
+def test_a_reset_stream_keeps_its_slot_until_its_app_returns() -> None:
+    """Rapid reset buys nothing: a stream the client resets while its app runs still counts against
+    MAX_STREAMS (our side of it stays open) until the app returns."""
+    gate = Gate()
+
+    async def main() -> None:
+        async with h3_server(gate, h2_max_concurrent_streams=1) as srv, h3_client(srv.port) as client:
+            first = client.start("/slow")
+            await until(lambda: gate.running == 1)
+            client.reset(first)
+            second = client.start("/slow")
+            await asyncio.sleep(0.3)
+            assert gate.running == 1  # the second request waits: the first app still runs
+            gate.release.set()
+            reply = await client.wait(second)
+            assert reply.body == b"done"
+            assert client.replies[first].reset == 0x10C and not client.replies[first].ended
+            await until(lambda: srv.ctx.in_flight == 0)
+    run(main())
+
+
+def test_client_reset_mid_body_is_a_disconnect_for_the_app() -> None:
+    gate = Gate()
+
+    async def main() -> None:
+        async with h3_server(gate) as srv, h3_client(srv.port) as client:
+            sid = client.start("/read", "POST", end=False)
+            client.send(sid, b"x" * 1000)
+            await until(lambda: gate.running == 1)
+            client.reset(sid)
+            await until(lambda: gate.disconnects == 1)
+            await until(lambda: srv.ctx.in_flight == 0)
+            assert (await client.request("/read", "POST", body=b"again")).body == b"done"
+            assert gate.bodies == [b"again"]
+    run(main())
+
+
+def test_oversized_headers_get_431() -> None:
+    async def main() -> None:
+        async with h3_server(ok, limit_request_headers=20, limit_request_field_size=100,
+                             limit_request_header_size=1500) as srv, h3_client(srv.port) as client:
+            reply = await client.request(headers=[(b"x-%d" % i, b"v") for i in range(30)])
+            assert reply.status == 431 and b"--limit-request-headers" in reply.body
+            reply = await client.request(headers=[(b"x-big", b"v" * 200)])
+            assert reply.status == 431 and b"--limit-request-field-size" in reply.body
+            reply = await client.request(headers=[(b"x-%d" % i, b"v" * 90) for i in range(12)])
+            assert reply.status == 431 and b"--limit-request-header-size" in reply.body
+            assert (await client.request()).status == 200
+            await until(lambda: srv.ctx.in_flight == 0)
+    run(main())
+
+
+def test_body_over_the_limit_gets_413() -> None:
+    gate = Gate()
+
+    async def main() -> None:
+        async with h3_server(gate, limit_request_body=1000) as srv, h3_client(srv.port) as client:
+            reply = await client.request("/read", "POST", headers=[(b"content-length", b"5000")], body=b"y" * 5000)
+            assert reply.status == 413 and b"5000 bytes" in reply.body
+            sid = client.start("/read", "POST", end=False)
+            client.send(sid, b"y" * 800)
+            client.send(sid, b"y" * 800)
+            reply = await client.wait(sid)
+            assert reply.status == 413
+            assert (await client.request("/read", "POST", body=b"small")).body == b"done"
+            await until(lambda: srv.ctx.in_flight == 0)
+    run(main())
+
+
+def test_malformed_requests_are_reset_and_connect_is_refused() -> None:
+    async def main() -> None:
+        async with h3_server(ok) as srv, h3_client(srv.port) as client:
+            reply = await client.request("nopath")
+            assert reply.reset == 0x10E
+            sid = client.start("/", "CONNECT")
+            reply = await client.wait(sid)
+            assert reply.status == 405 or reply.reset is not None
+            sid = client.start("/chat", "CONNECT", extra_pseudo=[(b":protocol", b"websocket")])
+            reply = await client.wait(sid)
+            assert reply.status == 404
+            assert (await client.request()).body == b"ok"
+    run(main())
+
+
+def test_a_client_that_stops_reading_does_not_grow_the_servers_buffers() -> None:
+    """A client that acknowledges nothing: the app's sends pause once SEND_BUFFER bytes are unacknowledged,
+    so what the app has handed over stays bounded however much it has to send."""
+    handed: list[int] = []
+
+    async def flood(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if scope["path"] != "/flood":
+            await send({"type": "http.response.body", "body": b"warm"})
+            return
+        chunk = b"f" * 16384
+        for _ in range(1000):  # 16 MB if nothing held it back
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            handed.append(len(chunk))
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main() -> None:
+        async with h3_server(flood) as srv, h3_client(srv.port) as client:
+            assert (await client.request("/warm")).body == b"warm"
+            handed.clear()
+            client.deaf = True
+            client.start("/flood")
+            await asyncio.sleep(1.0)
+            (conn,) = h3_conns(srv.ctx)
+            buffered = sum(len(s.sender._buffer) for s in conn.quic._streams.values())
+            assert sum(handed) <= SEND_BUFFER + 16384
+            assert buffered <= SEND_BUFFER + 2 * 16384
+            conn.force_close()
+    run(main(), timeout=60)
+
+
+def test_version_negotiation_and_what_gets_no_answer() -> None:
+    async def main() -> None:
+        async with h3_server(ok) as srv:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.settimeout(0.5)
+            try:
+                dcid, scid = os.urandom(8), os.urandom(8)
+                unknown = (b"\xc0" + (0x1A2A3A4A).to_bytes(4, "big") + bytes([8]) + dcid + bytes([8]) + scid)
+                sock.sendto(unknown.ljust(1200, b"\0"), ("127.0.0.1", srv.port))
+                answer = await asyncio.get_running_loop().run_in_executor(None, sock.recv, 2048)
+                assert answer[1:5] == b"\0\0\0\0"  # Version Negotiation
+                assert QuicProtocolVersion.VERSION_1.to_bytes(4, "big") in answer
+                sock.sendto(unknown, ("127.0.0.1", srv.port))  # under 1200 bytes: no answer
+                initial = b"\xc0" + (1).to_bytes(4, "big") + bytes([8]) + dcid + bytes([8]) + scid + b"\0\0\0"
+                sock.sendto(initial, ("127.0.0.1", srv.port))  # a short Initial: no answer, no state
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, sock.recv, 2048)
+                    raise AssertionError("answered a small datagram")
+                except TimeoutError:
+                    pass
+                assert not srv.quic.conns
+            finally:
+                sock.close()
+    run(main())
+
+
+def test_retry_validates_the_address_first() -> None:
+    async def main() -> None:
+        async with h3_server(ok, retry=True) as srv, h3_client(srv.port) as client:
+            assert (await client.request()).body == b"ok"
+            assert client._quic._retry_count == 1
+    run(main())
+
+
+def test_limit_connections_counts_quic_connections() -> None:
+    async def main() -> None:
+        async with h3_server(ok, limit_connections=1) as srv, h3_client(srv.port) as client:
+            assert (await client.request()).body == b"ok"
+            try:
+                async with asyncio.timeout(1.5):
+                    async with h3_client(srv.port):
+                        raise AssertionError("a second connection over --limit-connections")
+            except (TimeoutError, ConnectionError):
+                pass
+            assert len(srv.quic.conns) == 1
+    run(main())

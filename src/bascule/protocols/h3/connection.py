@@ -12,9 +12,10 @@ close()) sends an HTTP/3 GOAWAY and the connection closes once its streams are d
 closed after --timeout-keep-alive the same way; force_close() closes it at once.
 
 Limits are HTTP/2's: concurrent streams are QUIC's MAX_STREAMS (``ctx.h2_max_concurrent_streams``), and a
-stream the client cancels keeps its slot while its app still runs (rapid reset buys nothing); request heads over the operator's limits get 431; bodies over --limit-request-body 413;
-receive windows follow the app's reading (protocols/h3/quic.py); unacknowledged response bytes pause the
-stream (protocols/h3/stream.py); streams the client resets per tick are budgeted.
+stream the client cancels keeps its slot while its app still runs (rapid reset buys nothing); request heads
+over the operator's limits get 431; bodies over --limit-request-body 413; receive windows follow the app's
+reading (protocols/h3/quic.py); unacknowledged response bytes pause the stream (protocols/h3/stream.py);
+streams the client cancels per tick are budgeted.
 """
 
 from __future__ import annotations

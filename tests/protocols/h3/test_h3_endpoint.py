@@ -288,6 +288,10 @@ def test_version_negotiation_and_what_gets_no_answer() -> None:
                 sock.sendto(unknown, ("127.0.0.1", srv.port))  # under 1200 bytes: no answer
                 initial = b"\xc0" + (1).to_bytes(4, "big") + bytes([8]) + dcid + bytes([8]) + scid + b"\0\0\0"
                 sock.sendto(initial, ("127.0.0.1", srv.port))  # a short Initial: no answer, no state
+                junk = (b"\xc0" + (1).to_bytes(4, "big") + bytes([8]) + dcid + bytes([8]) + scid + b"\0\x44\x96")
+                made = len(srv.quic.conns)
+                srv.quic.datagram_received(junk.ljust(1200, b"\1"), ("127.0.0.1", 5555))  # does not decrypt
+                assert made == len(srv.quic.conns) == 0 and not srv.quic.routes and not srv.ctx.connections
                 try:
                     await asyncio.get_running_loop().run_in_executor(None, sock.recv, 2048)
                     raise AssertionError("answered a small datagram")

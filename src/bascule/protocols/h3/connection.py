@@ -570,6 +570,11 @@ class H3Conn:
         self._lose_streams()
         self.endpoint.forget(self)
 
+    def discard(self) -> None:
+        """Drop the connection without a word (nothing decrypted yet, or the endpoint is going away)."""
+        if not self.terminated:
+            self._terminated()
+
     def on_tick(self, now: float) -> None:
         """Twice a second (and in the server's drain loop): handshake and idle deadlines, GOAWAY draining,
         app deadlines, orphans whose apps returned, the reset budget."""

@@ -9,9 +9,10 @@ handshake, so everything in it is bounded:
   ConnectionIdIssued/Retired events; at most :data:`MAX_CIDS` ids per connection);
 - a datagram for no connection starts one only if it is a QUIC Initial of at least 1200 bytes (RFC 9000
   14.1: what makes the 3x anti-amplification limit meaningful, which aioquic enforces per connection), of a
-  supported version (else one Version Negotiation packet, for such datagrams only), while the endpoint is
-  open, and under --limit-connections (which counts these with the TCP ones in ``ctx.connections``) or, when
-  that is unset, :data:`MAX_CONNECTIONS`;
+  supported version (else one Version Negotiation packet, for such datagrams only), that decrypts (else
+  the connection made for it is dropped at once), while the endpoint is open, and under
+  --limit-connections (which counts these with the TCP ones in ``ctx.connections``) or, when that is
+  unset, :data:`MAX_CONNECTIONS`;
 - with ``retry``, a first Initial gets a Retry (RFC 9000 8.1.2) and no state at all: only an Initial that
   brings the token back, from the address it was issued to, starts a connection;
 - a connection's handshake must finish within --timeout-request-head (on_tick), and aioquic's idle timeout
@@ -29,6 +30,7 @@ from typing import Any, cast
 
 from aioquic._buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.packet import (
     QuicPacketType,
     encode_quic_retry,
@@ -131,6 +133,8 @@ class QuicServer(asyncio.DatagramProtocol):
         self.add_cid(conn, header.destination_cid)
         self.add_cid(conn, quic.host_cid)
         conn.datagram_received(data, addr)
+        if quic._state is QuicConnectionState.FIRSTFLIGHT:
+            conn.discard()  # nothing in it decrypted: junk shaped like an Initial keeps no state
 
     def _room(self) -> bool:
         limit = self.ctx.limit_connections
@@ -171,7 +175,7 @@ class QuicServer(asyncio.DatagramProtocol):
         self.closing = True
         for conn in list(self.conns):
             conn.close_now()
-            conn._terminated()
+            conn.discard()
         if self.transport is not None:
             self.transport.close()
 
@@ -187,5 +191,5 @@ class QuicServer(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         for conn in list(self.conns):
-            conn._terminated()
+            conn.discard()
         self.transport = None

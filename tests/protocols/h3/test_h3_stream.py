@@ -201,3 +201,71 @@ def test_many_requests_on_one_connection() -> None:
             assert [r.body for r in replies] == [b"GET /n%d 3 0" % i for i in range(50)]
             await until(lambda: srv.ctx.in_flight == 0)
     run(main())
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.finished: list[tuple[str, int, int, bool, bool]] = []
+
+    def request_started(self, ex: Any) -> None:
+        self.started.append(ex.raw_path.decode())
+
+    def request_finished(self, ex: Any) -> None:
+        self.finished.append((ex.raw_path.decode(), ex.status, ex.sent, ex.dropped, ex.head_time >= ex.perf_start > 0))
+
+
+def test_observers_and_the_request_id_echo() -> None:
+    observer = Observer()
+
+    async def main() -> None:
+        async with h3_server(app, request_id="on") as srv, h3_client(srv.port) as client:
+            srv.ctx.observe(observer)
+            reply = await client.request("/hi")
+            rid = reply.header(b"x-request-id")
+            assert rid and len(rid) >= 16
+            reply = await client.request("/trace", headers=[(b"x-request-id", b"abc-123")])  # loopback: trusted
+            assert reply.header(b"x-request-id") == b"abc-123"
+            await until(lambda: len(observer.finished) == 2)
+    run(main())
+    assert observer.started == ["/hi", "/trace"]
+    assert observer.finished == [("/hi", 200, 11, False, True), ("/trace", 200, 14, False, True)]
+
+
+def test_pathsend_sends_a_file_in_pieces(tmp_path: Any) -> None:
+    data = os.urandom(300_000)
+    (tmp_path / "f.bin").write_bytes(data)
+
+    async def send_path(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"%d" % len(data))]})
+        await send({"type": "http.response.pathsend", "path": str(tmp_path / "f.bin")})
+
+    async def main() -> None:
+        async with h3_server(send_path) as srv, h3_client(srv.port) as client:
+            reply = await client.request("/file", timeout=20)
+            assert reply.status == 200 and reply.body == data
+    run(main())
+
+
+def test_expect_100_continue_and_the_request_timeout() -> None:
+    async def slow(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/slow":
+            await asyncio.sleep(5)
+        body = await read_all(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    async def main() -> None:
+        async with h3_server(slow, timeout_request=0.5) as srv, h3_client(srv.port) as client:
+            sid = client.start("/up", "POST", [(b"expect", b"100-continue")], end=False)
+            await until(lambda: client.replies[sid].informational == [100])
+            client.send(sid, b"body", True)
+            assert (await client.wait(sid)).body == b"body"
+            reply = await client.request("/slow")
+            assert reply.status == 504
+    run(main())

@@ -255,6 +255,8 @@ class H3Conn:
                 self._stream_error(st, "content-length without a body")
                 return
         if head.method == "CONNECT":
+            if head.protocol is not None and self._websocket(st, head, end_stream):
+                return
             self._take_on(st)
             if head.protocol is None:
                 st.send_simple(405, b"Method Not Allowed: this server is not a proxy\n")
@@ -269,6 +271,23 @@ class H3Conn:
             self._body_over_limit(st, limit, head.content_length)
             return
         self._to_dispatch.append(st)
+
+    def _websocket(self, st: H3Stream, head: RequestHead, end_stream: bool) -> bool:
+        """An extended CONNECT (RFC 9220) for a path an ASGI app serves as a WebSocket: the stream becomes
+        its pipe (protocols/h3/websocket.py, imported on the first WebSocket only). False: answered 404/501."""
+        ctx = self.ctx
+        route = ctx.websocket_route
+        handler = (route(head.raw_path) if route is not None and head.protocol == b"websocket"
+                   and ctx.upgrades.websocket_over_stream is not None and not end_stream else None)
+        if handler is None:
+            return False
+        from bascule.protocols.h3.websocket import H3WSStream
+
+        ws = H3WSStream(self, st.stream_id, head)
+        self.streams[st.stream_id] = ws
+        ws.start_time = self.loop.time()  # the session reports its handshake to the observers
+        ws.start_websocket(handler)
+        return True
 
     def _too_large(self, sid: int, fields: Headers, reason: str, end_stream: bool) -> None:
         """431 for a request head over a limit: answered without the app, from what little is safe to read."""

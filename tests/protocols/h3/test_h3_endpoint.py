@@ -11,8 +11,9 @@ import os
 import socket
 from typing import Any
 
+from aioquic.buffer import encode_uint_var
 from aioquic.quic.packet import QuicProtocolVersion
-from h3_support import h3_client, h3_server, run, until
+from h3_support import Reply, h3_client, h3_server, run, until
 
 from bascule.protocols.h3.connection import H3Conn
 from bascule.protocols.h3.stream import SEND_BUFFER
@@ -322,4 +323,39 @@ def test_limit_connections_counts_quic_connections() -> None:
             except (TimeoutError, ConnectionError):
                 pass
             assert len(srv.quic.conns) == 1
+    run(main())
+
+
+def test_a_huge_or_slow_request_head_is_refused() -> None:
+    async def main() -> None:
+        async with h3_server(ok, timeout_request_head=0.5) as srv, h3_client(srv.port) as client:
+            assert (await client.request()).body == b"ok"
+            quic = client._quic
+            huge = quic.get_next_available_stream_id()
+            client.replies[huge] = Reply()
+            client.waiters[huge] = asyncio.get_running_loop().create_future()
+            quic.send_stream_data(huge, encode_uint_var(1) + encode_uint_var(1_000_000) + b"\0" * 100)
+            client.transmit()
+            reply = await client.wait(huge)
+            assert reply.reset == 0x107  # H3_EXCESSIVE_LOAD
+            slow = quic.get_next_available_stream_id()
+            quic.send_stream_data(slow, encode_uint_var(1) + encode_uint_var(100) + b"\0" * 10)
+            client.transmit()
+            await until(lambda: client.terminated is not None, 5)
+            assert client.terminated is not None and client.terminated.error_code == 0x10D
+    run(main())
+
+
+def test_the_app_hears_at_once_that_the_client_closed() -> None:
+    gate = Gate()
+
+    async def main() -> None:
+        async with h3_server(gate) as srv:
+            async with h3_client(srv.port) as client:
+                sid = client.start("/read", "POST", end=False)
+                client.send(sid, b"part")
+                await until(lambda: gate.running == 1)
+                client.close()
+            await until(lambda: gate.disconnects == 1, 1.0)
+            assert not srv.ctx.connections
     run(main())

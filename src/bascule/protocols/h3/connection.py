@@ -96,6 +96,7 @@ class H3Conn:
         self._timer_at: float | None = None
         self._flush_due = False
         self._to_dispatch: list[H3Stream] = []
+        self._heads: dict[int, float] = {}  # request streams whose HEADERS have not arrived whole: since when
         self._paused: dict[int, H3Stream] = {}
         self._fixed_src = b""
         self._fixed: Headers = []
@@ -110,10 +111,21 @@ class H3Conn:
 
     def _process(self) -> None:
         quic = self.quic
-        event = quic.next_event()
-        while event is not None:
-            self._event(event)
+        try:
             event = quic.next_event()
+            while event is not None:
+                self._event(event)
+                event = quic.next_event()
+        except Exception:  # a bug of ours or aioquic's: this connection ends, not the endpoint
+            _log.exception("HTTP/3 connection from %s failed", describe_peer(self.client))
+            self.close_now(ErrorCode.H3_INTERNAL_ERROR, "internal error")
+            return
+        if quic._close_event is not None and not self.closed:
+            # the peer closed (or aioquic did, on a protocol error): the streams learn it now, not once the
+            # closing period is over (ConnectionTerminated)
+            self.closed = True
+            self.ctx.connections.discard(self)
+            self._lose_streams()
         if self._to_dispatch:
             self._dispatch_ready()
         if self._paused:
@@ -131,6 +143,9 @@ class H3Conn:
                     self._on_data(h3_event)
                 elif type(h3_event) is HeadersReceived:
                     self._on_headers(h3_event)
+            sid: int = event.stream_id  # type: ignore[attr-defined]
+            if kind is qe.StreamDataReceived and not sid & 3 and sid not in self.streams:
+                self._partial_head(sid)
             if kind is qe.StreamReset:
                 self._on_reset(event.stream_id)  # type: ignore[attr-defined]
             elif kind is qe.StopSendingReceived:
@@ -199,6 +214,23 @@ class H3Conn:
         except Exception:
             _log.exception("HTTP/3: the tls extension of a connection from %s failed", describe_peer(self.client))
 
+    def _partial_head(self, sid: int) -> None:
+        """A request stream whose HEADERS frame is not complete yet: aioquic keeps its pieces until it is.
+        One declared larger than the header limits allow could never be answered (its pieces hold the
+        stream's window shut): refused now. The others must complete within --timeout-request-head (on_tick)."""
+        h3 = self.h3
+        h3_stream = h3._stream.get(sid) if h3 is not None else None
+        if h3_stream is None or h3_stream.headers_recv_state is not HeadersState.INITIAL or self.closed:
+            self._heads.pop(sid, None)
+            return
+        if h3_stream.frame_type == FrameType.HEADERS and (h3_stream.frame_size or 0) > 2 * self.limits.list_size:
+            _log.info("refused a request from %s on HTTP/3 stream %d: a HEADERS frame of %d bytes",
+                      describe_peer(self.client), sid, h3_stream.frame_size)
+            self._heads.pop(sid, None)
+            self._refuse(sid, ErrorCode.H3_EXCESSIVE_LOAD)
+            return
+        self._heads.setdefault(sid, self.loop.time())
+
     def _held(self, stream_id: int) -> int:
         """Bytes delivered on a stream and not consumed (protocols/h3/quic.py): the app's unread body, and
         frame pieces the HTTP/3 layer keeps until they are whole."""
@@ -233,6 +265,7 @@ class H3Conn:
         if self.goaway_id is not None and sid >= self.goaway_id:
             self._refuse(sid, ErrorCode.H3_REQUEST_REJECTED)  # after GOAWAY: the client may retry it elsewhere
             return
+        self._heads.pop(sid, None)
         fields = event.headers
         try:
             check_size(fields, self.limits)
@@ -458,10 +491,10 @@ class H3Conn:
 
     def _lost_send(self, st: H3Stream) -> None:
         """aioquic refused a send: the stream was reset under us (the events saying so are on their way)."""
-        st.local_ended = True
         if not st.finished:
             st.finished = True
             self._dropped(st)
+        self._reset_both(st, ErrorCode.H3_INTERNAL_ERROR)
         st.on_disconnect()
 
     def _resume_streams(self) -> None:
@@ -613,6 +646,16 @@ class H3Conn:
             idle = self.idle_since
             if idle is not None and not self.streams and now - idle > ctx.keep_alive_timeout:
                 self.goaway()
+        if self._heads:
+            for sid, since in list(self._heads.items()):
+                h3_stream = self.h3._stream.get(sid) if self.h3 is not None else None
+                if h3_stream is None or h3_stream.headers_recv_state is not HeadersState.INITIAL:
+                    del self._heads[sid]  # reset, or answered
+                elif now - since > ctx.timeout_request_head:  # slowloris: as HTTP/2, the connection ends
+                    _log.info("HTTP/3 connection from %s closed: request head not complete within "
+                              "timeout_request_head", describe_peer(self.client))
+                    self.close_now(ErrorCode.H3_REQUEST_INCOMPLETE, "request head not complete in time")
+                    return
         if self.goaway_sent:
             if not self.streams and now - self._goaway_at >= GOAWAY_GRACE:
                 self.close_now()

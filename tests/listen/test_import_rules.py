@@ -71,7 +71,7 @@ def file_violations(path: Path, own: str | None) -> list[str]:
 
 
 def test_the_protocol_packages_are_found() -> None:
-    assert {"h1", "h2", "websocket"} <= set(PACKAGES)
+    assert {"h1", "h2", "h3", "websocket"} <= set(PACKAGES)
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -359,3 +359,29 @@ def test_the_app_hears_at_once_that_the_client_closed() -> None:
             await until(lambda: gate.disconnects == 1, 1.0)
             assert not srv.ctx.connections
     run(main())
+
+
+def test_the_servers_drain_loop_drains_quic_connections() -> None:
+    """What Server._shutdown does (ctx.shutting_down, then on_tick every 20 ms): GOAWAY, the request in
+    flight finishes, then the connection closes and leaves ctx.connections; wait_closed returns."""
+    gate = Gate()
+
+    async def main() -> None:
+        async with h3_server(gate) as srv, h3_client(srv.port) as client:
+            sid = client.start("/slow")
+            await until(lambda: gate.running == 1)
+            srv.quic.close()
+            srv.ctx.shutting_down = True
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.3, gate.release.set)
+            deadline = loop.time() + 5
+            while srv.ctx.connections and loop.time() < deadline:
+                for conn in list(srv.ctx.connections):
+                    conn.on_tick(loop.time())
+                await asyncio.sleep(0.02)
+            assert not srv.ctx.connections
+            assert (await client.wait(sid)).body == b"done"
+            assert client.goaway_ids() == [sid + 4]
+            await asyncio.wait_for(srv.quic.wait_closed(), 5)
+            assert srv.quic.transport is None or srv.quic.transport.is_closing()
+    run(main())

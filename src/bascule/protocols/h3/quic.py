@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection, stream_is_client_initiated
+from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
 from aioquic.quic.packet import QuicFrameType
 
 
@@ -37,17 +37,21 @@ class PacedQuic(QuicConnection):
         """Bytes delivered on a stream and not consumed yet (set by the HTTP/3 connection)."""
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        # called for every stream in every packet aioquic writes: the common case costs two tests
         stream_id = stream.stream_id
-        if stream_id is None or not stream.max_stream_data_local or not stream_is_client_initiated(stream_id):
+        local = stream.max_stream_data_local
+        if stream_id is None or not local or stream_id & 1:  # ours (or a crypto stream): aioquic's own way
             super()._write_stream_limits(builder, space, stream)
             return
         window = self.window
-        target = stream.receiver.starting_offset() - self.held(stream_id) + window
-        if target - stream.max_stream_data_local >= window // 2:
-            stream.max_stream_data_local = target
-        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+        offset = stream.receiver.starting_offset()
+        if offset + window - local >= window // 2:  # worth raising if nothing were held: ask what is
+            target = offset - self.held(stream_id) + window
+            if target - local >= window // 2:
+                stream.max_stream_data_local = local = target
+        if stream.max_stream_data_local_sent != local:  # raised, or the last frame was lost
             buf = builder.start_frame(QuicFrameType.MAX_STREAM_DATA, capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
                                       handler=self._on_max_stream_data_delivery, handler_args=(stream,))
             buf.push_uint_var(stream_id)
-            buf.push_uint_var(stream.max_stream_data_local)
-            stream.max_stream_data_local_sent = stream.max_stream_data_local
+            buf.push_uint_var(local)
+            stream.max_stream_data_local_sent = local

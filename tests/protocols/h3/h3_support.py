@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import trustme
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.buffer import Buffer
@@ -32,21 +33,25 @@ from bascule.mounts import AppTable, resolve_mounts
 from bascule.protocols.h3.endpoint import QuicServer
 from bascule.server import new_event_loop
 
-_CERTS: list[Path] = []
+_CERTS: list[Any] = []
 
 
-def certs() -> tuple[Path, Path]:
-    """One certificate for the whole run (issuing one costs ~50 ms)."""
+def certs() -> tuple[Path, Path, trustme.CA]:
+    """One certificate for the whole run (issuing one costs ~50 ms), and its CA."""
     if not _CERTS:
         files = server_files(Path(tempfile.mkdtemp(prefix="bascule-h3-")))
-        _CERTS.extend((files.cert, files.key))
-    return _CERTS[0], _CERTS[1]
+        _CERTS.extend((files.cert, files.key, files.ca))
+    return _CERTS[0], _CERTS[1], _CERTS[2]
+
+
+CHAINS: list[list[bytes]] = []  # what the server passed to the tls-extension callable, per connection
 
 
 def fake_tls(chain: list[bytes], cipher: int | None) -> dict[str, Any]:
     """What listen/quic.py's tls-extension callable gives, reduced to what the tests check."""
+    CHAINS.append(chain)
     return {"server_cert": None, "client_cert_chain": [], "client_cert_name": None, "client_cert_error": None,
-            "tls_version": 0x0304, "cipher_suite": cipher, "peer_chain_length": len(chain)}
+            "tls_version": 0x0304, "cipher_suite": cipher}
 
 
 def run(coro: Awaitable[None], timeout: float = 30) -> None:
@@ -67,6 +72,7 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def h3_server(app: Any, *, retry: bool = False, idle_timeout: float = 10.0,
+                    configure: Callable[[QuicConfiguration], None] | None = None,
                     **options: Any) -> AsyncIterator[Served]:
     options.setdefault("access_log", False)
     config = Config(app="test:app", **options)
@@ -78,10 +84,12 @@ async def h3_server(app: Any, *, retry: bool = False, idle_timeout: float = 10.0
     install_upgrades(ctx)
     table.start_threads()
     await table.startup()
-    cert, key = certs()
+    cert, key, _ = certs()
     configuration = QuicConfiguration(is_client=False, alpn_protocols=["h3"], idle_timeout=idle_timeout,
                                       max_stream_data=config.h2_initial_window_size, max_data=4 << 20)
     configuration.load_cert_chain(cert, key)
+    if configure is not None:
+        configure(configuration)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
@@ -222,9 +230,12 @@ class H3Client(QuicConnectionProtocol):
 
 
 @contextlib.asynccontextmanager
-async def h3_client(port: int, *, max_stream_data: int | None = None) -> AsyncIterator[H3Client]:
+async def h3_client(port: int, *, max_stream_data: int | None = None,
+                    configure: Callable[[QuicConfiguration], None] | None = None) -> AsyncIterator[H3Client]:
     configuration = QuicConfiguration(is_client=True, alpn_protocols=["h3"], verify_mode=ssl.CERT_NONE,
                                       server_name="localhost")
+    if configure is not None:
+        configure(configuration)
     if max_stream_data is not None:
         configuration.max_stream_data = max_stream_data
     async with connect("127.0.0.1", port, configuration=configuration, create_protocol=H3Client) as client:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
+from pathlib import Path
 from typing import Any
 
-from h3_support import h3_client, h3_server, run, until
+from h3_support import CHAINS, certs, h3_client, h3_server, run, until
+from tls_certs import client_cert
 
 from bascule.protocols.h3.connection import H3Conn
 
@@ -269,3 +272,28 @@ def test_expect_100_continue_and_the_request_timeout() -> None:
             reply = await client.request("/slow")
             assert reply.status == 504
     run(main())
+
+
+def test_aioquic_asks_no_client_certificate(tmp_path: Path) -> None:
+    """A limit to know of, pinned here: aioquic's server never sends a CertificateRequest (and would not check
+    a client chain against a CA if it did), so the tls extension's chain is empty over HTTP/3 even for a
+    client that has a certificate, and --ssl-cert-reqs cannot be enforced by QUIC (listen/quic.py must refuse
+    the combination). Should aioquic learn it, this test fails and the chain will flow (H3Conn passes it)."""
+    _, _, ca = certs()
+    alice = client_cert(ca)
+    alice.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "alice.pem"))
+
+    def server_side(configuration: Any) -> None:
+        configuration.verify_mode = ssl.CERT_REQUIRED
+
+    def client_side(configuration: Any) -> None:
+        configuration.load_cert_chain(tmp_path / "alice.pem")
+
+    CHAINS.clear()
+
+    async def main() -> None:
+        async with h3_server(app, configure=server_side) as srv, \
+                h3_client(srv.port, configure=client_side) as client:
+            assert (await client.request("/tls")).status == 200
+    run(main())
+    assert CHAINS == [[]]

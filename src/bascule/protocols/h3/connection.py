@@ -106,12 +106,14 @@ class H3Conn:
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.terminated:
             return
-        self.quic.receive_datagram(data, addr, self.loop.time())
-        self._process()
+        self._process(data, addr)
 
-    def _process(self) -> None:
+    def _process(self, data: bytes | None = None, addr: Any = None) -> None:
+        """Feed a datagram (or the timer's deadline, when there is none) and act on what aioquic makes of it."""
         quic = self.quic
         try:
+            if data is not None:
+                quic.receive_datagram(data, addr, self.loop.time())
             event = quic.next_event()
             while event is not None:
                 self._event(event)

@@ -71,7 +71,7 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def h3_server(app: Any, *, retry: bool = False, idle_timeout: float = 10.0,
+async def h3_server(app: Any, *, retry: bool = False, session_tickets: bool = False, idle_timeout: float = 10.0,
                     configure: Callable[[QuicConfiguration], None] | None = None,
                     **options: Any) -> AsyncIterator[Served]:
     options.setdefault("access_log", False)
@@ -93,7 +93,7 @@ async def h3_server(app: Any, *, retry: bool = False, idle_timeout: float = 10.0
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
-    server = QuicServer(ctx, configuration, tls_extension=fake_tls, retry=retry)
+    server = QuicServer(ctx, configuration, tls_extension=fake_tls, retry=retry, session_tickets=session_tickets)
     await server.start(sock)
     ctx.start()
     try:
@@ -231,14 +231,16 @@ class H3Client(QuicConnectionProtocol):
 
 @contextlib.asynccontextmanager
 async def h3_client(port: int, *, max_stream_data: int | None = None,
-                    configure: Callable[[QuicConfiguration], None] | None = None) -> AsyncIterator[H3Client]:
+                    configure: Callable[[QuicConfiguration], None] | None = None,
+                    ticket_handler: Callable[[Any], None] | None = None) -> AsyncIterator[H3Client]:
     configuration = QuicConfiguration(is_client=True, alpn_protocols=["h3"], verify_mode=ssl.CERT_NONE,
                                       server_name="localhost")
     if configure is not None:
         configure(configuration)
     if max_stream_data is not None:
         configuration.max_stream_data = max_stream_data
-    async with connect("127.0.0.1", port, configuration=configuration, create_protocol=H3Client) as client:
+    async with connect("127.0.0.1", port, configuration=configuration, create_protocol=H3Client,
+                       session_ticket_handler=ticket_handler) as client:
         assert isinstance(client, H3Client)
         yield client
 

@@ -385,3 +385,30 @@ def test_the_servers_drain_loop_drains_quic_connections() -> None:
             await asyncio.wait_for(srv.quic.wait_closed(), 5)
             assert srv.quic.transport is None or srv.quic.transport.is_closing()
     run(main())
+
+
+def test_session_tickets_resume_once_and_are_off_by_default() -> None:
+    tickets: list[Any] = []
+
+    def keep(configuration: Any) -> None:
+        configuration.session_ticket = tickets[0] if tickets else None
+
+    async def main(session_tickets: bool) -> list[bool]:
+        tickets.clear()
+        resumed = []
+        async with h3_server(ok, session_tickets=session_tickets) as srv:
+            for _ in range(3):
+                async with h3_client(srv.port, configure=keep, ticket_handler=tickets.append) as client:
+                    assert (await client.request()).body == b"ok"
+                    resumed.append(client._quic.tls.session_resumed)
+                    await asyncio.sleep(0.05)  # the ticket comes after the handshake
+            assert len(srv.quic.tickets or {}) <= 3
+        return resumed
+
+    results: list[list[bool]] = []
+
+    async def both() -> None:
+        results.append(await main(True))
+        results.append(await main(False))
+    run(both())
+    assert results == [[False, True, False], [False, False, False]]

@@ -207,6 +207,11 @@ class H3Conn:
 
     def _handshake_completed(self) -> None:
         self.handshaken = True
+        self._make_tls()
+
+    def _make_tls(self) -> None:
+        """The ASGI tls dict, from the front door's callable: at the handshake's end, or at the first request
+        that came before it (0-RTT early data: no peer certificate then)."""
         tls = self.quic.tls
         certs = [tls._peer_certificate] if tls._peer_certificate is not None else []
         chain = [cert.public_bytes(Encoding.DER) for cert in certs + list(tls._peer_certificate_chain)]
@@ -268,6 +273,8 @@ class H3Conn:
             self._refuse(sid, ErrorCode.H3_REQUEST_REJECTED)  # after GOAWAY: the client may retry it elsewhere
             return
         self._heads.pop(sid, None)
+        if self.tls is None:
+            self._make_tls()
         fields = event.headers
         try:
             check_size(fields, self.limits)

@@ -17,6 +17,17 @@ handshake, so everything in it is bounded:
   brings the token back, from the address it was issued to, starts a connection;
 - a connection's handshake must finish within --timeout-request-head (on_tick), and aioquic's idle timeout
   ends the rest.
+
+One addition to the contract of plan17.md, optional and off by default: ``session_tickets=True`` keeps the
+session tickets this endpoint issues (at most :data:`MAX_TICKETS`, each usable once), so returning clients
+resume, and with aioquic resuming means accepting 0-RTT data (its tickets always allow early data): this is
+what --http3-0rtt turns on. Requests that arrive as early data are replayable by an attacker who recorded
+them; each ticket being usable once only bounds that to other processes (each worker has its own store).
+
+What aioquic cannot do, for the front door to know: its server never asks for a client certificate (nor
+would it check one against a CA), so --ssl-cert-reqs cannot be enforced over HTTP/3 and the tls extension's
+``client_cert_chain`` is empty there. A socket bound to a wildcard address gives that address as every
+request's ``server`` (the destination address of a datagram is not read).
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from aioquic.quic.packet import (
     pull_quic_header,
 )
 from aioquic.quic.retry import QuicRetryTokenHandler
+from aioquic.tls import SessionTicket
 
 from bascule.context import ServerContext
 from bascule.protocols.exchange import peer_address
@@ -49,6 +61,7 @@ _log = logging.getLogger("bascule.error")
 MIN_INITIAL = 1200  # RFC 9000 14.1: a client's Initial datagram is at least this large
 MAX_CIDS = 16  # our connection ids routed to one connection (aioquic issues a handful)
 MAX_CONNECTIONS = 10_000  # QUIC connections per endpoint when --limit-connections is unset
+MAX_TICKETS = 10_000  # session tickets kept for resumption (session_tickets=True)
 
 TlsExtension = Callable[[list[bytes], "int | None"], dict[str, Any]]
 
@@ -57,8 +70,9 @@ class QuicServer(asyncio.DatagramProtocol):
     """HTTP/3 over QUIC on one UDP socket (see the module docstring for what it admits)."""
 
     def __init__(self, ctx: ServerContext, configuration: QuicConfiguration, *, tls_extension: TlsExtension,
-                 retry: bool = False) -> None:
+                 retry: bool = False, session_tickets: bool = False) -> None:
         self.ctx = ctx
+        self.tickets: dict[bytes, SessionTicket] | None = {} if session_tickets else None
         self.configuration = configuration
         self.tls_extension = tls_extension
         self.retry = QuicRetryTokenHandler() if retry else None
@@ -126,8 +140,11 @@ class QuicServer(asyncio.DatagramProtocol):
             except ValueError:
                 return  # not ours, or from another address: dropped (the client times out)
             retry_source = header.destination_cid
+        tickets = self.tickets is not None
         quic = PacedQuic(window=configuration.max_stream_data, configuration=configuration,
-                         original_destination_connection_id=original, retry_source_connection_id=retry_source)
+                         original_destination_connection_id=original, retry_source_connection_id=retry_source,
+                         session_ticket_fetcher=self._take_ticket if tickets else None,
+                         session_ticket_handler=self._keep_ticket if tickets else None)
         conn = H3Conn(self, quic, addr)
         self.conns.add(conn)
         self.add_cid(conn, header.destination_cid)
@@ -135,6 +152,16 @@ class QuicServer(asyncio.DatagramProtocol):
         conn.datagram_received(data, addr)
         if quic._state is QuicConnectionState.FIRSTFLIGHT:
             conn.discard()  # nothing in it decrypted: junk shaped like an Initial keeps no state
+
+    def _keep_ticket(self, ticket: SessionTicket) -> None:
+        tickets = self.tickets
+        if tickets is not None:
+            if len(tickets) >= MAX_TICKETS:
+                del tickets[next(iter(tickets))]  # the oldest
+            tickets[ticket.ticket] = ticket
+
+    def _take_ticket(self, label: bytes) -> SessionTicket | None:
+        return self.tickets.pop(label, None) if self.tickets is not None else None  # usable once
 
     def _room(self) -> bool:
         limit = self.ctx.limit_connections

@@ -412,3 +412,25 @@ def test_session_tickets_resume_once_and_are_off_by_default() -> None:
         results.append(await main(False))
     run(both())
     assert results == [[False, True, False], [False, False, False]]
+
+
+def test_cancelled_and_refused_streams_leave_no_state_behind() -> None:
+    """Streams the client cancels and streams we refuse leave aioquic's tables (QUIC and HTTP/3) once both
+    sides are over: a long connection does not accumulate them."""
+    gate = Gate()
+
+    async def main() -> None:
+        async with h3_server(gate, limit_request_headers=5) as srv, h3_client(srv.port) as client:
+            gate.release.set()
+            for _ in range(30):
+                sid = client.start("/read", "POST", end=False)
+                client.send(sid, b"x")
+                client.reset(sid)
+                refused = client.start("/", headers=[(b"x-%d" % i, b"v") for i in range(20)])
+                assert (await client.wait(refused)).status == 431
+                assert (await client.request("nopath")).reset == 0x10E  # reset by us, both ways
+            assert (await client.request("/read", "POST", body=b"last")).body == b"done"
+            (conn,) = h3_conns(srv.ctx)
+            await until(lambda: len(conn.h3._stream) <= 8 and len(conn.quic._streams) <= 10 and not conn.streams)
+            await until(lambda: srv.ctx.in_flight == 0)
+    run(main())

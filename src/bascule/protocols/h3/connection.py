@@ -402,12 +402,23 @@ class H3Conn:
     def _refuse(self, sid: int, code: int) -> None:
         """Reset a request stream that never became an exchange, both ways."""
         quic = self.quic
-        try:
+        with contextlib.suppress(*_SEND_ERRORS):
             quic.reset_stream(sid, code)
+        with contextlib.suppress(*_SEND_ERRORS):
             quic.stop_stream(sid, code)
-        except _SEND_ERRORS:
-            pass
+        self._h3_sent_all(sid)
         self.schedule_flush()
+
+    def _h3_sent_all(self, sid: int) -> None:
+        """Our side of a stream was reset behind aioquic's HTTP/3 layer (it has no call for that): mark it
+        ended there, so its stream record goes once the client's side ends too, as after a FIN of ours.
+        Without this every stream we reset would stay in its table for the connection's lifetime."""
+        h3 = self.h3
+        h3_stream = h3._stream.get(sid) if h3 is not None else None
+        if h3 is not None and h3_stream is not None:
+            h3_stream.sending_ended = True
+            if h3_stream.is_ended():
+                del h3._stream[sid]
 
     def _stream_error(self, st: H3Stream, reason: str) -> None:
         _log.debug("HTTP/3 stream %d of %s reset: %s", st.stream_id, describe_peer(self.client), reason)
@@ -536,6 +547,7 @@ class H3Conn:
         st.local_ended = True
         with contextlib.suppress(*_SEND_ERRORS):
             self.quic.reset_stream(st.stream_id, code)
+        self._h3_sent_all(st.stream_id)
         self.schedule_flush()
 
     def _reset_both(self, st: H3Stream, code: int) -> None:

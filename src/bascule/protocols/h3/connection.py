@@ -175,9 +175,10 @@ class H3Conn:
         for data, addr in quic.datagrams_to_send(now):
             sendto(data, addr)
         streams = quic._local_max_streams_bidi
-        if streams.value > streams.sent:
+        if streams.value > streams.sent and streams.sent - streams.used < streams.value - streams.sent:
             # aioquic frees a finished stream's slot while it writes packets, after it wrote MAX_STREAMS:
-            # without a second pass the new limit would wait for the next packet of ours, maybe never
+            # without a second pass the new limit would wait for the next packet of ours, maybe never (the
+            # test is aioquic's own for writing MAX_STREAMS: a pass only when it would write the frame)
             for data, addr in quic.datagrams_to_send(now):
                 sendto(data, addr)
         at = quic.get_timer()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 from typing import Any
@@ -76,3 +77,39 @@ def test_websocket_disconnect_when_the_client_resets_the_stream() -> None:
             await until(lambda: DISCONNECTS == [1006])
             assert (await client.request("/after")).body == b"plain"
     run(main())
+
+
+def test_a_websocket_app_that_does_not_read_holds_the_clients_window() -> None:
+    """Frames an app does not receive queue in the session up to --ws-max-queue; then its reading pauses and
+    what arrives is held, which keeps the QUIC stream window shut: the client cannot push more."""
+    release = asyncio.Event()
+    received: list[int] = []
+
+    async def sleepy(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await release.wait()
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            received.append(len(message["text"]))
+
+    async def main() -> None:
+        window = 64 * 1024
+        async with h3_server(sleepy, h2_initial_window_size=window, ws_max_queue=4) as srv, \
+                h3_client(srv.port) as client:
+            sid = client.start("/ws", "CONNECT", WS, end=False, extra_pseudo=PROTOCOL)
+            await until(lambda: client.replies[sid].status == 200)
+            frame = ws_frame("m" * 100)
+            for _ in range(5000):  # 530 KB if nothing held it back
+                client.send(sid, frame)
+            await asyncio.sleep(0.5)
+            (conn,) = [c for c in srv.ctx.connections if hasattr(c, "quic")]
+            quic_stream = conn.quic._streams[sid]
+            assert quic_stream.receiver.highest_offset <= 3 * window  # what the client could send
+            release.set()
+            await until(lambda: len(received) == 5000, 20)
+    run(main(), timeout=60)

@@ -44,8 +44,8 @@ METHODS: Final = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OP
 """Methods kept as label values; any other is counted as ``other`` (a client chooses the method)."""
 DROPPED_STATUS: Final = "499"
 """The status label of a request whose client went away before its response was complete (nginx's 499)."""
-_CONNECTION_LABELS: Final = {"H1Connection": "http/1.1", "H2Connection": "h2", "WSConnection": "websocket",
-                             "StreamWebSocket": "websocket", "FcgiConnection": "fastcgi"}
+_CONNECTION_LABELS: Final = {"H1Connection": "http/1.1", "H2Connection": "h2", "H3Conn": "h3",
+                             "WSConnection": "websocket", "StreamWebSocket": "websocket", "FcgiConnection": "fastcgi"}
 
 
 def enabled(config: Config) -> bool:

@@ -175,7 +175,7 @@ class Exchange(abc.ABC):
     """Request body bytes received so far (--limit-request-body; the metrics' received bytes)."""
     wire = "http"
     """The wire this exchange came by, for the metrics' ``protocol`` label: "http" (HTTP/1.x, with
-    ``http_version``), "h2", "uwsgi", "scgi", "fastcgi"."""
+    ``http_version``), "h2", "h3", "uwsgi", "scgi", "fastcgi"."""
     static = False
     """Answered by a --static mount (static/handler.py): the metrics count these apart."""
     writable_hook: Callable[[], None] | None = None

@@ -434,3 +434,18 @@ def test_cancelled_and_refused_streams_leave_no_state_behind() -> None:
             await until(lambda: len(conn.h3._stream) <= 8 and len(conn.quic._streams) <= 10 and not conn.streams)
             await until(lambda: srv.ctx.in_flight == 0)
     run(main())
+
+
+def test_metrics_count_h3_connections_and_requests() -> None:
+    from bascule.ops.metrics import Collector
+
+    async def main() -> None:
+        async with h3_server(ok) as srv, h3_client(srv.port) as client:
+            collector = Collector(srv.ctx)
+            srv.ctx.observe(collector)
+            assert (await client.request()).body == b"ok"
+            await until(lambda: srv.ctx.in_flight == 0)
+            assert collector.gauges()[0] == {"h3": 1}
+            collector.fold()
+            assert collector.requests == {("GET", "200", "h3"): 1}
+    run(main())

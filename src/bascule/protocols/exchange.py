@@ -291,6 +291,7 @@ class Exchange(abc.ABC):
             await send_chunks(self, fd, offset, count)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # HTTP/3's H3Stream is not compiled (aioquic dominates it)
 class BufferedExchange(Exchange):
     """The parts HTTP/1.1 and HTTP/2 exchanges share: the request body buffer and its waiter, response
     completion, and the ``http.disconnect`` waiter. Class-level defaults are written only on change."""

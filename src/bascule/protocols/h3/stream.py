@@ -12,9 +12,8 @@ most that much per stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from time import perf_counter
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from bascule.errors import AppProtocolError
 from bascule.protocols.exchange import BufferedExchange, Headers, check_interim
@@ -35,32 +34,35 @@ SEND_BUFFER = 256 * 1024  # unacknowledged response bytes a stream may have befo
 
 
 class H3Stream(BufferedExchange):
-    """One request/response on an HTTP/3 connection (class-level defaults: written only on change)."""
+    """One request/response on an HTTP/3 connection.
+
+    Not compiled, while its bases are in the compiled build: their attributes live in the compiled object's
+    slots, which compiled code (the gateways, the context) reads directly. So none of them may get a
+    class-level value here (a class attribute would shadow the slot for Python code, and a write would then
+    land in the instance dict where compiled code never looks): those without a default in the base are set
+    in __init__. Class-level defaults below are this class's own attributes only.
+    """
 
     conn: H3Conn
-    http_version = "3"
-    wire = "h3"
-    scheme = "https"
-    start_time = 0.0
-    disconnected = False
-    response_started = False
-    finished = False
-    status = 0
-    sent = 0
-    write_paused = False
-    cancel_app: Callable[[], object] | None = None
     websocket = False
-    no_body = False
-    received = 0
     held = 0  # body bytes buffered here that the app has not read (they hold the stream's window shut)
     request_ended = False  # the client's side is complete (FIN), or it reset it
     local_ended = False  # our side is complete (FIN sent, or reset)
-    tls: dict[str, Any] | None = None
     _drain_waiter: asyncio.Future[None] | None = None
     _expected: int | None = None
     _trailers = False
 
     def __init__(self, conn: H3Conn, stream_id: int, head: RequestHead) -> None:
+        self.http_version = "3"
+        self.wire = "h3"
+        self.scheme = "https"
+        self.start_time = 0.0
+        self.disconnected = False
+        self.response_started = False
+        self.status = 0
+        self.sent = 0
+        self.write_paused = False
+        self.cancel_app = None
         self.conn = conn
         self.stream_id = stream_id
         self.loop = conn.loop

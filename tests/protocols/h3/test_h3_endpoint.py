@@ -7,6 +7,7 @@ the endpoint answers before any connection exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from typing import Any
@@ -449,3 +450,53 @@ def test_metrics_count_h3_connections_and_requests() -> None:
             collector.fold()
             assert collector.requests == {("GET", "200", "h3"): 1}
     run(main())
+
+
+def test_a_spoofed_initial_gets_at_most_three_times_its_size_back() -> None:
+    """Anti-amplification (RFC 9000 8.1): an Initial from an address that never answers (a spoofed victim)
+    gets at most three times its bytes in return, retransmissions included, until the address is validated."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    async def main() -> None:
+        async with h3_server(ok, idle_timeout=3.0) as srv:
+            victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            victim.bind(("127.0.0.1", 0))
+            victim.settimeout(0.2)
+            try:
+                quic = QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=["h3"]))
+                loop = asyncio.get_running_loop()
+                quic.connect(("127.0.0.1", srv.port), now=loop.time())
+                sent = 0
+                for data, _ in quic.datagrams_to_send(now=loop.time()):
+                    victim.sendto(data, ("127.0.0.1", srv.port))
+                    sent += len(data)
+                received = 0
+                deadline = loop.time() + 2.5  # several probe timeouts
+                while loop.time() < deadline:
+                    with contextlib.suppress(TimeoutError):
+                        received += len(await loop.run_in_executor(None, victim.recv, 65536))
+                assert sent >= 1200 and 0 < received <= 3 * sent
+            finally:
+                victim.close()
+    run(main())
+
+
+def test_random_datagrams_do_no_harm(caplog: Any) -> None:
+    import random
+
+    async def main() -> None:
+        async with h3_server(ok) as srv:
+            rnd = random.Random(17)
+            for _ in range(2000):
+                size = rnd.choice((1, 5, 30, 1199, 1200, 1350))
+                first = rnd.choice((0xC0, 0xC3, 0xD0, 0xE0, 0xF0, 0x40, 0x00))
+                version = rnd.choice((b"\0\0\0\1", b"\0\0\0\0", b"\x6b\x33\x43\xcf", bytes(rnd.randbytes(4))))
+                cid = bytes([8]) + rnd.randbytes(8)
+                data = (bytes([first]) + version + cid + cid + rnd.randbytes(size)).ljust(size, b"\0")[:max(size, 1)]
+                srv.quic.datagram_received(data, ("127.0.0.1", 40000 + rnd.randrange(100)))
+            assert not srv.quic.conns and not srv.quic.routes and not srv.ctx.connections
+            async with h3_client(srv.port) as client:
+                assert (await client.request()).body == b"ok"
+    run(main())
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]

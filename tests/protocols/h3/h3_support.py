@@ -232,7 +232,8 @@ class H3Client(QuicConnectionProtocol):
 @contextlib.asynccontextmanager
 async def h3_client(port: int, *, max_stream_data: int | None = None,
                     configure: Callable[[QuicConfiguration], None] | None = None,
-                    ticket_handler: Callable[[Any], None] | None = None) -> AsyncIterator[H3Client]:
+                    ticket_handler: Callable[[Any], None] | None = None,
+                    wait_connected: bool = True) -> AsyncIterator[H3Client]:
     configuration = QuicConfiguration(is_client=True, alpn_protocols=["h3"], verify_mode=ssl.CERT_NONE,
                                       server_name="localhost")
     if configure is not None:
@@ -240,7 +241,7 @@ async def h3_client(port: int, *, max_stream_data: int | None = None,
     if max_stream_data is not None:
         configuration.max_stream_data = max_stream_data
     async with connect("127.0.0.1", port, configuration=configuration, create_protocol=H3Client,
-                       session_ticket_handler=ticket_handler) as client:
+                       session_ticket_handler=ticket_handler, wait_connected=wait_connected) as client:
         assert isinstance(client, H3Client)
         yield client
 

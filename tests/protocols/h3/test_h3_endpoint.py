@@ -500,3 +500,32 @@ def test_random_datagrams_do_no_harm(caplog: Any) -> None:
                 assert (await client.request()).body == b"ok"
     run(main())
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_a_request_in_0rtt_early_data_is_marked() -> None:
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def record(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append(scope["headers"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    tickets: list[Any] = []
+
+    def resume(configuration: Any) -> None:
+        configuration.session_ticket = tickets[0] if tickets else None
+
+    async def main() -> None:
+        async with h3_server(record, session_tickets=True) as srv:
+            async with h3_client(srv.port, ticket_handler=tickets.append) as client:
+                assert (await client.request("/first")).body == b"ok"
+                await until(lambda: bool(tickets))
+            async with h3_client(srv.port, configure=resume, wait_connected=False) as client:
+                reply = await client.request("/early")
+                assert reply.body == b"ok"
+                assert client._quic.tls.early_data_accepted
+    run(main())
+    assert (b"early-data", b"1") not in seen[0]
+    assert (b"early-data", b"1") in seen[1]

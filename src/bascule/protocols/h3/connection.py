@@ -288,6 +288,10 @@ class H3Conn:
             _log.debug("HTTP/3 stream %d of %s reset: malformed request: %s", sid, describe_peer(self.client), exc)
             self._refuse(sid, ErrorCode.H3_MESSAGE_ERROR)
             return
+        if not self.handshaken:
+            # 0-RTT early data (session_tickets): replayable by whoever recorded it. RFC 8470 5.1: the request
+            # goes on with "early-data: 1", so an app can answer 425 Too Early to what must not run twice
+            head.headers.append((b"early-data", b"1"))
         self._open_stream(sid, head, event.stream_ended)
 
     def _open_stream(self, sid: int, head: RequestHead, end_stream: bool) -> None:

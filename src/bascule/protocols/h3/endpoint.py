@@ -22,7 +22,8 @@ One addition to the contract of plan17.md, optional and off by default: ``sessio
 session tickets this endpoint issues (at most :data:`MAX_TICKETS`, each usable once), so returning clients
 resume, and with aioquic resuming means accepting 0-RTT data (its tickets always allow early data): this is
 what --http3-0rtt turns on. Requests that arrive as early data are replayable by an attacker who recorded
-them; each ticket being usable once only bounds that to other processes (each worker has its own store).
+them; each ticket being usable once only bounds that to other processes (each worker has its own store),
+and such requests reach the app with ``early-data: 1`` (RFC 8470) so it can answer 425 Too Early.
 
 What aioquic cannot do, for the front door to know: its server never asks for a client certificate (nor
 would it check one against a CA), so --ssl-cert-reqs cannot be enforced over HTTP/3 and the tls extension's

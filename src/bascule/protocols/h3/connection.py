@@ -2,9 +2,12 @@
 
 The endpoint (protocols/h3/endpoint.py) routes datagrams here; this feeds them to aioquic, turns its events
 into streams (protocols/h3/stream.py), sends what aioquic has to send, and keeps one timer (``loop.call_at``,
-moved after every event) for aioquic's loss detection, acknowledgements and idle timeout. Stream writes only
-queue bytes in aioquic: the datagrams leave once per loop pass (:meth:`H3Conn.schedule_flush`), so a
-response's HEADERS and DATA share packets.
+moved after every send) for aioquic's loss detection, acknowledgements and idle timeout. Neither a datagram
+read nor a stream's write sends at once: the connection builds packets once per loop pass
+(:meth:`H3Conn.schedule_flush`), so the acknowledgement of the requests read in a pass, their answers and
+other streams' data share packets. Building packets is most of aioquic's cost per request (it walks every
+stream for each packet): one flush per datagram, as aioquic's own asyncio protocol does, measured about
+twice the CPU per small request (docs/benchmarks.md, "HTTP/3").
 
 As a :class:`bascule.context.Connection` it is in ``ctx.connections`` from its first Initial to its close, so
 --limit-connections counts it and the server's drain loop ticks it: a graceful stop (or the endpoint's
@@ -132,7 +135,7 @@ class H3Conn:
             self._dispatch_ready()
         if self._paused:
             self._resume_streams()
-        self.flush()
+        self.schedule_flush()  # once per loop pass: the datagrams read in one pass get one answer
 
     def _event(self, event: qe.QuicEvent) -> None:
         kind = type(event)

@@ -106,11 +106,17 @@ def test_empty_value_unsets_an_optional_option(tmp_path: Path) -> None:
     assert config.limit_concurrency is None and config.uds is None
 
 
+BOOL_NEEDS = {"http3": ("--ssl-certfile", "c.pem"), "http3_retry": ("--http3", "--ssl-certfile", "c.pem"),
+              "http3_0rtt": ("--http3", "--ssl-certfile", "c.pem")}
+"""Flags that only apply with others: what each takes beside it to be valid."""
+
+
 @pytest.mark.parametrize("spec", BOOL_SPECS, ids=lambda s: s.name)
 def test_bool_flags_both_ways(tmp_path: Path, spec: Any) -> None:
     on, off = spec.flags
-    assert getattr(load(tmp_path, "main:app", on), spec.name) is True
-    assert getattr(load(tmp_path, "main:app", off), spec.name) is False
+    needs = BOOL_NEEDS.get(spec.name, ())
+    assert getattr(load(tmp_path, "main:app", on, *needs), spec.name) is True
+    assert getattr(load(tmp_path, "main:app", off, *needs), spec.name) is False
 
 
 def test_uvicorn_spellings(tmp_path: Path) -> None:

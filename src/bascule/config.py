@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bascule.errors import ConfigError
+from bascule.http3_options import check_http3
 from bascule.ops.metrics import parse_buckets
 from bascule.specs import (
     PROXY_PREFIX,
@@ -33,6 +34,7 @@ from bascule.specs import (
     parse_mount,
     parse_static,
     parse_uds_mode,
+    tcp_binds,
 )
 from bascule.trust import TrustedProxies
 
@@ -283,6 +285,18 @@ class Config:
     h2_initial_window_size: int = field(default=256 * 1024, metadata=option(
         "HTTP/2: request body bytes a client may send on one stream before the app reads them "
         "(SETTINGS_INITIAL_WINDOW_SIZE); bounds the memory a stream holds.", metavar="BYTES"))
+    http3: bool = field(default=False, metadata=option(
+        "Serve HTTP/3 over QUIC (needs TLS and pip install 'bascule[http3]'): a UDP listener on the host and port "
+        "of every TLS TCP listener, one SO_REUSEPORT socket per worker, announced by Alt-Svc (docs/http3.md)."))
+    http3_alt_svc_max_age: int = field(default=86400, metadata=option(
+        "HTTP/3: the ma= of the Alt-Svc header TCP responses carry to point clients at the UDP port, in seconds; "
+        "0 sends no Alt-Svc.", metavar="SECONDS"))
+    http3_retry: bool = field(default=False, metadata=option(
+        "HTTP/3: validate each client's address with a QUIC Retry before keeping any state for it (costs a round "
+        "trip; against spoofed-source floods)."))
+    http3_0rtt: bool = field(default=False, metadata=option(
+        "HTTP/3: accept 0-RTT early data from resumed clients (session tickets kept in memory, per worker). Early "
+        "requests can be replayed by an attacker: only for apps whose GETs change nothing (docs/http3.md)."))
     ssl_certfile: str | None = field(default=None, metadata=option(
         "Serve HTTPS (and wss) with this PEM certificate chain (the server's certificate first). It may also "
         "hold the private key; otherwise pass --ssl-keyfile. SIGHUP reloads it (docs/deployment.md).",
@@ -364,6 +378,7 @@ class Config:
         _check_admin(self)
         _check_listeners(self)
         _check_admin_apart(self)
+        check_http3(self)
         _check_proxies(self)
         _check_request_id(self)
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
@@ -546,7 +561,7 @@ def _check_admin_apart(config: Config) -> None:
         return
     admin = parse_bind(spec)
     if config.bind:
-        apps = [parse_listener(bind)[0] for bind in config.bind]
+        apps = [parse_listener(bind)[0] for bind in tcp_binds(config.bind)]
     elif config.fd is not None:
         apps = []
     elif config.uds:
@@ -623,8 +638,8 @@ def _check_limits(config: Config) -> None:
 
 
 def _check_listeners(config: Config) -> None:
-    binds = [parse_listener(spec)[0] for spec in config.bind]
-    if binds:
+    binds = [parse_listener(spec)[0] for spec in tcp_binds(config.bind)]
+    if config.bind:
         if config.uds is not None or config.fd is not None:
             raise ConfigError("bind replaces uds and fd: write --bind unix:PATH or --bind fd://N instead")
         if config.host != "127.0.0.1" or config.port != 8000:

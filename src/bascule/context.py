@@ -110,15 +110,24 @@ class ServerContext:
             name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n" for name, value in extra)
         if config.server_header and not any(name == "server" for name, _ in extra):
             self._static_headers = b"server: bascule\r\n" + self._static_headers
-        self.fixed_headers = b""
+        self._alt_svc = b""  # "alt-svc: h3=...\r\n" once the server serves HTTP/3 (set_alt_svc)
+        self.fixed_headers = b""  # the HTTP wires' (HTTP/1.1, HTTP/2, WebSocket handshakes): with Alt-Svc
+        self.cgi_fixed_headers = b""  # uwsgi, SCGI, FastCGI: no Alt-Svc (the proxy in front owns its own ports)
         self._timer: asyncio.TimerHandle | None = None
+        self._refresh_fixed_headers()
+
+    def set_alt_svc(self, value: str | None) -> None:
+        """Announce an alternative service (HTTP/3's ``h3=":443"; ma=86400``) on every HTTP response from now on;
+        None stops it. Joined into the fixed headers, so it costs a response nothing."""
+        self._alt_svc = b"" if value is None else b"alt-svc: " + value.encode("ascii") + b"\r\n"
         self._refresh_fixed_headers()
 
     def _refresh_fixed_headers(self) -> None:
         date = b""
         if self.config.date_header:
             date = b"date: " + formatdate(time.time(), usegmt=True).encode("ascii") + b"\r\n"
-        self.fixed_headers = date + self._static_headers
+        self.cgi_fixed_headers = date + self._static_headers
+        self.fixed_headers = self.cgi_fixed_headers + self._alt_svc
 
     def start(self) -> None:
         """Begin the periodic tick: refresh the date header, close idle connections."""

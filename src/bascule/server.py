@@ -36,6 +36,7 @@ from bascule.config import Config
 from bascule.context import ServerContext
 from bascule.listen.accept import FrontDoor, install_upgrades
 from bascule.listen.listeners import BoundListener, bind_listeners, describe, remove_unix_sockets
+from bascule.listen.quic import CLOSE_WAIT, QuicListeners, alt_svc, quic_addresses
 from bascule.logs import reopen_log_files
 from bascule.mounts import AppTable, Mount, resolve_mounts
 from bascule.ops.admin_listener import AdminServer, bind_admin
@@ -65,8 +66,11 @@ class Server:
                  wrap_dispatch: Callable[[Dispatch], Dispatch] | None = None,
                  on_ready: Callable[[], None] | None = None, announce: bool = True, admin: bool = True,
                  on_readiness: Callable[[bool, str], None] | None = None,
-                 publish_metrics: Callable[[bytes, bool], None] | None = None) -> None:
+                 publish_metrics: Callable[[bytes, bool], None] | None = None,
+                 quic: list[tuple[str, int]] | None = None) -> None:
         self.config = config
+        self.quic_addresses = quic  # a worker's: the HTTP/3 addresses its master probed (None: from config)
+        self.quic: QuicListeners | None = None  # set by serve() when HTTP/3 is on
         self.app = app
         self.mounts = mounts
         self.wrap_dispatch = wrap_dispatch
@@ -171,25 +175,31 @@ class Server:
             await table.startup()
             self.listeners = listeners if listeners is not None else bind_listeners(config)
             self.sockets = [bound.sock for bound in self.listeners]
+            quic = self._bind_quic(ctx)
             for bound in self.listeners:
                 door = FrontDoor(ctx, bound.spec)  # accept -> (PROXY header) -> TLS -> ALPN/preface -> protocol
                 server = await loop.create_server(door.protocol_factory(), sock=bound.sock,
                                                   backlog=config.backlog, ssl=door.ssl_context,
                                                   ssl_handshake_timeout=door.ssl_handshake_timeout)
                 servers.append(server)
+            if quic is not None:
+                await quic.start()
+                ctx.set_alt_svc(alt_svc(quic.ports, config.http3_alt_svc_max_age))
             if install_signals:
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(signum, self._on_signal, signum)
                 loop.add_signal_handler(signal.SIGQUIT, self._on_quit)
                 loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
                 if ctx.ssl_context is not None:
-                    loop.add_signal_handler(signal.SIGHUP, reload_tls, ctx)
+                    loop.add_signal_handler(signal.SIGHUP, reload_tls, ctx, quic)
             ctx.start()
             if self.metrics is not None:
                 self.metrics.start()
             if self.announce:
                 for bound in self.listeners:
                     _log.info("bascule serving on %s (press CTRL+C to quit)", describe(bound.sock, bound.spec.scheme))
+                for where in quic.where() if quic is not None else ():
+                    _log.info("bascule serving on %s (HTTP/3)", where)
             self.started.set()
             state.serving = True
             if check is not None:
@@ -222,6 +232,17 @@ class Server:
                     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, signal.SIGHUP):
                         loop.remove_signal_handler(signum)
 
+    def _bind_quic(self, ctx: ServerContext) -> QuicListeners | None:
+        """The HTTP/3 listeners' UDP sockets, bound (a server alone finds its addresses in the options and its
+        TCP listeners; a worker gets them from its master and joins each address's SO_REUSEPORT group)."""
+        worker = self.quic_addresses is not None
+        addresses = self.quic_addresses if worker else quic_addresses(self.config, self.listeners)
+        if not addresses:
+            return None
+        self.quic = QuicListeners(ctx, addresses, reuse_port=worker or self.config.reuse_port)
+        self.quic.bind()
+        return self.quic
+
     def _readiness_changed(self, ok: bool, reason: str) -> None:
         self.state.check_ok, self.state.check_reason = ok, reason
         if self.on_readiness is not None:
@@ -232,6 +253,9 @@ class Server:
         loop = asyncio.get_running_loop()
         for server in servers:
             server.close()
+        quic = self.quic
+        if quic is not None:
+            quic.close()  # GOAWAY on every QUIC connection; they are drained below with the TCP ones
         # Connections the loop accepted just before the close are still being set up: let them finish
         # (and read their first request) before "shutting down" would have them closed unread.
         await asyncio.sleep(0)
@@ -255,6 +279,8 @@ class Server:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*table.running_tasks(), return_exceptions=True)
+        if quic is not None:  # their last packets (CONNECTION_CLOSE) out, then the sockets closed
+            await quic.wait_closed(0.0 if self.force_exit else CLOSE_WAIT)
         ctx.stop()
         # Lifespan shutdown runs whenever startup ran (also when binding failed after it), so the app
         # can release what startup took; a forced stop only cancels it.
@@ -266,11 +292,14 @@ class Server:
             _log.info("bascule stopped")
 
 
-def reload_tls(ctx: ServerContext) -> None:
-    """SIGHUP in a single-process TLS server: load the certificate files again; new connections get them.
+def reload_tls(ctx: ServerContext, quic: QuicListeners | None = None) -> None:
+    """SIGHUP in a single-process TLS server: load the certificate files again; new connections get them
+    (HTTP/3's too).
 
     (With a master, SIGHUP replaces the workers instead, and each new worker builds a fresh context.)
     """
+    if quic is not None:
+        quic.reload_certificates()
     if ctx.ssl_context is None:
         return
     if tls.reload_certificates(ctx.ssl_context, ctx.config):

@@ -60,12 +60,46 @@ PROXY_PREFIX = "proxy+"
 ``proxy+unix:PATH``): a prefix, so it composes with every other form; no host name contains ``+``."""
 
 
+QUIC_PREFIX = "quic://"
+"""Marks a --bind value that is a UDP listener for HTTP/3 (``quic://HOST:PORT``). Not a :data:`Wire`: a QUIC
+listener is no stream socket the master binds and shares, but one UDP socket per serving process
+(bascule.listen.quic), so the TCP listeners never see these values (:func:`tcp_binds`)."""
+
+
+def is_quic_bind(spec: str) -> bool:
+    return spec.startswith(QUIC_PREFIX)
+
+
+def tcp_binds(binds: tuple[str, ...]) -> tuple[str, ...]:
+    """The --bind values of stream listeners (TCP, Unix, fd): all but the ``quic://`` ones."""
+    return tuple(spec for spec in binds if not spec.startswith(QUIC_PREFIX))
+
+
+def parse_quic_bind(spec: str) -> tuple[str, int]:
+    """'quic://HOST:PORT' -> (host, port): a UDP address only (no unix:, fd:// or proxy+: QUIC carries its
+    own addresses, and a PROXY protocol header has no place in a datagram)."""
+    rest = spec.removeprefix(QUIC_PREFIX)
+    if rest.startswith(("unix:", "fd://", PROXY_PREFIX)) or "://" in rest:
+        raise ConfigError(f"bind {spec!r}: a QUIC listener is a UDP HOST:PORT (no unix:, fd://, proxy+ or another "
+                          f"protocol): write quic://HOST:PORT, for example quic://0.0.0.0:443")
+    try:
+        endpoint = parse_bind(rest)
+    except ConfigError:
+        raise ConfigError(f"bind {spec!r} must look like quic://HOST:PORT (port 0-65535) or quic://[::1]:PORT") \
+            from None
+    assert isinstance(endpoint.address, tuple)
+    return endpoint.address
+
+
 def parse_listener(spec: str) -> tuple[Endpoint, bool]:
     """A --bind value: its endpoint, and whether it asks for a PROXY protocol header (``proxy+`` prefix)."""
     if spec.startswith(PROXY_PREFIX):
         rest = spec[len(PROXY_PREFIX):]
         if not rest:
             raise ConfigError(f"bind {spec!r} needs an address after proxy+: write proxy+HOST:PORT")
+        if rest.startswith(QUIC_PREFIX):
+            raise ConfigError(f"bind {spec!r}: a QUIC listener takes no PROXY protocol header (a UDP datagram has "
+                              f"no stream to put it on): drop the proxy+ prefix")
         if bind_wire(rest)[0] != "http":
             raise ConfigError(f"bind {spec!r}: the PROXY protocol is for HTTP listeners (nginx's uwsgi_pass, scgi_pass "
                               f"and fastcgi_pass send the client's address themselves): drop the proxy+ prefix")

@@ -45,6 +45,7 @@ from typing import Any
 from bascule import tls
 from bascule.config import Config
 from bascule.errors import AppLoadError, BasculeError, ConfigError, StartupError
+from bascule.listen import quic
 from bascule.listen.listeners import BoundListener, bind_listeners, describe, remove_unix_sockets
 from bascule.logs import reopen_log_files
 from bascule.mounts import Mount, resolve_mounts
@@ -141,6 +142,7 @@ class Supervisor:
         self.workers: list[Worker] = []
         self.listeners: list[BoundListener] = []  # bound once, shared by every worker (specs included)
         self.sockets: list[socket.socket] = []
+        self.quic: list[tuple[str, int]] = []  # HTTP/3 addresses, probed here; each worker binds its own socket
         self.mounts: list[Mount] | None = None
         self.generation = 1
         self.stopping = False
@@ -191,6 +193,10 @@ class Supervisor:
         try:
             for sock in self.sockets:
                 sock.listen(config.backlog)  # connections queue while the workers boot instead of failing
+            # HTTP/3: each worker binds its own UDP sockets; a port in use is found here, once (listen/quic.py)
+            self.quic = quic.probe(quic.quic_addresses(config, self.listeners))
+            if self.quic:
+                quic.quic_configuration(config)  # a certificate aioquic cannot use: one line, not one per worker
             with PidFile(config.pid):
                 self._install_signals()
                 try:
@@ -203,6 +209,9 @@ class Supervisor:
                     for bound in self.listeners:
                         _log.info("bascule master %d serving on %s with %d worker(s) (press CTRL+C to quit)",
                                   os.getpid(), describe(bound.sock, bound.spec.scheme), self.target)
+                    for address in self.quic:
+                        _log.info("bascule master %d serving on %s (HTTP/3) with %d worker(s)", os.getpid(),
+                                  quic.describe(address), self.target)
                     return self._loop()
                 except BaseException as exc:
                     if not isinstance(exc, BasculeError):  # a bug in the master: leave no worker behind
@@ -428,7 +437,7 @@ class Supervisor:
         report_r, report_w = os.pipe()
         setup = WorkerSetup(config=config, socket_fds=tuple(s.fileno() for s in self.sockets), report_fd=report_w,
                             master_pid=os.getpid(), number=self._numbers, max_requests=limit,
-                            listeners=tuple(bound.spec for bound in self.listeners))
+                            listeners=tuple(bound.spec for bound in self.listeners), quic=tuple(self.quic))
         try:
             if config.reload:
                 proc: subprocess.Popen[bytes] | None = self._exec_worker(setup)

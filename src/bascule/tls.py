@@ -265,14 +265,27 @@ def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket, server_cert: str | 
     if leaf is not None:
         chain = _peer_chain(ssl_object, leaf)
         name = rfc4514_name(ssl_object.getpeercert())
+    return tls_facts(server_cert, chain, name, VERSION_NUMBERS.get(version) if version is not None else None,
+                     cipher_suite_number(cipher[0]) if cipher is not None else None)
+
+
+def tls_facts(server_cert: str | None, client_chain: list[str], client_name: str | None, version: int | None,
+              cipher_suite: int | None) -> dict[str, Any]:
+    """The ASGI ``tls`` extension's dict, whoever terminated the TLS (the ssl module here, QUIC's own TLS 1.3
+    in bascule.listen.quic): one shape for both."""
     return {
         "server_cert": server_cert,
-        "client_cert_chain": chain,
-        "client_cert_name": name,
+        "client_cert_chain": client_chain,
+        "client_cert_name": client_name,
         "client_cert_error": None,
-        "tls_version": VERSION_NUMBERS.get(version) if version is not None else None,
-        "cipher_suite": cipher_suite_number(cipher[0]) if cipher is not None else None,
+        "tls_version": version,
+        "cipher_suite": cipher_suite,
     }
+
+
+def pem_certificates(text: str) -> list[str]:
+    """The PEM certificates in ``text``, in order (a chain file may also hold its key, or comments)."""
+    return [match.replace("\r\n", "\n") + "\n" for match in _CERT_PEM.findall(text)]
 
 
 def _peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket, leaf: bytes) -> list[str]:

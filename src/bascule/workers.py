@@ -98,6 +98,7 @@ class WorkerSetup:
     number: int  # 1, 2, ... in spawn order: names the worker in logs and its process title
     max_requests: int | None  # --max-requests plus this worker's jitter
     listeners: tuple[Listener, ...] = ()  # the spec of each socket in socket_fds (none: inherited, by config)
+    quic: tuple[tuple[str, int], ...] = ()  # HTTP/3 UDP addresses the master probed: each worker binds its own
 
     def to_json(self) -> str:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -111,6 +112,7 @@ class WorkerSetup:
         data["config"] = Config(**data["config"])
         data["socket_fds"] = tuple(data["socket_fds"])
         data["listeners"] = tuple(Listener.from_json(spec) for spec in data.get("listeners", ()))
+        data["quic"] = tuple((host, port) for host, port in data.get("quic", ()))
         return cls(**data)
 
     def bound_listeners(self) -> list[BoundListener]:
@@ -291,7 +293,8 @@ def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None, drain_flag
 
     server = Server(config, mounts=mounts, wrap_dispatch=wrap, on_ready=lambda: reporter.send(READY),
                     announce=False, admin=False, on_readiness=readiness,
-                    publish_metrics=lambda data, final: reporter.send(SNAPSHOT, data, droppable=not final))
+                    publish_metrics=lambda data, final: reporter.send(SNAPSHOT, data, droppable=not final),
+                    quic=list(setup.quic))
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(_serve(server, setup, listeners, reporter, early, drain_flag))

@@ -24,7 +24,16 @@ from typing import Any, NamedTuple
 
 from bascule.config import Config
 from bascule.errors import ConfigError, StartupError
-from bascule.specs import PROXY_PREFIX, Endpoint, ListenerKind, Wire, bind_wire, parse_listener, parse_uds_mode
+from bascule.specs import (
+    PROXY_PREFIX,
+    Endpoint,
+    ListenerKind,
+    Wire,
+    bind_wire,
+    parse_listener,
+    parse_uds_mode,
+    tcp_binds,
+)
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first socket systemd passes
 
@@ -90,7 +99,8 @@ def listener_specs(config: Config) -> list[Listener]:
     """The listeners ``config`` asks for (systemd's sockets, which replace them, are found at bind time)."""
     endpoints: list[tuple[Endpoint, bool, Wire]]
     if config.bind:
-        endpoints = [(*parse_listener(spec), bind_wire(spec.removeprefix(PROXY_PREFIX))[0]) for spec in config.bind]
+        endpoints = [(*parse_listener(spec), bind_wire(spec.removeprefix(PROXY_PREFIX))[0])
+                     for spec in tcp_binds(config.bind)]  # quic:// ones are UDP: bascule.listen.quic
     elif config.fd is not None:
         endpoints = [(Endpoint("fd", config.fd), False, "http")]
     elif config.uds:
@@ -115,7 +125,7 @@ def bind_listeners(config: Config, environ: MutableMapping[str, str] | None = No
     """
     activated = systemd_sockets(os.environ if environ is None else environ)
     if activated:
-        if config.bind or config.uds is not None or config.fd is not None:
+        if tcp_binds(config.bind) or config.uds is not None or config.fd is not None:
             for sock in activated:
                 sock.close()
             raise ConfigError(f"systemd passed {len(activated)} socket(s) (LISTEN_FDS), which replace --bind, "

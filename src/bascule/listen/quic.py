@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import re
 import socket
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
     from aioquic.tls import SessionTicket
 
     from bascule.context import ServerContext
+    from bascule.protocols.h3.endpoint import QuicServer
 
 _log = logging.getLogger("bascule.error")
 
@@ -246,9 +246,11 @@ class SessionTickets:
 # -- the servers of one process ----------------------------------------------------------------------------------
 
 
-def _server_class() -> Any:
-    """The wire's QuicServer (bascule.protocols.h3.endpoint), loaded when first needed (it imports aioquic)."""
-    return importlib.import_module("bascule.protocols.h3.endpoint").QuicServer
+def _server_class() -> type[QuicServer]:
+    """The wire's QuicServer, imported when first needed (it imports aioquic)."""
+    from bascule.protocols.h3.endpoint import QuicServer
+
+    return QuicServer
 
 
 class QuicListeners:
@@ -263,7 +265,7 @@ class QuicListeners:
         self.addresses = list(addresses)
         self.reuse_port = reuse_port
         self.configuration: QuicConfiguration | None = None
-        self.servers: list[Any] = []
+        self.servers: list[QuicServer] = []
         self.sockets: list[socket.socket] = []
         self.tickets = SessionTickets() if ctx.config.http3_0rtt else None
 

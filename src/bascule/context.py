@@ -112,7 +112,7 @@ class ServerContext:
             self._static_headers = b"server: bascule\r\n" + self._static_headers
         self._alt_svc = b""  # "alt-svc: h3=...\r\n" once the server serves HTTP/3 (set_alt_svc)
         self.fixed_headers = b""  # the HTTP wires' (HTTP/1.1, HTTP/2, WebSocket handshakes): with Alt-Svc
-        self.cgi_fixed_headers = b""  # uwsgi, SCGI, FastCGI: no Alt-Svc (the proxy in front owns its own ports)
+        self.fixed_base = b""  # the same without Alt-Svc: uwsgi, SCGI, FastCGI (the proxy in front owns the ports)
         self._timer: asyncio.TimerHandle | None = None
         self._refresh_fixed_headers()
 
@@ -126,8 +126,8 @@ class ServerContext:
         date = b""
         if self.config.date_header:
             date = b"date: " + formatdate(time.time(), usegmt=True).encode("ascii") + b"\r\n"
-        self.cgi_fixed_headers = date + self._static_headers
-        self.fixed_headers = self.cgi_fixed_headers + self._alt_svc
+        self.fixed_base = date + self._static_headers
+        self.fixed_headers = self.fixed_base + self._alt_svc
 
     def start(self) -> None:
         """Begin the periodic tick: refresh the date header, close idle connections."""

@@ -26,6 +26,7 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
 from conftest import free_port
+from cryptography.hazmat.primitives import serialization
 from it_support import APPS, clean_env, log_lines_with, spawn, tcp_ready, wait_for
 from tls_certs import ServerFiles, server_files
 
@@ -248,6 +249,43 @@ def test_sighup_replaces_the_workers_and_keeps_serving(files: ServerFiles, tmp_p
         assert wait_for(replaced, 30, interval=0.5), log.read_text()
         assert (asyncio.run(h3_get(port, files))).status == 200
         assert proc.poll() is None
+
+
+def test_http3_alone_on_a_port_the_master_chose(files: ServerFiles, tmp_path: Path) -> None:
+    """--bind quic://HOST:0 with workers: no TCP listener; the master's probe picks the port every worker binds."""
+    log = tmp_path / "server.log"
+    args = ["it_h3_app:app", "--bind", "quic://127.0.0.1:0", "--ssl-certfile", str(files.cert), "--ssl-keyfile",
+            str(files.key), "--workers", "2"]
+    with spawn(args, env=clean_env(), log=log, ready=lambda: "ready in" in log.read_text()):
+        [line] = log_lines_with(log, "serving on quic://127.0.0.1:")
+        port = int(line.split("quic://127.0.0.1:")[1].split()[0])
+        assert "https://" not in log.read_text()
+
+        async def go() -> set[str]:
+            return {(await h3_get(port, files, "/pid")).text for _ in range(8)}
+
+        assert len(asyncio.run(go())) >= 1
+        assert wait_for(lambda: len(log_lines_with(log, "ready in", count=2, timeout=0)) == 2, 10)
+
+
+def test_sighup_alone_reloads_the_quic_certificate(files: ServerFiles, tmp_path: Path) -> None:
+    new = server_files(tmp_path, files.ca, name="new")
+    log = tmp_path / "server.log"
+    with bascule_h3(files, log) as (proc, port):
+
+        async def leaf() -> bytes:
+            async with h3(port, files) as client:
+                await client.request("GET", "/")
+                certificate = client._quic.tls._peer_certificate
+                assert certificate is not None
+                return certificate.public_bytes(serialization.Encoding.PEM)
+
+        assert asyncio.run(leaf()).decode() == files.leaf_pem
+        files.cert.write_bytes(new.cert.read_bytes())
+        files.key.write_bytes(new.key.read_bytes())
+        proc.send_signal(signal.SIGHUP)
+        assert log_lines_with(log, "reloaded the TLS certificate"), log.read_text()
+        assert asyncio.run(leaf()).decode() == new.leaf_pem
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

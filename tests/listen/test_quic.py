@@ -215,6 +215,7 @@ def test_configuration_from_config(files: ServerFiles) -> None:
     assert public == configuration.certificate.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     assert quic.quic_configuration(h3_config(files, http3=True)).idle_timeout == quic.QUIC_IDLE_TIMEOUT
+    assert quic.quic_configuration(h3_config(files, http3=True, timeout_request=300)).idle_timeout == 300
 
 
 def test_configuration_with_a_chain_and_the_key_in_the_certificate_file(tmp_path: Path) -> None:
@@ -424,10 +425,10 @@ def test_a_failed_bind_closes_what_it_bound(files: ServerFiles) -> None:
 def test_alt_svc_joins_the_http_wires_fixed_headers_only(files: ServerFiles) -> None:
     loop, ctx = context(h3_config(files, http3=True, date_header=False))
     try:
-        assert ctx.fixed_headers == ctx.cgi_fixed_headers == b"server: bascule\r\n"
+        assert ctx.fixed_headers == ctx.fixed_base == b"server: bascule\r\n"
         ctx.set_alt_svc('h3=":8443"; ma=86400')
         assert ctx.fixed_headers == b'server: bascule\r\nalt-svc: h3=":8443"; ma=86400\r\n'
-        assert ctx.cgi_fixed_headers == b"server: bascule\r\n"  # nginx in front of uwsgi/SCGI/FastCGI owns its ports
+        assert ctx.fixed_base == b"server: bascule\r\n"  # nginx in front of uwsgi/SCGI/FastCGI owns its ports
         ctx.set_alt_svc(None)
         assert ctx.fixed_headers == b"server: bascule\r\n"
     finally:

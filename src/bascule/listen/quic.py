@@ -52,8 +52,8 @@ TlsExtension = Callable[[list[bytes], "int | None"], dict[str, Any]]
 QUIC_IDLE_TIMEOUT = 60.0
 """The QUIC idle timeout's floor, in seconds: a connection with no packet either way for this long is gone.
 The wire closes idle keep-alive connections itself (--timeout-keep-alive); this is only the transport's
-backstop, so it must outlast the wire's own silence limits, or a waiting request would lose its connection
-before the wire could answer it (aioquic's default, and at least each of those limits)."""
+backstop, so it must outlast the wire's own silence limits and --timeout-request, or a waiting request would
+lose its connection before the wire could answer it (aioquic's default, and at least each of those limits)."""
 CONNECTION_WINDOW = 1 << 20
 """Request body bytes a client may have in flight on one connection (QUIC max_data), as HTTP/2's connection
 window (bascule.protocols.h2): a stream's own window is --h2-initial-window-size."""
@@ -157,7 +157,7 @@ def quic_configuration(config: Config) -> QuicConfiguration:
         is_client=False,
         alpn_protocols=list(H3_ALPN),
         idle_timeout=max(QUIC_IDLE_TIMEOUT, config.timeout_keep_alive, config.timeout_body_idle,
-                         config.timeout_request_head),
+                         config.timeout_request_head, config.timeout_request or 0.0),
         max_data=max(CONNECTION_WINDOW, windows),
         max_stream_data=windows,
         max_datagram_frame_size=None,

@@ -150,9 +150,9 @@ class CGIExchange(BufferedExchange):
             return
         framing = b"" if content_length is None else b"content-length: %d\r\n" % content_length
         if self.rid_header is None:
-            self._emit([line, self.ctx.cgi_fixed_headers, block, framing, b"\r\n"], body, end)
+            self._emit([line, self.ctx.fixed_base, block, framing, b"\r\n"], body, end)
         else:  # --request-id's echo: a server field, out of the app's cached block, in the one join
-            self._emit([line, self.ctx.cgi_fixed_headers, self.rid_header, b": ", (self.rid or "").encode("ascii"),
+            self._emit([line, self.ctx.fixed_base, self.rid_header, b": ", (self.rid or "").encode("ascii"),
                         b"\r\n", block, framing, b"\r\n"], body, end)
 
     def _emit(self, parts: list[bytes], data: bytes, end: bool) -> None:

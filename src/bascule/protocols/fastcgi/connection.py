@@ -218,7 +218,7 @@ class FcgiConnection(asyncio.Protocol):
 
     def _answer(self, request_id: int, keep_conn: bool, status: int, body: bytes) -> None:
         """A response of the server's own to one request (no app, nothing reported), then its end."""
-        self.outbox.write(fastcgi_wire.stdout(request_id, cgi_simple_response(status, self.ctx.cgi_fixed_headers, body))
+        self.outbox.write(fastcgi_wire.stdout(request_id, cgi_simple_response(status, self.ctx.fixed_base, body))
                           + self.wire.finish(request_id))
         if not keep_conn:
             self.closing = True

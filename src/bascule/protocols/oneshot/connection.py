@@ -207,7 +207,7 @@ class OneshotConnection(asyncio.Protocol):
 
     def _answer_and_close(self, status: int, body: bytes) -> None:
         """A response of the server's own, no app involved (over a limit), then close as after any response."""
-        self.outbox.write(self.dialect.simple(status, self.ctx.cgi_fixed_headers, body))
+        self.outbox.write(self.dialect.simple(status, self.ctx.fixed_base, body))
         self._close_after()
 
     # -- completion -------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """HTTP/3 end to end: a real ``bascule`` process (alone, and with two workers) with --http3 and a test
-certificate, queried with aioquic's client: GET, POST, streaming, the ASGI app and a WSGI mount side by side,
-Alt-Svc over HTTPS (httpx), GOAWAY on a graceful stop while a stream finishes, a SIGHUP reload that keeps
-serving, and a UDP port in use as one start-up line."""
+certificate, queried with aioquic's client: GET, POST, streaming, the ASGI app and a WSGI mount side by side, a
+WebSocket (RFC 9220), Alt-Svc over HTTPS (httpx), GOAWAY on a graceful stop while a stream finishes, a SIGHUP
+reload that keeps serving (workers) or reloads the certificate (one process), HTTP/3 alone on a port the master
+chose, and a UDP port in use as one start-up line."""
 
 from __future__ import annotations
 
@@ -121,6 +122,20 @@ class H3Client(QuicConnectionProtocol):
         self.transmit()
         return response
 
+    def websocket(self, path: str) -> tuple[int, Response]:
+        """Open a WebSocket by extended CONNECT (RFC 9220); the stream stays open for frames."""
+        stream_id = self._quic.get_next_available_stream_id()
+        response = self.responses[stream_id] = Response()
+        self.h3.send_headers(stream_id, [(b":method", b"CONNECT"), (b":protocol", b"websocket"),
+                                         (b":scheme", b"https"), (b":authority", self.authority),
+                                         (b":path", path.encode()), (b"sec-websocket-version", b"13")])
+        self.transmit()
+        return stream_id, response
+
+    def send_frame(self, stream_id: int, frame: bytes, end: bool = False) -> None:
+        self.h3.send_data(stream_id, frame, end_stream=end)
+        self.transmit()
+
     async def request(self, method: str, path: str, body: bytes = b"", timeout: float = 10) -> Response:
         response = self.send(method, path, body)
         await asyncio.wait_for(response.done.wait(), timeout)
@@ -198,6 +213,35 @@ def test_requests_over_http3(files: ServerFiles, tmp_path: Path, workers: int) -
                 assert many[1].text == "HTTP/3 https /a 0"
 
         asyncio.run(go())
+
+
+def masked(opcode: int, payload: bytes) -> bytes:
+    """A client's WebSocket frame (FIN, masked with a zero key), for payloads under 126 bytes."""
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+def test_websocket_over_http3(files: ServerFiles, tmp_path: Path) -> None:
+    with bascule_h3(files, tmp_path / "server.log") as (_, port):
+
+        async def go() -> None:
+            async with h3(port, files) as client:
+                stream_id, opened = client.websocket("/chat")
+                await asyncio.wait_for(_until(lambda: opened.status is not None), 10)
+                assert opened.status == 200
+                client.send_frame(stream_id, masked(0x1, b"hello"))
+                await asyncio.wait_for(_until(lambda: len(opened.body) >= 9), 10)
+                assert bytes(opened.body[:9]) == b"\x81\x073:hello"  # the scope's http_version is "3"
+                assert (await client.request("GET", "/")).status == 200  # requests beside it on the connection
+                client.send_frame(stream_id, masked(0x8, (1000).to_bytes(2, "big")))
+                await asyncio.wait_for(opened.done.wait(), 10)
+                assert bytes(opened.body[9:]).startswith(b"\x88\x02\x03\xe8")  # the close, echoed
+
+        asyncio.run(go())
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)
 
 
 def test_alt_svc_over_https_points_at_the_udp_port(files: ServerFiles, tmp_path: Path) -> None:

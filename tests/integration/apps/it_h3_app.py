@@ -22,6 +22,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             else:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        await _echo_websocket(scope, receive, send)
+        return
     path = scope["path"]
     query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
     body = b""
@@ -51,6 +54,17 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _whole(send, str(os.getpid()).encode(), headers)
     else:
         await _whole(send, b"hello from asgi", headers)
+
+
+async def _echo_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Accept, then echo each text message as 'HTTP_VERSION:text' until the client closes."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": f"{scope['http_version']}:{message.get('text')}"})
 
 
 async def _whole(send: Any, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

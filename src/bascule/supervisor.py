@@ -194,7 +194,7 @@ class Supervisor:
             for sock in self.sockets:
                 sock.listen(config.backlog)  # connections queue while the workers boot instead of failing
             # HTTP/3: each worker binds its own UDP sockets; a port in use is found here, once (listen/quic.py)
-            self.quic = quic.probe(quic.quic_addresses(config, self.listeners))
+            self.quic = quic.probe(quic.quic_addresses(config, self.listeners), reuse_port=config.reuse_port)
             if self.quic:
                 quic.quic_configuration(config)  # a certificate aioquic cannot use: one line, not one per worker
             with PidFile(config.pid):

@@ -153,6 +153,7 @@ def test_workers_share_a_port_with_so_reuseport() -> None:
             assert second.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
             with pytest.raises(StartupError):  # the master's probe sees the port taken, group or not
                 quic.probe([("127.0.0.1", port)])
+            assert quic.probe([("127.0.0.1", port)], reuse_port=True) == [("127.0.0.1", port)]  # --reuse-port
 
 
 def test_probe_resolves_port_zero_and_frees_the_port() -> None:

@@ -115,12 +115,13 @@ def bind_udp(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def probe(addresses: Sequence[Address]) -> list[Address]:
-    """The master's check before it forks: bind each address alone (no SO_REUSEPORT, so a port any process
-    holds fails here, as one line) and close it again; a port 0 comes back as the port the kernel chose."""
+def probe(addresses: Sequence[Address], *, reuse_port: bool = False) -> list[Address]:
+    """The master's check before it forks: bind each address alone (without SO_REUSEPORT, a port any process
+    holds fails here, as one line) and close it again; a port 0 comes back as the port the kernel chose.
+    ``reuse_port`` (--reuse-port): joining another server's group is what was asked for (a blue/green switch)."""
     resolved = []
     for host, port in addresses:
-        with bind_udp(host, port, reuse_port=False) as sock:
+        with bind_udp(host, port, reuse_port=reuse_port) as sock:
             resolved.append((host, sock.getsockname()[1]))
     return resolved
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,13 @@ from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
+from aioquic.tls import SessionTicket
 from conftest import free_port
 from cryptography.hazmat.primitives import serialization
 from it_support import APPS, clean_env, log_lines_with, spawn, tcp_ready, wait_for
 from tls_certs import ServerFiles, server_files
+
+from bascule.protocols.h3.endpoint import QuicServer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -143,11 +147,14 @@ class H3Client(QuicConnectionProtocol):
 
 
 @contextlib.asynccontextmanager
-async def h3(port: int, files: ServerFiles) -> AsyncIterator[H3Client]:
-    configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost")
+async def h3(port: int, files: ServerFiles, *, ticket: SessionTicket | None = None,
+             on_ticket: Callable[[SessionTicket], None] | None = None,
+             wait_connected: bool = True) -> AsyncIterator[H3Client]:
+    configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost",
+                                      session_ticket=ticket)
     configuration.load_verify_locations(cadata=files.ca.cert_pem.bytes())
     async with connect("127.0.0.1", port, configuration=configuration, create_protocol=H3Client,
-                       wait_connected=True) as client:
+                       session_ticket_handler=on_ticket, wait_connected=wait_connected) as client:
         assert isinstance(client, H3Client)
         client.authority = f"127.0.0.1:{port}".encode()
         yield client
@@ -330,6 +337,27 @@ def test_sighup_alone_reloads_the_quic_certificate(files: ServerFiles, tmp_path:
         proc.send_signal(signal.SIGHUP)
         assert log_lines_with(log, "reloaded the TLS certificate"), log.read_text()
         assert asyncio.run(leaf()).decode() == new.leaf_pem
+
+
+@pytest.mark.skipif("session_tickets" not in inspect.signature(QuicServer).parameters,
+                    reason="the HTTP/3 wire takes no session tickets yet (--http3-0rtt)")
+def test_0rtt_resumes_and_answers_early_data(files: ServerFiles, tmp_path: Path) -> None:
+    with bascule_h3(files, tmp_path / "server.log", "--http3-0rtt") as (_, port):
+
+        async def go() -> None:
+            tickets: list[SessionTicket] = []
+            async with h3(port, files, on_ticket=tickets.append) as client:
+                assert (await client.request("GET", "/")).status == 200
+                await asyncio.wait_for(_until(lambda: bool(tickets)), 5)
+            async with h3(port, files, ticket=tickets[0], wait_connected=False) as client:
+                early = await client.request("GET", "/")  # sent before the handshake is done: 0-RTT
+                assert (early.status, early.text) == (200, "hello from asgi")
+                assert client._quic.tls.session_resumed and client._quic.tls.early_data_accepted
+            async with h3(port, files, ticket=tickets[0], wait_connected=False) as client:  # the ticket again
+                again = await client.request("GET", "/")
+                assert again.status == 200 and not client._quic.tls.session_resumed  # single use: a full handshake
+
+        asyncio.run(go())
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import signal
 import socket
@@ -32,8 +31,6 @@ from conftest import free_port
 from cryptography.hazmat.primitives import serialization
 from it_support import APPS, clean_env, log_lines_with, spawn, tcp_ready, wait_for
 from tls_certs import ServerFiles, server_files
-
-from bascule.protocols.h3.endpoint import QuicServer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -339,8 +336,6 @@ def test_sighup_alone_reloads_the_quic_certificate(files: ServerFiles, tmp_path:
         assert asyncio.run(leaf()).decode() == new.leaf_pem
 
 
-@pytest.mark.skipif("session_tickets" not in inspect.signature(QuicServer).parameters,
-                    reason="the HTTP/3 wire takes no session tickets yet (--http3-0rtt)")
 def test_0rtt_resumes_and_answers_early_data(files: ServerFiles, tmp_path: Path) -> None:
     with bascule_h3(files, tmp_path / "server.log", "--http3-0rtt") as (_, port):
 

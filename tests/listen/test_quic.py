@@ -1,7 +1,6 @@
 """Tests for HTTP/3's front door (bascule.listen.quic) and its options (bascule.http3_options): where QUIC
-listens, the UDP sockets, aioquic's configuration from Config, the Alt-Svc value, the tls extension, the
-session tickets of --http3-0rtt, and starting/stopping the wire's servers (a stand-in here; the real wire runs
-in tests/integration/test_it_http3.py)."""
+listens, the UDP sockets, aioquic's configuration from Config, the Alt-Svc value, the tls extension, and
+starting/stopping the wire's servers (a stand-in here; the real wire runs in tests/integration/test_it_http3.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aioquic.tls import SessionTicket
 from cryptography.hazmat.primitives import serialization
 from tls_certs import ServerFiles, client_cert, server_files
 
@@ -282,29 +280,6 @@ def test_tls_extension_with_a_client_chain(files: ServerFiles) -> None:
     assert "CN=alice" in facts["client_cert_name"] and "O=Example\\, Inc." in facts["client_cert_name"]
 
 
-# -- session tickets (--http3-0rtt) ------------------------------------------------------------------------------
-
-
-def ticket(label: bytes) -> SessionTicket:
-    import datetime
-
-    from aioquic.tls import CipherSuite
-
-    now = datetime.datetime.now(datetime.UTC)
-    return SessionTicket(age_add=0, cipher_suite=CipherSuite.AES_128_GCM_SHA256, not_valid_after=now,
-                         not_valid_before=now, resumption_secret=b"s", server_name="x", ticket=label)
-
-
-def test_session_tickets_are_single_use_and_bounded() -> None:
-    store = quic.SessionTickets(limit=2)
-    for label in (b"a", b"b", b"c"):
-        store.add(ticket(label))
-    assert len(store) == 2
-    assert store.pop(b"a") is None  # the oldest went first
-    assert store.pop(b"b") is not None
-    assert store.pop(b"b") is None  # a replayed ClientHello finds it gone
-
-
 # -- the servers of one process ----------------------------------------------------------------------------------
 
 
@@ -314,9 +289,9 @@ class FakeQuicServer:
     made: list[FakeQuicServer] = []
 
     def __init__(self, ctx: ServerContext, configuration: Any, *, tls_extension: Any, retry: bool = False,
-                 **extra: Any) -> None:
-        self.ctx, self.configuration, self.tls_extension, self.retry, self.extra = (ctx, configuration,
-                                                                                    tls_extension, retry, extra)
+                 session_tickets: bool = False) -> None:
+        self.ctx, self.configuration, self.tls_extension = ctx, configuration, tls_extension
+        self.retry, self.session_tickets = retry, session_tickets
         self.events: list[str] = []
         self.sock: socket.socket | None = None
         self.hang = False
@@ -336,13 +311,6 @@ class FakeQuicServer:
         if self.hang:
             await asyncio.sleep(10)
         self.events.append("closed")
-
-
-class StrictQuicServer(FakeQuicServer):
-    """A wire that takes no session tickets."""
-
-    def __init__(self, ctx: ServerContext, configuration: Any, *, tls_extension: Any, retry: bool = False) -> None:
-        super().__init__(ctx, configuration, tls_extension=tls_extension, retry=retry)
 
 
 @pytest.fixture
@@ -369,7 +337,7 @@ def test_listeners_bind_start_and_stop_gracefully(files: ServerFiles, fake_serve
         assert len(fake_servers.made) == 2
         server = fake_servers.made[0]
         assert server.ctx is ctx and server.retry is True and server.configuration is front.configuration
-        assert server.extra == {"session_tickets": front.tickets}
+        assert server.session_tickets is True
         assert server.tls_extension([], 0x1302)["server_cert"] == files.leaf_pem
         assert server.sock is front.sockets[0]
         assert front.where() == [f"quic://127.0.0.1:{port}" for port in front.ports]
@@ -387,25 +355,11 @@ def test_a_stop_that_hangs_is_aborted(files: ServerFiles, fake_servers: type[Fak
         front = quic.QuicListeners(ctx, [("127.0.0.1", 0)], reuse_port=False)
         front.bind()
         loop.run_until_complete(front.start())
-        assert fake_servers.made[0].extra == {}  # no tickets without --http3-0rtt
+        assert fake_servers.made[0].session_tickets is False  # no tickets without --http3-0rtt
         fake_servers.made[0].hang = True
         front.close()
         loop.run_until_complete(front.wait_closed(0.05))
         assert fake_servers.made[0].events == ["start", "close", "abort"]
-    finally:
-        loop.close()
-
-
-def test_0rtt_with_a_wire_that_takes_no_tickets_is_one_line(files: ServerFiles,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(quic, "_server_class", lambda: StrictQuicServer)
-    loop, ctx = context(h3_config(files, http3=True, http3_0rtt=True))
-    try:
-        front = quic.QuicListeners(ctx, [("127.0.0.1", 0)], reuse_port=False)
-        front.bind()
-        with pytest.raises(StartupError, match="http3_0rtt"):
-            loop.run_until_complete(front.start())
-        front.abort()
     finally:
         loop.close()
 

@@ -27,7 +27,6 @@ import logging
 import re
 import socket
 import ssl
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,6 @@ from bascule.specs import is_quic_bind, parse_quic_bind
 
 if TYPE_CHECKING:
     from aioquic.quic.configuration import QuicConfiguration
-    from aioquic.tls import SessionTicket
 
     from bascule.context import ServerContext
     from bascule.protocols.h3.endpoint import QuicServer
@@ -61,8 +59,6 @@ UDP_BUFFER = 1 << 21
 """SO_RCVBUF/SO_SNDBUF asked for (the kernel caps it at net.core.rmem_max/wmem_max): a burst of Initials or a
 fast upload must not overflow the default ~200 KiB while the loop is busy; a dropped datagram costs a
 retransmission round trip."""
-SESSION_TICKETS = 10_000
-"""--http3-0rtt: session tickets kept per process; the oldest go first (a client then makes a full handshake)."""
 CLOSE_WAIT = 2.0
 """Seconds a stop waits, after the drain, for the last QUIC packets (CONNECTION_CLOSE) to be sent."""
 TLS13 = 0x0304  # QUIC always runs TLS 1.3 (RFC 9001)
@@ -223,27 +219,6 @@ def tls_extension(server_cert: str | None) -> TlsExtension:
     return extension
 
 
-class SessionTickets:
-    """--http3-0rtt: the TLS session tickets this process issued, in memory (a worker knows only its own, so a
-    client resuming on another worker makes a full handshake), each usable once: a replayed ClientHello finds
-    its ticket gone, so within one process an early request is not served twice (RFC 8446 8.1)."""
-
-    def __init__(self, limit: int = SESSION_TICKETS) -> None:
-        self.limit = limit
-        self._tickets: OrderedDict[bytes, SessionTicket] = OrderedDict()
-
-    def add(self, ticket: SessionTicket) -> None:
-        self._tickets[ticket.ticket] = ticket
-        while len(self._tickets) > self.limit:
-            self._tickets.popitem(last=False)
-
-    def pop(self, label: bytes) -> SessionTicket | None:
-        return self._tickets.pop(label, None)
-
-    def __len__(self) -> int:
-        return len(self._tickets)
-
-
 # -- the servers of one process ----------------------------------------------------------------------------------
 
 
@@ -268,7 +243,6 @@ class QuicListeners:
         self.configuration: QuicConfiguration | None = None
         self.servers: list[QuicServer] = []
         self.sockets: list[socket.socket] = []
-        self.tickets = SessionTickets() if ctx.config.http3_0rtt else None
 
     def bind(self) -> None:
         """Bind every address (StartupError on the first that fails; those bound before are closed)."""
@@ -285,17 +259,10 @@ class QuicListeners:
         self.configuration = quic_configuration(config)
         extension = tls_extension(self.ctx.server_cert_pem)
         server_class = _server_class()
-        options: dict[str, Any] = {"tls_extension": extension, "retry": config.http3_retry}
-        if self.tickets is not None:
-            options["session_tickets"] = self.tickets
         for sock in self.sockets:
-            try:
-                server = server_class(self.ctx, self.configuration, **options)
-            except TypeError:
-                if self.tickets is None:
-                    raise
-                raise StartupError("http3_0rtt: this build's HTTP/3 wire takes no session tickets; drop --http3-0rtt"
-                                   ) from None
+            # --http3-0rtt: the wire keeps the tickets it issues, per process, each usable once (docs/http3.md)
+            server = server_class(self.ctx, self.configuration, tls_extension=extension, retry=config.http3_retry,
+                                  session_tickets=config.http3_0rtt)
             await server.start(sock)
             self.servers.append(server)
 

@@ -279,8 +279,10 @@ class Server:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*table.running_tasks(), return_exceptions=True)
-        if quic is not None:  # their last packets (CONNECTION_CLOSE) out, then the sockets closed
-            await quic.wait_closed(0.0 if self.force_exit else CLOSE_WAIT)
+        if quic is not None and self.force_exit:
+            quic.abort()  # CONNECTION_CLOSE on what is left, now
+        elif quic is not None:  # their last packets (CONNECTION_CLOSE) out, then the sockets closed
+            await quic.wait_closed(CLOSE_WAIT)
         ctx.stop()
         # Lifespan shutdown runs whenever startup ran (also when binding failed after it), so the app
         # can release what startup took; a forced stop only cancels it.

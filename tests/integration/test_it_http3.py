@@ -281,6 +281,23 @@ def test_graceful_stop_sends_goaway_and_finishes_the_stream(files: ServerFiles, 
         assert proc.wait(15) == 0, log.read_text()
 
 
+def test_sigquit_closes_quic_connections_at_once(files: ServerFiles, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with bascule_h3(files, log) as (proc, port):
+
+        async def go() -> None:
+            async with h3(port, files) as client:
+                slow = client.send("GET", "/slow?s=30")
+                await asyncio.sleep(0.3)
+                proc.send_signal(signal.SIGQUIT)
+                await asyncio.wait_for(client.terminated.wait(), 5)  # CONNECTION_CLOSE, not an idle timeout
+                assert slow.aborted
+
+        asyncio.run(go())
+        assert proc.wait(10) == 0, log.read_text()
+        assert "still open" not in log.read_text()
+
+
 def test_sighup_replaces_the_workers_and_keeps_serving(files: ServerFiles, tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     with bascule_h3(files, log, workers=2) as (proc, port):

@@ -248,6 +248,17 @@ async def _until(predicate: Any) -> None:
         await asyncio.sleep(0.01)
 
 
+def test_retry_validates_the_address_first(files: ServerFiles, tmp_path: Path) -> None:
+    with bascule_h3(files, tmp_path / "server.log", "--http3-retry") as (_, port):
+
+        async def go() -> None:
+            async with h3(port, files) as client:
+                assert (await client.request("GET", "/")).text == "hello from asgi"
+                assert client._quic._retry_count == 1  # the server's Retry came first
+
+        asyncio.run(go())
+
+
 def test_alt_svc_over_https_points_at_the_udp_port(files: ServerFiles, tmp_path: Path) -> None:
     with bascule_h3(files, tmp_path / "server.log") as (_, port):
         context = files.client_context()

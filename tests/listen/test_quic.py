@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 from collections.abc import Iterator
@@ -124,6 +125,14 @@ def test_http3_pairs_with_each_tls_tcp_listener_on_its_real_port(files: ServerFi
     with bound(config) as listeners:
         port = listeners[0].sock.getsockname()[1]
         assert quic.quic_addresses(config, listeners) == [("127.0.0.1", 0), ("127.0.0.1", port)]
+
+
+def test_http3_with_nothing_to_pair_with_is_one_line(files: ServerFiles, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as inherited:  # --fd of a Unix socket: only seen once bound
+        inherited.bind(str(tmp_path / "s.sock"))
+        config = h3_config(files, http3=True, fd=os.dup(inherited.fileno()))  # the listener owns its copy
+        with bound(config) as listeners, pytest.raises(StartupError, match=r"^http3: none of the listening sockets"):
+            quic.quic_addresses(config, listeners)
 
 
 def test_quic_binds_alone_without_http3(files: ServerFiles) -> None:

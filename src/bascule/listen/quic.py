@@ -81,6 +81,9 @@ def quic_addresses(config: Config, listeners: Sequence[BoundListener]) -> list[A
             if bound.sock.family in (socket.AF_INET, socket.AF_INET6):
                 host, port = bound.sock.getsockname()[:2]
                 found.append((host, port))
+        if not found:  # inherited sockets (--fd, systemd) that are Unix or proxied: no silent HTTP/1-only start
+            raise StartupError("http3: none of the listening sockets is a TLS TCP listener facing clients, so no UDP "
+                               "listener pairs with one; add --bind quic://HOST:PORT")
     return list(dict.fromkeys(found))
 
 

@@ -7,12 +7,14 @@ chose, and a UDP port in use as one start-up line."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -381,6 +383,32 @@ def test_0rtt_resumes_and_answers_early_data(files: ServerFiles, tmp_path: Path)
                 assert again.status == 200 and not client._quic.tls.session_resumed  # single use: a full handshake
 
         asyncio.run(go())
+
+
+def test_a_draining_worker_leaves_the_port_while_a_tcp_request_runs(files: ServerFiles, tmp_path: Path) -> None:
+    """After SIGHUP the old worker finishes a long HTTPS request, but its UDP socket (with no QUIC connection
+    left) leaves the SO_REUSEPORT group at once: new QUIC clients all reach the new worker meanwhile."""
+    log = tmp_path / "server.log"
+    with bascule_h3(files, log, "--max-requests", "1000") as (proc, port):  # a master, one worker
+        old = asyncio.run(h3_get(port, files, "/pid")).text
+        with concurrent.futures.ThreadPoolExecutor(1) as pool, \
+                httpx.Client(verify=files.client_context(), timeout=30) as https:
+            slow = pool.submit(https.get, f"https://127.0.0.1:{port}/slow?s=6")
+            time.sleep(0.5)  # the request is in the old worker's app
+            proc.send_signal(signal.SIGHUP)
+            assert log_lines_with(log, "ready in", count=2, timeout=15), log.read_text()
+
+            async def new_clients() -> list[str]:
+                answers = []
+                for _ in range(8):  # each a new flow, hashed afresh; one attempt of 3 s each
+                    async with asyncio.timeout(3), h3(port, files) as client:
+                        answers.append((await client.request("GET", "/pid")).text)
+                return answers
+
+            answers = asyncio.run(new_clients())
+            assert old not in answers
+            assert not slow.done()  # the old worker is still draining its TCP request
+            assert slow.result().text == "done"
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

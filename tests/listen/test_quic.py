@@ -351,6 +351,8 @@ def test_listeners_bind_start_and_stop_gracefully(files: ServerFiles, fake_serve
         assert server.sock is front.sockets[0]
         assert front.where() == [f"quic://127.0.0.1:{port}" for port in front.ports]
         front.close()
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert server.events == ["start", "close", "closed"]  # each server's wait starts at close()
         loop.run_until_complete(front.wait_closed(1.0))
         assert server.events == ["start", "close", "closed"]
         assert all(sock.fileno() == -1 for sock in front.sockets)

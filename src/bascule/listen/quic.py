@@ -245,6 +245,7 @@ class QuicListeners:
         self.reuse_port = reuse_port
         self.configuration: QuicConfiguration | None = None
         self.servers: list[QuicServer] = []
+        self._closed: asyncio.Task[None] | None = None  # every server's wait_closed, from close() on
         self.sockets: list[socket.socket] = []
 
     def bind(self) -> None:
@@ -287,20 +288,36 @@ class QuicListeners:
             _log.error("HTTP/3 certificate not reloaded, the previous one keeps serving: %s", exc)
 
     def close(self) -> None:
-        """Graceful: no new connections, GOAWAY on every open one (they close once their streams are done)."""
+        """Graceful: no new connections, GOAWAY on every open one (they close once their streams are done).
+
+        Each socket closes as soon as its own connections are done, not when the whole server has drained: until
+        then it stays in its address's SO_REUSEPORT group, and the Initials of new clients the kernel hashes to it
+        would go unanswered (a stopping server takes no new connections) while TCP requests finish elsewhere.
+        """
         for server in self.servers:
             server.close()
+        self._start_waiting()
+
+    def _start_waiting(self) -> asyncio.Task[None]:
+        if self._closed is None:
+            self._closed = self.ctx.loop.create_task(self._wait_all())
+        return self._closed
+
+    async def _wait_all(self) -> None:
+        await asyncio.gather(*(server.wait_closed() for server in self.servers))
 
     def abort(self) -> None:
         for server in self.servers:
             server.abort()
         self._close_sockets()
+        if self._closed is not None:
+            self._closed.cancel()
 
     async def wait_closed(self, timeout: float) -> None:
         """Wait for every connection's end and last packets, at most ``timeout`` seconds; then abort the rest."""
         if self.servers:
             try:
-                await asyncio.wait_for(asyncio.gather(*(server.wait_closed() for server in self.servers)), timeout)
+                await asyncio.wait_for(asyncio.shield(self._start_waiting()), timeout)
             except TimeoutError:
                 _log.warning("HTTP/3: connections still open after the graceful stop; closing them now")
                 self.abort()

@@ -176,3 +176,29 @@ def test_a_cancel_before_a_task_started_from_inside_another_closes_the_app_unrun
         gc.collect()
     assert ran == []
 
+
+
+def test_a_cancel_before_the_tasks_first_step_cancels_what_the_app_awaits() -> None:
+    """As Task.cancel() does for a Task that waits: the future the app awaits (here a child task) is
+    cancelled, and the app learns it from that future. A child left running would outlive its request."""
+    children: list[asyncio.Task[None]] = []
+
+    async def app() -> None:
+        children.append(asyncio.get_running_loop().create_task(asyncio.sleep(10)))
+        await children[0]
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        box: list[asyncio.Task[None]] = []
+
+        def start() -> None:
+            box.append(start_task(loop, app()))
+
+        loop.call_soon(start)
+        await asyncio.sleep(0)
+        box[0].cancel()  # before the Task took a step of its own
+        with pytest.raises(asyncio.CancelledError):
+            await box[0]
+        assert children[0].cancelled()  # now, not when asyncio.run cancels what is left at its end
+
+    run(go())

@@ -13,6 +13,7 @@ with ``yield from`` returns, the Task learns it through ``PyIter_Send``'s return
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import types
 from collections.abc import Coroutine, Generator
@@ -49,10 +50,11 @@ def resume(box: list[Any], coro: Coroutine[Any, Any, None]) -> Generator[Any, No
     When that step finished the coroutine, the generator is left unstarted: the Task's first ``send`` ends it
     (with the step's exception, if any), and a cancel before that ends the Task as cancelled. Otherwise
     :func:`prime` has run it to its first ``yield``, so that a throw before the Task's first step (a cancel)
-    lands inside it and goes on to ``coro`` where it is suspended, as with any Task. The Task's first ``send``
-    then gets the future the first step yielded (its blocking flag already set by the coroutine's ``await``),
-    so the Task waits on it as if it had taken that step itself; after that, ``yield from`` hands every step
-    to ``coro`` directly.
+    lands inside it and goes on to ``coro`` where it is suspended, as with any Task: a cancel cancels the
+    future ``coro`` waits on, as Task.cancel() does, and the Task then waits for that future. The Task's
+    first ``send`` then gets the future the first step yielded (its blocking flag already set by the
+    coroutine's ``await``), so the Task waits on it as if it had taken that step itself; after that,
+    ``yield from`` hands every step to ``coro`` directly.
     """
     first = box[0]
     if type(first) is Finished:
@@ -67,10 +69,16 @@ def resume(box: list[Any], coro: Coroutine[Any, Any, None]) -> Generator[Any, No
         if first is NOT_TAKEN:  # the coroutine never ran: closed, not left to warn that it was never awaited
             coro.close()
             raise
-        try:
-            pending = coro.throw(exc)
-        except StopIteration:
-            return
+        if isinstance(exc, asyncio.CancelledError) and asyncio.isfuture(first) \
+                and first.cancel(exc.args[0] if exc.args else None):
+            # as Task.cancel() on a waiting Task: the future (a child task, a gather) is cancelled, and the
+            # coroutine learns it from there (a child that ignores it lets the coroutine go on)
+            pending = first
+        else:
+            try:
+                pending = coro.throw(exc)
+            except StopIteration:
+                return
     else:
         first, box[0] = box[0], None
         if first is NOT_TAKEN:

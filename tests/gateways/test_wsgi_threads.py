@@ -9,17 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import io
 import logging
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bascule.gateways import threads as threads_module
 from bascule.gateways.threads import LoopOutbox, ThreadPool
+from bascule.protocols.h1 import exchange as http1_exchange
 from bascule.protocols.h1.exchange import H1Exchange
 
 Environ = dict[str, Any]
@@ -428,3 +432,47 @@ def test_graceful_shutdown_serves_requests_still_queued(wsgi: Any) -> None:
         for t in clients:
             t.join(10)
     assert bodies == {"/block": [b"/block"], "/q1": [b"/q1"], "/q2": [b"/q2"]}
+
+
+def test_a_sendfile_response_ends_only_after_the_loop_counted_the_file(
+        wsgi: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A wsgi.file_wrapper file leaves from the thread (os.sendfile) and the loop counts its bytes with a
+    call_soon_threadsafe of H1Exchange.send_file_blocking's own. The response's end must reach the loop after
+    that count, even when a flush of the outbox (another thread's post) was queued on the loop before it:
+    else the response looks short of its Content-Length, an error is logged and the connection is cut."""
+    data = os.urandom(64 * 1024)
+    path = tmp_path / "file.bin"
+    path.write_bytes(data)
+    loop_may_go_on = threading.Event()
+    requests: list[Any] = []
+
+    class File(io.FileIO):
+        def close(self) -> None:  # PEP 3333: after the response's last call was posted
+            loop_may_go_on.set()
+            super().close()
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        requests.append(environ["wsgi.early_hints"])  # the request itself: its loop and outbox
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](File(path, "rb"))  # type: ignore[no-any-return]
+
+    real_sendfile = os.sendfile
+
+    def sendfile(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        sent = real_sendfile(out_fd, in_fd, offset, count)
+        if len(requests) == 1 and not loop_may_go_on.is_set():
+            request = requests[0]
+            request.loop.call_soon_threadsafe(loop_may_go_on.wait, 5.0)  # the loop waits for the app's close
+            request.outbox.post(lambda: None, ())  # as another thread would: its flush is queued now
+        return sent
+
+    monkeypatch.setattr(http1_exchange.os, "sendfile", sendfile)
+    caplog.set_level(logging.ERROR, logger="bascule.error")
+    monkeypatch.setattr(logging.getLogger("bascule.error"), "propagate", True)
+    request = b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n"
+    with wsgi(app) as srv, srv.connect(10) as sock:
+        sock.sendall(request)
+        assert read_responses(sock, 1) == [data]
+        sock.sendall(request)  # the connection is still open
+        assert read_responses(sock, 1) == [data]
+    assert not [r.getMessage() for r in caplog.records if r.name == "bascule.error"]

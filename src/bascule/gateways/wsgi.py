@@ -486,8 +486,17 @@ class _Request:
         self.head_scheduled = True
         self._post(self._on_loop_send, b"", count == 0)
         if count:
+            # The file leaves from this thread, and send_file_blocking reaches the loop with calls of its own
+            # (the flush before, the byte count after). The outbox's flush that carries this request's calls
+            # may be queued on the loop ahead of those (another thread's post) or behind them (another thread
+            # about to schedule it): so the head is on the loop before the file goes, and the end goes the
+            # same way as the count, after it. Else the end could find the file's bytes uncounted: "shorter
+            # than its content-length", and the connection cut.
+            delivered = threading.Event()
+            self._post(delivered.set)
+            delivered.wait()
             ex.send_file_blocking(wrapper.filelike, offset, count)
-            self._post(self._on_loop_send, b"", True)
+            self.loop.call_soon_threadsafe(self._on_loop_send, b"", True)
         return True
 
     def _file_plan(self, wrapper: FileWrapper) -> tuple[int, int, int] | None:

@@ -494,7 +494,9 @@ class _Request:
             # than its content-length", and the connection cut.
             delivered = threading.Event()
             self._post(delivered.set)
-            delivered.wait()
+            while not delivered.wait(1.0):
+                if self.loop.is_closed():  # the server is gone (a thread left past the shutdown's deadline)
+                    return True
             ex.send_file_blocking(wrapper.filelike, offset, count)
             self.loop.call_soon_threadsafe(self._on_loop_send, b"", True)
         return True

@@ -202,3 +202,63 @@ def test_a_cancel_before_the_tasks_first_step_cancels_what_the_app_awaits() -> N
         assert children[0].cancelled()  # now, not when asyncio.run cancels what is left at its end
 
     run(go())
+
+
+@pytest.mark.parametrize("taken", ["first step only", "after the task's own step"])
+def test_a_task_destroyed_unfinished_closes_the_app_in_either_order(taken: str) -> None:
+    """A Task dropped while its app waits is closed by the collector, which may close the app's coroutine
+    before the Task's own (the generator that delegates to it). Either way, as ``yield from`` does: the app
+    gets GeneratorExit once, and closing the Task's coroutine afterwards raises nothing."""
+    closed: list[str] = []
+
+    async def app(fut: asyncio.Future[None]) -> None:
+        try:
+            await fut
+        finally:
+            closed.append("app")
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        box: list[asyncio.Task[None]] = []
+        coro = app(fut)
+        loop.call_soon(lambda: box.append(start_task(loop, coro)))
+        await asyncio.sleep(0)
+        if taken != "first step only":
+            await asyncio.sleep(0)
+        stepper: Any = box[0].get_coro()
+        coro.close()  # the collector's order: the app first
+        stepper.close()
+        stepper.close()
+        fut.cancel()  # the Task, woken, finds its coroutine closed
+        await asyncio.gather(box[0], return_exceptions=True)
+
+    run(go())
+    assert closed == ["app"]
+
+
+def test_a_start_eager_task_destroyed_unfinished_closes_the_coroutine_in_either_order() -> None:
+    """The same for start_eager's Task (a server coroutine carried on after its first step)."""
+    closed: list[str] = []
+
+    async def server_side(fut: asyncio.Future[None]) -> None:
+        try:
+            await fut
+        finally:
+            closed.append("coroutine")
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        coro = server_side(fut)
+        task = start_eager(loop, coro)
+        assert task is not None
+        await asyncio.sleep(0)
+        outer: Any = task.get_coro()
+        coro.close()  # the collector's order: the server coroutine first
+        outer.close()
+        fut.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(go())
+    assert closed == ["coroutine"]

@@ -72,6 +72,9 @@ class Resume:
         while True:
             try:
                 yield pending
+            except GeneratorExit:  # closed (its Task destroyed unfinished): as ``yield from``, close coro,
+                coro.close()  # which may be closed already (the collector's order), rather than throw into it
+                raise
             except BaseException as exc:  # cancellation (or any throw) goes to the coroutine
                 try:
                     pending = coro.throw(exc)

@@ -64,6 +64,10 @@ def resume(box: list[Any], coro: Coroutine[Any, Any, None]) -> Generator[Any, No
         return
     try:
         yield None  # primed to here
+    except GeneratorExit:  # closed (a Task destroyed unfinished): as ``yield from``, close coro, which may be
+        box[0] = None  # closed already (the collector's order), rather than throw into it
+        coro.close()
+        raise
     except BaseException as exc:  # thrown before the Task's first step: a cancel
         first, box[0] = box[0], None
         if first is NOT_TAKEN:  # the coroutine never ran: closed, not left to warn that it was never awaited
@@ -88,6 +92,9 @@ def resume(box: list[Any], coro: Coroutine[Any, Any, None]) -> Generator[Any, No
     while True:
         try:
             yield pending
+        except GeneratorExit:  # closed: as above
+            coro.close()
+            raise
         except BaseException as exc:  # cancellation (or any throw) goes to the coroutine
             try:
                 pending = coro.throw(exc)

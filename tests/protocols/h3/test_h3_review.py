@@ -1,0 +1,77 @@
+"""Hostile-client cases found in review of the HTTP/3 wire: QPACK expansion, and streams the server is made
+to reset while their apps still run ("MadeYouReset").
+
+The same real server and aioquic client as the other HTTP/3 tests (h3_support.py); where a client must send
+what aioquic's client never would, raw bytes are written on its QUIC streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aioquic.h3.connection import FrameType, encode_frame
+from h3_support import h3_client, h3_server, run, until
+
+import bascule.protocols.h3.connection as h3_connection
+
+Scope = dict[str, Any]
+
+
+def _prefix_int(value: int, bits: int, first: int) -> bytes:
+    """A QPACK/HPACK prefixed integer (RFC 7541 5.1)."""
+    limit = (1 << bits) - 1
+    if value < limit:
+        return bytes([first | value])
+    out = [first | limit]
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+async def ok(scope: Scope, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_a_qpack_bomb_is_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One 4 KB entry in the QPACK dynamic table, referenced by one byte each: a 2 KB HEADERS frame would
+    decode to 8 MB (a frame within the header limits, to gigabytes). The server keeps no dynamic table
+    (SETTINGS_QPACK_MAX_TABLE_CAPACITY 0), so the decoded list stays within a small multiple of the frame."""
+    decoded: list[int] = []
+    check_size = h3_connection.check_size
+
+    def measuring(fields: Any, limits: Any) -> None:
+        decoded.append(sum(len(name) + len(value) for name, value in fields))
+        check_size(fields, limits)
+
+    monkeypatch.setattr(h3_connection, "check_size", measuring)
+    refs = 2000
+
+    async def main() -> None:
+        async with h3_server(ok) as srv, h3_client(srv.port) as client:
+            assert (await client.request()).status == 200
+            quic = client._quic
+            encoder_stream = client.h3._local_encoder_stream_id
+            assert encoder_stream is not None
+            name, value = b"x-a", b"v" * 4000
+            insert = (_prefix_int(4096, 5, 0x20) + _prefix_int(len(name), 5, 0x40) + name
+                      + _prefix_int(len(value), 7, 0) + value)
+            quic.send_stream_data(encoder_stream, insert)
+            # required insert count 1 (encoded 2), base 1; :method GET, :scheme https, :path / (static), an
+            # :authority; then indexed field lines: dynamic, relative index 0
+            pseudo = b"\xd1\xd7\xc1\x50\x09127.0.0.1"
+            block = b"\x02\x00" + pseudo + b"\x80" * refs
+            sid = quic.get_next_available_stream_id()
+            quic.send_stream_data(sid, encode_frame(FrameType.HEADERS, block), end_stream=True)
+            client.transmit()
+            await until(lambda: client.terminated is not None or bool(decoded[1:]), 5)
+            await asyncio.sleep(0.1)
+            assert all(size <= 100 * (len(block) + len(insert)) for size in decoded), decoded
+    run(main())

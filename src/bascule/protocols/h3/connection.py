@@ -29,7 +29,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, HeadersState, ProtocolError, encode_frame
+from aioquic.h3.connection import ErrorCode, FrameType, HeadersState, ProtocolError, encode_frame
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic import events as qe
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -45,7 +45,7 @@ from bascule.protocols.h3.headers import (
     fixed_fields,
     parse_request,
 )
-from bascule.protocols.h3.quic import PacedQuic
+from bascule.protocols.h3.quic import PacedQuic, StaticQpackH3
 from bascule.protocols.h3.stream import SEND_BUFFER, H3Stream
 from bascule.protocols.semantics import answer_timeout, body_over_limit
 
@@ -76,7 +76,7 @@ class H3Conn:
         for limit, value in ((quic._local_max_streams_bidi, ctx.h2_max_concurrent_streams),
                              (quic._local_max_streams_uni, MAX_PEER_UNI_STREAMS)):
             limit.value = limit.sent = value
-        self.h3: H3Connection | None = None
+        self.h3: StaticQpackH3 | None = None
         self.client = peer_address(addr)
         self.server = endpoint.address
         self.tls: dict[str, Any] | None = None
@@ -161,7 +161,7 @@ class H3Conn:
             self.endpoint.drop_cid(self, event.connection_id)  # type: ignore[attr-defined]
         elif kind is qe.ProtocolNegotiated:
             if self.h3 is None:
-                self.h3 = H3Connection(self.quic)
+                self.h3 = StaticQpackH3(self.quic)
         elif kind is qe.HandshakeCompleted:
             self._handshake_completed()
         elif kind is qe.ConnectionTerminated:

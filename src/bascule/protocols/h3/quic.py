@@ -1,4 +1,5 @@
-"""aioquic's QuicConnection with receive windows the app's reading opens: the one change bascule needs of it.
+"""aioquic's QuicConnection with receive windows the app's reading opens, and its H3Connection without a QPACK
+dynamic table: the two changes bascule needs of it.
 
 aioquic raises a stream's receive limit (MAX_STREAM_DATA) on its own, doubling it whenever the peer has sent
 more than half of it, whatever the application did with the bytes: a client could then push a request body
@@ -12,6 +13,15 @@ has not read) plus one window, raised only when that moves by half a window (not
 
 The connection-level limit (MAX_DATA) is left to aioquic: it only grows as stream data arrives, and what can
 arrive is bounded by the streams' limits times their number (MAX_STREAMS).
+
+:class:`StaticQpackH3` advertises SETTINGS_QPACK_MAX_TABLE_CAPACITY 0 (and no blocked streams) instead of
+aioquic's 4096. aioquic decodes a whole HEADERS frame before anything can look at the result, and a field
+line that references a dynamic-table entry costs the client one byte while the entry may be 4 KB: a HEADERS
+frame within the header limits would decode to gigabytes (a QPACK bomb; HTTP/2's HPACK decoder in bascule
+stops at --limit-request-header-size, pylsqpack has no such bound). With the static table only, a field
+line expands at most 69-fold (a two-byte reference to the longest static entry), so the 2x
+--limit-request-header-size a partial HEADERS frame may declare (connection.py) decodes to a bounded list.
+Clients then send literals (RFC 9204 permits a capacity of 0).
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pylsqpack
+from aioquic.h3.connection import H3Connection
 from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
 from aioquic.quic.packet import QuicFrameType
 
@@ -55,3 +67,14 @@ class PacedQuic(QuicConnection):
             buf.push_uint_var(stream_id)
             buf.push_uint_var(local)
             stream.max_stream_data_local_sent = local
+
+
+class StaticQpackH3(H3Connection):
+    """aioquic's HTTP/3 layer with a QPACK decoder that keeps no dynamic table (see the module docstring)."""
+
+    def _init_connection(self) -> None:
+        # called at the end of H3Connection.__init__, before the SETTINGS frame is written from these
+        self._max_table_capacity = 0
+        self._blocked_streams = 0
+        self._decoder = pylsqpack.Decoder(0, 0)
+        super()._init_connection()

@@ -75,3 +75,48 @@ def test_a_qpack_bomb_is_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
             await asyncio.sleep(0.1)
             assert all(size <= 100 * (len(block) + len(insert)) for size in decoded), decoded
     run(main())
+
+
+class Stubborn:
+    """An app that ignores disconnects: each request waits for ``release`` (counting those running)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await self.release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"done"})
+        finally:
+            self.running -= 1
+
+
+def test_streams_the_server_is_made_to_reset_keep_their_slots() -> None:
+    """MadeYouReset (as HTTP/2, CVE-2025-8671): a body longer than its content-length makes the server reset
+    the stream; while its app still runs, the stream must keep counting against MAX_STREAMS, or a client gets
+    any number of apps running on one connection."""
+    app = Stubborn()
+
+    async def main() -> None:
+        async with h3_server(app, h2_max_concurrent_streams=2) as srv, h3_client(srv.port) as client:
+            sids = []
+            for _ in range(5):
+                sid = client.start("/", "POST", headers=[(b"content-length", b"1")], end=False)
+                sids.append(sid)
+                await asyncio.sleep(0.05)
+                client.send(sid, b"xx")  # one byte more than declared: H3_MESSAGE_ERROR
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.6)  # a tick, where slots of finished apps come back
+            assert app.peak <= 2, app.peak
+            app.release.set()
+            await until(lambda: srv.ctx.in_flight == 0 and app.running == 0)
+            await asyncio.sleep(0.6)
+            assert (await client.request()).status == 200
+    run(main())

@@ -46,6 +46,7 @@ from bascule.protocols.h3.headers import (
     parse_request,
 )
 from bascule.protocols.h3.quic import PacedQuic, StaticQpackH3
+from bascule.protocols.h3.slots import StreamSlots
 from bascule.protocols.h3.stream import SEND_BUFFER, H3Stream
 from bascule.protocols.semantics import answer_timeout, body_over_limit
 
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 _log = logging.getLogger("bascule.error")
 
 GOAWAY_GRACE = 0.25  # seconds between a GOAWAY and closing a connection with no streams (as HTTP/2's)
-RESETS_PER_TICK = 200  # streams the client resets per 0.5 s tick (rapid reset), as HTTP/2
 MAX_PEER_UNI_STREAMS = 8  # HTTP/3 needs 3 from a client (control, QPACK encoder and decoder)
 # what aioquic raises on a send to a stream already ended or reset
 _SEND_ERRORS: tuple[type[Exception], ...] = (ProtocolError, ValueError, AssertionError)
@@ -82,7 +82,7 @@ class H3Conn:
         self.tls: dict[str, Any] | None = None
         self.limits = Limits(ctx.limit_request_headers, ctx.limit_request_field_size, ctx.limit_request_header_size)
         self.streams: dict[int, H3Stream] = {}
-        self.orphans: dict[int, H3Stream] = {}  # reset by the client, app still running: still counted
+        self.slots = StreamSlots(quic)  # streams over on the wire while their apps run; the reset budget
         self.cids: set[bytes] = set()  # our connection ids the endpoint routes here
         self.handshaken = False
         self.closed = False  # closing begun: no more streams, requests or sends
@@ -94,7 +94,6 @@ class H3Conn:
         self.since = now
         self.idle_since: float | None = now
         self._goaway_at = 0.0
-        self._resets = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_due = False
@@ -451,31 +450,21 @@ class H3Conn:
     def _cancelled(self, sid: int, code: int) -> None:
         """The client cancelled a request (RFC 9114 4.1.1): both sides are reset and the app sees a
         disconnect. While its app still runs the stream stays an orphan, counted against MAX_STREAMS
-        (_release_orphans): resetting streams (CVE-2023-44487, rapid reset) buys no more running apps."""
+        (StreamSlots): resetting streams (CVE-2023-44487, rapid reset) buys no more running apps."""
         st = self.streams.get(sid)
         if st is None:
             return
         st.cancelled = True
+        over = False
         if not st.finished:
             st.finished = True
             self._dropped(st)
-            self._resets += 1
+            over = self.slots.charge()
         self._reset_both(st, code)
         st.on_disconnect()
-        if st.app_task is not None and not st.app_task.done():
-            # aioquic gives the stream's MAX_STREAMS slot back once it is over on the wire (it adds one to the
-            # limit, maybe in the very call that writes the next packets): taken back now, until the app returns
-            self.orphans[sid] = st
-            self.quic._local_max_streams_bidi.value -= 1
-        if self._resets > RESETS_PER_TICK:
+        self.slots.hold(st)  # its slot stays taken until the app returns (protocols/h3/slots.py)
+        if over:
             self.close_now(ErrorCode.H3_EXCESSIVE_LOAD, "too many streams reset")
-
-    def _release_orphans(self) -> None:
-        for sid, st in list(self.orphans.items()):
-            if st.app_task is None or st.app_task.done():
-                del self.orphans[sid]
-                self.quic._local_max_streams_bidi.value += 1
-                self.schedule_flush()
 
     # -- responses ----------------------------------------------------------------------------------
     def fixed_fields(self) -> Headers:
@@ -628,9 +617,8 @@ class H3Conn:
         self.close_now(ErrorCode.H3_NO_ERROR, "server stopping")
 
     def _lose_streams(self) -> None:
-        streams = list(self.streams.values()) + list(self.orphans.values())
+        streams = list(self.streams.values()) + self.slots.clear()
         self.streams.clear()
-        self.orphans.clear()
         self._paused.clear()
         self._to_dispatch.clear()
         for st in streams:
@@ -661,9 +649,8 @@ class H3Conn:
         app deadlines, orphans whose apps returned, the reset budget."""
         if self.closed:
             return
-        self._resets = 0
-        if self.orphans:
-            self._release_orphans()
+        if self.slots.tick():
+            self.schedule_flush()  # MAX_STREAMS raised
         ctx = self.ctx
         if not self.handshaken:
             if now - self.since > ctx.timeout_request_head or ctx.shutting_down:

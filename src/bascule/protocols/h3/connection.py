@@ -15,10 +15,10 @@ close()) sends an HTTP/3 GOAWAY and the connection closes once its streams are d
 closed after --timeout-keep-alive the same way; force_close() closes it at once.
 
 Limits are HTTP/2's: concurrent streams are QUIC's MAX_STREAMS (``ctx.h2_max_concurrent_streams``), and a
-stream the client cancels keeps its slot while its app still runs (rapid reset buys nothing); request heads
-over the operator's limits get 431; bodies over --limit-request-body 413; receive windows follow the app's
-reading (protocols/h3/quic.py); unacknowledged response bytes pause the stream (protocols/h3/stream.py);
-streams the client cancels per tick are budgeted.
+stream the client cancels, or makes us reset, keeps its slot while its app still runs (protocols/h3/slots.py);
+request heads over the operator's limits get 431; bodies over --limit-request-body 413; receive windows follow
+the app's reading (protocols/h3/quic.py); unacknowledged response bytes pause the stream
+(protocols/h3/stream.py); streams the client cancels or makes us reset per tick are budgeted.
 """
 
 from __future__ import annotations
@@ -434,6 +434,8 @@ class H3Conn:
             self._dropped(st)
         self._reset_both(st, ErrorCode.H3_MESSAGE_ERROR)
         st.on_disconnect()
+        if self.slots.charge():  # "MadeYouReset": resets the client makes us send count as its own
+            self.close_now(ErrorCode.H3_EXCESSIVE_LOAD, "too many streams reset")
 
     # -- resets from the client ---------------------------------------------------------------------
     def _on_reset(self, sid: int) -> None:
@@ -462,7 +464,6 @@ class H3Conn:
             over = self.slots.charge()
         self._reset_both(st, code)
         st.on_disconnect()
-        self.slots.hold(st)  # its slot stays taken until the app returns (protocols/h3/slots.py)
         if over:
             self.close_now(ErrorCode.H3_EXCESSIVE_LOAD, "too many streams reset")
 
@@ -530,6 +531,7 @@ class H3Conn:
         st.local_ended = True
         if not st.request_ended:
             self._stop_reading(st)
+            self.slots.hold(st)
             if not st.body_done:
                 st.on_disconnect()  # an app still reading the body would wait for bytes that never come
         self._forget(st)
@@ -552,6 +554,7 @@ class H3Conn:
             self._reset_send(st, code)
         if not st.request_ended:
             self._stop_reading(st, code)
+        self.slots.hold(st)  # over on the wire: while its app runs its slot stays taken (protocols/h3/slots.py)
         self._forget(st)
 
     def reset(self, st: H3Stream) -> None:

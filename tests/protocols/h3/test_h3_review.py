@@ -120,3 +120,24 @@ def test_streams_the_server_is_made_to_reset_keep_their_slots() -> None:
             await asyncio.sleep(0.6)
             assert (await client.request()).status == 200
     run(main())
+
+
+def test_resets_a_client_provokes_count_against_its_budget() -> None:
+    """Streams made to fail before any app runs free their slots at once; so the client could make the server
+    reset them without end: past the per-tick reset budget the connection closes (H3_EXCESSIVE_LOAD)."""
+
+    async def main() -> None:
+        async with h3_server(ok) as srv, h3_client(srv.port) as client:
+            for _ in range(40):  # bounded: 40 rounds of up to 20 streams, the budget is 200 per tick
+                if client.terminated is not None:
+                    break
+                for _ in range(20):
+                    if client._quic._streams_blocked_bidi:
+                        break
+                    sid = client.start("/", "POST", headers=[(b"content-length", b"1")], end=False)
+                    client.send(sid, b"xx")  # no FIN: aioquic itself would close the connection at a FIN
+                await asyncio.sleep(0.005)
+            await until(lambda: client.terminated is not None, 5)
+            assert client.terminated is not None and client.terminated.error_code == 0x107  # H3_EXCESSIVE_LOAD
+            await until(lambda: srv.ctx.in_flight == 0)
+    run(main())

@@ -141,3 +141,35 @@ def test_resets_a_client_provokes_count_against_its_budget() -> None:
             assert client.terminated is not None and client.terminated.error_code == 0x107  # H3_EXCESSIVE_LOAD
             await until(lambda: srv.ctx.in_flight == 0)
     run(main())
+
+
+def test_stream_slots_hold_release_and_budget() -> None:
+    """StreamSlots alone: a slot is taken back once per stream while its app runs, given back when it
+    returned, and the budget counts resets per tick."""
+    from types import SimpleNamespace
+
+    from bascule.protocols.h3.slots import RESETS_PER_TICK, StreamSlots
+
+    limit = SimpleNamespace(value=10)
+    slots = StreamSlots(SimpleNamespace(_local_max_streams_bidi=limit))  # type: ignore[arg-type]
+
+    class Task:
+        finished = False
+
+        def done(self) -> bool:
+            return self.finished
+
+    running, returned = Task(), Task()
+    returned.finished = True
+    st = SimpleNamespace(stream_id=0, app_task=running)
+    slots.hold(st)  # type: ignore[arg-type]
+    slots.hold(st)  # type: ignore[arg-type]
+    slots.hold(SimpleNamespace(stream_id=4, app_task=returned))  # type: ignore[arg-type]
+    slots.hold(SimpleNamespace(stream_id=8, app_task=None))  # type: ignore[arg-type]
+    assert limit.value == 9 and list(slots.orphans) == [0]
+    assert not slots.tick() and limit.value == 9
+    running.finished = True
+    assert slots.tick() and limit.value == 10 and not slots.orphans
+    assert not any(slots.charge() for _ in range(RESETS_PER_TICK)) and slots.charge()
+    slots.tick()
+    assert not slots.charge()

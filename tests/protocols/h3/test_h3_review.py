@@ -173,3 +173,29 @@ def test_stream_slots_hold_release_and_budget() -> None:
     assert not any(slots.charge() for _ in range(RESETS_PER_TICK)) and slots.charge()
     slots.tick()
     assert not slots.charge()
+
+
+def test_a_held_slot_never_takes_back_stream_credit_already_sent() -> None:
+    """MAX_STREAMS, once sent, cannot be taken back (RFC 9000 4.6). A client that cancels a running request
+    and then opens the streams it was granted must be served, not closed with STREAM_LIMIT_ERROR: the held
+    slot is withheld from the next raise of the limit instead."""
+    app = Stubborn()
+
+    async def main() -> None:
+        async with h3_server(app, h2_max_concurrent_streams=4) as srv, h3_client(srv.port) as client:
+            first = client.start("/")
+            await until(lambda: app.running == 1)
+            client._quic.reset_stream(first, 0x10C)
+            client._quic.stop_stream(first, 0x10C)
+            others = [client.start("/") for _ in range(3)]  # stream counts 2-4: within the 4 granted
+            await asyncio.sleep(0.3)
+            assert client.terminated is None, client.terminated
+            await until(lambda: app.running == 4)
+            app.release.set()
+            for sid in others:
+                assert (await client.wait(sid)).body == b"done"
+            await until(lambda: srv.ctx.in_flight == 0 and app.running == 0)
+            await asyncio.sleep(0.6)  # a tick: the held slot comes back
+            replies = await asyncio.gather(*(client.request() for _ in range(4)))
+            assert [r.status for r in replies] == [200] * 4
+    run(main())

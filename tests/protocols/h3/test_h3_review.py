@@ -148,10 +148,13 @@ def test_stream_slots_hold_release_and_budget() -> None:
     returned, and the budget counts resets per tick."""
     from types import SimpleNamespace
 
+    from aioquic.quic.connection import Limit
+
+    from bascule.protocols.h3.quic import StreamCredit
     from bascule.protocols.h3.slots import RESETS_PER_TICK, StreamSlots
 
-    limit = SimpleNamespace(value=10)
-    slots = StreamSlots(SimpleNamespace(_local_max_streams_bidi=limit))  # type: ignore[arg-type]
+    limit = StreamCredit(Limit(frame_type=0x12, name="max_streams_bidi", value=10))
+    slots = StreamSlots(SimpleNamespace(credit=limit))  # type: ignore[arg-type]
 
     class Task:
         finished = False
@@ -166,10 +169,19 @@ def test_stream_slots_hold_release_and_budget() -> None:
     slots.hold(st)  # type: ignore[arg-type]
     slots.hold(SimpleNamespace(stream_id=4, app_task=returned))  # type: ignore[arg-type]
     slots.hold(SimpleNamespace(stream_id=8, app_task=None))  # type: ignore[arg-type]
-    assert limit.value == 9 and list(slots.orphans) == [0]
-    assert not slots.tick() and limit.value == 9
+    assert limit.value == 10 and list(slots.orphans) == [0]  # credit sent is never taken back...
+    limit.value += 1  # ...the next raise (aioquic discarding a stream) is taken instead
+    assert limit.value == 10
+    assert not slots.tick() and limit.value == 10
     running.finished = True
-    assert slots.tick() and limit.value == 10 and not slots.orphans
+    assert slots.tick() and limit.value == 11 and not slots.orphans  # given back
+    limit.value += 1  # raises pass again
+    assert limit.value == 12
+    slots.hold(SimpleNamespace(stream_id=12, app_task=Task()))  # type: ignore[arg-type]
+    slots.orphans[12].app_task.finished = True
+    assert slots.tick() and limit.value == 12  # released before any raise came: nothing was taken
+    limit.value += 1
+    assert limit.value == 13
     assert not any(slots.charge() for _ in range(RESETS_PER_TICK)) and slots.charge()
     slots.tick()
     assert not slots.charge()

@@ -31,7 +31,7 @@ from typing import Any
 
 import pylsqpack
 from aioquic.h3.connection import H3Connection
-from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
+from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, Limit, QuicConnection
 from aioquic.quic.packet import QuicFrameType
 
 
@@ -45,6 +45,7 @@ class PacedQuic(QuicConnection):
     def __init__(self, *, window: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.window = window
+        self.credit = self._local_max_streams_bidi = StreamCredit(self._local_max_streams_bidi)
         self.held: Callable[[int], int] = _nothing_held
         """Bytes delivered on a stream and not consumed yet (set by the HTTP/3 connection)."""
 
@@ -67,6 +68,47 @@ class PacedQuic(QuicConnection):
             buf.push_uint_var(stream_id)
             buf.push_uint_var(local)
             stream.max_stream_data_local_sent = local
+
+
+class StreamCredit(Limit):
+    """The peer's request-stream limit (MAX_STREAMS), with slots withheld (protocols/h3/slots.py).
+
+    aioquic raises the limit by one as each peer stream is discarded. A slot held for an app still running on
+    a stream that is over on the wire must not be lowered from ``value`` directly: what was sent cannot be taken
+    back (RFC 9000 4.6), and aioquic checks new streams against ``value``, so a client opening the streams it
+    was granted would be closed with STREAM_LIMIT_ERROR. A withheld slot takes the next raise instead, and
+    :meth:`give_back` returns it (or cancels the withholding, if no raise came yet).
+    """
+
+    def __init__(self, limit: Limit) -> None:
+        self._value = limit.value
+        self.withheld = 0  # raises still to take
+        self.taken = 0  # raises taken, owed back
+        super().__init__(limit.frame_type, limit.name, limit.value)
+        self.sent, self.used = limit.sent, limit.used
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+    @value.setter
+    def value(self, value: int) -> None:
+        if self.withheld and value > self._value:
+            take = min(self.withheld, value - self._value)
+            self.withheld -= take
+            self.taken += take
+            value -= take
+        self._value = value
+
+    def withhold(self) -> None:
+        self.withheld += 1
+
+    def give_back(self) -> None:
+        if self.withheld:
+            self.withheld -= 1
+        elif self.taken:
+            self.taken -= 1
+            self._value += 1
 
 
 class StaticQpackH3(H3Connection):

@@ -4,9 +4,10 @@ aioquic gives a client stream's slot back (it adds one to MAX_STREAMS, maybe in 
 next packets) once the stream is over on the wire, whatever its app is doing. A stream that ends on the wire
 while its app still runs (the client reset it, or it made us reset it) would then free a slot for another
 running app, and a client could have any number of apps running on one connection (CVE-2023-44487 "rapid
-reset", and its "MadeYouReset" variant). :class:`StreamSlots` takes such a slot back (``hold``) until the app
-returns (``release``, on the connection's tick), as protocols/h2 counts its orphans, and counts the streams
-reset per tick: over :data:`RESETS_PER_TICK` the connection closes.
+reset", and its "MadeYouReset" variant). :class:`StreamSlots` withholds such a slot (``hold``: the next raise
+of the limit is skipped, protocols/h3/quic.py's StreamCredit, since credit already sent cannot be taken back)
+until the app returns (``release``, on the connection's tick), as protocols/h2 counts its orphans, and counts
+the streams reset per tick: over :data:`RESETS_PER_TICK` the connection closes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class StreamSlots:
         task = st.app_task
         if task is not None and not task.done() and st.stream_id not in self.orphans:
             self.orphans[st.stream_id] = st
-            self.quic._local_max_streams_bidi.value -= 1
+            self.quic.credit.withhold()
 
     def release(self) -> bool:
         """Give back the slots of orphans whose apps returned; True if any (MAX_STREAMS may be sent)."""
@@ -41,7 +42,7 @@ class StreamSlots:
         for sid, st in list(self.orphans.items()):
             if st.app_task is None or st.app_task.done():
                 del self.orphans[sid]
-                self.quic._local_max_streams_bidi.value += 1
+                self.quic.credit.give_back()
                 released = True
         return released
 

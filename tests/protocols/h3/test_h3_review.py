@@ -211,3 +211,33 @@ def test_a_held_slot_never_takes_back_stream_credit_already_sent() -> None:
             replies = await asyncio.gather(*(client.request() for _ in range(4)))
             assert [r.status for r in replies] == [200] * 4
     run(main())
+
+
+def test_a_headers_frame_that_arrives_whole_is_bounded_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A HEADERS frame over twice --limit-request-header-size is refused while it is incomplete; one that
+    arrives whole (one packet, or pieces sent out of order) was decoded first, up to the stream window, at up
+    to 69 bytes decoded per byte. It must not be decoded: the connection is closed (H3_EXCESSIVE_LOAD)."""
+    decoded: list[int] = []
+    check_size = h3_connection.check_size
+
+    def measuring(fields: Any, limits: Any) -> None:
+        decoded.append(sum(len(name) + len(value) for name, value in fields))
+        check_size(fields, limits)
+
+    monkeypatch.setattr(h3_connection, "check_size", measuring)
+
+    async def main() -> None:
+        async with h3_server(ok, limit_request_header_size=300) as srv, h3_client(srv.port) as client:
+            assert (await client.request()).status == 200
+            decoded.clear()
+            quic = client._quic
+            # no dynamic table: required insert count 0, base 0; pseudo-headers; then 300 two-byte references
+            # to static entry 98 (RFC 9204 A): a 615-byte frame, in one packet
+            block = b"\x00\x00\xd1\xd7\xc1\x50\x09127.0.0.1" + b"\xff\x23" * 300
+            sid = quic.get_next_available_stream_id()
+            quic.send_stream_data(sid, encode_frame(FrameType.HEADERS, block), end_stream=True)
+            client.transmit()
+            await until(lambda: client.terminated is not None or bool(decoded), 5)
+            assert decoded == []
+            assert client.terminated is not None and client.terminated.error_code == 0x107, client.terminated
+    run(main())

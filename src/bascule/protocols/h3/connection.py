@@ -161,6 +161,7 @@ class H3Conn:
         elif kind is qe.ProtocolNegotiated:
             if self.h3 is None:
                 self.h3 = StaticQpackH3(self.quic)
+                self.h3.max_headers_frame = 2 * self.limits.list_size  # as _partial_head's bound
         elif kind is qe.HandshakeCompleted:
             self._handshake_completed()
         elif kind is qe.ConnectionTerminated:

@@ -1,5 +1,5 @@
-"""aioquic's QuicConnection with receive windows the app's reading opens, and its H3Connection without a QPACK
-dynamic table: the two changes bascule needs of it.
+"""aioquic's QuicConnection with receive windows the app's reading opens and a stream limit that can withhold
+slots, and its H3Connection without a QPACK dynamic table or oversized HEADERS frames: what bascule needs of it.
 
 aioquic raises a stream's receive limit (MAX_STREAM_DATA) on its own, doubling it whenever the peer has sent
 more than half of it, whatever the application did with the bytes: a client could then push a request body
@@ -30,7 +30,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pylsqpack
-from aioquic.h3.connection import H3Connection
+from aioquic.h3.connection import ErrorCode, H3Connection, ProtocolError
+from aioquic.h3.events import Headers
 from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, Limit, QuicConnection
 from aioquic.quic.packet import QuicFrameType
 
@@ -111,8 +112,26 @@ class StreamCredit(Limit):
             self._value += 1
 
 
+class HeadersFrameTooLarge(ProtocolError):
+    error_code = ErrorCode.H3_EXCESSIVE_LOAD
+
+
 class StaticQpackH3(H3Connection):
-    """aioquic's HTTP/3 layer with a QPACK decoder that keeps no dynamic table (see the module docstring)."""
+    """aioquic's HTTP/3 layer with a QPACK decoder that keeps no dynamic table (see the module docstring), and
+    that decodes no HEADERS frame over ``max_headers_frame`` bytes.
+
+    The connection refuses a stream whose HEADERS frame is declared too large while it is incomplete; one that
+    arrives whole (in one packet, or in pieces sent out of order) reaches the decoder at once, and was decoded
+    up to the stream window. Here it ends the connection (H3_EXCESSIVE_LOAD) before decoding.
+    """
+
+    max_headers_frame = 0  # 0: no bound (the connection sets it)
+
+    def _decode_headers(self, stream_id: int, frame_data: bytes | None) -> Headers:
+        limit = self.max_headers_frame
+        if limit and frame_data is not None and len(frame_data) > limit:
+            raise HeadersFrameTooLarge(f"a HEADERS frame of {len(frame_data)} bytes")
+        return super()._decode_headers(stream_id, frame_data)
 
     def _init_connection(self) -> None:
         # called at the end of H3Connection.__init__, before the SETTINGS frame is written from these

@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bascule.gateways.eager_steps import FINISHED, NOT_TAKEN, Finished, first_step, prime, resume
+from bascule.gateways.eager_steps import FINISHED, NOT_TAKEN, Finished, continue_from, first_step, prime, resume
 
 _enter_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] = asyncio.tasks._enter_task
 _leave_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None] = asyncio.tasks._leave_task
@@ -58,39 +58,6 @@ def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None])
     return task
 
 
-class Resume:
-    """An awaitable that continues an already-started coroutine from the future it is waiting on."""
-
-    __slots__ = ("coro", "pending")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], pending: Any) -> None:
-        self.coro = coro
-        self.pending = pending
-
-    def __await__(self) -> Generator[Any, None, None]:
-        coro, pending = self.coro, self.pending
-        while True:
-            try:
-                yield pending
-            except GeneratorExit:  # closed (its Task destroyed unfinished): as ``yield from``, close coro,
-                coro.close()  # which may be closed already (the collector's order), rather than throw into it
-                raise
-            except BaseException as exc:  # cancellation (or any throw) goes to the coroutine
-                try:
-                    pending = coro.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    pending = coro.send(None)
-                except StopIteration:
-                    return
-
-
-async def _finish(resume: Resume) -> None:
-    await resume
-
-
 def start_eager(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
     """Run one of the server's own coroutines until it first suspends; None if it finished, else the
     Task that carries it on. Never for app code (see :func:`start_task`): this first step has no Task."""
@@ -99,4 +66,4 @@ def start_eager(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
         pending = context.run(coro.send, None)
     except StopIteration:
         return None
-    return loop.create_task(_finish(Resume(coro, pending)), context=context)
+    return loop.create_task(continue_from(coro, pending), context=context)

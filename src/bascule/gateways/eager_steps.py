@@ -89,10 +89,22 @@ def resume(box: list[Any], coro: Coroutine[Any, Any, None]) -> Generator[Any, No
             yield from coro  # a types.coroutine generator may delegate to a coroutine
             return
         pending = first
+    yield from continue_from(coro, pending)
+
+
+@types.coroutine
+def continue_from(coro: Coroutine[Any, Any, None], pending: Any) -> Generator[Any, None, None]:
+    """Carry on ``coro``, already started and suspended on ``pending`` (the future its last step yielded).
+
+    The driver (a Task) gets ``pending`` first; a throw while waiting on it (a cancel) goes to ``coro`` where
+    it is suspended, and a close closes ``coro`` as ``yield from`` does (it may be closed already, in the
+    collector's order, so nothing is thrown into it). After that, ``yield from`` hands every step to ``coro``.
+    Used by :func:`resume` and by gateways/eager.py's ``start_eager``.
+    """
     while True:
         try:
             yield pending
-        except GeneratorExit:  # closed: as above
+        except GeneratorExit:
             coro.close()
             raise
         except BaseException as exc:  # cancellation (or any throw) goes to the coroutine

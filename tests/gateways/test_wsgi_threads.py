@@ -1,5 +1,6 @@
 """Tests of the hand-over between the event loop and the WSGI thread pool (gateways/threads.py): the pool
-wakes one idle thread per task and lets busy threads take queued tasks; LoopOutbox brings the threads' calls
+wakes one thread at a time, which takes the tasks queued meanwhile, wakes the next while tasks wait (so
+blocking tasks still overlap), and lets busy threads take queued tasks; LoopOutbox brings the threads' calls
 back to the loop in order, batched; and through a real server, responses under concurrency, pipelining and
 graceful shutdown with requests still queued. The WSGI gateway's own behaviour is in test_wsgi.py.
 """
@@ -95,6 +96,52 @@ def test_one_thread_runs_queued_tasks_in_submit_order(pool_factory: Callable[[in
     release.set()
     assert wait_for(lambda: len(order) == 30)
     assert order == list(range(30))
+
+
+def test_a_burst_of_tasks_goes_to_the_one_thread_woken(pool_factory: Callable[[int], ThreadPool]) -> None:
+    """Tasks submitted while the woken thread has not started yet (as the loop does in one pass, holding the
+    GIL) wake no other thread: that one runs them all, and the one it woke in case they block finds the
+    queue empty. A thread per task would make each fight for the GIL for its one task."""
+    pool = pool_factory(8)
+    names: list[str] = []
+    done = threading.Event()
+    gate = threading.Event()
+    pool.submit(lambda _: gate.wait(5), None)  # holds the first thread while the burst is queued
+    assert wait_for(lambda: pool.queued() == 0 and len(pool._idle) == 7)
+    for i in range(50):
+        pool.submit(lambda i: (names.append(threading.current_thread().name), i == 49 and done.set()), i)
+    assert len(pool._idle) == 6  # one thread woken for the 50 tasks
+    gate.set()
+    assert done.wait(5)
+    assert len(names) == 50
+    assert len(set(names)) <= 3, set(names)  # the woken one, and at most the ones it and the first woke
+    assert wait_for(lambda: len(pool._idle) == 8 and getattr(pool, "_coming", None) is None)
+
+
+@pytest.mark.parametrize("size", [4, 16])
+def test_blocking_tasks_queued_together_still_run_at_once(pool_factory: Callable[[int], ThreadPool],
+                                                          size: int) -> None:
+    """Four tasks queued in one burst that each wait for all four (a barrier) finish only if four threads
+    run them at once: the woken thread wakes the next while tasks wait, so a blocking app is not
+    serialised behind the one thread that came."""
+    pool = pool_factory(size)
+    barrier = threading.Barrier(4, timeout=5)
+    passed: list[int] = []
+    for i in range(4):
+        pool.submit(lambda i: (barrier.wait(), passed.append(i)), i)
+    assert wait_for(lambda: len(passed) == 4), (passed, barrier.broken)
+    assert sorted(passed) == [0, 1, 2, 3]
+
+
+def test_blocking_tasks_overlap_under_a_steady_stream(pool_factory: Callable[[int], ThreadPool]) -> None:
+    """16 tasks that sleep 0.2 s each, submitted back to back, take about one sleep on 16 threads, not 16."""
+    pool = pool_factory(16)
+    finished: list[float] = []
+    start = time.monotonic()
+    for _ in range(16):
+        pool.submit(lambda _: (time.sleep(0.2), finished.append(time.monotonic())), None)
+    assert wait_for(lambda: len(finished) == 16)
+    assert max(finished) - start < 1.5, max(finished) - start  # serialised would be 3.2 s
 
 
 def test_concurrent_submitters_lose_no_task(pool_factory: Callable[[int], ThreadPool]) -> None:

@@ -319,3 +319,24 @@ def test_file_wrapper_without_close_has_no_close() -> None:
     wrapper = FileWrapper(Reader())  # type: ignore[arg-type]
     assert not hasattr(wrapper, "close")
     assert list(wrapper) == [b"xy"]
+
+
+@pytest.mark.parametrize("how", ["read(len)", "read(more)", "read()", "read1()", "read1(len)"])
+def test_reading_the_whole_buffered_body_hands_it_over_uncopied(how: str) -> None:
+    """A body read whole (read(CONTENT_LENGTH), as frameworks do) is the buffered bytes object itself: a
+    16 KiB echo copied it once more for nothing (compiled slicing copies even a whole-range slice)."""
+    body = bytes(range(256)) * 64
+    stream = WSGIInput(None, body)
+    got = {"read(len)": lambda: stream.read(len(body)), "read(more)": lambda: stream.read(len(body) + 10),
+           "read()": lambda: stream.read(), "read1()": lambda: stream.read1(),
+           "read1(len)": lambda: stream.read1(len(body))}[how]()
+    assert got is body
+    assert stream.read() == b""
+
+
+def test_a_partial_read_leaves_the_rest_buffered() -> None:
+    stream = WSGIInput(None, b"0123456789")
+    assert stream.read(4) == b"0123"
+    assert stream.read1(3) == b"456"
+    assert stream.read(10) == b"789"
+    assert stream.read() == b""

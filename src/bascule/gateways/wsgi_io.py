@@ -59,8 +59,18 @@ class WSGIInput:
             return data
         if len(self._buf) < size:
             self._gather(lambda total, _piece: total >= size)
-        data, self._buf = self._buf[:size], self._buf[size:]
-        return data
+        return self._take(size)
+
+    def _take(self, size: int) -> bytes:
+        """The first ``size`` buffered bytes. All of them are handed over as they are: compiled code slices
+        bytes by copying even when the slice is the whole (a 16 KiB body read with read(CONTENT_LENGTH), as
+        frameworks do, was copied once more for nothing)."""
+        buf = self._buf
+        if size >= len(buf):
+            self._buf = b""
+            return buf
+        self._buf = buf[size:]
+        return buf[:size]
 
     def read1(self, size: int | None = -1) -> bytes:
         """At most one pull: what is buffered, or the next piece (None or a negative size: all of it)."""
@@ -68,8 +78,7 @@ class WSGIInput:
             self._buf = self._pull_piece()
         if size is None or size < 0:
             size = len(self._buf)
-        data, self._buf = self._buf[:size], self._buf[size:]
-        return data
+        return self._take(size)
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = -1 if size is None else size

@@ -69,15 +69,18 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
-PROTOCOLS = {"h1": "HTTP/1.1 -> ASGI", "h2": "HTTP/2 -> ASGI", "h1close": "HTTP/1.1 close -> ASGI"}
+PROTOCOLS = {"h1": "HTTP/1.1 -> ASGI", "h2": "HTTP/2 -> ASGI", "h1close": "HTTP/1.1 close -> ASGI",
+             "h1echo": "HTTP/1.1 16 KiB echo -> ASGI"}
 #: ``h1close`` opens a new connection for every request and asks ``Connection: close``: accept, the
-#: connection's setup and teardown, and the close are counted with the request (issue 18).
+#: connection's setup and teardown, and the close are counted with the request (issue 18). ``h1echo`` is
+#: run.py's echo scenario one request at a time: POST /echo with 16 KiB, answered with the same bytes.
 #: --app: benchmarks/apps.py's app of each interface (both answer GET / with the same 13 bytes). A WSGI
 #: server's threads are all counted (callgrind runs every thread of the process, one at a time), so
 #: ``--app wsgi`` shows the cost of the loop <-> thread-pool hand-over; ``--bascule-args="--wsgi-mode loop"``
 #: counts the same app run on the loop thread.
 APPS = {"asgi": ("apps:asgi_app", "asgi3"), "wsgi": ("apps:wsgi_app", "wsgi")}
 EXPECTED_BODY = b"Hello, world!"  # benchmarks/apps.py's TEXT, what GET / answers
+ECHO_BODY = b"a" * 16384  # run.py's echo scenario's body
 MAX_REQUESTS = 100_000
 MAX_ROUNDS = 10
 MAX_BUILDS = 8
@@ -277,13 +280,16 @@ def inclusive_cost(text: str, function: str) -> int:
 
 
 class H1Client:
-    """Sequential GET / over one keep-alive HTTP/1.1 connection, checking every answer."""
+    """Sequential GET / (or POST /echo) over one keep-alive HTTP/1.1 connection, checking every answer."""
 
     REQUEST = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
     CLOSE_REQUEST = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+    ECHO_REQUEST = (f"POST /echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/octet-stream\r\n"
+                    f"Content-Length: {len(ECHO_BODY)}\r\n\r\n").encode() + ECHO_BODY
 
-    def __init__(self, port: int, timeout: float, *, new_connections: bool = False) -> None:
+    def __init__(self, port: int, timeout: float, *, new_connections: bool = False, echo: bool = False) -> None:
         self.port, self.timeout, self.new_connections = port, timeout, new_connections
+        self.request, self.expected = (self.ECHO_REQUEST, ECHO_BODY) if echo else (self.REQUEST, EXPECTED_BODY)
         self.sock = self._connect()
         self.buf = b""
 
@@ -302,7 +308,7 @@ class H1Client:
         self.buf += chunk
 
     def get(self) -> None:
-        self.sock.sendall(self.REQUEST)
+        self.sock.sendall(self.request)
         while (end := self.buf.find(b"\r\n\r\n")) < 0:
             self._fill()
         head, self.buf = self.buf[:end], self.buf[end + 4:]
@@ -314,7 +320,7 @@ class H1Client:
         while len(self.buf) < length:
             self._fill()
         body, self.buf = self.buf[:length], self.buf[length:]
-        if body != EXPECTED_BODY:
+        if body != self.expected:
             raise BenchError(f"unexpected HTTP/1.1 body: {body[:100]!r}")
 
     def run(self, count: int) -> None:
@@ -371,8 +377,8 @@ def measure_build(build: Build, round_no: int, args: argparse.Namespace, scratch
                 h2_requests(port, args.warmup, args.step_timeout)
             for part, protocol in enumerate(args.protocols, start=1):
                 tag = f"{protocol}-{build.label}-{round_no}"
-                client = (H1Client(port, args.step_timeout, new_connections=protocol == "h1close")
-                          if protocol != "h2" else None)
+                client = (H1Client(port, args.step_timeout, new_connections=protocol == "h1close",
+                                   echo=protocol == "h1echo") if protocol != "h2" else None)
                 try:
                     control(pid, "-i", "on")
                     control(pid, "-z")
@@ -441,7 +447,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--requests", type=int, default=2000, help="requests counted per protocol (default 2000)")
     ap.add_argument("--warmup", type=int, default=500, help="requests per protocol before counting (default 500)")
     ap.add_argument("--rounds", type=int, default=2, help="times every build is measured, in turn (default 2)")
-    ap.add_argument("--protocols", default="h1,h2", help="comma-separated: h1, h2 (default both)")
+    ap.add_argument("--protocols", default="h1,h2", help="comma-separated: h1, h2, h1close, h1echo (default h1,h2)")
     ap.add_argument("--app", choices=sorted(APPS), default="asgi", help="the app's interface (default asgi)")
     ap.add_argument("--bascule-args", default="", help="extra flags for bascule")
     ap.add_argument("--start-timeout", type=float, default=120.0, help="seconds for a server to listen")

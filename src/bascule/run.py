@@ -24,10 +24,12 @@ def run_config(config: Config, app: Any = None) -> int:
         from bascule.supervisor import Supervisor
 
         return Supervisor(config, app).run()
+    from bascule.allocator import tune_malloc
     from bascule.server import Server, new_event_loop
     from bascule.workers import PidFile, set_process_title
 
     set_process_title(f"bascule {config.app or ''}".rstrip())
+    tune_malloc()
     with PidFile(config.pid):
         server = Server(config, app)
         with asyncio.Runner(loop_factory=new_event_loop) as runner:

@@ -268,10 +268,12 @@ def on_sigterm(loop: asyncio.AbstractEventLoop, server: Any, flag: DrainFlag | N
 
 def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None, drain_flag: DrainFlag | None = None) -> int:
     """Serve as one worker until told to stop; the exit code for the master."""
+    from bascule.allocator import tune_malloc
     from bascule.server import Server, new_event_loop  # here: the master imports this module, not the server
 
     config = setup.config
     set_process_title(f"bascule worker {setup.number} {config.app or ''}".rstrip())
+    tune_malloc()
     early: list[int] = []  # stop signals that arrive while the app is still loading: acted on once it serves
     for signum in MASTER_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)

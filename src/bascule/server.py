@@ -34,7 +34,7 @@ from typing import Any
 from bascule import tls
 from bascule.config import Config
 from bascule.context import ServerContext
-from bascule.listen.accept import FrontDoor, install_upgrades
+from bascule.listen.accept import FrontDoor, fixed_local_address, install_upgrades
 from bascule.listen.listeners import BoundListener, bind_listeners, describe, remove_unix_sockets
 from bascule.listen.quic import CLOSE_WAIT, QuicListeners, alt_svc, quic_addresses
 from bascule.logs import reopen_log_files
@@ -177,7 +177,8 @@ class Server:
             self.sockets = [bound.sock for bound in self.listeners]
             quic = self._bind_quic(ctx)
             for bound in self.listeners:
-                door = FrontDoor(ctx, bound.spec)  # accept -> (PROXY header) -> TLS -> ALPN/preface -> protocol
+                # accept -> (PROXY header) -> TLS -> ALPN/preface -> protocol
+                door = FrontDoor(ctx, bound.spec, fixed_local_address(bound.sock))
                 server = await loop.create_server(door.protocol_factory(), sock=bound.sock,
                                                   backlog=config.backlog, ssl=door.ssl_context,
                                                   ssl_handshake_timeout=door.ssl_handshake_timeout)

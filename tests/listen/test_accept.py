@@ -25,7 +25,15 @@ from tls_certs import ServerFiles, server_files
 
 from bascule.config import Config
 from bascule.context import ServerContext
-from bascule.listen.accept import ChooseByALPN, FrontDoor, Preamble, Sniff, adopt_proxy_header, h2_from_preface
+from bascule.listen.accept import (
+    ChooseByALPN,
+    FrontDoor,
+    Preamble,
+    Sniff,
+    adopt_proxy_header,
+    fixed_local_address,
+    h2_from_preface,
+)
 from bascule.listen.listeners import BoundListener, Listener, bind_tcp
 from bascule.listen.proxy_protocol import parse
 from bascule.protocols.h1.connection import H1Connection
@@ -355,3 +363,60 @@ def test_http11_hands_over_what_it_knows_and_http2_takes_it_without_reading_http
     plain = Transport()  # without a header the socket's endpoints are read, as on any connection
     h2_from_preface(ctx, plain, HandOver("http", None, ("192.0.2.7", 1), ("192.0.2.8", 2), None), b"", PREFACE)
     assert isinstance(plain.protocol, H2Connection) and plain.protocol.client is None
+
+
+# -- the local address a listener's connections share ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("family", "host", "fixed"), [
+    (socket.AF_INET, "127.0.0.1", True), (socket.AF_INET, "0.0.0.0", False),  # noqa: S104 (a wildcard, on purpose)
+    (socket.AF_INET6, "::1", True), (socket.AF_INET6, "::", False),
+])
+def test_fixed_local_address_only_for_one_ip(family: socket.AddressFamily, host: str, fixed: bool) -> None:
+    if family == socket.AF_INET6 and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError:
+            pytest.skip(f"cannot bind {host}")
+        port = sock.getsockname()[1]
+        assert fixed_local_address(sock) == ((host, port) if fixed else None)
+
+
+def test_fixed_local_address_none_for_a_unix_socket(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(tmp_path / "s.sock"))
+        assert fixed_local_address(sock) is None
+
+
+def test_connections_of_a_one_ip_listener_get_its_address_without_asking(ctx: ServerContext) -> None:
+    door = FrontDoor(ctx, Listener("tcp", ("127.0.0.1", 1)), ("127.0.0.1", 8123))
+    sniff = door.protocol_factory()()
+    assert isinstance(sniff, Sniff) and sniff.h1.server == ("127.0.0.1", 8123)
+    ctx.http2 = False
+    h1 = door.protocol_factory()()
+    assert isinstance(h1, H1Connection) and h1.server == ("127.0.0.1", 8123)
+
+
+async def _local_address_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = repr((scope["server"], scope["client"][0])).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])  # noqa: S104 (the wildcard case, on purpose)
+@pytest.mark.parametrize("http2", [True, False])
+def test_the_scope_server_is_the_connections_local_address(host: str, http2: bool) -> None:
+    """Bound to one IP, scope["server"] is that IP (taken from the listener); bound to the wildcard, it is the
+    address the connection actually came in on, never 0.0.0.0."""
+    with serve_in_thread(_local_address_app, host=host, http2=http2) as srv:
+        port = srv.port
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := c.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(repr((["127.0.0.1", port], "127.0.0.1")).encode()) or \
+        answer.endswith(repr((("127.0.0.1", port), "127.0.0.1")).encode()), answer

@@ -1289,6 +1289,16 @@ def test_absolute_form_target_without_a_path(serve: Serve) -> None:
     assert (resp.get("x-path"), resp.get("x-query")) == (b"/", b"")
 
 
+@pytest.mark.parametrize("target", [b"/a#frag", b"/a?q=1#frag", b"/#"])
+def test_a_fragment_in_the_request_target_is_refused(serve: Serve, target: bytes) -> None:
+    """RFC 9112 3.2: a request-target has no fragment (a client strips it); the app is never called."""
+    app = Counted(echo_app)
+    with serve(app) as srv, connect(srv) as c:
+        resp = c.exchange(b"GET " + target + b" HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert resp.status == 400
+    assert app.calls == 0
+
+
 def test_origin_form_query_and_percent_decoding(serve: Serve) -> None:
     with serve(echo_app) as srv, connect(srv) as c:
         resp = c.exchange(request("GET", "/a%20b/c?x=1&y=%20"))

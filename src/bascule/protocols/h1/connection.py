@@ -58,15 +58,18 @@ class H1Connection(asyncio.Protocol):
     tls: dict[str, Any] | None = None  # the ASGI tls extension's dict, set in connection_made over TLS
     proxy_header: Any = None  # the PROXY protocol header (listen/), whose endpoints replaced the socket's
 
-    def __init__(self, ctx: ServerContext, scheme: str = "http") -> None:
+    def __init__(self, ctx: ServerContext, scheme: str = "http", *, local: tuple[str, int] | None = None) -> None:
+        """``local``: the listener's one local address, when all its connections share it (else read from
+        the transport at connection_made)."""
         self.ctx = ctx
         self.loop = ctx.loop
         self.scheme = scheme
         self.parser = h1_checks.new_parser(self)  # strict llhttp, BWS before a chunk extension allowed
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
-        self.server: tuple[str, int] | None = None
-        self.sock_fd: int | None = None
+        self.server: tuple[str, int] | None = local
+        self.sock_fd: int | None = None  # see socket_fd()
+        self._fd_known = False
         self.phase = Phase.IDLE  # what is being read (protocols/h1/phases.py: the table of its transitions)
         self.closed = False  # phase is CLOSED or SWITCHED: a plain bool, read on every flush
         # queued bytes, drain waiters, pause reasons (PAUSE_*); its transport is ours until self.closed
@@ -107,14 +110,15 @@ class H1Connection(asyncio.Protocol):
         self.transport = self.outbox.transport = cast(asyncio.Transport, transport)  # uvloop's: not subclasses
         # uvloop's TCP transport read both names at accept and converts them here with no system call
         self.client = peer_address(transport.get_extra_info("peername"))
-        self.server = peer_address(transport.get_extra_info("sockname"))
-        if transport.get_extra_info("sslcontext") is None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                self.sock_fd = sock.fileno()  # sendfile: plain sockets only
-        else:  # TLS: the handshake is done; its facts are gathered once for every request of the connection
+        if self.server is None:  # not known from the listener (listen/accept.py: fixed_local_address)
+            self.server = peer_address(transport.get_extra_info("sockname"))
+        # No TLS listener, no TLS transport: uvloop's get_extra_info("sslcontext") on a TCP transport goes
+        # through super() and costs ~1,600 instructions per connection to say None (callgrind h1close).
+        if self.ctx.ssl_context is not None and transport.get_extra_info("sslcontext") is not None:
+            # TLS: the handshake is done; its facts are gathered once for every request of the connection
             self.scheme = "https"
             self.tls = tls_extension(transport.get_extra_info("ssl_object"), self.ctx.server_cert_pem)
+            self._fd_known = True  # no sendfile through TLS: sock_fd stays None
         self.idle_since = self.loop.time()
         ctx = self.ctx
         limit = ctx.limit_connections
@@ -127,15 +131,37 @@ class H1Connection(asyncio.Protocol):
         if ctx.shutting_down:
             self.close()
 
+    def socket_fd(self) -> int | None:
+        """The socket's descriptor, for sendfile: plain connections only (None over TLS, or where the
+        transport exposes no socket).
+
+        Looked up on first use, not at connection_made: most connections never send a file, and uvloop
+        builds a socket object with a getsockname() system call to answer get_extra_info("socket"). Safe from
+        a WSGI pool thread too (the lookup runs under the GIL and only reads the transport).
+        """
+        if not self._fd_known:
+            self._fd_known = True
+            transport = self.transport
+            if transport is not None and not self.closed:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    self.sock_fd = sock.fileno()
+        return self.sock_fd
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = Phase.CLOSED
         self.closed = True
         self.outbox.detach()
         self.ctx.connections.discard(self)
-        for ex in (self.active, *self.queue):
-            if ex is not None:
-                self.ctx.request_finished(ex, dropped=True)
-                ex.on_disconnect()
+        # the active exchange, then the queued ones; not `(self.active, *self.queue)`: compiled, that copies
+        # the deque through a list into a tuple (~1,300 instructions per connection, callgrind h1close)
+        active = self.active
+        if active is not None:
+            self.ctx.request_finished(active, dropped=True)
+            active.on_disconnect()
+        for ex in tuple(self.queue) if self.queue else ():  # a copy: a disconnect may reach the queue
+            self.ctx.request_finished(ex, dropped=True)
+            ex.on_disconnect()
         latest = self._latest
         if latest is not None and not latest._body_done and latest is not self.active:
             latest.on_disconnect()  # answered before its body was all read (lingering): its app may still read
@@ -296,9 +322,11 @@ class H1Connection(asyncio.Protocol):
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or h1_checks.other_method(raw_method)
         url = self._url
-        if url[:1] == b"/" and b"#" not in url:
+        # 35 is "#": an int, since `bytes in bytes` first tries the needle as an int and raises and clears a
+        # TypeError inside CPython 3.11 (~1,000 instructions a request, callgrind)
+        if url[:1] == b"/" and 35 not in url:
             raw_path, _, query = url.partition(b"?")
-        elif url == b"*" or b"#" in url:
+        elif url == b"*" or 35 in url:
             h1_checks.check_target(raw_method, url)
             raw_path, query = url, b""
         else:
@@ -619,8 +647,11 @@ class H1Connection(asyncio.Protocol):
 
     def _wake_drain(self) -> None:
         self.outbox.wake_drain()
-        for ex in (self.active, *self.queue):
-            if ex is not None and ex.writable_hook is not None:
+        active = self.active
+        if active is not None and active.writable_hook is not None:
+            active.writable_hook()
+        for ex in tuple(self.queue) if self.queue else ():
+            if ex.writable_hook is not None:
                 ex.writable_hook()
 
     # -- server-driven ------------------------------------------------------------------------------

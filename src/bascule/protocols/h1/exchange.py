@@ -289,10 +289,10 @@ class H1Exchange(BufferedExchange):
 
     @property
     def can_sendfile(self) -> bool:
-        return self.conn.sock_fd is not None and not self._chunked
+        return not self._chunked and self.conn.socket_fd() is not None
 
     def send_file_blocking(self, file: IO[bytes], offset: int, count: int) -> int:
-        fd = self.conn.sock_fd
+        fd = self.conn.socket_fd()
         if fd is None:
             raise RuntimeError("sendfile is not available on this connection")
         asyncio.run_coroutine_threadsafe(self.conn.flush(), self.loop).result()
@@ -321,7 +321,7 @@ class H1Exchange(BufferedExchange):
         if count <= 0 or self.no_body or self.disconnected:
             return
         conn = self.conn
-        sock = conn.sock_fd
+        sock = conn.socket_fd()
         if sock is None:
             await send_chunks(self, fd, offset, count)
             return

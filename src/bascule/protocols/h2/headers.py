@@ -186,7 +186,8 @@ def parse_request(fields: Headers, *, connect_protocol: bool) -> RequestHead:
             raise MalformedRequest(":protocol on a request other than CONNECT")
         if scheme is None or path is None:
             raise MalformedRequest("missing :scheme or :path")
-        if (not path or b"#" in path or (path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"))
+        # 35 is "#" (an int: `bytes in bytes` raises and clears a TypeError inside CPython 3.11 first)
+        if (not path or 35 in path or (path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"))
                 or _BAD_PATH.search(path)):
             raise MalformedRequest("invalid :path")
     if authority is not None and not host:

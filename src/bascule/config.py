@@ -199,6 +199,12 @@ class Config:
         "How WSGI apps run: 'threads' (a pool; the loop keeps serving while apps work or wait) or 'loop' "
         "(on the event-loop thread once the body has arrived: fastest for quick CPU-bound apps, but an app "
         "that waits stalls every connection).", choices=WSGI_MODES))
+    runtime_tuning: bool = field(default=True, metadata=option(
+        "Tune each serving process for a server's allocation pattern: glibc malloc keeps 4 MiB of freed heap "
+        "(and a 4 MiB mmap threshold) instead of returning it after every burst, and Python's garbage "
+        "collector collects its young generation every 10,000 objects, not 700, and leaves out what was alive "
+        "once the app had started (gc.freeze). glibc's MALLOC_*_ variables and thresholds the app set itself "
+        "are kept (docs/performance.md)."))
     workers: int = field(default=1, metadata=option(
         "Worker processes. With more than one, a master process binds the listeners, forks the workers and "
         "supervises them (signals: docs/deployment.md). Default 1, or $WEB_CONCURRENCY when it is set.",

@@ -24,14 +24,15 @@ def run_config(config: Config, app: Any = None) -> int:
         from bascule.supervisor import Supervisor
 
         return Supervisor(config, app).run()
-    from bascule.allocator import tune_malloc
     from bascule.server import Server, new_event_loop
+    from bascule.tuning import tune_gc, tune_malloc
     from bascule.workers import PidFile, set_process_title
 
     set_process_title(f"bascule {config.app or ''}".rstrip())
-    tune_malloc()
+    if config.runtime_tuning:
+        tune_malloc()
     with PidFile(config.pid):
-        server = Server(config, app)
+        server = Server(config, app, on_ready=tune_gc if config.runtime_tuning else None)
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(server.serve(install_signals=True))
     return 0

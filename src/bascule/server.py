@@ -64,7 +64,7 @@ class Server:
 
     def __init__(self, config: Config, app: Any = None, *, mounts: list[Mount] | None = None,
                  wrap_dispatch: Callable[[Dispatch], Dispatch] | None = None,
-                 on_ready: Callable[[], None] | None = None, announce: bool = True, admin: bool = True,
+                 on_ready: Callable[[], object] | None = None, announce: bool = True, admin: bool = True,
                  on_readiness: Callable[[bool, str], None] | None = None,
                  publish_metrics: Callable[[bytes, bool], None] | None = None,
                  quic: list[tuple[str, int]] | None = None) -> None:

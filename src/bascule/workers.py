@@ -268,12 +268,13 @@ def on_sigterm(loop: asyncio.AbstractEventLoop, server: Any, flag: DrainFlag | N
 
 def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None, drain_flag: DrainFlag | None = None) -> int:
     """Serve as one worker until told to stop; the exit code for the master."""
-    from bascule.allocator import tune_malloc
     from bascule.server import Server, new_event_loop  # here: the master imports this module, not the server
+    from bascule.tuning import tune_gc, tune_malloc
 
     config = setup.config
     set_process_title(f"bascule worker {setup.number} {config.app or ''}".rstrip())
-    tune_malloc()
+    if config.runtime_tuning:
+        tune_malloc()
     early: list[int] = []  # stop signals that arrive while the app is still loading: acted on once it serves
     for signum in MASTER_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
@@ -293,7 +294,12 @@ def run_worker(setup: WorkerSetup, mounts: list[Mount] | None = None, drain_flag
     def readiness(ok: bool, reason: str) -> None:
         reporter.send(READINESS, json.dumps({"ok": ok, "reason": reason}).encode())
 
-    server = Server(config, mounts=mounts, wrap_dispatch=wrap, on_ready=lambda: reporter.send(READY),
+    def ready() -> None:
+        if config.runtime_tuning:
+            tune_gc()  # the app has started: what it built is frozen out of later collections
+        reporter.send(READY)
+
+    server = Server(config, mounts=mounts, wrap_dispatch=wrap, on_ready=ready,
                     announce=False, admin=False, on_readiness=readiness,
                     publish_metrics=lambda data, final: reporter.send(SNAPSHOT, data, droppable=not final),
                     quic=list(setup.quic))

@@ -369,7 +369,7 @@ def test_http11_hands_over_what_it_knows_and_http2_takes_it_without_reading_http
 
 
 @pytest.mark.parametrize(("family", "host", "fixed"), [
-    (socket.AF_INET, "127.0.0.1", True), (socket.AF_INET, "0.0.0.0", False),  # noqa: S104 (a wildcard, on purpose)
+    (socket.AF_INET, "127.0.0.1", True), (socket.AF_INET, "0.0.0.0", False),  # a wildcard, on purpose
     (socket.AF_INET6, "::1", True), (socket.AF_INET6, "::", False),
 ])
 def test_fixed_local_address_only_for_one_ip(family: socket.AddressFamily, host: str, fixed: bool) -> None:
@@ -405,7 +405,7 @@ async def _local_address_app(scope: dict[str, Any], receive: Any, send: Any) -> 
     await send({"type": "http.response.body", "body": body})
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])  # noqa: S104 (the wildcard case, on purpose)
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])  # the wildcard case, on purpose
 @pytest.mark.parametrize("http2", [True, False])
 def test_the_scope_server_is_the_connections_local_address(host: str, http2: bool) -> None:
     """Bound to one IP, scope["server"] is that IP (taken from the listener); bound to the wildcard, it is the

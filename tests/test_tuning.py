@@ -1,0 +1,161 @@
+"""Tests of bascule.tuning (--runtime-tuning): glibc's heap keeps its padding between bursts of request-sized
+allocations (no brk shrink and regrow per burst), blocks up to 4 MiB come from the heap, and a user's own
+tuning is left alone; the garbage collector's young threshold is raised unless the app set its own, and what
+is alive after start-up is frozen; the serving entry points apply both only with the option on.
+
+Each case runs in a fresh interpreter: mallopt changes the whole process, and the heap's history matters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+
+from bascule.tuning import GC_DEFAULTS, GC_YOUNG_THRESHOLD, tune_malloc, user_tuned
+
+glibc_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+    reason="glibc malloc only")
+
+#: 40 bursts of 200 blocks of 16 KiB (3.2 MiB, as 64 connections' 16 KiB bodies read a few times over), all
+#: freed after each burst; the [heap] mapping's size is read after every burst, and every change is a brk.
+#: Then one 2 MiB block: with the threshold at 4 MiB it is carved from the heap, not a mapping of its own.
+PROBE = textwrap.dedent("""
+    import json, sys
+    from bascule.tuning import tune_malloc
+
+    def heap_size():
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                if line.rstrip().endswith("[heap]"):
+                    start, end = line.split()[0].split("-")
+                    return int(end, 16) - int(start, 16)
+        return 0
+
+    def mappings():
+        with open("/proc/self/maps") as maps:
+            return sum(1 for _ in maps)
+
+    tuned = tune_malloc() if sys.argv[1] == "tune" else False
+    sizes = []
+    for burst in range(40):
+        blocks = [bytes(16384) for _ in range(200)]
+        del blocks
+        sizes.append(heap_size())
+    changes = sum(1 for a, b in zip(sizes, sizes[1:]) if a != b)
+    before = mappings()
+    big = bytearray(2 * 1024 * 1024)
+    grew = mappings() - before
+    del big
+    print(json.dumps({"tuned": tuned, "changes": changes, "new_mappings_for_2mib": grew}))
+""")
+
+
+def probe(mode: str, **env: str) -> dict[str, object]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    environ.update(env)
+    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=60,
+                         env=environ, check=True).stdout
+    result: dict[str, object] = json.loads(out)
+    return result
+
+
+@glibc_only
+def test_the_heap_keeps_its_padding_between_bursts() -> None:
+    tuned = probe("tune")
+    assert tuned["tuned"] is True
+    assert tuned["changes"] == 0, tuned  # grown once (before the first reading), never shrunk and regrown
+    assert tuned["new_mappings_for_2mib"] == 0, tuned
+
+
+@glibc_only
+def test_without_it_glibc_gives_the_heap_back_after_every_burst() -> None:
+    """The behaviour it replaces (what makes the test above fail without tune_malloc)."""
+    plain = probe("plain")
+    assert plain["tuned"] is False
+    assert isinstance(plain["changes"], int) and plain["changes"] >= 30, plain
+
+
+@glibc_only
+@pytest.mark.parametrize("env", [{"MALLOC_TOP_PAD_": "131072"}, {"MALLOC_TRIM_THRESHOLD_": "1000000"},
+                                 {"MALLOC_MMAP_THRESHOLD_": "65536"},
+                                 {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1000000"}])
+def test_a_users_own_malloc_tuning_is_left_alone(env: dict[str, str]) -> None:
+    assert user_tuned(env)
+    assert tune_malloc(env) is False
+    assert probe("tune", **env)["tuned"] is False
+
+
+def test_other_tunables_do_not_count_as_malloc_tuning() -> None:
+    assert not user_tuned({"GLIBC_TUNABLES": "glibc.pthread.rseq=0", "PATH": "/usr/bin"})
+
+
+GC_PROBE = textwrap.dedent("""
+    import gc, json, sys
+    from bascule.tuning import tune_gc
+    if sys.argv[1] == "app-set":
+        gc.set_threshold(1234, 5, 5)  # as an app could at import
+    kept = [object() for _ in range(10)]  # untracked, but lists are: something alive to freeze
+    holder = [[i] for i in range(1000)]
+    raised = tune_gc()
+    print(json.dumps({"raised": raised, "threshold": gc.get_threshold(), "frozen": gc.get_freeze_count()}))
+""")
+
+
+def gc_probe(mode: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-c", GC_PROBE, mode], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+@pytest.mark.skipif(sys.version_info[:2] not in GC_DEFAULTS, reason="CPython versions whose defaults are known")
+def test_the_young_threshold_is_raised_and_the_started_app_frozen() -> None:
+    result = gc_probe("default")
+    assert result["raised"] is True
+    assert result["threshold"][0] == GC_YOUNG_THRESHOLD
+    assert result["threshold"][1:] == list(GC_DEFAULTS[sys.version_info[:2]][1:])
+    assert result["frozen"] > 1000  # the 1000 lists, the modules, everything alive at start-up
+
+
+def test_thresholds_an_app_set_itself_are_kept() -> None:
+    result = gc_probe("app-set")
+    assert result["raised"] is False
+    assert result["threshold"] == [1234, 5, 5]
+    assert result["frozen"] > 1000  # frozen all the same
+
+
+class FakeServer:
+    """Stands in for bascule.server.Server in run_config: records its on_ready, serves nothing."""
+
+    seen: list[Any] = []
+
+    def __init__(self, config: Any, app: Any = None, *, on_ready: Any = None) -> None:
+        FakeServer.seen.append(on_ready)
+
+    async def serve(self, install_signals: bool = False) -> None:
+        return None
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_the_single_process_tunes_only_with_the_option(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    import importlib
+
+    run_module = importlib.import_module("bascule.run")  # `bascule.run` the attribute is the run() function
+    from bascule import server as server_module
+    from bascule import tuning
+    from bascule.config import Config
+
+    malloc_calls: list[int] = []
+    monkeypatch.setattr(server_module, "Server", FakeServer)
+    monkeypatch.setattr(tuning, "tune_malloc", lambda: malloc_calls.append(1) or True)
+    FakeServer.seen.clear()
+    assert run_module.run_config(Config(app="x:y", runtime_tuning=on, access_log=False)) == 0
+    assert FakeServer.seen == [tuning.tune_gc if on else None]
+    assert malloc_calls == ([1] if on else [])

@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -371,6 +371,22 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
     return False
 
 
+def spawn(argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a server from benchmarks/ in its own session (so :func:`stop` reaches its workers), its output
+    to ``log_path``."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(argv, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+
+
+def not_started(port: int, proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """Wait for the server to listen on ``port``: '' once it does, else why not (for a "did not start" note)."""
+    if wait_port(port, proc, timeout):
+        return ""
+    code = proc.poll()
+    return f"exited with {code}" if code is not None else f"no port after {timeout:.0f} s"
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the server's session, then SIGKILL whatever is left of it."""
     if proc.poll() is None:
@@ -384,6 +400,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # workers that outlived their master
+
+
+def can_pin(no_pin: bool) -> bool:
+    """Pin the server and the load generator to their own CPUs: unless --no-pin, with two CPUs and taskset."""
+    return not no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+
+
+def keep_off_server_cpu() -> None:
+    """Move this runner (and the load generators it starts) to the client's CPU, off the server's."""
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {int(CLIENT_CPU)})
 
 
 def raise_nofile() -> None:
@@ -536,25 +563,34 @@ def expected_body(sc: Scenario, apps: ModuleType) -> bytes:
     return {"/": apps.TEXT, "/json": apps.JSON, "/big": apps.BIG}[sc.path]  # type: ignore[no-any-return]
 
 
+def request(port: int, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, bytes] | str:
+    """One request to 127.0.0.1:``port`` on a fresh connection: (status, body), or the failure's repr."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return repr(exc)
+    finally:
+        conn.close()
+
+
 def check(sc: Scenario, port: int, apps: ModuleType) -> str:
     """One real request before the load: a server that answers wrongly must not score. '' means fine."""
     if sc.tool != "wrk":
         return ""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        body = b"a" * sc.body_size if sc.method == "POST" else None
-        headers = dict(h.split(": ", 1) for h in sc.headers)
-        if body is not None:
-            headers["Content-Type"] = "application/octet-stream"
-        conn.request(sc.method, sc.path, body=body, headers=headers)
-        response = conn.getresponse()
-        got = response.read()
-    except (OSError, http.client.HTTPException) as exc:
-        return f"check request failed: {exc!r}"
-    finally:
-        conn.close()
-    if response.status != 200:
-        return f"check request answered {response.status}"
+    body = b"a" * sc.body_size if sc.method == "POST" else None
+    headers = dict(h.split(": ", 1) for h in sc.headers)
+    if body is not None:
+        headers["Content-Type"] = "application/octet-stream"
+    answer = request(port, sc.method, sc.path, body, headers)
+    if isinstance(answer, str):
+        return f"check request failed: {answer}"
+    status, got = answer
+    if status != 200:
+        return f"check request answered {status}"
     want = expected_body(sc, apps)
     if got != want:
         return f"check request got {len(got)} body bytes, expected {len(want)}"
@@ -608,13 +644,9 @@ def measure(plan: Plan, server: Server, sc: Scenario, apps: ModuleType, round_no
     port = free_port()
     log_path = plan.log_dir / f"{server.name}-{sc.name}{f'-{round_no + 1}' if plan.repeat > 1 else ''}.log"
     result.log = str(log_path)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(server_command(plan, server, port), cwd=HERE, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = spawn(server_command(plan, server, port), log_path)
     try:
-        if not wait_port(port, proc, plan.start_timeout):
-            code = proc.poll()
-            why = f"exited with {code}" if code is not None else f"no port after {plan.start_timeout:.0f} s"
+        if why := not_started(port, proc, plan.start_timeout):
             result.status = "failed"
             result.note = f"did not start ({why}); log {log_path}: {log_tail(log_path)}"
             return result
@@ -657,21 +689,42 @@ def wait_quiet(max_wait: float) -> float | None:
         time.sleep(1.0)
 
 
-def measure_calmly(plan: Plan, server: Server, sc: Scenario, apps: ModuleType, round_no: int) -> Result:
-    """measure(), on a quiet machine if one comes within --quiet-wait, again if other work disturbed it."""
-    attempts: list[Result] = []
-    for attempt in range(plan.busy_retries + 1):
-        if plan.quiet_wait > 0:
-            wait_quiet(plan.quiet_wait)
-        result = measure(plan, server, sc, apps, round_no)
+class Disturbable(Protocol):
+    """What :func:`calmly` reads of a measurement (run.py's Result, the other scripts' Round)."""
+
+    status: str
+    others_cpu_pct: float | None
+
+
+D = TypeVar("D", bound=Disturbable)
+
+
+def calmly(measure: Callable[[], D], quiet_wait: float, busy_retries: int,
+           on_disturbed: Callable[[D], None] | None = None) -> tuple[D, int]:
+    """``measure()`` on a quiet machine if one comes within ``quiet_wait`` seconds, again if other work used
+    over BUSY_PCT of a CPU during it anyway (up to ``busy_retries`` times; ``on_disturbed`` hears of each
+    attempt measured again). Returns the least disturbed ok attempt (else the last) and the attempts made."""
+    attempts: list[D] = []
+    for attempt in range(busy_retries + 1):
+        if quiet_wait > 0:
+            wait_quiet(quiet_wait)
+        result = measure()
         attempts.append(result)
         if result.status != "ok" or (result.others_cpu_pct or 0.0) <= BUSY_PCT:
             break
-        if attempt < plan.busy_retries:
-            print(f"  disturbed ({fmt_pct(result.others_cpu_pct)} of a CPU went to other work): measuring "
-                  f"{server.name} {sc.name} again", flush=True)
+        if attempt < busy_retries and on_disturbed is not None:
+            on_disturbed(result)
     ok = [r for r in attempts if r.status == "ok"]
-    return min(ok, key=lambda r: r.others_cpu_pct or 0.0) if ok else attempts[-1]
+    return (min(ok, key=lambda r: r.others_cpu_pct or 0.0) if ok else attempts[-1]), len(attempts)
+
+
+def measure_calmly(plan: Plan, server: Server, sc: Scenario, apps: ModuleType, round_no: int) -> Result:
+    """measure(), on a quiet machine if one comes within --quiet-wait, again if other work disturbed it."""
+    def disturbed(result: Result) -> None:
+        print(f"  disturbed ({fmt_pct(result.others_cpu_pct)} of a CPU went to other work): measuring "
+              f"{server.name} {sc.name} again", flush=True)
+    return calmly(lambda: measure(plan, server, sc, apps, round_no), plan.quiet_wait, plan.busy_retries,
+                  disturbed)[0]
 
 
 def merge(rounds: list[Result]) -> Result:
@@ -1110,7 +1163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.setup:
         return setup(args.peers_venv)
-    pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    pin = can_pin(args.no_pin)
     servers = [SERVERS[name] for name in args.servers.split(",")]
     scenarios = [SCENARIOS[name] for name in args.scenario_names]
     with tempfile.TemporaryDirectory(prefix="bascule-bench-") as scratch:
@@ -1137,8 +1190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         raise_nofile()
         if pin:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, {int(CLIENT_CPU)})  # keep this runner off the server's core
+            keep_off_server_cpu()
         args.log_dir.mkdir(parents=True, exist_ok=True)
         started = datetime.datetime.now(datetime.UTC)
         print(f"{len(servers)} servers x {len(scenarios)} scenarios, {args.seconds:g} s each "

@@ -201,6 +201,22 @@ def pick_scenarios(ap: argparse.ArgumentParser, names: str, known: Mapping[str, 
     return out
 
 
+class Served(Protocol):
+    """What :func:`bascule_pythons` reads of a variant (frozen in the scripts, hence properties)."""
+
+    @property
+    def server(self) -> str: ...
+    @property
+    def python(self) -> str: ...
+
+
+def bascule_pythons(variants: Sequence[Served], bascule_python: str) -> dict[str, str]:
+    """Each interpreter that runs a bascule variant -> the suffix of its versions' names: '' for
+    --bascule-python's, `` @PYTHON`` for a --bascule-build's."""
+    pythons = (v.python or bascule_python for v in variants if v.server == "bascule")
+    return {python: "" if python == bascule_python else f" @{python}" for python in pythons}
+
+
 def bascule_versions(pythons: Mapping[str, str], packages: Sequence[str]) -> dict[str, str]:
     """``packages`` and bascule's build in each interpreter, named ``NAME@LABEL`` (the label may be '')."""
     found: dict[str, str] = {}

@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import http.client
-import json
 import os
 import re
 import shlex
@@ -44,12 +42,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import nginx_chain  # benchmarks/nginx_chain.py: the nginx binary, pinning, CPU accounting
+import common  # benchmarks/common.py: pinning, CPU accounting, the rounds, medians, ratios and tables
+import nginx_chain  # benchmarks/nginx_chain.py: the nginx binary
 import run  # benchmarks/run.py: wrk's parser, process and /proc helpers, machine facts
 
 HERE = run.HERE
@@ -192,17 +191,12 @@ class Round:
 
 def check(port: int, sc: Scenario, want: bytes) -> str:
     """One GET of the file: 200 and exactly its bytes. '' means fine."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", sc.path)
-        response = conn.getresponse()
-        got = response.read()
-    except (OSError, http.client.HTTPException) as exc:
-        return f"GET {sc.path}: {exc!r}"
-    finally:
-        conn.close()
-    if response.status != 200:
-        return f"GET {sc.path} answered {response.status}: {got[:120]!r}"
+    answer = run.request(port, "GET", sc.path)
+    if isinstance(answer, str):
+        return f"GET {sc.path}: {answer}"
+    status, got = answer
+    if status != 200:
+        return f"GET {sc.path} answered {status}: {got[:120]!r}"
     if got != want:
         return f"GET {sc.path} got {len(got)} body bytes, expected {len(want)}" + (
             " (same length, other bytes)" if len(got) == len(want) else "")
@@ -231,7 +225,7 @@ class Plan:
 
 
 def wrk_argv(plan: Plan, sc: Scenario, port: int, seconds: float) -> list[str]:
-    return [*nginx_chain.pin(plan.client_cpu), "wrk", "-t1", f"-c{plan.connections}",
+    return [*common.pin(plan.client_cpu), "wrk", "-t1", f"-c{plan.connections}",
             f"-d{max(1, round(seconds))}s", "--timeout", "5s", "--latency", f"http://127.0.0.1:{port}{sc.path}"]
 
 
@@ -248,16 +242,12 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
     result = Round(variant.name, sc.name, round_no + 1)
     port = run.free_port()
     log_path = plan.log_dir / f"{variant.name}-{sc.name}-{round_no + 1}.log"
-    argv = [*nginx_chain.pin(plan.server_cpu), *server_argv(
+    argv = [*common.pin(plan.server_cpu), *server_argv(
         variant, port, plan.static_dir, plan.scratch, plan.bascule_python, plan.peers_bin, plan.bascule_args)]
     env = dict(os.environ, WEB_CONCURRENCY="1", BENCH_APPS_DIR=str(HERE), BENCH_STATIC_DIR=str(plan.static_dir))
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
+    proc = run.spawn(argv, log_path, env)
     try:
-        if not run.wait_port(port, proc, plan.start_timeout):
-            code = proc.poll()
-            why = f"exited with {code}" if code is not None else f"no port after {plan.start_timeout:.0f} s"
+        if why := run.not_started(port, proc, plan.start_timeout):
             result.status, result.note = "failed", f"did not start ({why}): {run.log_tail(log_path)}"
             return result
         if problem := check(port, sc, plan.contents[sc.name]):
@@ -266,9 +256,9 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
         if plan.warmup > 0:
             wrk(wrk_argv(plan, sc, port, plan.warmup), plan.warmup)
         audit = run.CpuAudit(proc.pid)
-        before = nginx_chain.cpu_seconds([proc.pid])
+        before = common.cpu_seconds([proc.pid])
         load, mbps = wrk(wrk_argv(plan, sc, port, plan.seconds), plan.seconds)
-        used = nginx_chain.cpu_seconds([proc.pid]) - before
+        used = common.cpu_seconds([proc.pid]) - before
         result.others_cpu_pct = audit.others_pct()
         if load.failure:
             result.status, result.note = "failed", f"{load.failure}; log {log_path}"
@@ -288,8 +278,8 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
 # ------------------------------------------------------------------------------------------- results
 
 
-medians = nginx_chain.medians  # the round with the median req/s per (variant, scenario), as that script's
-Ratio = nginx_chain.Ratio
+medians = common.medians  # the round with the median req/s per (variant, scenario)
+Ratio = common.Ratio
 
 
 def acceptance(best: dict[tuple[str, str], Round], variants: Sequence[Variant],
@@ -306,41 +296,21 @@ def acceptance(best: dict[tuple[str, str], Round], variants: Sequence[Variant],
         for v in variants:
             if v.server != "bascule":
                 continue
-            a, b = best.get((v.name, sc.name)), best.get((theirs, sc.name))
-            value = None
-            if a and b and a.status == b.status == "ok" and b.rps > 0:
-                value = round(a.rps / b.rps, 3)
-            out.append(Ratio(sc.name, v.name, theirs, value, target))
+            out.append(common.ratio(best, sc.name, v.name, theirs, target))
     return out
 
 
 def markdown(variants: Sequence[Variant], scenarios: Sequence[Scenario], rounds: Sequence[Round],
              n_rounds: int, connections: int, ratios: Sequence[Ratio]) -> str:
     """The tables for docs/benchmarks.md: req/s per round and the median's MB/s, then the issue's ratios."""
-    best = medians(rounds)
     lines: list[str] = []
     for sc in scenarios:
         size = f"{sc.size // 1024} KiB" if sc.size < 1 << 20 else f"{sc.size >> 20} MiB"
-        heads = " | ".join(f"round {i + 1}" for i in range(n_rounds))
-        lines += [f"GET {sc.path} ({size}), {connections} keep-alive connections:", "",
-                  f"| server | median req/s | MB/s | {heads} | errors | server CPU µs/req | others' CPU |",
-                  "|---|---:|---:|" + "---:|" * n_rounds + "---:|---:|---:|"]
-        for v in variants:
-            mine = [r for r in rounds if r.variant == v.name and r.scenario == sc.name]
-            if not mine:
-                continue
-            b = best[(v.name, sc.name)]
-            if b.status != "ok":
-                lines.append(f"| {v.name} | {b.status}: {b.note.replace('|', '/')[:100]} |" + " |" * (n_rounds + 4))
-                continue
-            cells = " | ".join(f"{r.rps:,.0f}" if r.status == "ok" else r.status for r in mine)
-            cells += " |" * (n_rounds - len(mine))
-            others = max((r.others_cpu_pct or 0.0 for r in mine if r.status == "ok"), default=0.0)
-            mbps = "-" if b.mbps is None else f"{b.mbps:,.0f}"
-            lines.append(f"| {v.name} | {b.rps:,.0f} | {mbps} | {cells} | {b.errors} | "
-                         f"{nginx_chain.fmt_us(b.server_us)} | {others:.0f}% |")
-        lines.append("")
-    lines += nginx_chain.ratio_table(ratios, "| file | ratio (req/s) | measured | target |")
+        lines += common.rounds_table(
+            f"GET {sc.path} ({size}), {connections} keep-alive connections", "server", ["MB/s"],
+            ["server CPU µs/req"], n_rounds, [v.name for v in variants], sc.name, rounds,
+            lambda b: (["-" if b.mbps is None else f"{b.mbps:,.0f}"], [common.fmt_us(b.server_us)]))
+    lines += common.ratio_table(ratios, "| file | ratio (req/s) | measured | target |")
     return "\n".join(lines)
 
 
@@ -370,23 +340,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--log-dir", type=Path, default=LOG_DIR, help=f"server logs (default {LOG_DIR})")
     ap.add_argument("--out", type=Path, help="JSON result (every round, the medians, the ratios)")
     args = ap.parse_args(argv)
-    builds: dict[str, str] = {}
-    for spec in args.bascule_build:
-        label, sep, python = spec.partition("=")
-        if not (sep and label and python) or "@" in label or "," in label:
-            ap.error(f"--bascule-build: expected LABEL=PYTHON, got {spec!r}")
-        builds[label] = python
-    known = variants_for(builds)
+    known = variants_for(common.parse_builds(ap, args.bascule_build))
     names = args.variants.split(",") if args.variants else list(known)
     unknown = [n for n in names if n not in known]
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     args.variant_list = [known[n] for n in names]
-    args.scenario_list = []
-    for name in args.scenarios.split(","):
-        if name not in SCENARIOS:
-            ap.error(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
-        args.scenario_list.append(SCENARIOS[name])
+    args.scenario_list = common.pick_scenarios(ap, args.scenarios, SCENARIOS)
     if args.rounds < 1 or args.seconds < 1 or args.connections < 1:
         ap.error("--rounds, --seconds and --connections must be >= 1")
     if args.warmup < 0 or args.quiet_wait < 0:
@@ -401,7 +361,7 @@ def progress(r: Round) -> str:
     mbps = "-" if r.mbps is None else f"{r.mbps:,.0f}"
     return (f"{r.scenario:>3} round {r.round}  {r.variant:<16} {r.rps:>9,.0f} req/s  {mbps:>6} MB/s  "
             f"p50 {run.fmt_ms(r.p50_ms):>9}  p99 {run.fmt_ms(r.p99_ms):>9}  errors {errors}  "
-            f"server {nginx_chain.fmt_us(r.server_us)} µs/req  others {run.fmt_pct(r.others_cpu_pct)}")
+            f"server {common.fmt_us(r.server_us)} µs/req  others {run.fmt_pct(r.others_cpu_pct)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -411,14 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"missing {tool} (apt-get install wrk nginx)", file=sys.stderr)
             return 2
-    pinned = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    pinned = run.can_pin(args.no_pin)
     run.raise_nofile()
     if pinned:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, {int(run.CLIENT_CPU)})
+        run.keep_off_server_cpu()
     args.log_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.UTC)
-    every: list[Round] = []
     with tempfile.TemporaryDirectory(prefix="bascule-static-bench-") as scratch:
         static_dir = Path(scratch) / "files"
         static_dir.mkdir()
@@ -434,38 +392,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(plan.variants)} variants x {len(plan.scenarios)} files x {plan.rounds} rounds, "
               f"{plan.seconds:g} s each (+{plan.warmup:g} s warm-up); logs in {args.log_dir}", flush=True)
         with run.terminate_on_signals():
-            for sc in plan.scenarios:
-                for round_no in range(plan.rounds):
-                    for v in plan.variants:
-                        if plan.quiet_wait > 0:
-                            run.wait_quiet(plan.quiet_wait)
-                        r = measure(plan, v, sc, round_no)
-                        every.append(r)
-                        print(progress(r), flush=True)
+            every = common.run_rounds(
+                plan.scenarios, plan.rounds, plan.variants,
+                lambda v, sc, round_no: run.calmly(lambda: measure(plan, v, sc, round_no), plan.quiet_wait, 0)[0],
+                progress)
     best = medians(every)
     ratios = acceptance(best, plan.variants, plan.scenarios)
     print("\n" + markdown(plan.variants, plan.scenarios, every, plan.rounds, plan.connections, ratios))
-    found: dict[str, str] = {}
-    for python in {v.python or plan.bascule_python for v in plan.variants if v.server == "bascule"}:
-        at = "" if python == plan.bascule_python else f" @{python}"
-        for name, version in run._dist_versions(python, ["bascule", "uvloop", "httptools"]).items():
-            found[f"{name}{at}"] = version
-        found[f"bascule build{at}"] = run.bascule_build(python)
+    found = common.bascule_versions(common.bascule_pythons(plan.variants, plan.bascule_python),
+                                    ["bascule", "uvloop", "httptools"])
     found.update(run._dist_versions(str(plan.peers_bin / "python"), ["granian", "gunicorn", "whitenoise"]))
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         found["nginx"] = subprocess.run([args.nginx, "-v"], capture_output=True, text=True, timeout=10).stderr.strip()
     if args.out is not None:
-        meta = {"date": started.strftime("%Y-%m-%d %H:%M UTC"),
-                "command": shlex.join(["python", "benchmarks/static.py", *(sys.argv[1:] if argv is None else argv)]),
-                "machine": run.machine_info(), "versions": found,
+        meta = {**common.meta_head(started, "benchmarks/static.py", argv, found),
                 "pinning": {"server_cpu": plan.server_cpu, "wrk_cpu": plan.client_cpu},
                 "seconds": plan.seconds, "warmup": plan.warmup, "rounds": plan.rounds,
                 "connections": plan.connections}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "meta": meta, "rounds": [asdict(r) for r in every], "medians": [asdict(r) for r in best.values()],
-            "ratios": [{**asdict(r), "met": r.met} for r in ratios]}, indent=1) + "\n")
-        print(f"wrote {args.out}")
+        common.write_json(args.out, meta, every, best, ratios)
     print("versions: " + ", ".join(f"{k} {v}" for k, v in found.items()))
     return 1 if any(r.status == "failed" for r in best.values()) else 0
 

@@ -66,13 +66,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import nginx_chain  # benchmarks/nginx_chain.py: pinning, CPU accounting, medians and ratio tables
+import common  # benchmarks/common.py: pinning, CPU accounting, the rounds, medians, ratios and tables
 import run  # benchmarks/run.py: process and /proc helpers, machine facts
 
 HERE = run.HERE
@@ -361,7 +361,7 @@ def server_argv(plan: Plan, variant: Variant, port: int) -> list[str]:
 def client_argv(plan: Plan, sc: Scenario, port: int) -> list[str]:
     spec = {"port": port, "path": sc.path, "connections": plan.connections, "streams": plan.streams,
             "warmup": plan.warmup, "seconds": plan.seconds, "size": len(plan.bodies[sc.name])}
-    return [*nginx_chain.pin(plan.client_cpu), sys.executable, str(Path(__file__).resolve()), "--client",
+    return [*common.pin(plan.client_cpu), sys.executable, str(Path(__file__).resolve()), "--client",
             json.dumps(spec)]
 
 
@@ -444,10 +444,8 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
     result = Round(variant.name, sc.name, round_no + 1)
     port = run.free_port()
     log_path = plan.log_dir / f"{variant.name}-{sc.name}-{round_no + 1}.log"
-    argv = [*nginx_chain.pin(plan.server_cpu), *server_argv(plan, variant, port)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=dict(os.environ, WEB_CONCURRENCY="1"))
+    argv = [*common.pin(plan.server_cpu), *server_argv(plan, variant, port)]
+    proc = run.spawn(argv, log_path, dict(os.environ, WEB_CONCURRENCY="1"))
     spy: subprocess.Popen[bytes] | None = None
     try:
         if problem := check(port, sc.path, plan.bodies[sc.name], plan.start_timeout):
@@ -460,12 +458,12 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
         assert client.stdout is not None
         go = client.stdout.readline()  # the warm-up is over: the timed part starts now
         audit = run.CpuAudit(proc.pid)
-        before = nginx_chain.cpu_seconds([proc.pid])
+        before = common.cpu_seconds([proc.pid])
         udp_before = udp_counters()
         raw = None
         if plan.profile_dir is not None and variant.server != "aioquic" and go == "go\n":
             raw = plan.profile_dir / f"{variant.name}-{sc.name}-{round_no + 1}.txt"
-            spy = subprocess.Popen([*nginx_chain.pin(plan.client_cpu), plan.py_spy, "record", "--pid",
+            spy = subprocess.Popen([*common.pin(plan.client_cpu), plan.py_spy, "record", "--pid",
                                     str(proc.pid), "--subprocesses", "--rate", "250", "--duration",
                                     str(max(1, int(plan.seconds) - 1)), "--format", "raw", "-o", str(raw)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -476,7 +474,7 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
             client.communicate()
             result.status, result.note = "failed", "the client did not finish"
             return result
-        used = nginx_chain.cpu_seconds([proc.pid]) - before
+        used = common.cpu_seconds([proc.pid]) - before
         udp_after = udp_counters()
         result.server_drops = socket_drops(port)
         result.others_cpu_pct = audit.others_pct()
@@ -512,32 +510,14 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
 
 def markdown(plan: Plan, rounds: Sequence[Round]) -> str:
     """The tables for docs/benchmarks.md: req/s per round and the median's CPU costs, then the ratios."""
-    best = nginx_chain.medians(rounds)
+    best = common.medians(rounds)
     lines: list[str] = []
     for sc in plan.scenarios:
-        heads = " | ".join(f"round {i + 1}" for i in range(plan.rounds))
-        lines += [f"{sc.title} over HTTP/3, {plan.connections} QUIC connections x {plan.streams} streams:", "",
-                  f"| server | median req/s | {heads} | errors | p50 | p99 | server CPU µs/req "
-                  "| client CPU µs/req | client busy | datagrams/req | drops (server's) | others' CPU |",
-                  "|---|---:|" + "---:|" * plan.rounds + "---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for v in plan.variants:
-            mine = [r for r in rounds if r.variant == v.name and r.scenario == sc.name]
-            if not mine:
-                continue
-            b = best[(v.name, sc.name)]
-            if b.status != "ok":
-                lines.append(f"| {v.name} | {b.status}: {b.note.replace('|', '/')[:100]} |" + " |" * (plan.rounds + 9))
-                continue
-            cells = " | ".join(f"{r.rps:,.0f}" if r.status == "ok" else r.status for r in mine)
-            cells += " |" * (plan.rounds - len(mine))
-            others = max((r.others_cpu_pct or 0.0 for r in mine if r.status == "ok"), default=0.0)
-            busy = "-" if b.client_busy_pct is None else f"{b.client_busy_pct:.0f}%"
-            lines.append(f"| {v.name} | {b.rps:,.0f} | {cells} | {b.errors} | {run.fmt_ms(b.p50_ms)} | "
-                         f"{run.fmt_ms(b.p99_ms)} | {nginx_chain.fmt_us(b.server_us)} | "
-                         f"{nginx_chain.fmt_us(b.client_us)} | {busy} | {fmt_datagrams(b.datagrams)} | "
-                         f"{b.drops} ({b.server_drops}) | {others:.0f}% |")
-        lines.append("")
-    lines += nginx_chain.ratio_table(ratios(best, plan), "| scenario | ratio (req/s) | measured | target |")
+        lines += common.rounds_table(
+            f"{sc.title} over HTTP/3, {plan.connections} QUIC connections x {plan.streams} streams", "server", [],
+            ["p50", "p99", "server CPU µs/req", "client CPU µs/req", "client busy", "datagrams/req",
+             "drops (server's)"], plan.rounds, [v.name for v in plan.variants], sc.name, rounds, cpu_cells)
+    lines += common.ratio_table(ratios(best, plan), "| scenario | ratio (req/s) | measured | target |")
     lines += relative(best, plan)
     profiled = [(k, r) for k, r in sorted(best.items()) if r.profile]
     if profiled:
@@ -550,6 +530,13 @@ def markdown(plan: Plan, rounds: Sequence[Round]) -> str:
                          f"{p.get('app', 0):.0f}% | {p.get('other', 0):.0f}% |")
         lines.append("")
     return "\n".join(lines)
+
+
+def cpu_cells(b: Round) -> tuple[list[str], list[str]]:
+    """A median round's cells after its errors: latency, CPU costs, datagrams and drops."""
+    busy = "-" if b.client_busy_pct is None else f"{b.client_busy_pct:.0f}%"
+    return [], [run.fmt_ms(b.p50_ms), run.fmt_ms(b.p99_ms), common.fmt_us(b.server_us), common.fmt_us(b.client_us),
+                busy, fmt_datagrams(b.datagrams), f"{b.drops} ({b.server_drops})"]
 
 
 def fmt_datagrams(value: float | None) -> str:
@@ -585,19 +572,17 @@ def relative(best: dict[tuple[str, str], Round], plan: Plan) -> list[str]:
             "| req/s vs aioquic floor |", "|---|---|---:|---:|---:|", *rows, ""]
 
 
-def ratios(best: dict[tuple[str, str], Round], plan: Plan) -> list[nginx_chain.Ratio]:
+def ratios(best: dict[tuple[str, str], Round], plan: Plan) -> list[common.Ratio]:
     """Each bascule variant over hypercorn, per scenario (the issue: at least 3x)."""
     theirs, target = TARGET
-    out: list[nginx_chain.Ratio] = []
+    out: list[common.Ratio] = []
     if theirs not in {v.name for v in plan.variants}:
         return out
     for sc in plan.scenarios:
         for v in plan.variants:
             if v.server != "bascule":
                 continue
-            a, b = best.get((v.name, sc.name)), best.get((theirs, sc.name))
-            value = round(a.rps / b.rps, 3) if a and b and a.status == b.status == "ok" and b.rps > 0 else None
-            out.append(nginx_chain.Ratio(sc.name, v.name, theirs, value, target))
+            out.append(common.ratio(best, sc.name, v.name, theirs, target))
     return out
 
 
@@ -608,8 +593,8 @@ def progress(r: Round) -> str:
     split = (" profile " + " ".join(f"{k} {v:.0f}%" for k, v in r.profile.items())) if r.profile else ""
     return (f"{r.scenario:>5} round {r.round}  {r.variant:<12} {r.rps:>8,.0f} req/s  "
             f"p50 {run.fmt_ms(r.p50_ms):>9}  p99 {run.fmt_ms(r.p99_ms):>9}  errors {errors}  "
-            f"conns {r.connections}  server {nginx_chain.fmt_us(r.server_us)} µs/req  "
-            f"client {nginx_chain.fmt_us(r.client_us)} µs/req ({run.fmt_pct(r.client_busy_pct)} busy)  "
+            f"conns {r.connections}  server {common.fmt_us(r.server_us)} µs/req  "
+            f"client {common.fmt_us(r.client_us)} µs/req ({run.fmt_pct(r.client_busy_pct)} busy)  "
             f"datagrams/req {fmt_datagrams(r.datagrams)}  drops {r.drops} (server {r.server_drops})  "
             f"others {run.fmt_pct(r.others_cpu_pct)}{split}")
 
@@ -644,22 +629,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="JSON result (every round, the medians, the ratios)")
     ap.add_argument("--markdown", type=Path, help="also write the markdown tables to this file")
     args = ap.parse_args(argv)
-    builds: dict[str, str] = {}
-    for spec in args.bascule_build:
-        label, sep, python = spec.partition("=")
-        if not (sep and label and python) or "@" in label or "," in label:
-            ap.error(f"--bascule-build: expected LABEL=PYTHON, got {spec!r}")
-        builds[label] = python
-    known = variants_for(builds)
-    args.variant_list, args.scenario_list = [], []
+    known = variants_for(common.parse_builds(ap, args.bascule_build))
+    args.variant_list = []
     for name in args.variants.split(","):
         if name not in known:
             ap.error(f"unknown variant {name!r}; choose from {', '.join(known)}")
         args.variant_list.append(known[name])
-    for name in args.scenarios.split(","):
-        if name not in SCENARIOS:
-            ap.error(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
-        args.scenario_list.append(SCENARIOS[name])
+    args.scenario_list = common.pick_scenarios(ap, args.scenarios, SCENARIOS)
     if args.rounds < 1 or args.seconds < 1 or args.connections < 1 or args.streams < 1:
         ap.error("--rounds, --seconds, --connections and --streams must be >= 1")
     if args.warmup < 0 or args.quiet_wait < 0:
@@ -675,15 +651,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(f"missing {exc.name}: pip install curl_cffi trustme aioquic", file=sys.stderr)
         return 2
-    pinned = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    pinned = run.can_pin(args.no_pin)
     if pinned:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, {int(run.CLIENT_CPU)})
+        run.keep_off_server_cpu()
     args.log_dir.mkdir(parents=True, exist_ok=True)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.UTC)
-    every: list[Round] = []
     with tempfile.TemporaryDirectory(prefix="bascule-h3-bench-") as scratch:
         leaf = trustme.CA().issue_cert("localhost", "127.0.0.1")
         cert, key = Path(scratch) / "cert.pem", Path(scratch) / "key.pem"
@@ -702,46 +676,32 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{plan.seconds:g} s each (+{plan.warmup:g} s warm-up), {plan.connections} connections x "
               f"{plan.streams} streams; logs in {args.log_dir}", flush=True)
         with run.terminate_on_signals():
-            for sc in plan.scenarios:
-                for round_no in range(plan.rounds):
-                    for v in plan.variants:
-                        if plan.quiet_wait > 0:
-                            run.wait_quiet(plan.quiet_wait)
-                        r = measure(plan, v, sc, round_no)
-                        every.append(r)
-                        print(progress(r), flush=True)
+            every = common.run_rounds(
+                plan.scenarios, plan.rounds, plan.variants,
+                lambda v, sc, round_no: run.calmly(lambda: measure(plan, v, sc, round_no), plan.quiet_wait, 0)[0],
+                progress)
     table = markdown(plan, every)
     print("\n" + table)
-    found: dict[str, str] = {}
-    for python in {v.python or plan.bascule_python for v in plan.variants if v.server == "bascule"}:
-        at = "" if python == plan.bascule_python else f" @{python}"
-        for name, version in run._dist_versions(python, ["bascule", "aioquic", "uvloop"]).items():
-            found[f"{name}{at}"] = version
-        found[f"bascule build{at}"] = run.bascule_build(python)
+    found = common.bascule_versions(common.bascule_pythons(plan.variants, plan.bascule_python),
+                                    ["bascule", "aioquic", "uvloop"])
     found.update(run._dist_versions(sys.executable, ["curl_cffi"]))
     found.update(run._dist_versions(str(Path(plan.hypercorn).parent / "python"), ["hypercorn"]))
     if args.markdown is not None:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(table + "\n")
     if args.out is not None:
-        best = nginx_chain.medians(every)
-        meta = {"date": started.strftime("%Y-%m-%d %H:%M UTC"),
-                "command": shlex.join(["python", "benchmarks/h3.py", *(sys.argv[1:] if argv is None else argv)]),
-                "machine": run.machine_info(), "versions": found,
+        best = common.medians(every)
+        meta = {**common.meta_head(started, "benchmarks/h3.py", argv, found),
                 "pinning": {"server_cpu": plan.server_cpu, "client_cpu": plan.client_cpu},
                 "seconds": plan.seconds, "warmup": plan.warmup, "rounds": plan.rounds,
                 "connections": plan.connections, "streams": plan.streams}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "meta": meta, "rounds": [asdict(r) for r in every], "medians": [asdict(r) for r in best.values()],
-            "ratios": [{**asdict(r), "met": r.met} for r in ratios(best, plan)]}, indent=1) + "\n")
-        print(f"wrote {args.out}")
+        common.write_json(args.out, meta, every, best, ratios(best, plan))
     print("versions: " + ", ".join(f"{k} {v}" for k, v in found.items()))
     busy = [r for r in every if r.status == "ok" and (r.client_busy_pct or 0) > 80]
     if busy:
         print(f"warning: the client used over 80% of its core in {len(busy)} run(s): there it may be the bound, "
               "not the server", file=sys.stderr)
-    return 1 if any(r.status == "failed" for r in nginx_chain.medians(every).values()) else 0
+    return 1 if any(r.status == "failed" for r in common.medians(every).values()) else 0
 
 
 if __name__ == "__main__":

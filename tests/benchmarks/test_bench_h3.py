@@ -47,7 +47,7 @@ def test_tables_ratios_and_relative(tmp_path: Path) -> None:
                           profile={"aioquic": 70.0, "server": 28.0, "app": 1.0, "other": 1.0}),
               bench.Round("aioquic", "small", 1, rps=6000, server_us=70),
               bench.Round("bascule@cg", "small", 1, status="failed", note="check: no | answer")]
-    best = bench.nginx_chain.medians(rounds)
+    best = bench.common.medians(rounds)
     assert best[("hypercorn", "small")].rps == 1000 and best[("bascule", "small")].rps == 3000
     by = {(r.scenario, r.mine): r for r in bench.ratios(best, plan)}
     assert by[("small", "bascule")].value == 3.0 and by[("small", "bascule")].met

@@ -43,8 +43,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import http.client
-import json
 import os
 import shlex
 import shutil
@@ -52,12 +50,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import common  # benchmarks/common.py: the rounds, medians, ratios and tables the round-based scripts share
 import run  # benchmarks/run.py: wrk's parser, process and /proc helpers, machine facts
 
 HERE = run.HERE
@@ -196,7 +195,7 @@ def nginx(root: Path, conf: str, cpu: str | None, ports: Sequence[int]) -> Itera
     """Start nginx with ``conf`` (pinned to ``cpu``); yields its pid once every port listens."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "nginx.conf").write_text(conf)
-    argv = [*pin(cpu), NGINX, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
+    argv = [*common.pin(cpu), NGINX, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
     with open(root / "stdout.log", "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -207,10 +206,6 @@ def nginx(root: Path, conf: str, cpu: str | None, ports: Sequence[int]) -> Itera
         yield proc.pid
     finally:
         run.stop(proc)
-
-
-def pin(cpu: str | None) -> list[str]:
-    return ["taskset", "-c", cpu] if cpu is not None else []
 
 
 # ------------------------------------------------------------------------------------------ upstreams
@@ -259,27 +254,17 @@ class Round:
     attempts: int = 1  # measured again when other work disturbed it (--busy-retries)
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    hz = os.sysconf("SC_CLK_TCK")
-    return sum(run._cpu_ticks(pid) for root in pids for pid in run._tree(root)) / hz
-
-
 def check(port: int, apps: Any) -> str:
     """GET / and a 16 KiB POST /echo through nginx: both 200 with the right body. '' means fine."""
     for method, path, body, want in (("GET", "/", None, apps.TEXT),
                                      ("POST", "/echo", b"a" * ECHO_SIZE, b"a" * ECHO_SIZE)):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:
-            headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
-            conn.request(method, path, body=body, headers=headers)
-            response = conn.getresponse()
-            got = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            return f"{method} {path}: {exc!r}"
-        finally:
-            conn.close()
-        if response.status != 200:
-            return f"{method} {path} answered {response.status}: {got[:120]!r}"
+        headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
+        answer = run.request(port, method, path, body, headers)
+        if isinstance(answer, str):
+            return f"{method} {path}: {answer}"
+        status, got = answer
+        if status != 200:
+            return f"{method} {path} answered {status}: {got[:120]!r}"
         if got != want:
             return f"{method} {path} got {len(got)} body bytes, expected {len(want)}"
     return ""
@@ -293,7 +278,7 @@ def wrk_argv(scratch: Path, sc: Scenario, port: int, seconds: float, connections
             script.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("a", {sc.body_size})\n'
                               'wrk.headers["Content-Type"] = "application/octet-stream"\n')
         extra += ["-s", str(script)]
-    return [*pin(cpu), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+    return [*common.pin(cpu), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
             "--latency", *extra, f"http://127.0.0.1:{port}{sc.path}"]
 
 
@@ -345,18 +330,14 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int, nginx_pid
     result = Round(variant.name, sc.name, round_no + 1)
     listen, upstream = plan.routes[variant.name]
     log_path = plan.log_dir / f"{variant.name}-{sc.name}-{round_no + 1}.log"
-    argv = [*pin(plan.server_cpu), *upstream_argv(variant, upstream, plan.bascule_python, plan.uwsgi,
+    argv = [*common.pin(plan.server_cpu), *upstream_argv(variant, upstream, plan.bascule_python, plan.uwsgi,
                                                   plan.uwsgi_args, plan.bascule_args)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=dict(os.environ, WEB_CONCURRENCY="1"))
+    proc = run.spawn(argv, log_path, dict(os.environ, WEB_CONCURRENCY="1"))
     try:
-        if not run.wait_port(upstream, proc, plan.start_timeout):
-            code = proc.poll()
-            if variant.optional and refused_bind(code, log_path):
+        if why := run.not_started(upstream, proc, plan.start_timeout):
+            if variant.optional and refused_bind(proc.poll(), log_path):
                 result.status, result.note = "skipped", f"this bascule refuses --bind {variant.kind}://"
             else:
-                why = f"exited with {code}" if code is not None else f"no port after {plan.start_timeout:.0f} s"
                 result.status, result.note = "failed", f"did not start ({why}): {run.log_tail(log_path)}"
             return result
         if problem := check(listen, apps):
@@ -365,9 +346,9 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int, nginx_pid
         if plan.warmup > 0:
             wrk(wrk_argv(plan.scratch, sc, listen, plan.warmup, plan.connections, plan.client_cpu), plan.warmup)
         audit = run.CpuAudit(proc.pid)
-        before = cpu_seconds([proc.pid]), cpu_seconds([nginx_pid])
+        before = common.cpu_seconds([proc.pid]), common.cpu_seconds([nginx_pid])
         load = wrk(wrk_argv(plan.scratch, sc, listen, plan.seconds, plan.connections, plan.client_cpu), plan.seconds)
-        after = cpu_seconds([proc.pid]), cpu_seconds([nginx_pid])
+        after = common.cpu_seconds([proc.pid]), common.cpu_seconds([nginx_pid])
         others = audit.others_pct()
         if others is not None:  # CpuAudit counts nginx as other work: take its share out
             others = max(0.0, round(others - 100 * (after[1] - before[1]) / plan.seconds, 1))
@@ -391,60 +372,17 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int, nginx_pid
 def measure_calmly(plan: Plan, variant: Variant, sc: Scenario, round_no: int, nginx_pid: int, apps: Any) -> Round:
     """measure() on a quiet machine if one comes within --quiet-wait, again if other work disturbed it
     anyway (up to --busy-retries times); the least disturbed attempt is kept."""
-    attempts: list[Round] = []
-    for _ in range(plan.busy_retries + 1):
-        if plan.quiet_wait > 0:
-            run.wait_quiet(plan.quiet_wait)
-        result = measure(plan, variant, sc, round_no, nginx_pid, apps)
-        attempts.append(result)
-        if result.status != "ok" or (result.others_cpu_pct or 0.0) <= run.BUSY_PCT:
-            break
-    ok = [r for r in attempts if r.status == "ok"]
-    best = min(ok, key=lambda r: r.others_cpu_pct or 0.0) if ok else attempts[-1]
-    best.attempts = len(attempts)
+    best, attempts = run.calmly(lambda: measure(plan, variant, sc, round_no, nginx_pid, apps),
+                                plan.quiet_wait, plan.busy_retries)
+    best.attempts = attempts
     return best
 
 
 # ------------------------------------------------------------------------------------------- results
 
 
-class Timed(Protocol):
-    """What :func:`medians` reads of a round (this script's Round, benchmarks/static.py's)."""
-
-    variant: str
-    scenario: str
-    status: str
-    rps: float
-
-
-R = TypeVar("R", bound=Timed)
-
-
-def medians(rounds: Sequence[R]) -> dict[tuple[str, str], R]:
-    """(variant, scenario) -> the round with the median req/s among its ok rounds (else its first round)."""
-    groups: dict[tuple[str, str], list[R]] = {}
-    for r in rounds:
-        groups.setdefault((r.variant, r.scenario), []).append(r)
-    out: dict[tuple[str, str], R] = {}
-    for key, group in groups.items():
-        ok = sorted((r for r in group if r.status == "ok"), key=lambda r: r.rps)
-        out[key] = ok[(len(ok) - 1) // 2] if ok else group[0]
-    return out
-
-
-@dataclass(frozen=True)
-class Ratio:
-    """One of an issue's target ratios for one bascule variant in one scenario (here and benchmarks/static.py)."""
-
-    scenario: str
-    mine: str
-    theirs: str
-    value: float | None  # None when either side has no ok round
-    target: float
-
-    @property
-    def met(self) -> bool | None:
-        return None if self.value is None else self.value >= self.target
+medians = common.medians  # the round with the median req/s per (variant, scenario)
+Ratio = common.Ratio
 
 
 def acceptance(best: dict[tuple[str, str], Round], variants: Sequence[Variant],
@@ -460,57 +398,21 @@ def acceptance(best: dict[tuple[str, str], Round], variants: Sequence[Variant],
             for theirs, target in (("uwsgi", TARGETS["uwsgi"]), (http, TARGETS["http"])):
                 if theirs not in names:
                     continue
-                a, b = best.get((v.name, sc.name)), best.get((theirs, sc.name))
-                value = None
-                if a and b and a.status == b.status == "ok" and b.rps > 0:
-                    value = round(a.rps / b.rps, 3)
-                out.append(Ratio(sc.name, v.name, theirs, value, target))
+                out.append(common.ratio(best, sc.name, v.name, theirs, target))
     return out
-
-
-def fmt_us(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
 
 
 def markdown(plan: Plan, rounds: Sequence[Round], ratios: Sequence[Ratio]) -> str:
     """The tables for docs/benchmarks.md: req/s per round and the median, then the issue's ratios."""
-    best = medians(rounds)
     lines = []
     for sc in plan.scenarios:
         title = "GET / (13 B)" if sc.method == "GET" else f"POST {sc.path} ({sc.body_size // 1024} KiB echoed)"
-        heads = " | ".join(f"round {i + 1}" for i in range(plan.rounds))
-        lines += [f"{title}, {plan.connections} connections:", "",
-                  f"| variant | median req/s | {heads} | errors | gateway CPU µs/req | nginx CPU µs/req "
-                  "| others' CPU |", "|---|---:|" + "---:|" * plan.rounds + "---:|---:|---:|---:|"]
-        for v in plan.variants:
-            mine = [r for r in rounds if r.variant == v.name and r.scenario == sc.name]
-            if not mine:
-                continue
-            b = best[(v.name, sc.name)]
-            if b.status != "ok":
-                lines.append(f"| {v.name} | {b.status}: {b.note.replace('|', '/')[:100]} |" + " |" * (plan.rounds + 4))
-                continue
-            cells = " | ".join(f"{r.rps:,.0f}" if r.status == "ok" else r.status for r in mine)
-            others = max((r.others_cpu_pct or 0.0 for r in mine if r.status == "ok"), default=0.0)
-            lines.append(f"| {v.name} | {b.rps:,.0f} | {cells} | {b.errors} | {fmt_us(b.gateway_us)} | "
-                         f"{fmt_us(b.nginx_us)} | {others:.0f}% |")
-        lines.append("")
-    lines += ratio_table(ratios, "| scenario | ratio | measured | target |")
+        lines += common.rounds_table(
+            f"{title}, {plan.connections} connections", "variant", [],
+            ["gateway CPU µs/req", "nginx CPU µs/req"], plan.rounds, [v.name for v in plan.variants], sc.name,
+            rounds, lambda b: ([], [common.fmt_us(b.gateway_us), common.fmt_us(b.nginx_us)]))
+    lines += common.ratio_table(ratios, "| scenario | ratio | measured | target |")
     return "\n".join(lines)
-
-
-def ratio_table(ratios: Sequence[Ratio], header: str) -> list[str]:
-    """The markdown lines of the ratios against their targets (none when there are none): shared with
-    benchmarks/static.py."""
-    if not ratios:
-        return []
-    lines = [header, "|---|---|---:|---:|"]
-    for r in ratios:
-        value = "-" if r.value is None else f"{r.value:.2f}x"
-        verdict = "" if r.met is None else (" (met)" if r.met else " (**not met**)")
-        lines.append(f"| {r.scenario} | {r.mine} / {r.theirs} | {value}{verdict} | {r.target:g}x |")
-    lines.append("")
-    return lines
 
 
 # ----------------------------------------------------------------------------------------------- cli
@@ -550,12 +452,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="JSON result (every round, the medians, the ratios)")
     ap.add_argument("--dry-run", action="store_true", help="print the nginx config and commands, run nothing")
     args = ap.parse_args(argv)
-    builds: dict[str, str] = {}
-    for spec in args.bascule_build:
-        label, sep, python = spec.partition("=")
-        if not (sep and label and python) or "@" in label or "," in label:
-            ap.error(f"--bascule-build: expected LABEL=PYTHON, got {spec!r}")
-        builds[label] = python
+    builds = common.parse_builds(ap, args.bascule_build)
     known = with_builds(base_variants(), builds)
     if args.all:
         names = list(known)
@@ -568,11 +465,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     args.variant_list = [known[n] for n in names]
-    args.scenario_list = []
-    for name in args.scenarios.split(","):
-        if name not in SCENARIOS:
-            ap.error(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
-        args.scenario_list.append(SCENARIOS[name])
+    args.scenario_list = common.pick_scenarios(ap, args.scenarios, SCENARIOS)
     if args.rounds < 1 or args.seconds < 1 or args.connections < 1 or args.keepalive < 1:
         ap.error("--rounds, --seconds, --connections and --keepalive must be >= 1")
     if args.warmup < 0 or args.quiet_wait < 0 or args.busy_retries < 0:
@@ -584,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     global NGINX
     args = parse_args(argv)
     NGINX = args.nginx
-    pinned = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    pinned = run.can_pin(args.no_pin)
     uwsgi = args.uwsgi or find_uwsgi(args.bascule_python)
     with tempfile.TemporaryDirectory(prefix="bascule-nginx-chain-") as scratch:
         plan = Plan(variants=args.variant_list, scenarios=args.scenario_list, rounds=args.rounds,
@@ -612,54 +505,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
         run.raise_nofile()
         if pinned:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, {int(run.CLIENT_CPU)})
+            run.keep_off_server_cpu()
         args.log_dir.mkdir(parents=True, exist_ok=True)
         apps = run.load_apps()
         started = datetime.datetime.now(datetime.UTC)
-        every: list[Round] = []
         print(f"{len(plan.variants)} variants x {len(plan.scenarios)} scenarios x {plan.rounds} rounds, "
               f"{plan.seconds:g} s each (+{plan.warmup:g} s warm-up); logs in {args.log_dir}", flush=True)
         with run.terminate_on_signals(), nginx(Path(scratch) / "nginx", conf, nginx_cpu,
                                                [plan.routes[v.name][0] for v in plan.variants]) as nginx_pid:
-            for sc in plan.scenarios:
-                for round_no in range(plan.rounds):
-                    for v in plan.variants:
-                        r = measure_calmly(plan, v, sc, round_no, nginx_pid, apps)
-                        every.append(r)
-                        print(progress(r), flush=True)
+            every = common.run_rounds(
+                plan.scenarios, plan.rounds, plan.variants,
+                lambda v, sc, round_no: measure_calmly(plan, v, sc, round_no, nginx_pid, apps), progress)
             with contextlib.suppress(OSError):
                 shutil.copy(Path(scratch) / "nginx" / "nginx.conf", args.log_dir / "nginx.conf")
     best = medians(every)
     ratios = acceptance(best, plan.variants, plan.scenarios)
     table = markdown(plan, every, ratios)
     print("\n" + table)
-    pythons = {v.python or plan.bascule_python: v.build for v in plan.variants if v.server == "bascule"}
-    found: dict[str, str] = {}
-    for python, label in pythons.items():
-        at = f" @{label}" if label else ""
-        for name, version in run._dist_versions(python, ["bascule", "uvloop", "httptools"]).items():
-            found[f"{name}{at}"] = version
-        found[f"bascule build{at}"] = run.bascule_build(python)
+    pythons = {v.python or plan.bascule_python: f" @{v.build}" if v.build else ""
+               for v in plan.variants if v.server == "bascule"}
+    found = common.bascule_versions(pythons, ["bascule", "uvloop", "httptools"])
     if any(v.server == "uwsgi" for v in plan.variants):
         found["uwsgi"] = uwsgi_version(uwsgi)
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         found["nginx"] = subprocess.run([NGINX, "-v"], capture_output=True, text=True, timeout=10).stderr.strip()
     if args.out is not None:
-        meta = {"date": started.strftime("%Y-%m-%d %H:%M UTC"),
-                "command": shlex.join(["python", "benchmarks/nginx_chain.py",
-                                       *(sys.argv[1:] if argv is None else argv)]),
-                "machine": run.machine_info(), "versions": found, "uwsgi_args": plan.uwsgi_args,
+        meta = {**common.meta_head(started, "benchmarks/nginx_chain.py", argv, found), "uwsgi_args": plan.uwsgi_args,
                 "pinning": {"gateway_cpu": plan.server_cpu, "nginx_cpu": nginx_cpu, "wrk_cpu": plan.client_cpu},
                 "keepalive": args.keepalive,
                 "seconds": plan.seconds, "warmup": plan.warmup, "rounds": plan.rounds,
                 "connections": plan.connections, "nginx_conf": conf}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "meta": meta, "rounds": [asdict(r) for r in every],
-            "medians": [asdict(r) for r in best.values()],
-            "ratios": [{**asdict(r), "met": r.met} for r in ratios]}, indent=1) + "\n")
-        print(f"wrote {args.out}")
+        common.write_json(args.out, meta, every, best, ratios)
     print("versions: " + ", ".join(f"{k} {v}" for k, v in found.items()))
     failed = [r for r in best.values() if r.status == "failed"]
     return 1 if failed else 0
@@ -677,8 +553,8 @@ def progress(r: Round) -> str:
         return f"{r.scenario:>5} round {r.round}  {r.variant:<24} {r.status.upper()}: {r.note}"
     errors = f"{r.errors} ({r.error_detail})" if r.errors else "0"
     return (f"{r.scenario:>5} round {r.round}  {r.variant:<24} {r.rps:>9,.0f} req/s  p50 {run.fmt_ms(r.p50_ms):>9}  "
-            f"p99 {run.fmt_ms(r.p99_ms):>9}  errors {errors}  gateway {fmt_us(r.gateway_us)} µs/req  "
-            f"nginx {fmt_us(r.nginx_us)} µs/req  others {run.fmt_pct(r.others_cpu_pct)}"
+            f"p99 {run.fmt_ms(r.p99_ms):>9}  errors {errors}  gateway {common.fmt_us(r.gateway_us)} µs/req  "
+            f"nginx {common.fmt_us(r.nginx_us)} µs/req  others {run.fmt_pct(r.others_cpu_pct)}"
             + (f" (best of {r.attempts})" if r.attempts > 1 else ""))
 
 

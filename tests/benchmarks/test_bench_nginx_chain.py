@@ -83,16 +83,6 @@ def rnd(variant: str, rps: float, scenario: str = "text", status: str = "ok") ->
     return nc.Round(variant, scenario, 1, status=status, rps=rps)
 
 
-def test_medians_take_the_middle_ok_round() -> None:
-    rounds = [rnd("a", 3), rnd("a", 1), rnd("a", 2), rnd("b", 5, status="failed"), rnd("b", 4),
-              rnd("c", 0, status="skipped")]
-    best = nc.medians(rounds)
-    assert best[("a", "text")].rps == 2
-    assert best[("b", "text")].rps == 4  # the failed round does not count
-    assert best[("c", "text")].status == "skipped"
-    assert nc.medians([rnd("d", 1), rnd("d", 3)])[("d", "text")].rps == 1  # even count: the lower middle
-
-
 def test_acceptance_ratios_pair_the_same_mode_and_build() -> None:
     variants = list(nc.with_builds([VARIANTS[n] for n in nc.DEFAULT_VARIANTS], {"cg": "/cg/python"}).values())
     rps = {"uwsgi": 10_000, "bascule-uwsgi": 25_000, "bascule-uwsgi-loop": 30_000, "bascule-http": 25_000,

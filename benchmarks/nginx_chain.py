@@ -381,15 +381,11 @@ def measure_calmly(plan: Plan, variant: Variant, sc: Scenario, round_no: int, ng
 # ------------------------------------------------------------------------------------------- results
 
 
-medians = common.medians  # the round with the median req/s per (variant, scenario)
-Ratio = common.Ratio
-
-
 def acceptance(best: dict[tuple[str, str], Round], variants: Sequence[Variant],
-               scenarios: Sequence[Scenario]) -> list[Ratio]:
+               scenarios: Sequence[Scenario]) -> list[common.Ratio]:
     """bascule-uwsgi[-loop][@build] / uwsgi (>= 2) and / bascule-http in the same mode and build (>= 0.9)."""
     names = {v.name for v in variants}
-    out: list[Ratio] = []
+    out: list[common.Ratio] = []
     for sc in scenarios:
         for v in variants:
             if v.server != "bascule" or v.kind != "uwsgi":
@@ -402,7 +398,7 @@ def acceptance(best: dict[tuple[str, str], Round], variants: Sequence[Variant],
     return out
 
 
-def markdown(plan: Plan, rounds: Sequence[Round], ratios: Sequence[Ratio]) -> str:
+def markdown(plan: Plan, rounds: Sequence[Round], ratios: Sequence[common.Ratio]) -> str:
     """The tables for docs/benchmarks.md: req/s per round and the median, then the issue's ratios."""
     lines = []
     for sc in plan.scenarios:
@@ -518,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lambda v, sc, round_no: measure_calmly(plan, v, sc, round_no, nginx_pid, apps), progress)
             with contextlib.suppress(OSError):
                 shutil.copy(Path(scratch) / "nginx" / "nginx.conf", args.log_dir / "nginx.conf")
-    best = medians(every)
+    best = common.medians(every)
     ratios = acceptance(best, plan.variants, plan.scenarios)
     table = markdown(plan, every, ratios)
     print("\n" + table)

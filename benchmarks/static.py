@@ -278,15 +278,11 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
 # ------------------------------------------------------------------------------------------- results
 
 
-medians = common.medians  # the round with the median req/s per (variant, scenario)
-Ratio = common.Ratio
-
-
 def acceptance(best: dict[tuple[str, str], Round], variants: Sequence[Variant],
-               scenarios: Sequence[Scenario]) -> list[Ratio]:
+               scenarios: Sequence[Scenario]) -> list[common.Ratio]:
     """Each bascule variant over granian on 4 KiB (>= 2) and over nginx on 1 MiB (>= 0.9)."""
     names = {v.name for v in variants}
-    out: list[Ratio] = []
+    out: list[common.Ratio] = []
     for sc in scenarios:
         if sc.name not in TARGETS:
             continue
@@ -301,7 +297,7 @@ def acceptance(best: dict[tuple[str, str], Round], variants: Sequence[Variant],
 
 
 def markdown(variants: Sequence[Variant], scenarios: Sequence[Scenario], rounds: Sequence[Round],
-             n_rounds: int, connections: int, ratios: Sequence[Ratio]) -> str:
+             n_rounds: int, connections: int, ratios: Sequence[common.Ratio]) -> str:
     """The tables for docs/benchmarks.md: req/s per round and the median's MB/s, then the issue's ratios."""
     lines: list[str] = []
     for sc in scenarios:
@@ -396,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 plan.scenarios, plan.rounds, plan.variants,
                 lambda v, sc, round_no: run.calmly(lambda: measure(plan, v, sc, round_no), plan.quiet_wait, 0)[0],
                 progress)
-    best = medians(every)
+    best = common.medians(every)
     ratios = acceptance(best, plan.variants, plan.scenarios)
     print("\n" + markdown(plan.variants, plan.scenarios, every, plan.rounds, plan.connections, ratios))
     found = common.bascule_versions(common.bascule_pythons(plan.variants, plan.bascule_python),

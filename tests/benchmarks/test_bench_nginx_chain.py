@@ -87,7 +87,7 @@ def test_acceptance_ratios_pair_the_same_mode_and_build() -> None:
     variants = list(nc.with_builds([VARIANTS[n] for n in nc.DEFAULT_VARIANTS], {"cg": "/cg/python"}).values())
     rps = {"uwsgi": 10_000, "bascule-uwsgi": 25_000, "bascule-uwsgi-loop": 30_000, "bascule-http": 25_000,
            "bascule-http-loop": 40_000, "bascule-uwsgi@cg": 15_000, "bascule-http@cg": 10_000}
-    best = nc.medians([rnd(name, value) for name, value in rps.items()])
+    best = nc.common.medians([rnd(name, value) for name, value in rps.items()])
     ratios = {(r.mine, r.theirs): r for r in nc.acceptance(best, variants, [nc.SCENARIOS["text"]])}
     assert ratios[("bascule-uwsgi", "uwsgi")].value == 2.5 and ratios[("bascule-uwsgi", "uwsgi")].met
     assert ratios[("bascule-uwsgi", "bascule-http")].value == 1.0

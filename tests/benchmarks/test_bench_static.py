@@ -35,7 +35,7 @@ def test_medians_and_ratios() -> None:
     rounds = [_round("granian", "4k", 100, n=1), _round("granian", "4k", 300, n=2), _round("granian", "4k", 200, n=3),
               _round("bascule", "4k", 500), _round("nginx", "1m", 1000), _round("bascule", "1m", 850),
               _round("bascule@cg", "1m", 0, status="failed")]
-    best = bench.medians(rounds)
+    best = bench.common.medians(rounds)
     assert best[("granian", "4k")].rps == 200
     variants = list(bench.variants_for({"cg": "/x/python"}).values())
     ratios = bench.acceptance(best, variants, list(bench.SCENARIOS.values()))

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -29,6 +29,26 @@ V = TypeVar("V")
 
 
 # ------------------------------------------------------------------------------------------ the runs
+
+
+@dataclass(kw_only=True)
+class RoundsPlan(Generic[V, S]):
+    """What every round-based script's run needs; each script's Plan adds its own (keyword-only here, so
+    that a script's own fields, with or without defaults, may follow)."""
+
+    variants: list[V]
+    scenarios: list[S]
+    rounds: int
+    seconds: float  # timed, per run
+    warmup: float
+    connections: int
+    bascule_python: str  # --bascule-python: the interpreter that runs `-m bascule`
+    bascule_args: tuple[str, ...]
+    server_cpu: str | None  # None: not pinned
+    client_cpu: str | None
+    log_dir: Path
+    quiet_wait: float = 0.0  # before each run, wait at most this long for other work to stop
+    start_timeout: float = 30.0
 
 
 def interleaved(scenarios: Sequence[S], rounds: int, variants: Sequence[V]) -> Iterator[tuple[S, int, V]]:

@@ -320,26 +320,13 @@ def find_tool(name: str, *pythons: str) -> str:
 
 
 @dataclass
-class Plan:
-    variants: list[Variant]
-    scenarios: list[Scenario]
-    rounds: int
-    seconds: float
-    warmup: float
-    connections: int
+class Plan(common.RoundsPlan[Variant, Scenario]):
     streams: int
-    bascule_python: str
-    bascule_args: tuple[str, ...]
     hypercorn: str
-    server_cpu: str | None
-    client_cpu: str | None
-    log_dir: Path
     cert: Path
     key: Path
     profile_dir: Path | None = None
     py_spy: str = "py-spy"
-    quiet_wait: float = 0.0
-    start_timeout: float = 30.0
     bodies: dict[str, bytes] = field(default_factory=dict)
 
 

@@ -291,24 +291,11 @@ def wrk(argv: list[str], seconds: float) -> run.Load:
 
 
 @dataclass
-class Plan:
-    variants: list[Variant]
-    scenarios: list[Scenario]
-    rounds: int
-    seconds: float
-    warmup: float
-    connections: int
-    bascule_python: str
-    bascule_args: tuple[str, ...]
+class Plan(common.RoundsPlan[Variant, Scenario]):
     uwsgi: str
     uwsgi_args: str
-    server_cpu: str | None
-    client_cpu: str | None
-    log_dir: Path
     scratch: Path
-    quiet_wait: float = 0.0
     busy_retries: int = 0
-    start_timeout: float = 30.0
     routes: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (nginx port, upstream port)
 
 
@@ -356,9 +343,7 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int, nginx_pid
         if load.failure:
             result.status, result.note = "failed", f"{load.failure}; log {log_path}"
             return result
-        result.rps, result.requests = load.rps, load.requests
-        result.p50_ms, result.p99_ms = load.p50_ms, load.p99_ms
-        result.errors, result.error_detail = load.errors, load.error_detail
+        run.take_load(result, load)
         if load.requests:
             result.gateway_us = round(1e6 * (after[0] - before[0]) / load.requests, 1)
             result.nginx_us = round(1e6 * (after[1] - before[1]) / load.requests, 1)

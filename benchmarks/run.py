@@ -210,6 +210,24 @@ class Load:
     failure: str = ""  # the tool itself failed; the other fields mean nothing then
 
 
+class Loaded(Protocol):
+    """Where :func:`take_load` writes (run.py's Result, the other scripts' Round)."""
+
+    rps: float
+    requests: int
+    p50_ms: float | None
+    p99_ms: float | None
+    errors: int
+    error_detail: str
+
+
+def take_load(into: Loaded, load: Load) -> None:
+    """Copy a load-generator run's figures onto a result."""
+    into.rps, into.requests = load.rps, load.requests
+    into.p50_ms, into.p99_ms = load.p50_ms, load.p99_ms
+    into.errors, into.error_detail = load.errors, load.error_detail
+
+
 @dataclass
 class Result:
     """One server in one scenario."""
@@ -665,9 +683,7 @@ def measure(plan: Plan, server: Server, sc: Scenario, apps: ModuleType, round_no
         if load.failure:
             result.status, result.note = "failed", f"{load.failure}; log {log_path}"
         else:
-            result.rps, result.requests = load.rps, load.requests
-            result.p50_ms, result.p99_ms = load.p50_ms, load.p99_ms
-            result.errors, result.error_detail = load.errors, load.error_detail
+            take_load(result, load)
             result.runs_rps = [load.rps]
         if proc.poll() is not None:
             result.note = (result.note + "; " if result.note else "") + f"server exited with {proc.returncode}"

@@ -204,23 +204,10 @@ def check(port: int, sc: Scenario, want: bytes) -> str:
 
 
 @dataclass
-class Plan:
-    variants: list[Variant]
-    scenarios: list[Scenario]
-    rounds: int
-    seconds: float
-    warmup: float
-    connections: int
-    bascule_python: str
-    bascule_args: tuple[str, ...]
+class Plan(common.RoundsPlan[Variant, Scenario]):
     peers_bin: Path
-    server_cpu: str | None
-    client_cpu: str | None
-    log_dir: Path
     scratch: Path
     static_dir: Path
-    quiet_wait: float = 0.0
-    start_timeout: float = 30.0
     contents: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -263,9 +250,8 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
         if load.failure:
             result.status, result.note = "failed", f"{load.failure}; log {log_path}"
             return result
-        result.rps, result.requests, result.mbps = load.rps, load.requests, mbps
-        result.p50_ms, result.p99_ms = load.p50_ms, load.p99_ms
-        result.errors, result.error_detail = load.errors, load.error_detail
+        run.take_load(result, load)
+        result.mbps = mbps
         if load.requests:
             result.server_us = round(1e6 * used / load.requests, 1)
         if proc.poll() is not None:

@@ -184,3 +184,10 @@ def test_request_answers_status_and_body_or_why_not(server: int) -> None:
     port = run.free_port()  # nobody listens there
     failure = run.request(port, "GET", "/")
     assert isinstance(failure, str) and "ConnectionRefusedError" in failure
+
+
+def test_take_load_copies_the_figures() -> None:
+    into = run.Result("s", "text")
+    run.take_load(into, run.Load(rps=9.5, requests=76, p50_ms=1.0, p99_ms=4.0, errors=2, error_detail="timeout 2"))
+    assert (into.rps, into.requests, into.p50_ms, into.p99_ms, into.errors, into.error_detail) == (
+        9.5, 76, 1.0, 4.0, 2, "timeout 2")

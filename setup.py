@@ -34,6 +34,7 @@ COMPILED = [
     "src/bascule/protocols/exchange.py",
     "src/bascule/protocols/sendfile.py",
     "src/bascule/protocols/fields.py",
+    "src/bascule/protocols/request_head.py",
     "src/bascule/protocols/http1x.py",
     "src/bascule/protocols/outbox.py",
     "src/bascule/protocols/semantics.py",

@@ -1,4 +1,5 @@
-"""HTTP/2 header blocks: HPACK decoding of requests (cached), their validation, and response encoding.
+"""HTTP/2 header blocks: HPACK decoding of requests (cached, validated by protocols/request_head.py, which
+HTTP/3 shares), and response encoding.
 
 Decoding uses the ``hpack`` library (the one ``h2`` uses), which owns the dynamic table, Huffman codes and
 the header-list-size bound that stops HPACK bombs. It costs ~20 us per request even when every field is an
@@ -15,8 +16,6 @@ depends on the client's SETTINGS_HEADER_TABLE_SIZE.
 from __future__ import annotations
 
 import base64
-import re
-from typing import NamedTuple
 
 import hpack
 from hpack.table import HeaderTable
@@ -25,28 +24,17 @@ from bascule.errors import AppProtocolError
 from bascule.protocols.exchange import Exchange, Headers
 from bascule.protocols.fields import check_field
 from bascule.protocols.h2 import frames as fr
+from bascule.protocols.request_head import CONNECTION_SPECIFIC, check_request_field, parse_request
+from bascule.protocols.request_head import MalformedRequest as MalformedRequest  # re-exported: the wire's names
+from bascule.protocols.request_head import RequestHead as RequestHead
 
 CACHE_ENTRIES = 64
 _HIGH_BYTES = bytes(range(0x81, 0xFF))  # one-byte indexed fields (index 1..126)
-_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")  # RFC 9113 8.2.1: lowercase tokens only
-_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
-# What llhttp refuses in an HTTP/1.1 request-target, refused in :path too (one request, one answer on both
-# wires): whitespace, control characters, DEL, and bytes outside ASCII (clients percent-encode them).
-_BAD_PATH = re.compile(rb"[^\x21-\x7e]")
-_CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
-                                  b"upgrade"))
-_UPGRADE_ONLY = _CONNECTION_SPECIFIC | {b"http2-settings", b"te"}  # HTTP/1.1 fields of an h2c upgrade
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT")}
-_PROXY_FIELDS = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
-                           b"x-forwarded-prefix", b"forwarded"))  # as HTTP/1.1's (h1/connection.py)
+_UPGRADE_ONLY = CONNECTION_SPECIFIC | {b"http2-settings", b"te"}  # HTTP/1.1 fields of an h2c upgrade
 _STATIC_NAMES: dict[bytes, int] = {}
 for _i, (_name, _) in enumerate(HeaderTable.STATIC_TABLE, start=1):
     _STATIC_NAMES.setdefault(_name, _i)
 _STATUS_INDEX = {200: 8, 204: 9, 206: 10, 304: 11, 400: 12, 404: 13, 500: 14}
-
-
-class MalformedRequest(Exception):
-    """A request the rules of RFC 9113 8.1-8.3 call malformed: a stream error of type PROTOCOL_ERROR."""
 
 
 class HeaderBlockTooLarge(fr.ConnectionError_):
@@ -62,19 +50,6 @@ class CompressionError(fr.ConnectionError_):
 
     def __init__(self, message: str) -> None:
         super().__init__(fr.COMPRESSION_ERROR, f"HPACK: {message}")
-
-
-class RequestHead(NamedTuple):
-    """A validated request head: what a stream needs to become an exchange."""
-
-    method: str
-    raw_path: bytes
-    query: bytes
-    headers: Headers  # regular fields (cookies joined, host from :authority), shared: copy before handing out
-    content_length: int | None
-    protocol: bytes | None  # :protocol of an extended CONNECT (RFC 8441)
-    expect_continue: bool
-    forwarded: bool = False  # a field a proxy sets (X-Forwarded-*, Forwarded): the stream asks ctx.forwarded
 
 
 class RequestDecoder:
@@ -115,90 +90,8 @@ class RequestDecoder:
         for name, value in fields:
             if name[:1] == b":":
                 raise MalformedRequest(f"pseudo-header field {name!r} in trailers")
-            _check_field(name, value)
+            check_request_field(name, value)
         return fields
-
-
-def _check_field(name: bytes, value: bytes) -> None:
-    if not name or _BAD_NAME.search(name):
-        raise MalformedRequest(f"invalid header field name {name!r}")
-    if _BAD_VALUE.search(value):
-        raise MalformedRequest(f"invalid value in header field {name!r}")
-    if name in _CONNECTION_SPECIFIC:
-        raise MalformedRequest(f"connection-specific header field {name!r}")
-    if name == b"te" and value != b"trailers":
-        raise MalformedRequest("te header field other than 'trailers'")
-
-
-def parse_request(fields: Headers, *, connect_protocol: bool) -> RequestHead:
-    """Validate a decoded request header list (RFC 9113 8.2, 8.3, RFC 8441 4) and split it up."""
-    method = scheme = authority = path = protocol = None
-    headers: Headers = []
-    cookies: list[bytes] = []
-    content_length: int | None = None
-    host = False
-    expect_continue = False
-    forwarded = False
-    regular = False
-    for name, value in fields:
-        if name[:1] == b":":
-            if regular:
-                raise MalformedRequest("pseudo-header field after a regular field")
-            if name == b":method" and method is None:
-                method = value
-            elif name == b":path" and path is None:
-                path = value
-            elif name == b":scheme" and scheme is None:
-                scheme = value
-            elif name == b":authority" and authority is None:
-                authority = value
-            elif name == b":protocol" and protocol is None and connect_protocol:
-                protocol = value
-            else:
-                raise MalformedRequest(f"unknown, duplicated or response pseudo-header field {name!r}")
-            continue
-        regular = True
-        _check_field(name, value)
-        if name == b"cookie":
-            cookies.append(value)  # RFC 9113 8.2.3: joined into one field for HTTP/1.1-minded apps
-            continue
-        if name == b"content-length":
-            if not value.isdigit() or (content_length is not None and int(value) != content_length):
-                raise MalformedRequest("invalid content-length")
-            content_length = int(value)
-        elif name == b"host":
-            host = True
-        elif name == b"expect":
-            expect_continue = value.lower() == b"100-continue"
-        elif name in _PROXY_FIELDS:
-            forwarded = True
-        headers.append((name, value))
-    if method is None:
-        raise MalformedRequest("missing :method")
-    if _BAD_NAME.search(method.lower()) or not method:
-        raise MalformedRequest("invalid :method")
-    if method == b"CONNECT" and protocol is None:
-        if scheme is not None or path is not None or authority is None:
-            raise MalformedRequest("a CONNECT request has :authority and neither :scheme nor :path")
-        path = b"/"
-    else:
-        if protocol is not None and method != b"CONNECT":
-            raise MalformedRequest(":protocol on a request other than CONNECT")
-        if scheme is None or path is None:
-            raise MalformedRequest("missing :scheme or :path")
-        # 35 is "#" (an int: `bytes in bytes` raises and clears a TypeError inside CPython 3.11 first)
-        if (not path or 35 in path or (path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"))
-                or _BAD_PATH.search(path)):
-            raise MalformedRequest("invalid :path")
-    if authority is not None and not host:
-        if _BAD_VALUE.search(authority):
-            raise MalformedRequest("invalid :authority")
-        headers.insert(0, (b"host", authority))
-    if cookies:
-        headers.append((b"cookie", b"; ".join(cookies)))
-    raw_path, _, query = path.partition(b"?")
-    return RequestHead(_METHODS.get(method) or method.decode("ascii"), raw_path, query, headers, content_length,
-                       protocol, expect_continue, forwarded)
 
 
 def upgrade_request(ex: Exchange, settings: bytes) -> tuple[RequestHead, bytes]:
@@ -309,7 +202,7 @@ def _encode_field(name: bytes, value: bytes) -> bytes:
     """One checked field as a literal; b"" for a connection-specific field (dropped)."""
     check_field(name, value)
     lname = name.lower()
-    if lname in _CONNECTION_SPECIFIC:
+    if lname in CONNECTION_SPECIFIC:
         return b""
     if lname == b"content-length" and not value.isdigit():
         raise AppProtocolError(f"the app sent an invalid content-length header: {value!r}")

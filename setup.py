@@ -37,6 +37,7 @@ COMPILED = [
     "src/bascule/protocols/request_head.py",
     "src/bascule/protocols/http1x.py",
     "src/bascule/protocols/outbox.py",
+    "src/bascule/protocols/stream_pipe.py",
     "src/bascule/protocols/semantics.py",
     "src/bascule/protocols/prefix.py",
     "src/bascule/protocols/uwsgi_wire.py",

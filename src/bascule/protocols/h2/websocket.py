@@ -2,106 +2,72 @@
 
 The session (handshake, frames, flow control, keepalive, the app's side) is protocols/websocket's, reached
 through the upgrade registry (``ctx.upgrades.websocket_over_stream``), so this package does not import it.
-What is HTTP/2's is the pipe: :class:`H2WSStream` is a :class:`~bascule.protocols.pipe.BytePipe` itself (its
-writes are DATA frames, its close is END_STREAM, its abort RST_STREAM, and pausing its reading withholds the
-window the client needs to send more), so one connection carries WebSockets and requests side by side and a
-reset ends only its own stream.
+The pipe between the two is the one HTTP/3 uses too (protocols/stream_pipe.py's :class:`StreamPipe`); what
+is HTTP/2's is :class:`H2WSStream`, its :class:`~bascule.protocols.stream_pipe.StreamWire`: writes are DATA
+frames, the end is END_STREAM, an abort RST_STREAM, and a held byte is window not given back, so the client
+waits until the app catches up. One connection carries WebSockets and requests side by side, and a reset
+ends only its own stream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from bascule.protocols.h2.states import local_open, remote_open
 from bascule.protocols.h2.stream import H2Stream
-from bascule.protocols.pipe import PipeSession
+from bascule.protocols.stream_pipe import StreamPipe
 
 
 class H2WSStream(H2Stream):
     """A stream that carries a WebSocket: its DATA goes to the session, not to a request body."""
 
     websocket = True
-    reading_paused = False
-    closing = False  # the session closed or aborted its pipe
-    _uncredited = 0
-    _lost = False
-    ws: PipeSession
+    pipe: StreamPipe
 
     def start_websocket(self, handler: Any) -> None:
-        make = self.conn.ctx.upgrades.websocket_over_stream
-        assert make is not None  # the connection opens WebSocket streams only when the slot is filled
-        self.ws = make(self.conn.ctx, self, self)  # held before it starts: the app may write at once
-        self.ws.start(handler, b"")
+        self.pipe = StreamPipe(self)
+        self.pipe.start(self.conn.ctx, self, handler)
 
-    # -- what the peer sends ------------------------------------------------------------------------
+    # -- what the peer sends, and the stream's own end: told to the pipe --------------------------------
     def feed(self, data: bytes) -> None:
         self.received += len(data)
-        if not data:
-            return
-        ws = self.ws
-        if not ws.takes_input():
-            self.conn.credit_stream(self, len(data))
-            return
-        ws.data_received(data)
-        if self.reading_paused:
-            self._uncredited += len(data)  # the window closes: the client waits until the app catches up
-        else:
-            self.conn.credit_stream(self, len(data))
+        self.pipe.feed(data)
 
     def end_body(self) -> None:
         super().end_body()
-        self.ws.input_ended()  # the client ended its side: the session ends ours once it is done reading
-        self._lose()
+        self.pipe.peer_done()
 
     def on_disconnect(self) -> None:
         super().on_disconnect()
-        self._lose()
-
-    def _lose(self) -> None:
-        if not self._lost and (not local_open(self.state) or self.disconnected) and not remote_open(self.state):
-            self._lost = True
-            self.ws.connection_lost(None)
+        self.pipe.maybe_lost()
 
     def wake_drain(self) -> None:
         super().wake_drain()
-        if not self.write_paused:
-            self.ws.resume_writing()
+        self.pipe.writable()
 
     def _finish(self) -> None:
         super()._finish()
-        self._lose()
-
-    # -- BytePipe: what the session drives ----------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        if data and not self.closing and self.response_started and not self.finished:
-            self.send_body(data)
-            if self.write_paused:
-                self.ws.pause_writing()
-
-    def writelines(self, list_of_data: Iterable[bytes]) -> None:
-        self.write(b"".join(list_of_data))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        if not self.closing:
-            self.closing = True
-            if self.response_started and not self.finished and not self.disconnected:
-                self.send_body(b"", end=True)
+        self.pipe.maybe_lost()
 
     def abort(self) -> None:
-        """RST_STREAM, for the session's abort as for the connection's (H2Stream.abort)."""
-        self.closing = True
-        if local_open(self.state):
-            super().abort()
+        """The connection's abort goes through the pipe, as the session's does: the pipe is closing too."""
+        self.pipe.abort()
 
-    def pause_reading(self) -> None:
-        self.reading_paused = True
+    # -- StreamWire: the pipe's calls on HTTP/2 ---------------------------------------------------------
+    def can_send(self) -> bool:
+        return local_open(self.state)
 
-    def resume_reading(self) -> None:
-        self.reading_paused = False
-        if self._uncredited:
-            n, self._uncredited = self._uncredited, 0
-            self.conn.credit_stream(self, n)
+    def peer_ended(self) -> bool:
+        return not remote_open(self.state)
+
+    def reset_stream(self) -> None:
+        super().abort()  # RST_STREAM
+
+    def consumed(self, n: int) -> None:
+        self.conn.credit_stream(self, n)
+
+    def hold(self, n: int) -> None:
+        pass  # the window shuts by itself: the pipe gives these bytes back as credit only on release
+
+    def release(self, n: int) -> None:
+        self.conn.credit_stream(self, n)

@@ -2,102 +2,74 @@
 
 RFC 9220 carries RFC 8441's extended CONNECT over to HTTP/3 unchanged, so the session is the one HTTP/2 uses
 (protocols/websocket's, through ``ctx.upgrades.websocket_over_stream``: this package does not import it), and
-this module is modelled on protocols/h2/websocket.py. :class:`H3WSStream` is a
-:class:`~bascule.protocols.pipe.BytePipe` itself: its writes are DATA frames, its close is our FIN, its abort
-a reset of both sides, and pausing its reading keeps what the session was fed counted as held, which keeps
-the QUIC stream window shut (protocols/h3/quic.py) until the app catches up. aioquic advertises
-SETTINGS_ENABLE_CONNECT_PROTOCOL on every connection; a server without a WebSocket route answers 404.
+so is the pipe between them (protocols/stream_pipe.py's :class:`StreamPipe`). What is HTTP/3's is
+:class:`H3WSStream`, its :class:`~bascule.protocols.stream_pipe.StreamWire`: writes are DATA frames, the end
+is our FIN, an abort a reset of both sides, and a held byte is counted in ``held``, which keeps the QUIC
+stream window shut (protocols/h3/quic.py) until the app catches up; bytes never held open it by themselves.
+aioquic advertises SETTINGS_ENABLE_CONNECT_PROTOCOL on every connection; a server without a WebSocket route
+answers 404.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from bascule.protocols.h3.stream import H3Stream
-from bascule.protocols.pipe import PipeSession
+from bascule.protocols.stream_pipe import StreamPipe
 
 
 class H3WSStream(H3Stream):
     """A stream that carries a WebSocket: its DATA goes to the session, not to a request body."""
 
     websocket = True
-    reading_paused = False
-    closing = False  # the session closed or aborted its pipe
-    _lost = False
-    ws: PipeSession
+    pipe: StreamPipe
 
     def start_websocket(self, handler: Any) -> None:
-        make = self.conn.ctx.upgrades.websocket_over_stream
-        assert make is not None  # the connection opens WebSocket streams only when the slot is filled
-        self.ws = make(self.conn.ctx, self, self)  # held before it starts: the app may write at once
-        self.ws.start(handler, b"")
+        self.pipe = StreamPipe(self)
+        self.pipe.start(self.conn.ctx, self, handler)
 
-    # -- what the peer sends ------------------------------------------------------------------------
+    # -- what the peer sends, and the stream's own end: told to the pipe --------------------------------
     def feed(self, data: bytes) -> None:
         self.received += len(data)
-        if not data:
-            return
-        ws = self.ws
-        if not ws.takes_input():
-            return  # dropped unread: never held, so the window stays open
-        ws.data_received(data)
-        if self.reading_paused:
-            self.held += len(data)  # the window stays shut: the client waits until the app catches up
+        self.pipe.feed(data)
 
     def end_body(self) -> None:
         super().end_body()
-        self.ws.input_ended()  # the client ended its side: the session ends ours once it is done reading
-        self._lose()
+        self.pipe.peer_done()
 
     def on_disconnect(self) -> None:
         super().on_disconnect()
-        self._lose()
-
-    def _lose(self) -> None:
-        if not self._lost and (self.local_ended or self.disconnected) and self.request_ended:
-            self._lost = True
-            self.ws.connection_lost(None)
+        self.pipe.maybe_lost()
 
     def wake_drain(self) -> None:
         super().wake_drain()
-        if not self.write_paused:
-            self.ws.resume_writing()
+        self.pipe.writable()
 
     def _finish(self) -> None:
         super()._finish()
-        self._lose()
-
-    # -- BytePipe: what the session drives ----------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        if data and not self.closing and self.response_started and not self.finished:
-            self.send_body(data)
-            if self.write_paused:
-                self.ws.pause_writing()
-
-    def writelines(self, list_of_data: Iterable[bytes]) -> None:
-        self.write(b"".join(list_of_data))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        if not self.closing:
-            self.closing = True
-            if self.response_started and not self.finished and not self.disconnected:
-                self.send_body(b"", end=True)
+        self.pipe.maybe_lost()
 
     def abort(self) -> None:
-        """Reset both sides, for the session's abort as for the connection's (H3Stream.abort)."""
-        self.closing = True
-        if not self.local_ended:
-            super().abort()
+        """The connection's abort goes through the pipe, as the session's does: the pipe is closing too."""
+        self.pipe.abort()
 
-    def pause_reading(self) -> None:
-        self.reading_paused = True
+    # -- StreamWire: the pipe's calls on HTTP/3 ---------------------------------------------------------
+    def can_send(self) -> bool:
+        return not self.local_ended
 
-    def resume_reading(self) -> None:
-        self.reading_paused = False
-        if self.held:
+    def peer_ended(self) -> bool:
+        return self.request_ended
+
+    def reset_stream(self) -> None:
+        super().abort()  # both sides
+
+    def consumed(self, n: int) -> None:
+        pass  # never held: QUIC opens the window for these bytes by itself
+
+    def hold(self, n: int) -> None:
+        self.held += n
+
+    def release(self, n: int) -> None:
+        if self.held:  # zero once the stream is gone (on_disconnect)
             self.held = 0
             self.conn.credit(self)

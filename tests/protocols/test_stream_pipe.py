@@ -13,15 +13,12 @@ from bascule.protocols.stream_pipe import StreamPipe
 
 
 class Wire:
-    """A StreamWire that records the pipe's calls."""
+    """A StreamWire that records the pipe's calls: a response under way, both sides open, window to spare."""
+
+    response_started, finished, disconnected, write_paused = True, False, False, False
+    local_open = remote_open = True
 
     def __init__(self) -> None:
-        self.response_started = True
-        self.finished = False
-        self.disconnected = False
-        self.write_paused = False
-        self.local_open = True
-        self.remote_open = True
         self.calls: list[tuple[str, Any]] = []
 
     def send_body(self, data: bytes, end: bool = False) -> None:

@@ -371,6 +371,8 @@ def test_http11_hands_over_what_it_knows_and_http2_takes_it_without_reading_http
 @pytest.mark.parametrize(("family", "host", "fixed"), [
     (socket.AF_INET, "127.0.0.1", True), (socket.AF_INET, "0.0.0.0", False),  # a wildcard, on purpose
     (socket.AF_INET6, "::1", True), (socket.AF_INET6, "::", False),
+    (socket.AF_INET6, "::ffff:127.0.0.1", True),
+    (socket.AF_INET6, "::ffff:0.0.0.0", False),  # IPv4's wildcard on a dual-stack socket: every v4 address
 ])
 def test_fixed_local_address_only_for_one_ip(family: socket.AddressFamily, host: str, fixed: bool) -> None:
     if family == socket.AF_INET6 and not socket.has_ipv6:

@@ -107,8 +107,8 @@ class FrontDoor:
 
 def fixed_local_address(sock: socket.socket) -> tuple[str, int] | None:
     """The (host, port) every connection accepted on ``sock`` has as its local address, where that is one
-    address: a TCP listener bound to one IP. None for a wildcard (0.0.0.0, ::: each connection's own address,
-    which interface it came in on) and for Unix sockets; those read it from each transport.
+    address: a TCP listener bound to one IP. None for a wildcard (0.0.0.0, ::, ::ffff:0.0.0.0: each connection's
+    own address, which interface it came in on) and for Unix sockets; those read it from each transport.
 
     Why: uvloop answers get_extra_info("sockname") by formatting the address anew (inet_ntop, a str, a
     tuple): ~2,500 instructions per connection (callgrind h1close), for the same answer every time.
@@ -117,7 +117,10 @@ def fixed_local_address(sock: socket.socket) -> tuple[str, int] | None:
         return None
     try:
         name = sock.getsockname()
-        if ipaddress.ip_address(name[0]).is_unspecified:
+        ip = ipaddress.ip_address(name[0])
+        # a dual-stack socket bound to ::ffff:0.0.0.0 is IPv4's wildcard: each connection has its own address
+        if ip.is_unspecified or (isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
+                                 and ip.ipv4_mapped.is_unspecified):
             return None
     except (OSError, ValueError):
         return None

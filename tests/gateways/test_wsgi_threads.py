@@ -166,6 +166,63 @@ def test_concurrent_submitters_lose_no_task(pool_factory: Callable[[int], Thread
     assert wait_for(lambda: len(pool._idle) == 3)
 
 
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_stress_many_submitters_lose_no_wake_up(pool_factory: Callable[[int], ThreadPool], size: int) -> None:
+    """Lost wake-up hunt: submitters on several threads (and tasks that submit more) with random short
+    pauses, a switch interval of a microsecond so the GIL changes hands between almost any two steps. Every
+    task must run, and once all is quiet every thread must be idle and no thread still marked coming (a
+    stale mark would stop submit() from ever waking anyone again). Bounded in count and time."""
+    import random
+    import sys
+
+    pool = pool_factory(size)
+    ran = [0]
+    lock = threading.Lock()
+    per_submitter, submitters_n = 300, 4
+    rng = random.Random(size)
+    pauses = [rng.choice((0.0, 0.0, 0.0, 0.00005, 0.0005)) for _ in range(64)]
+
+    def task(i: int) -> None:
+        if pauses[i % 64]:
+            time.sleep(pauses[i % 64])
+        with lock:
+            ran[0] += 1
+        if i % 7 == 0:  # a task that submits another (as a WSGI app's thread never does, but a worst case)
+            pool.submit(leaf, None)
+
+    def leaf(_: Any) -> None:
+        with lock:
+            ran[0] += 1
+
+    def submitter(seed: int) -> None:
+        local = random.Random(seed)
+        for i in range(per_submitter):
+            pool.submit(task, i)
+            if local.random() < 0.05:
+                time.sleep(local.choice((0.0, 0.0001, 0.001)))
+
+    expected = submitters_n * (per_submitter + len(range(0, per_submitter, 7)))
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for round_ in range(3):
+            ran[0] = 0
+            threads = [threading.Thread(target=submitter, args=(round_ * 10 + n,)) for n in range(submitters_n)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(20)
+            assert wait_for(lambda: ran[0] == expected, 20), (round_, ran[0], expected, pool.queued())
+            assert wait_for(lambda: len(pool._idle) == size and pool.queued() == 0, 5), (len(pool._idle), size)
+            assert pool._coming is None
+            # and the pool still wakes a thread for the next lone task
+            done = threading.Event()
+            pool.submit(threading.Event.set, done)
+            assert done.wait(5)
+    finally:
+        sys.setswitchinterval(old)
+
+
 class RacingIdle(list[Any]):
     """An idle stack that runs ``before_push`` once, the next time a thread pushes itself: that is, after the
     thread found the queue empty and before it is on the stack, the worst moment for a submit()."""

@@ -8,6 +8,7 @@ graceful shutdown with requests still queued. The WSGI gateway's own behaviour i
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import io
@@ -230,11 +231,30 @@ class RacingIdle(list[Any]):
     def __init__(self) -> None:
         super().__init__()
         self.before_push: list[Callable[[], None]] = []
+        self.after_push: list[Callable[[], None]] = []  # once, just after the push (before the thread looks again)
 
     def append(self, worker: Any) -> None:
         if self.before_push:
             self.before_push.pop()()
         super().append(worker)
+        if self.after_push:
+            self.after_push.pop()()
+
+
+class RacingQueue(collections.deque[Any]):
+    """A task queue whose emptiness test runs ``on_empty_look`` once, on a pool thread that finds it empty:
+    the answer is taken before the hook runs, so what the hook does comes just after the thread's look."""
+
+    def __init__(self, pool_name: str) -> None:
+        super().__init__()
+        self.pool_name = pool_name
+        self.on_empty_look: list[Callable[[], None]] = []
+
+    def __len__(self) -> int:
+        n = super().__len__()
+        if not n and self.on_empty_look and threading.current_thread().name.startswith(self.pool_name):
+            self.on_empty_look.pop()()
+        return n
 
 
 @pytest.mark.skipif(threads_module.__file__.endswith(".so"), reason="compiled code calls list.append itself")
@@ -262,6 +282,53 @@ def test_a_submit_or_shutdown_while_a_thread_goes_idle_is_not_missed(what: str) 
             assert not pool._threads[0].is_alive(), "the thread slept through shutdown"
     finally:
         pool.shutdown(1.0)
+
+
+@pytest.mark.skipif(threads_module.__file__.endswith(".so"), reason="compiled code calls list/deque methods itself")
+@pytest.mark.parametrize("moment", ["after_an_empty_look", "while_going_idle"])
+def test_a_task_queued_before_shutdown_runs_whatever_the_moment(moment: str) -> None:
+    """shutdown() lets tasks queued before it finish. A thread must not stop on seeing ``_stopping`` (or on
+    shutdown's wake-up) while a task queued before the stop is still waiting and no other thread saw it:
+    - after_an_empty_look: the task is queued (no idle thread to wake) and the stop begins between the
+      thread's look at the empty queue and its check of ``_stopping``;
+    - while_going_idle: the task is queued just before the thread pushes itself onto the idle stack, and
+      shutdown() pops it from there (a wake-up that says stop) before the thread could take itself off."""
+    pool = ThreadPool(1, name=f"stopping-{moment}")
+    if moment == "after_an_empty_look":
+        queue_ = RacingQueue(pool.name)
+        pool._queued = queue_
+        pool._enqueue = queue_.append
+    else:
+        idle = pool._idle = RacingIdle()
+    pool.start()
+    stopper: threading.Thread | None = None
+    try:
+        assert wait_for(lambda: len(pool._idle) == 1)
+        first, second = threading.Event(), threading.Event()
+        if moment == "after_an_empty_look":
+            def stop_after_look() -> None:
+                pool.submit(threading.Event.set, second)  # the thread is not idle: nobody to wake
+                pool._stopping = True
+
+            def arm(_: Any) -> None:  # the hook fires at the thread's look just after this task
+                queue_.on_empty_look.append(stop_after_look)
+                first.set()
+            pool.submit(arm, None)
+        else:
+            def stop_now() -> None:
+                nonlocal stopper
+                stopper = threading.Thread(target=pool.shutdown, args=(5.0,))
+                stopper.start()
+                assert wait_for(lambda: list.__len__(idle) == 0)  # shutdown() popped this thread, waking it with False
+            idle.before_push.append(lambda: pool.submit(threading.Event.set, second))  # nobody idle to wake
+            idle.after_push.append(stop_now)
+            pool.submit(threading.Event.set, first)
+        assert first.wait(5)
+        assert second.wait(5), "a task queued before shutdown never ran"
+    finally:
+        pool.shutdown(1.0)
+        if stopper is not None:
+            stopper.join(5)
 
 
 def test_shutdown_runs_queued_work_before_the_threads_stop(pool_factory: Callable[[int], ThreadPool]) -> None:

@@ -47,8 +47,9 @@ Call = tuple[Callable[..., object], tuple[Any, ...]]
 
 
 class _Worker:
-    """One pool thread's wake-up: True to look for tasks, False to stop. Exactly one item is put for every
-    time the worker is popped off the idle stack, and the worker takes it."""
+    """One pool thread's wake-up: True from submit(), False from shutdown(); either way the thread looks at
+    the queue again (and stops once it finds it empty with the pool stopping). Exactly one item is put for
+    every time the worker is popped off the idle stack, and the worker takes it."""
 
     __slots__ = ("sleep", "wake")
 
@@ -110,7 +111,10 @@ class ThreadPool:
         thread, and a thread pushes itself onto the idle stack before it looks at the queue once more. So
         either submit() finds the thread on the stack (and wakes it), or the thread finds the task. A thread
         that then tries to take itself off the stack and is no longer on it was popped by a submit(): its
-        wake-up is coming, and it takes it before going on. The same goes for shutdown() and ``_stopping``.
+        wake-up is coming, and it takes it before going on. The same goes for shutdown() and ``_stopping``,
+        except that a thread stops only once it has seen the queue empty with ``_stopping`` set: a task queued
+        before shutdown() that no thread had seen yet (every one between its look and its push, or popped by
+        shutdown() while taking itself off the stack) still runs; shutdown()'s wake-up is one to look again.
         A submit() that wakes nobody because a thread is coming leaves its task to that thread, which looks
         at the queue after its mark is set (the mark is made before the wake-up is sent, and only the marked
         thread clears it, after its look); if a busy thread took the task first, the coming one finds the
@@ -142,17 +146,18 @@ class ThreadPool:
             if self._coming is worker:  # woken for a task another thread took: no longer coming
                 self._coming = None
             if self._stopping:
-                return
+                if not queued:
+                    return
+                continue  # queued after the look above, before the stop: it runs first
             idle.append(worker)
             if queued or self._stopping:  # queued (or told to stop) after the look above: don't sleep
                 try:
                     idle.remove(worker)
                 except ValueError:  # popped meanwhile: its wake-up is on its way
-                    if not sleep():
-                        return
+                    sleep()
                 continue
-            if not sleep():
-                return
+            # a wake-up says look again, and stop once nothing is queued (False: shutdown(), with _stopping set)
+            sleep()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Let queued tasks finish, then stop the threads (bounded by ``timeout`` in all)."""

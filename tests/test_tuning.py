@@ -92,8 +92,12 @@ def test_a_users_own_malloc_tuning_is_left_alone(env: dict[str, str]) -> None:
     assert probe("tune", **env)["tuned"] is False
 
 
-def test_other_tunables_do_not_count_as_malloc_tuning() -> None:
-    assert not user_tuned({"GLIBC_TUNABLES": "glibc.pthread.rseq=0", "PATH": "/usr/bin"})
+@pytest.mark.parametrize("env", [{"GLIBC_TUNABLES": "glibc.pthread.rseq=0", "PATH": "/usr/bin"},
+                                 {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, {"MALLOC_ARENA_MAX": "2"}])
+def test_other_tunables_do_not_count_as_malloc_tuning(env: dict[str, str]) -> None:
+    """Settings of other things (arenas, threads) are the same whichever way they are given, and leave the
+    heap's padding and threshold to tune_malloc."""
+    assert not user_tuned(env)
 
 
 GC_PROBE = textwrap.dedent("""

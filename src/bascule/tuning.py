@@ -23,7 +23,7 @@ die a moment later: with wrk on 1000 connections, 755 young collections, 69 midd
 ~450 ms of collecting, and each full collection walks every object the app and its framework made at import.
 With the young threshold at 10,000 it was 7, 1 and 0 collections; :func:`gc.freeze` after start-up moves the
 app's own long-lived objects out of every later collection (a full collection then took 3 ms, not 23 ms).
-Thresholds an app set itself (at import) are kept; only CPython's defaults of 3.11-3.13 are raised. The
+Thresholds an app set itself (at import) are kept; only CPython 3.11's and 3.12's defaults are raised. The
 cost: up to 10,000 objects' worth of unreachable cycles waits longer for collection.
 """
 
@@ -42,18 +42,23 @@ M_TOP_PAD = -2  # glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 TOP_PAD = 4 * 1024 * 1024
 MMAP_THRESHOLD = 4 * 1024 * 1024
-#: glibc's own knobs (environment variables read at start-up): set by the user, they win
+#: glibc's own knobs for what is set here and what it interacts with (environment variables read at start-up,
+#: and the same as GLIBC_TUNABLES): set by the user, they win. Other malloc settings (arena_max...) do not count.
 USER_SETTINGS = ("MALLOC_TOP_PAD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_")
+USER_TUNABLES = ("glibc.malloc.top_pad", "glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold",
+                 "glibc.malloc.mmap_max")
 
 
 #: CPython's default thresholds, per version, that may be raised (3.14's incremental collector: left alone)
-GC_DEFAULTS = {(3, 11): (700, 10, 10), (3, 12): (700, 10, 10), (3, 13): (2000, 10, 0)}
+GC_DEFAULTS = {(3, 11): (700, 10, 10), (3, 12): (700, 10, 10)}  # the versions checked; others are left as they are
 GC_YOUNG_THRESHOLD = 10_000
 
 
 def user_tuned(environ: Mapping[str, str]) -> bool:
-    """True if the environment tunes glibc malloc already (its MALLOC_*_ variables or glibc.malloc tunables)."""
-    return any(name in environ for name in USER_SETTINGS) or "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")
+    """True if the environment sets what tune_malloc would (glibc's MALLOC_*_ variables or tunables for the
+    heap's padding, trimming and mmap threshold)."""
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    return any(name in environ for name in USER_SETTINGS) or any(name + "=" in tunables for name in USER_TUNABLES)
 
 
 def tune_malloc(environ: Mapping[str, str] = os.environ) -> bool:
@@ -81,7 +86,10 @@ def tune_gc() -> bool:
     True if the threshold was raised.
 
     Called once the app has started (its lifespan startup done), so what it built is frozen. A full
-    collection first, so no garbage is frozen with it.
+    collection first, so no garbage is frozen with it: it runs once, on the loop, as the server starts
+    serving (tens of milliseconds for a large app). What is frozen is never collected: an object alive at
+    that moment that later becomes part of a garbage cycle stays (a one-time cost, bounded by what was
+    alive then).
     """
     raised = False
     threshold = gc.get_threshold()

@@ -21,7 +21,7 @@ import asyncio
 from abc import abstractmethod
 from collections.abc import Callable
 from time import perf_counter
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bascule.errors import AppProtocolError
 from bascule.protocols.exchange import BufferedExchange, Headers, check_interim
@@ -33,6 +33,9 @@ from bascule.protocols.semantics import (
     log_length_error,
     one_write,
 )
+
+if TYPE_CHECKING:
+    from bascule.context import ServerContext
 
 try:
     from mypy_extensions import mypyc_attr
@@ -99,6 +102,12 @@ class StreamExchange(BufferedExchange):
     @abstractmethod
     def _body_taken(self, n: int) -> None:
         """The app took ``n`` buffered request body bytes: give the client room for more (flow control)."""
+
+    def take_on(self, ctx: ServerContext) -> None:
+        """Answered without being dispatched (a refusal, a WebSocket's error): the request's clock starts
+        now, and the observers hear of it as of any other."""
+        self.start_time = self.loop.time()
+        ctx.request_started(self)
 
     # -- request body -------------------------------------------------------------------------------
     def _take(self) -> bytes:

@@ -338,12 +338,12 @@ class H2Connection(H2Output, asyncio.Protocol):
             if head.content_length:
                 raise StreamError(sid, fr.PROTOCOL_ERROR, "content-length without a body")
         if head.method == "CONNECT":  # plain CONNECT (an extended one has a :protocol)
-            self._take_on(st)
+            st.take_on(self.ctx)
             st.send_simple(405, b"Method Not Allowed: this server is not a proxy\n")
             return st
         limit = self.ctx.limit_request_body
         if limit is not None and head.content_length is not None and head.content_length > limit:
-            self._take_on(st)
+            st.take_on(self.ctx)
             self._body_over_limit(st, limit, head.content_length)
             return st
         self._to_dispatch.append(st)
@@ -370,7 +370,7 @@ class H2Connection(H2Output, asyncio.Protocol):
             st = self._register(H2Stream(self, sid, head))
             if end_stream:
                 st.end_body()
-            self._take_on(st)
+            st.take_on(self.ctx)
             if head.protocol != b"websocket":
                 st.send_simple(501, b"Not Implemented: unknown :protocol\n")
             else:
@@ -386,11 +386,6 @@ class H2Connection(H2Output, asyncio.Protocol):
         self.streams[st.stream_id] = st
         self.idle_since = None
         return st
-
-    def _take_on(self, st: H2Stream) -> None:
-        """A stream answered without being dispatched (a refusal, a WebSocket): its clock starts now."""
-        st.start_time = self.loop.time()
-        self.ctx.request_started(st)
 
     def _trailers(self, st: H2Stream, block: bytes, end_stream: bool) -> None:
         if not remote_open(st.state):

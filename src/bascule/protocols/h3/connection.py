@@ -307,7 +307,7 @@ class H3Conn:
         if head.method == "CONNECT":
             if head.protocol is not None and self._websocket(st, head, end_stream):
                 return
-            self._take_on(st)
+            st.take_on(self.ctx)
             if head.protocol is None:
                 st.send_simple(405, b"Method Not Allowed: this server is not a proxy\n")
             elif head.protocol != b"websocket":
@@ -317,7 +317,7 @@ class H3Conn:
             return
         limit = self.ctx.limit_request_body
         if limit is not None and head.content_length is not None and head.content_length > limit:
-            self._take_on(st)
+            st.take_on(self.ctx)
             self._body_over_limit(st, limit, head.content_length)
             return
         self._to_dispatch.append(st)
@@ -347,7 +347,7 @@ class H3Conn:
         st = self._register(H3Stream(self, sid, head))
         if end_stream:
             self._end_request(st)
-        self._take_on(st)
+        st.take_on(self.ctx)
         st.send_simple(431, f"Request Header Fields Too Large: {reason}\n".encode())
 
     def _on_data(self, event: DataReceived) -> None:
@@ -401,11 +401,6 @@ class H3Conn:
         self.streams[st.stream_id] = st
         self.idle_since = None
         return st
-
-    def _take_on(self, st: H3Stream) -> None:
-        """A stream answered without being dispatched (a refusal): its clock starts now."""
-        st.start_time = self.loop.time()
-        self.ctx.request_started(st)
 
     def _refuse(self, sid: int, code: int) -> None:
         """Reset a request stream that never became an exchange, both ways."""

@@ -1,0 +1,187 @@
+"""StreamExchange (protocols/stream_exchange.py): the HTTP/2 and HTTP/3 response rules, seen through a wire
+that only records what it was asked to write. The h2 and h3 suites check the same rules on the real wires;
+these pin the hooks' contract (what a wire is asked, in what order) independently of either."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from bascule.errors import AppProtocolError
+from bascule.protocols.exchange import Headers
+from bascule.protocols.stream_exchange import StreamExchange
+
+
+class RecordingStream(StreamExchange):
+    """A wire whose blocks are lists of pairs (as aioquic's) and whose frames are recorded."""
+
+    def __init__(self, method: str = "GET", loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.http_version = "9"
+        self.method = method
+        self.raw_path = b"/"
+        self.start_time = 0.0
+        self.disconnected = False
+        self.response_started = False
+        self.status = 0
+        self.sent = 0
+        self.write_paused = False
+        self.cancel_app = None
+        self.expect_continue = False
+        if loop is not None:
+            self.loop = loop
+        self.frames: list[tuple[Any, ...]] = []
+        self.done = 0
+        self.aborted = 0
+        self.credited: list[int] = []
+
+    def _encode_head(self, status: int, headers: Headers) -> tuple[Any, list[Any], int | None]:
+        declared = [int(value) for name, value in headers if name == b"content-length"]
+        return (b":status", b"%d" % status), list(headers), declared[0] if declared else None
+
+    def _length_field(self, length: int) -> Any:
+        return b"content-length", b"%d" % length
+
+    def _drop_length(self, parts: list[Any]) -> list[Any]:
+        return [part for part in parts if part[0] != b"content-length"]
+
+    def _field(self, name: bytes, value: bytes) -> Any:
+        return name, value
+
+    def _interim_block(self, status: Any, parts: list[Any]) -> Any:
+        return [status, *parts]
+
+    def _final_block(self, status: Any, parts: list[Any]) -> Any:
+        return [status, (b"server", b"test"), *parts]
+
+    def _wire_headers(self, block: Any, end: bool) -> None:
+        self.frames.append(("headers", block, end))
+
+    def _wire_whole(self, block: Any, body: bytes) -> None:
+        self.frames.append(("whole", block, body))
+
+    def _wire_data(self, data: bytes, end: bool) -> None:
+        self.frames.append(("data", data, end))
+
+    def _wire_trailers(self, trailers: Headers) -> None:
+        self.frames.append(("trailers", trailers))
+
+    def _body_taken(self, n: int) -> None:
+        self.credited.append(n)
+
+    def _response_done(self) -> None:
+        self.done += 1
+
+    def abort(self) -> None:
+        self.aborted += 1
+        self.finished = True
+        self.on_disconnect()
+
+
+def test_a_complete_response_is_one_whole_write_with_its_length() -> None:
+    st = RecordingStream()
+    st.send_head(200, [(b"content-type", b"text/plain")], b"hello", end=True)
+    assert st.frames == [("whole", [(b":status", b"200"), (b"server", b"test"), (b"content-type", b"text/plain"),
+                                    (b"content-length", b"5")], b"hello")]
+    assert st.finished and st.done == 1 and st.sent == 5
+
+
+def test_the_request_id_echo_follows_the_apps_fields() -> None:
+    st = RecordingStream()
+    st.rid, st.rid_header = "abc", b"x-request-id"
+    st.send_head(204, [], end=True)
+    assert st.frames[0][1][-1] == (b"x-request-id", b"abc")
+
+
+def test_head_keeps_the_declared_length_and_sends_no_body() -> None:
+    st = RecordingStream("HEAD")
+    st.send_head(200, [(b"content-length", b"10")])
+    st.send_body(b"0123456789", end=True)
+    assert st.frames == [("headers", [(b":status", b"200"), (b"server", b"test"), (b"content-length", b"10")],
+                          False), ("data", b"", True)]
+    assert st.sent == 0 and st.finished
+
+
+def test_a_204_drops_the_apps_content_length() -> None:
+    st = RecordingStream()
+    st.send_head(204, [(b"content-length", b"0")], end=True)
+    assert st.frames == [("headers", [(b":status", b"204"), (b"server", b"test")], True)]
+
+
+def test_bytes_past_the_declared_length_reset_the_stream_unsent() -> None:
+    st = RecordingStream()
+    st.send_head(200, [(b"content-length", b"3")], b"abcd")
+    assert st.frames == [] and st.aborted == 1  # nor the head they came with
+
+
+def test_a_body_short_of_its_length_goes_out_then_the_stream_resets() -> None:
+    st = RecordingStream()
+    st.send_head(200, [(b"content-length", b"5")])
+    st.send_body(b"ab", end=True)
+    assert [frame[0] for frame in st.frames] == ["headers", "data"]
+    assert st.frames[1] == ("data", b"ab", False) and st.aborted == 1
+
+
+def test_trailers_end_the_response_not_the_last_body_bytes() -> None:
+    st = RecordingStream()
+    st.send_head(200, [], b"a", trailers=True)
+    st.send_body(b"b", end=True)
+    assert not st.finished
+    st.send_trailers([(b"x-checksum", b"1")])
+    assert st.frames[1:] == [("data", b"a", False), ("data", b"b", False), ("trailers", [(b"x-checksum", b"1")])]
+    assert st.finished and st.done == 1
+
+
+def test_interim_responses_carry_only_the_apps_fields() -> None:
+    st = RecordingStream()
+    st.send_informational(103, [(b"link", b"</a.css>; rel=preload")])
+    st.send_head(100, [])
+    assert st.frames == [("headers", [(b":status", b"103"), (b"link", b"</a.css>; rel=preload")], False),
+                         ("headers", [(b":status", b"100")], False)]
+    assert not st.response_started
+
+
+def test_101_names_the_wires_version() -> None:
+    with pytest.raises(AppProtocolError, match="HTTP/9"):
+        RecordingStream().send_head(101, [])
+
+
+def test_the_first_read_sends_100_continue_and_takes_the_body() -> None:
+    async def main() -> None:
+        st = RecordingStream(loop=asyncio.get_running_loop())
+        st.expect_continue = True
+        st._body = [b"ab", b"c"]
+        st.end_body()
+        assert await st.receive_body() == b"abc"
+        assert st.frames == [] and st.credited == [3]  # the body was all there: no 100 Continue
+        st2 = RecordingStream(loop=asyncio.get_running_loop())
+        st2.expect_continue = True
+        asyncio.get_running_loop().call_soon(st2.end_body)
+        assert await st2.receive_body() == b""
+        assert st2.frames == [("headers", [(b":status", b"100")], False)]
+
+    asyncio.run(main())
+
+
+def test_take_on_starts_the_clock_and_reports_the_request() -> None:
+    class Ctx:
+        started: list[StreamExchange] = []
+
+        def request_started(self, ex: StreamExchange) -> None:
+            self.started.append(ex)
+
+    async def main() -> None:
+        st = RecordingStream(loop=asyncio.get_running_loop())
+        ctx = Ctx()
+        st.take_on(ctx)  # type: ignore[arg-type]
+        assert st.start_time > 0 and ctx.started == [st]
+
+    asyncio.run(main())
+
+
+def test_sendfile_is_refused_by_name() -> None:
+    st = RecordingStream()
+    assert not st.can_sendfile
+    with pytest.raises(RuntimeError, match="HTTP/9"):
+        st.send_file_blocking(None, 0, 0)  # type: ignore[arg-type]

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from bascule.config import Config
+from bascule.context import ServerContext
 from bascule.errors import AppProtocolError
 from bascule.protocols.exchange import Headers
 from bascule.protocols.stream_exchange import StreamExchange
@@ -165,17 +167,12 @@ def test_the_first_read_sends_100_continue_and_takes_the_body() -> None:
 
 
 def test_take_on_starts_the_clock_and_reports_the_request() -> None:
-    class Ctx:
-        started: list[StreamExchange] = []
-
-        def request_started(self, ex: StreamExchange) -> None:
-            self.started.append(ex)
-
     async def main() -> None:
-        st = RecordingStream(loop=asyncio.get_running_loop())
-        ctx = Ctx()
-        st.take_on(ctx)  # type: ignore[arg-type]
-        assert st.start_time > 0 and ctx.started == [st]
+        loop = asyncio.get_running_loop()
+        ctx = ServerContext(Config(app="a:b"), loop, lambda ex: None, access_log=False)
+        st = RecordingStream(loop=loop)
+        st.take_on(ctx)
+        assert st.start_time > 0 and st.live  # live: the context took it on (request_finished must follow)
 
     asyncio.run(main())
 

@@ -17,20 +17,14 @@ from bascule.protocols.stream_exchange import StreamExchange
 
 
 class RecordingStream(StreamExchange):
-    """A wire whose blocks are lists of pairs (as aioquic's) and whose frames are recorded."""
+    """A wire whose fields are ``b"name: value"`` lines, whose blocks are lists of them, and whose frames are
+    recorded rather than written."""
 
     def __init__(self, method: str = "GET", loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self.http_version = "9"
-        self.method = method
-        self.raw_path = b"/"
-        self.start_time = 0.0
-        self.disconnected = False
-        self.response_started = False
-        self.status = 0
-        self.sent = 0
-        self.write_paused = False
+        self.method, self.raw_path, self.http_version, self.start_time = method, b"/", "9", 0.0
+        self.disconnected = self.response_started = self.write_paused = self.expect_continue = False
+        self.status = self.sent = 0
         self.cancel_app = None
-        self.expect_continue = False
         if loop is not None:
             self.loop = loop
         self.frames: list[tuple[Any, ...]] = []
@@ -40,22 +34,22 @@ class RecordingStream(StreamExchange):
 
     def _encode_head(self, status: int, headers: Headers) -> tuple[Any, list[Any], int | None]:
         declared = [int(value) for name, value in headers if name == b"content-length"]
-        return (b":status", b"%d" % status), list(headers), declared[0] if declared else None
+        return b":status: %d" % status, [self._field(*pair) for pair in headers], declared[0] if declared else None
 
     def _length_field(self, length: int) -> Any:
-        return b"content-length", b"%d" % length
+        return b"content-length: %d" % length
 
     def _drop_length(self, parts: list[Any]) -> list[Any]:
-        return [part for part in parts if part[0] != b"content-length"]
+        return [line for line in parts if not line.startswith(b"content-length:")]
 
     def _field(self, name: bytes, value: bytes) -> Any:
-        return name, value
+        return name + b": " + value
 
     def _interim_block(self, status: Any, parts: list[Any]) -> Any:
         return [status, *parts]
 
     def _final_block(self, status: Any, parts: list[Any]) -> Any:
-        return [status, (b"server", b"test"), *parts]
+        return [status, b"server: test", *parts]
 
     def _wire_headers(self, block: Any, end: bool) -> None:
         self.frames.append(("headers", block, end))
@@ -84,8 +78,8 @@ class RecordingStream(StreamExchange):
 def test_a_complete_response_is_one_whole_write_with_its_length() -> None:
     st = RecordingStream()
     st.send_head(200, [(b"content-type", b"text/plain")], b"hello", end=True)
-    assert st.frames == [("whole", [(b":status", b"200"), (b"server", b"test"), (b"content-type", b"text/plain"),
-                                    (b"content-length", b"5")], b"hello")]
+    assert st.frames == [("whole", [b":status: 200", b"server: test", b"content-type: text/plain",
+                                    b"content-length: 5"], b"hello")]
     assert st.finished and st.done == 1 and st.sent == 5
 
 
@@ -93,14 +87,14 @@ def test_the_request_id_echo_follows_the_apps_fields() -> None:
     st = RecordingStream()
     st.rid, st.rid_header = "abc", b"x-request-id"
     st.send_head(204, [], end=True)
-    assert st.frames[0][1][-1] == (b"x-request-id", b"abc")
+    assert st.frames[0][1][-1] == b"x-request-id: abc"
 
 
 def test_head_keeps_the_declared_length_and_sends_no_body() -> None:
     st = RecordingStream("HEAD")
     st.send_head(200, [(b"content-length", b"10")])
     st.send_body(b"0123456789", end=True)
-    assert st.frames == [("headers", [(b":status", b"200"), (b"server", b"test"), (b"content-length", b"10")],
+    assert st.frames == [("headers", [b":status: 200", b"server: test", b"content-length: 10"],
                           False), ("data", b"", True)]
     assert st.sent == 0 and st.finished
 
@@ -108,7 +102,7 @@ def test_head_keeps_the_declared_length_and_sends_no_body() -> None:
 def test_a_204_drops_the_apps_content_length() -> None:
     st = RecordingStream()
     st.send_head(204, [(b"content-length", b"0")], end=True)
-    assert st.frames == [("headers", [(b":status", b"204"), (b"server", b"test")], True)]
+    assert st.frames == [("headers", [b":status: 204", b"server: test"], True)]
 
 
 def test_bytes_past_the_declared_length_reset_the_stream_unsent() -> None:
@@ -139,8 +133,8 @@ def test_interim_responses_carry_only_the_apps_fields() -> None:
     st = RecordingStream()
     st.send_informational(103, [(b"link", b"</a.css>; rel=preload")])
     st.send_head(100, [])
-    assert st.frames == [("headers", [(b":status", b"103"), (b"link", b"</a.css>; rel=preload")], False),
-                         ("headers", [(b":status", b"100")], False)]
+    assert st.frames == [("headers", [b":status: 103", b"link: </a.css>; rel=preload"], False),
+                         ("headers", [b":status: 100"], False)]
     assert not st.response_started
 
 
@@ -161,7 +155,7 @@ def test_the_first_read_sends_100_continue_and_takes_the_body() -> None:
         st2.expect_continue = True
         asyncio.get_running_loop().call_soon(st2.end_body)
         assert await st2.receive_body() == b""
-        assert st2.frames == [("headers", [(b":status", b"100")], False)]
+        assert st2.frames == [("headers", [b":status: 100"], False)]
 
     asyncio.run(main())
 

@@ -63,6 +63,9 @@ class RecordingStream(StreamExchange):
     def _wire_trailers(self, trailers: Headers) -> None:
         self.frames.append(("trailers", trailers))
 
+    def _admit(self, n: int) -> bool:
+        return not self.finished
+
     def _body_taken(self, n: int) -> None:
         self.credited.append(n)
 
@@ -158,6 +161,18 @@ def test_the_first_read_sends_100_continue_and_takes_the_body() -> None:
         assert st2.frames == [("headers", [b":status: 100"], False)]
 
     asyncio.run(main())
+
+
+def test_feed_buffers_what_the_wire_admits() -> None:
+    st = RecordingStream()
+    st.feed(b"")
+    st.feed(b"ab")
+    st.feed(b"c")
+    assert st.received == 3 and st.take_buffered_body() is None  # not complete yet
+    st.finished = True  # the response is over: the wire admits nothing more
+    st.feed(b"dd")
+    st.end_body()
+    assert st.received == 5 and st.take_buffered_body() == b"abc" and st.credited == [3]
 
 
 def test_take_on_starts_the_clock_and_reports_the_request() -> None:

@@ -36,6 +36,7 @@ from bascule.protocols.semantics import (
 
 if TYPE_CHECKING:
     from bascule.context import ServerContext
+    from bascule.protocols.request_head import RequestHead
 
 try:
     from mypy_extensions import mypyc_attr
@@ -52,6 +53,7 @@ class StreamExchange(BufferedExchange):
     """The response side (and the request body's hand-over) of a stream; class-level defaults are written
     only on change."""
 
+    content_length: int | None  # the request's declared body length
     expect_continue: bool  # the client waits for 100 Continue before it sends the body
     _drain_waiter: asyncio.Future[None] | None = None
     _expected: int | None = None  # the body length the response declared, or None (trailers, unknown)
@@ -100,8 +102,31 @@ class StreamExchange(BufferedExchange):
         """Write the trailer section, ending our side of the stream."""
 
     @abstractmethod
+    def _admit(self, n: int) -> bool:
+        """``n`` request body bytes arrived: count them against the stream's flow control; False when nobody
+        will read them (the response is over), and they are dropped."""
+
+    @abstractmethod
     def _body_taken(self, n: int) -> None:
         """The app took ``n`` buffered request body bytes: give the client room for more (flow control)."""
+
+    def _take_head(self, head: RequestHead, ctx: ServerContext, client: tuple[str, int] | None,
+                   server: tuple[str, int] | None, tls: dict[str, Any] | None) -> None:
+        """The request's fields from its validated head and its connection's endpoints; called last in the
+        wire's __init__ (``scheme`` set), as a proxy's fields replace them (ctx.forwarded) before dispatch,
+        and before an extended CONNECT's session copies them."""
+        self.method = head.method
+        self.raw_path = head.raw_path
+        self.query_string = head.query
+        self.headers = list(head.headers)  # a head may be shared (HTTP/2 caches them): the app gets its own
+        self.content_length = head.content_length
+        self.expect_continue = head.expect_continue
+        self.client = client
+        self.server = server
+        if tls is not None:
+            self.tls = tls
+        if head.forwarded:
+            ctx.forwarded(self)
 
     def take_on(self, ctx: ServerContext) -> None:
         """Answered without being dispatched (a refusal, a WebSocket's error): the request's clock starts
@@ -110,6 +135,20 @@ class StreamExchange(BufferedExchange):
         ctx.request_started(self)
 
     # -- request body -------------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """Request body bytes, from the connection."""
+        if not data:
+            return
+        self.received += len(data)
+        if not self._admit(len(data)):
+            return
+        if self._body is None:
+            self._body = [data]
+        else:
+            self._body.append(data)
+        if self._body_waiter is not None:
+            self._wake_body()
+
     def _take(self) -> bytes:
         body = self._body
         if not body:

@@ -64,36 +64,17 @@ class H2Stream(StreamExchange):
         self.conn = conn
         self.stream_id = stream_id
         self.loop = conn.loop
-        self.method = head.method
-        self.raw_path = head.raw_path
-        self.query_string = head.query
-        self.headers = list(head.headers)
-        self.content_length = head.content_length
-        self.expect_continue = head.expect_continue
         self.scheme = conn.scheme
-        self.client = conn.client
-        self.server = conn.server
         self.send_window = conn.peer_initial_window
         self.recv_window = conn.local_initial_window
-        if conn.tls is not None:
-            self.tls = conn.tls
-        if head.forwarded:
-            conn.ctx.forwarded(self)  # before dispatch, and before an extended CONNECT's session copies them
+        self._take_head(head, conn.ctx, conn.client, conn.server, conn.tls)
 
-    # -- request body, fed by the connection --------------------------------------------------------
-    def feed(self, data: bytes) -> None:
-        if not data:
-            return
-        self.received += len(data)
+    # -- request body, fed by the connection (StreamExchange.feed) ------------------------------------
+    def _admit(self, n: int) -> bool:
         if self.finished:
-            self.conn.credit_stream(self, len(data))  # nobody will read it: give the window back
-            return
-        if self._body is None:
-            self._body = [data]
-        else:
-            self._body.append(data)
-        if self._body_waiter is not None:
-            self._wake_body()
+            self.conn.credit_stream(self, n)  # nobody will read it: give the window back
+            return False
+        return True
 
     def end_body(self) -> None:
         """END_STREAM received: the request body is complete."""

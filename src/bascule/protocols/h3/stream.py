@@ -54,33 +54,14 @@ class H3Stream(StreamExchange):
         self.conn = conn
         self.stream_id = stream_id
         self.loop = conn.loop
-        self.method = head.method
-        self.raw_path = head.raw_path
-        self.query_string = head.query
-        self.headers = head.headers
-        self.content_length = head.content_length
-        self.expect_continue = head.expect_continue
-        self.client = conn.client
-        self.server = conn.server
-        if conn.tls is not None:
-            self.tls = conn.tls
-        if head.forwarded:
-            conn.ctx.forwarded(self)
+        self._take_head(head, conn.ctx, conn.client, conn.server, conn.tls)
 
-    # -- request body, fed by the connection --------------------------------------------------------
-    def feed(self, data: bytes) -> None:
-        if not data:
-            return
-        self.received += len(data)
+    # -- request body, fed by the connection (StreamExchange.feed) ------------------------------------
+    def _admit(self, n: int) -> bool:
         if self.finished or self.disconnected:
-            return  # nobody will read it: not held, so the window stays open (the connection stops reading)
-        self.held += len(data)
-        if self._body is None:
-            self._body = [data]
-        else:
-            self._body.append(data)
-        if self._body_waiter is not None:
-            self._wake_body()
+            return False  # nobody will read it: not held, so the window stays open (the connection stops reading)
+        self.held += n
+        return True
 
     def _body_taken(self, n: int) -> None:
         self.held = 0

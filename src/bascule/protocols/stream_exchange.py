@@ -1,14 +1,15 @@
-"""A request stream of a multiplexed connection (HTTP/2, HTTP/3) as the gateways see it: its response rules.
+"""A request stream of a multiplexed connection (HTTP/2, HTTP/3) as the gateways see it: the rules both keep.
 
 HTTP/2's H2Stream (protocols/h2/stream.py, compiled: the HTTP/2 hot path) and HTTP/3's H3Stream
 (protocols/h3/stream.py, interpreted: aioquic dominates it) answer a request the same way: the same HEAD, 1xx,
 204 and 304 rules (RFC 9110 6.4.1, 8.6), the same check of the body against a declared content-length (a
 stream that would send more, or end with less, is reset: the client must not take a cut response for a whole
 one), the same ``100 Continue`` on the first read, the same informational responses, trailers, drain and
-observer timing. Only the encoding of a field block and the frames that carry it differ, so this class keeps
-the rules once and asks the wire, through the ``_wire_*`` and ``_*_block`` methods below, only to encode and
-write. A block is whatever the wire writes as one header section: HPACK bytes for HTTP/2, a list of name/value
-pairs for aioquic; the rules never look inside one.
+observer timing, the same hand-over of a buffered request body. Only the encoding of a field block, the frames
+that carry it and the flow-control accounting differ, so this class keeps the rules once and asks the wire,
+through the abstract methods below, only to encode, write and count. A block is whatever the wire writes as
+one header section: HPACK bytes for HTTP/2, a list of name/value pairs for aioquic; the rules never look
+inside one.
 
 Compiled, and open to interpreted subclasses (H3Stream): a compiled subclass's hooks are reached through
 mypyc's vtable, an interpreted one's through Python. The hooks take ``Any`` so that the compiled overrides
@@ -50,7 +51,7 @@ __all__ = ["StreamExchange"]
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # H3Stream is not compiled
 class StreamExchange(BufferedExchange):
-    """The response side (and the request body's hand-over) of a stream; class-level defaults are written
+    """One request/response on a multiplexed connection, less its wire; class-level defaults are written
     only on change."""
 
     content_length: int | None  # the request's declared body length

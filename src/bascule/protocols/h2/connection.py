@@ -3,7 +3,7 @@
 Our own engine rather than the ``h2`` library's state machine: h2 spends ~130 us of Python per request
 (events, validators, its own HPACK encoder), which caps a core at ~7k requests/s; this engine parses
 frame headers with one ``struct`` call, keeps per-stream state in :class:`H2Stream` attributes, and takes
-HPACK from the ``hpack`` library behind a cache (protocols/h2_headers.py). Conformance is held to the same
+HPACK from the ``hpack`` library behind a cache (protocols/h2/headers.py). Conformance is held to the same
 bar by the h2spec-derived suite in tests/protocols/h2/h2spec. This module reads frames and keeps the streams'
 lifecycle and the budgets; the writing half (queued frames, DATA under flow control, lingering closes) is
 :class:`~bascule.protocols.h2.output.H2Output`, which the connection inherits.

@@ -1027,7 +1027,9 @@ def draw_chart(plan: Plan, results: list[Result], path: Path, subtitle: str) -> 
         values = [by[(name, sc)].rps if (name, sc) in by and by[(name, sc)].status == "ok" else 0.0
                   for sc in scenarios]
         if SERVERS[name].is_ours():
-            color, edge = ("#c0392b" if SERVERS[name].interface == "asgi" else "#e67e22"), "black"
+            color = ("#c0392b" if SERVERS[name].interface == "asgi"  # ASGI red, WSGI orange, loop mode lighter
+                     else "#f5b041" if name.endswith("-loop") else "#e67e22")
+            edge = "black"
         else:
             color, edge = PEER_COLORS[peers_seen % len(PEER_COLORS)], "none"
             peers_seen += 1

@@ -66,6 +66,18 @@ class ChunkReader:
         return await self.loop.run_in_executor(None, os.pread, self.fd, size, offset)
 
 
+def transport_fd(transport: asyncio.BaseTransport | None) -> int | None:
+    """The descriptor of a transport's socket, for os.sendfile; None where it exposes none (or is gone).
+
+    Connections ask on first use and keep the answer: uvloop builds a socket object with a getsockname()
+    system call for get_extra_info("socket"), which most connections, never sending a file, need not pay.
+    """
+    if transport is None:
+        return None
+    sock = transport.get_extra_info("socket")
+    return None if sock is None else int(sock.fileno())
+
+
 async def send_chunks(ex: Exchange, fd: int, offset: int, count: int) -> int:
     """Send ``count`` bytes of ``fd`` from ``offset`` as body pieces under flow control; returns the bytes
     sent (fewer if the client went away, the response was given up, or the file is shorter).

@@ -15,22 +15,11 @@ from aioquic.h3.connection import FrameType, encode_frame
 from h3_support import h3_client, h3_server, run, until
 
 import bascule.protocols.h3.connection as h3_connection
+from bascule.protocols.h2.headers import _integer  # the RFC 7541 5.1 prefixed integer QPACK shares
 
 Scope = dict[str, Any]
 
 
-def _prefix_int(value: int, bits: int, first: int) -> bytes:
-    """A QPACK/HPACK prefixed integer (RFC 7541 5.1)."""
-    limit = (1 << bits) - 1
-    if value < limit:
-        return bytes([first | value])
-    out = [first | limit]
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 async def ok(scope: Scope, receive: Any, send: Any) -> None:
@@ -61,8 +50,8 @@ def test_a_qpack_bomb_is_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
             encoder_stream = client.h3._local_encoder_stream_id
             assert encoder_stream is not None
             name, value = b"x-a", b"v" * 4000
-            insert = (_prefix_int(4096, 5, 0x20) + _prefix_int(len(name), 5, 0x40) + name
-                      + _prefix_int(len(value), 7, 0) + value)
+            insert = (_integer(4096, 5, 0x20) + _integer(len(name), 5, 0x40) + name
+                      + _integer(len(value), 7, 0) + value)
             quic.send_stream_data(encoder_stream, insert)
             # required insert count 1 (encoded 2), base 1; :method GET, :scheme https, :path / (static), an
             # :authority; then indexed field lines: dynamic, relative index 0

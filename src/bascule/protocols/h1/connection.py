@@ -35,7 +35,7 @@ from bascule.protocols.h1.phases import Phase
 from bascule.protocols.http1x import SWITCH_TO_H2C, simple_response
 from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import answer_timeout, body_over_limit
-from bascule.protocols.sendfile import flush_transport
+from bascule.protocols.sendfile import flush_transport, transport_fd
 from bascule.protocols.upgrades import HandOver
 from bascule.tls import tls_extension
 
@@ -135,17 +135,13 @@ class H1Connection(asyncio.Protocol):
         """The socket's descriptor, for sendfile: plain connections only (None over TLS, or where the
         transport exposes no socket).
 
-        Looked up on first use, not at connection_made: most connections never send a file, and uvloop
-        builds a socket object with a getsockname() system call to answer get_extra_info("socket"). Safe from
-        a WSGI pool thread too (the lookup runs under the GIL and only reads the transport).
+        Looked up on first use, not at connection_made (sendfile.transport_fd says why). Safe from a WSGI
+        pool thread too (the lookup runs under the GIL and only reads the transport).
         """
         if not self._fd_known:
             self._fd_known = True
-            transport = self.transport
-            if transport is not None and not self.closed:
-                sock = transport.get_extra_info("socket")
-                if sock is not None:
-                    self.sock_fd = sock.fileno()
+            if not self.closed:
+                self.sock_fd = transport_fd(self.transport)
         return self.sock_fd
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -36,6 +36,7 @@ from bascule.protocols.oneshot.exchange import PAUSE_BODY, OneshotExchange
 from bascule.protocols.outbox import Outbox
 from bascule.protocols.scgi_wire import ScgiReader
 from bascule.protocols.semantics import answer_timeout, body_over_limit
+from bascule.protocols.sendfile import transport_fd
 from bascule.protocols.uwsgi_wire import UwsgiReader
 
 LINGER_SECONDS = 2.0
@@ -245,10 +246,8 @@ class OneshotConnection(asyncio.Protocol):
 
     def socket_fd(self) -> int | None:
         """The socket's descriptor, for sendfile (None where the transport exposes no socket)."""
-        if self.sock_fd is None and self.transport is not None:
-            sock = self.transport.get_extra_info("socket")
-            if sock is not None:
-                self.sock_fd = sock.fileno()
+        if self.sock_fd is None:
+            self.sock_fd = transport_fd(self.transport)
         return self.sock_fd
 
     # -- server-driven ----------------------------------------------------------------------------------

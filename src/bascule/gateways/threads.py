@@ -131,9 +131,9 @@ class ThreadPool:
                     task = take()
                 except IndexError:  # another thread took it
                     pass
+            if self._coming is worker:  # it has looked: a task taken, or one another thread took first
+                self._coming = None
             if task is not None:
-                if self._coming is worker:
-                    self._coming = None
                 if queued and self._coming is None:  # more waiting: the next thread comes, in case this task blocks
                     self._wake_one()
                 try:
@@ -143,8 +143,6 @@ class ThreadPool:
                 # an idle thread must not keep its last request alive (its exchange, environ, body buffers)
                 task = None
                 continue
-            if self._coming is worker:  # woken for a task another thread took: no longer coming
-                self._coming = None
             if self._stopping:
                 if not queued:
                     return

@@ -17,7 +17,6 @@ import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import h2.config
@@ -27,6 +26,7 @@ import h2.settings
 import hyperframe.frame
 import pytest
 from conftest import Running
+from fakes import Reply
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -34,20 +34,6 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Serve = Callable[..., contextlib.AbstractContextManager[Running]]
 
 
-@dataclass
-class Reply:
-    """What one stream got back."""
-
-    status: int = 0
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    informational: list[int] = field(default_factory=list)
-    body: bytes = b""
-    trailers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    reset: int | None = None
-    ended: bool = False
-
-    def header(self, name: bytes) -> bytes | None:
-        return next((v for n, v in self.headers if n == name), None)
 
 
 class Client:

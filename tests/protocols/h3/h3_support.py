@@ -12,7 +12,7 @@ import socket
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from aioquic.h3.connection import H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
+from fakes import Reply
 from tls_certs import server_files
 
 from bascule.config import Config
@@ -107,18 +108,6 @@ async def h3_server(app: Any, *, retry: bool = False, session_tickets: bool = Fa
         await table.shutdown(1.0, force=True)
 
 
-@dataclass
-class Reply:
-    status: int = 0
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    informational: list[int] = field(default_factory=list)
-    body: bytes = b""
-    trailers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    reset: int | None = None
-    ended: bool = False
-
-    def header(self, name: bytes) -> bytes | None:
-        return next((v for n, v in self.headers if n == name), None)
 
 
 class H3Client(QuicConnectionProtocol):

@@ -4,7 +4,8 @@ Each of them measures every variant once per round, several rounds, and reports 
 (variant, scenario) against the issue's target ratios. The parts that are the same in all three live here,
 once: the order of the runs, the median, the ratios and their table, the per-round table's frame, the
 versions and the JSON result. What differs (how a run is measured, which columns a row has) stays in each
-script. Process and /proc helpers are benchmarks/run.py's, which this module builds on.
+script. Process and /proc helpers are in benchmarks/procs.py; machine facts and versions come from
+benchmarks/run.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import run  # benchmarks/run.py: process and /proc helpers, machine facts
+import run  # benchmarks/run.py: machine facts, versions
 
 S = TypeVar("S")
 V = TypeVar("V")
@@ -82,17 +82,6 @@ def run_rounds(scenarios: Sequence[S], rounds: int, variants: Sequence[V], measu
         every.append(r)
         print(progress(r), flush=True)
     return every
-
-
-def pin(cpu: str | None) -> list[str]:
-    """The argv prefix that runs a command on ``cpu`` (none when not pinning)."""
-    return ["taskset", "-c", cpu] if cpu is not None else []
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """CPU time so far of the process trees rooted at ``pids``."""
-    hz = os.sysconf("SC_CLK_TCK")
-    return sum(run._cpu_ticks(pid) for root in pids for pid in run._tree(root)) / hz
 
 
 # --------------------------------------------------------------------------------------- the results

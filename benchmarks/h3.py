@@ -72,10 +72,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import common  # benchmarks/common.py: pinning, CPU accounting, the rounds, medians, ratios and tables
-import run  # benchmarks/run.py: process and /proc helpers, machine facts
+import common  # benchmarks/common.py: the rounds, medians, ratios and tables
+import procs  # benchmarks/procs.py: starting, pinning, measuring and stopping the servers
+import quiet  # benchmarks/quiet.py: other work on the machine, and measuring around it
+import run  # benchmarks/run.py: the apps module, the figures' formats, versions
 
-HERE = run.HERE
+HERE = procs.HERE
 LOG_DIR = Path(tempfile.gettempdir()) / "bascule-h3-bench"
 TARGET = ("hypercorn", 3.0)  # bascule / hypercorn at least this
 CURL_HTTP_3 = 30  # CURLINFO_HTTP_VERSION's value for HTTP/3
@@ -348,7 +350,7 @@ def server_argv(plan: Plan, variant: Variant, port: int) -> list[str]:
 def client_argv(plan: Plan, sc: Scenario, port: int) -> list[str]:
     spec = {"port": port, "path": sc.path, "connections": plan.connections, "streams": plan.streams,
             "warmup": plan.warmup, "seconds": plan.seconds, "size": len(plan.bodies[sc.name])}
-    return [*common.pin(plan.client_cpu), sys.executable, str(Path(__file__).resolve()), "--client",
+    return [*procs.pin(plan.client_cpu), sys.executable, str(Path(__file__).resolve()), "--client",
             json.dumps(spec)]
 
 
@@ -429,28 +431,28 @@ def profile_split(raw: Path, server: str) -> dict[str, float]:
 def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
     """Start ``variant``, check the route over h3, warm it up and load it (one client run), stop it."""
     result = Round(variant.name, sc.name, round_no + 1)
-    port = run.free_port()
+    port = procs.free_port()
     log_path = plan.log_dir / f"{variant.name}-{sc.name}-{round_no + 1}.log"
-    argv = [*common.pin(plan.server_cpu), *server_argv(plan, variant, port)]
-    proc = run.spawn(argv, log_path, dict(os.environ, WEB_CONCURRENCY="1"))
+    argv = [*procs.pin(plan.server_cpu), *server_argv(plan, variant, port)]
+    proc = procs.spawn(argv, log_path, dict(os.environ, WEB_CONCURRENCY="1"))
     spy: subprocess.Popen[bytes] | None = None
     try:
         if problem := check(port, sc.path, plan.bodies[sc.name], plan.start_timeout):
             code = proc.poll()
-            why = f" (exited with {code}: {run.log_tail(log_path)})" if code is not None else f"; log {log_path}"
+            why = f" (exited with {code}: {procs.log_tail(log_path)})" if code is not None else f"; log {log_path}"
             result.status, result.note = "failed", f"check: {problem}{why}"
             return result
         client = subprocess.Popen(client_argv(plan, sc, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True)
         assert client.stdout is not None
         go = client.stdout.readline()  # the warm-up is over: the timed part starts now
-        audit = run.CpuAudit(proc.pid)
-        before = common.cpu_seconds([proc.pid])
+        audit = quiet.CpuAudit(proc.pid)
+        before = procs.cpu_seconds([proc.pid])
         udp_before = udp_counters()
         raw = None
         if plan.profile_dir is not None and variant.server != "aioquic" and go == "go\n":
             raw = plan.profile_dir / f"{variant.name}-{sc.name}-{round_no + 1}.txt"
-            spy = subprocess.Popen([*common.pin(plan.client_cpu), plan.py_spy, "record", "--pid",
+            spy = subprocess.Popen([*procs.pin(plan.client_cpu), plan.py_spy, "record", "--pid",
                                     str(proc.pid), "--subprocesses", "--rate", "250", "--duration",
                                     str(max(1, int(plan.seconds) - 1)), "--format", "raw", "-o", str(raw)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -461,7 +463,7 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
             client.communicate()
             result.status, result.note = "failed", "the client did not finish"
             return result
-        used = common.cpu_seconds([proc.pid]) - before
+        used = procs.cpu_seconds([proc.pid]) - before
         udp_after = udp_counters()
         result.server_drops = socket_drops(port)
         result.others_cpu_pct = audit.others_pct()
@@ -488,7 +490,7 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
         if spy is not None and spy.poll() is None:
             spy.kill()
             spy.wait()
-        run.stop(proc)
+        procs.stop(proc)
     return result
 
 
@@ -638,9 +640,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(f"missing {exc.name}: pip install curl_cffi trustme aioquic", file=sys.stderr)
         return 2
-    pinned = run.can_pin(args.no_pin)
+    pinned = procs.can_pin(args.no_pin)
     if pinned:
-        run.keep_off_server_cpu()
+        procs.keep_off_server_cpu()
     args.log_dir.mkdir(parents=True, exist_ok=True)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -654,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     seconds=args.seconds, warmup=args.warmup, connections=args.connections, streams=args.streams,
                     bascule_python=args.bascule_python, bascule_args=tuple(shlex.split(args.bascule_args)),
                     hypercorn=args.hypercorn or find_tool("hypercorn", args.bascule_python, sys.executable),
-                    server_cpu=run.SERVER_CPU if pinned else None, client_cpu=run.CLIENT_CPU if pinned else None,
+                    server_cpu=procs.SERVER_CPU if pinned else None, client_cpu=procs.CLIENT_CPU if pinned else None,
                     log_dir=args.log_dir, cert=cert, key=key, profile_dir=args.profile,
                     py_spy=args.py_spy or find_tool("py-spy", sys.executable), quiet_wait=args.quiet_wait)
         for sc in plan.scenarios:
@@ -662,10 +664,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(plan.variants)} variants x {len(plan.scenarios)} scenarios x {plan.rounds} rounds, "
               f"{plan.seconds:g} s each (+{plan.warmup:g} s warm-up), {plan.connections} connections x "
               f"{plan.streams} streams; logs in {args.log_dir}", flush=True)
-        with run.terminate_on_signals():
+        with procs.terminate_on_signals():
             every = common.run_rounds(
                 plan.scenarios, plan.rounds, plan.variants,
-                lambda v, sc, round_no: run.calmly(lambda: measure(plan, v, sc, round_no), plan.quiet_wait, 0)[0],
+                lambda v, sc, round_no: quiet.calmly(lambda: measure(plan, v, sc, round_no), plan.quiet_wait, 0)[0],
                 progress)
     table = markdown(plan, every)
     print("\n" + table)

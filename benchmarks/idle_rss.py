@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import run  # benchmarks/run.py: the servers, their commands, /proc helpers
+import procs  # benchmarks/procs.py: ports, RSS over a process tree, stopping a server
+import run  # benchmarks/run.py: the servers and their commands
 
 _BLOCK = b"\x82\x84\x86\x41\x09127.0.0.1"  # HPACK: GET, /, http, :authority 127.0.0.1
 H2_REQUEST = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # preface + SETTINGS
@@ -51,24 +52,24 @@ def one_request(port: int, h2: bool) -> socket.socket:
 
 
 def measure(server: run.Server, env: run.Env, connections: int, h2: bool, settle: float) -> tuple[int, int] | str:
-    port = run.free_port()
+    port = procs.free_port()
     argv = server.argv(env, port)
     if server.is_ours() or server.distribution == "uvicorn":
         argv += ["--timeout-keep-alive", "600"]  # idle connections must outlive the measurement
     elif server.distribution == "gunicorn":
         argv += ["--keep-alive", "600"]
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=run.HERE, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=procs.HERE, start_new_session=True)
         try:
-            if not run.wait_port(port, proc, 30):
+            if not procs.wait_port(port, proc, 30):
                 return "did not start"
             for _ in range(20):
                 one_request(port, h2).close()
             time.sleep(settle)
-            idle = run.tree_rss_kib(proc.pid)
+            idle = procs.tree_rss_kib(proc.pid)
             socks = [one_request(port, h2) for _ in range(connections)]
             time.sleep(settle)
-            loaded = run.tree_rss_kib(proc.pid)
+            loaded = procs.tree_rss_kib(proc.pid)
             alive = sum(1 for s in socks if _open(s))
             for s in socks:
                 s.close()
@@ -78,7 +79,7 @@ def measure(server: run.Server, env: run.Env, connections: int, h2: bool, settle
         except (OSError, ConnectionError) as exc:
             return f"failed: {exc}"
         finally:
-            run.stop(proc)
+            procs.stop(proc)
 
 
 def _open(sock: socket.socket) -> bool:
@@ -99,7 +100,7 @@ def main() -> int:
     ap.add_argument("--h2", action="store_true", help="HTTP/2 connections (prior knowledge) instead of HTTP/1.1")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds to wait before each RSS reading")
     args = ap.parse_args()
-    run.raise_nofile()
+    procs.raise_nofile()
     env = run.Env(peers_bin=Path("/tmp/bascule-peers/bin"), bascule_python=sys.executable)
     print(f"| server | idle RSS | RSS with {args.connections} idle {'h2' if args.h2 else 'HTTP/1.1'} "
           f"connections | per connection |")

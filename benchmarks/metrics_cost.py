@@ -30,7 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import run  # benchmarks/run.py: wrk's parser, ports, stopping a server
+import procs  # benchmarks/procs.py: ports, stopping a server
+import run  # benchmarks/run.py: wrk's parser
 
 HERE = Path(__file__).parent
 VARIANTS = {"off": ["--no-metrics"], "on": ["--metrics"]}
@@ -63,19 +64,19 @@ def check(port: int) -> None:
 @contextlib.contextmanager
 def started(args: argparse.Namespace, variant: str, log_dir: Path) -> Iterator[int]:
     """One bascule of ``variant`` on a free port, checked and warmed up; yields the port."""
-    port = run.free_port()
+    port = procs.free_port()
     log = log_dir / f"bascule-{variant}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(server_argv(args.bascule_python, port, VARIANTS[variant], not args.no_pin),
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        if not run.wait_port(port, proc, 20):
-            raise RuntimeError(f"bascule ({variant}) did not start: {run.log_tail(log)}")
+        if not procs.wait_port(port, proc, 20):
+            raise RuntimeError(f"bascule ({variant}) did not start: {procs.log_tail(log)}")
         check(port)
         load(args, port, 1.0)  # warm-up
         yield port
     finally:
-        run.stop(proc)
+        procs.stop(proc)
 
 
 def load(args: argparse.Namespace, port: int, seconds: float) -> float:
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-pin", action="store_true", help="do not pin the server to CPU 0 and wrk to CPU 1")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = ap.parse_args(argv)
-    run.raise_nofile()
+    procs.raise_nofile()
     log_dir = Path(tempfile.mkdtemp(prefix="bascule-metrics-cost-"))
     figures: dict[str, list[float]] = {name: [] for name in VARIANTS}
     paired: list[float] = []

@@ -57,9 +57,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import common  # benchmarks/common.py: the rounds, medians, ratios and tables the round-based scripts share
-import run  # benchmarks/run.py: wrk's parser, process and /proc helpers, machine facts
+import procs  # benchmarks/procs.py: starting, pinning, measuring and stopping the servers
+import quiet  # benchmarks/quiet.py: other work on the machine, and measuring around it
+import run  # benchmarks/run.py: wrk's parser, the apps module, the check request, the figures' formats
 
-HERE = run.HERE
+HERE = procs.HERE
 LOG_DIR = Path(tempfile.gettempdir()) / "bascule-nginx-chain"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PARAMS = {"uwsgi": "/etc/nginx/uwsgi_params", "fastcgi": "/etc/nginx/fastcgi_params", "scgi": "/etc/nginx/scgi_params"}
@@ -195,17 +197,17 @@ def nginx(root: Path, conf: str, cpu: str | None, ports: Sequence[int]) -> Itera
     """Start nginx with ``conf`` (pinned to ``cpu``); yields its pid once every port listens."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "nginx.conf").write_text(conf)
-    argv = [*common.pin(cpu), NGINX, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
+    argv = [*procs.pin(cpu), NGINX, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
     with open(root / "stdout.log", "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     try:
         for port in ports:
-            if not run.wait_port(port, proc, 10):
-                raise RuntimeError(f"nginx did not start: {run.log_tail(root / 'error.log')}")
+            if not procs.wait_port(port, proc, 10):
+                raise RuntimeError(f"nginx did not start: {procs.log_tail(root / 'error.log')}")
         yield proc.pid
     finally:
-        run.stop(proc)
+        procs.stop(proc)
 
 
 # ------------------------------------------------------------------------------------------ upstreams
@@ -278,7 +280,7 @@ def wrk_argv(scratch: Path, sc: Scenario, port: int, seconds: float, connections
             script.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("a", {sc.body_size})\n'
                               'wrk.headers["Content-Type"] = "application/octet-stream"\n')
         extra += ["-s", str(script)]
-    return [*common.pin(cpu), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+    return [*procs.pin(cpu), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
             "--latency", *extra, f"http://127.0.0.1:{port}{sc.path}"]
 
 
@@ -317,25 +319,25 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int, nginx_pid
     result = Round(variant.name, sc.name, round_no + 1)
     listen, upstream = plan.routes[variant.name]
     log_path = plan.log_dir / f"{variant.name}-{sc.name}-{round_no + 1}.log"
-    argv = [*common.pin(plan.server_cpu), *upstream_argv(variant, upstream, plan.bascule_python, plan.uwsgi,
+    argv = [*procs.pin(plan.server_cpu), *upstream_argv(variant, upstream, plan.bascule_python, plan.uwsgi,
                                                   plan.uwsgi_args, plan.bascule_args)]
-    proc = run.spawn(argv, log_path, dict(os.environ, WEB_CONCURRENCY="1"))
+    proc = procs.spawn(argv, log_path, dict(os.environ, WEB_CONCURRENCY="1"))
     try:
-        if why := run.not_started(upstream, proc, plan.start_timeout):
+        if why := procs.not_started(upstream, proc, plan.start_timeout):
             if variant.optional and refused_bind(proc.poll(), log_path):
                 result.status, result.note = "skipped", f"this bascule refuses --bind {variant.kind}://"
             else:
-                result.status, result.note = "failed", f"did not start ({why}): {run.log_tail(log_path)}"
+                result.status, result.note = "failed", f"did not start ({why}): {procs.log_tail(log_path)}"
             return result
         if problem := check(listen, apps):
             result.status, result.note = "failed", f"check: {problem}; log {log_path}"
             return result
         if plan.warmup > 0:
             wrk(wrk_argv(plan.scratch, sc, listen, plan.warmup, plan.connections, plan.client_cpu), plan.warmup)
-        audit = run.CpuAudit(proc.pid)
-        before = common.cpu_seconds([proc.pid]), common.cpu_seconds([nginx_pid])
+        audit = quiet.CpuAudit(proc.pid)
+        before = procs.cpu_seconds([proc.pid]), procs.cpu_seconds([nginx_pid])
         load = wrk(wrk_argv(plan.scratch, sc, listen, plan.seconds, plan.connections, plan.client_cpu), plan.seconds)
-        after = common.cpu_seconds([proc.pid]), common.cpu_seconds([nginx_pid])
+        after = procs.cpu_seconds([proc.pid]), procs.cpu_seconds([nginx_pid])
         others = audit.others_pct()
         if others is not None:  # CpuAudit counts nginx as other work: take its share out
             others = max(0.0, round(others - 100 * (after[1] - before[1]) / plan.seconds, 1))
@@ -350,14 +352,14 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int, nginx_pid
         if proc.poll() is not None:
             result.status, result.note = "failed", f"the gateway exited with {proc.returncode} under load"
     finally:
-        run.stop(proc)
+        procs.stop(proc)
     return result
 
 
 def measure_calmly(plan: Plan, variant: Variant, sc: Scenario, round_no: int, nginx_pid: int, apps: Any) -> Round:
     """measure() on a quiet machine if one comes within --quiet-wait, again if other work disturbed it
     anyway (up to --busy-retries times); the least disturbed attempt is kept."""
-    best, attempts = run.calmly(lambda: measure(plan, variant, sc, round_no, nginx_pid, apps),
+    best, attempts = quiet.calmly(lambda: measure(plan, variant, sc, round_no, nginx_pid, apps),
                                 plan.quiet_wait, plan.busy_retries)
     best.attempts = attempts
     return best
@@ -427,7 +429,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="before each run, wait up to this many seconds for other work on the machine to stop")
     ap.add_argument("--busy-retries", type=int, default=1,
                     help=f"measure a run again, up to this many times, when other work used more than "
-                         f"{run.BUSY_PCT:g}%% of a CPU during it; the least disturbed attempt is kept")
+                         f"{quiet.BUSY_PCT:g}%% of a CPU during it; the least disturbed attempt is kept")
     ap.add_argument("--no-pin", action="store_true", help="do not pin nginx+gateway and wrk to CPUs")
     ap.add_argument("--log-dir", type=Path, default=LOG_DIR, help=f"gateway and nginx logs (default {LOG_DIR})")
     ap.add_argument("--out", type=Path, help="JSON result (every round, the medians, the ratios)")
@@ -458,17 +460,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     global NGINX
     args = parse_args(argv)
     NGINX = args.nginx
-    pinned = run.can_pin(args.no_pin)
+    pinned = procs.can_pin(args.no_pin)
     uwsgi = args.uwsgi or find_uwsgi(args.bascule_python)
     with tempfile.TemporaryDirectory(prefix="bascule-nginx-chain-") as scratch:
         plan = Plan(variants=args.variant_list, scenarios=args.scenario_list, rounds=args.rounds,
                     seconds=args.seconds, warmup=args.warmup, connections=args.connections,
                     bascule_python=args.bascule_python, bascule_args=tuple(shlex.split(args.bascule_args)),
-                    uwsgi=uwsgi, uwsgi_args=args.uwsgi_args, server_cpu=run.SERVER_CPU if pinned else None,
-                    client_cpu=run.CLIENT_CPU if pinned else None, log_dir=args.log_dir, scratch=Path(scratch),
+                    uwsgi=uwsgi, uwsgi_args=args.uwsgi_args, server_cpu=procs.SERVER_CPU if pinned else None,
+                    client_cpu=procs.CLIENT_CPU if pinned else None, log_dir=args.log_dir, scratch=Path(scratch),
                     quiet_wait=args.quiet_wait, busy_retries=args.busy_retries)
         for v in plan.variants:
-            plan.routes[v.name] = (run.free_port(), run.free_port())
+            plan.routes[v.name] = (procs.free_port(), procs.free_port())
         conf = nginx_conf(Path(scratch) / "nginx", [(plan.routes[v.name][0], v, plan.routes[v.name][1])
                                                     for v in plan.variants], args.keepalive)
         nginx_cpu = {"server": plan.server_cpu, "client": plan.client_cpu, "free": None}[args.nginx_cpu]
@@ -484,15 +486,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if shutil.which(tool) is None:
                 print(f"missing {tool} (apt-get install wrk nginx)", file=sys.stderr)
                 return 2
-        run.raise_nofile()
+        procs.raise_nofile()
         if pinned:
-            run.keep_off_server_cpu()
+            procs.keep_off_server_cpu()
         args.log_dir.mkdir(parents=True, exist_ok=True)
         apps = run.load_apps()
         started = datetime.datetime.now(datetime.UTC)
         print(f"{len(plan.variants)} variants x {len(plan.scenarios)} scenarios x {plan.rounds} rounds, "
               f"{plan.seconds:g} s each (+{plan.warmup:g} s warm-up); logs in {args.log_dir}", flush=True)
-        with run.terminate_on_signals(), nginx(Path(scratch) / "nginx", conf, nginx_cpu,
+        with procs.terminate_on_signals(), nginx(Path(scratch) / "nginx", conf, nginx_cpu,
                                                [plan.routes[v.name][0] for v in plan.variants]) as nginx_pid:
             every = common.run_rounds(
                 plan.scenarios, plan.rounds, plan.variants,

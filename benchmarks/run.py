@@ -52,21 +52,20 @@ import json
 import os
 import platform
 import re
-import resource
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
+
+import procs  # benchmarks/procs.py: starting, measuring and stopping the servers
+import quiet  # benchmarks/quiet.py: other work on the machine, and measuring around it
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -78,14 +77,11 @@ PEER_PACKAGES = ("uvicorn[standard]", "uvloop", "httptools", "granian", "hyperco
 #: Load tools and the Debian packages that ship them.
 APT_PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client", "taskset": "util-linux"}
 
-SERVER_CPU = "0"
-CLIENT_CPU = "1"
 ECHO_SIZE = 16 * 1024
 H2_STREAMS = 32
 #: Chart colours: bascule in red/orange, the peers in cool colours and greys that never look like it.
 PEER_COLORS = ("#1f4e79", "#5b9bd5", "#2e7d32", "#81c784", "#6a51a3", "#9e9ac8", "#7f7f7f", "#bdbdbd",
                "#00838f")
-BUSY_PCT = 10.0  # other work's CPU (% of one CPU) above which a run is flagged as disturbed
 #: Sections at the end of docs/benchmarks.md that other scripts measure (benchmarks/nginx_chain.py,
 #: benchmarks/static.py): kept as they are when this runner rewrites the file.
 KEPT_SECTIONS = ("## Behind nginx", "## Static files")
@@ -249,204 +245,6 @@ class Result:
     log: str = ""
 
 
-# ------------------------------------------------------------------------------------- process helpers
-
-
-def _rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def _tree(root: int) -> list[int]:
-    """``root`` and all its descendants (a master and its workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-            ppid = int(stat.rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    pids, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        pids.append(pid)
-        stack.extend(children.get(pid, ()))
-    return pids
-
-
-def tree_rss_kib(root: int) -> int:
-    """VmRSS summed over ``root`` and its descendants."""
-    return sum(_rss_kib(pid) for pid in _tree(root))
-
-
-def _cpu_ticks(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime, all threads
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-class CpuAudit:
-    """How much CPU went to anything but the server, the load generator and this runner, over a span.
-
-    Machine-wide busy time (/proc/stat) minus the server tree's (/proc/PID/stat), minus this process's and
-    its reaped children's (wrk) from getrusage. What is left is other work that shared the CPUs, which
-    makes a cell's numbers unreliable; it is reported beside each result.
-    """
-
-    def __init__(self, server_pid: int | None) -> None:
-        self.server_pid = server_pid
-        self.hz = os.sysconf("SC_CLK_TCK")
-        self._start = self._snapshot()
-        self._t0 = time.monotonic()
-
-    @staticmethod
-    def _machine_busy() -> int:
-        with open("/proc/stat") as f:
-            cpu = [int(v) for v in f.readline().split()[1:]]
-        # user nice system idle iowait irq softirq steal: irq/softirq time is left out, since on
-        # loopback most of it is this run's own packets, which no process is charged for.
-        user, nice, system = cpu[:3]
-        steal = cpu[7] if len(cpu) > 7 else 0
-        return user + nice + system + steal
-
-    def _snapshot(self) -> tuple[float, float]:
-        mine = 0.0
-        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-            usage = resource.getrusage(who)
-            mine += usage.ru_utime + usage.ru_stime
-        server = 0.0
-        if self.server_pid is not None:
-            server = sum(_cpu_ticks(pid) for pid in _tree(self.server_pid)) / self.hz
-        return self._machine_busy() / self.hz, mine + server
-
-    def others_pct(self) -> float | None:
-        """Other work's CPU over the span, in % of one CPU (200% = both CPUs of a 2-CPU machine)."""
-        try:
-            end = self._snapshot()
-        except (OSError, ValueError):
-            return None
-        wall = time.monotonic() - self._t0
-        if wall <= 0:
-            return None
-        others = (end[0] - self._start[0]) - (end[1] - self._start[1])
-        return max(0.0, round(100 * others / wall, 1))
-
-
-class RssSampler:
-    """Samples a process tree's RSS every ``interval`` seconds in a thread; keeps the peak."""
-
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        self.pid = pid
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_kib(self.pid))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def spawn(argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a server from benchmarks/ in its own session (so :func:`stop` reaches its workers), its output
-    to ``log_path``."""
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(argv, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
-
-
-def not_started(port: int, proc: subprocess.Popen[bytes], timeout: float) -> str:
-    """Wait for the server to listen on ``port``: '' once it does, else why not (for a "did not start" note)."""
-    if wait_port(port, proc, timeout):
-        return ""
-    code = proc.poll()
-    return f"exited with {code}" if code is not None else f"no port after {timeout:.0f} s"
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's session, then SIGKILL whatever is left of it."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # workers that outlived their master
-
-
-def can_pin(no_pin: bool) -> bool:
-    """Pin the server and the load generator to their own CPUs: unless --no-pin, with two CPUs and taskset."""
-    return not no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
-
-
-def keep_off_server_cpu() -> None:
-    """Move this runner (and the load generators it starts) to the client's CPU, off the server's."""
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, {int(CLIENT_CPU)})
-
-
-def raise_nofile() -> None:
-    """1000 connections need more than the usual 1024 descriptors, in wrk and in the servers."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-def log_tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " / ".join(line.strip() for line in text[-lines:])[:300]
-
-
 # ------------------------------------------------------------------------------------------ load tools
 
 
@@ -523,9 +321,6 @@ class Tools:
     scratch: Path
     client_cpu: str | None
 
-    def pin(self, cpu: str | None) -> list[str]:
-        return ["taskset", "-c", cpu] if cpu is not None else []
-
     def echo_script(self, size: int) -> Path:
         path = self.scratch / f"post-{size}.lua"
         if not path.exists():
@@ -537,14 +332,14 @@ class Tools:
         url = f"http://127.0.0.1:{port}{sc.path}"
         if sc.tool == "h2load":
             logs = ["--log-file", str(log_file)] if log_file else []
-            return [*self.pin(self.client_cpu), "h2load", "-t1", f"-c{sc.connections}", f"-m{H2_STREAMS}",
+            return [*procs.pin(self.client_cpu), "h2load", "-t1", f"-c{sc.connections}", f"-m{H2_STREAMS}",
                     f"-D{max(1, round(seconds))}", *logs, url]
         extra: list[str] = []
         if sc.method == "POST":
             extra += ["-s", str(self.echo_script(sc.body_size))]
         for header in sc.headers:
             extra += ["-H", header]
-        return [*self.pin(self.client_cpu), "wrk", "-t1", f"-c{sc.connections}", f"-d{max(1, round(seconds))}s",
+        return [*procs.pin(self.client_cpu), "wrk", "-t1", f"-c{sc.connections}", f"-d{max(1, round(seconds))}s",
                 "--timeout", "5s", "--latency", *extra, url]
 
     def run(self, sc: Scenario, port: int, seconds: float) -> Load:
@@ -635,7 +430,7 @@ class Plan:
 
 
 def server_command(plan: Plan, server: Server, port: int | str) -> list[str]:
-    return [*plan.tools.pin(plan.server_cpu), *server.argv(plan.env, port)]
+    return [*procs.pin(plan.server_cpu), *server.argv(plan.env, port)]
 
 
 def missing_executable(plan: Plan, server: Server) -> str:
@@ -659,24 +454,24 @@ def measure(plan: Plan, server: Server, sc: Scenario, apps: ModuleType, round_no
     if sc.tool == "h2load" and not server.h2c:
         result.status, result.note = "skipped", "no h2c support"
         return result
-    port = free_port()
+    port = procs.free_port()
     log_path = plan.log_dir / f"{server.name}-{sc.name}{f'-{round_no + 1}' if plan.repeat > 1 else ''}.log"
     result.log = str(log_path)
-    proc = spawn(server_command(plan, server, port), log_path)
+    proc = procs.spawn(server_command(plan, server, port), log_path)
     try:
-        if why := not_started(port, proc, plan.start_timeout):
+        if why := procs.not_started(port, proc, plan.start_timeout):
             result.status = "failed"
-            result.note = f"did not start ({why}); log {log_path}: {log_tail(log_path)}"
+            result.note = f"did not start ({why}); log {log_path}: {procs.log_tail(log_path)}"
             return result
-        with RssSampler(proc.pid) as sampler:
+        with procs.RssSampler(proc.pid) as sampler:
             if problem := check(sc, port, apps):
                 result.status, result.note = "failed", f"{problem}; log {log_path}"
                 return result
             time.sleep(0.3)
-            result.idle_rss_kib = tree_rss_kib(proc.pid)
+            result.idle_rss_kib = procs.tree_rss_kib(proc.pid)
             if plan.warmup > 0:
                 plan.tools.run(sc, port, plan.warmup)
-            audit = CpuAudit(proc.pid)
+            audit = quiet.CpuAudit(proc.pid)
             load = plan.tools.run(sc, port, plan.seconds)
             result.others_cpu_pct = audit.others_pct()
         result.peak_rss_kib = max(sampler.peak, result.idle_rss_kib)
@@ -688,50 +483,8 @@ def measure(plan: Plan, server: Server, sc: Scenario, apps: ModuleType, round_no
         if proc.poll() is not None:
             result.note = (result.note + "; " if result.note else "") + f"server exited with {proc.returncode}"
     finally:
-        stop(proc)
+        procs.stop(proc)
     return result
-
-
-def wait_quiet(max_wait: float) -> float | None:
-    """Wait (at most ``max_wait`` s) until other work uses under BUSY_PCT of a CPU; returns the last reading."""
-    deadline = time.monotonic() + max_wait
-    reading = None
-    while True:
-        audit = CpuAudit(None)
-        time.sleep(0.5)
-        reading = audit.others_pct()
-        if reading is None or reading < BUSY_PCT or time.monotonic() >= deadline:
-            return reading
-        time.sleep(1.0)
-
-
-class Disturbable(Protocol):
-    """What :func:`calmly` reads of a measurement (run.py's Result, the other scripts' Round)."""
-
-    status: str
-    others_cpu_pct: float | None
-
-
-D = TypeVar("D", bound=Disturbable)
-
-
-def calmly(measure: Callable[[], D], quiet_wait: float, busy_retries: int,
-           on_disturbed: Callable[[D], None] | None = None) -> tuple[D, int]:
-    """``measure()`` on a quiet machine if one comes within ``quiet_wait`` seconds, again if other work used
-    over BUSY_PCT of a CPU during it anyway (up to ``busy_retries`` times; ``on_disturbed`` hears of each
-    attempt measured again). Returns the least disturbed ok attempt (else the last) and the attempts made."""
-    attempts: list[D] = []
-    for attempt in range(busy_retries + 1):
-        if quiet_wait > 0:
-            wait_quiet(quiet_wait)
-        result = measure()
-        attempts.append(result)
-        if result.status != "ok" or (result.others_cpu_pct or 0.0) <= BUSY_PCT:
-            break
-        if attempt < busy_retries and on_disturbed is not None:
-            on_disturbed(result)
-    ok = [r for r in attempts if r.status == "ok"]
-    return (min(ok, key=lambda r: r.others_cpu_pct or 0.0) if ok else attempts[-1]), len(attempts)
 
 
 def measure_calmly(plan: Plan, server: Server, sc: Scenario, apps: ModuleType, round_no: int) -> Result:
@@ -739,7 +492,7 @@ def measure_calmly(plan: Plan, server: Server, sc: Scenario, apps: ModuleType, r
     def disturbed(result: Result) -> None:
         print(f"  disturbed ({fmt_pct(result.others_cpu_pct)} of a CPU went to other work): measuring "
               f"{server.name} {sc.name} again", flush=True)
-    return calmly(lambda: measure(plan, server, sc, apps, round_no), plan.quiet_wait, plan.busy_retries,
+    return quiet.calmly(lambda: measure(plan, server, sc, apps, round_no), plan.quiet_wait, plan.busy_retries,
                   disturbed)[0]
 
 
@@ -918,11 +671,11 @@ def ratio_table(results: list[Result], base: str, scenarios: list[Scenario], ser
 
 def busy_warning(results: list[Result]) -> str:
     """'' on a quiet machine, else a sentence on how much other work shared the CPUs during the runs."""
-    busy = [r for r in results if (r.others_cpu_pct or 0.0) > BUSY_PCT]
+    busy = [r for r in results if (r.others_cpu_pct or 0.0) > quiet.BUSY_PCT]
     if not busy:
         return ""
     worst = max(r.others_cpu_pct or 0.0 for r in busy)
-    return (f"other work on the machine used more than {BUSY_PCT:g}% of a CPU during {len(busy)} of "
+    return (f"other work on the machine used more than {quiet.BUSY_PCT:g}% of a CPU during {len(busy)} of "
             f"{len(results)} runs (up to {worst:.0f}%; column \"others' CPU\"), so those numbers, and even "
             "their ratios, are noisier than usual. Rerun on an idle machine, or with `--repeat 3`.")
 
@@ -1123,7 +876,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                          "(default 10; --quick 0)")
     ap.add_argument("--busy-retries", type=int,
                     help="measure a run again, up to this many times, when other work used more than "
-                         f"{BUSY_PCT:g}%% of a CPU during it; the least disturbed attempt is kept "
+                         f"{quiet.BUSY_PCT:g}%% of a CPU during it; the least disturbed attempt is kept "
                          "(default 1; --quick 0)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin server and client to CPUs")
     ap.add_argument("--setup", action="store_true",
@@ -1164,31 +917,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def terminate_on_signals() -> Iterator[None]:
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so every finally (which kills the servers) runs."""
-    def raise_exit(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-    previous = {sig: signal.signal(sig, raise_exit) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.setup:
         return setup(args.peers_venv)
-    pin = can_pin(args.no_pin)
+    pin = procs.can_pin(args.no_pin)
     servers = [SERVERS[name] for name in args.servers.split(",")]
     scenarios = [SCENARIOS[name] for name in args.scenario_names]
     with tempfile.TemporaryDirectory(prefix="bascule-bench-") as scratch:
         plan = Plan(servers=servers, scenarios=scenarios, seconds=args.seconds, warmup=args.warmup,
                     repeat=args.repeat,
                     env=Env(args.peers_venv / "bin", args.bascule_python, tuple(shlex.split(args.bascule_args))),
-                    tools=Tools(Path(scratch), CLIENT_CPU if pin else None), server_cpu=SERVER_CPU if pin else None,
+                    tools=Tools(Path(scratch), procs.CLIENT_CPU if pin else None),
+                    server_cpu=procs.SERVER_CPU if pin else None,
                     start_timeout=args.start_timeout, log_dir=args.log_dir,
                     quiet_wait=args.quiet_wait, busy_retries=args.busy_retries)
         if args.dry_run:
@@ -1206,14 +947,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if tools_missing:
             print(f"missing {', '.join(tools_missing)}: run `python benchmarks/run.py --setup`", file=sys.stderr)
             return 2
-        raise_nofile()
+        procs.raise_nofile()
         if pin:
-            keep_off_server_cpu()
+            procs.keep_off_server_cpu()
         args.log_dir.mkdir(parents=True, exist_ok=True)
         started = datetime.datetime.now(datetime.UTC)
         print(f"{len(servers)} servers x {len(scenarios)} scenarios, {args.seconds:g} s each "
               f"(+{args.warmup:g} s warm-up); logs in {args.log_dir}", flush=True)
-        with terminate_on_signals():
+        with procs.terminate_on_signals():
             results, every_round = run_all(plan, lambda r: print(progress_line(r), flush=True))
         ours = [s.name for s in servers if s.is_ours()]
         bases = args.baseline.split(",") if args.baseline else (ours or [servers[0].name])

@@ -47,11 +47,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import common  # benchmarks/common.py: pinning, CPU accounting, the rounds, medians, ratios and tables
+import common  # benchmarks/common.py: the rounds, medians, ratios and tables
 import nginx_chain  # benchmarks/nginx_chain.py: the nginx binary
-import run  # benchmarks/run.py: wrk's parser, process and /proc helpers, machine facts
+import procs  # benchmarks/procs.py: starting, pinning, measuring and stopping the servers
+import quiet  # benchmarks/quiet.py: other work on the machine, and measuring around it
+import run  # benchmarks/run.py: wrk's parser, the check request, the figures' formats, versions
 
-HERE = run.HERE
+HERE = procs.HERE
 LOG_DIR = Path(tempfile.gettempdir()) / "bascule-static-bench"
 PEERS_BIN = Path("/tmp/bascule-peers/bin")
 PREFIX = "/s"
@@ -212,7 +214,7 @@ class Plan(common.RoundsPlan[Variant, Scenario]):
 
 
 def wrk_argv(plan: Plan, sc: Scenario, port: int, seconds: float) -> list[str]:
-    return [*common.pin(plan.client_cpu), "wrk", "-t1", f"-c{plan.connections}",
+    return [*procs.pin(plan.client_cpu), "wrk", "-t1", f"-c{plan.connections}",
             f"-d{max(1, round(seconds))}s", "--timeout", "5s", "--latency", f"http://127.0.0.1:{port}{sc.path}"]
 
 
@@ -227,25 +229,25 @@ def wrk(argv: list[str], seconds: float) -> tuple[run.Load, float | None]:
 def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
     """Start ``variant``, check the file, warm it up, load it once, stop it."""
     result = Round(variant.name, sc.name, round_no + 1)
-    port = run.free_port()
+    port = procs.free_port()
     log_path = plan.log_dir / f"{variant.name}-{sc.name}-{round_no + 1}.log"
-    argv = [*common.pin(plan.server_cpu), *server_argv(
+    argv = [*procs.pin(plan.server_cpu), *server_argv(
         variant, port, plan.static_dir, plan.scratch, plan.bascule_python, plan.peers_bin, plan.bascule_args)]
     env = dict(os.environ, WEB_CONCURRENCY="1", BENCH_APPS_DIR=str(HERE), BENCH_STATIC_DIR=str(plan.static_dir))
-    proc = run.spawn(argv, log_path, env)
+    proc = procs.spawn(argv, log_path, env)
     try:
-        if why := run.not_started(port, proc, plan.start_timeout):
-            result.status, result.note = "failed", f"did not start ({why}): {run.log_tail(log_path)}"
+        if why := procs.not_started(port, proc, plan.start_timeout):
+            result.status, result.note = "failed", f"did not start ({why}): {procs.log_tail(log_path)}"
             return result
         if problem := check(port, sc, plan.contents[sc.name]):
             result.status, result.note = "failed", f"check: {problem}; log {log_path}"
             return result
         if plan.warmup > 0:
             wrk(wrk_argv(plan, sc, port, plan.warmup), plan.warmup)
-        audit = run.CpuAudit(proc.pid)
-        before = common.cpu_seconds([proc.pid])
+        audit = quiet.CpuAudit(proc.pid)
+        before = procs.cpu_seconds([proc.pid])
         load, mbps = wrk(wrk_argv(plan, sc, port, plan.seconds), plan.seconds)
-        used = common.cpu_seconds([proc.pid]) - before
+        used = procs.cpu_seconds([proc.pid]) - before
         result.others_cpu_pct = audit.others_pct()
         if load.failure:
             result.status, result.note = "failed", f"{load.failure}; log {log_path}"
@@ -257,7 +259,7 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
         if proc.poll() is not None:
             result.status, result.note = "failed", f"the server exited with {proc.returncode} under load"
     finally:
-        run.stop(proc)
+        procs.stop(proc)
     return result
 
 
@@ -353,10 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"missing {tool} (apt-get install wrk nginx)", file=sys.stderr)
             return 2
-    pinned = run.can_pin(args.no_pin)
-    run.raise_nofile()
+    pinned = procs.can_pin(args.no_pin)
+    procs.raise_nofile()
     if pinned:
-        run.keep_off_server_cpu()
+        procs.keep_off_server_cpu()
     args.log_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.UTC)
     with tempfile.TemporaryDirectory(prefix="bascule-static-bench-") as scratch:
@@ -365,18 +367,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = Plan(variants=args.variant_list, scenarios=args.scenario_list, rounds=args.rounds,
                     seconds=args.seconds, warmup=args.warmup, connections=args.connections,
                     bascule_python=args.bascule_python, bascule_args=tuple(shlex.split(args.bascule_args)),
-                    peers_bin=args.peers_bin, server_cpu=run.SERVER_CPU if pinned else None,
-                    client_cpu=run.CLIENT_CPU if pinned else None, log_dir=args.log_dir, scratch=Path(scratch),
+                    peers_bin=args.peers_bin, server_cpu=procs.SERVER_CPU if pinned else None,
+                    client_cpu=procs.CLIENT_CPU if pinned else None, log_dir=args.log_dir, scratch=Path(scratch),
                     static_dir=static_dir, quiet_wait=args.quiet_wait)
         for sc in plan.scenarios:
             plan.contents[sc.name] = file_bytes(sc)
             (static_dir / sc.file).write_bytes(plan.contents[sc.name])
         print(f"{len(plan.variants)} variants x {len(plan.scenarios)} files x {plan.rounds} rounds, "
               f"{plan.seconds:g} s each (+{plan.warmup:g} s warm-up); logs in {args.log_dir}", flush=True)
-        with run.terminate_on_signals():
+        with procs.terminate_on_signals():
             every = common.run_rounds(
                 plan.scenarios, plan.rounds, plan.variants,
-                lambda v, sc, round_no: run.calmly(lambda: measure(plan, v, sc, round_no), plan.quiet_wait, 0)[0],
+                lambda v, sc, round_no: quiet.calmly(lambda: measure(plan, v, sc, round_no), plan.quiet_wait, 0)[0],
                 progress)
     best = common.medians(every)
     ratios = acceptance(best, plan.variants, plan.scenarios)

@@ -1,5 +1,5 @@
-"""benchmarks/common.py and the helpers of benchmarks/run.py the round-based scripts share: the order of the
-runs, the median, the ratios, the tables, the calm re-measuring, the one-off request."""
+"""benchmarks/common.py and the helpers the round-based scripts share with run.py: the order of the runs, the
+median, the ratios, the tables, the one-off request."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import common
+import procs
 import run
 
 
@@ -131,31 +132,6 @@ def test_meta_head_and_write_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert capsys.readouterr().out == f"wrote {out}\n"
 
 
-def test_pin_prefix() -> None:
-    assert common.pin(None) == []
-    assert common.pin("1") == ["taskset", "-c", "1"]
-
-
-def test_calmly_measures_again_when_disturbed(monkeypatch: pytest.MonkeyPatch) -> None:
-    waits: list[float] = []
-    monkeypatch.setattr(run, "wait_quiet", lambda seconds: waits.append(seconds))
-    readings = iter([50.0, 30.0, 40.0])
-    heard: list[float | None] = []
-
-    def measure() -> Rnd:
-        return Rnd("a", rps=1, others_cpu_pct=next(readings))
-
-    best, attempts = run.calmly(measure, 5.0, 2, lambda r: heard.append(r.others_cpu_pct))
-    assert (best.others_cpu_pct, attempts) == (30.0, 3)  # the least disturbed of the three
-    assert heard == [50.0, 30.0]  # not the last one: nothing follows it
-    assert waits == [5.0, 5.0, 5.0]
-    # calm at once, or failed: no second attempt; no quiet wait asked, none made
-    best, attempts = run.calmly(lambda: Rnd("a", others_cpu_pct=2.0), 0.0, 3)
-    assert attempts == 1 and len(waits) == 3
-    best, attempts = run.calmly(lambda: Rnd("a", status="failed", others_cpu_pct=90.0), 0.0, 3)
-    assert attempts == 1 and best.status == "failed"
-
-
 @pytest.fixture
 def server() -> Iterator[int]:
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -181,7 +157,7 @@ def server() -> Iterator[int]:
 
 def test_request_answers_status_and_body_or_why_not(server: int) -> None:
     assert run.request(server, "POST", "/", b"abc", {"Content-Type": "text/plain"}) == (201, b"cba")
-    port = run.free_port()  # nobody listens there
+    port = procs.free_port()  # nobody listens there
     failure = run.request(port, "GET", "/")
     assert isinstance(failure, str) and "ConnectionRefusedError" in failure
 

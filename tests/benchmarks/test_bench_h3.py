@@ -107,7 +107,7 @@ def test_the_client_loads_the_floor(tmp_path: Path) -> None:
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     leaf.cert_chain_pems[0].write_to_path(str(cert))
     leaf.private_key_pem.write_to_path(str(key))
-    port = bench.run.free_port()
+    port = bench.procs.free_port()
     script = str(Path(bench.__file__).resolve())
     proc = subprocess.Popen([sys.executable, script, "--floor", str(port), str(cert), str(key), "batched"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -119,7 +119,7 @@ def test_the_client_loads_the_floor(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=30)
         assert time.monotonic() - started < 20
     finally:
-        bench.run.stop(proc)  # type: ignore[arg-type]
+        bench.procs.stop(proc)  # type: ignore[arg-type]
     go, figures = done.stdout.splitlines()
     result = json.loads(figures)
     assert go == "go" and result["errors"] == 0, done.stdout + done.stderr

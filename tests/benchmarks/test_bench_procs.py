@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-import run as procs
+import procs
 
 #: Listens on argv[1] after forking a child that sleeps: a master and its worker, as a server under test.
 LISTENER = """
@@ -81,18 +81,15 @@ def test_log_tail_keeps_the_last_lines_short(tmp_path: Path) -> None:
     assert procs.log_tail(log) == "x" * 300
 
 
+def test_pin_prefix() -> None:
+    assert procs.pin(None) == []
+    assert procs.pin("1") == ["taskset", "-c", "1"]
+
+
 def test_free_port_is_free() -> None:
     port = procs.free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
-
-
-def test_cpu_audit_reads_a_share_of_a_cpu() -> None:
-    audit = procs.CpuAudit(os.getpid())
-    time.sleep(0.05)
-    pct = audit.others_pct()
-    assert pct is not None and 0.0 <= pct <= 100.0 * (os.cpu_count() or 1)
-    assert procs.CpuAudit(None).server_pid is None
 
 
 def test_pinning_needs_two_cpus_and_taskset(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
+import procs
 import run
 
 GOLDEN = Path(__file__).with_name("golden_benchmarks.md")
@@ -85,9 +86,9 @@ def run_main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
         return results, [*results, run.Result("bascule-asgi", "text", rps=1.0)]
 
     monkeypatch.setattr(run, "run_all", run_all)
-    monkeypatch.setattr(run, "can_pin", lambda no_pin: not no_pin)
-    monkeypatch.setattr(run, "keep_off_server_cpu", lambda: None)  # the test process stays where it is
-    monkeypatch.setattr(run, "raise_nofile", lambda: None)
+    monkeypatch.setattr(procs, "can_pin", lambda no_pin: not no_pin)
+    monkeypatch.setattr(procs, "keep_off_server_cpu", lambda: None)  # the test process stays where it is
+    monkeypatch.setattr(procs, "raise_nofile", lambda: None)
     monkeypatch.setattr(shutil, "which", lambda tool: f"/usr/bin/{tool}")
     monkeypatch.setattr(run, "machine_info", lambda: {"cpu": "Test CPU", "nproc": "2", "memory": "4 GiB",
                                                       "kernel": "Linux 6.0", "python": "3.11.7"})

@@ -5,7 +5,7 @@ Each of them measures every variant once per round, several rounds, and reports 
 once: the order of the runs, the median, the ratios and their table, the per-round table's frame, the
 versions and the JSON result. What differs (how a run is measured, which columns a row has) stays in each
 script. Process and /proc helpers are in benchmarks/procs.py; machine facts and versions come from
-benchmarks/run.py.
+benchmarks/report.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import run  # benchmarks/run.py: machine facts, versions
+import report  # benchmarks/report.py: machine facts, versions
 
 S = TypeVar("S")
 V = TypeVar("V")
@@ -230,9 +230,9 @@ def bascule_versions(pythons: Mapping[str, str], packages: Sequence[str]) -> dic
     """``packages`` and bascule's build in each interpreter, named ``NAME@LABEL`` (the label may be '')."""
     found: dict[str, str] = {}
     for python, at in pythons.items():
-        for name, version in run._dist_versions(python, packages).items():
+        for name, version in report.dist_versions(python, packages).items():
             found[f"{name}{at}"] = version
-        found[f"bascule build{at}"] = run.bascule_build(python)
+        found[f"bascule build{at}"] = report.bascule_build(python)
     return found
 
 
@@ -241,7 +241,7 @@ def meta_head(started: datetime.datetime, script: str, argv: Sequence[str] | Non
     """The JSON result's first "meta" keys: when, the command (``script``'s), the machine, the versions."""
     return {"date": started.strftime("%Y-%m-%d %H:%M UTC"),
             "command": shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)]),
-            "machine": run.machine_info(), "versions": versions}
+            "machine": report.machine_info(), "versions": versions}
 
 
 def write_json(path: Path, meta: dict[str, Any], every: Sequence[Any], best: Mapping[Any, Any],

@@ -75,7 +75,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import common  # benchmarks/common.py: the rounds, medians, ratios and tables
 import procs  # benchmarks/procs.py: starting, pinning, measuring and stopping the servers
 import quiet  # benchmarks/quiet.py: other work on the machine, and measuring around it
-import run  # benchmarks/run.py: the apps module, the figures' formats, versions
+import report  # benchmarks/report.py: the figures' formats, versions
+import run  # benchmarks/run.py: the apps module
 
 HERE = procs.HERE
 LOG_DIR = Path(tempfile.gettempdir()) / "bascule-h3-bench"
@@ -524,8 +525,8 @@ def markdown(plan: Plan, rounds: Sequence[Round]) -> str:
 def cpu_cells(b: Round) -> tuple[list[str], list[str]]:
     """A median round's cells after its errors: latency, CPU costs, datagrams and drops."""
     busy = "-" if b.client_busy_pct is None else f"{b.client_busy_pct:.0f}%"
-    return [], [run.fmt_ms(b.p50_ms), run.fmt_ms(b.p99_ms), common.fmt_us(b.server_us), common.fmt_us(b.client_us),
-                busy, fmt_datagrams(b.datagrams), f"{b.drops} ({b.server_drops})"]
+    return [], [report.fmt_ms(b.p50_ms), report.fmt_ms(b.p99_ms), common.fmt_us(b.server_us),
+                common.fmt_us(b.client_us), busy, fmt_datagrams(b.datagrams), f"{b.drops} ({b.server_drops})"]
 
 
 def fmt_datagrams(value: float | None) -> str:
@@ -581,11 +582,11 @@ def progress(r: Round) -> str:
     errors = f"{r.errors} ({r.error_detail})" if r.errors else "0"
     split = (" profile " + " ".join(f"{k} {v:.0f}%" for k, v in r.profile.items())) if r.profile else ""
     return (f"{r.scenario:>5} round {r.round}  {r.variant:<12} {r.rps:>8,.0f} req/s  "
-            f"p50 {run.fmt_ms(r.p50_ms):>9}  p99 {run.fmt_ms(r.p99_ms):>9}  errors {errors}  "
+            f"p50 {report.fmt_ms(r.p50_ms):>9}  p99 {report.fmt_ms(r.p99_ms):>9}  errors {errors}  "
             f"conns {r.connections}  server {common.fmt_us(r.server_us)} µs/req  "
-            f"client {common.fmt_us(r.client_us)} µs/req ({run.fmt_pct(r.client_busy_pct)} busy)  "
+            f"client {common.fmt_us(r.client_us)} µs/req ({report.fmt_pct(r.client_busy_pct)} busy)  "
             f"datagrams/req {fmt_datagrams(r.datagrams)}  drops {r.drops} (server {r.server_drops})  "
-            f"others {run.fmt_pct(r.others_cpu_pct)}{split}")
+            f"others {report.fmt_pct(r.others_cpu_pct)}{split}")
 
 
 # ----------------------------------------------------------------------------------------------- cli
@@ -673,8 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + table)
     found = common.bascule_versions(common.bascule_pythons(plan.variants, plan.bascule_python),
                                     ["bascule", "aioquic", "uvloop"])
-    found.update(run._dist_versions(sys.executable, ["curl_cffi"]))
-    found.update(run._dist_versions(str(Path(plan.hypercorn).parent / "python"), ["hypercorn"]))
+    found.update(report.dist_versions(sys.executable, ["curl_cffi"]))
+    found.update(report.dist_versions(str(Path(plan.hypercorn).parent / "python"), ["hypercorn"]))
     if args.markdown is not None:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(table + "\n")

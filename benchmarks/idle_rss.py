@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import procs  # benchmarks/procs.py: ports, RSS over a process tree, stopping a server
-import run  # benchmarks/run.py: the servers and their commands
+import suite  # benchmarks/suite.py: run.py's servers and their commands
 
 _BLOCK = b"\x82\x84\x86\x41\x09127.0.0.1"  # HPACK: GET, /, http, :authority 127.0.0.1
 H2_REQUEST = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # preface + SETTINGS
@@ -51,7 +51,7 @@ def one_request(port: int, h2: bool) -> socket.socket:
     return sock
 
 
-def measure(server: run.Server, env: run.Env, connections: int, h2: bool, settle: float) -> tuple[int, int] | str:
+def measure(server: suite.Server, env: suite.Env, connections: int, h2: bool, settle: float) -> tuple[int, int] | str:
     port = procs.free_port()
     argv = server.argv(env, port)
     if server.is_ours() or server.distribution == "uvicorn":
@@ -101,12 +101,12 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=2.0, help="seconds to wait before each RSS reading")
     args = ap.parse_args()
     procs.raise_nofile()
-    env = run.Env(peers_bin=Path("/tmp/bascule-peers/bin"), bascule_python=sys.executable)
+    env = suite.Env(peers_bin=Path("/tmp/bascule-peers/bin"), bascule_python=sys.executable)
     print(f"| server | idle RSS | RSS with {args.connections} idle {'h2' if args.h2 else 'HTTP/1.1'} "
           f"connections | per connection |")
     print("|---|---:|---:|---:|")
     for name in args.servers.split(","):
-        server = run.SERVERS[name]
+        server = suite.SERVERS[name]
         if args.h2 and not server.h2c:
             continue
         result = measure(server, env, args.connections, args.h2, args.settle)

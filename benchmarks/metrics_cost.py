@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import loadtools  # benchmarks/loadtools.py: wrk's parser
 import procs  # benchmarks/procs.py: ports, stopping a server
-import run  # benchmarks/run.py: wrk's parser
 
 HERE = Path(__file__).parent
 VARIANTS = {"off": ["--no-metrics"], "on": ["--metrics"]}
@@ -82,7 +82,7 @@ def started(args: argparse.Namespace, variant: str, log_dir: Path) -> Iterator[i
 def load(args: argparse.Namespace, port: int, seconds: float) -> float:
     done = subprocess.run(wrk_argv(port, seconds, args.connections, not args.no_pin), capture_output=True,
                           text=True, timeout=seconds + 30, check=False)
-    result = run.parse_wrk(done.stdout)
+    result = loadtools.parse_wrk(done.stdout)
     if result.failure or result.errors:
         raise RuntimeError(f"wrk: {result.failure or result.error_detail}")
     return result.rps

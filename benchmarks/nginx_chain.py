@@ -57,9 +57,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import common  # benchmarks/common.py: the rounds, medians, ratios and tables the round-based scripts share
+import loadtools  # benchmarks/loadtools.py: wrk's parser
 import procs  # benchmarks/procs.py: starting, pinning, measuring and stopping the servers
 import quiet  # benchmarks/quiet.py: other work on the machine, and measuring around it
-import run  # benchmarks/run.py: wrk's parser, the apps module, the check request, the figures' formats
+import report  # benchmarks/report.py: the figures' formats
+import run  # benchmarks/run.py: the apps module, the check request
+import suite  # benchmarks/suite.py: run.py's echo body size
 
 HERE = procs.HERE
 LOG_DIR = Path(tempfile.gettempdir()) / "bascule-nginx-chain"
@@ -69,7 +72,7 @@ PARAMS = {"uwsgi": "/etc/nginx/uwsgi_params", "fastcgi": "/etc/nginx/fastcgi_par
 #: an app that never waits), no master (it serves nothing; a master with one worker measured the same),
 #: SIGTERM stops it (uWSGI 2.0 reloads on SIGTERM otherwise). --listen above nginx's 64 connections.
 UWSGI_ARGS = "--processes 1 --disable-logging --die-on-term --listen 1024"
-ECHO_SIZE = run.ECHO_SIZE
+ECHO_SIZE = suite.ECHO_SIZE
 TARGETS = {"uwsgi": 2.0, "http": 0.9}  # bascule-uwsgi / uwsgi, bascule-uwsgi / bascule-http
 
 
@@ -284,12 +287,12 @@ def wrk_argv(scratch: Path, sc: Scenario, port: int, seconds: float, connections
             "--latency", *extra, f"http://127.0.0.1:{port}{sc.path}"]
 
 
-def wrk(argv: list[str], seconds: float) -> run.Load:
+def wrk(argv: list[str], seconds: float) -> loadtools.Load:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     except subprocess.TimeoutExpired:
-        return run.Load(failure=f"wrk did not finish within {seconds + 30:.0f} s")
-    return run.parse_wrk(done.stdout + done.stderr)
+        return loadtools.Load(failure=f"wrk did not finish within {seconds + 30:.0f} s")
+    return loadtools.parse_wrk(done.stdout + done.stderr)
 
 
 @dataclass
@@ -345,7 +348,7 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int, nginx_pid
         if load.failure:
             result.status, result.note = "failed", f"{load.failure}; log {log_path}"
             return result
-        run.take_load(result, load)
+        loadtools.take_load(result, load)
         if load.requests:
             result.gateway_us = round(1e6 * (after[0] - before[0]) / load.requests, 1)
             result.nginx_us = round(1e6 * (after[1] - before[1]) / load.requests, 1)
@@ -360,7 +363,7 @@ def measure_calmly(plan: Plan, variant: Variant, sc: Scenario, round_no: int, ng
     """measure() on a quiet machine if one comes within --quiet-wait, again if other work disturbed it
     anyway (up to --busy-retries times); the least disturbed attempt is kept."""
     best, attempts = quiet.calmly(lambda: measure(plan, variant, sc, round_no, nginx_pid, apps),
-                                plan.quiet_wait, plan.busy_retries)
+                                  plan.quiet_wait, plan.busy_retries)
     best.attempts = attempts
     return best
 
@@ -535,9 +538,9 @@ def progress(r: Round) -> str:
     if r.status != "ok":
         return f"{r.scenario:>5} round {r.round}  {r.variant:<24} {r.status.upper()}: {r.note}"
     errors = f"{r.errors} ({r.error_detail})" if r.errors else "0"
-    return (f"{r.scenario:>5} round {r.round}  {r.variant:<24} {r.rps:>9,.0f} req/s  p50 {run.fmt_ms(r.p50_ms):>9}  "
-            f"p99 {run.fmt_ms(r.p99_ms):>9}  errors {errors}  gateway {common.fmt_us(r.gateway_us)} µs/req  "
-            f"nginx {common.fmt_us(r.nginx_us)} µs/req  others {run.fmt_pct(r.others_cpu_pct)}"
+    return (f"{r.scenario:>5} round {r.round}  {r.variant:<24} {r.rps:>9,.0f} req/s  p50 {report.fmt_ms(r.p50_ms):>9}  "
+            f"p99 {report.fmt_ms(r.p99_ms):>9}  errors {errors}  gateway {common.fmt_us(r.gateway_us)} µs/req  "
+            f"nginx {common.fmt_us(r.nginx_us)} µs/req  others {report.fmt_pct(r.others_cpu_pct)}"
             + (f" (best of {r.attempts})" if r.attempts > 1 else ""))
 
 

@@ -48,10 +48,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import common  # benchmarks/common.py: the rounds, medians, ratios and tables
+import loadtools  # benchmarks/loadtools.py: wrk's parser
 import nginx_chain  # benchmarks/nginx_chain.py: the nginx binary
 import procs  # benchmarks/procs.py: starting, pinning, measuring and stopping the servers
 import quiet  # benchmarks/quiet.py: other work on the machine, and measuring around it
-import run  # benchmarks/run.py: wrk's parser, the check request, the figures' formats, versions
+import report  # benchmarks/report.py: the figures' formats, versions
+import run  # benchmarks/run.py: the check request
 
 HERE = procs.HERE
 LOG_DIR = Path(tempfile.gettempdir()) / "bascule-static-bench"
@@ -218,12 +220,12 @@ def wrk_argv(plan: Plan, sc: Scenario, port: int, seconds: float) -> list[str]:
             f"-d{max(1, round(seconds))}s", "--timeout", "5s", "--latency", f"http://127.0.0.1:{port}{sc.path}"]
 
 
-def wrk(argv: list[str], seconds: float) -> tuple[run.Load, float | None]:
+def wrk(argv: list[str], seconds: float) -> tuple[loadtools.Load, float | None]:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     except subprocess.TimeoutExpired:
-        return run.Load(failure=f"wrk did not finish within {seconds + 30:.0f} s"), None
-    return run.parse_wrk(done.stdout + done.stderr), parse_transfer(done.stdout)
+        return loadtools.Load(failure=f"wrk did not finish within {seconds + 30:.0f} s"), None
+    return loadtools.parse_wrk(done.stdout + done.stderr), parse_transfer(done.stdout)
 
 
 def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
@@ -252,7 +254,7 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int) -> Round:
         if load.failure:
             result.status, result.note = "failed", f"{load.failure}; log {log_path}"
             return result
-        run.take_load(result, load)
+        loadtools.take_load(result, load)
         result.mbps = mbps
         if load.requests:
             result.server_us = round(1e6 * used / load.requests, 1)
@@ -344,8 +346,8 @@ def progress(r: Round) -> str:
     errors = f"{r.errors} ({r.error_detail})" if r.errors else "0"
     mbps = "-" if r.mbps is None else f"{r.mbps:,.0f}"
     return (f"{r.scenario:>3} round {r.round}  {r.variant:<16} {r.rps:>9,.0f} req/s  {mbps:>6} MB/s  "
-            f"p50 {run.fmt_ms(r.p50_ms):>9}  p99 {run.fmt_ms(r.p99_ms):>9}  errors {errors}  "
-            f"server {common.fmt_us(r.server_us)} µs/req  others {run.fmt_pct(r.others_cpu_pct)}")
+            f"p50 {report.fmt_ms(r.p50_ms):>9}  p99 {report.fmt_ms(r.p99_ms):>9}  errors {errors}  "
+            f"server {common.fmt_us(r.server_us)} µs/req  others {report.fmt_pct(r.others_cpu_pct)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -385,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + markdown(plan.variants, plan.scenarios, every, plan.rounds, plan.connections, ratios))
     found = common.bascule_versions(common.bascule_pythons(plan.variants, plan.bascule_python),
                                     ["bascule", "uvloop", "httptools"])
-    found.update(run._dist_versions(str(plan.peers_bin / "python"), ["granian", "gunicorn", "whitenoise"]))
+    found.update(report.dist_versions(str(plan.peers_bin / "python"), ["granian", "gunicorn", "whitenoise"]))
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         found["nginx"] = subprocess.run([args.nginx, "-v"], capture_output=True, text=True, timeout=10).stderr.strip()
     if args.out is not None:

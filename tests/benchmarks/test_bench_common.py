@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import common
 import procs
+import report
 import run
 
 
@@ -114,7 +115,7 @@ def test_parse_builds_and_pick_scenarios() -> None:
 def test_meta_head_and_write_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     import datetime
-    monkeypatch.setattr(run, "machine_info", lambda: {"cpu": "test"})
+    monkeypatch.setattr(report, "machine_info", lambda: {"cpu": "test"})
     when = datetime.datetime(2026, 12, 7, 1, 2, tzinfo=datetime.UTC)
     meta = common.meta_head(when, "benchmarks/x.py", ["--rounds", "2", "a b"], {"bascule": "1.0"})
     assert meta == {"date": "2026-12-07 01:02 UTC", "command": "python benchmarks/x.py --rounds 2 'a b'",
@@ -160,10 +161,3 @@ def test_request_answers_status_and_body_or_why_not(server: int) -> None:
     port = procs.free_port()  # nobody listens there
     failure = run.request(port, "GET", "/")
     assert isinstance(failure, str) and "ConnectionRefusedError" in failure
-
-
-def test_take_load_copies_the_figures() -> None:
-    into = run.Result("s", "text")
-    run.take_load(into, run.Load(rps=9.5, requests=76, p50_ms=1.0, p99_ms=4.0, errors=2, error_detail="timeout 2"))
-    assert (into.rps, into.requests, into.p50_ms, into.p99_ms, into.errors, into.error_detail) == (
-        9.5, 76, 1.0, 4.0, 2, "timeout 2")

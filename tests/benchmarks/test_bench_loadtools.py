@@ -8,7 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-import run as loadtools
+import loadtools
+import suite
 
 WRK = """\
 Running 5s test @ http://127.0.0.1:8000/
@@ -69,7 +70,7 @@ def test_parse_h2load_nothing_done_and_no_rate() -> None:
 
 
 def test_tools_command_lines(tmp_path: Path) -> None:
-    sc = loadtools.SCENARIOS
+    sc = suite.SCENARIOS
     pinned, free = loadtools.Tools(tmp_path, "1"), loadtools.Tools(tmp_path, None)
     assert pinned.command(sc["text"], 8000, 4.6) == [
         "taskset", "-c", "1", "wrk", "-t1", "-c64", "-d5s", "--timeout", "5s", "--latency", "http://127.0.0.1:8000/"]
@@ -81,3 +82,11 @@ def test_tools_command_lines(tmp_path: Path) -> None:
     assert pinned.command(sc["h2c"], 9, 3, tmp_path / "h.log") == [
         "taskset", "-c", "1", "h2load", "-t1", "-c16", "-m32", "-D3", "--log-file", str(tmp_path / "h.log"),
         "http://127.0.0.1:9/"]
+
+
+def test_take_load_copies_the_figures() -> None:
+    into = suite.Result("s", "text")
+    loadtools.take_load(into, loadtools.Load(rps=9.5, requests=76, p50_ms=1.0, p99_ms=4.0, errors=2,
+                                             error_detail="timeout 2"))
+    assert (into.rps, into.requests, into.p50_ms, into.p99_ms, into.errors, into.error_detail) == (
+        9.5, 76, 1.0, 4.0, 2, "timeout 2")

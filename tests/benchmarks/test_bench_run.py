@@ -1,5 +1,5 @@
-"""benchmarks/run.py: the whole report from a run's results (docs/benchmarks.md, the JSON, what it prints), and
-rewriting docs/benchmarks.md keeps the sections other scripts measured."""
+"""benchmarks/run.py: the whole report from a run's results (docs/benchmarks.md with the sections other scripts
+measured kept, the JSON, what it prints) byte for byte as before run.py was split in modules."""
 
 from __future__ import annotations
 
@@ -15,34 +15,18 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import procs
+import report
 import run
+import suite
 
 GOLDEN = Path(__file__).with_name("golden_benchmarks.md")
 KEPT = "## Behind nginx\n\nthe chain's tables\n"
 
 
-def test_kept_sections(tmp_path: Path) -> None:
-    doc = tmp_path / "benchmarks.md"
-    assert run.kept_sections(doc) == ""  # no file yet
-    doc.write_text("# Benchmarks\n\n## Requests per second\n\n| a |\n")
-    assert run.kept_sections(doc) == ""
-    doc.write_text("# Benchmarks\n\nsee ## Behind nginx below\n\n## Behind nginx\n\nchain\n\n### text\n\n| b |\n")
-    assert run.kept_sections(doc) == "## Behind nginx\n\nchain\n\n### text\n\n| b |\n"
-
-
-def test_kept_sections_static_files(tmp_path: Path) -> None:
-    """benchmarks/static.py's section is kept too, alone or after the nginx chain's."""
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text("# Benchmarks\n\n## Requests per second\n\n| a |\n\n## Static files\n\n| s |\n")
-    assert run.kept_sections(doc) == "## Static files\n\n| s |\n"
-    doc.write_text("# Benchmarks\n\n| a |\n\n## Behind nginx\n\nchain\n\n## Static files\n\n| s |\n")
-    assert run.kept_sections(doc) == "## Behind nginx\n\nchain\n\n## Static files\n\n| s |\n"
-
-
-def synthetic_results() -> list[run.Result]:
+def synthetic_results() -> list[suite.Result]:
     """Every kind of cell the report has: ok with and without notes, errors, latencies under and over 100 ms,
     a busy run, a failed server (with a '|' in its note), a skipped one, a peer at 0 req/s, a missing cell."""
-    r = run.Result
+    r = suite.Result
     return [
         r("bascule-asgi", "text", rps=12345.6, p50_ms=1.234, p99_ms=150.0, requests=61728, runs_rps=[12000.0, 12345.6,
           12500.0], idle_rss_kib=20480, peak_rss_kib=30822, others_cpu_pct=2.0),
@@ -79,21 +63,21 @@ def run_main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     nothing measured, no load tool needed: the file it wrote and what it printed, dates shown as DATE, the
     scratch dir as TMP."""
 
-    def run_all(plan: run.Plan, on_result: Any) -> tuple[list[run.Result], list[run.Result]]:
+    def run_all(plan: suite.Plan, on_result: Any) -> tuple[list[suite.Result], list[suite.Result]]:
         results = synthetic_results()
         for r in results:
             on_result(r)
-        return results, [*results, run.Result("bascule-asgi", "text", rps=1.0)]
+        return results, [*results, suite.Result("bascule-asgi", "text", rps=1.0)]
 
     monkeypatch.setattr(run, "run_all", run_all)
     monkeypatch.setattr(procs, "can_pin", lambda no_pin: not no_pin)
     monkeypatch.setattr(procs, "keep_off_server_cpu", lambda: None)  # the test process stays where it is
     monkeypatch.setattr(procs, "raise_nofile", lambda: None)
     monkeypatch.setattr(shutil, "which", lambda tool: f"/usr/bin/{tool}")
-    monkeypatch.setattr(run, "machine_info", lambda: {"cpu": "Test CPU", "nproc": "2", "memory": "4 GiB",
+    monkeypatch.setattr(report, "machine_info", lambda: {"cpu": "Test CPU", "nproc": "2", "memory": "4 GiB",
                                                       "kernel": "Linux 6.0", "python": "3.11.7"})
-    monkeypatch.setattr(run, "versions", lambda plan: {"bascule": "1.0", "uvicorn": "0.30.1", "wrk": "4.2.0"})
-    monkeypatch.setattr(run, "draw_chart", lambda plan, results, path, subtitle: chart_note)
+    monkeypatch.setattr(report, "versions", lambda plan: {"bascule": "1.0", "uvicorn": "0.30.1", "wrk": "4.2.0"})
+    monkeypatch.setattr(report, "draw_chart", lambda plan, results, path, subtitle: chart_note)
     out = tmp_path / "docs" / "benchmarks.md"
     argv = ["--servers", "bascule-asgi,bascule-wsgi,uvicorn-asgi,granian-wsgi,hypercorn-asgi",
             "--scenarios", "text,echo,h2c", "--out", str(out), "--log-dir", str(tmp_path / "logs"), *extra]

@@ -1,4 +1,5 @@
-"""benchmarks/wakeups.py and the WSGI options of callgrind.py and run.py (issue 18's profiling tools)."""
+"""benchmarks/wakeups.py and the WSGI options of callgrind.py and of run.py's servers (suite.py): issue 18's
+profiling tools."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import callgrind
-import run
+import suite
 import wakeups
 
 
@@ -29,7 +30,7 @@ def test_callgrind_wsgi_app_and_path_names() -> None:
 
 
 def test_wsgi_loop_server_is_opt_in() -> None:
-    assert "bascule-wsgi-loop" in run.SERVERS and "bascule-wsgi-loop" in run.OPT_IN
+    assert "bascule-wsgi-loop" in suite.SERVERS and "bascule-wsgi-loop" in suite.OPT_IN
     env = argparse.Namespace(bascule_python="py", bascule_args=[])
-    argv = run.SERVERS["bascule-wsgi-loop"].argv(env, 8000)  # type: ignore[arg-type]
+    argv = suite.SERVERS["bascule-wsgi-loop"].argv(env, 8000)  # type: ignore[arg-type]
     assert argv[-2:] == ["--wsgi-mode", "loop"]

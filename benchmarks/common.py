@@ -87,16 +87,36 @@ def run_rounds(scenarios: Sequence[S], rounds: int, variants: Sequence[V], measu
 # --------------------------------------------------------------------------------------- the results
 
 
+class Scored(Protocol):
+    """What :func:`median_round` reads of a round (run.py's Result too, which has no ``variant``)."""
+
+    status: str
+    rps: float
+
+
+Q = TypeVar("Q", bound=Scored)
+
+
+def median_round(rounds: Sequence[Q]) -> Q | None:
+    """The round with the median req/s among the ok ones (None if none is ok).
+
+    Of an even count, the upper middle one, the faster: other work on the machine only ever slows a round
+    down, never speeds one up, so the faster of the two middle rounds is the less disturbed (two rounds: the
+    better one, as calmly() keeps the least disturbed attempt). An odd count has one middle round.
+    """
+    ok = sorted((r for r in rounds if r.status == "ok"), key=lambda r: r.rps)
+    return ok[len(ok) // 2] if ok else None
+
+
 def medians(rounds: Sequence[R]) -> dict[tuple[str, str], R]:
-    """(variant, scenario) -> the round with the median req/s among its ok rounds (else its first round); of an
-    even count, the lower middle one."""
+    """(variant, scenario) -> its :func:`median_round`, else (no ok round) its first round."""
     groups: dict[tuple[str, str], list[R]] = {}
     for r in rounds:
         groups.setdefault((r.variant, r.scenario), []).append(r)
     out: dict[tuple[str, str], R] = {}
     for key, group in groups.items():
-        ok = sorted((r for r in group if r.status == "ok"), key=lambda r: r.rps)
-        out[key] = ok[(len(ok) - 1) // 2] if ok else group[0]
+        best = median_round(group)
+        out[key] = best if best is not None else group[0]
     return out
 
 

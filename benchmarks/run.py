@@ -61,7 +61,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import common  # benchmarks/common.py: what the round-based scripts share (--bascule-build's parsing)
+import common  # benchmarks/common.py: what the round-based scripts share (the median, --bascule-build)
 import loadtools  # benchmarks/loadtools.py: wrk and h2load, their command lines and their output
 import procs  # benchmarks/procs.py: starting, pinning, measuring and stopping the servers
 import quiet  # benchmarks/quiet.py: other work on the machine, and measuring around it
@@ -205,12 +205,12 @@ def measure_calmly(plan: Plan, server: Server, sc: Scenario, apps: ModuleType, r
 
 
 def merge(rounds: list[Result]) -> Result:
-    """Several rounds of one cell → the round with the median req/s (its own figures), every round's req/s
-    kept, and the peak RSS of all rounds."""
-    ok = sorted((r for r in rounds if r.status == "ok"), key=lambda r: r.rps)
-    if not ok:
+    """Several rounds of one cell → the round with the median req/s (common.median_round: its own figures),
+    every ok round's req/s kept, and the peak RSS of all ok rounds."""
+    best = common.median_round(rounds)
+    if best is None:
         return rounds[0]
-    best = ok[len(ok) // 2]
+    ok = sorted((r for r in rounds if r.status == "ok"), key=lambda r: r.rps)
     merged = Result(**{**asdict(best), "runs_rps": [r.rps for r in ok]})
     merged.peak_rss_kib = max(r.peak_rss_kib or 0 for r in ok)
     if len(ok) < len(rounds):

@@ -109,3 +109,20 @@ def test_main_writes_the_report_byte_for_byte(tmp_path: Path, monkeypatch: pytes
     assert data["meta"]["command"].startswith("python --servers bascule-asgi,")
     assert data["meta"]["pinning"] == {"server_cpu": "0", "client_cpu": "1"}
     assert data["meta"]["repeat"] == 3 and list(data["meta"]["scenarios"]) == ["text", "echo", "h2c"]
+
+
+def test_merge_keeps_the_median_round_with_every_round_s_rate() -> None:
+    r = suite.Result
+    three = [r("a", "text", rps=30, p50_ms=3.0, peak_rss_kib=100), r("a", "text", rps=10, peak_rss_kib=300),
+             r("a", "text", rps=20, p50_ms=2.0, peak_rss_kib=200)]
+    merged = run.merge(three)
+    assert (merged.rps, merged.p50_ms, merged.runs_rps, merged.peak_rss_kib) == (20, 2.0, [10, 20, 30], 300)
+    assert merged.note == ""
+    two = run.merge([r("a", "text", rps=10), r("a", "text", rps=30, p50_ms=1.0)])
+    assert (two.rps, two.p50_ms, two.runs_rps) == (30, 1.0, [10, 30])  # an even count: the faster middle round
+    partly = run.merge([r("a", "text", status="failed", note="did not start", peak_rss_kib=999),
+                        r("a", "text", rps=10, peak_rss_kib=5), r("a", "text", rps=30, peak_rss_kib=6)])
+    assert (partly.rps, partly.runs_rps, partly.peak_rss_kib) == (30, [10, 30], 6)
+    assert partly.note == "1 of 3 rounds failed: did not start"
+    none_ok = [r("a", "text", status="skipped", note="no h2c"), r("a", "text", status="skipped")]
+    assert run.merge(none_ok) is none_ok[0]

@@ -4,8 +4,8 @@ Each of them measures every variant once per round, several rounds, and reports 
 (variant, scenario) against the issue's target ratios. The parts that are the same in all three live here,
 once: the order of the runs, the median, the ratios and their table, the per-round table's frame, the
 versions and the JSON result. What differs (how a run is measured, which columns a row has) stays in each
-script. Process and /proc helpers are in benchmarks/procs.py; machine facts and versions come from
-benchmarks/report.py.
+script. Process and /proc helpers are in benchmarks/procs.py; machine facts and versions are
+benchmarks/machine.py's.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import report  # benchmarks/report.py: machine facts, versions
+import machine  # benchmarks/machine.py: machine facts, versions
 
 S = TypeVar("S")
 V = TypeVar("V")
@@ -135,11 +135,17 @@ class Ratio:
         return None if self.value is None else self.value >= self.target
 
 
+def speedup(mine: Scored | None, theirs: Scored | None) -> float | None:
+    """``mine``'s req/s over ``theirs``' (None unless both are there, both ok, and ``theirs`` is not 0)."""
+    if mine and theirs and mine.status == theirs.status == "ok" and theirs.rps > 0:
+        return mine.rps / theirs.rps
+    return None
+
+
 def ratio(best: Mapping[tuple[str, str], Measured], scenario: str, mine: str, theirs: str, target: float) -> Ratio:
     """``mine`` over ``theirs`` by median req/s in ``scenario`` (no value unless both have an ok median)."""
-    a, b = best.get((mine, scenario)), best.get((theirs, scenario))
-    value = round(a.rps / b.rps, 3) if a and b and a.status == b.status == "ok" and b.rps > 0 else None
-    return Ratio(scenario, mine, theirs, value, target)
+    value = speedup(best.get((mine, scenario)), best.get((theirs, scenario)))
+    return Ratio(scenario, mine, theirs, None if value is None else round(value, 3), target)
 
 
 def ratio_table(ratios: Sequence[Ratio], header: str) -> list[str]:
@@ -250,9 +256,9 @@ def bascule_versions(pythons: Mapping[str, str], packages: Sequence[str]) -> dic
     """``packages`` and bascule's build in each interpreter, named ``NAME@LABEL`` (the label may be '')."""
     found: dict[str, str] = {}
     for python, at in pythons.items():
-        for name, version in report.dist_versions(python, packages).items():
+        for name, version in machine.dist_versions(python, packages).items():
             found[f"{name}{at}"] = version
-        found[f"bascule build{at}"] = report.bascule_build(python)
+        found[f"bascule build{at}"] = machine.bascule_build(python)
     return found
 
 
@@ -261,7 +267,7 @@ def meta_head(started: datetime.datetime, script: str, argv: Sequence[str] | Non
     """The JSON result's first "meta" keys: when, the command (``script``'s), the machine, the versions."""
     return {"date": started.strftime("%Y-%m-%d %H:%M UTC"),
             "command": shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)]),
-            "machine": report.machine_info(), "versions": versions}
+            "machine": machine.machine_info(), "versions": versions}
 
 
 def write_json(path: Path, meta: dict[str, Any], every: Sequence[Any], best: Mapping[Any, Any],

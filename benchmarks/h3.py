@@ -73,9 +73,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import common  # benchmarks/common.py: the rounds, medians, ratios and tables
+import machine  # benchmarks/machine.py: the versions of what ran
 import procs  # benchmarks/procs.py: starting, pinning, measuring and stopping the servers
 import quiet  # benchmarks/quiet.py: other work on the machine, and measuring around it
-import report  # benchmarks/report.py: the figures' formats, versions
+import report  # benchmarks/report.py: the figures' formats
 import run  # benchmarks/run.py: the apps module
 
 HERE = procs.HERE
@@ -674,8 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + table)
     found = common.bascule_versions(common.bascule_pythons(plan.variants, plan.bascule_python),
                                     ["bascule", "aioquic", "uvloop"])
-    found.update(report.dist_versions(sys.executable, ["curl_cffi"]))
-    found.update(report.dist_versions(str(Path(plan.hypercorn).parent / "python"), ["hypercorn"]))
+    found.update(machine.dist_versions(sys.executable, ["curl_cffi"]))
+    found.update(machine.dist_versions(str(Path(plan.hypercorn).parent / "python"), ["hypercorn"]))
     if args.markdown is not None:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(table + "\n")

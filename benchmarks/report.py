@@ -3,16 +3,14 @@
 The markdown names the machine, the pinning, the method and the versions of everything measured, then the
 req/s of every server in every scenario, the ratios from each baseline (the numbers to compare across runs
 and machines), and a table per scenario. Sections that other scripts wrote at the end of the file (the
-nginx chain's, the static files') are carried over when it is written anew. The figures' formats, the
-machine's facts and the versions are shared with the round-based scripts.
+nginx chain's, the static files') are carried over when it is written anew. The figures' formats are
+shared with the round-based scripts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -20,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import common
+import machine
 import quiet
 from loadtools import Scenario
 from suite import Plan, Result, Server
@@ -64,70 +64,18 @@ def progress_line(r: Result) -> str:
             f"{fmt_mib(r.peak_rss_kib)}  others {fmt_pct(r.others_cpu_pct)}" + (f"  ({r.note})" if r.note else ""))
 
 
-def machine_info() -> dict[str, str]:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:", 1)[1].split()[0])
-        mem = f"{kib / 1024 / 1024:.0f} GiB"
-    return {"cpu": cpu, "nproc": str(os.cpu_count() or 0), "memory": mem,
-            "kernel": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version()}
-
-
-_VERSION_PROBE = """\
-import importlib.metadata as m, json, sys
-out = {}
-for name in sys.argv[1:]:
-    try:
-        out[name] = m.version(name)
-    except m.PackageNotFoundError:
-        pass
-print(json.dumps(out))
-"""
-
-
-def dist_versions(python: str, names: Sequence[str]) -> dict[str, str]:
-    try:
-        done = subprocess.run([python, "-c", _VERSION_PROBE, *names], capture_output=True, text=True, timeout=30)
-        found: dict[str, str] = json.loads(done.stdout)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return {}
-    return found
-
-
-def bascule_build(python: str) -> str:
-    """'compiled (mypyc)' or 'pure Python': an editable install runs the slower pure-Python modules."""
-    # protocols/http1.py was the HTTP/1.1 module until issue 13, and a --bascule-build may be that old
-    probe = ("try:\n import bascule.protocols.h1.connection as m\n"
-             "except ImportError:\n import bascule.protocols.http1 as m\nprint(m.__file__)")
-    try:
-        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    path = done.stdout.strip()
-    if not path:
-        return "unknown"
-    return "pure Python (editable install? see README)" if path.endswith(".py") else "compiled (mypyc)"
-
-
 def versions(plan: Plan) -> dict[str, str]:
     """Versions of what was measured: bascule, each peer, uvloop/httptools on both sides, the load tools."""
     found: dict[str, str] = {}
     builds = {s.python or plan.env.bascule_python: s.name.partition("@")[2] for s in plan.servers if s.is_ours()}
     for python, label in builds.items():
         at = f" @{label}" if label else ""
-        for name, version in dist_versions(python, ["bascule", "uvloop", "httptools"]).items():
+        for name, version in machine.dist_versions(python, ["bascule", "uvloop", "httptools"]).items():
             found[f"{name}{at}" if name == "bascule" else f"{name} (bascule{at}'s)"] = version
-        found[f"bascule build{at}"] = bascule_build(python)
+        found[f"bascule build{at}"] = machine.bascule_build(python)
     peers = sorted({s.distribution for s in plan.servers if not s.is_ours()})
     if peers:
-        for name, version in dist_versions(str(plan.env.peers_bin / "python"),
+        for name, version in machine.dist_versions(str(plan.env.peers_bin / "python"),
                                             [*peers, "uvloop", "httptools"]).items():
             found[name if name in peers else f"{name} (peers')"] = version
     for tool, flag in (("wrk", "-v"), ("h2load", "--version")):
@@ -150,11 +98,8 @@ def ratio_table(results: list[Result], base: str, scenarios: list[Scenario], ser
             continue
         cells = []
         for sc in scenarios:
-            mine, theirs = by.get((base, sc.name)), by.get((server.name, sc.name))
-            if mine and theirs and mine.status == theirs.status == "ok" and theirs.rps > 0:
-                cells.append(f"{mine.rps / theirs.rps:.2f}x")
-            else:
-                cells.append("-")
+            value = common.speedup(by.get((base, sc.name)), by.get((server.name, sc.name)))
+            cells.append("-" if value is None else f"{value:.2f}x")
         lines.append(f"| {server.name} | " + " | ".join(cells) + " |")
     return lines
 

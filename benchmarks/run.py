@@ -63,9 +63,10 @@ from typing import Any
 
 import common  # benchmarks/common.py: what the round-based scripts share (the median, --bascule-build)
 import loadtools  # benchmarks/loadtools.py: wrk and h2load, their command lines and their output
+import machine  # benchmarks/machine.py: the machine's facts
 import procs  # benchmarks/procs.py: starting, pinning, measuring and stopping the servers
 import quiet  # benchmarks/quiet.py: other work on the machine, and measuring around it
-import report  # benchmarks/report.py: docs/benchmarks.md, the chart, the progress lines
+import report  # benchmarks/report.py: docs/benchmarks.md, the chart, the progress lines, the versions
 import suite  # benchmarks/suite.py: the servers, the scenarios, a result, the plan
 from loadtools import Scenario
 from suite import Plan, Result, Server
@@ -399,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta: dict[str, Any] = {
             "date": started.strftime("%Y-%m-%d %H:%M UTC"),
             "command": shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", *argv]),
-            "machine": report.machine_info(),
+            "machine": machine.machine_info(),
             "versions": report.versions(plan),
             "pinning": {"server_cpu": plan.server_cpu, "client_cpu": plan.tools.client_cpu},
             "seconds": plan.seconds, "warmup": plan.warmup, "repeat": plan.repeat,

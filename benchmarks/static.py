@@ -49,10 +49,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import common  # benchmarks/common.py: the rounds, medians, ratios and tables
 import loadtools  # benchmarks/loadtools.py: wrk's parser
+import machine  # benchmarks/machine.py: the versions of what ran
 import nginx_chain  # benchmarks/nginx_chain.py: the nginx binary
 import procs  # benchmarks/procs.py: starting, pinning, measuring and stopping the servers
 import quiet  # benchmarks/quiet.py: other work on the machine, and measuring around it
-import report  # benchmarks/report.py: the figures' formats, versions
+import report  # benchmarks/report.py: the figures' formats
 import run  # benchmarks/run.py: the check request
 
 HERE = procs.HERE
@@ -387,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + markdown(plan.variants, plan.scenarios, every, plan.rounds, plan.connections, ratios))
     found = common.bascule_versions(common.bascule_pythons(plan.variants, plan.bascule_python),
                                     ["bascule", "uvloop", "httptools"])
-    found.update(report.dist_versions(str(plan.peers_bin / "python"), ["granian", "gunicorn", "whitenoise"]))
+    found.update(machine.dist_versions(str(plan.peers_bin / "python"), ["granian", "gunicorn", "whitenoise"]))
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         found["nginx"] = subprocess.run([args.nginx, "-v"], capture_output=True, text=True, timeout=10).stderr.strip()
     if args.out is not None:

@@ -17,8 +17,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import common
+import machine
 import procs
-import report
 import run
 
 
@@ -81,6 +81,15 @@ def test_median_round_of_an_even_count_is_the_faster_middle_one() -> None:
     assert common.median_round(same) is same[1]  # a tie: the later of the two (a stable sort)
 
 
+def test_speedup_needs_both_ok_and_theirs_above_zero() -> None:
+    assert common.speedup(Rnd("a", rps=3), Rnd("b", rps=2)) == 1.5
+    assert common.speedup(Rnd("a", rps=1), Rnd("b", rps=3)) == 1 / 3  # not rounded: each caller formats it
+    for mine, theirs in ((None, Rnd("b", rps=1)), (Rnd("a", rps=1), None), (Rnd("a", rps=1, status="failed"),
+                         Rnd("b", rps=1)), (Rnd("a", rps=1), Rnd("b", rps=1, status="skipped")),
+                         (Rnd("a", rps=1), Rnd("b", rps=0))):
+        assert common.speedup(mine, theirs) is None
+
+
 def test_ratio_needs_an_ok_median_on_both_sides() -> None:
     best = common.medians([Rnd("mine", rps=250), Rnd("theirs", rps=100), Rnd("down", status="failed"),
                            Rnd("zero", rps=0)])
@@ -131,7 +140,7 @@ def test_parse_builds_and_pick_scenarios() -> None:
 def test_meta_head_and_write_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     import datetime
-    monkeypatch.setattr(report, "machine_info", lambda: {"cpu": "test"})
+    monkeypatch.setattr(machine, "machine_info", lambda: {"cpu": "test"})
     when = datetime.datetime(2026, 12, 7, 1, 2, tzinfo=datetime.UTC)
     meta = common.meta_head(when, "benchmarks/x.py", ["--rounds", "2", "a b"], {"bascule": "1.0"})
     assert meta == {"date": "2026-12-07 01:02 UTC", "command": "python benchmarks/x.py --rounds 2 'a b'",

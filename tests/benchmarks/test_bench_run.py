@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
+import machine
 import procs
 import report
 import run
@@ -74,7 +75,7 @@ def run_main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     monkeypatch.setattr(procs, "keep_off_server_cpu", lambda: None)  # the test process stays where it is
     monkeypatch.setattr(procs, "raise_nofile", lambda: None)
     monkeypatch.setattr(shutil, "which", lambda tool: f"/usr/bin/{tool}")
-    monkeypatch.setattr(report, "machine_info", lambda: {"cpu": "Test CPU", "nproc": "2", "memory": "4 GiB",
+    monkeypatch.setattr(machine, "machine_info", lambda: {"cpu": "Test CPU", "nproc": "2", "memory": "4 GiB",
                                                       "kernel": "Linux 6.0", "python": "3.11.7"})
     monkeypatch.setattr(report, "versions", lambda plan: {"bascule": "1.0", "uvicorn": "0.30.1", "wrk": "4.2.0"})
     monkeypatch.setattr(report, "draw_chart", lambda plan, results, path, subtitle: chart_note)

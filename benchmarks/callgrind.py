@@ -57,7 +57,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -66,6 +65,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import procs  # benchmarks/procs.py: ports, stopping a server
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -84,6 +85,7 @@ ECHO_BODY = b"a" * 16384  # run.py's echo scenario's body
 MAX_REQUESTS = 100_000
 MAX_ROUNDS = 10
 MAX_BUILDS = 8
+STOP_GRACE = 60.0  # seconds a server under valgrind has to stop on SIGTERM before it is killed
 #: Where the HTTP/1.1 protocol module lives, newest layout first (protocols/http1.py until issue 13).
 PROBE = """
 import importlib
@@ -172,21 +174,12 @@ def build_kind(python: str) -> str:
     return f"{kind} ({module.name}, bascule {lines[1]})"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"the server exited with status {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
-            return
-        time.sleep(0.2)
+    """procs.wait_port, failing with a BenchError that says why the server is not listening."""
+    if procs.wait_port(port, proc, timeout):
+        return
+    if proc.poll() is not None:
+        raise BenchError(f"the server exited with status {proc.returncode} before listening")
     raise BenchError(f"the server did not listen on port {port} within {timeout:g} s")
 
 
@@ -208,19 +201,7 @@ def server_under_callgrind(build: Build, port: int, out_base: Path, log_path: Pa
             wait_port(port, proc, start_timeout)
             yield proc.pid
         finally:
-            stop(proc)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            procs.stop(proc, grace=STOP_GRACE)
 
 
 def control(pid: int, *args: str) -> None:
@@ -365,7 +346,7 @@ def h2_requests(port: int, count: int, timeout: float) -> None:
 
 def measure_build(build: Build, round_no: int, args: argparse.Namespace, scratch: Path) -> list[Measure]:
     """One server under callgrind, warmed up, then each protocol counted in turn."""
-    port = free_port()
+    port = procs.free_port()
     out_base = scratch / f"callgrind.{build.label}.{round_no}"
     log_path = scratch / f"server.{build.label}.{round_no}.log"
     results: list[Measure] = []

@@ -201,9 +201,7 @@ def nginx(root: Path, conf: str, cpu: str | None, ports: Sequence[int]) -> Itera
     root.mkdir(parents=True, exist_ok=True)
     (root / "nginx.conf").write_text(conf)
     argv = [*procs.pin(cpu), NGINX, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
-    with open(root / "stdout.log", "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+    proc = procs.spawn(argv, root / "stdout.log")  # -p: nginx finds its files from the prefix, whatever its cwd
     try:
         for port in ports:
             if not procs.wait_port(port, proc, 10):

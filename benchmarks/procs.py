@@ -145,13 +145,14 @@ def not_started(port: int, proc: subprocess.Popen[bytes], timeout: float) -> str
     return f"exited with {code}" if code is not None else f"no port after {timeout:.0f} s"
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's session, then SIGKILL whatever is left of it."""
+def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM the server's session, then (after ``grace`` seconds if it has not exited by then) SIGKILL
+    whatever is left of it."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(5)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -24,17 +24,15 @@ Usage
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 
-from callgrind import APPS, HERE, HOST, BenchError, H1Client, free_port, server_env, stop, wait_port
+import procs  # benchmarks/procs.py: ports, stopping a server
+from callgrind import APPS, HERE, HOST, STOP_GRACE, BenchError, H1Client, server_env, wait_port
 
 MAX_REQUESTS = 100_000
 
@@ -42,7 +40,7 @@ MAX_REQUESTS = 100_000
 def traced_calls(python: str, args: argparse.Namespace, requests: int) -> dict[str, int]:
     """System calls by name of one server under ``strace -f -c`` from its start to its stop, having served
     ``--warmup`` + ``requests`` GET / over one connection."""
-    port = free_port()
+    port = procs.free_port()
     app, interface = APPS[args.app]
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as out, tempfile.TemporaryFile() as log:
         cmd = ["strace", "-f", "-c", "-o", out.name, python, "-m", "bascule", app, "--app-dir", str(HERE),
@@ -61,12 +59,7 @@ def traced_calls(python: str, args: argparse.Namespace, requests: int) -> dict[s
             log.seek(0)
             raise BenchError(f"{exc}: {log.read()[-600:].decode(errors='replace')}") from exc
         finally:  # SIGTERM to the group: bascule stops gracefully and strace, seeing it exit, writes its table
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                stop(proc)
+            procs.stop(proc, grace=STOP_GRACE)
         table = out.read()
     calls: dict[str, int] = {}
     for line in table.splitlines():

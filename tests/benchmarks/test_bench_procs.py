@@ -71,6 +71,17 @@ def test_why_a_server_did_not_start(tmp_path: Path) -> None:
     assert mute.returncode == -15  # SIGTERM was enough
 
 
+def test_stop_kills_a_server_that_ignores_sigterm_after_the_grace(tmp_path: Path) -> None:
+    deaf = procs.spawn([sys.executable, "-c", "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                        "print('ready', flush=True)\ntime.sleep(30)"], tmp_path / "deaf.log")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "ready" not in (tmp_path / "deaf.log").read_text():
+        time.sleep(0.02)
+    started = time.monotonic()
+    procs.stop(deaf, grace=0.3)
+    assert deaf.returncode == -9 and 0.3 <= time.monotonic() - started < 5
+
+
 def test_log_tail_keeps_the_last_lines_short(tmp_path: Path) -> None:
     log = tmp_path / "l.log"
     assert procs.log_tail(log) == ""  # no file

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -133,19 +134,30 @@ def parse_h2load(out: str, log_file: Path | None) -> Load:
     return load
 
 
+def post_script(scratch: Path, size: int) -> Path:
+    """wrk's Lua script that POSTs ``size`` bytes of "a" (application/octet-stream), written once in ``scratch``."""
+    path = scratch / f"post-{size}.lua"
+    if not path.exists():
+        path.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("a", {size})\n'
+                        'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+    return path
+
+
+def run_tool(cmd: Sequence[str], tool: str, seconds: float) -> subprocess.CompletedProcess[str] | Load:
+    """Run a load generator meant to take ``seconds``: its finished process (output captured), or a failed
+    Load if it is still running 30 s after that."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+    except subprocess.TimeoutExpired:
+        return Load(failure=f"{tool} did not finish within {seconds + 30:.0f} s")
+
+
 @dataclass(frozen=True)
 class Tools:
     """The load generators' command lines, with a scratch dir for wrk scripts and h2load logs."""
 
     scratch: Path
     client_cpu: str | None
-
-    def echo_script(self, size: int) -> Path:
-        path = self.scratch / f"post-{size}.lua"
-        if not path.exists():
-            path.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("a", {size})\n'
-                            'wrk.headers["Content-Type"] = "application/octet-stream"\n')
-        return path
 
     def command(self, sc: Scenario, port: int | str, seconds: float, log_file: Path | None = None) -> list[str]:
         url = f"http://127.0.0.1:{port}{sc.path}"
@@ -155,7 +167,7 @@ class Tools:
                     f"-D{max(1, round(seconds))}", *logs, url]
         extra: list[str] = []
         if sc.method == "POST":
-            extra += ["-s", str(self.echo_script(sc.body_size))]
+            extra += ["-s", str(post_script(self.scratch, sc.body_size))]
         for header in sc.headers:
             extra += ["-H", header]
         return [*procs.pin(self.client_cpu), "wrk", "-t1", f"-c{sc.connections}", f"-d{max(1, round(seconds))}s",
@@ -163,11 +175,9 @@ class Tools:
 
     def run(self, sc: Scenario, port: int, seconds: float) -> Load:
         log_file = self.scratch / f"h2load-{port}.log" if sc.tool == "h2load" else None
-        cmd = self.command(sc, port, seconds, log_file)
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
-        except subprocess.TimeoutExpired:
-            return Load(failure=f"{sc.tool} did not finish within {seconds + 30:.0f} s")
+        done = run_tool(self.command(sc, port, seconds, log_file), sc.tool, seconds)
+        if isinstance(done, Load):
+            return done
         out = done.stdout + done.stderr
         load = parse_h2load(out, log_file) if sc.tool == "h2load" else parse_wrk(out)
         if log_file is not None:

@@ -57,7 +57,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import common  # benchmarks/common.py: the rounds, medians, ratios and tables the round-based scripts share
-import loadtools  # benchmarks/loadtools.py: wrk's parser
+import loadtools  # benchmarks/loadtools.py: running wrk, its POST script, its parser
 import procs  # benchmarks/procs.py: starting, pinning, measuring and stopping the servers
 import quiet  # benchmarks/quiet.py: other work on the machine, and measuring around it
 import report  # benchmarks/report.py: the figures' formats
@@ -276,21 +276,14 @@ def check(port: int, apps: Any) -> str:
 def wrk_argv(scratch: Path, sc: Scenario, port: int, seconds: float, connections: int, cpu: str | None) -> list[str]:
     extra: list[str] = []
     if sc.method == "POST":
-        script = scratch / f"post-{sc.body_size}.lua"
-        if not script.exists():
-            script.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("a", {sc.body_size})\n'
-                              'wrk.headers["Content-Type"] = "application/octet-stream"\n')
-        extra += ["-s", str(script)]
+        extra += ["-s", str(loadtools.post_script(scratch, sc.body_size))]
     return [*procs.pin(cpu), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
             "--latency", *extra, f"http://127.0.0.1:{port}{sc.path}"]
 
 
 def wrk(argv: list[str], seconds: float) -> loadtools.Load:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
-    except subprocess.TimeoutExpired:
-        return loadtools.Load(failure=f"wrk did not finish within {seconds + 30:.0f} s")
-    return loadtools.parse_wrk(done.stdout + done.stderr)
+    done = loadtools.run_tool(argv, "wrk", seconds)
+    return done if isinstance(done, loadtools.Load) else loadtools.parse_wrk(done.stdout + done.stderr)
 
 
 @dataclass

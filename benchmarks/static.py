@@ -48,7 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import common  # benchmarks/common.py: the rounds, medians, ratios and tables
-import loadtools  # benchmarks/loadtools.py: wrk's parser
+import loadtools  # benchmarks/loadtools.py: running wrk, its parser
 import machine  # benchmarks/machine.py: the versions of what ran
 import nginx_chain  # benchmarks/nginx_chain.py: the nginx binary
 import procs  # benchmarks/procs.py: starting, pinning, measuring and stopping the servers
@@ -222,10 +222,9 @@ def wrk_argv(plan: Plan, sc: Scenario, port: int, seconds: float) -> list[str]:
 
 
 def wrk(argv: list[str], seconds: float) -> tuple[loadtools.Load, float | None]:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
-    except subprocess.TimeoutExpired:
-        return loadtools.Load(failure=f"wrk did not finish within {seconds + 30:.0f} s"), None
+    done = loadtools.run_tool(argv, "wrk", seconds)
+    if isinstance(done, loadtools.Load):
+        return done, None
     return loadtools.parse_wrk(done.stdout + done.stderr), parse_transfer(done.stdout)
 
 

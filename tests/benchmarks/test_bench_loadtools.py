@@ -3,8 +3,12 @@ lines (pinned or not, a POST body from a Lua script, extra headers, h2load's str
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -90,3 +94,40 @@ def test_take_load_copies_the_figures() -> None:
                                              error_detail="timeout 2"))
     assert (into.rps, into.requests, into.p50_ms, into.p99_ms, into.errors, into.error_detail) == (
         9.5, 76, 1.0, 4.0, 2, "timeout 2")
+
+
+def test_run_tool_gives_the_finished_process_or_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    done = loadtools.run_tool([sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr)"],
+                              "wrk", 1)
+    assert isinstance(done, subprocess.CompletedProcess) and (done.stdout, done.stderr) == ("out\n", "err\n")
+    timeouts: list[float] = []
+
+    def hangs(cmd: Sequence[str], **kwargs: float) -> None:
+        timeouts.append(kwargs["timeout"])
+        raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])
+
+    monkeypatch.setattr(subprocess, "run", hangs)
+    assert loadtools.run_tool(["h2load"], "h2load", 5) == loadtools.Load(failure="h2load did not finish within 35 s")
+    assert timeouts == [35]
+
+
+def test_tools_run_reads_the_tool_s_output_and_drops_h2load_s_log(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[list[str]] = []
+
+    def fake(cmd: Sequence[str], tool: str, seconds: float) -> subprocess.CompletedProcess[str]:
+        ran.append(list(cmd))
+        if tool == "h2load":
+            Path(cmd[cmd.index("--log-file") + 1]).write_text("1 200 1000\n1 200 3000\n")
+            return subprocess.CompletedProcess(cmd, 0, H2LOAD, "")
+        return subprocess.CompletedProcess(cmd, 0, WRK[:200], WRK[200:])  # both streams are read
+
+    monkeypatch.setattr(loadtools, "run_tool", fake)
+    tools = loadtools.Tools(tmp_path, None)
+    assert tools.run(suite.SCENARIOS["text"], 80, 2) == loadtools.parse_wrk(WRK)
+    h2 = tools.run(suite.SCENARIOS["h2c"], 81, 2)
+    assert (h2.rps, h2.p50_ms, h2.p99_ms) == (81234.5, 3.0, 3.0)
+    assert not (tmp_path / "h2load-81.log").exists()
+    assert ran[1][ran[1].index("--log-file") + 1] == str(tmp_path / "h2load-81.log")
+    monkeypatch.setattr(loadtools, "run_tool", lambda cmd, tool, seconds: loadtools.Load(failure="hung"))
+    assert tools.run(suite.SCENARIOS["text"], 80, 2).failure == "hung"

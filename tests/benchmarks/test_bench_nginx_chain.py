@@ -109,3 +109,13 @@ def test_parse_args_variants_and_builds() -> None:
         nc.parse_args(["--variants", "uwsgi,nope"])
     with pytest.raises(SystemExit):
         nc.parse_args(["--bascule-build", "no-equals-sign"])
+
+
+def test_wrk_argv_posts_from_the_shared_lua_script(tmp_path: Path) -> None:
+    echo = nc.wrk_argv(tmp_path, nc.SCENARIOS["echo"], 8080, 2.4, 32, "1")
+    script = tmp_path / f"post-{nc.ECHO_SIZE}.lua"
+    assert echo == ["taskset", "-c", "1", "wrk", "-t1", "-c32", "-d2s", "--timeout", "5s", "--latency", "-s",
+                    str(script), "http://127.0.0.1:8080/echo"]
+    assert f'string.rep("a", {nc.ECHO_SIZE})' in script.read_text()
+    assert nc.wrk_argv(tmp_path, nc.SCENARIOS["text"], 1, 0.2, 4, None) == [
+        "wrk", "-t1", "-c4", "-d1s", "--timeout", "5s", "--latency", "http://127.0.0.1:1/"]

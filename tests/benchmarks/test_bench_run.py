@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
+import loadtools
 import machine
 import procs
 import report
@@ -127,3 +129,91 @@ def test_merge_keeps_the_median_round_with_every_round_s_rate() -> None:
     assert partly.note == "1 of 3 rounds failed: did not start"
     none_ok = [r("a", "text", status="skipped", note="no h2c"), r("a", "text", status="skipped")]
     assert run.merge(none_ok) is none_ok[0]
+
+
+#: benchmarks/apps.py's WSGI app behind wsgiref, started in benchmarks/ like every server run.py measures.
+WSGIREF = ("import sys\nfrom wsgiref.simple_server import WSGIRequestHandler, make_server\nimport apps\n"
+           "WSGIRequestHandler.log_message = lambda *a: None\n"
+           "make_server('127.0.0.1', int(sys.argv[1]), apps.wsgi_app).serve_forever()")
+
+
+class FakeTools(loadtools.Tools):
+    """The load tool's figures without a load tool; remembers how long it was asked to run."""
+
+    def run(self, sc: loadtools.Scenario, port: int, seconds: float) -> loadtools.Load:
+        with self.scratch.joinpath("runs").open("a") as runs:
+            runs.write(f"{sc.name} {seconds:g}\n")
+        return loadtools.Load(rps=1234.5, requests=6000, p50_ms=1.5, p99_ms=9.0)
+
+
+def small_plan(tmp_path: Path, argv: list[str], warmup: float = 0.0) -> suite.Plan:
+    server = suite.Server("fake", "wsgi", "fake", lambda env, port: [*argv, str(port)])
+    return suite.Plan(servers=[server], scenarios=[suite.SCENARIOS["json"]], seconds=1, warmup=warmup, repeat=1,
+                      env=suite.Env(tmp_path, sys.executable), tools=FakeTools(tmp_path, None), server_cpu=None,
+                      start_timeout=20, log_dir=tmp_path)
+
+
+def test_measure_starts_checks_loads_and_stops_a_server(tmp_path: Path) -> None:
+    plan = small_plan(tmp_path, [sys.executable, "-c", WSGIREF], warmup=0.5)
+    result = run.measure(plan, plan.servers[0], suite.SCENARIOS["json"], run.load_apps())
+    assert (result.status, result.note, result.rps, result.requests, result.runs_rps) == ("ok", "", 1234.5, 6000,
+                                                                                          [1234.5])
+    assert result.idle_rss_kib is not None and result.peak_rss_kib is not None
+    assert result.peak_rss_kib >= result.idle_rss_kib > 0 and result.others_cpu_pct is not None
+    assert (tmp_path / "runs").read_text() == "json 0.5\njson 1\n"  # the warm-up, then the measured run
+    assert result.log == str(tmp_path / "fake-json.log")
+    skipped = run.measure(plan, plan.servers[0], suite.SCENARIOS["h2c"], run.load_apps())
+    assert (skipped.status, skipped.note) == ("skipped", "no h2c support")
+
+
+def test_measure_fails_a_server_that_does_not_start(tmp_path: Path) -> None:
+    plan = small_plan(tmp_path, [sys.executable, "-c", "import sys; print('no such flag'); sys.exit(2)"])
+    result = run.measure(plan, plan.servers[0], suite.SCENARIOS["json"], run.load_apps())
+    assert result.status == "failed"
+    assert result.note == f"did not start (exited with 2); log {tmp_path / 'fake-json.log'}: no such flag"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_check_asks_once_and_compares_the_body(tmp_path: Path) -> None:
+    port = procs.free_port()
+    proc = procs.spawn([sys.executable, "-c", WSGIREF, str(port)], tmp_path / "wsgiref.log")
+    try:
+        assert procs.not_started(port, proc, 20) == ""
+        apps = run.load_apps()
+        for name in ("text", "json", "big", "echo", "stream", "newconn", "h2c"):
+            assert run.check(suite.SCENARIOS[name], port, apps) == "", name
+        other = types.ModuleType("other_apps")
+        vars(other).update(TEXT=b"other", JSON=b"", BIG=b"")
+        assert run.check(suite.SCENARIOS["text"], port, other) == "check request got 13 body bytes, expected 5"
+    finally:
+        procs.stop(proc)
+    assert run.check(suite.SCENARIOS["text"], port, apps).startswith("check request failed: ConnectionRefusedError")
+
+
+def test_run_all_takes_turns_and_merges_each_scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[tuple[str, str, int]] = []
+
+    def measure_calmly(plan: suite.Plan, server: suite.Server, sc: loadtools.Scenario, apps: object,
+                       round_no: int) -> suite.Result:
+        calls.append((sc.name, server.name, round_no))
+        return suite.Result(server.name, sc.name, rps=float(len(calls)))
+
+    monkeypatch.setattr(run, "measure_calmly", measure_calmly)
+    monkeypatch.setattr(run, "missing_executable", lambda plan, s: "not installed" if s.name == "uvicorn-asgi" else "")
+    plan = small_plan(tmp_path, [])
+    plan.servers = [suite.SERVERS["bascule-asgi"], suite.SERVERS["uvicorn-asgi"], suite.SERVERS["granian-asgi"]]
+    plan.scenarios = [suite.SCENARIOS["text"], suite.SCENARIOS["echo"]]
+    plan.repeat = 2
+    heard: list[suite.Result] = []
+    results, every = run.run_all(plan, heard.append)
+    assert calls == [("text", "bascule-asgi", 0), ("text", "granian-asgi", 0), ("text", "bascule-asgi", 1),
+                     ("text", "granian-asgi", 1), ("echo", "bascule-asgi", 0), ("echo", "granian-asgi", 0),
+                     ("echo", "bascule-asgi", 1), ("echo", "granian-asgi", 1)]
+    assert heard == results and [(r.server, r.scenario, r.rps, r.status) for r in results] == [
+        ("bascule-asgi", "text", 3.0, "ok"), ("uvicorn-asgi", "text", 0.0, "failed"),
+        ("granian-asgi", "text", 4.0, "ok"), ("bascule-asgi", "echo", 7.0, "ok"),
+        ("uvicorn-asgi", "echo", 0.0, "failed"), ("granian-asgi", "echo", 8.0, "ok")]
+    assert results[1].note == "not installed" and results[0].runs_rps == [1.0, 3.0]
+    assert len(every) == 12
+    assert capsys.readouterr().out.count("  round ") == 12

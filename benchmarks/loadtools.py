@@ -5,7 +5,7 @@ a Lua script) and reports latency percentiles with ``--latency``; h2load loads H
 and its percentiles come from its per-request log. Either way one run becomes a :class:`Load`: req/s,
 requests, p50/p99, errors (wrk's socket errors plus non-2xx answers; h2load's failed and timed-out
 requests), or why the tool itself failed. run.py measures with :class:`Tools`; the round-based scripts build
-their own wrk command lines and read them with :func:`parse_wrk`.
+their own wrk command lines and run them with :func:`run_tool` and :func:`parse_wrk`.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import common  # benchmarks/common.py: what the round-based scripts share (the median, --bascule-build)
+import common  # benchmarks/common.py: what the round-based scripts share (the runs' order, the median, --bascule-build)
 import loadtools  # benchmarks/loadtools.py: wrk and h2load, their command lines and their output
 import machine  # benchmarks/machine.py: the machine's facts
 import procs  # benchmarks/procs.py: starting, pinning, measuring and stopping the servers
@@ -229,17 +229,16 @@ def run_all(plan: Plan, on_result: Callable[[Result], None]) -> tuple[list[Resul
     results: list[Result] = []
     every_round: list[Result] = []
     missing = {s.name: why for s in plan.servers if (why := missing_executable(plan, s))}
-    for sc in plan.scenarios:
+    for sc in plan.scenarios:  # a scenario's rounds in common.interleaved's order, then its results
         rounds: dict[str, list[Result]] = {s.name: [] for s in plan.servers}
-        for round_no in range(plan.repeat):
-            for server in plan.servers:
-                if server.name in missing:
-                    one = Result(server.name, sc.name, status="failed", note=missing[server.name])
-                else:
-                    one = measure_calmly(plan, server, sc, apps, round_no)
-                rounds[server.name].append(one)
-                if plan.repeat > 1:
-                    print(f"  round {round_no + 1}/{plan.repeat}: {report.progress_line(one)}", flush=True)
+        for _, round_no, server in common.interleaved([sc], plan.repeat, plan.servers):
+            if server.name in missing:
+                one = Result(server.name, sc.name, status="failed", note=missing[server.name])
+            else:
+                one = measure_calmly(plan, server, sc, apps, round_no)
+            rounds[server.name].append(one)
+            if plan.repeat > 1:
+                print(f"  round {round_no + 1}/{plan.repeat}: {report.progress_line(one)}", flush=True)
         for server in plan.servers:
             result = merge(rounds[server.name])
             results.append(result)

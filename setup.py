@@ -33,6 +33,7 @@ COMPILED = [
     "src/bascule/ops/metrics.py",
     "src/bascule/protocols/exchange.py",
     "src/bascule/protocols/sendfile.py",
+    "src/bascule/protocols/thread_writer.py",
     "src/bascule/protocols/fields.py",
     "src/bascule/protocols/request_head.py",
     "src/bascule/protocols/http1x.py",

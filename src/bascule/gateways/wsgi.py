@@ -83,6 +83,8 @@ class WSGIGateway:
                 outbox = self.outbox = LoopOutbox(ex.loop)
             request = _Request(self, ex, None if body is None else WSGIInput(None, body), outbox)
             ex.app_task = request.run_state  # queued or running until its run() returns
+            if self.compress is None:  # a compressed response is encoded on the loop
+                ex.prepare_thread_send()
             self.pool.submit(_run, request)
         elif body is not None:
             _Request(self, ex, WSGIInput(None, body), None).run()
@@ -200,7 +202,7 @@ class _Request:
     """One request's trip through a WSGI app, on a worker thread (or on the loop in loop mode)."""
 
     __slots__ = ("_cond", "_pending", "encoder", "ex", "file_body", "gateway", "head_scheduled", "headers",
-                 "inline", "input", "loop", "outbox", "run_state", "status")
+                 "hinted", "inline", "input", "loop", "outbox", "run_state", "status")
 
     def __init__(self, gateway: WSGIGateway, ex: Exchange, wsgi_input: WSGIInput | None,
                  outbox: LoopOutbox | None) -> None:
@@ -214,6 +216,7 @@ class _Request:
         self.status: int | None = None
         self.headers: Headers = []
         self.head_scheduled = False
+        self.hinted = False  # early hints were posted to the loop: the response must follow them there
         self._pending = 0
         self._cond: threading.Condition | None = None
         self.run_state = _RunState()
@@ -302,6 +305,7 @@ class _Request:
                 from None
         check_interim(103, encoded)
         if not self.head_scheduled:
+            self.hinted = True
             self._post(self._on_loop_hints, encoded)
 
     # -- driving ----------------------------------------------------------------------------------
@@ -391,7 +395,15 @@ class _Request:
             if outbox is None:
                 self._on_loop_send(body, True)
             else:  # the loop is woken as run() ends (LoopOutbox.kick): nothing but returning is left to do
-                outbox.post(self._on_loop_send, (body, True), False)
+                ex = self.ex
+                # written from this thread if the wire can (protocols/thread_writer.py): not after early hints,
+                # which are still on their way through the loop, nor when the response is compressed there
+                rest = None if self.hinted or self.gateway.compress is not None else \
+                    ex.send_from_thread(self.status, self.headers, body)
+                if rest is None:
+                    outbox.post(self._on_loop_send, (body, True), False)
+                else:
+                    outbox.post(ex.finish_thread_send, (rest,), False)
             return True
         if self.inline:
             start_eager(self.loop, self._stream_on_loop(result))

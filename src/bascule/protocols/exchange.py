@@ -225,6 +225,27 @@ class Exchange(abc.ABC):
         Raises AppProtocolError (nothing written) for headers that could split the response.
         """
 
+    def prepare_thread_send(self) -> None:
+        """On the loop, as a WSGI pool thread is given this request: make :meth:`send_from_thread` possible
+        (HTTP/1.1 opens the connection's ThreadWriter). This default does nothing: the response goes
+        through the loop."""
+        return  # a default that does nothing (an empty body would read as a forgotten abstractmethod: B027)
+
+    def send_from_thread(self, status: int, headers: Headers, body: bytes) -> bytes | None:
+        """On a WSGI pool thread: write a complete response (``body`` whole) to the socket from this thread.
+
+        None: not taken, and nothing written or changed: the caller sends it through the loop, as usual
+        (any response this cannot write exactly as send_head would, or whenever something else may be on its
+        way to the client). Otherwise the response is claimed (``response_started``) and what the socket did
+        not take is returned: the caller then has the loop call :meth:`finish_thread_send` with it, which
+        completes the response there. This default takes nothing (protocols/thread_writer.py says why the
+        HTTP/1.1 exchange does)."""
+        return None
+
+    def finish_thread_send(self, rest: bytes) -> None:
+        """On the loop, after :meth:`send_from_thread` took the response: write ``rest`` and complete it."""
+        raise NotImplementedError("finish_thread_send() without send_from_thread()")
+
     @abc.abstractmethod
     def send_body(self, data: bytes, end: bool = False) -> None:
         """More body bytes; ``end`` finishes the response (unless trailers were announced)."""

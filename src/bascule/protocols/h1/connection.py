@@ -36,6 +36,7 @@ from bascule.protocols.http1x import SWITCH_TO_H2C, simple_response
 from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import answer_timeout, body_over_limit
 from bascule.protocols.sendfile import flush_transport, transport_fd
+from bascule.protocols.thread_writer import ThreadWriter
 from bascule.protocols.upgrades import HandOver
 from bascule.tls import tls_extension
 
@@ -57,6 +58,7 @@ class H1Connection(asyncio.Protocol):
 
     tls: dict[str, Any] | None = None  # the ASGI tls extension's dict, set in connection_made over TLS
     proxy_header: Any = None  # the PROXY protocol header (listen/), whose endpoints replaced the socket's
+    writer: ThreadWriter | None = None  # the socket for WSGI pool threads (open_writer), closed with the connection
 
     def __init__(self, ctx: ServerContext, scheme: str = "http", *, local: tuple[str, int] | None = None) -> None:
         """``local``: the listener's one local address, when all its connections share it (else read from
@@ -144,10 +146,21 @@ class H1Connection(asyncio.Protocol):
                 self.sock_fd = transport_fd(self.transport)
         return self.sock_fd
 
+    def open_writer(self) -> ThreadWriter | None:
+        """The socket's :class:`ThreadWriter` (made on first use, on the loop): None over TLS, or once closed."""
+        writer = self.writer
+        if writer is None and not self.closed:
+            fd = self.socket_fd()
+            if fd is not None:
+                writer = self.writer = ThreadWriter(fd)
+        return writer
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = Phase.CLOSED
         self.closed = True
         self.outbox.detach()
+        if self.writer is not None:
+            self.writer.close()
         self.ctx.connections.discard(self)
         # the active exchange, then the queued ones; not `(self.active, *self.queue)`: compiled, that copies
         # the deque through a list into a tuple (~1,300 instructions per connection, callgrind h1close)
@@ -477,6 +490,8 @@ class H1Connection(asyncio.Protocol):
         self.phase = Phase.SWITCHED
         self.closed = True
         self.outbox.detach()
+        if self.writer is not None:
+            self.writer.close()
         self.parser = h1_checks.SPENT_PARSER  # its bound callbacks point back here: see connection_lost
         self.ctx.connections.discard(self)
         self.outbox.wake_drain()  # a finished response's app waiting here: resume_writing goes elsewhere now

@@ -154,10 +154,31 @@ class H1Exchange(BufferedExchange):
             if type(status) is not int or not 100 <= status <= 999:
                 raise AppProtocolError(f"invalid status code {status!r}")
             line = status_line(status)
-        conn = self.conn
         block, content_length, close = header_block(headers)
-        close = close or not self.keep_alive
         self.response_started = True
+        head = self._head(status, line, block, content_length, close, body, end, trailers)
+        if head is None:
+            return
+        if one_write(end, trailers, self._expected, body, self.no_body):
+            # the common case: a complete response, one write
+            self.sent = len(body)
+            outbox = self.conn.outbox
+            if len(body) < 16384:
+                head.append(body)
+                outbox.write(b"".join(head))
+            else:  # not copied into the head: queued as its own buffer
+                outbox.write(b"".join(head))
+                outbox.write(body)
+            self._complete()
+            return
+        self._emit(head, body, end)
+
+    def _head(self, status: int, line: bytes, block: bytes, content_length: int | None, close: bool, body: bytes,
+              end: bool, trailers: bool) -> list[bytes] | None:
+        """The head's pieces (status line, server fields, the app's block, framing, blank line), with this
+        response's framing state set; None if the client is gone (nothing to write)."""
+        conn = self.conn
+        close = close or not self.keep_alive
         self.status = status
         if self.perf_start:  # an observer listens (the access log reads it): else no clock read
             self.head_time = perf_counter()
@@ -185,28 +206,77 @@ class H1Exchange(BufferedExchange):
         elif http10:
             framing += b"connection: keep-alive\r\n"
         if self.disconnected:
-            return
+            return None
         if self.rid_header is None:
-            head = [line, conn.ctx.fixed_headers, block, framing, b"\r\n"]
-        else:  # --request-id's echo: a server field, out of the app's cached block, in the one join below
-            head = [line, conn.ctx.fixed_headers, self.rid_header, b": ", (self.rid or "").encode("ascii"), b"\r\n",
-                    block, framing, b"\r\n"]
-        if one_write(end, trailers, self._expected, body, self.no_body):
-            # the common case: a complete response, one write
+            return [line, conn.ctx.fixed_headers, block, framing, b"\r\n"]
+        # --request-id's echo: a server field, out of the app's cached block, in the one join of the caller
+        return [line, conn.ctx.fixed_headers, self.rid_header, b": ", (self.rid or "").encode("ascii"), b"\r\n",
+                block, framing, b"\r\n"]
+
+    def _complete(self) -> None:
+        """A response written whole is finished: the connection moves on, ``http.disconnect`` waiters wake."""
+        self.finished = True
+        self.conn.response_done(self)
+        if self._disconnect_waiter is not None:
+            self._wake_disconnect()
+
+    # -- a WSGI pool thread's response, written by the thread (protocols/thread_writer.py says why) ----------
+    def prepare_thread_send(self) -> None:
+        """The connection's ThreadWriter, opened on the loop for a keep-alive request (a last request's
+        response goes through the loop, which closes the connection after it: no descriptor to duplicate)."""
+        if self.keep_alive:
+            self.conn.open_writer()
+
+    def send_from_thread(self, status: int, headers: Headers, body: bytes) -> bytes | None:
+        """Write a complete keep-alive response from the WSGI thread (see Exchange.send_from_thread).
+
+        Taken only when it goes out exactly as send_head would write it whole (a final status with a body,
+        its length declared right or not at all, the connection kept) and nothing else can be on its way to
+        the client: this is the connection's active request, its body is all read, and neither the outbox nor
+        uvloop holds bytes of an earlier response. Anything else is left to the loop.
+
+        The claim, under the writer's lock: the checks that the loop could change (response started, client
+        gone, another request active) are made and ``response_started`` set with no call between them, so
+        the GIL cannot pass to the loop in between (compiled, or interpreted: CPython hands the GIL over only
+        at calls and backward jumps). A loop that then times the request out (504) or loses the client finds
+        the response started and gives it up, as for any response begun; finish_thread_send then does nothing.
+        """
+        conn = self.conn
+        writer = conn.writer
+        line = STATUS_LINES.get(status)
+        if (writer is None or line is None or not self.keep_alive or not self._body_done or self.expect_continue
+                or bodiless(self.method, status)):
+            return None
+        try:
+            block, content_length, close = header_block(headers)
+        except AppProtocolError:
+            return None  # refused on the loop, as any other response's fields: a 500
+        if close or (content_length is not None and content_length != len(body)):
+            return None
+        with writer.lock:
+            transport = conn.transport
+            if writer.fd < 0 or transport is None or conn.outbox.pending or transport.get_write_buffer_size():
+                return None
+            if self.response_started or self.disconnected or conn.active is not self:
+                return None
+            self.response_started = True
+            head = self._head(status, line, block, content_length, close, body, True, False)
+            if head is None:  # the client went away meanwhile: finish_thread_send will find it gone
+                return b""
             self.sent = len(body)
-            outbox = conn.outbox
             if len(body) < 16384:
                 head.append(body)
-                outbox.write(b"".join(head))
-            else:  # not copied into the head: queued as its own buffer
-                outbox.write(b"".join(head))
-                outbox.write(body)
-            self.finished = True
-            conn.response_done(self)
-            if self._disconnect_waiter is not None:
-                self._wake_disconnect()
+                return writer.send(b"".join(head))
+            return writer.send(b"".join(head), body)
+
+    def finish_thread_send(self, rest: bytes) -> None:
+        """On the loop: queue what the socket did not take (nothing else was written since), then complete.
+        Nothing to do if the client went away meanwhile (its loss was counted) or the response was given up."""
+        if self.disconnected or self.finished:
             return
-        self._emit(head, body, end)
+        if rest:
+            self.conn.outbox.write(rest)
+        self._complete()
 
     def send_informational(self, status: int, headers: Headers) -> None:
         """``HTTP/1.1 103 Early Hints`` and the app's fields, queued ahead of the final head; nothing for an

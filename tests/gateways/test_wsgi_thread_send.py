@@ -1,0 +1,216 @@
+"""Threads mode: a WSGI pool thread writes a complete keep-alive response to the socket itself
+(Exchange.send_from_thread, protocols/thread_writer.py), byte for byte what the loop would have written, and the
+loop only completes it. Real server, raw sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytest
+
+Environ = dict[str, Any]
+App = Callable[[Environ, Callable[..., Any]], Iterable[bytes]]
+_DATE = re.compile(rb"date: [^\r]*\r\n")
+
+
+def _read_responses(sock: socket.socket, count: int, head_only: int = 0, timeout: float = 5.0) -> list[bytes]:
+    """``count`` whole responses (Content-Length framed; the first ``head_only`` answer HEAD requests)."""
+    sock.settimeout(timeout)
+    data = b""
+    out: list[bytes] = []
+    while len(out) < count:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            match = re.search(rb"(?i)\r\ncontent-length: (\d+)", head)
+            length = 0 if match is None or len(out) < head_only else int(match.group(1))
+            if len(rest) >= length:
+                out.append(head + sep + rest[:length])
+                data = rest[length:]
+                continue
+        chunk = sock.recv(1 << 20)
+        assert chunk, f"closed after {len(out)} responses: {data[:200]!r}"
+        data += chunk
+    return out
+
+
+def _app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
+    path = environ["PATH_INFO"]
+    if path == "/declared":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"hello"]
+    if path == "/undeclared":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Many", "a"), ("X-Many", "b")])
+        return [b"no length given"]
+    if path == "/big":
+        body = bytes(range(256)) * 200  # past the size that goes in one buffer with the head
+        start_response("201 Created", [("Content-Length", str(len(body)))])
+        return [body]
+    if path == "/custom":
+        start_response("299 Whatever", [("Content-Length", "2")])  # not a status the server knows: the loop's
+        return [b"ok"]
+    if path == "/nocontent":
+        start_response("204 No Content", [])
+        return [b""]
+    if path == "/echo":
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"nothing here"]
+
+
+REQUESTS = [
+    b"GET /declared HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /undeclared HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /custom HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /nocontent HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd",
+    b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /declared HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+]
+
+
+def _answers(srv: Any, pipelined: bool) -> list[bytes]:
+    with srv.connect() as sock:
+        if pipelined:
+            sock.sendall(b"".join(REQUESTS))
+            replies = _read_responses(sock, len(REQUESTS))
+        else:
+            replies = []
+            for raw in REQUESTS:
+                sock.sendall(raw)
+                replies += _read_responses(sock, 1)
+        sock.sendall(b"HEAD /declared HTTP/1.1\r\nHost: x\r\n\r\n")
+        replies += _read_responses(sock, 1, head_only=1)
+    return [_DATE.sub(b"", reply) for reply in replies]
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+@pytest.mark.parametrize("request_id", [False, True])
+def test_threads_mode_writes_what_loop_mode_writes(serve: Any, pipelined: bool, request_id: bool) -> None:
+    """Every response, whether the thread wrote it or left it to the loop (custom status, 204, HEAD), is the
+    same bytes as loop mode's, which always writes on the loop; in order when pipelined; --request-id's echo too."""
+    options: dict[str, Any] = {"interface": "wsgi"}
+    if request_id:
+        options["request_id"] = "on"
+    answers = {}
+    for mode in ("loop", "threads"):
+        with serve(_app, wsgi_mode=mode, **options) as srv:
+            answers[mode] = _answers(srv, pipelined)
+    if request_id:  # each id is new: compare the rest
+        for mode, replies in answers.items():
+            assert all(b"x-request-id: " in reply for reply in replies), mode
+            answers[mode] = [re.sub(rb"x-request-id: [^\r]*\r\n", b"", reply) for reply in replies]
+    assert answers["threads"] == answers["loop"]
+    assert answers["threads"][0].endswith(b"content-length: 5\r\n\r\nhello")
+    assert b"connection: keep-alive\r\n" in answers["threads"][7]  # HTTP/1.0 asked to keep it
+
+
+def _loop_of(srv: Any) -> Any:
+    loop = srv.server._loop
+    assert loop is not None
+    return loop
+
+
+def test_the_thread_writes_while_the_loop_is_busy(serve: Any) -> None:
+    """The response reaches the client while the event loop is blocked (here, on purpose, until the client has
+    it): the pool thread wrote it. Through the loop it would wait until the loop is free, and this fails."""
+    release = threading.Event()
+    hold: list[Any] = []
+
+    def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/hold":
+            hold[0].call_soon_threadsafe(release.wait, 10)  # the loop sleeps in this callback
+            time.sleep(0.1)  # ... and is in it by now
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    with serve(app, interface="wsgi") as srv:
+        hold.append(_loop_of(srv))
+        with srv.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the connection's writer opens (keep-alive)
+            assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\nok")
+            sock.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                reply = _read_responses(sock, 1, timeout=3)[0]
+            finally:
+                release.set()
+            assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the loop completed it: the next one is served
+            assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\nok")
+
+
+def test_the_keep_alive_timeout_still_closes_the_connection(serve: Any) -> None:
+    """The thread's descriptor is a duplicate that keeps the socket open: the connection closes it as it ends, or
+    the client would never see the end of an idle connection."""
+    def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    with serve(app, interface="wsgi", timeout_keep_alive=1) as srv, srv.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_responses(sock, 1)[0].endswith(b"ok")
+        sock.settimeout(5)
+        began = time.monotonic()
+        assert sock.recv(100) == b""
+        assert time.monotonic() - began < 4.5
+
+
+def test_a_response_larger_than_the_socket_buffer_goes_out_whole(serve: Any) -> None:
+    """The thread writes what the socket takes and the loop the rest, after it: a slow reader gets every byte,
+    in order, and the connection goes on."""
+    body = bytes(range(256)) * 16384  # 4 MiB
+
+    def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        data = body if environ["PATH_INFO"] == "/big" else b"ok"
+        start_response("200 OK", [("Content-Length", str(len(data)))])
+        return [data]
+
+    with serve(app, interface="wsgi") as srv, srv.connect() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        _read_responses(sock, 1)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)  # the thread has written what fits by now
+        big, small = _read_responses(sock, 2)
+        assert big.endswith(b"\r\n\r\n" + body)
+        assert small.endswith(b"\r\n\r\nok")
+
+
+def test_clients_that_reset_never_get_anyone_elses_response(serve: Any) -> None:
+    """Connections reset while their app runs (their descriptors are closed and reused by new connections) never
+    make a thread write a response to the wrong client: each well-behaved client reads exactly its own."""
+    def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        time.sleep(0.002)
+        token = environ["QUERY_STRING"].encode()
+        start_response("200 OK", [("Content-Length", str(len(token)))])
+        return [token]
+
+    deadline = time.monotonic() + 20
+    with serve(app, interface="wsgi", wsgi_threads=4) as srv:
+        for round_no in range(15):
+            assert time.monotonic() < deadline
+            doomed = []
+            for i in range(8):  # send, then reset while the app runs
+                sock = srv.connect()
+                sock.sendall(b"GET /?doomed-%d-%d HTTP/1.1\r\nHost: x\r\n\r\n" % (round_no, i))
+                doomed.append(sock)
+            good = []
+            for sock in doomed:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.close()
+                fresh = srv.connect()
+                good.append(fresh)
+            for i, sock in enumerate(good):
+                with contextlib.closing(sock):
+                    token = b"good-%d-%d" % (round_no, i)
+                    for _ in range(2):
+                        sock.sendall(b"GET /?" + token + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                        assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\n" + token)

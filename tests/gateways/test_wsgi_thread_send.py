@@ -214,3 +214,54 @@ def test_clients_that_reset_never_get_anyone_elses_response(serve: Any) -> None:
                     for _ in range(2):
                         sock.sendall(b"GET /?" + token + b" HTTP/1.1\r\nHost: x\r\n\r\n")
                         assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\n" + token)
+
+
+_LIMITED = """
+import resource, runpy, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (FDS, FDS))
+sys.argv = ["bascule", *sys.argv[1:]]
+runpy.run_module("bascule", run_name="__main__")
+"""
+_APP = """
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+
+def test_short_of_descriptors_every_connection_is_still_served(tmp_path: Any) -> None:
+    """The duplicates take only the lower half of the descriptor limit (thread_writer.FD_CEILING): with a limit of
+    96 and 50 connections open at once, each served twice, accept() never runs out."""
+    import subprocess
+    import sys
+
+    from conftest import free_port, wait_port
+
+    (tmp_path / "limited_app.py").write_text(_APP)
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LIMITED.replace("FDS", "96"), "limited_app:app", "--interface", "wsgi",
+             "--port", str(port), "--no-access-log", "--timeout-keep-alive", "30"],
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    socks: list[socket.socket] = []
+    try:
+        try:
+            wait_port("127.0.0.1", port)
+        except TimeoutError:
+            raise AssertionError(log.read_text()) from None
+        for _ in range(50):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            socks.append(sock)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\nok"), log.read_text()
+        for sock in socks:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\nok"), log.read_text()
+    finally:
+        for sock in socks:
+            sock.close()
+        proc.terminate()
+        proc.wait(10)
+    assert "Too many open files" not in log.read_text()

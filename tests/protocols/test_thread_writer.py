@@ -135,3 +135,4 @@ def test_close_waits_for_a_write_in_progress(pair: tuple[socket.socket, socket.s
     assert closed.wait(5)
     closer.join(5)
     assert writer.fd == -1
+

@@ -14,6 +14,10 @@ the connection calls as it lets go of the transport (``connection_lost``, a hand
 and which waits for a write in progress (``lock``). Until then the socket stays open even once uvloop closed
 its own descriptor, so the client sees the connection's end one loop pass later, when ``close`` runs.
 
+A duplicate is a second descriptor per connection: :data:`FD_CEILING` keeps them to the lower half of the
+process's descriptor limit (descriptor numbers are given lowest first, so a socket numbered above it means the
+process is already using that many), and a connection that gets none sends through the loop, as before.
+
 The writes never block: the socket is non-blocking (uvloop's), and what it does not take is returned for the
 loop to queue behind (the caller's business: see H1Exchange.send_from_thread).
 """
@@ -21,7 +25,17 @@ loop to queue behind (the caller's business: see H1Exchange.send_from_thread).
 from __future__ import annotations
 
 import os
+import resource
 import threading
+
+
+def _ceiling() -> int:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 30 if soft == resource.RLIM_INFINITY else soft // 2
+
+
+FD_CEILING = _ceiling()
+"""Sockets numbered from here up get no duplicate: the other half of the descriptor limit stays for accept()."""
 
 
 class ThreadWriter:

@@ -36,7 +36,7 @@ from bascule.protocols.http1x import SWITCH_TO_H2C, simple_response
 from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import answer_timeout, body_over_limit
 from bascule.protocols.sendfile import flush_transport, transport_fd
-from bascule.protocols.thread_writer import ThreadWriter
+from bascule.protocols.thread_writer import FD_CEILING, ThreadWriter
 from bascule.protocols.upgrades import HandOver
 from bascule.tls import tls_extension
 
@@ -147,12 +147,16 @@ class H1Connection(asyncio.Protocol):
         return self.sock_fd
 
     def open_writer(self) -> ThreadWriter | None:
-        """The socket's :class:`ThreadWriter` (made on first use, on the loop): None over TLS, or once closed."""
+        """The socket's :class:`ThreadWriter` (made on first use, on the loop): None over TLS, once closed, or
+        when descriptors run short (thread_writer.FD_CEILING)."""
         writer = self.writer
         if writer is None and not self.closed:
             fd = self.socket_fd()
-            if fd is not None:
-                writer = self.writer = ThreadWriter(fd)
+            if fd is not None and fd < FD_CEILING:
+                try:
+                    writer = self.writer = ThreadWriter(fd)
+                except OSError:  # out of descriptors after all: this response goes through the loop
+                    return None
         return writer
 
     def connection_lost(self, exc: Exception | None) -> None:

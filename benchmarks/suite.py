@@ -36,6 +36,7 @@ class Server:
     argv: Callable[[Env, int | str], list[str]]
     h2c: bool = False  # serves HTTP/2 with prior knowledge on a cleartext port
     python: str = ""  # bascule of a --bascule-build: its interpreter ('' for --bascule-python's)
+    extra: tuple[str, ...] = ()  # bascule's own options for this server (--wsgi-mode loop), kept by add_build
 
     def is_ours(self) -> bool:
         return self.distribution == "bascule"
@@ -55,13 +56,14 @@ def _peer(tool: str, *args: str) -> Callable[[Env, int | str], list[str]]:
     return argv
 
 
+_LOOP = ("--wsgi-mode", "loop")
 #: Servers measured only when --servers names them.
 OPT_IN = ("bascule-wsgi-loop",)
 SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("bascule-asgi", "asgi", "bascule", _bascule("asgi"), h2c=True),
     Server("bascule-wsgi", "wsgi", "bascule", _bascule("wsgi"), h2c=True),
     # --wsgi-mode loop beside the default threads mode (issue 18); only when --servers names it
-    Server("bascule-wsgi-loop", "wsgi", "bascule", _bascule("wsgi", "", "--wsgi-mode", "loop"), h2c=True),
+    Server("bascule-wsgi-loop", "wsgi", "bascule", _bascule("wsgi", "", *_LOOP), h2c=True, extra=_LOOP),
     Server("uvicorn-asgi", "asgi", "uvicorn", _peer(
         "uvicorn", "apps:asgi_app", "--host", "127.0.0.1", "--port", "{port}", "--loop", "uvloop",
         "--http", "httptools", "--no-access-log", "--log-level", "warning")),
@@ -90,7 +92,7 @@ def add_build(label: str, python: str) -> None:
     like the built-in servers so that every lookup finds them."""
     for base in [s for s in SERVERS.values() if s.is_ours() and not s.python]:
         name = f"{base.name}@{label}"
-        SERVERS[name] = replace(base, name=name, argv=_bascule(base.interface, python), python=python)
+        SERVERS[name] = replace(base, name=name, argv=_bascule(base.interface, python, *base.extra), python=python)
 
 
 # ------------------------------------------------------------------------------------------- scenarios

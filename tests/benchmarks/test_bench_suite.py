@@ -42,6 +42,8 @@ def test_add_build_registers_bascule_from_another_interpreter(servers: None) -> 
     assert (asgi.python, asgi.interface, asgi.h2c, asgi.is_ours()) == ("/v/before/python", "asgi", True, True)
     assert asgi.argv(ENV, 1)[:4] == ["/v/before/python", "-m", "bascule", "apps:asgi_app"]
     assert suite.SERVERS["bascule-wsgi@before"].argv(ENV, 1)[0] == "/v/before/python"
+    loop = suite.SERVERS["bascule-wsgi-loop@before"].argv(ENV, 1)  # still loop mode, as the server it copies
+    assert loop[0] == "/v/before/python" and loop[-4:] == ["--wsgi-mode", "loop", "--wsgi-threads", "8"]
     suite.add_build("after", "/v/after/python")  # built on the built-in servers, not on @before's
     assert "bascule-asgi@before@after" not in suite.SERVERS
     assert suite.SERVERS["bascule-asgi@after"].python == "/v/after/python"

@@ -29,10 +29,10 @@ from bascule.listen.accept import (
     ChooseByALPN,
     FrontDoor,
     Preamble,
-    Sniff,
     adopt_proxy_header,
     fixed_local_address,
     h2_from_preface,
+    install_upgrades,
 )
 from bascule.listen.listeners import BoundListener, Listener, bind_tcp
 from bascule.listen.proxy_protocol import parse
@@ -227,7 +227,7 @@ def test_start_tls_takes_a_client_hello_sent_in_pieces(certs: ServerFiles) -> No
                 assert http2(sock)[1] == b"2"
 
 
-# -- the factories and the sniffer, without a server ---------------------------------------------------------
+# -- the factories, without a server ---------------------------------------------------------
 class Transport(asyncio.Transport):
     """Records the protocol the front door sets."""
 
@@ -277,7 +277,7 @@ def test_the_factory_is_the_cheapest_way_through(ctx: ServerContext) -> None:
         return type(FrontDoor(context, listener).protocol_factory()())
 
     plain, tls = Listener("tcp", ("", 1)), Listener("tcp", ("", 1), tls=True)
-    assert made(plain) is Sniff
+    assert made(plain) is H1Connection  # HTTP/2 on: HTTP/1.1 itself hands a preface over (nothing sniffs)
     assert made(Listener("tcp", ("", 1), proxy_protocol=True)) is Preamble
     ctx.ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     assert made(tls) is ChooseByALPN
@@ -294,30 +294,43 @@ def test_the_factory_is_the_cheapest_way_through(ctx: ServerContext) -> None:
 @pytest.mark.parametrize(("first_read", "chosen"), [
     (b"GET / HTTP/1.1\r\n", H1Connection),
     (PREFACE, H2Connection),
-    (PREFACE[:18], H2Connection),  # the part HTTP/1.1 would read as a head: enough to decide
+    (PREFACE[:18], H1Connection),  # the part HTTP/1.1 reads as a head: llhttp stops at the "SM" after it
     (PREFACE[:10], H1Connection),  # a preface in pieces: HTTP/1.1 hands it over when it completes
     (b"P", H1Connection),
 ])
-def test_the_sniffer_decides_on_the_first_read_and_steps_out(ctx: ServerContext, first_read: bytes,
-                                                             chosen: type) -> None:
-    sniff = Sniff(ctx)
+def test_a_cleartext_connection_is_http11_until_a_first_read_opens_with_the_preface(
+        ctx: ServerContext, first_read: bytes, chosen: type) -> None:
+    """HTTP/2 on, cleartext: the factory makes HTTP/1.1 itself (counted from accept, as the limit, the idle
+    timeout and a graceful stop need), and a prior-knowledge preface in the first read, whole or in pieces,
+    still reaches HTTP/2 with the bytes that came with it."""
+    install_upgrades(ctx)  # as the server does: the preface's way from HTTP/1.1 to HTTP/2
+    h1 = FrontDoor(ctx, Listener("tcp", ("", 1))).protocol_factory()()
+    assert isinstance(h1, H1Connection)
     transport = Transport()
-    sniff.connection_made(transport)
-    assert sniff.h1 in ctx.connections  # counted from accept, as HTTP/1.1 alone would be
-    sniff.data_received(first_read)
+    transport.protocol = h1
+    h1.connection_made(transport)
+    assert h1 in ctx.connections
+    h1.data_received(first_read)
     assert type(transport.protocol) is chosen
     if chosen is H2Connection:
-        assert sniff.h1 not in ctx.connections and transport.protocol in ctx.connections
+        assert h1 not in ctx.connections and transport.protocol in ctx.connections
+    if PREFACE.startswith(first_read) and first_read != PREFACE:
+        h1.data_received(PREFACE[len(first_read):])  # the rest: HTTP/2 now, the whole preface read
+        h2 = transport.protocol
+        assert isinstance(h2, H2Connection) and h1 not in ctx.connections and h2 in ctx.connections
 
 
 def test_a_refused_connection_stays_refused_whatever_it_sends(ctx: ServerContext) -> None:
+    install_upgrades(ctx)
     ctx.limit_connections = 0
-    sniff = Sniff(ctx)
+    h1 = FrontDoor(ctx, Listener("tcp", ("", 1))).protocol_factory()()
+    assert isinstance(h1, H1Connection)
     transport = Transport()
-    sniff.connection_made(transport)
+    transport.protocol = h1
+    h1.connection_made(transport)
     assert transport.out.startswith(b"HTTP/1.1 503 ")
-    sniff.data_received(PREFACE)
-    assert type(transport.protocol) is H1Connection
+    h1.data_received(PREFACE)
+    assert transport.protocol is h1
 
 
 def test_pipelined_pause_survives_the_proxy_header_hand_over() -> None:
@@ -394,8 +407,8 @@ def test_fixed_local_address_none_for_a_unix_socket(tmp_path: Path) -> None:
 
 def test_connections_of_a_one_ip_listener_get_its_address_without_asking(ctx: ServerContext) -> None:
     door = FrontDoor(ctx, Listener("tcp", ("127.0.0.1", 1)), ("127.0.0.1", 8123))
-    sniff = door.protocol_factory()()
-    assert isinstance(sniff, Sniff) and sniff.h1.server == ("127.0.0.1", 8123)
+    h1 = door.protocol_factory()()
+    assert isinstance(h1, H1Connection) and h1.server == ("127.0.0.1", 8123)
     ctx.http2 = False
     h1 = door.protocol_factory()()
     assert isinstance(h1, H1Connection) and h1.server == ("127.0.0.1", 8123)

@@ -21,7 +21,8 @@ from fakes import FakeTransport
 
 from bascule.config import Config
 from bascule.context import ServerContext
-from bascule.listen.accept import Sniff, install_upgrades
+from bascule.listen.accept import FrontDoor, install_upgrades
+from bascule.listen.listeners import Listener
 from bascule.protocols.exchange import Exchange
 from bascule.protocols.h1.connection import H1Connection
 from bascule.protocols.h1.exchange import H1Exchange
@@ -223,13 +224,14 @@ def lose(w: Wire) -> None:
 
 
 def through_the_front_door(data: bytes) -> Callable[[Wire], None]:
-    """The first read goes to the front door (listen/accept.py), which sniffs for the HTTP/2 preface."""
+    """The connection the front door (listen/accept.py) makes for a cleartext listener, HTTP/2 on: HTTP/1.1
+    itself, which hands a first read opening with the HTTP/2 preface over."""
     def do(w: Wire) -> None:
-        door = Sniff(w.ctx)
-        w.conn = door.h1
-        door.connection_made(w.transport)
-        door.data_received(data)
-        w.settle()
+        conn = FrontDoor(w.ctx, Listener("tcp", ("", 1))).protocol_factory()()
+        assert isinstance(conn, H1Connection)
+        w.conn = conn
+        w.open()
+        w.feed(data)
     return do
 
 
@@ -386,11 +388,11 @@ SCENARIOS: dict[str, tuple[dict[str, Any], list[Step]]] = {
         Step("the rest of it: handed to HTTP/2", feed(PREFACE[8:]), (E.SWITCH,),
              lambda w: w.transport.protocol is not None and w.conn.closed),
     ]),
-    "the front door's preface sniff": ({}, [
+    "the front door's connection, a preface first": ({}, [
         Step(FRONT_DOOR, through_the_front_door(PREFACE), (E.SWITCH,),
              lambda w: w.transport.protocol is not None and w.conn.closed and w.conn not in w.ctx.connections),
     ]),
-    "the front door's HTTP/1.1": ({}, [
+    "the front door's connection, HTTP/1.1 first": ({}, [
         Step(FRONT_DOOR, through_the_front_door(GET % b"a"), (E.URL, E.HEADERS_COMPLETE, E.MESSAGE_COMPLETE),
              lambda w: w.transport.protocol is w.conn and w.conn.active is w.dispatched[0]),
     ]),

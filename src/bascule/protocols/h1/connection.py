@@ -506,15 +506,18 @@ class H1Connection(asyncio.Protocol):
         return HandOver(self.scheme, self.tls, self.client, self.server, self.proxy_header)
 
     def _h2_preface(self, data: bytes) -> bool:
-        """The client opened with the HTTP/2 preface, which the front door did not see whole in the first read
-        (it came in pieces, or over TLS without ALPN): HTTP/2 takes the connection, if the server offers it.
+        """The client opened with the HTTP/2 preface (prior knowledge, cleartext; or over TLS without ALPN):
+        HTTP/2 takes the connection, if the server offers it and this connection was not refused at the
+        connection limit nor is done with.
 
-        llhttp stops somewhere in the preface; the reads before this one, if it came in several, were kept by
+        The front door makes HTTP/1.1 for every cleartext connection (listen/accept.py): this is the way
+        HTTP/2's prior knowledge comes in, whether the preface is whole in the first read or in pieces. llhttp
+        stops somewhere in the preface; the reads before this one, if it came in several, were kept by
         data_received (the head was incomplete after them).
         """
         take_over = self.ctx.upgrades.h2_preface
         transport = self.transport
-        if take_over is None or transport is None:
+        if take_over is None or transport is None or self not in self.ctx.connections:
             return False
         self.detach()
         take_over(self.ctx, transport, self.hand_over(), self._early, data)

@@ -59,6 +59,8 @@ class StreamExchange(BufferedExchange):
     _drain_waiter: asyncio.Future[None] | None = None
     _expected: int | None = None  # the body length the response declared, or None (trailers, unknown)
     _trailers = False  # send_trailers() will end the response, not the last body bytes
+    _idle_since = -1.0  # --timeout-body-idle (body_stalled): since when the app has waited, or -1: not waiting
+    _idle_received = 0  # ... and the body bytes received then
 
     # -- the wire: encoding and frames --------------------------------------------------------------
     @abstractmethod
@@ -174,6 +176,23 @@ class StreamExchange(BufferedExchange):
             self._body_waiter = self.loop.create_future()
             await self._body_waiter
         return self._take()
+
+    def body_stalled(self, now: float, timeout: float) -> bool:
+        """--timeout-body-idle, asked by the connection's tick (no timer per stream, nothing on the DATA path):
+        True once the app has waited more than ``timeout`` seconds for request body bytes and none came.
+
+        The clock runs only while the app waits in receive_body (all it was given is taken, so the client
+        has window to send more) and restarts with every byte: a client that waits for 100 Continue the app
+        has not asked for yet, or whose window is shut by an app busy with what it read, is not stalling."""
+        if self._body_waiter is None or self.disconnected:
+            self._idle_since = -1.0
+            return False
+        received = self.received
+        if self._idle_since < 0.0 or received != self._idle_received:
+            self._idle_since = now
+            self._idle_received = received
+            return False
+        return now - self._idle_since > timeout
 
     # -- response -----------------------------------------------------------------------------------
     def send_head(self, status: int, headers: Headers, body: bytes = b"", end: bool = False,

@@ -688,11 +688,35 @@ class H2Connection(H2Output, asyncio.Protocol):
         if idle is not None and not self.streams and now - idle > ctx.keep_alive_timeout:
             self.start_goaway()
             return
+        if not self.streams:
+            return
         timeout = ctx.timeout_request
-        if timeout is not None:
-            for st in list(self.streams.values()):
-                if st.counted and not st.finished and now - st.start_time > timeout:
-                    self._app_timed_out(st, timeout)
+        body_idle = ctx.timeout_body_idle
+        for st in list(self.streams.values()):
+            if st.body_stalled(now, body_idle):
+                self._body_timed_out(st, body_idle)
+            elif timeout is not None and st.counted and not st.finished and now - st.start_time > timeout:
+                self._app_timed_out(st, timeout)
+
+    def _body_timed_out(self, st: H2Stream, timeout: float) -> None:
+        """--timeout-body-idle: the app waited for request body bytes that did not come; this stream ends, the
+        connection and its other streams go on, and the app sees a disconnect.
+
+        Before the response started: 408, whose END_STREAM is followed by RST_STREAM (NO_ERROR) telling the
+        client to stop the upload (RFC 9113 8.1, as for any response complete before its request; _end_local),
+        which is what nginx's client_body_timeout answers too. Once it started (or if the 408 is held back by
+        the client's window): RST_STREAM (CANCEL: the stream is no longer needed, RFC 9113 7)."""
+        _log.info("HTTP/2 stream %d of %s reset: no request body bytes within timeout_body_idle (%g s)",
+                  st.stream_id, describe_peer(self.client), timeout)
+        if not st.response_started:
+            st.send_simple(408, b"Request Timeout: no request body bytes within timeout_body_idle\n")
+        if local_open(st.state) or not st.disconnected:
+            self.reset_stream(st, fr.CANCEL)
+            if not st.finished:
+                st.finished = True
+                self._dropped(st)
+            self._orphan_if_running(st)
+            st.on_disconnect()
 
     def _app_timed_out(self, st: H2Stream, timeout: float) -> None:
         started = st.response_started

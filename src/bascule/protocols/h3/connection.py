@@ -671,6 +671,11 @@ class H3Conn:
                               "timeout_request_head", describe_peer(self.client))
                     self.close_now(ErrorCode.H3_REQUEST_INCOMPLETE, "request head not complete in time")
                     return
+        if self.streams:  # before the GOAWAY's return: a stalled upload must not hold a graceful stop
+            body_idle = ctx.timeout_body_idle
+            for st in list(self.streams.values()):
+                if st.body_stalled(now, body_idle):
+                    self._body_timed_out(st, body_idle)
         if self.goaway_sent:
             if not self.streams and now - self._goaway_at >= GOAWAY_GRACE:
                 self.close_now()
@@ -686,3 +691,19 @@ class H3Conn:
                     st.on_disconnect()
                     if st.cancel_app is not None:
                         st.cancel_app()
+
+    def _body_timed_out(self, st: H3Stream, timeout: float) -> None:
+        """--timeout-body-idle: the app waited for request body bytes that did not come; this stream ends, the
+        connection and its other streams go on, and the app sees a disconnect. Before the response started:
+        408, whose FIN is followed by STOP_SENDING (H3_NO_ERROR) ending the upload (RFC 9114 4.1; _end_local).
+        Once it started: both sides reset with H3_REQUEST_CANCELLED (RFC 9114 4.1.1, 8.1)."""
+        _log.info("HTTP/3 stream %d of %s reset: no request body bytes within timeout_body_idle (%g s)",
+                  st.stream_id, describe_peer(self.client), timeout)
+        if not st.response_started:
+            st.send_simple(408, b"Request Timeout: no request body bytes within timeout_body_idle\n")
+        if not st.local_ended or not st.disconnected:
+            if not st.finished:
+                st.finished = True
+                self._dropped(st)
+            self._reset_both(st, ErrorCode.H3_REQUEST_CANCELLED)
+            st.on_disconnect()

@@ -184,7 +184,8 @@ class Config:
         "first bytes (slowloris).", metavar="SECONDS"))
     timeout_body_idle: float = field(default=30.0, metadata=option(
         "Close a connection (408 if nothing was answered) when no byte of the request body the app is "
-        "waiting for arrives for this many seconds.", metavar="SECONDS"))
+        "waiting for arrives for this many seconds. HTTP/2 and HTTP/3 end only that stream (408, or a "
+        "reset once the response started); the app sees a disconnect.", metavar="SECONDS"))
     timeout_request: float | None = field(default=None, metadata=option(
         "Give an app this many seconds per request: then 504 if it sent nothing yet, else the connection "
         "is closed; an ASGI app's task is cancelled, a WSGI app's result is discarded. Unset: no limit.",

@@ -706,8 +706,9 @@ class H2Connection(H2Output, asyncio.Protocol):
         client to stop the upload (RFC 9113 8.1, as for any response complete before its request; _end_local),
         which is what nginx's client_body_timeout answers too. Once it started (or if the 408 is held back by
         the client's window): RST_STREAM (CANCEL: the stream is no longer needed, RFC 9113 7)."""
-        _log.info("HTTP/2 stream %d of %s reset: no request body bytes within timeout_body_idle (%g s)",
-                  st.stream_id, describe_peer(self.client), timeout)
+        _log.info("rejected a request from %s on HTTP/2 stream %d: no request body bytes within "
+                  "timeout_body_idle (%g s) (%s)", describe_peer(self.client), st.stream_id, timeout,
+                  "stream reset" if st.response_started else "408")
         if not st.response_started:
             st.send_simple(408, b"Request Timeout: no request body bytes within timeout_body_idle\n")
         if local_open(st.state) or not st.disconnected:

@@ -697,8 +697,9 @@ class H3Conn:
         connection and its other streams go on, and the app sees a disconnect. Before the response started:
         408, whose FIN is followed by STOP_SENDING (H3_NO_ERROR) ending the upload (RFC 9114 4.1; _end_local).
         Once it started: both sides reset with H3_REQUEST_CANCELLED (RFC 9114 4.1.1, 8.1)."""
-        _log.info("HTTP/3 stream %d of %s reset: no request body bytes within timeout_body_idle (%g s)",
-                  st.stream_id, describe_peer(self.client), timeout)
+        _log.info("rejected a request from %s on HTTP/3 stream %d: no request body bytes within "
+                  "timeout_body_idle (%g s) (%s)", describe_peer(self.client), st.stream_id, timeout,
+                  "stream reset" if st.response_started else "408")
         if not st.response_started:
             st.send_simple(408, b"Request Timeout: no request body bytes within timeout_body_idle\n")
         if not st.local_ended or not st.disconnected:

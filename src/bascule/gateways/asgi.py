@@ -148,7 +148,7 @@ class ASGIGateway:
             extensions["tls"] = session.tls.copy()
         scope = self.scope("websocket", session, extensions)
         scope["subprotocols"] = session.subprotocols
-        if session.rid is not None:  # --request-id: as an HTTP scope's (an HTTP/1.1 101 does not echo it)
+        if session.rid is not None:  # --request-id: as an HTTP scope's (the handshake's answer echoes it too)
             extensions["bascule.request_id"] = {"id": session.rid}
         if session.proxied:
             self.proxied(scope, session)

@@ -50,6 +50,7 @@ from websockets.server import ServerProtocol
 
 from bascule.context import TICK_SECONDS
 from bascule.errors import AppProtocolError
+from bascule.ops.request_id import sets_field
 from bascule.protocols.exchange import (
     ClientDisconnected,
     Exchange,
@@ -134,6 +135,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self.proxied = ex.proxied
         self.peer = ex.peer
         self.rid: str | None = None  # the handshake's request id, once request_started gave it one
+        self._rid_field: bytes | None = None  # ... and the field that echoes it (ops/request_id.py)
         self.subprotocols: list[str] = []
         self.max_queue = ctx.ws_max_queue
         self.max_size = ctx.ws_max_size  # also the bound on the bytes queued for the app
@@ -177,6 +179,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             return  # started twice: the first start owns the handshake
         self.ctx.request_started(ex)  # the handshake is the exchange the observers see
         self.rid = ex.rid
+        self._rid_field = ex.rid_header
         checked = self._check_handshake(ex)
         if isinstance(checked[0], int):
             status, reason, extra = checked
@@ -518,7 +521,16 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
             lines.append(b"sec-websocket-protocol: " + subprotocol.encode("ascii") + b"\r\n")
         if headers:
             lines.append(field_block(headers))
-        self.transport.write(b"".join((status_line(101), self.ctx.fixed_headers, *lines, b"\r\n")))
+        self.transport.write(b"".join((status_line(101), self.ctx.fixed_headers, self._rid_line(headers), *lines,
+                                       b"\r\n")))
+
+    def _rid_line(self, headers: Headers) -> bytes:
+        """--request-id's echo among the server's own fields, as every wire's send_head adds it (HTTP/1.1's
+        handshake answers are written here, not by an exchange), unless the app set the field itself."""
+        name = self._rid_field
+        if name is None or (headers and sets_field(headers, name)):
+            return b""
+        return name + b": " + (self.rid or "").encode("ascii") + b"\r\n"
 
     async def send(self, data: str | bytes) -> None:
         proto = self.proto
@@ -560,7 +572,8 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
                 expected = int(value)
         self._response_expected = expected
         self.phase = Phase.RESPONSE
-        self.outbox.queue(b"".join((status_line(status), self.ctx.fixed_headers, block, framing)))
+        self.outbox.queue(b"".join((status_line(status), self.ctx.fixed_headers, self._rid_line(headers), block,
+                                    framing)))
         self._log_handshake(status)
 
     def deny_body(self, body: bytes, more: bool) -> None:
@@ -585,7 +598,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
     def _http_response(self, status: int, body: bytes, extra: Headers) -> None:
         if self.phase is not Phase.HANDSHAKE:
             return
-        extra_block = b"".join(name + b": " + value + b"\r\n" for name, value in extra)
+        extra_block = b"".join(name + b": " + value + b"\r\n" for name, value in extra) + self._rid_line([])
         self._done()
         self._log_handshake(status, len(body))
         self.transport.write(simple_response(status, self.ctx.fixed_headers, body, extra_block))

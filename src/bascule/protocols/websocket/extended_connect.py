@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.extensions import Extension
 
 from bascule.errors import AppProtocolError
+from bascule.ops.request_id import sets_field
 from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers
 from bascule.protocols.pipe import BytePipe
 from bascule.protocols.websocket.connection import Phase, WSConnection
@@ -39,13 +40,22 @@ class StreamWebSocket(WSConnection):
         out = list(self._accept_headers)
         if subprotocol is not None:
             out.append((b"sec-websocket-protocol", subprotocol.encode("ascii")))
+        self._app_echoes(headers)
         self.stream.send_head(200, out + headers)
+
+    def _app_echoes(self, headers: Headers) -> None:
+        """The app set --request-id's field itself: the stream's send_head leaves its own echo out, as the
+        gateways arrange for an HTTP response (one field, the app's)."""
+        name = self._rid_field
+        if name is not None and headers and sets_field(headers, name):
+            self.stream.rid_header = None
 
     def deny_start(self, status: int, headers: Headers) -> None:
         if self.phase is not Phase.HANDSHAKE:
             raise ClientDisconnected("the client has disconnected")
         if type(status) is not int or not 200 <= status <= 999:
             raise AppProtocolError(f"invalid status for websocket.http.response.start: {status!r}")
+        self._app_echoes(headers)
         self.stream.send_head(status, list(headers))
         self.phase = Phase.RESPONSE
         self._log_handshake(status)

@@ -225,6 +225,24 @@ def test_an_app_that_has_not_asked_for_the_body_is_not_timed_out(loop: asyncio.A
     wire.run()
 
 
+def test_the_marks_hold_only_streams_whose_app_waits(loop: asyncio.AbstractEventLoop) -> None:
+    """The sweep's record (stalled_bodies' marks) is rebuilt each tick: a stream leaves it when its body
+    arrives or it ends, so a long-lived connection keeps nothing of its past streams."""
+    app = Recorder()
+    wire = Wire(loop, app)
+    waiting = wire.open("/upload")
+    idle = wire.open("/never")
+    wire.tick(1)
+    assert [st.stream_id for st in wire.conn._body_marks] == [waiting]
+    wire.client.send_data(waiting, b"done", end_stream=True)
+    wire.send()
+    wire.tick(1)
+    assert wire.status(waiting) == 200 and not wire.conn._body_marks
+    assert idle in wire.conn.streams  # its app never asked for the body: not marked, not timed out
+    app.never.set()
+    wire.run()
+
+
 def test_the_timeout_is_the_option(loop: asyncio.AbstractEventLoop) -> None:
     app = Recorder()
     wire = Wire(loop, app, timeout_body_idle=2.0)

@@ -39,6 +39,7 @@ from bascule.protocols.h2.states import StreamState, local_open, remote_open
 from bascule.protocols.h2.stream import H2Stream
 from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import answer_timeout, body_over_limit
+from bascule.protocols.stream_exchange import StreamExchange, stalled_bodies
 
 _log = logging.getLogger("bascule.error")
 _S = TypeVar("_S", bound=H2Stream)
@@ -114,6 +115,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         self._since = 0.0
         self._goaway_at = 0.0
         self._announced: int | None = None  # the last-stream-id of our first GOAWAY
+        self._body_marks: dict[StreamExchange, tuple[int, float]] = {}  # --timeout-body-idle (on_tick)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -689,14 +691,15 @@ class H2Connection(H2Output, asyncio.Protocol):
             self.start_goaway()
             return
         if not self.streams:
+            self._body_marks.clear()
             return
+        for stalled in stalled_bodies(list(self.streams.values()), self._body_marks, now, ctx.timeout_body_idle):
+            self._body_timed_out(cast(H2Stream, stalled), ctx.timeout_body_idle)
         timeout = ctx.timeout_request
-        body_idle = ctx.timeout_body_idle
-        for st in list(self.streams.values()):
-            if st.body_stalled(now, body_idle):
-                self._body_timed_out(st, body_idle)
-            elif timeout is not None and st.counted and not st.finished and now - st.start_time > timeout:
-                self._app_timed_out(st, timeout)
+        if timeout is not None:
+            for st in list(self.streams.values()):
+                if st.counted and not st.finished and now - st.start_time > timeout:
+                    self._app_timed_out(st, timeout)
 
     def _body_timed_out(self, st: H2Stream, timeout: float) -> None:
         """--timeout-body-idle: the app waited for request body bytes that did not come; this stream ends, the

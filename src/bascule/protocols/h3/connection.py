@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode, FrameType, HeadersState, ProtocolError, encode_frame
@@ -49,6 +49,7 @@ from bascule.protocols.h3.quic import PacedQuic, StaticQpackH3
 from bascule.protocols.h3.slots import StreamSlots
 from bascule.protocols.h3.stream import SEND_BUFFER, H3Stream
 from bascule.protocols.semantics import answer_timeout, body_over_limit
+from bascule.protocols.stream_exchange import StreamExchange, stalled_bodies
 
 if TYPE_CHECKING:
     from bascule.protocols.h3.endpoint import QuicServer
@@ -100,6 +101,7 @@ class H3Conn:
         self._to_dispatch: list[H3Stream] = []
         self._heads: dict[int, float] = {}  # request streams whose HEADERS have not arrived whole: since when
         self._paused: dict[int, H3Stream] = {}
+        self._body_marks: dict[StreamExchange, tuple[int, float]] = {}  # --timeout-body-idle (on_tick)
         self._fixed_src = b""
         self._fixed: Headers = []
         ctx.connections.add(self)
@@ -671,11 +673,9 @@ class H3Conn:
                               "timeout_request_head", describe_peer(self.client))
                     self.close_now(ErrorCode.H3_REQUEST_INCOMPLETE, "request head not complete in time")
                     return
-        if self.streams:  # before the GOAWAY's return: a stalled upload must not hold a graceful stop
-            body_idle = ctx.timeout_body_idle
-            for st in list(self.streams.values()):
-                if st.body_stalled(now, body_idle):
-                    self._body_timed_out(st, body_idle)
+        # before the GOAWAY's return: a stalled upload must not hold a graceful stop
+        for stalled in stalled_bodies(list(self.streams.values()), self._body_marks, now, ctx.timeout_body_idle):
+            self._body_timed_out(cast(H3Stream, stalled), ctx.timeout_body_idle)
         if self.goaway_sent:
             if not self.streams and now - self._goaway_at >= GOAWAY_GRACE:
                 self.close_now()

@@ -719,7 +719,9 @@ class H1Connection(asyncio.Protocol):
                 self._app_timed_out(active, ctx.timeout_request)
 
     def _app_timed_out(self, ex: H1Exchange, timeout: float) -> None:
-        ex.keep_alive = False  # the 504, if it can still be answered, closes the connection
+        # the 504, if it can still be answered, closes the connection. First, before answer_timeout looks at
+        # response_started: a WSGI pool thread's claim (H1Exchange.send_from_thread) tests keep_alive
+        ex.keep_alive = False
         answer_timeout(ex, timeout, "connection closed")
         ex.on_disconnect()  # the app's later sends are dropped (a WSGI result is discarded) and logged
         if ex.cancel_app is not None:

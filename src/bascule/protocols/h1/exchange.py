@@ -236,15 +236,17 @@ class H1Exchange(BufferedExchange):
         uvloop holds bytes of an earlier response. Anything else is left to the loop.
 
         The claim, under the writer's lock: the checks that the loop could change (response started, client
-        gone, another request active) are made and ``response_started`` set with no call between them, so
-        the GIL cannot pass to the loop in between (compiled, or interpreted: CPython hands the GIL over only
-        at calls and backward jumps). A loop that then times the request out (504) or loses the client finds
-        the response started and gives it up, as for any response begun; finish_thread_send then does nothing.
+        gone, another request active, keep-alive) are made and ``response_started`` set with no call between
+        them, so the GIL cannot pass to the loop in between (compiled, or interpreted: CPython hands the GIL
+        over only at calls and backward jumps). A loop that then times the request out (504) or loses the
+        client finds the response started and gives it up, as for any response begun; finish_thread_send then
+        does nothing. The 504's own check-then-send is not atomic (it logs in between): it clears keep_alive
+        first, which this claim tests, so one of the two always sees the other.
         """
         conn = self.conn
         writer = conn.writer
         line = STATUS_LINES.get(status)
-        if (writer is None or line is None or not self.keep_alive or not self._body_done or self.expect_continue
+        if (writer is None or line is None or not self._body_done or self.expect_continue
                 or bodiless(self.method, status)):
             return None
         try:
@@ -257,7 +259,9 @@ class H1Exchange(BufferedExchange):
             transport = conn.transport
             if writer.fd < 0 or transport is None or conn.outbox.pending or transport.get_write_buffer_size():
                 return None
-            if self.response_started or self.disconnected or conn.active is not self:
+            # keep_alive here, not with the checks above: the loop's 504 (H1Connection._app_timed_out) clears it
+            # before it looks at response_started, so either this claim sees it cleared or the loop sees the claim
+            if self.response_started or self.disconnected or conn.active is not self or not self.keep_alive:
                 return None
             self.response_started = True
             head = self._head(status, line, block, content_length, close, body, True, False)

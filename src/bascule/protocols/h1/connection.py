@@ -183,6 +183,8 @@ class H1Connection(asyncio.Protocol):
         # the deque through a list into a tuple (~1,300 instructions per connection, callgrind h1close)
         active = self.active
         if active is not None:
+            if active.thread_wrote_all:  # a pool thread wrote it whole (writer closed above: no write in progress)
+                active.finish_thread_send(b"")  # and the client got it: complete, not dropped
             self.ctx.request_finished(active, dropped=True)
             active.on_disconnect()
         for ex in tuple(self.queue) if self.queue else ():  # a copy: a disconnect may reach the queue

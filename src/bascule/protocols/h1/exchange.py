@@ -73,6 +73,7 @@ class H1Exchange(BufferedExchange):
     _chunked = False
     _expected: int | None = None
     _trailers = False
+    thread_wrote_all = False  # send_from_thread wrote the whole response (connection_lost then completes it)
 
     def __init__(self, conn: H1Connection, method: str, raw_path: bytes, query: bytes, headers: Headers,
                  http_version: str, keep_alive: bool, expect_continue: bool) -> None:
@@ -270,8 +271,12 @@ class H1Exchange(BufferedExchange):
             self.sent = len(body)
             if len(body) < 16384:
                 head.append(body)
-                return writer.send(b"".join(head))
-            return writer.send(b"".join(head), body)
+                rest = writer.send(b"".join(head))
+            else:
+                rest = writer.send(b"".join(head), body)
+            if not rest:
+                self.thread_wrote_all = True  # the client has it all: a close seen before the completion is no drop
+            return rest
 
     def finish_thread_send(self, rest: bytes) -> None:
         """On the loop: queue what the socket did not take (nothing else was written since), then complete.

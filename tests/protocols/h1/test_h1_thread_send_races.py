@@ -201,3 +201,4 @@ def test_a_response_the_thread_wrote_whole_is_not_counted_dropped_when_the_clien
     finally:
         loop.close()
     assert observer.seen == [(200, False)]
+

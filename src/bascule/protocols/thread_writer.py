@@ -6,13 +6,15 @@ GIL to each other for every small batch of requests: 1.7 context switches per re
 connections, one core). A response the thread writes itself reaches the client while the thread goes on with
 the next task, and the loop, when it wakes for the bookkeeping, finds the next requests already in.
 
-Why a descriptor of its own (``os.dup``): uvloop closes the transport's descriptor the moment it closes the
-transport (an error, a timeout, the client's reset), before ``connection_lost`` runs, and a new connection
-accepted meanwhile can be given the same number. A thread writing to the transport's number could then write
-one client's response to another. The duplicate keeps this socket's number ours until :meth:`close`, which
-the connection calls as it lets go of the transport (``connection_lost``, a hand-over to another protocol),
-and which waits for a write in progress (``lock``). Until then the socket stays open even once uvloop closed
-its own descriptor, so the client sees the connection's end one loop pass later, when ``close`` runs.
+Why a descriptor of its own (``os.dup``): a thread writing to the transport's own number would depend on when
+the transport closes it. uvloop (0.23) and asyncio close it only after ``connection_lost`` has returned (on
+close, abort and the client's reset alike), and the connection closes this writer inside ``connection_lost``;
+but a transport that closed its descriptor first would let a connection accepted meanwhile be given the same
+number, and a thread write one client's response to another. The duplicate keeps this socket's number ours
+until :meth:`close`, which the connection calls as it lets go of the transport (``connection_lost``, a
+hand-over to another protocol), and which waits for a write in progress (``lock``). Until then the socket
+stays open: with uvloop's order the duplicate is closed first and the client sees the end at once; with a
+transport that closed its own first, one loop pass later, when ``close`` runs.
 
 A duplicate is a second descriptor per connection: :data:`FD_CEILING` keeps them to the lower half of the
 process's descriptor limit (descriptor numbers are given lowest first, so a socket numbered above it means the

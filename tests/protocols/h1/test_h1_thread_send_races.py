@@ -128,7 +128,7 @@ def test_a_thread_send_during_the_timeout_is_either_the_response_or_the_504(serv
         thread, _past, go, results = _paused_before_the_lock(
             lambda: ex.send_from_thread(200, [(b"content-length", b"2")], b"ok"))
         logger = logging.getLogger("bascule.error")
-        handler = _OnLog(lambda: (go.set(), thread.join(0.3)))  # the thread goes on while the loop is in logging
+        handler = _OnLog(lambda: (go.set(), thread.join(2)))  # the thread goes on while the loop is in logging
         logger.addHandler(handler)
         try:
             conn._app_timed_out(ex, 1.0)

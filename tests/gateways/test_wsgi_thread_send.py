@@ -265,3 +265,35 @@ def test_short_of_descriptors_every_connection_is_still_served(tmp_path: Any) ->
         proc.terminate()
         proc.wait(10)
     assert "Too many open files" not in log.read_text()
+
+
+def test_a_final_1xx_status_is_written_as_the_loop_writes_it(serve: Any) -> None:
+    """A WSGI app may give a 1xx as its final status: the loop writes the head alone (a 1xx has no content), so
+    the thread must not write the app's body after it, which the client would read as the next response's start.
+    Sequential requests on one connection (the first makes the status line known, which the thread needs)."""
+    def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/end":
+            start_response("200 OK", [("Content-Length", "3")])
+            return [b"end"]
+        start_response("199 Odd", [("Content-Length", "2")])
+        return [b"ok"]
+
+    streams = {}
+    for mode in ("loop", "threads"):
+        with serve(app, interface="wsgi", wsgi_mode=mode) as srv, srv.connect() as sock:
+            sock.settimeout(5)
+            data = b""
+            for i in range(3):
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                while data.count(b"\r\n\r\n") <= i:
+                    chunk = sock.recv(65536)
+                    assert chunk, data
+                    data += chunk
+            sock.sendall(b"GET /end HTTP/1.1\r\nHost: x\r\n\r\n")
+            while not data.endswith(b"\r\n\r\nend"):
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+            streams[mode] = _DATE.sub(b"", data)
+    assert streams["threads"] == streams["loop"]
+    assert b"ok" not in streams["loop"]

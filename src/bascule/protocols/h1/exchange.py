@@ -231,7 +231,7 @@ class H1Exchange(BufferedExchange):
     def send_from_thread(self, status: int, headers: Headers, body: bytes) -> bytes | None:
         """Write a complete keep-alive response from the WSGI thread (see Exchange.send_from_thread).
 
-        Taken only when it goes out exactly as send_head would write it whole (a final status with a body,
+        Taken only when it goes out exactly as send_head would write it whole (a status of 200 or more with a body,
         its length declared right or not at all, the connection kept) and nothing else can be on its way to
         the client: this is the connection's active request, its body is all read, and neither the outbox nor
         uvloop holds bytes of an earlier response. Anything else is left to the loop.
@@ -247,8 +247,8 @@ class H1Exchange(BufferedExchange):
         conn = self.conn
         writer = conn.writer
         line = STATUS_LINES.get(status)
-        if (writer is None or line is None or not self._body_done or self.expect_continue
-                or bodiless(self.method, status)):
+        if (writer is None or line is None or not self._body_done or self.expect_continue or status < 200
+                or bodiless(self.method, status)):  # (a 1xx as the final status: the loop drops its body too)
             return None
         try:
             block, content_length, close = header_block(headers)

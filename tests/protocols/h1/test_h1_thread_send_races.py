@@ -195,6 +195,7 @@ def test_a_response_the_thread_wrote_whole_is_not_counted_dropped_when_the_clien
         ex.finish_thread_send(rest)  # the completion, late
         server.close()
         await server.wait_closed()
+        await loop.shutdown_default_executor()
 
     try:
         loop.run_until_complete(main())

@@ -297,3 +297,37 @@ def test_a_final_1xx_status_is_written_as_the_loop_writes_it(serve: Any) -> None
             streams[mode] = _DATE.sub(b"", data)
     assert streams["threads"] == streams["loop"]
     assert b"ok" not in streams["loop"]
+
+
+def test_a_file_to_a_client_that_resets_mid_way_stops_and_the_next_client_reads_only_its_own(
+        serve: Any, tmp_path: Any) -> None:
+    """wsgi.file_wrapper in threads mode: os.sendfile from the pool thread, piece by piece under the thread
+    writer's lock. A client that stops reading and resets frees the thread (one thread here: else the next
+    request would wait), and the connections after it, which may get the same descriptor number, read exactly
+    their own answers."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\xab" * (16 << 20))
+
+    def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/file":
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return environ["wsgi.file_wrapper"](open(big, "rb"))  # closed by the server (PEP 3333 close())
+        token = environ["QUERY_STRING"].encode()
+        start_response("200 OK", [("Content-Length", str(len(token)))])
+        return [token]
+
+    with serve(app, interface="wsgi", wsgi_threads=1) as srv:
+        for round_no in range(3):
+            sock = srv.connect()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.settimeout(5)
+            assert sock.recv(100).startswith(b"HTTP/1.1 200 OK\r\n")
+            time.sleep(0.2)  # the thread waits for room by now
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()
+            for i in range(3):
+                with srv.connect() as fresh:
+                    token = b"after-%d-%d" % (round_no, i)
+                    fresh.sendall(b"GET /?" + token + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                    assert _read_responses(fresh, 1)[0].endswith(b"\r\n\r\n" + token)

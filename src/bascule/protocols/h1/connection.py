@@ -680,6 +680,13 @@ class H1Connection(asyncio.Protocol):
         """Wait until everything written so far has left the transport's buffer (used before sendfile)."""
         await flush_transport(self.outbox, self.transport)
 
+    async def writer_after_flush(self) -> ThreadWriter | None:
+        """For a pool thread's sendfile: the connection's ThreadWriter (opened here, on the loop), once
+        everything written so far has left the transport's buffer."""
+        writer = self.open_writer()
+        await flush_transport(self.outbox, self.transport)
+        return writer
+
     def _wake_drain(self) -> None:
         self.outbox.wake_drain()
         active = self.active

@@ -37,6 +37,7 @@ from bascule.protocols.semantics import (
     one_write,
 )
 from bascule.protocols.sendfile import file_after_queue, send_chunks
+from bascule.protocols.thread_writer import ThreadWriter
 
 if TYPE_CHECKING:
     from bascule.protocols.h1.connection import H1Connection
@@ -371,25 +372,53 @@ class H1Exchange(BufferedExchange):
         return not self._chunked and self.conn.socket_fd() is not None
 
     def send_file_blocking(self, file: IO[bytes], offset: int, count: int) -> int:
+        """On a WSGI pool thread: each ``os.sendfile`` goes to the connection's ThreadWriter under its lock, which
+        the connection takes to close it as it lets go of the socket. So no piece is sent once the connection is
+        gone, when the socket's number may already be another client's (a check of ``disconnected`` before the
+        call could not promise that: the loop may run between the check and the call). Without a writer (past
+        thread_writer.FD_CEILING) the socket's own number is used, as before, between such checks."""
         fd = self.conn.socket_fd()
         if fd is None:
             raise RuntimeError("sendfile is not available on this connection")
-        asyncio.run_coroutine_threadsafe(self.conn.flush(), self.loop).result()
+        writer = asyncio.run_coroutine_threadsafe(self.conn.writer_after_flush(), self.loop).result()
+        if writer is not None:
+            sent = self._sendfile_locked(writer, file, offset, count)
+        else:
+            sent = 0
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            while sent < count and not self.disconnected:
+                try:
+                    n = os.sendfile(fd, file.fileno(), offset + sent, count - sent)
+                except BlockingIOError:
+                    poller.poll(1000)
+                    continue
+                except OSError:
+                    break
+                if n == 0:
+                    break
+                sent += n
+        self.loop.call_soon_threadsafe(self._note_sent, sent)
+        return sent
+
+    def _sendfile_locked(self, writer: ThreadWriter, file: IO[bytes], offset: int, count: int) -> int:
+        """os.sendfile pieces to ``writer`` under its lock, waiting for room (not under it) between them."""
         sent = 0
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
+        poller: select.poll | None = None
         while sent < count and not self.disconnected:
-            try:
-                n = os.sendfile(fd, file.fileno(), offset + sent, count - sent)
-            except BlockingIOError:
+            n = _sendfile_piece(writer, file.fileno(), offset + sent, count - sent)
+            if n == _ROOM:
+                if poller is None:
+                    fd = writer.fd
+                    if fd < 0:
+                        break
+                    poller = select.poll()  # the duplicate's number: once closed, it only wakes this sooner
+                    poller.register(fd, select.POLLOUT)
                 poller.poll(1000)
                 continue
-            except OSError:
-                break
-            if n == 0:
+            if n <= 0:  # the end of the file, an error, or the connection let go of its socket
                 break
             sent += n
-        self.loop.call_soon_threadsafe(self._note_sent, sent)
         return sent
 
     async def send_file(self, fd: int, offset: int, count: int) -> None:
@@ -418,3 +447,19 @@ class H1Exchange(BufferedExchange):
         self.sent += n
 
 
+_ROOM = -1  # _sendfile_piece: the socket's buffer is full
+_STOP = -2  # _sendfile_piece: the socket failed, or the connection closed the writer
+
+
+def _sendfile_piece(writer: ThreadWriter, file_fd: int, offset: int, count: int) -> int:
+    """One os.sendfile to ``writer`` under its lock: the bytes sent, :data:`_ROOM` or :data:`_STOP`."""
+    with writer.lock:
+        fd = writer.fd
+        if fd < 0:
+            return _STOP
+        try:
+            return os.sendfile(fd, file_fd, offset, count)
+        except BlockingIOError:
+            return _ROOM
+        except OSError:
+            return _STOP

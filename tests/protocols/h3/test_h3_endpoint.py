@@ -16,7 +16,7 @@ from aioquic.buffer import encode_uint_var
 from aioquic.quic.packet import QuicProtocolVersion
 from h3_support import Reply, h3_client, h3_server, run, until
 
-from bascule.protocols.h3.connection import H3Conn
+from bascule.protocols.h3.connection import GOAWAY_GRACE, H3Conn
 from bascule.protocols.h3.stream import SEND_BUFFER
 
 Scope = dict[str, Any]
@@ -385,6 +385,50 @@ def test_the_servers_drain_loop_drains_quic_connections() -> None:
             assert client.goaway_ids() == [sid + 4]
             await asyncio.wait_for(srv.quic.wait_closed(), 5)
             assert srv.quic.transport is None or srv.quic.transport.is_closing()
+    run(main())
+
+
+def test_a_drain_tick_right_after_the_last_response_waits_for_its_bytes() -> None:
+    """The stream leaves the table when its FIN is queued; the packets go out at the end of the loop pass. A
+    drain tick in between (the app's timer and the drain loop's firing together) must not close the connection
+    then: aioquic's CONNECTION_CLOSE would go out instead of the response. The connection closes once every
+    byte it sent is acknowledged."""
+    conns: list[H3Conn] = []
+    ticked_at_once: list[bool] = []
+    running = asyncio.Event()
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        running.set()
+        await asyncio.sleep(GOAWAY_GRACE + 0.1)  # the GOAWAY's grace is over
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+        (conn,) = conns
+        assert not conn.streams  # the FIN is queued, not sent
+        conn.on_tick(asyncio.get_running_loop().time())  # in the same pass, before the flush
+        ticked_at_once.append(conn.closed)
+
+    async def main() -> None:
+        async with h3_server(app) as srv, h3_client(srv.port) as client:
+            sid = client.start("/")
+            await asyncio.wait_for(running.wait(), 5)
+            conns.extend(h3_conns(srv.ctx))
+            srv.quic.close()
+            srv.ctx.shutting_down = True
+            reply = await client.wait(sid, 5)
+            assert reply.body == b"done"
+            assert ticked_at_once == [False]
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while srv.ctx.connections and loop.time() < deadline:  # the server's drain loop, as above
+                for conn in list(srv.ctx.connections):
+                    conn.on_tick(loop.time())
+                await asyncio.sleep(0.02)
+            assert not srv.ctx.connections
+            await asyncio.wait_for(srv.quic.wait_closed(), 5)
+            await until(lambda: client.terminated is not None, 5)  # the client's draining period is over
+            assert client.terminated is not None and client.terminated.error_code == 0x100  # H3_NO_ERROR
     run(main())
 
 

@@ -614,6 +614,21 @@ class H3Conn:
         self._lose_streams()
         self.flush()
 
+    def _all_acknowledged(self) -> bool:
+        """Whether the peer acknowledged every byte (and FIN) we queued on every stream: only then may a graceful
+        close go out. A stream leaves ``streams`` when its FIN is queued, and the packets follow at the end of the
+        loop pass (schedule_flush), later still if congestion control or the peer's window holds them; once
+        CONNECTION_CLOSE is queued aioquic sends nothing else, and nothing lost is sent again, so closing on an
+        empty table alone cut off the last response (or the GOAWAY) now and then. A peer that never
+        acknowledges is bounded by the drain's --timeout-graceful-shutdown, or by the QUIC idle timeout."""
+        for quic_stream in self.quic._streams.values():
+            sender = quic_stream.sender
+            if sender._reset_error_code is not None:
+                continue  # a reset stream's bytes are given up; RESET_STREAM itself need not arrive
+            if sender._buffer or (sender._buffer_fin is not None and not sender._acked_fin):
+                return False
+        return True
+
     def force_close(self) -> None:
         self.close_now(ErrorCode.H3_NO_ERROR, "server stopping")
 
@@ -677,7 +692,7 @@ class H3Conn:
         for stalled in stalled_bodies(list(self.streams.values()), self._body_marks, now, ctx.timeout_body_idle):
             self._body_timed_out(cast(H3Stream, stalled), ctx.timeout_body_idle)
         if self.goaway_sent:
-            if not self.streams and now - self._goaway_at >= GOAWAY_GRACE:
+            if not self.streams and now - self._goaway_at >= GOAWAY_GRACE and self._all_acknowledged():
                 self.close_now()
             return
         timeout = ctx.timeout_request

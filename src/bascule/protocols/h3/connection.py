@@ -11,8 +11,9 @@ twice the CPU per small request (docs/benchmarks.md, "HTTP/3").
 
 As a :class:`bascule.context.Connection` it is in ``ctx.connections`` from its first Initial to its close, so
 --limit-connections counts it and the server's drain loop ticks it: a graceful stop (or the endpoint's
-close()) sends an HTTP/3 GOAWAY and the connection closes once its streams are done; an idle connection is
-closed after --timeout-keep-alive the same way; force_close() closes it at once.
+close()) sends an HTTP/3 GOAWAY and the connection closes once its streams are done and their bytes
+acknowledged; an idle connection is closed after --timeout-keep-alive the same way; force_close() closes it at
+once.
 
 Limits are HTTP/2's: concurrent streams are QUIC's MAX_STREAMS (``ctx.h2_max_concurrent_streams``), and a
 stream the client cancels, or makes us reset, keeps its slot while its app still runs (protocols/h3/slots.py);

@@ -54,6 +54,7 @@ COMPILED = [
     "src/bascule/protocols/h1/phases.py",
     "src/bascule/protocols/h1/connection.py",
     "src/bascule/protocols/h1/exchange.py",
+    "src/bascule/protocols/h1/switching.py",
     "src/bascule/protocols/websocket/engine.py",
     "src/bascule/protocols/websocket/connection.py",
     "src/bascule/protocols/websocket/extended_connect.py",

@@ -24,15 +24,15 @@ from bascule.context import ServerContext
 from bascule.errors import ProtocolError
 from bascule.protocols.exchange import Headers, describe_peer, peer_address
 from bascule.protocols.h1 import checks as h1_checks
+from bascule.protocols.h1 import switching as h1_switching
 from bascule.protocols.h1.exchange import (
     PAUSE_BODY,
     PAUSE_ERROR,
     PAUSE_PIPELINE,
-    PAUSE_UPGRADE,
     H1Exchange,
 )
 from bascule.protocols.h1.phases import Phase
-from bascule.protocols.http1x import SWITCH_TO_H2C, simple_response
+from bascule.protocols.http1x import simple_response
 from bascule.protocols.outbox import Outbox
 from bascule.protocols.semantics import answer_timeout, body_over_limit
 from bascule.protocols.sendfile import flush_transport, transport_fd
@@ -207,7 +207,7 @@ class H1Connection(asyncio.Protocol):
         if phase is Phase.LINGERING:
             return  # closing after an unread body: what still arrives is dropped, never parsed
         if phase is Phase.UPGRADE_BODY:
-            self._feed_raw(data)
+            h1_switching.feed_raw(self, data)
             return
         try:
             if len(data) > self._measure_above:
@@ -224,7 +224,7 @@ class H1Connection(asyncio.Protocol):
                     self._head_since = self.loop.time()
                     self._head_bytes = 1 + h1_checks.partial_head_size(data, self._url, self._headers)
                 if self._url == b"*" and self._latest is None:
-                    self._early += data  # perhaps an HTTP/2 preface over several reads (_h2_preface)
+                    self._early += data  # perhaps an HTTP/2 preface over several reads (switching.h2_preface)
                 if self._head_bytes > self._max_head:
                     raise ProtocolError(f"request header fields too large (over --limit-request-header-size, "
                                         f"{self._max_head} bytes)", 431)
@@ -233,27 +233,10 @@ class H1Connection(asyncio.Protocol):
                 ctx = self.ctx
                 h1_checks.check_trailers(self._headers, ctx.limit_request_headers, ctx.limit_request_field_size)
         except httptools.HttpParserUpgrade as upgrade:
-            if self._to_dispatch is not None and self.ctx.websocket_route is not None and self._websocket(
-                    self._to_dispatch, data[upgrade.args[0]:]):
-                return  # the transport now belongs to the WebSocket protocol
-            if self._to_dispatch is not None and self._h2c_upgrade(self._to_dispatch, data[upgrade.args[0]:]):
-                return  # the transport now belongs to HTTP/2
-            # Other upgrades (h2c with a body or with HTTP/2 off, WebSocket to a WSGI app, unknown protocols)
-            # are not taken: the request is served as plain HTTP and the connection closes after it, since
-            # the parser stops at the upgrade. llhttp stops before the body, so a declared body is read here.
-            latest = self._latest
-            if latest is not None:
-                latest.keep_alive = False
-                if not self._upgrade_body(latest, data[upgrade.args[0]:]):
-                    return
-                if latest.finished:
-                    self.close()
-            if self.phase is not Phase.UPGRADE_BODY:
-                if self.phase is Phase.IDLE:
-                    self.phase = Phase.STOPPED  # no body follows: nothing more is read
-                self.outbox.pause_reading(PAUSE_UPGRADE)
+            if not h1_switching.on_upgrade(self, data[upgrade.args[0]:]):
+                return  # the transport was taken (WebSocket, HTTP/2), or the request refused
         except (httptools.HttpParserError, ProtocolError) as exc:
-            if self._latest is None and str(exc).startswith("Pause on PRI") and self._h2_preface(data):
+            if self._latest is None and str(exc).startswith("Pause on PRI") and h1_switching.h2_preface(self, data):
                 return  # llhttp stopped at the HTTP/2 preface's "PRI * HTTP/2.0": the connection is HTTP/2's now
             refusal: Exception = exc
             if isinstance(exc, httptools.HttpParserInvalidMethodError) and len(data) <= h1_checks.REPLAY_LIMIT:
@@ -441,137 +424,11 @@ class H1Connection(asyncio.Protocol):
             # next request getting a 400
             ex.keep_alive = False
 
-    # -- WebSocket upgrade (only reached through HttpParserUpgrade: no cost to other requests) -------------
-    def _websocket(self, ex: H1Exchange, leftover: bytes) -> bool:
-        """Hand the transport to the WebSocket protocol if ``ex`` asks for it and its route is an ASGI app.
-
-        False leaves the request to plain HTTP: another upgrade, a WSGI route (which gets it as a GET), a
-        request behind others in the pipeline, or a connection paused for a reason of its own.
-        """
-        route = self.ctx.websocket_route
-        upgrade = self.ctx.upgrades.websocket
-        transport = self.transport
-        if (route is None or upgrade is None or transport is None or ex is not self._latest or self.outbox.paused_by
-                or not any(name == b"upgrade" and value.lower() == b"websocket" for name, value in ex.headers)):
-            return False
-        handler = route(ex.raw_path)
-        if handler is None:
-            return False
-        self._to_dispatch = None
-        self.active = self._latest = None
-        self.detach()  # earlier responses go out before the 101
-        upgrade(self.ctx, transport, ex, handler, leftover)
-        return True
-
-    # -- the body of an upgrade request that was not taken (llhttp leaves it unparsed) -------------------
-    def _upgrade_body(self, ex: H1Exchange, leftover: bytes) -> bool:
-        """Read a declared Content-Length body ourselves; False if the request was refused instead."""
-        length: int | None = 0
-        for name, value in ex.headers:
-            if name == b"transfer-encoding":
-                length = None
-            elif name == b"content-length" and length is not None:
-                length = int(value)  # validated with the head
-        if length is None:  # an upgrade with a chunked body: not served (no parser past the upgrade)
-            self._to_dispatch = None
-            self.active = None
-            self.phase = Phase.STOPPED
-            _log.info("rejected a request from %s: Upgrade with a chunked body (501)", describe_peer(self.client))
-            self._send_error(501, b"Not Implemented: an Upgrade request with a chunked body\n")
-            return False
-        if length and not ex.finished:
-            ex.body_follows()
-            self.phase = Phase.UPGRADE_BODY
-            self._raw_left = length  # for self._latest, the request whose upgrade was not taken
-            if leftover:
-                self._feed_raw(leftover)
-        return True
-
-    def _feed_raw(self, data: bytes) -> None:
-        ex = self._latest
-        take = data[:self._raw_left]
-        self._raw_left -= len(take)
-        try:
-            if take and ex is not None:
-                ex.feed_body(take)
-        except ProtocolError as exc:  # over --limit-request-body
-            self._raw_left = 0
-            self._bad_request(exc)
-            return
-        if not self._raw_left:
-            self.phase = Phase.STOPPED
-            if ex is not None:
-                ex.end_body()
-            self.outbox.pause_reading(PAUSE_UPGRADE)  # nothing after the body is read: the connection closes
-
-    # -- HTTP/2 over a connection that began as HTTP/1.1 (reached on error and upgrade paths only) ---------
-    def detach(self) -> None:
-        """This object is done with the transport, which another protocol takes: what it queued goes out first."""
-        self.outbox.flush()
-        self.phase = Phase.SWITCHED
-        self.closed = True
-        self.outbox.detach()
-        if self.writer is not None:
-            self.writer.close()
-        self.parser = h1_checks.SPENT_PARSER  # its bound callbacks point back here: see connection_lost
-        self.ctx.connections.discard(self)
-        self.outbox.wake_drain()  # a finished response's app waiting here: resume_writing goes elsewhere now
-
+    # -- switching protocols (switching.py: detach, and the upgrades taken or not) ----------------------
     def hand_over(self) -> HandOver:
         """What the protocol taking this connection over must know of it (the scheme, TLS facts, and the endpoints
         a PROXY header gave): passed along explicitly, so it never reads this object."""
         return HandOver(self.scheme, self.tls, self.client, self.server, self.proxy_header)
-
-    def _h2_preface(self, data: bytes) -> bool:
-        """The client opened with the HTTP/2 preface (prior knowledge, cleartext; or over TLS without ALPN):
-        HTTP/2 takes the connection, if the server offers it and this connection was not refused at the
-        connection limit nor is done with.
-
-        The front door makes HTTP/1.1 for every cleartext connection (listen/accept.py): this is the way
-        HTTP/2's prior knowledge comes in, whether the preface is whole in the first read or in pieces. llhttp
-        stops somewhere in the preface; the reads before this one, if it came in several, were kept by
-        data_received (the head was incomplete after them).
-        """
-        take_over = self.ctx.upgrades.h2_preface
-        transport = self.transport
-        if take_over is None or transport is None or self not in self.ctx.connections:
-            return False
-        self.detach()
-        take_over(self.ctx, transport, self.hand_over(), self._early, data)
-        return True
-
-    def _h2c_upgrade(self, ex: H1Exchange, leftover: bytes) -> bool:
-        """``Upgrade: h2c`` (RFC 7540 3.2): 101, then this request is stream 1 of an HTTP/2 connection.
-
-        Taken only for a request without a body and with none queued behind it (a body would have to be
-        read as HTTP/1.1 first); otherwise the upgrade is ignored and the request served over HTTP/1.1,
-        which the RFC allows.
-        """
-        if (not self.ctx.http2 or self.tls is not None or ex is not self._latest or self.outbox.paused_by
-                or self.transport is None or ex is not self.active or self.queue
-                or any(name in _FRAMING_HEADERS for name, _ in ex.headers)):
-            return False
-        h2c = self.ctx.upgrades.h2c
-        if h2c is None:
-            return False
-        upgrade = settings = None
-        for name, value in ex.headers:
-            if name == b"upgrade":
-                upgrade = value.lower()
-            elif name == b"http2-settings":
-                settings = value
-        if upgrade != b"h2c" or settings is None:
-            return False
-        start = h2c(self.ctx, ex, settings)
-        if start is None:
-            return False  # HTTP2-Settings could not be read: served as HTTP/1.1
-        transport = self.transport
-        self._to_dispatch = None
-        self.active = self._latest = None
-        self.outbox.write(SWITCH_TO_H2C)
-        self.detach()
-        start(transport, self.hand_over(), leftover)
-        return True
 
     # -- dispatch and completion --------------------------------------------------------------------
     def response_done(self, ex: H1Exchange, aborted: bool = False) -> None:

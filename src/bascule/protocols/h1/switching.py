@@ -67,7 +67,7 @@ def detach(conn: H1Connection) -> None:
     conn.outbox.detach()
     if conn.writer is not None:
         conn.writer.close()
-    conn.parser = h1_checks.SPENT_PARSER  # its bound callbacks point back here: see connection_lost
+    conn.parser = h1_checks.SPENT_PARSER  # its bound callbacks point back to conn: see its connection_lost
     conn.ctx.connections.discard(conn)
     conn.outbox.wake_drain()  # a finished response's app waiting here: resume_writing goes elsewhere now
 

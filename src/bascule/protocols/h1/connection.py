@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
-import socket
 from collections import deque
 from typing import Any, Final, cast
 
@@ -593,9 +592,3 @@ class H1Connection(asyncio.Protocol):
         if ex.cancel_app is not None:
             ex.cancel_app()
         self.close()
-
-
-
-
-def socket_family_label(sock: socket.socket) -> str:
-    return {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}.get(sock.family, "Unix")

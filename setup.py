@@ -46,6 +46,7 @@ COMPILED = [
     "src/bascule/protocols/fastcgi_wire.py",
     "src/bascule/protocols/cgi_exchange.py",
     "src/bascule/protocols/stream_exchange.py",
+    "src/bascule/protocols/stream_table.py",
     "src/bascule/protocols/oneshot/connection.py",
     "src/bascule/protocols/oneshot/exchange.py",
     "src/bascule/protocols/fastcgi/connection.py",

@@ -70,7 +70,7 @@ RSS_LIMIT_MB = 30.0
 LEGIT_MAX_LATENCY = 1.0  # seconds: no legitimate request waits this long
 LEGIT_MIN_SERVED = 5  # legitimate requests completed during each attack, at the least
 MAX_STREAMS = 100  # bascule's default SETTINGS_MAX_CONCURRENT_STREAMS
-RESETS_PER_TICK = 200  # src/bascule/protocols/h2/connection.py
+RESETS_PER_TICK = 200  # src/bascule/protocols/stream_table.py
 CONTROL_PER_TICK = 2000
 MAX_BLOCK_FRAMES = 64
 # the highest stream id a GOAWAY for too many resets may name: two budgets' worth of client streams (a tick

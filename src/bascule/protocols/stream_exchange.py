@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from time import perf_counter
 from typing import IO, TYPE_CHECKING, Any
 
@@ -46,7 +46,7 @@ except ImportError:  # only mypyc reads it (see protocols/exchange.py)
     def mypyc_attr(*_args: object, **_kwargs: object) -> Callable[[type], type]:  # type: ignore[misc]
         return lambda cls: cls
 
-__all__ = ["StreamExchange", "stalled_bodies"]
+__all__ = ["StreamExchange"]
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # H3Stream is not compiled
@@ -311,31 +311,3 @@ class StreamExchange(BufferedExchange):
     def send_file_blocking(self, file: IO[bytes], offset: int, count: int) -> int:
         raise RuntimeError(f"sendfile is not available on an HTTP/{self.http_version} stream")
 
-
-def stalled_bodies(streams: Iterable[StreamExchange], marks: dict[StreamExchange, tuple[int, float]], now: float,
-                   timeout: float) -> list[StreamExchange]:
-    """--timeout-body-idle for a connection's streams, from its tick (no timer per stream, nothing on the DATA
-    path, no attribute on the stream): those whose app has waited more than ``timeout`` seconds for request
-    body bytes that did not come.
-
-    ``marks`` is the connection's, rebuilt here on every tick: for each stream whose app waits in receive_body
-    (all it was given is taken, so the client has window to send more), the body bytes received when that was
-    first seen, and since when; a byte, or an app not waiting, restarts the clock. So a client that waits for
-    a 100 Continue the app has not asked for yet, or whose window is shut by an app busy with what it read,
-    is not stalling."""
-    stalled: list[StreamExchange] = []
-    kept: dict[StreamExchange, tuple[int, float]] = {}
-    for st in streams:
-        if st._body_waiter is None or st.disconnected:
-            continue
-        received = st.received
-        mark = marks.get(st)
-        if mark is None or mark[0] != received:
-            kept[st] = (received, now)
-        elif now - mark[1] > timeout:
-            stalled.append(st)
-        else:
-            kept[st] = mark
-    marks.clear()
-    marks.update(kept)
-    return stalled

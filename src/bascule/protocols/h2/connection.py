@@ -38,8 +38,15 @@ from bascule.protocols.h2.output import COALESCE_LIMIT, H2Output
 from bascule.protocols.h2.states import StreamState, local_open, remote_open
 from bascule.protocols.h2.stream import H2Stream
 from bascule.protocols.outbox import Outbox
-from bascule.protocols.semantics import answer_timeout, body_over_limit
-from bascule.protocols.stream_exchange import StreamExchange, stalled_bodies
+from bascule.protocols.semantics import body_over_limit
+from bascule.protocols.stream_exchange import StreamExchange
+from bascule.protocols.stream_table import (
+    RESETS_PER_TICK,
+    app_deadlines,
+    dispatch,
+    refuse_stalled_body,
+    stalled_bodies,
+)
 
 _log = logging.getLogger("bascule.error")
 _S = TypeVar("_S", bound=H2Stream)
@@ -47,7 +54,6 @@ _unpack_header = fr.HEADER.unpack_from
 _U32 = struct.Struct(">L").unpack_from
 
 CONN_WINDOW = 1 << 20  # connection-level receive window (stream windows bound what is buffered)
-RESETS_PER_TICK = 200  # streams the client resets, or makes us reset, per 0.5 s tick
 CONTROL_PER_TICK = 2000  # PING, SETTINGS, PRIORITY, WINDOW_UPDATE, empty DATA, unknown frames per tick
 GOAWAY_GRACE = 0.25  # seconds between a graceful GOAWAY and closing an idle connection
 MAX_BLOCK_FRAMES = 64  # CONTINUATION frames in one header block
@@ -243,18 +249,9 @@ class H2Connection(H2Output, asyncio.Protocol):
             # and answer those with smaller pieces still.
             self._pump_due = False
             self._pump()
-        if self._to_dispatch:
-            self._dispatch_ready()
-
-    def _dispatch_ready(self) -> None:
-        """Start the apps of the streams whose heads arrived (after the whole read, so a small request's
-        body is complete by then)."""
-        ready, self._to_dispatch = self._to_dispatch, []
-        now = self.loop.time()
-        for st in ready:
-            if not st.disconnected:
-                st.start_time = now
-                self.ctx.serve(st)
+        if self._to_dispatch:  # the apps start after the whole read: a small request's body is complete by then
+            ready, self._to_dispatch = self._to_dispatch, []
+            dispatch(self.ctx, ready, self.loop.time())
 
     def eof_received(self) -> bool | None:
         return None
@@ -695,11 +692,8 @@ class H2Connection(H2Output, asyncio.Protocol):
             return
         for stalled in stalled_bodies(list(self.streams.values()), self._body_marks, now, ctx.timeout_body_idle):
             self._body_timed_out(cast(H2Stream, stalled), ctx.timeout_body_idle)
-        timeout = ctx.timeout_request
-        if timeout is not None:
-            for st in list(self.streams.values()):
-                if st.counted and not st.finished and now - st.start_time > timeout:
-                    self._app_timed_out(st, timeout)
+        if ctx.timeout_request is not None:
+            app_deadlines(list(self.streams.values()), now, ctx.timeout_request)
 
     def _body_timed_out(self, st: H2Stream, timeout: float) -> None:
         """--timeout-body-idle: the app waited for request body bytes that did not come; this stream ends, the
@@ -709,11 +703,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         client to stop the upload (RFC 9113 8.1, as for any response complete before its request; _end_local),
         which is what nginx's client_body_timeout answers too. Once it started (or if the 408 is held back by
         the client's window): RST_STREAM (CANCEL: the stream is no longer needed, RFC 9113 7)."""
-        _log.info("rejected a request from %s on HTTP/2 stream %d: no request body bytes within "
-                  "timeout_body_idle (%g s) (%s)", describe_peer(self.client), st.stream_id, timeout,
-                  "stream reset" if st.response_started else "408")
-        if not st.response_started:
-            st.send_simple(408, b"Request Timeout: no request body bytes within timeout_body_idle\n")
+        refuse_stalled_body(st, st.stream_id, describe_peer(self.client), timeout)
         if local_open(st.state) or not st.disconnected:
             self.reset_stream(st, fr.CANCEL)
             if not st.finished:
@@ -721,13 +711,3 @@ class H2Connection(H2Output, asyncio.Protocol):
                 self._dropped(st)
             self._orphan_if_running(st)
             st.on_disconnect()
-
-    def _app_timed_out(self, st: H2Stream, timeout: float) -> None:
-        started = st.response_started
-        answer_timeout(st, timeout, "stream reset")
-        if started:
-            st.abort()
-        st.on_disconnect()
-        if st.cancel_app is not None:
-            st.cancel_app()
-

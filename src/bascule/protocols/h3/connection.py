@@ -49,8 +49,9 @@ from bascule.protocols.h3.headers import (
 from bascule.protocols.h3.quic import PacedQuic, StaticQpackH3
 from bascule.protocols.h3.slots import StreamSlots
 from bascule.protocols.h3.stream import SEND_BUFFER, H3Stream
-from bascule.protocols.semantics import answer_timeout, body_over_limit
-from bascule.protocols.stream_exchange import StreamExchange, stalled_bodies
+from bascule.protocols.semantics import body_over_limit
+from bascule.protocols.stream_exchange import StreamExchange
+from bascule.protocols.stream_table import app_deadlines, dispatch, refuse_stalled_body, stalled_bodies
 
 if TYPE_CHECKING:
     from bascule.protocols.h3.endpoint import QuicServer
@@ -134,7 +135,8 @@ class H3Conn:
             self.ctx.connections.discard(self)
             self._lose_streams()
         if self._to_dispatch:
-            self._dispatch_ready()
+            ready, self._to_dispatch = self._to_dispatch, []
+            dispatch(self.ctx, ready, self.loop.time())
         if self._paused:
             self._resume_streams()
         self.schedule_flush()  # once per loop pass: the datagrams read in one pass get one answer
@@ -392,14 +394,6 @@ class H3Conn:
         if not st.request_ended:  # the response ended: the rest of the upload is refused (STOP_SENDING)
             self._stop_reading(st)
 
-    def _dispatch_ready(self) -> None:
-        ready, self._to_dispatch = self._to_dispatch, []
-        now = self.loop.time()
-        for st in ready:
-            if not st.disconnected:
-                st.start_time = now
-                self.ctx.serve(st)
-
     def _register(self, st: H3Stream) -> H3Stream:
         self.streams[st.stream_id] = st
         self.idle_since = None
@@ -428,9 +422,7 @@ class H3Conn:
 
     def _stream_error(self, st: H3Stream, reason: str) -> None:
         _log.debug("HTTP/3 stream %d of %s reset: %s", st.stream_id, describe_peer(self.client), reason)
-        if not st.finished:
-            st.finished = True
-            self._dropped(st)
+        self._drop(st)
         self._reset_both(st, ErrorCode.H3_MESSAGE_ERROR)
         st.on_disconnect()
         if self.slots.charge():  # "MadeYouReset": resets the client makes us send count as its own
@@ -456,11 +448,7 @@ class H3Conn:
         if st is None:
             return
         st.cancelled = True
-        over = False
-        if not st.finished:
-            st.finished = True
-            self._dropped(st)
-            over = self.slots.charge()
+        over = self._drop(st) and self.slots.charge()
         self._reset_both(st, code)
         st.on_disconnect()
         if over:
@@ -508,9 +496,7 @@ class H3Conn:
 
     def _lost_send(self, st: H3Stream) -> None:
         """aioquic refused a send: the stream was reset under us (the events saying so are on their way)."""
-        if not st.finished:
-            st.finished = True
-            self._dropped(st)
+        self._drop(st)
         self._reset_both(st, ErrorCode.H3_INTERNAL_ERROR)
         st.on_disconnect()
 
@@ -568,9 +554,15 @@ class H3Conn:
         if not st.websocket:
             self.ctx.request_finished(st)
 
-    def _dropped(self, st: H3Stream) -> None:
+    def _drop(self, st: H3Stream) -> bool:
+        """The client went away from ``st`` before its response was complete: reported once (True then). A
+        WebSocket's session reports its handshake itself, when the stream closes."""
+        if st.finished:
+            return False
+        st.finished = True
         if not st.websocket:
             self.ctx.request_finished(st, dropped=True)
+        return True
 
     def _forget(self, st: H3Stream) -> None:
         if self.streams.pop(st.stream_id, None) is not None:
@@ -640,9 +632,7 @@ class H3Conn:
         self._to_dispatch.clear()
         for st in streams:
             st.local_ended = st.request_ended = True
-            if not st.finished:
-                st.finished = True
-                self._dropped(st)
+            self._drop(st)
             st.write_paused = False
             st.on_disconnect()
 
@@ -696,31 +686,16 @@ class H3Conn:
             if not self.streams and now - self._goaway_at >= GOAWAY_GRACE and self._all_acknowledged():
                 self.close_now()
             return
-        timeout = ctx.timeout_request
-        if timeout is not None:
-            for st in list(self.streams.values()):
-                if st.counted and not st.finished and now - st.start_time > timeout:
-                    started = st.response_started
-                    answer_timeout(st, timeout, "stream reset")
-                    if started:
-                        st.abort()
-                    st.on_disconnect()
-                    if st.cancel_app is not None:
-                        st.cancel_app()
+        if ctx.timeout_request is not None:
+            app_deadlines(list(self.streams.values()), now, ctx.timeout_request)
 
     def _body_timed_out(self, st: H3Stream, timeout: float) -> None:
         """--timeout-body-idle: the app waited for request body bytes that did not come; this stream ends, the
         connection and its other streams go on, and the app sees a disconnect. Before the response started:
         408, whose FIN is followed by STOP_SENDING (H3_NO_ERROR) ending the upload (RFC 9114 4.1; _end_local).
         Once it started: both sides reset with H3_REQUEST_CANCELLED (RFC 9114 4.1.1, 8.1)."""
-        _log.info("rejected a request from %s on HTTP/3 stream %d: no request body bytes within "
-                  "timeout_body_idle (%g s) (%s)", describe_peer(self.client), st.stream_id, timeout,
-                  "stream reset" if st.response_started else "408")
-        if not st.response_started:
-            st.send_simple(408, b"Request Timeout: no request body bytes within timeout_body_idle\n")
+        refuse_stalled_body(st, st.stream_id, describe_peer(self.client), timeout)
         if not st.local_ended or not st.disconnected:
-            if not st.finished:
-                st.finished = True
-                self._dropped(st)
+            self._drop(st)
             self._reset_both(st, ErrorCode.H3_REQUEST_CANCELLED)
             st.on_disconnect()

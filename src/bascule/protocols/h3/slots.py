@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bascule.protocols.stream_table import RESETS_PER_TICK
+
 if TYPE_CHECKING:
     from bascule.protocols.h3.quic import PacedQuic
     from bascule.protocols.h3.stream import H3Stream
 
-RESETS_PER_TICK = 200  # streams the client resets, or makes us reset, per 0.5 s tick, as HTTP/2
+__all__ = ["RESETS_PER_TICK", "StreamSlots"]
 
 
 class StreamSlots:

@@ -61,6 +61,7 @@ COMPILED = [
     "src/bascule/protocols/websocket/extended_connect.py",
     "src/bascule/protocols/h2/frames.py",
     "src/bascule/protocols/h2/headers.py",
+    "src/bascule/protocols/h2/control.py",
     "src/bascule/protocols/h2/states.py",
     "src/bascule/protocols/h2/output.py",
     "src/bascule/protocols/h2/connection.py",

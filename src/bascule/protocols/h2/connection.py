@@ -6,7 +6,8 @@ frame headers with one ``struct`` call, keeps per-stream state in :class:`H2Stre
 HPACK from the ``hpack`` library behind a cache (protocols/h2/headers.py). Conformance is held to the same
 bar by the h2spec-derived suite in tests/protocols/h2/h2spec. This module reads frames and keeps the streams'
 lifecycle and the budgets; the writing half (queued frames, DATA under flow control, lingering closes) is
-:class:`~bascule.protocols.h2.output.H2Output`, which the connection inherits.
+:class:`~bascule.protocols.h2.output.H2Output`, which the connection inherits; SETTINGS, PING, PRIORITY and the
+graceful GOAWAY are protocols/h2/control.py's; starting apps and the tick's deadlines, protocols/stream_table.py's.
 
 What a client can make us spend is bounded: header blocks (HEADERS + CONTINUATION) by size and frame
 count, decoded header lists by ``limit_request_header_size`` (HPACK bombs), buffered request bodies by the
@@ -27,7 +28,9 @@ from typing import Any, TypeVar, cast
 
 from bascule.context import ServerContext
 from bascule.protocols.exchange import describe_peer, peer_address
+from bascule.protocols.h2 import control
 from bascule.protocols.h2 import frames as fr
+from bascule.protocols.h2.control import CONN_WINDOW
 from bascule.protocols.h2.frames import ConnectionError_, StreamError
 from bascule.protocols.h2.headers import (
     MalformedRequest,
@@ -53,9 +56,7 @@ _S = TypeVar("_S", bound=H2Stream)
 _unpack_header = fr.HEADER.unpack_from
 _U32 = struct.Struct(">L").unpack_from
 
-CONN_WINDOW = 1 << 20  # connection-level receive window (stream windows bound what is buffered)
 CONTROL_PER_TICK = 2000  # PING, SETTINGS, PRIORITY, WINDOW_UPDATE, empty DATA, unknown frames per tick
-GOAWAY_GRACE = 0.25  # seconds between a graceful GOAWAY and closing an idle connection
 MAX_BLOCK_FRAMES = 64  # CONTINUATION frames in one header block
 REMEMBERED_RESETS = 1024  # streams we reset, whose late frames are dropped quietly
 
@@ -131,16 +132,9 @@ class H2Connection(H2Output, asyncio.Protocol):
             self.server = peer_address(transport.get_extra_info("sockname"))
         self.idle_since = self._since = self.loop.time()
         self.ctx.connections.add(self)
-        settings = {fr.SETTINGS_MAX_CONCURRENT_STREAMS: self.max_streams,
-                    fr.SETTINGS_MAX_HEADER_LIST_SIZE: self.ctx.limit_request_header_size}
-        if self.configured_window != fr.DEFAULT_WINDOW:
-            settings[fr.SETTINGS_INITIAL_WINDOW_SIZE] = self.configured_window
-        if self.connect_protocol:
-            settings[fr.SETTINGS_ENABLE_CONNECT_PROTOCOL] = 1
-        self._settings_pending += 1
-        self.outbox.write(fr.settings(settings) + fr.window_update(0, CONN_WINDOW - fr.DEFAULT_WINDOW))
+        self.outbox.write(control.local_settings(self))
         if self.ctx.shutting_down:
-            self.start_goaway()
+            control.start_goaway(self)
 
     def upgraded(self, head: RequestHead, client_settings: bytes) -> None:
         """After ``Upgrade: h2c``: the client's HTTP2-Settings apply, and its request is stream 1.
@@ -151,7 +145,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         waiting for the preface keeps the response out of that buffer. The head deadline still applies.
         """
         try:
-            self._apply_peer_settings(client_settings)
+            control.apply_peer_settings(self, client_settings)
         except ConnectionError_ as exc:
             self._connection_error(exc.code, str(exc))
             return
@@ -219,15 +213,15 @@ class H2Connection(H2Output, asyncio.Protocol):
                     elif ftype == fr.RST_STREAM:
                         self._on_rst_stream(sid, payload)
                     elif ftype == fr.SETTINGS:
-                        self._on_settings(flags, sid, payload)
+                        control.on_settings(self, flags, sid, payload)
                     elif ftype == fr.PING:
-                        self._on_ping(flags, sid, payload)
+                        control.on_ping(self, flags, sid, payload)
                     elif ftype == fr.PRIORITY:
-                        self._on_priority(sid, payload)
+                        control.on_priority(self, sid, payload)
                     elif ftype == fr.GOAWAY:
                         if sid != 0:
                             raise ConnectionError_(fr.PROTOCOL_ERROR, "GOAWAY on a stream")
-                        self.start_goaway()
+                        control.start_goaway(self)
                     elif ftype == fr.CONTINUATION:
                         raise ConnectionError_(fr.PROTOCOL_ERROR, "CONTINUATION without a header block")
                     elif ftype == fr.PUSH_PROMISE:
@@ -503,50 +497,6 @@ class H2Connection(H2Output, asyncio.Protocol):
         st.on_disconnect()  # not remembered as reset by us: later frames on it are STREAM_CLOSED (RFC 9113 5.1)
         self._note_idle()
 
-    def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:
-        fr.check_control(fr.SETTINGS, sid, payload, flags)
-        if flags & fr.ACK:
-            if self._settings_pending:
-                self._settings_pending -= 1
-                self._apply_local_window(self.configured_window)
-            return
-        self._charge_control(1 + len(payload) // 48)  # a frame may carry thousands of entries: charged by size
-        self._apply_peer_settings(payload)
-        self.outbox.write(fr.frame(fr.SETTINGS, fr.ACK, 0))
-        if self._blocked:
-            self._pump()
-
-    def _apply_peer_settings(self, payload: bytes) -> None:
-        window, max_frame = fr.peer_settings(payload)
-        if max_frame is not None:
-            self.peer_max_frame = max_frame
-        if window is not None and window != self.peer_initial_window:
-            delta = window - self.peer_initial_window
-            self.peer_initial_window = window
-            for st in self.streams.values():
-                st.send_window += delta
-                if st.send_window > fr.MAX_WINDOW:
-                    raise ConnectionError_(fr.FLOW_CONTROL_ERROR, "a stream window went over 2^31-1")
-
-    def _apply_local_window(self, value: int) -> None:
-        delta = value - self.local_initial_window
-        if delta:
-            self.local_initial_window = value
-            for st in self.streams.values():
-                st.recv_window += delta
-
-    def _on_ping(self, flags: int, sid: int, payload: bytes) -> None:
-        fr.check_control(fr.PING, sid, payload)
-        self._charge_control()
-        if not flags & fr.ACK:
-            self.outbox.write(fr.frame(fr.PING, fr.ACK, 0, payload))
-
-    def _on_priority(self, sid: int, payload: bytes) -> None:
-        if sid == 0:
-            raise ConnectionError_(fr.PROTOCOL_ERROR, "PRIORITY on stream 0")
-        self._charge_control()
-        fr.check_control(fr.PRIORITY, sid, payload)
-
     # -- budgets and errors -------------------------------------------------------------------------
     def _charge_control(self, units: int = 1) -> None:
         self._control += units
@@ -651,20 +601,6 @@ class H2Connection(H2Output, asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def start_goaway(self) -> None:
-        """Graceful stop: no new streams; the connection closes once those in flight are done.
-
-        Called again by the tick until it closes. An idle connection is closed only GOAWAY_GRACE after its
-        GOAWAY, so that a request the client sent meanwhile meets the GOAWAY (and is retried elsewhere, its
-        stream being above the last one processed) rather than a closed socket.
-        """
-        if not self.goaway_sent and not self.closed:
-            self.goaway_sent = True
-            self._goaway_at = self.loop.time()
-            self.outbox.write(self._goaway(fr.NO_ERROR))
-        elif not self.streams and self.loop.time() - self._goaway_at >= GOAWAY_GRACE:
-            self._linger_close()
-
     # -- server-driven ------------------------------------------------------------------------------
     def on_tick(self, now: float) -> None:
         """Twice a second: budgets refill, idle and slow clients are closed, app deadlines checked."""
@@ -674,7 +610,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         self._control = 0
         ctx = self.ctx
         if ctx.shutting_down:
-            self.start_goaway()
+            control.start_goaway(self)
             return
         if self._preface or self._settings_first:
             if now - self._since > ctx.timeout_request_head:
@@ -685,7 +621,7 @@ class H2Connection(H2Output, asyncio.Protocol):
             return
         idle = self.idle_since
         if idle is not None and not self.streams and now - idle > ctx.keep_alive_timeout:
-            self.start_goaway()
+            control.start_goaway(self)
             return
         if not self.streams:
             self._body_marks.clear()

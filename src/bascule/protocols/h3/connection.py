@@ -19,7 +19,9 @@ Limits are HTTP/2's: concurrent streams are QUIC's MAX_STREAMS (``ctx.h2_max_con
 stream the client cancels, or makes us reset, keeps its slot while its app still runs (protocols/h3/slots.py);
 request heads over the operator's limits get 431; bodies over --limit-request-body 413; receive windows follow
 the app's reading (protocols/h3/quic.py); unacknowledged response bytes pause the stream
-(protocols/h3/stream.py); streams the client cancels or makes us reset per tick are budgeted.
+(protocols/h3/stream.py); streams the client cancels or makes us reset per tick are budgeted. What it needs to
+know of aioquic's state is asked of protocols/h3/quic.py's subclasses; starting apps and the tick's deadlines
+are protocols/stream_table.py's, as HTTP/2's.
 """
 
 from __future__ import annotations
@@ -29,11 +31,9 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
-from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import ErrorCode, FrameType, HeadersState, ProtocolError, encode_frame
+from aioquic.h3.connection import ErrorCode, ProtocolError
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic import events as qe
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from bascule.protocols.exchange import Headers, describe_peer, peer_address
 from bascule.protocols.h3.headers import (
@@ -74,11 +74,7 @@ class H3Conn:
         self.loop = ctx.loop
         self.quic = quic
         quic.held = self._held
-        # before the transport parameters are written; "sent" too, which aioquic compares with the value to
-        # decide when to raise the limit (MAX_STREAMS) as streams end
-        for limit, value in ((quic._local_max_streams_bidi, ctx.h2_max_concurrent_streams),
-                             (quic._local_max_streams_uni, MAX_PEER_UNI_STREAMS)):
-            limit.value = limit.sent = value
+        quic.limit_streams(ctx.h2_max_concurrent_streams, MAX_PEER_UNI_STREAMS)
         self.h3: StaticQpackH3 | None = None
         self.client = peer_address(addr)
         self.server = endpoint.address
@@ -128,7 +124,7 @@ class H3Conn:
             _log.exception("HTTP/3 connection from %s failed", describe_peer(self.client))
             self.close_now(ErrorCode.H3_INTERNAL_ERROR, "internal error")
             return
-        if quic._close_event is not None and not self.closed:
+        if quic.closing and not self.closed:
             # the peer closed (or aioquic did, on a protocol error): the streams learn it now, not once the
             # closing period is over (ConnectionTerminated)
             self.closed = True
@@ -182,11 +178,7 @@ class H3Conn:
         now = self.loop.time()
         for data, addr in quic.datagrams_to_send(now):
             sendto(data, addr)
-        streams = quic._local_max_streams_bidi
-        if streams.value > streams.sent and streams.sent - streams.used < streams.value - streams.sent:
-            # aioquic frees a finished stream's slot while it writes packets, after it wrote MAX_STREAMS:
-            # without a second pass the new limit would wait for the next packet of ours, maybe never (the
-            # test is aioquic's own for writing MAX_STREAMS: a pass only when it would write the frame)
+        if quic.max_streams_due():  # a slot freed while the packets were written: a second pass sends it
             for data, addr in quic.datagrams_to_send(now):
                 sendto(data, addr)
         at = quic.get_timer()
@@ -221,12 +213,8 @@ class H3Conn:
     def _make_tls(self) -> None:
         """The ASGI tls dict, from the front door's callable: at the handshake's end, or at the first request
         that came before it (0-RTT early data: no peer certificate then)."""
-        tls = self.quic.tls
-        certs = [tls._peer_certificate] if tls._peer_certificate is not None else []
-        chain = [cert.public_bytes(Encoding.DER) for cert in certs + list(tls._peer_certificate_chain)]
-        schedule = tls.key_schedule
         try:
-            self.tls = self.endpoint.tls_extension(chain, int(schedule.cipher_suite) if schedule else None)
+            self.tls = self.endpoint.tls_extension(*self.quic.peer_chain())
         except Exception:
             _log.exception("HTTP/3: the tls extension of a connection from %s failed", describe_peer(self.client))
 
@@ -234,14 +222,13 @@ class H3Conn:
         """A request stream whose HEADERS frame is not complete yet: aioquic keeps its pieces until it is.
         One declared larger than the header limits allow could never be answered (its pieces hold the
         stream's window shut): refused now. The others must complete within --timeout-request-head (on_tick)."""
-        h3 = self.h3
-        h3_stream = h3._stream.get(sid) if h3 is not None else None
-        if h3_stream is None or h3_stream.headers_recv_state is not HeadersState.INITIAL or self.closed:
+        size = self.h3.pending_head(sid) if self.h3 is not None else None
+        if size is None or self.closed:
             self._heads.pop(sid, None)
             return
-        if h3_stream.frame_type == FrameType.HEADERS and (h3_stream.frame_size or 0) > 2 * self.limits.list_size:
+        if size > 2 * self.limits.list_size:
             _log.info("refused a request from %s on HTTP/3 stream %d: a HEADERS frame of %d bytes",
-                      describe_peer(self.client), sid, h3_stream.frame_size)
+                      describe_peer(self.client), sid, size)
             self._heads.pop(sid, None)
             self._refuse(sid, ErrorCode.H3_EXCESSIVE_LOAD)
             return
@@ -252,12 +239,7 @@ class H3Conn:
         frame pieces the HTTP/3 layer keeps until they are whole."""
         st = self.streams.get(stream_id)
         held = st.held if st is not None else 0
-        h3 = self.h3
-        if h3 is not None:
-            h3_stream = h3._stream.get(stream_id)
-            if h3_stream is not None:
-                held += len(h3_stream.buffer)
-        return held
+        return held + self.h3.buffered(stream_id) if self.h3 is not None else held
 
     # -- requests -----------------------------------------------------------------------------------
     def _on_headers(self, event: HeadersReceived) -> None:
@@ -272,10 +254,7 @@ class H3Conn:
             if event.stream_ended:
                 self._end_request(st)
             return
-        h3 = self.h3
-        h3_stream = h3._stream.get(sid) if h3 is not None else None
-        if (sid & 3 or self.closed or h3_stream is None
-                or h3_stream.headers_recv_state is not HeadersState.AFTER_HEADERS):
+        if sid & 3 or self.closed or self.h3 is None or not self.h3.first_headers(sid):
             return  # not a request stream's first HEADERS (trailers of a stream we answered and forgot)
         self.last_stream_id = max(sid, self.last_stream_id)
         if self.goaway_id is not None and sid >= self.goaway_id:
@@ -406,19 +385,9 @@ class H3Conn:
             quic.reset_stream(sid, code)
         with contextlib.suppress(*_SEND_ERRORS):
             quic.stop_stream(sid, code)
-        self._h3_sent_all(sid)
+        if self.h3 is not None:
+            self.h3.sent_all(sid)  # its HTTP/3 record goes once the client's side ends too
         self.schedule_flush()
-
-    def _h3_sent_all(self, sid: int) -> None:
-        """Our side of a stream was reset behind aioquic's HTTP/3 layer (it has no call for that): mark it
-        ended there, so its stream record goes once the client's side ends too, as after a FIN of ours.
-        Without this every stream we reset would stay in its table for the connection's lifetime."""
-        h3 = self.h3
-        h3_stream = h3._stream.get(sid) if h3 is not None else None
-        if h3 is not None and h3_stream is not None:
-            h3_stream.sending_ended = True
-            if h3_stream.is_ended():
-                del h3._stream[sid]
 
     def _stream_error(self, st: H3Stream, reason: str) -> None:
         _log.debug("HTTP/3 stream %d of %s reset: %s", st.stream_id, describe_peer(self.client), reason)
@@ -486,8 +455,7 @@ class H3Conn:
         self._sent(st, end)
 
     def _sent(self, st: H3Stream, end: bool) -> None:
-        quic_stream = self.quic._streams.get(st.stream_id)
-        if quic_stream is not None and len(quic_stream.sender._buffer) > SEND_BUFFER and not st.write_paused:
+        if self.quic.unacked(st.stream_id) > SEND_BUFFER and not st.write_paused:
             st.write_paused = True
             self._paused[st.stream_id] = st
         if end:
@@ -502,10 +470,9 @@ class H3Conn:
 
     def _resume_streams(self) -> None:
         """After acknowledgements: wake the streams whose unacknowledged bytes fell under half the bound."""
-        streams = self.quic._streams
+        unacked = self.quic.unacked
         for sid, st in list(self._paused.items()):
-            quic_stream = streams.get(sid)
-            if quic_stream is None or len(quic_stream.sender._buffer) <= SEND_BUFFER // 2 or st.disconnected:
+            if unacked(sid) <= SEND_BUFFER // 2 or st.disconnected:
                 del self._paused[sid]
                 st.write_paused = False
                 st.wake_drain()
@@ -531,7 +498,8 @@ class H3Conn:
         st.local_ended = True
         with contextlib.suppress(*_SEND_ERRORS):
             self.quic.reset_stream(st.stream_id, code)
-        self._h3_sent_all(st.stream_id)
+        if self.h3 is not None:
+            self.h3.sent_all(st.stream_id)
         self.schedule_flush()
 
     def _reset_both(self, st: H3Stream, code: int) -> None:
@@ -579,22 +547,16 @@ class H3Conn:
     # -- closing ------------------------------------------------------------------------------------
     def goaway(self) -> None:
         """Graceful stop: an HTTP/3 GOAWAY (RFC 9114 5.2) naming the first request stream we will not take;
-        the connection closes once the streams below it are done (on_tick).
-
-        aioquic's H3Connection has no API to send GOAWAY, so the frame is written here on its control stream
-        (``_local_control_stream_id``), encoded with aioquic's own frame helpers.
-        """
+        the connection closes once the streams below it are done (on_tick)."""
         if self.goaway_sent or self.closed:
             return
         self.goaway_sent = True
         self._goaway_at = self.loop.time()
-        h3 = self.h3
-        if h3 is None or h3._local_control_stream_id is None:
+        goaway_id = self.last_stream_id + 4
+        if self.h3 is None or not self.h3.send_goaway(goaway_id):
             self.close_now()  # no HTTP/3 yet: nothing to drain
             return
-        self.goaway_id = self.last_stream_id + 4
-        self.quic.send_stream_data(h3._local_control_stream_id,
-                                   encode_frame(FrameType.GOAWAY, encode_uint_var(self.goaway_id)))
+        self.goaway_id = goaway_id
         self.schedule_flush()
 
     def close_now(self, code: int = ErrorCode.H3_NO_ERROR, reason: str = "") -> None:
@@ -606,21 +568,6 @@ class H3Conn:
         self.quic.close(error_code=code, reason_phrase=reason)
         self._lose_streams()
         self.flush()
-
-    def _all_acknowledged(self) -> bool:
-        """Whether the peer acknowledged every byte (and FIN) we queued on every stream: only then may a graceful
-        close go out. A stream leaves ``streams`` when its FIN is queued, and the packets follow at the end of the
-        loop pass (schedule_flush), later still if congestion control or the peer's window holds them; once
-        CONNECTION_CLOSE is queued aioquic sends nothing else, and nothing lost is sent again, so closing on an
-        empty table alone cut off the last response (or the GOAWAY) now and then. A peer that never
-        acknowledges is bounded by the drain's --timeout-graceful-shutdown, or by the QUIC idle timeout."""
-        for quic_stream in self.quic._streams.values():
-            sender = quic_stream.sender
-            if sender._reset_error_code is not None:
-                continue  # a reset stream's bytes are given up; RESET_STREAM itself need not arrive
-            if sender._buffer or (sender._buffer_fin is not None and not sender._acked_fin):
-                return False
-        return True
 
     def force_close(self) -> None:
         self.close_now(ErrorCode.H3_NO_ERROR, "server stopping")
@@ -671,8 +618,7 @@ class H3Conn:
                 self.goaway()
         if self._heads:
             for sid, since in list(self._heads.items()):
-                h3_stream = self.h3._stream.get(sid) if self.h3 is not None else None
-                if h3_stream is None or h3_stream.headers_recv_state is not HeadersState.INITIAL:
+                if self.h3 is None or self.h3.pending_head(sid) is None:
                     del self._heads[sid]  # reset, or answered
                 elif now - since > ctx.timeout_request_head:  # slowloris: as HTTP/2, the connection ends
                     _log.info("HTTP/3 connection from %s closed: request head not complete within "
@@ -683,7 +629,8 @@ class H3Conn:
         for stalled in stalled_bodies(list(self.streams.values()), self._body_marks, now, ctx.timeout_body_idle):
             self._body_timed_out(cast(H3Stream, stalled), ctx.timeout_body_idle)
         if self.goaway_sent:
-            if not self.streams and now - self._goaway_at >= GOAWAY_GRACE and self._all_acknowledged():
+            # closed once every byte we queued is acknowledged (see PacedQuic.all_acknowledged)
+            if not self.streams and now - self._goaway_at >= GOAWAY_GRACE and self.quic.all_acknowledged():
                 self.close_now()
             return
         if ctx.timeout_request is not None:

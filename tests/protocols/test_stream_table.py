@@ -14,7 +14,13 @@ from bascule.config import Config
 from bascule.context import ServerContext
 from bascule.protocols.exchange import Exchange
 from bascule.protocols.stream_exchange import StreamExchange
-from bascule.protocols.stream_table import app_deadlines, dispatch, refuse_stalled_body, stalled_bodies
+from bascule.protocols.stream_table import (
+    app_deadlines,
+    dispatch,
+    refuse_stalled_body,
+    release_writer,
+    stalled_bodies,
+)
 
 
 def test_dispatch_starts_the_streams_still_there_and_stamps_them() -> None:
@@ -26,6 +32,21 @@ def test_dispatch_starts_the_streams_still_there_and_stamps_them() -> None:
         dispatch(ctx, [here, gone], 12.5)
         assert served == [here] and here.start_time == 12.5 and here.counted
         assert gone.start_time == 0.0 and not gone.counted
+
+    asyncio.run(main())
+
+
+def test_a_stream_leaving_the_table_wakes_its_paused_writer() -> None:
+    async def main() -> None:
+        st = RecordingStream(loop=asyncio.get_running_loop())
+        st.write_paused = True
+        drain = asyncio.ensure_future(st.drain())
+        await asyncio.sleep(0)
+        assert not drain.done()
+        release_writer(st)
+        await asyncio.wait_for(drain, 1.0)
+        assert not st.write_paused
+        release_writer(st)  # not paused: nothing to do
 
     asyncio.run(main())
 

@@ -3,10 +3,11 @@
 protocols/h2/connection.py (compiled: the HTTP/2 hot path) and protocols/h3/connection.py (interpreted: aioquic
 dominates it) keep their streams in a table by id and differ in how a stream enters and leaves it (frames and
 HPACK, or aioquic's events and its stream records). What they do with the table is the same: start the apps of
-the streams whose heads a read completed, and, from the connection's tick, find the streams past a deadline
-(--timeout-request, --timeout-body-idle) and answer them. Those rules live here once, as functions over
-:class:`~bascule.protocols.stream_exchange.StreamExchange` (a compiled module used by an interpreted one: only
-plain functions, no mixin). What each wire does next (a reset, RST_STREAM or STOP_SENDING) stays its own.
+the streams whose heads a read completed, wake the paused writer of a stream that leaves the table, and, from
+the connection's tick, find the streams past a deadline (--timeout-request, --timeout-body-idle) and answer
+them. Those rules live here once, as functions over :class:`~bascule.protocols.stream_exchange.StreamExchange`
+(a compiled module used by an interpreted one: only plain functions, no mixin). What each wire does next (a
+reset, RST_STREAM or STOP_SENDING) stays its own.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from bascule.context import ServerContext
     from bascule.protocols.stream_exchange import StreamExchange
 
-__all__ = ["RESETS_PER_TICK", "app_deadlines", "dispatch", "refuse_stalled_body", "stalled_bodies"]
+__all__ = ["RESETS_PER_TICK", "app_deadlines", "dispatch", "refuse_stalled_body", "release_writer", "stalled_bodies"]
 
 _log = logging.getLogger("bascule.error")
 
@@ -37,6 +38,14 @@ def dispatch(ctx: ServerContext, ready: Iterable[StreamExchange], now: float) ->
         if not st.disconnected:
             st.start_time = now
             ctx.serve(st)
+
+
+def release_writer(st: StreamExchange) -> None:
+    """``st`` has left its connection's table: an app paused in drain() on it is woken now, since a connection
+    whose writes resume wakes only the streams still in its table (the app then finds its stream over)."""
+    if st.write_paused:
+        st.write_paused = False
+        st.wake_drain()
 
 
 def app_deadlines(streams: Iterable[StreamExchange], now: float, timeout: float) -> None:

@@ -48,6 +48,7 @@ from bascule.protocols.stream_table import (
     app_deadlines,
     dispatch,
     refuse_stalled_body,
+    release_writer,
     stalled_bodies,
 )
 
@@ -558,9 +559,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         """Both sides are done: the stream leaves the table (its id stays "closed")."""
         if self.streams.pop(st.stream_id, None) is not None:
             self.forget_turn(st.stream_id)
-            if st.write_paused:  # resume_writing only wakes streams still in the table
-                st.write_paused = False
-                st.wake_drain()
+            release_writer(st)  # resume_writing only wakes streams still in the table
             self._note_idle()
 
     def _note_idle(self) -> None:

@@ -51,7 +51,7 @@ from bascule.protocols.h3.slots import StreamSlots
 from bascule.protocols.h3.stream import SEND_BUFFER, H3Stream
 from bascule.protocols.semantics import body_over_limit
 from bascule.protocols.stream_exchange import StreamExchange
-from bascule.protocols.stream_table import app_deadlines, dispatch, refuse_stalled_body, stalled_bodies
+from bascule.protocols.stream_table import app_deadlines, dispatch, refuse_stalled_body, release_writer, stalled_bodies
 
 if TYPE_CHECKING:
     from bascule.protocols.h3.endpoint import QuicServer
@@ -535,9 +535,7 @@ class H3Conn:
     def _forget(self, st: H3Stream) -> None:
         if self.streams.pop(st.stream_id, None) is not None:
             self._paused.pop(st.stream_id, None)
-            if st.write_paused:
-                st.write_paused = False
-                st.wake_drain()
+            release_writer(st)
             self._note_idle()
 
     def _note_idle(self) -> None:

@@ -113,7 +113,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         self._pump_due = False  # a WINDOW_UPDATE in this read opened a window some waiting DATA needs
         self.ack_allowance = 0  # WINDOW_UPDATEs not charged as control frames: ACKS_PER_DATA per DATA sent
         self._orphans: dict[int, H2Stream] = {}  # reset by the client, app still running
-        self._to_dispatch: list[H2Stream] = []
+        self._to_dispatch: list[StreamExchange] = []  # heads complete, apps not started (data_received)
         # frames queued for the end of the loop pass; dropped once the transport is closing
         self.outbox = Outbox(ctx.loop, COALESCE_LIMIT, skip_closing=True)
         self._resets = 0

@@ -96,7 +96,7 @@ class H3Conn:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_due = False
-        self._to_dispatch: list[H3Stream] = []
+        self._to_dispatch: list[StreamExchange] = []
         self._heads: dict[int, float] = {}  # request streams whose HEADERS have not arrived whole: since when
         self._paused: dict[int, H3Stream] = {}
         self._body_marks: dict[StreamExchange, tuple[int, float]] = {}  # --timeout-body-idle (on_tick)

@@ -126,7 +126,7 @@ def markdown(plan: Plan, results: list[Result], meta: dict[str, Any], chart: Pat
         "",
         f"Measured {meta['date']} on {m['cpu']} ({m['nproc']} CPUs, {m['memory']}), {m['kernel']}, "
         f"Python {m['python']}; {pinning}. Each server is one worker at its defaults (flags in "
-        "`benchmarks/run.py`), restarted for every scenario, checked with one request, warmed up "
+        "`benchmarks/suite.py`), restarted for every scenario, checked with one request, warmed up "
         f"{plan.warmup:g} s, then loaded for {plan.seconds:g} s"
         + (f", in {plan.repeat} rounds (the median round is shown)" if plan.repeat > 1 else "") + "."
         + (f" Before each run it waited up to {plan.quiet_wait:g} s for other work on the machine to stop"

@@ -4,7 +4,7 @@ Method
 ------
 Every server serves the same app (benchmarks/apps.py: one ASGI and one WSGI callable answering the same
 routes with the same bytes), one worker process each, at its defaults apart from the flags listed in
-SERVERS below. For each scenario, each server is started fresh, checked with one real request, warmed up,
+suite.py's SERVERS. For each scenario, each server is started fresh, checked with one real request, warmed up,
 then loaded for a fixed time; its process tree's RSS is sampled throughout.
 
 - Pinning. The server runs on CPU 0 (``taskset -c 0``) and the load generator (wrk, or h2load for h2c)

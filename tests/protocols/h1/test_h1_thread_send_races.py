@@ -45,7 +45,10 @@ def served() -> Iterator[Callable[..., Any]]:
         conns.append(conn)
         return conn
 
-    def run(body: Callable[..., Any]) -> None:
+    def run(body: Callable[..., Any], observer: Any = None) -> None:
+        if observer is not None:
+            ctx.observe(observer)
+
         async def main() -> None:
             server = await loop.create_server(factory, "127.0.0.1", 0)
             port = server.sockets[0].getsockname()[1]
@@ -160,32 +163,17 @@ class _Finished:
         self.seen.append((ex.status, ex.dropped))
 
 
-def test_a_response_the_thread_wrote_whole_is_not_counted_dropped_when_the_client_closes_first() -> None:
+def test_a_response_the_thread_wrote_whole_is_not_counted_dropped_when_the_client_closes_first(
+        served: Callable[..., Any]) -> None:
     """The pool thread wrote the whole response; the client read it and closed, and the loop saw the close before
     the thread's completion (finish_thread_send) reached it (a loop busy with other connections). The client got
     its response: the access log and metrics must say 200, as the loop's own write would have, not 499."""
     observer = _Finished()
-    loop = uvloop.new_event_loop()
-    ctx = ServerContext(Config(app="x:y", access_log=False), loop, lambda ex: None, access_log=False)
-    ctx.observe(observer)
-    conns: list[H1Connection] = []
 
-    def factory() -> H1Connection:
-        conn = H1Connection(ctx)
-        conns.append(conn)
-        return conn
-
-    async def main() -> None:
-        server = await loop.create_server(factory, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        await _until(lambda: len(conns) == 1 and conns[0].active is not None)
-        conn = conns[0]
-        ex = conn.active
-        assert isinstance(ex, H1Exchange)
+    async def body(conn: H1Connection, ex: H1Exchange, reader: asyncio.StreamReader,
+                   writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
         ex.prepare_thread_send()
-        status_line(200)
         rest = await loop.run_in_executor(None, ex.send_from_thread, 200, [(b"content-length", b"2")], b"ok")
         assert rest == b""  # all of it taken by the socket
         data = await asyncio.wait_for(reader.readuntil(b"\r\n\r\nok"), 5)
@@ -193,13 +181,8 @@ def test_a_response_the_thread_wrote_whole_is_not_counted_dropped_when_the_clien
         writer.close()
         await _until(lambda: conn.closed)  # the close came first
         ex.finish_thread_send(rest)  # the completion, late
-        server.close()
-        await server.wait_closed()
         await loop.shutdown_default_executor()
 
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    served(body, observer)
     assert observer.seen == [(200, False)]
 

@@ -68,6 +68,7 @@ COMPILED = [
     "src/bascule/protocols/h2/stream.py",
     "src/bascule/protocols/h2/websocket.py",
     "src/bascule/listen/accept.py",
+    "src/bascule/listen/accept_batch.py",
     "src/bascule/gateways/asgi.py",
     "src/bascule/gateways/asgi_ws.py",
     "src/bascule/gateways/eager.py",

@@ -28,13 +28,14 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bascule import tls
 from bascule.config import Config
 from bascule.context import ServerContext
 from bascule.listen.accept import FrontDoor, fixed_local_address, install_upgrades
+from bascule.listen.accept_batch import AcceptBatch, Factory, batching_applies
 from bascule.listen.listeners import BoundListener, bind_listeners, describe, remove_unix_sockets
 from bascule.listen.quic import CLOSE_WAIT, QuicListeners, alt_svc, quic_addresses
 from bascule.logs import reopen_log_files
@@ -85,6 +86,7 @@ class Server:
         self.admin_server: AdminServer | None = None
         self._delay: asyncio.TimerHandle | None = None  # --shutdown-delay running
         self.listeners: list[BoundListener] = []
+        self.accept_batches: list[AcceptBatch] = []  # uvloop: a listener's extra accepts while connections queue up
         self.sockets: list[socket.socket] = []
         self.started = asyncio.Event()
         self.force_exit = False
@@ -179,10 +181,19 @@ class Server:
             for bound in self.listeners:
                 # accept -> (PROXY header) -> TLS -> ALPN/preface -> protocol
                 door = FrontDoor(ctx, bound.spec, fixed_local_address(bound.sock))
-                server = await loop.create_server(door.protocol_factory(), sock=bound.sock,
-                                                  backlog=config.backlog, ssl=door.ssl_context,
-                                                  ssl_handshake_timeout=door.ssl_handshake_timeout)
-                servers.append(server)
+
+                def serve(sock: socket.socket, factory: Factory, door: FrontDoor = door) -> Awaitable[asyncio.Server]:
+                    return loop.create_server(factory, sock=sock, backlog=config.backlog, ssl=door.ssl_context,
+                                              ssl_handshake_timeout=door.ssl_handshake_timeout)
+
+                factory = door.protocol_factory()
+                if batching_applies(loop, bound.sock):  # uvloop accepts one per pass: more while they queue up
+                    batch = AcceptBatch(loop, bound.sock, factory, serve)
+                    self.accept_batches.append(batch)
+                    factory = batch.factory
+                servers.append(await serve(bound.sock, factory))
+            for batch in self.accept_batches:
+                batch.start()
             if quic is not None:
                 await quic.start()
                 ctx.set_alt_svc(alt_svc(quic.ports, config.http3_alt_svc_max_age))
@@ -252,6 +263,8 @@ class Server:
     async def _shutdown(self, ctx: ServerContext, table: AppTable, servers: list[asyncio.Server], *,
                         remove_sockets: bool = True) -> None:
         loop = asyncio.get_running_loop()
+        for batch in self.accept_batches:
+            batch.close()
         for server in servers:
             server.close()
         quic = self.quic

@@ -1,0 +1,333 @@
+"""Tests for bascule.listen.accept_batch: accepting several connections per loop pass on uvloop while they queue
+up, over real loopback sockets.
+
+The loop pass of each accept is told by a callback that puts itself back with ``call_soon``: uvloop runs the
+callbacks that are ready when a pass starts, so it runs once per pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import uvloop
+from conftest import serve_in_thread
+
+from bascule.listen import accept_batch
+from bascule.listen.accept_batch import AcceptBatch, batching_applies, queue_depth
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO's queue length is Linux's")
+
+
+@contextlib.contextmanager
+def listening(backlog: int = 64) -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def connect(sock: socket.socket, n: int) -> list[socket.socket]:
+    """``n`` clients whose handshakes the kernel completes; they wait in the accept queue until accepted."""
+    clients = []
+    for _ in range(n):
+        client = socket.create_connection(sock.getsockname())
+        clients.append(client)
+    return clients
+
+
+class Passes:
+    """Numbers the loop passes (a callback that reschedules itself runs once per pass)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.number = 0
+        self.stopped = False
+        loop.call_soon(self._next)
+
+    def _next(self) -> None:
+        self.number += 1
+        if not self.stopped:
+            self.loop.call_soon(self._next)
+
+
+class Recorder(asyncio.Protocol):
+    """A protocol that closes at once; the pass of each accept is noted by the factory."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+def batch_on(loop: asyncio.AbstractEventLoop, sock: socket.socket, accepted: list[int], passes: Passes,
+             opened: list[asyncio.AbstractServer]) -> AcceptBatch:
+    def make() -> asyncio.BaseProtocol:
+        accepted.append(passes.number)
+        return Recorder()
+
+    async def serve(s: socket.socket, factory: Callable[[], asyncio.BaseProtocol]) -> asyncio.AbstractServer:
+        server = await loop.create_server(factory, sock=s, backlog=64)
+        opened.append(server)
+        return server
+
+    return AcceptBatch(loop, sock, make, serve)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    end = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < end, "timed out"
+        await asyncio.sleep(0.001)
+
+
+def run_uvloop(coro_fn: Callable[[asyncio.AbstractEventLoop], Any]) -> Any:
+    loop = uvloop.new_event_loop()
+    try:
+        return loop.run_until_complete(coro_fn(loop))
+    finally:
+        loop.close()
+
+
+# -- the accept queue's length ----------------------------------------------------------------------
+
+
+@linux_only
+def test_queue_depth_counts_the_connections_waiting_to_be_accepted() -> None:
+    with listening() as sock:
+        assert queue_depth(sock) == 0
+        clients = connect(sock, 5)
+        try:
+            assert queue_depth(sock) == 5
+            sock.setblocking(True)
+            sock.accept()[0].close()
+            sock.accept()[0].close()
+            assert queue_depth(sock) == 3
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_queue_depth_is_unknown_off_tcp(tmp_path: Any) -> None:
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        unix.bind(str(tmp_path / "s"))
+        unix.listen(8)
+        assert queue_depth(unix) is None
+    finally:
+        unix.close()
+
+
+@linux_only
+def test_batching_applies_to_uvloop_tcp_listeners_only(tmp_path: Any) -> None:
+    with listening() as sock:
+        uv = uvloop.new_event_loop()
+        plain = asyncio.new_event_loop()
+        try:
+            assert batching_applies(uv, sock)
+            assert not batching_applies(plain, sock)  # asyncio accepts up to the backlog per pass already
+        finally:
+            uv.close()
+            plain.close()
+
+
+# -- one accept per pass, and several once armed -----------------------------------------------------
+
+
+def test_uvloop_alone_accepts_one_connection_per_pass() -> None:
+    """The premise: without the duplicates, twelve waiting connections take twelve passes."""
+
+    async def main(loop: asyncio.AbstractEventLoop) -> list[int]:
+        accepted: list[int] = []
+        with listening() as sock:
+            passes = Passes(loop)
+            batch = batch_on(loop, sock, accepted, passes, [])
+            server = await loop.create_server(batch.factory, sock=sock.dup(), backlog=64)
+            clients = connect(sock, 12)
+            await until(lambda: len(accepted) == 12)
+            passes.stopped = True
+            server.close()
+            for c in clients:
+                c.close()
+        return accepted
+
+    accepted = run_uvloop(main)
+    assert len(set(accepted)) == 12
+
+
+def test_armed_accepts_up_to_the_batch_per_pass_and_counts_them() -> None:
+    async def main(loop: asyncio.AbstractEventLoop) -> tuple[list[int], int, int, int]:
+        accepted: list[int] = []
+        opened: list[asyncio.AbstractServer] = []
+        with listening() as sock:
+            passes = Passes(loop)
+            batch = batch_on(loop, sock, accepted, passes, opened)
+            server = await loop.create_server(batch.factory, sock=sock.dup(), backlog=64)
+            batch.arm()
+            await until(lambda: len(batch.extras) == accept_batch.ACCEPT_BATCH - 1)
+            clients = connect(sock, 16)
+            await until(lambda: len(accepted) == 16)
+            passes.stopped = True
+            counts = batch.accepts, batch.passes, len(opened)
+            batch.close()
+            server.close()
+            for c in clients:
+                c.close()
+            assert all(not s.is_serving() for s in opened)
+        return accepted, *counts
+
+    accepted, accepts, passes, opened = run_uvloop(main)
+    assert opened == accept_batch.ACCEPT_BATCH - 1
+    assert accepts == 16
+    assert passes == len(set(accepted))
+    assert passes <= 4  # 8 servers: 16 waiting connections in 2 passes, give or take a pass
+    assert max(accepted.count(p) for p in set(accepted)) > 1
+
+
+# -- arming and disarming --------------------------------------------------------------------------
+
+
+@linux_only
+def test_a_look_arms_when_connections_queue_up_and_disarms_when_passes_take_one() -> None:
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        accepted: list[int] = []
+        opened: list[asyncio.AbstractServer] = []
+        with listening() as sock:
+            passes = Passes(loop)
+            batch = batch_on(loop, sock, accepted, passes, opened)
+            batch._look()  # nothing waits: stays unarmed
+            assert not batch.armed and batch._timer is not None
+            clients = connect(sock, 3)  # no server yet: they wait in the queue
+            batch._look()
+            assert batch.armed
+            await until(lambda: len(batch.extras) == accept_batch.ACCEPT_BATCH - 1)
+            await until(lambda: len(accepted) == 3)  # the duplicates accept them
+            batch.accepts, batch.passes = 3, 1  # an interval of 3 accepts in one pass: kept
+            batch._look()
+            assert batch.armed and batch.accepts == batch.passes == 0
+            batch.accepts, batch.passes = 4, 4  # one per pass: nothing to gain, the empty accepts cost
+            batch._look()
+            assert not batch.armed and batch.extras == []
+            assert all(not s.is_serving() for s in opened)
+            batch._look()  # an idle interval, unarmed, queue empty
+            assert not batch.armed
+            batch.close()
+            assert batch._timer is None
+            passes.stopped = True
+            for c in clients:
+                c.close()
+
+    run_uvloop(main)
+
+
+def test_an_idle_interval_disarms() -> None:
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        with listening() as sock:
+            opened: list[asyncio.AbstractServer] = []
+            passes = Passes(loop)
+            batch = batch_on(loop, sock, [], passes, opened)
+            batch.arm()
+            await until(lambda: len(batch.extras) == accept_batch.ACCEPT_BATCH - 1)
+            batch._look()  # no accept at all in the interval
+            assert not batch.armed
+            assert all(not s.is_serving() for s in opened)
+            batch.close()
+            passes.stopped = True
+
+    run_uvloop(main)
+
+
+def test_disarmed_or_closed_while_opening_leaves_no_server_listening() -> None:
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        with listening() as sock:
+            for stop in ("disarm", "close"):
+                opened: list[asyncio.AbstractServer] = []
+                batch = batch_on(loop, sock, [], Passes(loop), opened)
+                batch.arm()
+                await asyncio.sleep(0)  # the opening task has started its first server
+                getattr(batch, stop)()
+                assert batch._opening is not None
+                await batch._opening
+                assert batch.extras == []
+                assert opened and all(not s.is_serving() for s in opened)
+                if stop == "close":
+                    batch.arm()
+                    assert not batch.armed  # closed for good
+
+    run_uvloop(main)
+
+
+def test_a_duplicate_that_cannot_be_made_leaves_the_listener_as_it_was(monkeypatch: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        with listening() as sock:
+            batch = batch_on(loop, sock, [], Passes(loop), [])
+            real = socket.socket.dup
+            made: list[int] = []
+
+            def dup(self: socket.socket) -> socket.socket:
+                if len(made) == 2:
+                    raise OSError(24, "Too many open files")
+                made.append(1)
+                return real(self)
+
+            monkeypatch.setattr(socket.socket, "dup", dup)
+            batch.arm()
+            assert batch._opening is not None
+            await batch._opening
+            assert len(batch.extras) == 2
+            batch.close()
+
+    with caplog.at_level("WARNING", logger="bascule.error"):
+        run_uvloop(main)
+    assert "could not duplicate the listening socket" in caplog.text
+
+
+# -- in the server ---------------------------------------------------------------------------------
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@linux_only
+def test_the_server_batches_its_tcp_listener_and_closes_the_duplicates_on_stop() -> None:
+    with serve_in_thread(hello) as srv:
+        assert srv.server is not None
+        batches = srv.server.accept_batches
+        assert len(batches) == 1
+        batch = batches[0]
+        loop = batch.loop
+        loop.call_soon_threadsafe(batch.arm)
+        end = time.monotonic() + 5
+        while len(batch.extras) < accept_batch.ACCEPT_BATCH - 1 and time.monotonic() < end:
+            time.sleep(0.01)
+        assert len(batch.extras) == accept_batch.ACCEPT_BATCH - 1
+        extras = list(batch.extras)
+        clients = [socket.create_connection((srv.host, srv.port)) for _ in range(40)]
+        for c in clients:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for c in clients:
+            c.settimeout(5)
+            data = b""
+            while chunk := c.recv(4096):
+                data += chunk
+            c.close()
+            assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\nok")
+    assert batch.closed and batch.extras == []
+    assert all(not s.is_serving() for s in extras)

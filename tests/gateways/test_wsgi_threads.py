@@ -119,6 +119,59 @@ def test_a_burst_of_tasks_goes_to_the_one_thread_woken(pool_factory: Callable[[i
     assert wait_for(lambda: len(pool._idle) == 8 and getattr(pool, "_coming", None) is None)
 
 
+def test_submit_soon_wakes_a_thread_once_the_loop_pass_is_done(pool_factory: Callable[[int], ThreadPool]) -> None:
+    """The tasks of one loop pass wake no thread while the pass runs: one thread is woken after it and runs
+    them all in a row (woken at once, a thread takes the GIL whenever uvloop lets go of it between two
+    callbacks, and runs each request alone)."""
+    pool = pool_factory(4)
+    names: list[str] = []
+    loop = asyncio.new_event_loop()
+    try:
+        seen_during_pass: list[int] = []
+
+        def one_pass() -> None:
+            for i in range(10):
+                pool.submit_soon(lambda i: names.append(threading.current_thread().name), i, loop)
+            seen_during_pass.append(len(pool._idle))
+            time.sleep(0.05)  # the rest of the pass: nobody woken yet, nothing run
+            seen_during_pass.append(len(names))
+
+        loop.call_soon(one_pass)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert seen_during_pass == [4, 0]
+        assert wait_for(lambda: len(names) == 10)
+        assert len(set(names)) <= 2, set(names)  # the woken one (and the one it woke in case they block)
+        assert wait_for(lambda: len(pool._idle) == 4 and pool._coming is None and not pool._wake_due)
+    finally:
+        loop.close()
+
+
+def test_submit_soon_with_a_busy_thread_loses_no_task(pool_factory: Callable[[int], ThreadPool]) -> None:
+    """A thread busy when the pass ends takes the queued tasks itself; the wake-up after the pass finds them
+    taken or wakes a thread for them: either way every task runs."""
+    pool = pool_factory(1)
+    loop = asyncio.new_event_loop()
+    try:
+        release = threading.Event()
+        ran: list[int] = []
+        pool.submit(lambda _: release.wait(5), None)
+        assert wait_for(lambda: not pool._idle)
+        for round_ in range(3):
+            for i in range(5):
+                loop.call_soon(pool.submit_soon, ran.append, round_ * 5 + i, loop)
+            loop.run_until_complete(asyncio.sleep(0))
+        release.set()
+        assert wait_for(lambda: len(ran) == 15)
+        assert ran == list(range(15))
+        loop.run_until_complete(asyncio.sleep(0.01))
+        for i in range(15, 20):  # the pool idle again: the next pass's tasks still wake it
+            loop.call_soon(pool.submit_soon, ran.append, i, loop)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert wait_for(lambda: len(ran) == 20)
+    finally:
+        loop.close()
+
+
 @pytest.mark.parametrize("size", [4, 16])
 def test_blocking_tasks_queued_together_still_run_at_once(pool_factory: Callable[[int], ThreadPool],
                                                           size: int) -> None:

@@ -83,9 +83,11 @@ class WSGIGateway:
                 outbox = self.outbox = LoopOutbox(ex.loop)
             request = _Request(self, ex, None if body is None else WSGIInput(None, body), outbox)
             ex.app_task = request.run_state  # queued or running until its run() returns
-            if self.compress is None:  # a compressed response is encoded on the loop
-                ex.prepare_thread_send()
-            self.pool.submit(_run, request)
+            # a compressed response is encoded on the loop; otherwise the thread may answer the client itself
+            if self.compress is None and ex.prepare_thread_send():
+                self.pool.submit(_run, request)  # it answers the client itself: woken at once
+            else:
+                self.pool.submit_soon(_run, request, ex.loop)  # the loop answers: woken once this pass is done
         elif body is not None:
             _Request(self, ex, WSGIInput(None, body), None).run()
         else:

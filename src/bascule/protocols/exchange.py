@@ -225,11 +225,11 @@ class Exchange(abc.ABC):
         Raises AppProtocolError (nothing written) for headers that could split the response.
         """
 
-    def prepare_thread_send(self) -> None:
+    def prepare_thread_send(self) -> bool:
         """On the loop, as a WSGI pool thread is given this request: make :meth:`send_from_thread` possible
-        (HTTP/1.1 opens the connection's ThreadWriter). This default does nothing: the response goes
-        through the loop."""
-        return  # a default that does nothing (an empty body would read as a forgotten abstractmethod: B027)
+        (HTTP/1.1 opens the connection's ThreadWriter), and say whether it is. This default: False, the
+        response goes through the loop."""
+        return False
 
     def send_from_thread(self, status: int, headers: Headers, body: bytes) -> bytes | None:
         """On a WSGI pool thread: write a complete response (``body`` whole) to the socket from this thread.

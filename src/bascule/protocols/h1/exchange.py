@@ -223,11 +223,10 @@ class H1Exchange(BufferedExchange):
             self._wake_disconnect()
 
     # -- a WSGI pool thread's response, written by the thread (protocols/thread_writer.py says why) ----------
-    def prepare_thread_send(self) -> None:
+    def prepare_thread_send(self) -> bool:
         """The connection's ThreadWriter, opened on the loop for a keep-alive request (a last request's
         response goes through the loop, which closes the connection after it: no descriptor to duplicate)."""
-        if self.keep_alive:
-            self.conn.open_writer()
+        return self.keep_alive and self.conn.open_writer() is not None
 
     def send_from_thread(self, status: int, headers: Headers, body: bytes) -> bytes | None:
         """Write a complete keep-alive response from the WSGI thread (see Exchange.send_from_thread).

@@ -88,6 +88,7 @@ class AcceptBatch:
         self._in_pass = False
         self._opening: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._warned = False
 
     def where(self) -> str:
         try:
@@ -137,19 +138,24 @@ class AcceptBatch:
             try:
                 dup = self.sock.dup()
             except OSError as exc:  # out of descriptors: go on with what is open
-                _log.warning("accepting one connection per loop pass: could not duplicate the listening socket (%s)",
-                             exc)
+                self._warn(f"could not duplicate the listening socket ({exc})")
                 return
             try:
                 server = await self.serve(dup, self.factory)
             except OSError as exc:
                 dup.close()
-                _log.warning("accepting one connection per loop pass: could not listen on a duplicate (%s)", exc)
+                self._warn(f"could not listen on a duplicate of the listening socket ({exc})")
                 return
             if self.armed and not self.closed:
                 self.extras.append(server)
             else:
                 server.close()  # disarmed or closed meanwhile
+
+    def _warn(self, what: str) -> None:
+        """Once per listener: arming is retried twice a second, and a short supply of descriptors lasts."""
+        if not self._warned:
+            self._warned = True
+            _log.warning("%s: %s; it accepts fewer connections per loop pass", self.where(), what)
 
     def disarm(self) -> None:
         """Close the duplicates: the listener is back to one accept per pass."""

@@ -70,12 +70,20 @@ class Recorder(asyncio.Protocol):
 
 
 def batch_on(loop: asyncio.AbstractEventLoop, sock: socket.socket, accepted: list[int], passes: Passes,
-             opened: list[asyncio.AbstractServer]) -> AcceptBatch:
+             opened: list[asyncio.AbstractServer], given: list[socket.socket] | None = None,
+             suspend: bool = False) -> AcceptBatch:
+    """``given`` collects the duplicates handed to ``serve``; ``suspend``: ``serve`` lets the loop run once before
+    it starts the server (uvloop's create_server(sock=) never suspends, so only then can the batch be disarmed
+    or closed while a duplicate is being opened)."""
     def make() -> asyncio.BaseProtocol:
         accepted.append(passes.number)
         return Recorder()
 
     async def serve(s: socket.socket, factory: Callable[[], asyncio.BaseProtocol]) -> asyncio.AbstractServer:
+        if given is not None:
+            given.append(s)
+        if suspend:
+            await asyncio.sleep(0)
         server = await loop.create_server(factory, sock=s, backlog=64)
         opened.append(server)
         return server
@@ -247,23 +255,52 @@ def test_an_idle_interval_disarms() -> None:
 
 
 def test_disarmed_or_closed_while_opening_leaves_no_server_listening() -> None:
+    """The server being opened when the batch is disarmed or closed is closed once it is open, with its
+    duplicate; none after it is opened."""
     async def main(loop: asyncio.AbstractEventLoop) -> None:
         with listening() as sock:
             for stop in ("disarm", "close"):
                 opened: list[asyncio.AbstractServer] = []
-                batch = batch_on(loop, sock, [], Passes(loop), opened)
+                given: list[socket.socket] = []
+                batch = batch_on(loop, sock, [], Passes(loop), opened, given, suspend=True)
                 batch.arm()
-                await asyncio.sleep(0)  # the opening task has started its first server
+                await asyncio.sleep(0)  # the opening task runs until its first serve() suspends
+                assert len(given) == 1 and not opened
                 getattr(batch, stop)()
                 assert batch._opening is not None
                 await batch._opening
                 assert batch.extras == []
-                assert opened and all(not s.is_serving() for s in opened)
+                assert len(opened) == 1 and not opened[0].is_serving()  # opened after the stop, then closed
+                assert all(dup.fileno() == -1 for dup in given)  # its duplicate closed with it
                 if stop == "close":
                     batch.arm()
                     assert not batch.armed  # closed for good
 
     run_uvloop(main)
+
+
+def test_a_duplicate_that_cannot_be_listened_on_is_closed(caplog: pytest.LogCaptureFixture) -> None:
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        with listening() as sock:
+            given: list[socket.socket] = []
+
+            async def serve(s: socket.socket, factory: Callable[[], asyncio.BaseProtocol]) -> asyncio.AbstractServer:
+                given.append(s)
+                raise OSError(24, "Too many open files")
+
+            batch = AcceptBatch(loop, sock, Recorder, serve)
+            for _ in range(2):  # arming is retried at later looks: logged once
+                batch.arm()
+                assert batch._opening is not None
+                await batch._opening
+                assert batch.extras == []
+                batch.disarm()
+            batch.close()
+            assert len(given) == 2 and all(dup.fileno() == -1 for dup in given)
+
+    with caplog.at_level("WARNING", logger="bascule.error"):
+        run_uvloop(main)
+    assert caplog.text.count("could not listen on a duplicate of the listening socket") == 1
 
 
 def test_a_duplicate_that_cannot_be_made_leaves_the_listener_as_it_was(monkeypatch: pytest.MonkeyPatch,

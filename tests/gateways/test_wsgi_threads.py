@@ -172,6 +172,33 @@ def test_submit_soon_with_a_busy_thread_loses_no_task(pool_factory: Callable[[in
         loop.close()
 
 
+def test_a_shutdown_while_the_pass_end_wake_is_pending_runs_the_task(
+        pool_factory: Callable[[int], ThreadPool]) -> None:
+    """A task queued by submit_soon is in the queue at once: a shutdown() that begins before the pass ends
+    (the server's runs on an executor thread while the loop goes on) runs it, and the wake-up that comes
+    after finds nothing to do."""
+    pool = pool_factory(2)
+    threads = list(pool._threads)
+    loop = asyncio.new_event_loop()
+    try:
+        ran: list[int] = []
+
+        def one_pass() -> None:
+            pool.submit_soon(ran.append, 1, loop)
+            assert pool._wake_due
+            stopper = threading.Thread(target=pool.shutdown, args=(5.0,))
+            stopper.start()
+            stopper.join(5)  # the pass is not over: its wake-up has not run
+            assert pool._wake_due and ran == [1]
+
+        loop.call_soon(one_pass)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert not pool._wake_due and pool.queued() == 0
+        assert not any(t.is_alive() for t in threads)
+    finally:
+        loop.close()
+
+
 @pytest.mark.parametrize("size", [4, 16])
 def test_blocking_tasks_queued_together_still_run_at_once(pool_factory: Callable[[int], ThreadPool],
                                                           size: int) -> None:

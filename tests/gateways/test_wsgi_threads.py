@@ -140,7 +140,7 @@ def test_submit_soon_wakes_a_thread_once_the_loop_pass_is_done(pool_factory: Cal
         loop.run_until_complete(asyncio.sleep(0.01))
         assert seen_during_pass == [4, 0]
         assert wait_for(lambda: len(names) == 10)
-        assert len(set(names)) <= 2, set(names)  # the woken one (and the one it woke in case they block)
+        assert len(set(names)) <= 3, set(names)  # the woken one, and at most the ones it and the next woke
         assert wait_for(lambda: len(pool._idle) == 4 and pool._coming is None and not pool._wake_due)
     finally:
         loop.close()

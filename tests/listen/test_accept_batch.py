@@ -279,6 +279,30 @@ def test_disarmed_or_closed_while_opening_leaves_no_server_listening() -> None:
     run_uvloop(main)
 
 
+def test_armed_again_while_an_opening_is_on_its_way_opens_no_server_too_many() -> None:
+    """Disarmed and armed again while a duplicate's serve() is pending: the opening on its way goes on, armed
+    again, and no second one starts beside it (which would open one server more than the batch)."""
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        with listening() as sock:
+            opened: list[asyncio.AbstractServer] = []
+            given: list[socket.socket] = []
+            batch = batch_on(loop, sock, [], Passes(loop), opened, given, suspend=True)
+            batch.arm()
+            await asyncio.sleep(0)  # the first serve() is pending
+            first = batch._opening
+            batch.disarm()
+            batch.arm()
+            assert batch._opening is first
+            assert first is not None
+            await first
+            assert len(batch.extras) == accept_batch.ACCEPT_BATCH - 1
+            assert len(opened) == accept_batch.ACCEPT_BATCH - 1
+            batch.close()
+            assert all(dup.fileno() == -1 for dup in given)
+
+    run_uvloop(main)
+
+
 def test_a_duplicate_that_cannot_be_listened_on_is_closed(caplog: pytest.LogCaptureFixture) -> None:
     async def main(loop: asyncio.AbstractEventLoop) -> None:
         with listening() as sock:

@@ -130,6 +130,9 @@ class AcceptBatch:
         if self.armed or self.closed:
             return
         self.armed = True
+        opening = self._opening
+        if opening is not None and not opening.done():
+            return  # an earlier opening is still on its way (disarmed meanwhile): it goes on, armed again
         _log.debug("connections queue up on %s: accepting up to %d per loop pass", self.where(), self.size)
         self._opening = self.loop.create_task(self._open())
 
@@ -142,7 +145,7 @@ class AcceptBatch:
                 return
             try:
                 server = await self.serve(dup, self.factory)
-            except OSError as exc:
+            except Exception as exc:  # whatever the loop raised, the duplicate is ours to close
                 dup.close()
                 self._warn(f"could not listen on a duplicate of the listening socket ({exc})")
                 return
@@ -152,7 +155,8 @@ class AcceptBatch:
                 server.close()  # disarmed or closed meanwhile
 
     def _warn(self, what: str) -> None:
-        """Once per listener: arming is retried twice a second, and a short supply of descriptors lasts."""
+        """Once per listener: arming is retried at every other look (a failed one disarms at the next), and a
+        short supply of descriptors lasts."""
         if not self._warned:
             self._warned = True
             _log.warning("%s: %s; it accepts fewer connections per loop pass", self.where(), what)

@@ -145,9 +145,11 @@ class AcceptBatch:
                 return
             try:
                 server = await self.serve(dup, self.factory)
-            except Exception as exc:  # whatever the loop raised, the duplicate is ours to close
+            # whatever the loop raised, the duplicate is ours to close; a name of its own, as compiled code gives
+            # a local one type (tests/test_build.py)
+            except Exception as failure:
                 dup.close()
-                self._warn(f"could not listen on a duplicate of the listening socket ({exc})")
+                self._warn(f"could not listen on a duplicate of the listening socket ({failure})")
                 return
             if self.armed and not self.closed:
                 self.extras.append(server)

@@ -188,7 +188,7 @@ class Server:
 
                 factory = door.protocol_factory()
                 if batching_applies(loop, bound.sock):  # uvloop accepts one per pass: more while they queue up
-                    batch = AcceptBatch(loop, bound.sock, factory, serve)
+                    batch = AcceptBatch(loop, bound.sock, factory, serve, scheme=bound.spec.scheme)
                     self.accept_batches.append(batch)
                     factory = batch.factory
                 servers.append(await serve(bound.sock, factory))

@@ -31,6 +31,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from bascule.listen.listeners import describe
+
 _log = logging.getLogger("bascule.error")
 
 ACCEPT_BATCH: Final = 8  # listening servers per listener while armed: the socket and 7 duplicates
@@ -74,9 +76,10 @@ class AcceptBatch:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, make: Factory, serve: Serve,
-                 size: int = ACCEPT_BATCH) -> None:
+                 size: int = ACCEPT_BATCH, scheme: str = "http") -> None:
         self.loop = loop
         self.sock = sock
+        self.name = describe(sock, scheme)  # as the startup line names the listener (``scheme``: Listener.scheme)
         self.make = make
         self.serve = serve
         self.size = size
@@ -89,12 +92,6 @@ class AcceptBatch:
         self._opening: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._warned = False
-
-    def where(self) -> str:
-        try:
-            return str(self.sock.getsockname())
-        except OSError:
-            return "a closed socket"
 
     def start(self) -> None:
         self._timer = self.loop.call_later(INTERVAL, self._look)
@@ -133,7 +130,7 @@ class AcceptBatch:
         opening = self._opening
         if opening is not None and not opening.done():
             return  # an earlier opening is still on its way (disarmed meanwhile): it goes on, armed again
-        _log.debug("connections queue up on %s: accepting up to %d per loop pass", self.where(), self.size)
+        _log.debug("connections queue up on %s: accepting up to %d per loop pass", self.name, self.size)
         self._opening = self.loop.create_task(self._open())
 
     async def _open(self) -> None:
@@ -161,12 +158,12 @@ class AcceptBatch:
         short supply of descriptors lasts."""
         if not self._warned:
             self._warned = True
-            _log.warning("%s: %s; it accepts fewer connections per loop pass", self.where(), what)
+            _log.warning("%s: %s; it accepts fewer connections per loop pass", self.name, what)
 
     def disarm(self) -> None:
         """Close the duplicates: the listener is back to one accept per pass."""
         if self.armed and not self.closed:
-            _log.debug("connections no longer queue up on %s: accepting one per loop pass", self.where())
+            _log.debug("connections no longer queue up on %s: accepting one per loop pass", self.name)
         self.armed = False
         extras, self.extras = self.extras, []
         for server in extras:

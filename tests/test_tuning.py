@@ -1,7 +1,8 @@
 """Tests of bascule.tuning (--runtime-tuning): glibc's heap keeps its padding between bursts of request-sized
 allocations (no brk shrink and regrow per burst), blocks up to 4 MiB come from the heap, and a user's own
 tuning is left alone; the garbage collector's young threshold is raised unless the app set its own, and what
-is alive after start-up is frozen; the serving entry points apply both only with the option on.
+is alive after start-up is frozen; the serving entry points apply both only with the option on; a thread
+marks itself SCHED_BATCH only from the default policy.
 
 Each case runs in a fresh interpreter: mallopt changes the whole process, and the heap's history matters.
 """
@@ -13,11 +14,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from typing import Any
 
 import pytest
 
-from bascule.tuning import GC_DEFAULTS, GC_YOUNG_THRESHOLD, tune_malloc, user_tuned
+from bascule.tuning import GC_DEFAULTS, GC_YOUNG_THRESHOLD, batch_thread, tune_malloc, user_tuned
 
 glibc_only = pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
@@ -163,3 +165,43 @@ def test_the_single_process_tunes_only_with_the_option(monkeypatch: pytest.Monke
     assert run_module.run_config(Config(app="x:y", runtime_tuning=on, access_log=False)) == 0
     assert FakeServer.seen == [tuning.tune_gc if on else None]
     assert malloc_calls == ([1] if on else [])
+
+
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="SCHED_BATCH is Linux's")
+
+
+def in_a_thread(fn: Any) -> Any:
+    """``fn()``'s result, run on a thread of its own (a policy set there stays with that thread)."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    thread.join(10)
+    return out[0]
+
+
+@linux_only
+def test_a_thread_marks_itself_batch_and_only_itself() -> None:
+    def probe() -> tuple[bool, int, int]:
+        return batch_thread(), os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)
+
+    assert in_a_thread(probe) == (True, os.SCHED_BATCH, os.getpriority(os.PRIO_PROCESS, 0))  # nice value kept
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the calling thread, not the process
+
+
+@linux_only
+@pytest.mark.parametrize("policy", ["SCHED_IDLE", "SCHED_BATCH"])
+def test_a_thread_started_under_another_policy_keeps_it(policy: str) -> None:
+    def probe() -> tuple[bool, int]:
+        os.sched_setscheduler(0, getattr(os, policy), os.sched_param(0))  # as under `chrt --idle 0`
+        return batch_thread(), os.sched_getscheduler(0)
+
+    assert in_a_thread(probe) == (False, getattr(os, policy))
+
+
+@linux_only
+def test_a_refused_call_leaves_the_thread_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")  # seccomp
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    assert in_a_thread(lambda: (batch_thread(), os.sched_getscheduler(0))) == (False, os.SCHED_OTHER)

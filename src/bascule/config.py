@@ -204,8 +204,9 @@ class Config:
         "Tune each serving process for a server's allocation pattern: glibc malloc keeps 4 MiB of freed heap "
         "(and a 4 MiB mmap threshold) instead of returning it after every burst, and Python's garbage "
         "collector collects its young generation every 10,000 objects, not 700, and leaves out what was alive "
-        "once the app had started (gc.freeze). glibc's MALLOC_*_ variables and thresholds the app set itself "
-        "are kept (docs/performance.md)."))
+        "once the app had started (gc.freeze); on Linux the WSGI pool's threads run SCHED_BATCH, so waking "
+        "one does not take the CPU from the event loop. glibc's MALLOC_*_ variables, thresholds the app set "
+        "itself and a scheduling policy the process was started with are kept (docs/performance.md)."))
     workers: int = field(default=1, metadata=option(
         "Worker processes. With more than one, a master process binds the listeners, forks the workers and "
         "supervises them (signals: docs/deployment.md). Default 1, or $WEB_CONCURRENCY when it is set.",

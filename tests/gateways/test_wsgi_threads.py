@@ -1,8 +1,9 @@
-"""Tests of the hand-over between the event loop and the WSGI thread pool (gateways/threads.py): the pool
-wakes one thread at a time, which takes the tasks queued meanwhile, wakes the next while tasks wait (so
-blocking tasks still overlap), and lets busy threads take queued tasks; LoopOutbox brings the threads' calls
-back to the loop in order, batched; and through a real server, responses under concurrency, pipelining and
-graceful shutdown with requests still queued. The WSGI gateway's own behaviour is in test_wsgi.py.
+"""Tests of the hand-over between the event loop and the WSGI thread pool (gateways/threads.py): the pool wakes
+one thread at a time, which takes the tasks queued meanwhile, wakes the next while tasks wait (so blocking
+tasks still overlap), and lets busy threads take queued tasks; LoopOutbox brings the threads' calls back to
+the loop in order, batched; its threads run SCHED_BATCH when asked (--runtime-tuning); and through a real
+server, responses under concurrency, pipelining and graceful shutdown with requests still queued. The WSGI
+gateway's own behaviour is in test_wsgi.py.
 """
 
 from __future__ import annotations
@@ -562,6 +563,19 @@ def test_outbox_keeps_every_threads_order_under_concurrency() -> None:
     assert loop.wake_ups - 1 < per_thread * threads_n  # batched (the last one is loop.stop)
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+@pytest.mark.parametrize("batch", [True, False])
+def test_the_threads_run_sched_batch_when_asked(batch: bool) -> None:
+    pool = ThreadPool(3, name=f"batch-{batch}", batch=batch)
+    pool.start()
+    try:
+        policies = {os.sched_getscheduler(t.native_id or 0) for t in pool._threads}
+    finally:
+        pool.shutdown(1.0)
+    assert policies == {os.SCHED_BATCH if batch else os.SCHED_OTHER}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the loop's thread is left as it was
+
+
 # -- through a server ---------------------------------------------------------------------------------------
 
 
@@ -727,3 +741,17 @@ def test_a_sendfile_response_ends_only_after_the_loop_counted_the_file(
         sock.sendall(request)  # the connection is still open
         assert read_responses(sock, 1) == [data]
     assert not [r.getMessage() for r in caplog.records if r.name == "bascule.error"]
+
+
+def policy_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.sched_getscheduler(0)).encode()]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+@pytest.mark.parametrize("tuning", [True, False])
+def test_the_server_runs_its_wsgi_threads_sched_batch_with_runtime_tuning(wsgi: Any, tuning: bool) -> None:
+    with wsgi(policy_app, runtime_tuning=tuning) as srv, socket.create_connection(("127.0.0.1", srv.port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        bodies = read_responses(sock, 3)
+    assert bodies == [str(os.SCHED_BATCH if tuning else os.SCHED_OTHER).encode()] * 3

@@ -40,6 +40,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..tuning import batch_thread
+
 _log = logging.getLogger("bascule.error")
 
 Task = tuple[Callable[[Any], None], Any]
@@ -63,9 +65,12 @@ class _Worker:
 class ThreadPool:
     """``size`` daemon threads running ``fn(arg)`` tasks in arrival order."""
 
-    def __init__(self, size: int, name: str = "bascule-wsgi") -> None:
+    def __init__(self, size: int, name: str = "bascule-wsgi", batch: bool = False) -> None:
         self.size = size
         self.name = name
+        #: each thread marks itself SCHED_BATCH as it starts, so waking it does not take the CPU from the loop
+        #: mid-pass (``--runtime-tuning``; tuning.py says why)
+        self.batch = batch
         self._idle: list[_Worker] = []  # threads asleep (or about to be) on their inbox, most recently idle last
         #: the thread woken to take a task that has not taken one yet (None: none is); set before its wake-up
         #: is sent, cleared by that thread once it has looked at the queue (see _work)
@@ -140,6 +145,8 @@ class ThreadPool:
         thread clears it, after its look); if a busy thread took the task first, the coming one finds the
         queue empty and goes idle as above.
         """
+        if self.batch:
+            batch_thread()
         queued = self._queued
         take = queued.popleft
         idle = self._idle

@@ -42,7 +42,6 @@ from a pool thread inherit the policy, as they inherit the nice value.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
 import os
@@ -81,6 +80,8 @@ def tune_malloc(environ: Mapping[str, str] = os.environ) -> bool:
     """
     if not sys.platform.startswith("linux") or user_tuned(environ):
         return False
+    import ctypes  # here: gateways/threads.py imports this module, and with it the master (which tunes nothing)
+
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl's mallopt accepts and ignores everything)

@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..tuning import batch_thread
+from bascule.tuning import batch_thread
 
 _log = logging.getLogger("bascule.error")
 

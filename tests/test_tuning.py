@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 import pytest
+from sched_policy import needs_sched_batch
 
 from bascule.tuning import GC_DEFAULTS, GC_YOUNG_THRESHOLD, batch_thread, tune_malloc, user_tuned
 
@@ -167,9 +168,6 @@ def test_the_single_process_tunes_only_with_the_option(monkeypatch: pytest.Monke
     assert malloc_calls == ([1] if on else [])
 
 
-linux_only = pytest.mark.skipif(sys.platform != "linux", reason="SCHED_BATCH is Linux's")
-
-
 def in_a_thread(fn: Any) -> Any:
     """``fn()``'s result, run on a thread of its own (a policy set there stays with that thread)."""
     out: list[Any] = []
@@ -179,7 +177,7 @@ def in_a_thread(fn: Any) -> Any:
     return out[0]
 
 
-@linux_only
+@needs_sched_batch
 def test_a_thread_marks_itself_batch_and_only_itself() -> None:
     def probe() -> tuple[bool, int, int]:
         return batch_thread(), os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)
@@ -188,7 +186,7 @@ def test_a_thread_marks_itself_batch_and_only_itself() -> None:
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the calling thread, not the process
 
 
-@linux_only
+@needs_sched_batch
 @pytest.mark.parametrize("policy", ["SCHED_IDLE", "SCHED_BATCH"])
 def test_a_thread_started_under_another_policy_keeps_it(policy: str) -> None:
     def probe() -> tuple[bool, int]:
@@ -198,7 +196,7 @@ def test_a_thread_started_under_another_policy_keeps_it(policy: str) -> None:
     assert in_a_thread(probe) == (False, getattr(os, policy))
 
 
-@linux_only
+@needs_sched_batch
 def test_a_refused_call_leaves_the_thread_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any) -> None:
         raise PermissionError(1, "Operation not permitted")  # seccomp

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sched_policy import needs_sched_batch
 
 from bascule.gateways import threads as threads_module
 from bascule.gateways.threads import LoopOutbox, ThreadPool
@@ -563,12 +564,13 @@ def test_outbox_keeps_every_threads_order_under_concurrency() -> None:
     assert loop.wake_ups - 1 < per_thread * threads_n  # batched (the last one is loop.stop)
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+@needs_sched_batch
 @pytest.mark.parametrize("batch", [True, False])
 def test_the_threads_run_sched_batch_when_asked(batch: bool) -> None:
     pool = ThreadPool(3, name=f"batch-{batch}", batch=batch)
     pool.start()
     try:
+        assert wait_for(lambda: len(pool._idle) == 3)  # each has run its start (start() returns before that)
         policies = {os.sched_getscheduler(t.native_id or 0) for t in pool._threads}
     finally:
         pool.shutdown(1.0)
@@ -748,7 +750,7 @@ def policy_app(environ: Environ, start_response: StartResponse) -> Iterable[byte
     return [str(os.sched_getscheduler(0)).encode()]
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+@needs_sched_batch
 @pytest.mark.parametrize("tuning", [True, False])
 def test_the_server_runs_its_wsgi_threads_sched_batch_with_runtime_tuning(wsgi: Any, tuning: bool) -> None:
     with wsgi(policy_app, runtime_tuning=tuning) as srv, socket.create_connection(("127.0.0.1", srv.port)) as sock:

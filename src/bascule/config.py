@@ -205,8 +205,9 @@ class Config:
         "(and a 4 MiB mmap threshold) instead of returning it after every burst, and Python's garbage "
         "collector collects its young generation every 10,000 objects, not 700, and leaves out what was alive "
         "once the app had started (gc.freeze); on Linux the WSGI pool's threads run SCHED_BATCH, so waking "
-        "one does not take the CPU from the event loop. glibc's MALLOC_*_ variables, thresholds the app set "
-        "itself and a scheduling policy the process was started with are kept (docs/performance.md)."))
+        "one does not take the CPU from the event loop (threads and processes an app starts from a request "
+        "inherit it). glibc's MALLOC_*_ variables, thresholds the app set itself and a scheduling policy the "
+        "process was started with are kept (docs/performance.md)."))
     workers: int = field(default=1, metadata=option(
         "Worker processes. With more than one, a master process binds the listeners, forks the workers and "
         "supervises them (signals: docs/deployment.md). Default 1, or $WEB_CONCURRENCY when it is set.",

@@ -10,6 +10,7 @@ Each case runs in a fresh interpreter: mallopt changes the whole process, and th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -160,10 +161,19 @@ def test_the_single_process_tunes_only_with_the_option(monkeypatch: pytest.Monke
     from bascule.config import Config
 
     malloc_calls: list[int] = []
+    loggers = [logging.getLogger(name) for name in ("bascule.error", "bascule.access")]
+    for logger in loggers:  # run_config configures logging: put back after the test
+        monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+        monkeypatch.setattr(logger, "propagate", logger.propagate)
+    levels = [logger.level for logger in loggers]
     monkeypatch.setattr(server_module, "Server", FakeServer)
     monkeypatch.setattr(tuning, "tune_malloc", lambda: malloc_calls.append(1) or True)
     FakeServer.seen.clear()
-    assert run_module.run_config(Config(app="x:y", runtime_tuning=on, access_log=False)) == 0
+    try:
+        assert run_module.run_config(Config(app="x:y", runtime_tuning=on, access_log=False)) == 0
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)  # setLevel, not the attribute: it also clears logging's isEnabledFor cache
     assert FakeServer.seen == [tuning.tune_gc if on else None]
     assert malloc_calls == ([1] if on else [])
 

@@ -41,6 +41,7 @@ from bascule.trust import TrustedProxies
 INTERFACES = ("auto", "asgi3", "asgi2", "wsgi")
 LIFESPAN_MODES = ("auto", "on", "off")
 WSGI_MODES = ("threads", "loop")
+WSGI_THREAD_POLICIES = ("batch", "inherit")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 SSL_VERSIONS = ("TLSv1.2", "TLSv1.3")
 PROXY_HEADERS_MODES = ("x-forwarded", "forwarded")  # bascule.trust.MODES
@@ -200,14 +201,18 @@ class Config:
         "How WSGI apps run: 'threads' (a pool; the loop keeps serving while apps work or wait) or 'loop' "
         "(on the event-loop thread once the body has arrived: fastest for quick CPU-bound apps, but an app "
         "that waits stalls every connection).", choices=WSGI_MODES))
+    wsgi_thread_policy: str = field(default="batch", metadata=option(
+        "The scheduling policy of the WSGI pool's threads (Linux): 'batch' (SCHED_BATCH: the same CPU share and "
+        "nice value, but waking one never preempts the event loop mid-pass; threads and processes an app "
+        "starts from a request inherit it) or 'inherit' (the process's own). A process started under another "
+        "policy than the default (chrt) keeps it either way (docs/performance.md).",
+        choices=WSGI_THREAD_POLICIES))
     runtime_tuning: bool = field(default=True, metadata=option(
         "Tune each serving process for a server's allocation pattern: glibc malloc keeps 4 MiB of freed heap "
         "(and a 4 MiB mmap threshold) instead of returning it after every burst, and Python's garbage "
         "collector collects its young generation every 10,000 objects, not 700, and leaves out what was alive "
-        "once the app had started (gc.freeze); on Linux the WSGI pool's threads run SCHED_BATCH, so waking "
-        "one does not take the CPU from the event loop (threads and processes an app starts from a request "
-        "inherit it). glibc's MALLOC_*_ variables, thresholds the app set itself and a scheduling policy the "
-        "process was started with are kept (docs/performance.md)."))
+        "once the app had started (gc.freeze). glibc's MALLOC_*_ variables and thresholds the app set itself "
+        "are kept (docs/performance.md)."))
     workers: int = field(default=1, metadata=option(
         "Worker processes. With more than one, a master process binds the listeners, forks the workers and "
         "supervises them (signals: docs/deployment.md). Default 1, or $WEB_CONCURRENCY when it is set.",
@@ -363,6 +368,7 @@ class Config:
         _check_choice("lifespan", self.lifespan, LIFESPAN_MODES)
         _check_choice("log_level", self.log_level, LOG_LEVELS)
         _check_choice("wsgi_mode", self.wsgi_mode, WSGI_MODES)
+        _check_choice("wsgi_thread_policy", self.wsgi_thread_policy, WSGI_THREAD_POLICIES)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
         if self.backlog < 1:

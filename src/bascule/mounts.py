@@ -71,7 +71,7 @@ class AppTable:
             gateway: Gateway
             if mount.loaded.interface == "wsgi":
                 if self.pool is None and config.wsgi_mode == "threads":
-                    self.pool = ThreadPool(config.wsgi_threads, batch=config.runtime_tuning)
+                    self.pool = ThreadPool(config.wsgi_threads, batch=config.wsgi_thread_policy == "batch")
                 gateway = WSGIGateway(mount.loaded.app, self.pool, root_path=config.root_path, prefix=mount.prefix,
                                       multiprocess=config.workers > 1, compress=compress)
             else:

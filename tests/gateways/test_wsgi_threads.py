@@ -1,7 +1,7 @@
 """Tests of the hand-over between the event loop and the WSGI thread pool (gateways/threads.py): the pool wakes
 one thread at a time, which takes the tasks queued meanwhile, wakes the next while tasks wait (so blocking
 tasks still overlap), and lets busy threads take queued tasks; LoopOutbox brings the threads' calls back to
-the loop in order, batched; its threads run SCHED_BATCH when asked (--runtime-tuning); and through a real
+the loop in order, batched; its threads run SCHED_BATCH when asked (--wsgi-thread-policy); and through a real
 server, responses under concurrency, pipelining and graceful shutdown with requests still queued. The WSGI
 gateway's own behaviour is in test_wsgi.py.
 """
@@ -751,9 +751,10 @@ def policy_app(environ: Environ, start_response: StartResponse) -> Iterable[byte
 
 
 @needs_sched_batch
-@pytest.mark.parametrize("tuning", [True, False])
-def test_the_server_runs_its_wsgi_threads_sched_batch_with_runtime_tuning(wsgi: Any, tuning: bool) -> None:
-    with wsgi(policy_app, runtime_tuning=tuning) as srv, socket.create_connection(("127.0.0.1", srv.port)) as sock:
+@pytest.mark.parametrize("policy", ["batch", "inherit", None])
+def test_the_server_runs_its_wsgi_threads_under_the_policy_asked(wsgi: Any, policy: str | None) -> None:
+    options = {} if policy is None else {"wsgi_thread_policy": policy}  # None: the default, batch
+    with wsgi(policy_app, **options) as srv, socket.create_connection(("127.0.0.1", srv.port)) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
         bodies = read_responses(sock, 3)
-    assert bodies == [str(os.SCHED_BATCH if tuning else os.SCHED_OTHER).encode()] * 3
+    assert bodies == [str(os.SCHED_OTHER if policy == "inherit" else os.SCHED_BATCH).encode()] * 3

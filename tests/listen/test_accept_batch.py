@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,8 @@ from conftest import serve_in_thread
 from bascule.listen import accept_batch
 from bascule.listen.accept_batch import AcceptBatch, batching_applies, queue_depth
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO's queue length is Linux's")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="the accept queue's length (TCP_INFO, sock_diag) is Linux's")
 
 
 @contextlib.contextmanager
@@ -125,24 +127,92 @@ def test_queue_depth_counts_the_connections_waiting_to_be_accepted() -> None:
                 c.close()
 
 
-def test_queue_depth_is_unknown_off_tcp(tmp_path: Any) -> None:
-    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+@contextlib.contextmanager
+def listening_unix(path: str, backlog: int = 64) -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        unix.bind(str(tmp_path / "s"))
-        unix.listen(8)
-        assert queue_depth(unix) is None
+        sock.bind(path)
+        sock.listen(backlog)
+        sock.setblocking(False)
+        yield sock
     finally:
-        unix.close()
+        sock.close()
+
+
+def connect_unix(path: str, n: int) -> list[socket.socket]:
+    clients = []
+    for _ in range(n):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)
+        clients.append(client)
+    return clients
 
 
 @linux_only
-def test_batching_applies_to_uvloop_tcp_listeners_only(tmp_path: Any) -> None:
-    with listening() as sock:
+def test_queue_depth_counts_a_unix_listeners_waiting_connections(tmp_path: Any) -> None:
+    path = str(tmp_path / "s")
+    with listening_unix(path) as sock:
+        assert queue_depth(sock) == 0
+        clients = connect_unix(path, 5)
+        try:
+            assert queue_depth(sock) == 5
+            sock.setblocking(True)
+            sock.accept()[0].close()
+            assert queue_depth(sock) == 4
+        finally:
+            for c in clients:
+                c.close()
+
+
+@linux_only
+def test_a_unix_queue_is_unknown_where_netlink_is_refused(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.socket
+
+    def refusing(family: int = -1, *args: Any, **kwargs: Any) -> socket.socket:
+        if family == socket.AF_NETLINK:
+            raise PermissionError(1, "Operation not permitted")  # a sandbox's seccomp
+        return real(family, *args, **kwargs)
+
+    with listening_unix(str(tmp_path / "s")) as sock:
+        monkeypatch.setattr(socket, "socket", refusing)
+        assert queue_depth(sock) is None
+        loop = uvloop.new_event_loop()
+        try:
+            assert not batching_applies(loop, sock)
+        finally:
+            loop.close()
+
+
+def reply(kind: int, *attributes: tuple[int, bytes], length: int | None = None) -> bytes:
+    """A SOCK_DIAG_BY_FAMILY reply: netlink header, unix_diag_msg, then rtattrs (padded to 4)."""
+    body = bytes(16)
+    for attribute, payload in attributes:
+        body += struct.pack("=HH", 4 + len(payload), attribute) + payload + bytes(-len(payload) % 4)
+    return struct.pack("=IHHII", length if length is not None else 16 + len(body), kind, 0, 1, 0) + body
+
+
+def test_the_queue_length_is_read_from_the_rqlen_attribute_and_nothing_else() -> None:
+    rqlen = struct.pack("=II", 7, 64)
+    assert accept_batch.rqlen_from_reply(reply(20, (4, rqlen))) == 7
+    assert accept_batch.rqlen_from_reply(reply(20, (1, b"/tmp/s\0"), (4, rqlen))) == 7  # after a name attribute
+    assert accept_batch.rqlen_from_reply(reply(20, (1, b"/tmp/s\0"))) is None  # no RQLEN
+    assert accept_batch.rqlen_from_reply(reply(2, (4, rqlen))) is None  # NLMSG_ERROR
+    assert accept_batch.rqlen_from_reply(reply(20, (4, rqlen))[:30]) is None  # cut short
+    assert accept_batch.rqlen_from_reply(b"") is None
+    zero = struct.pack("=IHHII", 16 + 16 + 4, 20, 0, 1, 0) + bytes(16) + struct.pack("=HH", 0, 4)
+    assert accept_batch.rqlen_from_reply(zero) is None  # a zero-length attribute ends the walk
+
+
+@linux_only
+def test_batching_applies_to_uvloop_tcp_and_unix_listeners_only(tmp_path: Any) -> None:
+    with listening() as sock, listening_unix(str(tmp_path / "s")) as unix:
         uv = uvloop.new_event_loop()
         plain = asyncio.new_event_loop()
         try:
             assert batching_applies(uv, sock)
+            assert batching_applies(uv, unix)
             assert not batching_applies(plain, sock)  # asyncio accepts up to the backlog per pass already
+            assert not batching_applies(plain, unix)
         finally:
             uv.close()
             plain.close()
@@ -371,8 +441,17 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @linux_only
-def test_the_server_batches_its_tcp_listener_and_closes_the_duplicates_on_stop() -> None:
-    with serve_in_thread(hello) as srv:
+@pytest.mark.parametrize("where", ["tcp", "unix"])
+def test_the_server_batches_its_listener_and_closes_the_duplicates_on_stop(where: str, tmp_path: Any) -> None:
+    path = str(tmp_path / "bascule.sock")
+    options: dict[str, Any] = {"uds": path} if where == "unix" else {}
+
+    def open_client() -> socket.socket:
+        if where == "unix":
+            return connect_unix(path, 1)[0]
+        return socket.create_connection((srv.host, srv.port))
+
+    with serve_in_thread(hello, **options) as srv:
         assert srv.server is not None
         batches = srv.server.accept_batches
         assert len(batches) == 1
@@ -384,7 +463,7 @@ def test_the_server_batches_its_tcp_listener_and_closes_the_duplicates_on_stop()
             time.sleep(0.01)
         assert len(batch.extras) == accept_batch.ACCEPT_BATCH - 1
         extras = list(batch.extras)
-        clients = [socket.create_connection((srv.host, srv.port)) for _ in range(40)]
+        clients = [open_client() for _ in range(40)]
         for c in clients:
             c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         for c in clients:

@@ -13,20 +13,28 @@ costs an ``accept()`` that finds nothing whenever fewer connections wait than se
 client at a time cost ~25% more server CPU per connection. So the duplicates are armed only while
 connections queue up, and disarmed when they no longer do:
 
-- unarmed, twice a second: the accept queue's length (Linux ``TCP_INFO``'s ``tcpi_unacked``, which a
-  listening socket fills with its queue length) is looked at; :data:`ARM_DEPTH` waiting arms them;
+- unarmed, twice a second: the accept queue's length is looked at (:func:`queue_depth`); :data:`ARM_DEPTH`
+  waiting arms them;
 - armed: every accepted connection is counted, and the loop passes that accepted any; an interval that
   averages under :data:`KEEP_PER_PASS` accepts per pass (or had none) disarms them.
 
+The queue's length, on Linux: a TCP listener's from ``TCP_INFO`` (``tcpi_unacked``, which a listening socket
+fills with its queue length); a Unix one's from the kernel's socket diagnostics (``NETLINK_SOCK_DIAG``,
+``UNIX_DIAG_RQLEN``: for a listening socket, the connections in its queue), asked by the socket's inode. The
+Unix case is the usual nginx setup (``proxy_pass http://unix:...``), where nginx opens a new connection per
+request unless its upstream keeps them alive. A netlink socket per look (four system calls, twice a second).
+
 With the standard asyncio loop nothing of this is needed (it accepts up to the backlog per pass), nor where
-the queue cannot be measured (not Linux, not TCP): :func:`batching_applies` says so.
+the queue cannot be measured (not Linux; a kernel without ``unix_diag``): :func:`batching_applies` says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import struct
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -43,12 +51,26 @@ INTERVAL: Final = 0.5  # seconds between looks
 _TCP_INFO: Final = getattr(socket, "TCP_INFO", None)
 _UNACKED: Final = 24  # tcpi_unacked in struct tcp_info: after 8 bytes of u8 fields, rto, ato, snd_mss, rcv_mss
 
+_NETLINK_SOCK_DIAG: Final = 4  # linux/netlink.h
+_SOCK_DIAG_BY_FAMILY: Final = 20  # linux/sock_diag.h
+_NLM_F_REQUEST: Final = 1
+_UDIAG_SHOW_RQLEN: Final = 0x10  # linux/unix_diag.h
+_UNIX_DIAG_RQLEN: Final = 4
+_NO_COOKIE: Final = 0xFFFFFFFF  # INET_DIAG_NOCOOKIE, both halves: look the socket up by its inode alone
+_NLMSG_HEADER: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, port
+_UNIX_DIAG_REQ: Final = struct.Struct("=BBHIII2I")  # family, protocol, pad, states, inode, show, cookie
+_UNIX_DIAG_MSG_SIZE: Final = 16  # family, type, state, pad, inode, cookie
+_RTATTR: Final = struct.Struct("=HH")  # length, type
+
 Factory = Callable[[], asyncio.BaseProtocol]
 Serve = Callable[[socket.socket, Factory], Awaitable[asyncio.AbstractServer]]
 
 
 def queue_depth(sock: socket.socket) -> int | None:
-    """The connections waiting in a listening TCP socket's accept queue, or None where that is not known."""
+    """The connections waiting in a listening socket's accept queue (TCP or Unix), or None where that is not
+    known."""
+    if sock.family == socket.AF_UNIX:
+        return unix_queue_depth(sock)
     if _TCP_INFO is None:
         return None
     try:
@@ -60,9 +82,50 @@ def queue_depth(sock: socket.socket) -> int | None:
     return int.from_bytes(info[_UNACKED:_UNACKED + 4], sys.byteorder)
 
 
+def unix_queue_depth(sock: socket.socket) -> int | None:
+    """The connections waiting in a listening Unix socket's queue, from the kernel's socket diagnostics; None
+    where they cannot be asked (not Linux, no ``unix_diag`` in the kernel, a sandbox refusing netlink)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        inode = os.fstat(sock.fileno()).st_ino
+        request = _UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 0, 0xFFFFFFFF, inode, _UDIAG_SHOW_RQLEN,
+                                      _NO_COOKIE, _NO_COOKIE)
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as netlink:
+            netlink.send(_NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST,
+                                            1, 0) + request)
+            reply = netlink.recv(4096)
+    except (OSError, AttributeError):  # AttributeError: no AF_NETLINK in this socket module
+        return None
+    return rqlen_from_reply(reply)
+
+
+def rqlen_from_reply(reply: bytes) -> int | None:
+    """The queue length in a ``SOCK_DIAG_BY_FAMILY`` reply for one Unix socket (its ``UNIX_DIAG_RQLEN``
+    attribute's first field, which for a listening socket counts the connections waiting); None for an error
+    reply or one without it."""
+    if len(reply) < _NLMSG_HEADER.size:
+        return None
+    length, kind, _flags, _seq, _port = _NLMSG_HEADER.unpack_from(reply)
+    if kind != _SOCK_DIAG_BY_FAMILY:  # NLMSG_ERROR: the socket is gone, or unix_diag is missing
+        return None
+    end = min(length, len(reply))
+    offset = _NLMSG_HEADER.size + _UNIX_DIAG_MSG_SIZE
+    while offset + _RTATTR.size <= end:
+        size, attribute = _RTATTR.unpack_from(reply, offset)
+        if size < _RTATTR.size:
+            return None  # malformed: never loop on it
+        if attribute == _UNIX_DIAG_RQLEN and offset + _RTATTR.size + 4 <= end:
+            return int.from_bytes(reply[offset + _RTATTR.size:offset + _RTATTR.size + 4], sys.byteorder)
+        offset += (size + 3) & ~3
+    return None
+
+
 def batching_applies(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bool:
-    """Whether a listener on ``loop`` gains from :class:`AcceptBatch`: uvloop's, TCP, its queue measurable."""
-    return (type(loop).__module__.startswith("uvloop") and sock.family in (socket.AF_INET, socket.AF_INET6)
+    """Whether a listener on ``loop`` gains from :class:`AcceptBatch`: uvloop's, TCP or Unix, its queue
+    measurable."""
+    return (type(loop).__module__.startswith("uvloop")
+            and sock.family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
             and queue_depth(sock) is not None)
 
 

@@ -183,6 +183,17 @@ def test_a_unix_queue_is_unknown_where_netlink_is_refused(tmp_path: Any, monkeyp
             loop.close()
 
 
+def test_a_unix_queue_is_unknown_without_af_netlink_or_off_linux(tmp_path: Any,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    with listening_unix(str(tmp_path / "s")) as sock:
+        with monkeypatch.context() as patch:
+            patch.delattr(socket, "AF_NETLINK", raising=False)
+            assert queue_depth(sock) is None
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "platform", "darwin")
+            assert queue_depth(sock) is None
+
+
 def reply(kind: int, *attributes: tuple[int, bytes], length: int | None = None) -> bytes:
     """A SOCK_DIAG_BY_FAMILY reply: netlink header, unix_diag_msg, then rtattrs (padded to 4)."""
     body = bytes(16)
@@ -194,10 +205,12 @@ def reply(kind: int, *attributes: tuple[int, bytes], length: int | None = None) 
 def test_the_queue_length_is_read_from_the_rqlen_attribute_and_nothing_else() -> None:
     rqlen = struct.pack("=II", 7, 64)
     assert accept_batch.rqlen_from_reply(reply(20, (4, rqlen))) == 7
-    assert accept_batch.rqlen_from_reply(reply(20, (1, b"/tmp/s\0"), (4, rqlen))) == 7  # after a name attribute
-    assert accept_batch.rqlen_from_reply(reply(20, (1, b"/tmp/s\0"))) is None  # no RQLEN
+    assert accept_batch.rqlen_from_reply(reply(20, (0, b"/tmp/s\0"), (4, rqlen))) == 7  # after UNIX_DIAG_NAME
+    assert accept_batch.rqlen_from_reply(reply(20, (0, b"/tmp/s\0"))) is None  # no RQLEN
     assert accept_batch.rqlen_from_reply(reply(2, (4, rqlen))) is None  # NLMSG_ERROR
-    assert accept_batch.rqlen_from_reply(reply(20, (4, rqlen))[:30]) is None  # cut short
+    assert accept_batch.rqlen_from_reply(reply(20, (4, rqlen))[:30]) is None  # cut short before the attributes
+    assert accept_batch.rqlen_from_reply(reply(20, (4, rqlen))[:38]) is None  # cut short inside rqueue
+    assert accept_batch.rqlen_from_reply(reply(20, (4, rqlen), length=38)) is None  # the header's length ends it
     assert accept_batch.rqlen_from_reply(b"") is None
     zero = struct.pack("=IHHII", 16 + 16 + 4, 20, 0, 1, 0) + bytes(16) + struct.pack("=HH", 0, 4)
     assert accept_batch.rqlen_from_reply(zero) is None  # a zero-length attribute ends the walk

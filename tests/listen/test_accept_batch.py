@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
 import sys
@@ -470,7 +471,14 @@ def test_the_server_batches_its_listener_and_closes_the_duplicates_on_stop(where
         assert len(batches) == 1
         batch = batches[0]
         loop = batch.loop
-        loop.call_soon_threadsafe(batch.arm)
+
+        def arm_for_good() -> None:  # no look meanwhile: one could disarm before the duplicates are all open
+            if batch._timer is not None:
+                batch._timer.cancel()
+                batch._timer = None
+            batch.arm()
+
+        loop.call_soon_threadsafe(arm_for_good)
         end = time.monotonic() + 5
         while len(batch.extras) < accept_batch.ACCEPT_BATCH - 1 and time.monotonic() < end:
             time.sleep(0.01)
@@ -486,5 +494,22 @@ def test_the_server_batches_its_listener_and_closes_the_duplicates_on_stop(where
                 data += chunk
             c.close()
             assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\nok")
+        # disarming closes the duplicates' servers and leaves the listener as it was: for a Unix one, its path
+        # too (a server that cleaned its socket file up on close would unlink the listener's)
+        loop.call_soon_threadsafe(batch.disarm)
+        end = time.monotonic() + 5
+        while any(s.is_serving() for s in extras) and time.monotonic() < end:
+            time.sleep(0.01)
+        assert batch.extras == [] and not any(s.is_serving() for s in extras)
+        if where == "unix":
+            assert os.path.exists(path)
+        client = open_client()
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        client.settimeout(5)
+        data = b""
+        while chunk := client.recv(4096):
+            data += chunk
+        client.close()
+        assert data.startswith(b"HTTP/1.1 200 ")
     assert batch.closed and batch.extras == []
     assert all(not s.is_serving() for s in extras)

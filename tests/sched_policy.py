@@ -7,27 +7,35 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+
+
+def in_a_thread(fn: Callable[[], Any]) -> Any:
+    """``fn()``'s result, run on a thread of its own (a policy set there stays with that thread)."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    thread.join(10)
+    return out[0] if out else None
 
 
 def thread_can_go_batch() -> bool:
     if not hasattr(os, "SCHED_BATCH") or os.sched_getscheduler(0) != os.SCHED_OTHER:
         return False
 
-    def probe() -> None:
+    def probe() -> bool:
         try:
-            if os.sched_getscheduler(0) == os.SCHED_OTHER:
-                os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-                out.append(os.sched_getscheduler(0) == os.SCHED_BATCH)
+            if os.sched_getscheduler(0) != os.SCHED_OTHER:
+                return False
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+            return os.sched_getscheduler(0) == os.SCHED_BATCH
         except OSError:
-            pass
+            return False
 
-    out: list[bool] = []
-    thread = threading.Thread(target=probe)
-    thread.start()
-    thread.join(10)
-    return out == [True]
+    return in_a_thread(probe) is True
 
 
 needs_sched_batch = pytest.mark.skipif(

@@ -15,11 +15,10 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 from typing import Any
 
 import pytest
-from sched_policy import needs_sched_batch
+from sched_policy import in_a_thread, needs_sched_batch
 
 from bascule.tuning import GC_DEFAULTS, GC_YOUNG_THRESHOLD, batch_thread, tune_malloc, user_tuned
 
@@ -176,15 +175,6 @@ def test_the_single_process_tunes_only_with_the_option(monkeypatch: pytest.Monke
             logger.setLevel(level)  # setLevel, not the attribute: it also clears logging's isEnabledFor cache
     assert FakeServer.seen == [tuning.tune_gc if on else None]
     assert malloc_calls == ([1] if on else [])
-
-
-def in_a_thread(fn: Any) -> Any:
-    """``fn()``'s result, run on a thread of its own (a policy set there stays with that thread)."""
-    out: list[Any] = []
-    thread = threading.Thread(target=lambda: out.append(fn()))
-    thread.start()
-    thread.join(10)
-    return out[0]
 
 
 @needs_sched_batch

@@ -58,6 +58,7 @@ _SOCK_DIAG_BY_FAMILY: Final = 20  # linux/sock_diag.h
 _NLM_F_REQUEST: Final = 1
 _UDIAG_SHOW_RQLEN: Final = 0x10  # linux/unix_diag.h
 _UNIX_DIAG_RQLEN: Final = 4
+_ALL_STATES: Final = 0xFFFFFFFF  # udiag_states: whatever the socket's state (a listener's is TCP_LISTEN)
 _NO_COOKIE: Final = 0xFFFFFFFF  # INET_DIAG_NOCOOKIE, both halves: look the socket up by its inode alone
 _NLMSG_HEADER: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, port
 _UNIX_DIAG_REQ: Final = struct.Struct("=BBHIII2I")  # family, protocol, pad, states, inode, show, cookie
@@ -91,7 +92,7 @@ def unix_queue_depth(sock: socket.socket) -> int | None:
     only one and drops the other branch."""
     try:
         inode = os.fstat(sock.fileno()).st_ino
-        request = _UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 0, 0xFFFFFFFF, inode, _UDIAG_SHOW_RQLEN,
+        request = _UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 0, _ALL_STATES, inode, _UDIAG_SHOW_RQLEN,
                                       _NO_COOKIE, _NO_COOKIE)
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as netlink:
             netlink.send(_NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST,
@@ -126,11 +127,9 @@ def rqlen_from_reply(reply: bytes) -> int | None:
 
 
 def batching_applies(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bool:
-    """Whether a listener on ``loop`` gains from :class:`AcceptBatch`: uvloop's, TCP or Unix, its queue
-    measurable."""
-    return (type(loop).__module__.startswith("uvloop")
-            and sock.family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
-            and queue_depth(sock) is not None)
+    """Whether a listener on ``loop`` gains from :class:`AcceptBatch`: uvloop's, its queue measurable (which
+    :func:`queue_depth` knows for TCP and Unix listeners only)."""
+    return type(loop).__module__.startswith("uvloop") and queue_depth(sock) is not None
 
 
 class AcceptBatch:

@@ -206,7 +206,7 @@ def test_validation_errors_from_config_are_config_errors(tmp_path: Path) -> None
     assert "port must be between 0 and 65535" in config_error(tmp_path, "main:app", "--port", "70000")
     assert "did you mean 'asgi3'" in config_error(tmp_path, "main:app", "--interface", "asgi")
     assert config_error(tmp_path, "main:app", "--wsgi-thread-policy", "idle").startswith(
-        "wsgi_thread_policy must be one of batch, inherit; got 'idle'")
+        "wsgi_thread_policy must be one of auto, batch, inherit; got 'idle'")
     assert config_error(tmp_path).startswith("no app given")
 
 

@@ -15,6 +15,10 @@ import httpx
 import pytest
 from conftest import Running, http_exchange, run_cli
 
+from bascule.config import Config
+from bascule.loader import LoadedApp
+from bascule.mounts import AppTable, Mount, thread_policy_batch
+
 APPS = textwrap.dedent("""
     import json
     import os
@@ -198,3 +202,33 @@ def test_same_app_at_two_prefixes_has_one_lifespan(cli_server: Any, tmp_path: Pa
         assert (a["root_path"], b["root_path"]) == ("/a", "/b")
         assert a["started_by"] == b["started_by"] == "api"
     assert (tmp_path / "lifespan.txt").read_text().split() == ["api"]
+
+
+def _wsgi(environ: Any, start_response: Any) -> list[bytes]:
+    start_response("200 OK", [])
+    return [b""]
+
+
+async def _asgi(scope: Any, receive: Any, send: Any) -> None:
+    pass
+
+
+@pytest.mark.parametrize(("policy", "kinds", "static", "batch"), [
+    ("auto", ["wsgi"], False, True),  # the default: a WSGI app alone
+    ("auto", ["wsgi", "wsgi"], False, True),
+    ("auto", ["wsgi", "asgi3"], False, False),  # an ASGI app can keep the loop busy by itself
+    ("auto", ["asgi3", "wsgi"], False, False),
+    ("auto", ["wsgi"], True, False),  # and so can static files
+    ("batch", ["wsgi", "asgi3"], True, True),  # asked for: taken, whatever is mounted
+    ("inherit", ["wsgi"], False, False),
+])
+def test_the_wsgi_pool_runs_batch_only_where_asked_or_where_the_loop_works_for_it_alone(
+        tmp_path: Path, policy: str, kinds: list[str], static: bool, batch: bool) -> None:
+    apps = {"wsgi": _wsgi, "asgi3": _asgi}
+    mounts = [Mount(f"/m{i}" if i else "", LoadedApp(apps[kind], kind, kind))  # type: ignore[arg-type]
+              for i, kind in enumerate(kinds)]
+    config = Config(app="unused:app",  # never imported: the mounts are given
+                    wsgi_thread_policy=policy, static=[f"/static={tmp_path}"] if static else [])
+    assert thread_policy_batch(config, mounts) is batch
+    table = AppTable(config, mounts)
+    assert table.pool is not None and table.pool.batch is batch

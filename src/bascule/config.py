@@ -41,7 +41,7 @@ from bascule.trust import TrustedProxies
 INTERFACES = ("auto", "asgi3", "asgi2", "wsgi")
 LIFESPAN_MODES = ("auto", "on", "off")
 WSGI_MODES = ("threads", "loop")
-WSGI_THREAD_POLICIES = ("batch", "inherit")
+WSGI_THREAD_POLICIES = ("auto", "batch", "inherit")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 SSL_VERSIONS = ("TLSv1.2", "TLSv1.3")
 PROXY_HEADERS_MODES = ("x-forwarded", "forwarded")  # bascule.trust.MODES
@@ -201,13 +201,14 @@ class Config:
         "How WSGI apps run: 'threads' (a pool; the loop keeps serving while apps work or wait) or 'loop' "
         "(on the event-loop thread once the body has arrived: fastest for quick CPU-bound apps, but an app "
         "that waits stalls every connection).", choices=WSGI_MODES))
-    wsgi_thread_policy: str = field(default="inherit", metadata=option(
-        "The scheduling policy of the WSGI pool's threads (Linux): 'inherit' (the process's own) or 'batch' "
-        "(SCHED_BATCH: the same CPU share and nice value, but waking a thread never preempts the event loop: "
-        "~7% more new connections per second in threads mode on a busy core, but on a core kept busy by the loop "
-        "(ASGI streams beside WSGI ones) the WSGI threads get the CPU and the GIL late, and their streams "
-        "starve; threads and processes an app starts from a request inherit it). A process started under "
-        "another policy than the default (chrt) keeps it either way (docs/performance.md).",
+    wsgi_thread_policy: str = field(default="auto", metadata=option(
+        "The scheduling policy of the WSGI pool's threads (Linux): 'batch' (SCHED_BATCH: the same CPU share and "
+        "nice value, but waking a thread never preempts the event loop: ~7% more new connections per second in "
+        "threads mode on a busy core, but on a core kept busy by the loop, as ASGI streams beside WSGI ones do, "
+        "the WSGI threads get the CPU and the GIL late and their streams starve), 'inherit' (the process's own), "
+        "or 'auto': batch when every app is WSGI and no static directory is served (the loop then works only "
+        "for the threads), else inherit. Threads and processes an app starts from a request inherit it; a "
+        "process started under another policy than the default (chrt) keeps it (docs/performance.md).",
         choices=WSGI_THREAD_POLICIES))
     runtime_tuning: bool = field(default=True, metadata=option(
         "Tune each serving process for a server's allocation pattern: glibc malloc keeps 4 MiB of freed heap "

@@ -56,6 +56,21 @@ def resolve_mounts(config: Config, app: Any = None) -> list[Mount]:
     return mounts
 
 
+def thread_policy_batch(config: Config, mounts: list[Mount]) -> bool:
+    """Whether the WSGI pool's threads run SCHED_BATCH (``--wsgi-thread-policy``; tuning.py says what it does).
+
+    ``auto`` takes it only where the event loop works for the pool's threads alone: every mount WSGI and no
+    static directory. There the loop reads requests for the threads and writes what they answer, and runs
+    out of work when they fall behind, so threads that never preempt it still get the CPU at each epoll wait.
+    An ASGI app (or a static file) can keep the loop busy on its own, and the WSGI threads beside it then
+    got the CPU and the GIL late enough for their HTTP/2 streams to starve.
+    """
+    policy = config.wsgi_thread_policy
+    if policy == "auto":
+        return not config.static and all(mount.loaded.interface == "wsgi" for mount in mounts)
+    return policy == "batch"
+
+
 class AppTable:
     """Gateways for every mount, their lifespans, and the dispatch function the protocols call."""
 
@@ -67,11 +82,12 @@ class AppTable:
         compress = from_options(config.compress_min_size, config.compress_types) if config.compress else None
         routes: list[tuple[str, Gateway]] = []
         lifespan_by_app: dict[int, Lifespan] = {}
+        batch = thread_policy_batch(config, mounts)
         for mount in mounts:
             gateway: Gateway
             if mount.loaded.interface == "wsgi":
                 if self.pool is None and config.wsgi_mode == "threads":
-                    self.pool = ThreadPool(config.wsgi_threads, batch=config.wsgi_thread_policy == "batch")
+                    self.pool = ThreadPool(config.wsgi_threads, batch=batch)
                 gateway = WSGIGateway(mount.loaded.app, self.pool, root_path=config.root_path, prefix=mount.prefix,
                                       multiprocess=config.workers > 1, compress=compress)
             else:

@@ -26,7 +26,7 @@ app's own long-lived objects out of every later collection (a full collection th
 Thresholds an app set itself (at import) are kept; only CPython 3.11's and 3.12's defaults are raised. The
 cost: up to 10,000 objects' worth of unreachable cycles waits longer for collection.
 
-**The WSGI pool's threads** (``--wsgi-thread-policy batch``; ``inherit``, the process's own policy, by
+**The WSGI pool's threads** (``--wsgi-thread-policy``: ``batch`` where the loop works for them alone, by
 default). In ``--wsgi-mode threads`` the event loop wakes a pool thread for the requests of each loop pass. On
 a busy core the kernel gives the woken thread the CPU at once (wakeup preemption), in the middle of the loop's
 pass, and the loop and the thread then pass the CPU and the GIL to each other several times per pass: with a
@@ -36,13 +36,14 @@ share of the CPU as any other thread (the nice value is kept), but its wake-up n
 that woke it, so it runs once the loop blocks in epoll or its time slice ends, and takes every request the
 loop read meanwhile. Same run: 0.27 context switches and 0.33 futex calls per request, 3 us less CPU per
 request, +7.5% req/s. Keep-alive requests, which the thread answers itself and which seldom switch, did not
-change (wrk ``GET /``, 64 connections). Why it is not the default: every wake-up of the thread loses, the
+change (wrk ``GET /``, 64 connections). Why not everywhere: every wake-up of the thread loses, the
 GIL's hand-over included, so where the loop itself keeps the core busy (ASGI streams beside WSGI ones on one
 HTTP/2 connection, tests/integration/test_it_h2_backpressure.py) the WSGI threads ran only at the end of the
 loop's slices or at the GIL's 5 ms switch interval: their streams got 0.00-0.04 of the bytes against 0.20-0.26
-with ``inherit``. A process started under another policy (``chrt``: an idle, batch or real-time one) is left
-as it is, and so are systems that refuse the call. Threads and processes the app starts from a pool thread
-inherit the policy, as they inherit the nice value.
+with ``inherit``. So ``auto``, the default, takes it only when every app is WSGI and no static directory is
+served (mounts.thread_policy_batch). A process started under another policy (``chrt``: an idle, batch or
+real-time one) is left as it is, and so are systems that refuse the call. Threads and processes the app
+starts from a pool thread inherit the policy, as they inherit the nice value.
 """
 
 from __future__ import annotations

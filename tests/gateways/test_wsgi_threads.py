@@ -751,10 +751,11 @@ def policy_app(environ: Environ, start_response: StartResponse) -> Iterable[byte
 
 
 @needs_sched_batch
-@pytest.mark.parametrize("policy", ["batch", "inherit", None])
+@pytest.mark.parametrize("policy", ["batch", "inherit", "auto", None])
 def test_the_server_runs_its_wsgi_threads_under_the_policy_asked(wsgi: Any, policy: str | None) -> None:
-    options = {} if policy is None else {"wsgi_thread_policy": policy}  # None: the default, inherit
+    """A WSGI app alone: ``auto`` (the default, None here) takes batch (tests/test_mounts.py has the rest)."""
+    options = {} if policy is None else {"wsgi_thread_policy": policy}
     with wsgi(policy_app, **options) as srv, socket.create_connection(("127.0.0.1", srv.port)) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
         bodies = read_responses(sock, 3)
-    assert bodies == [str(os.SCHED_BATCH if policy == "batch" else os.SCHED_OTHER).encode()] * 3
+    assert bodies == [str(os.SCHED_OTHER if policy == "inherit" else os.SCHED_BATCH).encode()] * 3

@@ -69,7 +69,7 @@ class ThreadPool:
         self.size = size
         self.name = name
         #: each thread marks itself SCHED_BATCH as it starts, so waking it does not take the CPU from the loop
-        #: mid-pass (``--wsgi-thread-policy batch``; tuning.py says why, and why it is not the default)
+        #: mid-pass (``--wsgi-thread-policy``; tuning.py says why, and why not in every server)
         self.batch = batch
         self._idle: list[_Worker] = []  # threads asleep (or about to be) on their inbox, most recently idle last
         #: the thread woken to take a task that has not taken one yet (None: none is); set before its wake-up

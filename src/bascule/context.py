@@ -19,6 +19,7 @@ from bascule.accesslog import AccessLog
 from bascule.config import Config
 from bascule.listen.proxy_protocol import HEADER_TIMEOUT
 from bascule.ops.request_id import RequestIds
+from bascule.protocols.outbox import PassFlush
 from bascule.protocols.upgrades import Upgrades
 from bascule.specs import parse_header
 from bascule.trust import ProxyHeaders, TrustedProxies
@@ -63,6 +64,7 @@ class ServerContext:
         self.config = config
         self.loop = loop
         self.dispatch = dispatch
+        self.end_of_pass = PassFlush(loop)  # the connections' flushes due in this loop pass (protocols/outbox.py)
         self.error_log = logging.getLogger("bascule.error")
         self.observers: list[RequestObserver] = []  # see observe(); empty: the events cost one test each
         access_logger = logging.getLogger("bascule.access")

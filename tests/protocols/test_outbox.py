@@ -1,14 +1,22 @@
-"""protocols.outbox: write coalescing, drain waiters and pause reasons, as every wire uses them (issue 13 item 2)."""
+"""protocols.outbox: write coalescing (one end-of-pass callback for every connection, and a flush every FLUSH_AT
+connections mid-pass), drain waiters and pause reasons, as every wire uses them (issue 13 item 2)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fakes import FakeTransport
 
-from bascule.protocols.outbox import COALESCE_LIMIT, Outbox
+from bascule.config import Config
+from bascule.context import ServerContext
+from bascule.protocols.fastcgi.connection import FcgiConnection
+from bascule.protocols.h1.connection import H1Connection
+from bascule.protocols.h2.connection import H2Connection
+from bascule.protocols.oneshot.connection import UWSGI, OneshotConnection
+from bascule.protocols.outbox import COALESCE_LIMIT, FLUSH_AT, Outbox, PassFlush
 
 
 class RecordingTransport(FakeTransport):
@@ -136,6 +144,112 @@ def test_queue_and_a_flusher_of_its_own(loop: asyncio.AbstractEventLoop) -> None
     outbox.discard()
     one_pass(loop)
     assert transport.out == b"bodytail"
+
+
+# -- one end of the pass for every connection ------------------------------------------------------------
+def counted(loop: asyncio.AbstractEventLoop) -> tuple[PassFlush, list[object]]:
+    """A PassFlush whose end-of-pass callbacks are counted as they are scheduled."""
+    end = PassFlush(loop)
+    scheduled: list[object] = []
+    real = end.soon
+
+    def soon(callback: Any) -> Any:
+        scheduled.append(callback)
+        return real(callback)
+
+    end.soon = soon
+    return end, scheduled
+
+
+def sharing(loop: asyncio.AbstractEventLoop, end: PassFlush, n: int) -> list[tuple[Outbox, RecordingTransport]]:
+    pairs = []
+    for _ in range(n):
+        outbox = Outbox(loop, end_of_pass=end)
+        transport = RecordingTransport()
+        outbox.transport = transport
+        pairs.append((outbox, transport))
+    return pairs
+
+
+def test_the_connections_of_a_pass_share_one_end_of_pass_callback(loop: asyncio.AbstractEventLoop) -> None:
+    end, scheduled = counted(loop)
+    pairs = sharing(loop, end, 5)
+    for i, (outbox, _) in enumerate(pairs):
+        outbox.write(b"head%d" % i)
+        outbox.write(b"body%d" % i)  # already due: not added twice
+    assert len(scheduled) == 1 and len(end.due) == 5
+    assert all(transport.calls == [] for _, transport in pairs)
+    one_pass(loop)
+    assert [transport.out for _, transport in pairs] == [b"head%dbody%d" % (i, i) for i in range(5)]
+    assert all(len(transport.calls) == 1 for _, transport in pairs) and end.due == []
+    pairs[2][0].write(b"next")  # a new pass: a new callback
+    one_pass(loop)
+    assert len(scheduled) == 2 and pairs[2][1].calls[-1] == ("write", b"next")
+
+
+def test_every_flush_at_connections_due_are_flushed_at_once(loop: asyncio.AbstractEventLoop) -> None:
+    """Mid-pass: the clients of a busy server get their answers while the pass is still reading."""
+    assert FLUSH_AT == 64
+    end, scheduled = counted(loop)
+    pairs = sharing(loop, end, FLUSH_AT + 3)
+    for i, (outbox, _) in enumerate(pairs[:FLUSH_AT - 1]):
+        outbox.write(b"%d" % i)
+    assert all(transport.calls == [] for _, transport in pairs)
+    pairs[FLUSH_AT - 1][0].write(b"last")  # the FLUSH_AT-th due: all of them go now, this one included
+    assert [transport.out for _, transport in pairs[:FLUSH_AT - 1]] == [b"%d" % i for i in range(FLUSH_AT - 1)]
+    assert pairs[FLUSH_AT - 1][1].out == b"last" and end.due == []
+    for outbox, _ in pairs[FLUSH_AT:]:  # later ones in the same pass wait for its end
+        outbox.write(b"late")
+    assert all(transport.calls == [] for _, transport in pairs[FLUSH_AT:])
+    one_pass(loop)
+    assert all(transport.out == b"late" for _, transport in pairs[FLUSH_AT:])
+    assert all(len(transport.calls) == 1 for _, transport in pairs)  # one write each, whoever flushed it
+    assert len(scheduled) == 2  # the pass's first callback found nothing left; the late ones scheduled another
+
+
+def test_a_failing_flush_is_reported_and_the_others_still_flush(loop: asyncio.AbstractEventLoop) -> None:
+    end = PassFlush(loop)
+    (good, good_transport), (bad, _), (last, last_transport) = sharing(loop, end, 3)
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+
+    def broken() -> None:
+        raise RuntimeError("transport gone wrong")
+
+    bad.flusher = broken
+    for outbox in (good, bad, last):
+        outbox.write(b"x")
+    one_pass(loop)
+    assert good_transport.out == b"x" and last_transport.out == b"x"
+    assert len(reported) == 1 and isinstance(reported[0]["exception"], RuntimeError)
+    assert end.due == []
+
+
+def test_a_connection_due_while_the_flushes_run_is_flushed_by_the_same_run(loop: asyncio.AbstractEventLoop) -> None:
+    end, scheduled = counted(loop)
+    (first, first_transport), (second, second_transport) = sharing(loop, end, 2)
+
+    def flush_and_write_elsewhere() -> None:  # as a flush whose transport callback makes another connection write
+        first.flush()
+        second.write(b"from the flush")
+
+    first.flusher = flush_and_write_elsewhere
+    first.write(b"one")
+    one_pass(loop)
+    assert first_transport.out == b"one" and second_transport.out == b"from the flush"
+    assert len(scheduled) == 1 and end.due == []
+
+
+def test_an_outbox_alone_has_an_end_of_pass_of_its_own(loop: asyncio.AbstractEventLoop) -> None:
+    a, b = Outbox(loop), Outbox(loop)
+    assert a._end_of_pass is not b._end_of_pass
+
+
+def test_a_server_s_connections_share_its_end_of_pass(loop: asyncio.AbstractEventLoop) -> None:
+    ctx = ServerContext(Config(app="x:y", access_log=False), loop, lambda ex: None, access_log=False)
+    connections = [H1Connection(ctx, local=("127.0.0.1", 8000)), H2Connection(ctx), FcgiConnection(ctx),
+                   OneshotConnection(ctx, UWSGI)]
+    assert all(conn.outbox._end_of_pass is ctx.end_of_pass for conn in connections)
 
 
 # -- drain ------------------------------------------------------------------------------------------

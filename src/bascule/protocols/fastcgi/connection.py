@@ -56,7 +56,7 @@ class FcgiConnection(asyncio.Protocol):
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self.loop = ctx.loop
-        self.outbox = Outbox(ctx.loop, join_below=JOIN_BELOW)
+        self.outbox = Outbox(ctx.loop, join_below=JOIN_BELOW, end_of_pass=ctx.end_of_pass)
         limit = ctx.limit_concurrency
         self.wire = fastcgi_wire.FastCGIConnection(
             max_requests=MAX_REQUESTS, max_conns=ctx.limit_connections or 1024,

@@ -82,7 +82,7 @@ class H1Connection(asyncio.Protocol):
         self.phase = Phase.IDLE  # what is being read (protocols/h1/phases.py: the table of its transitions)
         self.closed = False  # phase is CLOSED or SWITCHED: a plain bool, read on every flush
         # queued bytes, drain waiters, pause reasons (PAUSE_*); its transport is ours until self.closed
-        self.outbox = Outbox(ctx.loop, COALESCE_LIMIT, JOIN_BELOW)
+        self.outbox = Outbox(ctx.loop, COALESCE_LIMIT, JOIN_BELOW, end_of_pass=ctx.end_of_pass)
         self.idle_since: float | None = None
         # the request being parsed
         self._url = b""

@@ -115,7 +115,7 @@ class H2Connection(H2Output, asyncio.Protocol):
         self._orphans: dict[int, H2Stream] = {}  # reset by the client, app still running
         self._to_dispatch: list[StreamExchange] = []  # heads complete, apps not started (data_received)
         # frames queued for the end of the loop pass; dropped once the transport is closing
-        self.outbox = Outbox(ctx.loop, COALESCE_LIMIT, skip_closing=True)
+        self.outbox = Outbox(ctx.loop, COALESCE_LIMIT, skip_closing=True, end_of_pass=ctx.end_of_pass)
         self._resets = 0
         self._control = 0
         self._fixed_src = b""

@@ -87,7 +87,7 @@ class OneshotConnection(asyncio.Protocol):
         self.ctx = ctx
         self.dialect = dialect
         self.loop = ctx.loop
-        self.outbox = Outbox(ctx.loop, join_below=JOIN_BELOW)
+        self.outbox = Outbox(ctx.loop, join_below=JOIN_BELOW, end_of_pass=ctx.end_of_pass)
         self.reader: HeadReader | None = dialect.reader()  # until the variable block is complete
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] | None = None

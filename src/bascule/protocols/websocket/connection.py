@@ -142,7 +142,7 @@ class WSConnection(asyncio.Protocol, WebSocketSession):
         self.proto: Engine | None = None
         # frames queued for the end of the loop pass (joined into one write), drain waiters, pause reasons
         # (_PAUSE_*); detached once the connection is DONE
-        self.outbox = Outbox(ctx.loop, COALESCE_LIMIT, join_below=_ALWAYS_JOIN)
+        self.outbox = Outbox(ctx.loop, COALESCE_LIMIT, join_below=_ALWAYS_JOIN, end_of_pass=ctx.end_of_pass)
         self.outbox.transport = transport  # over HTTP/2, a StreamTransport (H2WebSocket)
         self._ex: Exchange | None = ex  # kept for the access log until the handshake is decided
         self._accept_headers: Headers = []

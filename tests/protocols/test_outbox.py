@@ -188,41 +188,113 @@ def test_the_connections_of_a_pass_share_one_end_of_pass_callback(loop: asyncio.
 
 
 def test_every_flush_at_connections_due_are_flushed_at_once(loop: asyncio.AbstractEventLoop) -> None:
-    """Mid-pass: the clients of a busy server get their answers while the pass is still reading."""
+    """Mid-pass: the clients of a busy server get their answers while the pass is still reading. The
+    connection whose bytes make one more than FLUSH_AT due waits, so what it writes next joins them."""
     assert FLUSH_AT == 64
     end, scheduled = counted(loop)
     pairs = sharing(loop, end, FLUSH_AT + 3)
-    for i, (outbox, _) in enumerate(pairs[:FLUSH_AT - 1]):
+    for i, (outbox, _) in enumerate(pairs[:FLUSH_AT]):
         outbox.write(b"%d" % i)
     assert all(transport.calls == [] for _, transport in pairs)
-    pairs[FLUSH_AT - 1][0].write(b"last")  # the FLUSH_AT-th due: all of them go now, this one included
-    assert [transport.out for _, transport in pairs[:FLUSH_AT - 1]] == [b"%d" % i for i in range(FLUSH_AT - 1)]
-    assert pairs[FLUSH_AT - 1][1].out == b"last" and end.due == []
-    for outbox, _ in pairs[FLUSH_AT:]:  # later ones in the same pass wait for its end
+    head_then_body, its_transport = pairs[FLUSH_AT]
+    head_then_body.write(b"head")  # one more due: the FLUSH_AT before it go now
+    assert [transport.out for _, transport in pairs[:FLUSH_AT]] == [b"%d" % i for i in range(FLUSH_AT)]
+    assert its_transport.calls == [] and len(end.due) == 1
+    head_then_body.write(b"body")
+    for outbox, _ in pairs[FLUSH_AT + 1:]:  # later ones in the same pass wait for its end
         outbox.write(b"late")
     assert all(transport.calls == [] for _, transport in pairs[FLUSH_AT:])
     one_pass(loop)
-    assert all(transport.out == b"late" for _, transport in pairs[FLUSH_AT:])
+    assert its_transport.calls == [("writelines", b"headbody")]  # not split by the mid-pass flush
+    assert all(transport.out == b"late" for _, transport in pairs[FLUSH_AT + 1:])
     assert all(len(transport.calls) == 1 for _, transport in pairs)  # one write each, whoever flushed it
-    assert len(scheduled) == 2  # the pass's first callback found nothing left; the late ones scheduled another
+    assert len(scheduled) == 1  # the pass's one callback, which found the rest
 
 
-def test_a_failing_flush_is_reported_and_the_others_still_flush(loop: asyncio.AbstractEventLoop) -> None:
+class Chained(RecordingTransport):
+    """A transport whose first write runs ``then`` (as a protocol callback that makes another connection write)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.then: Any = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        super().write(data)
+        then, self.then = self.then, None
+        if then is not None:
+            then()
+
+
+def test_a_flush_that_makes_the_due_overflow_sends_every_connection_once(loop: asyncio.AbstractEventLoop) -> None:
+    """Inside a run, one more than FLUSH_AT due starts no second run: that one would flush the connection
+    still being flushed a second time, and clear what joined after it."""
     end = PassFlush(loop)
-    (good, good_transport), (bad, _), (last, last_transport) = sharing(loop, end, 3)
-    reported: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    pairs = sharing(loop, end, FLUSH_AT + 2)
+    chained = Chained()
+    first = pairs[0][0]
+    first.transport = chained
+    (overflow, overflow_transport), (after, after_transport) = pairs[FLUSH_AT:]
 
-    def broken() -> None:
-        raise RuntimeError("transport gone wrong")
+    def more_writes() -> None:
+        overflow.write(b"overflow")  # one more than FLUSH_AT due, during the run
+        after.write(b"after")  # and one after that
 
-    bad.flusher = broken
-    for outbox in (good, bad, last):
-        outbox.write(b"x")
+    chained.then = more_writes
+    for i, (outbox, _) in enumerate(pairs[:FLUSH_AT]):
+        outbox.write(b"%d" % i)
     one_pass(loop)
-    assert good_transport.out == b"x" and last_transport.out == b"x"
-    assert len(reported) == 1 and isinstance(reported[0]["exception"], RuntimeError)
-    assert end.due == []
+    assert chained.calls == [("write", b"0")]  # once
+    assert overflow_transport.out == b"overflow" and after_transport.out == b"after"
+    assert all(len(transport.calls) == 1 for _, transport in pairs[1:])
+    assert end.due == [] and not overflow.pending and not after.pending
+
+
+@pytest.mark.parametrize("where", ["mid-pass", "end of the pass"])
+def test_a_flush_that_raises_past_the_handler_leaves_the_rest_to_another_pass(
+        loop: asyncio.AbstractEventLoop, where: str) -> None:
+    end = PassFlush(loop)
+    (good, good_transport), (interrupted, interrupted_transport), (rest, rest_transport) = sharing(loop, end, 3)
+
+    def interrupt(data: object) -> None:
+        del interrupted_transport.write  # raises once
+        raise KeyboardInterrupt
+
+    interrupted_transport.write = interrupt  # type: ignore[method-assign]
+    for outbox in (good, interrupted, rest):
+        outbox.write(b"x")
+    with pytest.raises(KeyboardInterrupt):
+        if where == "mid-pass":
+            end.run()
+        else:
+            end.end_of_pass()
+    assert good_transport.out == b"x" and rest_transport.calls == []
+    assert end.due == [rest.flusher] and end.scheduled  # the one left waits for another run
+    one_pass(loop)
+    assert rest_transport.out == b"x" and end.due == [] and not end.scheduled
+    for outbox in (rest, interrupted):  # the next pass schedules as usual
+        outbox.write(b"y")
+    one_pass(loop)
+    assert rest_transport.out == b"xy"
+    assert interrupted_transport.out == b"y"  # its cut-short write dropped what it had queued, not what came next
+
+
+def test_a_transport_that_raises_leaves_nothing_queued(loop: asyncio.AbstractEventLoop) -> None:
+    """A write that fails drops its bytes (the connection is broken), so the connection's next bytes are due
+    again rather than queued behind them forever."""
+    outbox, transport = attached(loop)
+    loop.set_exception_handler(lambda _loop, _context: None)
+
+    def broken(data: object) -> None:
+        raise OSError("gone")
+
+    transport.write = broken  # type: ignore[method-assign]
+    outbox.write(b"lost")
+    one_pass(loop)
+    assert outbox.pending == [] and outbox.size == 0
+    del transport.write
+    outbox.write(b"next")
+    one_pass(loop)
+    assert transport.out == b"next"
 
 
 def test_a_connection_due_while_the_flushes_run_is_flushed_by_the_same_run(loop: asyncio.AbstractEventLoop) -> None:

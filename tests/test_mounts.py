@@ -6,6 +6,7 @@ in that directory. The routing table is checked path by path against one long-li
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Running, http_exchange, run_cli
+from tls_certs import server_files
 
 from bascule.config import Config
 from bascule.loader import LoadedApp
@@ -213,22 +215,31 @@ async def _asgi(scope: Any, receive: Any, send: Any) -> None:
     pass
 
 
-@pytest.mark.parametrize(("policy", "kinds", "static", "batch"), [
-    ("auto", ["wsgi"], False, True),  # the default: a WSGI app alone
-    ("auto", ["wsgi", "wsgi"], False, True),
-    ("auto", ["wsgi", "asgi3"], False, False),  # an ASGI app can keep the loop busy by itself
-    ("auto", ["asgi3", "wsgi"], False, False),
-    ("auto", ["wsgi"], True, False),  # and so can static files
-    ("batch", ["wsgi", "asgi3"], True, True),  # asked for: taken, whatever is mounted
-    ("inherit", ["wsgi"], False, False),
+@pytest.mark.parametrize(("policy", "kinds", "options", "batch"), [
+    ("auto", ["wsgi"], {}, True),  # the default: a WSGI app alone
+    ("auto", ["wsgi", "wsgi"], {"workers": 2}, True),  # as many workers as CPUs
+    ("auto", ["wsgi", "asgi3"], {}, False),  # an ASGI app can keep the loop busy by itself
+    ("auto", ["asgi3", "wsgi"], {}, False),
+    ("auto", ["wsgi"], {"static": True}, False),  # and so can static files,
+    ("auto", ["wsgi"], {"tls": True}, False),  # TLS,
+    ("auto", ["wsgi"], {"tls": True, "http3": True}, False),  # HTTP/3,
+    ("auto", ["wsgi"], {"workers": 3}, False),  # and other workers' loops beyond the CPUs
+    ("batch", ["wsgi", "asgi3"], {"static": True, "tls": True, "workers": 3}, True),  # asked for: taken
+    ("inherit", ["wsgi"], {}, False),
 ])
 def test_the_wsgi_pool_runs_batch_only_where_asked_or_where_the_loop_works_for_it_alone(
-        tmp_path: Path, policy: str, kinds: list[str], static: bool, batch: bool) -> None:
+        tmp_path: Path, policy: str, kinds: list[str], options: dict[str, Any], batch: bool) -> None:
     apps = {"wsgi": _wsgi, "asgi3": _asgi}
     mounts = [Mount(f"/m{i}" if i else "", LoadedApp(apps[kind], kind, kind))  # type: ignore[arg-type]
               for i, kind in enumerate(kinds)]
-    config = Config(app="unused:app",  # never imported: the mounts are given
-                    wsgi_thread_policy=policy, static=[f"/static={tmp_path}"] if static else [])
-    assert thread_policy_batch(config, mounts) is batch
-    table = AppTable(config, mounts)
-    assert table.pool is not None and table.pool.batch is batch
+    settings: dict[str, Any] = {"workers": options.get("workers", 1), "http3": options.get("http3", False)}
+    if options.get("static"):
+        settings["static"] = [f"/static={tmp_path}"]
+    if options.get("tls"):
+        files = server_files(tmp_path)
+        settings.update(ssl_certfile=str(files.cert), ssl_keyfile=str(files.key))
+    config = Config(app="unused:app", wsgi_thread_policy=policy, **settings)  # never imported: the mounts are given
+    assert thread_policy_batch(config, mounts, cpus=2) is batch
+    if options.get("workers", 1) <= len(os.sched_getaffinity(0)):  # the machine's own count, through the table
+        table = AppTable(config, mounts)
+        assert table.pool is not None and table.pool.batch is batch

@@ -206,9 +206,10 @@ class Config:
         "nice value, but waking a thread never preempts the event loop: ~7% more new connections per second in "
         "threads mode on a busy core, but on a core kept busy by the loop, as ASGI streams beside WSGI ones do, "
         "the WSGI threads get the CPU and the GIL late and their streams starve), 'inherit' (the process's own), "
-        "or 'auto': batch when every app is WSGI and no static directory is served (the loop then works only "
-        "for the threads), else inherit. Threads and processes an app starts from a request inherit it; a "
-        "process started under another policy than the default (chrt) keeps it (docs/performance.md).",
+        "or 'auto': batch when every app is WSGI, with no static directory, TLS or HTTP/3, and no more workers "
+        "than CPUs (the loop then works only for the threads), else inherit. Threads and processes an app "
+        "starts from a request inherit it; a process started under another policy than the default (chrt) "
+        "keeps it (docs/performance.md).",
         choices=WSGI_THREAD_POLICIES))
     runtime_tuning: bool = field(default=True, metadata=option(
         "Tune each serving process for a server's allocation pattern: glibc malloc keeps 4 MiB of freed heap "

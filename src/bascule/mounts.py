@@ -9,6 +9,7 @@ Each ASGI app gets its own lifespan and state; WSGI apps share one thread pool.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,19 +57,25 @@ def resolve_mounts(config: Config, app: Any = None) -> list[Mount]:
     return mounts
 
 
-def thread_policy_batch(config: Config, mounts: list[Mount]) -> bool:
+def thread_policy_batch(config: Config, mounts: list[Mount], cpus: int | None = None) -> bool:
     """Whether the WSGI pool's threads run SCHED_BATCH (``--wsgi-thread-policy``; tuning.py says what it does).
 
-    ``auto`` takes it only where the event loop works for the pool's threads alone: every mount WSGI and no
-    static directory. There the loop reads requests for the threads and writes what they answer, and runs
-    out of work when they fall behind, so threads that never preempt it still get the CPU at each epoll wait.
-    An ASGI app (or a static file) can keep the loop busy on its own, and the WSGI threads beside it then
-    got the CPU and the GIL late enough for their HTTP/2 streams to starve.
+    ``auto`` takes it only where the event loop works for the pool's threads alone, on plain bytes, and the
+    process has a core to itself: every mount WSGI, no static directory, no TLS, no HTTP/3, and no more
+    workers than the CPUs it may run on (``cpus``, the affinity mask's count by default). There the loop
+    reads requests for the threads and writes what they answer, and runs out of work when they fall behind,
+    so threads that never preempt it still get the CPU at each epoll wait. An ASGI app or a static file can
+    keep the loop busy on its own (WSGI streams beside ASGI ones starved), and so can TLS handshakes and
+    encryption, or HTTP/3's packets, which aioquic handles in Python on the loop. Workers beyond the CPUs
+    compete with each other's loops, and a thread that never preempts would wait behind them.
     """
     policy = config.wsgi_thread_policy
-    if policy == "auto":
-        return not config.static and all(mount.loaded.interface == "wsgi" for mount in mounts)
-    return policy == "batch"
+    if policy != "auto":
+        return policy == "batch"
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return (not config.static and config.ssl_certfile is None and not config.http3 and config.workers <= cpus
+            and all(mount.loaded.interface == "wsgi" for mount in mounts))
 
 
 class AppTable:

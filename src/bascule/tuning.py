@@ -40,10 +40,11 @@ change (wrk ``GET /``, 64 connections). Why not everywhere: every wake-up of the
 GIL's hand-over included, so where the loop itself keeps the core busy (ASGI streams beside WSGI ones on one
 HTTP/2 connection, tests/integration/test_it_h2_backpressure.py) the WSGI threads ran only at the end of the
 loop's slices or at the GIL's 5 ms switch interval: their streams got 0.00-0.04 of the bytes against 0.20-0.26
-with ``inherit``. So ``auto``, the default, takes it only when every app is WSGI and no static directory is
-served (mounts.thread_policy_batch). A process started under another policy (``chrt``: an idle, batch or
-real-time one) is left as it is, and so are systems that refuse the call. Threads and processes the app
-starts from a pool thread inherit the policy, as they inherit the nice value.
+with ``inherit``. So ``auto``, the default, takes it only when every app is WSGI, with no static directory, TLS
+or HTTP/3, and no more workers than CPUs (mounts.thread_policy_batch says why each). A process started under
+another policy (``chrt``: an idle, batch or real-time one) is left as it is, and so are systems that refuse
+the call. Threads and processes the app starts from a pool thread inherit the policy, as they inherit the
+nice value (a library's background thread started by a request, a subprocess).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The processes of a benchmark run: starting a server, waiting for its port, measuring its tree, stopping it.
 
 Every load benchmark here (run.py and the round-based scripts) starts servers the same way: in a session of
-their own, so that stopping one also reaches the workers it forked; output to a log whose tail explains a
-failed start; RSS and CPU time read from /proc over the whole process tree (a master and its workers). Also
-here: pinning the server and the load generator to their own CPUs, the descriptor limit 1000 connections
-need, and signals that unwind like Ctrl-C so that no server outlives the runner. Linux only (/proc).
+their own, so that stopping one also reaches the workers it forked; started once a connection to its port
+(or its Unix socket) is accepted; output to a log whose tail explains a failed start; RSS and CPU time read
+from /proc over the whole process tree (a master and its workers). Also here: pinning the server and the
+load generator to their own CPUs, the descriptor limit 1000 connections need, and signals that unwind like
+Ctrl-C so that no server outlives the runner. Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -129,6 +130,26 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
     return False
 
 
+def wait_unix(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """:func:`wait_port` for a server bound to a Unix socket: True once a connect() to ``path`` succeeds.
+
+    The file appearing is not enough: bind() creates it before listen(), and a socket left by an earlier run
+    is a file that refuses every connection. Only an accepted connect() says the server is listening.
+    """
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(0.2)
+                s.connect(str(path))
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 def spawn(argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start a server from benchmarks/ in its own session (so :func:`stop` reaches its workers), its output
     to ``log_path``."""
@@ -137,12 +158,19 @@ def spawn(argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
                                 start_new_session=True, env=env)
 
 
-def not_started(port: int, proc: subprocess.Popen[bytes], timeout: float) -> str:
-    """Wait for the server to listen on ``port``: '' once it does, else why not (for a "did not start" note)."""
-    if wait_port(port, proc, timeout):
+def not_started(where: int | Path, proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """Wait for the server to listen on ``where`` (a loopback port, or a Unix socket's path): '' once it does,
+    else why not (for a "did not start" note)."""
+    if isinstance(where, Path):
+        if wait_unix(where, proc, timeout):
+            return ""
+    elif wait_port(where, proc, timeout):
         return ""
     code = proc.poll()
-    return f"exited with {code}" if code is not None else f"no port after {timeout:.0f} s"
+    if code is not None:
+        return f"exited with {code}"
+    missing = f"socket at {where}" if isinstance(where, Path) else "port"
+    return f"no {missing} after {timeout:.0f} s"
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:

@@ -1,5 +1,5 @@
 """The benchmarks' process helpers, on real child processes on loopback: start one in its own session, wait for
-its port (or learn why it never listened), measure its tree, stop it with whatever it forked."""
+its port or Unix socket (or learn why it never listened), measure its tree, stop it with whatever it forked."""
 
 from __future__ import annotations
 
@@ -69,6 +69,56 @@ def test_why_a_server_did_not_start(tmp_path: Path) -> None:
     finally:
         procs.stop(mute)
     assert mute.returncode == -15  # SIGTERM was enough
+
+
+#: Binds a Unix socket at argv[1] but listens only after argv[2] seconds: the file exists before the server
+#: takes connections, as between a server's bind() and its listen().
+UNIX_LISTENER = """
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+time.sleep(float(sys.argv[2]))
+s.listen()
+time.sleep(60)
+"""
+
+
+def test_a_unix_socket_server_is_started_once_a_connect_succeeds(tmp_path: Path) -> None:
+    path = tmp_path / "up.sock"
+    proc = procs.spawn([sys.executable, "-c", UNIX_LISTENER, str(path), "0.3"], tmp_path / "u.log")
+    started = time.monotonic()
+    try:
+        assert procs.not_started(path, proc, 10) == ""
+        assert time.monotonic() - started >= 0.3  # not merely bound: the file was there before the listen()
+    finally:
+        procs.stop(proc)
+
+
+def test_a_unix_socket_already_listening(tmp_path: Path) -> None:
+    path = tmp_path / "ready.sock"
+    alive = procs.spawn([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "a.log")  # only alive
+    try:  # the listener is the test's own: wait_unix connects to it
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(path))
+            listener.listen()
+            assert procs.wait_unix(path, alive, 5) is True
+    finally:
+        procs.stop(alive)
+
+
+def test_a_unix_socket_that_never_listens(tmp_path: Path) -> None:
+    absent, stale = tmp_path / "absent.sock", tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as left:  # a socket file nobody listens on, as an earlier run leaves
+        left.bind(str(stale))
+    mute = procs.spawn([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "m.log")
+    try:
+        assert procs.wait_unix(absent, mute, 0.2) is False
+        assert procs.wait_unix(stale, mute, 0.2) is False
+        assert procs.not_started(absent, mute, 0.3) == f"no socket at {absent} after 0 s"
+    finally:
+        procs.stop(mute)
+    exits = procs.spawn([sys.executable, "-c", "import sys; sys.exit(2)"], tmp_path / "x.log")
+    assert procs.not_started(absent, exits, 10) == "exited with 2"
 
 
 def test_stop_kills_a_server_that_ignores_sigterm_after_the_grace(tmp_path: Path) -> None:

@@ -13,9 +13,17 @@ gateway process. The variants:
 - ``bascule-http``, ``bascule-http-loop``: bascule's HTTP listener behind ``proxy_pass`` to an upstream
   with ``keepalive 32``, ``proxy_http_version 1.1`` and an empty ``Connection`` header (nginx then reuses
   its upstream connections), plus the X-Forwarded-* headers of docs/deployment.md.
-- ``bascule-fastcgi[-loop]`` (``fastcgi_pass``, ``fastcgi_keep_conn on``, upstream keepalive) and
-  ``bascule-scgi[-loop]`` (``scgi_pass``): not run unless named (``--variants`` or ``--all``); a bascule
-  that refuses the ``--bind`` form is reported as skipped, not failed.
+- ``bascule-http-unix``, ``bascule-http-unix-loop``: bascule's HTTP listener on ``--bind unix:PATH`` (one
+  socket per variant in the run's temporary directory; a stale file is removed before each start), behind
+  ``proxy_pass`` to ``upstream { server unix:PATH; }`` with ``bascule-http``'s proxy settings and headers but
+  no ``keepalive`` in the upstream: nginx closes each upstream connection after its response, so every
+  request opens a new one. That is the case these variants exist to measure (a Unix-socket deployment
+  without upstream keep-alive, as many are configured); against ``bascule-http`` they differ in both the
+  socket type and the connection per request.
+- ``bascule-fastcgi[-loop]`` (``fastcgi_pass``, ``fastcgi_keep_conn on``, upstream keepalive),
+  ``bascule-scgi[-loop]`` (``scgi_pass``) and ``bascule-http-unix[-loop]``: not run unless named
+  (``--variants`` or ``--all``); a bascule that refuses the ``--bind`` form is reported as skipped, not
+  failed.
 
 What the issue asks: bascule over uwsgi at least 2x uWSGI's req/s, and at least 0.9x bascule over
 proxy_pass with upstream keepalive. Both ratios are printed (and written with ``--out``) for each wsgi mode,
@@ -29,7 +37,8 @@ on one round of one variant, not on all of its runs): its gateway is started fre
 gateway each used during the timed run is read from /proc, per request: where the shared core's time goes.
 
   python benchmarks/nginx_chain.py --rounds 3 --out /tmp/nginx-chain.json
-  python benchmarks/nginx_chain.py --all --seconds 3 --rounds 1          # with FastCGI and SCGI
+  python benchmarks/nginx_chain.py --all --seconds 3 --rounds 1          # with FastCGI, SCGI, Unix sockets
+  python benchmarks/nginx_chain.py --variants bascule-http,bascule-http-unix  # kept TCP vs Unix, one per request
   python benchmarks/nginx_chain.py --bascule-build cg=/venv/bin/python --variants uwsgi,bascule-uwsgi@cg
 
 bascule runs with ``--bascule-python`` (default: this interpreter), so measure what users install: a
@@ -42,8 +51,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -90,14 +101,17 @@ class Variant:
     python: str = ""  # a --bascule-build's interpreter ('' for --bascule-python's)
     build: str = ""  # that build's label
     optional: bool = False  # a refused --bind form is "skipped", not "failed"
+    unix: bool = False  # nginx reaches it over a Unix socket (a path in the run's directory), not a loopback port
 
 
 def base_variants() -> list[Variant]:
     out = [Variant("uwsgi", "uwsgi", "uwsgi")]
-    for kind in ("uwsgi", "http", "fastcgi", "scgi"):
+    for kind in ("uwsgi", "http", "http-unix", "fastcgi", "scgi"):
         for mode in ("threads", "loop"):
             name = f"bascule-{kind}" + ("-loop" if mode == "loop" else "")
-            out.append(Variant(name, kind, "bascule", mode, optional=kind in ("fastcgi", "scgi")))
+            unix = kind.endswith("-unix")
+            out.append(Variant(name, kind.removesuffix("-unix"), "bascule", mode,
+                               optional=unix or kind in ("fastcgi", "scgi"), unix=unix))
     return out
 
 
@@ -111,8 +125,32 @@ def with_builds(variants: list[Variant], builds: dict[str, str]) -> dict[str, Va
         for v in variants:
             if v.server == "bascule":
                 name = f"{v.name}@{label}"
-                out[name] = Variant(name, v.kind, v.server, v.mode, python, label, v.optional)
+                out[name] = dataclasses.replace(v, name=name, python=python, build=label)
     return out
+
+
+#: The longest path a Unix socket can bind on Linux (sun_path's 108 bytes, less the terminating NUL).
+UNIX_PATH_MAX = 107
+
+
+def socket_path(root: Path, variant: Variant) -> Path:
+    """Where ``variant``'s gateway binds its Unix socket: one file per variant in the run's directory ``root``,
+    named after it (a build's label is the user's, so anything but letters, digits, '.', '-', '@' and '_'
+    becomes '_').
+
+    A path too long for a socket is refused here, before anything starts: bascule would exit with 2 and a
+    "bind" message, which refused_bind() takes for a build without Unix sockets, a skip rather than an error.
+    """
+    path = root / (re.sub(r"[^A-Za-z0-9.@_-]", "_", variant.name) + ".sock")
+    if len(os.fsencode(path)) > UNIX_PATH_MAX:
+        raise ValueError(f"{path}: longer than the {UNIX_PATH_MAX} bytes of a Unix socket's path "
+                         "(a shorter TMPDIR, or a shorter --bascule-build label)")
+    return path
+
+
+def bind_form(variant: Variant) -> str:
+    """The start of ``variant``'s --bind value, for the note of a bascule that refuses it."""
+    return ("" if variant.kind == "http" else f"{variant.kind}://") + ("unix:" if variant.unix else "")
 
 
 # ------------------------------------------------------------------------------------------ scenarios
@@ -132,24 +170,26 @@ SCENARIOS = {s.name: s for s in (Scenario("text", "/"), Scenario("echo", "/echo"
 # -------------------------------------------------------------------------------------------- nginx
 
 
-def nginx_conf(root: Path, routes: Sequence[tuple[int, Variant, int]], keepalive: int = 32,
+def nginx_conf(root: Path, routes: Sequence[tuple[int, Variant, int | Path]], keepalive: int = 32,
                connections: int = 4096) -> str:
     """The one nginx configuration for the whole run: a server block per variant.
 
-    ``routes`` is (nginx's port, variant, the upstream's port). Every setting that is not the upstream
-    module is the same for all variants: one process, no access log, client keep-alive connections that
-    last the whole run (keepalive_requests), 16 KiB bodies buffered in memory (client_body_buffer_size),
-    responses buffered (the default, ``*_buffering on``). Upstream keepalive is given where the protocol
-    allows it (HTTP/1.1 and FastCGI): ``keepalive`` idle connections kept per worker (with more requests in
-    flight than that, nginx closes the extra connections after their response); uwsgi and SCGI connections
-    carry one request each.
+    ``routes`` is (nginx's port, variant, the upstream's port or Unix socket path). Every setting that is
+    not the upstream module is the same for all variants: one process, no access log, client keep-alive
+    connections that last the whole run (keepalive_requests), 16 KiB bodies buffered in memory
+    (client_body_buffer_size), responses buffered (the default, ``*_buffering on``). Upstream keepalive is
+    given where the protocol allows it (HTTP/1.1 and FastCGI): ``keepalive`` idle connections kept per worker
+    (with more requests in flight than that, nginx closes the extra connections after their response); uwsgi
+    and SCGI connections carry one request each. The ``-unix`` HTTP variants have no keepalive on purpose:
+    nginx closes each upstream connection after its response, so every request pays a connect() and accept()
+    on the socket, which is what they measure.
     """
     temps = "\n".join(f"    {kind}_temp_path {root}/{kind};" for kind in ("proxy", "fastcgi", "uwsgi", "scgi"))
     blocks: list[str] = []
     for listen, variant, upstream in routes:
         up = f"up_{listen}"
         if variant.kind == "http":
-            pool = f"keepalive {keepalive};\n        keepalive_requests 1000000;"
+            pool = "" if variant.unix else f"keepalive {keepalive};\n        keepalive_requests 1000000;"
             passing = (f"proxy_pass http://{up};\n"
                        "            proxy_http_version 1.1;\n"
                        '            proxy_set_header Connection "";\n'
@@ -165,8 +205,9 @@ def nginx_conf(root: Path, routes: Sequence[tuple[int, Variant, int]], keepalive
         else:
             raise ValueError(f"unknown upstream kind {variant.kind!r}")
         pool = f"\n        {pool}" if pool else ""
+        server = f"unix:{upstream}" if isinstance(upstream, Path) else f"127.0.0.1:{upstream}"
         blocks.append(f"""    upstream {up} {{  # {variant.name}
-        server 127.0.0.1:{upstream};{pool}
+        server {server};{pool}
     }}
     server {{
         listen 127.0.0.1:{listen} backlog=4096;
@@ -214,13 +255,15 @@ def nginx(root: Path, conf: str, cpu: str | None, ports: Sequence[int]) -> Itera
 # ------------------------------------------------------------------------------------------ upstreams
 
 
-def upstream_argv(variant: Variant, port: int, bascule_python: str, uwsgi: str, uwsgi_args: str,
+def upstream_argv(variant: Variant, upstream: int | Path, bascule_python: str, uwsgi: str, uwsgi_args: str,
                   bascule_args: Sequence[str] = ()) -> list[str]:
-    """The gateway's command line, serving benchmarks/apps.py's wsgi_app on 127.0.0.1:``port``."""
-    if variant.server == "uwsgi":
-        return [uwsgi, "--socket", f"127.0.0.1:{port}", "--module", "apps:wsgi_app", "--chdir", str(HERE),
-                *shlex.split(uwsgi_args)]
-    bind = f"127.0.0.1:{port}" if variant.kind == "http" else f"{variant.kind}://127.0.0.1:{port}"
+    """The gateway's command line, serving benchmarks/apps.py's wsgi_app on 127.0.0.1:``upstream`` (a port)
+    or on the Unix socket at ``upstream`` (a path)."""
+    address = f"unix:{upstream}" if isinstance(upstream, Path) else f"127.0.0.1:{upstream}"
+    if variant.server == "uwsgi":  # uWSGI's --socket reads a path (no colon) as a Unix socket
+        return [uwsgi, "--socket", str(upstream) if isinstance(upstream, Path) else address, "--module",
+                "apps:wsgi_app", "--chdir", str(HERE), *shlex.split(uwsgi_args)]
+    bind = address if variant.kind == "http" else f"{variant.kind}://{address}"
     return [variant.python or bascule_python, "-m", "bascule", "apps:wsgi_app", "--app-dir", str(HERE),
             "--interface", "wsgi", "--bind", bind, "--workers", "1", "--wsgi-mode", variant.mode,
             "--no-access-log", *bascule_args]
@@ -292,7 +335,8 @@ class Plan(common.RoundsPlan[Variant, Scenario]):
     uwsgi_args: str
     scratch: Path
     busy_retries: int = 0
-    routes: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (nginx port, upstream port)
+    #: variant -> (nginx's port, the upstream's port, or its Unix socket's path for a ``unix`` variant)
+    routes: dict[str, tuple[int, int | Path]] = field(default_factory=dict)
 
 
 def refused_bind(code: int | None, log: Path) -> bool:
@@ -315,11 +359,15 @@ def measure(plan: Plan, variant: Variant, sc: Scenario, round_no: int, nginx_pid
     log_path = plan.log_dir / f"{variant.name}-{sc.name}-{round_no + 1}.log"
     argv = [*procs.pin(plan.server_cpu), *upstream_argv(variant, upstream, plan.bascule_python, plan.uwsgi,
                                                   plan.uwsgi_args, plan.bascule_args)]
+    if isinstance(upstream, Path):
+        # The last round's socket file (or a killed run's): bascule replaces a stale one itself, but a build
+        # that does not would fail to bind over it (EADDRINUSE), a failure that is not the one measured.
+        upstream.unlink(missing_ok=True)
     proc = procs.spawn(argv, log_path, dict(os.environ, WEB_CONCURRENCY="1"))
     try:
         if why := procs.not_started(upstream, proc, plan.start_timeout):
             if variant.optional and refused_bind(proc.poll(), log_path):
-                result.status, result.note = "skipped", f"this bascule refuses --bind {variant.kind}://"
+                result.status, result.note = "skipped", f"this bascule refuses --bind {bind_form(variant)}"
             else:
                 result.status, result.note = "failed", f"did not start ({why}): {procs.log_tail(log_path)}"
             return result
@@ -400,7 +448,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", help=f"comma-separated (default {','.join(DEFAULT_VARIANTS)}; "
                                        f"all: {','.join(v.name for v in base_variants())})")
-    ap.add_argument("--all", action="store_true", help="every variant, FastCGI and SCGI too")
+    ap.add_argument("--all", action="store_true", help="every variant, FastCGI, SCGI and Unix sockets too")
     ap.add_argument("--scenarios", default="text,echo", help=f"comma-separated from {','.join(SCENARIOS)}")
     ap.add_argument("--rounds", type=int, default=3, help="every variant this many times, taking turns")
     ap.add_argument("--seconds", type=float, default=10.0, help="timed seconds per run")
@@ -408,7 +456,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--connections", type=int, default=64, help="wrk's connections to nginx")
     ap.add_argument("--keepalive", type=int, default=32,
                     help="idle upstream connections nginx keeps for proxy_pass and fastcgi_pass (default 32, "
-                         "the issue's; below --connections nginx still opens and closes some per request)")
+                         "the issue's; below --connections nginx still opens and closes some per request; "
+                         "none for the -unix variants)")
     ap.add_argument("--nginx-cpu", choices=("server", "client", "free"), default="server",
                     help="pin nginx beside the gateway (default), beside wrk, or not at all")
     ap.add_argument("--bascule-python", default=sys.executable, help="interpreter that runs `-m bascule`")
@@ -463,8 +512,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     uwsgi=uwsgi, uwsgi_args=args.uwsgi_args, server_cpu=procs.SERVER_CPU if pinned else None,
                     client_cpu=procs.CLIENT_CPU if pinned else None, log_dir=args.log_dir, scratch=Path(scratch),
                     quiet_wait=args.quiet_wait, busy_retries=args.busy_retries)
-        for v in plan.variants:
-            plan.routes[v.name] = (procs.free_port(), procs.free_port())
+        try:
+            for v in plan.variants:
+                plan.routes[v.name] = (procs.free_port(),
+                                       socket_path(Path(scratch), v) if v.unix else procs.free_port())
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
         conf = nginx_conf(Path(scratch) / "nginx", [(plan.routes[v.name][0], v, plan.routes[v.name][1])
                                                     for v in plan.variants], args.keepalive)
         nginx_cpu = {"server": plan.server_cpu, "client": plan.client_cpu, "free": None}[args.nginx_cpu]

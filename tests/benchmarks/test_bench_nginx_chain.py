@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,13 @@ import nginx_chain as nc
 VARIANTS = {v.name: v for v in nc.base_variants()}
 
 
-def routes(*names: str) -> list[tuple[int, nc.Variant, int]]:
-    return [(8000 + i, VARIANTS[name], 9000 + i) for i, name in enumerate(names)]
+SOCKETS = Path("/tmp/bascule-nginx-chain-test")
+
+
+def routes(*names: str) -> list[tuple[int, nc.Variant, int | Path]]:
+    """nginx on 800N in front of each variant, on 900N or (a ``unix`` variant) its socket under SOCKETS."""
+    return [(8000 + i, VARIANTS[name], nc.socket_path(SOCKETS, VARIANTS[name]) if VARIANTS[name].unix else 9000 + i)
+            for i, name in enumerate(names)]
 
 
 def server_block(conf: str, port: int) -> str:
@@ -42,6 +48,15 @@ def test_conf_passes_each_variant_its_own_way(tmp_path: Path) -> None:
     # one set of settings for every variant
     assert conf.count("access_log off;") == 1 and conf.count("worker_processes 1;") == 1
     assert f"uwsgi_temp_path {tmp_path}/uwsgi;" in conf
+
+
+def test_conf_passes_the_unix_variants_over_a_socket_without_keepalive(tmp_path: Path) -> None:
+    conf = nc.nginx_conf(tmp_path, routes("bascule-http", "bascule-http-unix", "bascule-http-unix-loop"))
+    for port, name in ((8001, "bascule-http-unix"), (8002, "bascule-http-unix-loop")):
+        assert upstream_block(conf, port).split() == ["#", name, "server", f"unix:{SOCKETS}/{name}.sock;"]
+        # the same proxy settings and headers as bascule-http: only the upstream block differs
+        assert server_block(conf, port) == server_block(conf, 8000).replace("up_8000", f"up_{port}")
+    assert "keepalive 32;" in upstream_block(conf, 8000)
 
 
 def test_conf_refuses_an_unknown_kind(tmp_path: Path) -> None:
@@ -69,6 +84,59 @@ def test_upstream_commands() -> None:
     assert http[http.index("--bind") + 1] == "127.0.0.1:8000"
     built = nc.with_builds(nc.base_variants(), {"cg": "/cg/python"})["bascule-scgi@cg"]
     assert nc.upstream_argv(built, 4000, "/py", "/bin/uwsgi", "")[0] == "/cg/python" and built.optional
+
+
+def test_unix_upstream_commands(tmp_path: Path) -> None:
+    unix = nc.upstream_argv(VARIANTS["bascule-http-unix"], tmp_path / "s.sock", "/py", "/bin/uwsgi", "")
+    assert unix[:3] == ["/py", "-m", "bascule"] and unix[unix.index("--bind") + 1] == f"unix:{tmp_path}/s.sock"
+    assert unix[unix.index("--wsgi-mode") + 1] == "threads"
+    loop = nc.upstream_argv(VARIANTS["bascule-http-unix-loop"], tmp_path / "s.sock", "/py", "/bin/uwsgi", "")
+    assert loop[loop.index("--wsgi-mode") + 1] == "loop"
+    # another protocol or uWSGI given a path would bind it the same way
+    assert "uwsgi://unix:/run/u.sock" in nc.upstream_argv(VARIANTS["bascule-uwsgi"], Path("/run/u.sock"), "/py",
+                                                          "/bin/uwsgi", "")
+    assert nc.upstream_argv(VARIANTS["uwsgi"], Path("/run/u.sock"), "/py", "/bin/uwsgi", "")[1:3] == [
+        "--socket", "/run/u.sock"]
+
+
+def test_unix_variants_are_optional_and_keep_their_socket_through_a_build(tmp_path: Path) -> None:
+    built = nc.with_builds(nc.base_variants(), {"c/g": "/cg/python"})["bascule-http-unix-loop@c/g"]
+    assert (built.kind, built.mode, built.unix, built.optional, built.python, built.build) == (
+        "http", "loop", True, True, "/cg/python", "c/g")
+    assert nc.upstream_argv(built, tmp_path / "x.sock", "/py", "/bin/uwsgi", "")[0] == "/cg/python"
+    assert nc.socket_path(tmp_path, built) == tmp_path / "bascule-http-unix-loop@c_g.sock"  # one file, not a dir
+    assert not any(v.unix for v in nc.base_variants() if v.name in nc.DEFAULT_VARIANTS)
+    assert [nc.bind_form(VARIANTS[n]) for n in ("bascule-http-unix", "bascule-scgi")] == ["unix:", "scgi://"]
+    with pytest.raises(ValueError, match="107 bytes"):
+        nc.socket_path(tmp_path / ("d" * 100), built)
+
+
+#: A bascule that knows no Unix sockets: says so as a config error, exit 2, and tells whether the socket file
+#: it was given was still there when it started.
+NO_UNIX = """#!/bin/sh
+for a; do case $a in unix:*) p=${a#unix:};; esac; done
+if [ -e "$p" ]; then echo "stale file left"; fi
+echo "bascule: bind 'unix:$p': write an IPv6 address in brackets"
+exit 2
+"""
+
+
+def test_a_bascule_refusing_unix_is_skipped_after_the_stale_socket_went(tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text(NO_UNIX)
+    fake.chmod(0o755)
+    variant = VARIANTS["bascule-http-unix"]
+    path = nc.socket_path(tmp_path, variant)
+    with socket.socket(socket.AF_UNIX) as left:  # the last round's file: nobody listens on it any more
+        left.bind(str(path))
+    plan = nc.Plan(variants=[variant], scenarios=[nc.SCENARIOS["text"]], rounds=1, seconds=1, warmup=0,
+                   connections=1, bascule_python=str(fake), bascule_args=(), server_cpu=None, client_cpu=None,
+                   log_dir=tmp_path, uwsgi="uwsgi", uwsgi_args="", scratch=tmp_path, start_timeout=10,
+                   routes={variant.name: (1, path)})  # nginx is not reached
+    result = nc.measure(plan, variant, nc.SCENARIOS["text"], 0, 0, None)
+    assert (result.status, result.note) == ("skipped", "this bascule refuses --bind unix:")
+    log = (tmp_path / "bascule-http-unix-text-1.log").read_text()
+    assert "bind 'unix:" in log and "stale" not in log
 
 
 def test_refused_bind(tmp_path: Path) -> None:
@@ -105,6 +173,9 @@ def test_parse_args_variants_and_builds() -> None:
     names = [v.name for v in args.variant_list]
     assert names[:5] == list(nc.DEFAULT_VARIANTS) and "bascule-uwsgi@cg" in names and "uwsgi@cg" not in names
     assert len(nc.parse_args(["--all"]).variant_list) == len(nc.base_variants())
+    assert "bascule-http-unix" not in names and "bascule-http-unix@cg" not in names  # opt-in, like FastCGI
+    unix = nc.parse_args(["--bascule-build", "cg=/cg/python", "--variants", "bascule-http,bascule-http-unix@cg"])
+    assert [(v.name, v.unix) for v in unix.variant_list] == [("bascule-http", False), ("bascule-http-unix@cg", True)]
     with pytest.raises(SystemExit):
         nc.parse_args(["--variants", "uwsgi,nope"])
     with pytest.raises(SystemExit):

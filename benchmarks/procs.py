@@ -19,7 +19,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent  # benchmarks/: servers start here, where apps.py is
@@ -118,16 +118,8 @@ def free_port() -> int:
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+    """True once a connection to 127.0.0.1:``port`` is accepted; False if ``proc`` exits or ``timeout`` passes."""
+    return _wait_accepted(lambda: socket.create_connection(("127.0.0.1", port), 0.2).close(), proc, timeout)
 
 
 def wait_unix(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -136,14 +128,22 @@ def wait_unix(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> bool
     The file appearing is not enough: bind() creates it before listen(), and a socket left by an earlier run
     is a file that refuses every connection. Only an accepted connect() says the server is listening.
     """
+    def connect() -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(0.2)
+            s.connect(str(path))
+
+    return _wait_accepted(connect, proc, timeout)
+
+
+def _wait_accepted(connect: Callable[[], None], proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Try ``connect`` every 50 ms until it succeeds (True), ``proc`` exits or ``timeout`` passes (False)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
             return False
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(0.2)
-                s.connect(str(path))
+            connect()
             return True
         except OSError:
             time.sleep(0.05)

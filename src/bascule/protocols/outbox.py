@@ -8,8 +8,8 @@ once, without waiting for the end of the pass (which an app that awaits nothing 
 so the transport's high-water mark is seen in time and ``drain`` bounds what piles up. Anything that must
 follow the queued bytes (FIN, close, sendfile, a protocol hand-over) calls :meth:`Outbox.flush` first.
 
-One end-of-pass callback per loop, not per connection (:class:`PassFlush`): a connection with bytes queued
-joins the loop's list of flushes due, and the first to join schedules the one ``call_soon`` that runs them
+One end-of-pass callback per server, not per connection (:class:`PassFlush`): a connection with bytes queued
+joins its server's list of flushes due, and the first to join schedules the one ``call_soon`` that runs them
 all. With a keep-alive connection per client that saves a handle per response (callgrind, wrk on 64
 connections, ASGI ``GET /``: 60.5k -> 59.3k instructions per request); one connection alone pays ~500 more
 per request for the list (benchmarks/callgrind.py: 61.6k -> 62.1k, +0.8%).
@@ -25,6 +25,20 @@ connections the flush stays at the end of the pass as before; write calls stay o
 (the connection whose bytes make the 65th due is not flushed with the 64 before it: the rest of what it
 writes in that call still joins its first bytes), except for a connection that writes again later in the
 same pass, after its flush.
+
+Drain waiters. While the transport is above its high-water mark (``write_paused``, set by the protocol's
+``pause_writing``), senders wait in :meth:`Outbox.drain`; ``resume_writing`` wakes them all
+(:meth:`Outbox.wake_drain`), and so does the connection's end. HTTP/2's streams wait on their own, one waiter
+each, because they take turns (protocols/h2/output.py); they use the coalescing only.
+
+Pause reasons. Reading is paused for reasons of the wire's own (a body nobody reads yet, a pipeline waiting,
+a WebSocket queue full, answers that cannot be written): each is a bit, named by the wire. The transport is
+paused when the first reason appears and resumed when the last one clears, so no reason can undo another's.
+
+One instance per connection, created with it; a plain class of direct method calls (compiled by mypyc), so
+a response's path costs an attribute read and a call, and no object per request. ``transport`` is None
+before the connection is made and once the connection is done with it (closed, or handed to another
+protocol): writes are then dropped and pauses change nothing on the socket.
 """
 
 from __future__ import annotations
@@ -84,10 +98,10 @@ class PassFlush:
         try:
             self.run()
         except BaseException:  # a flush that raised past run()'s handler: another pass runs the rest
-            self.scheduled = False
             if self.due:
-                self.scheduled = True
                 self.soon(self.end_now)
+            else:
+                self.scheduled = False
             raise
         self.scheduled = False  # scheduled until now: a connection that joined during the run was flushed by it
 

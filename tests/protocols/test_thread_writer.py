@@ -1,6 +1,7 @@
 """ThreadWriter (protocols/thread_writer.py): a duplicate of a connection's socket that WSGI pool threads write
 complete responses to. Raw sockets: what the peer reads, what is handed back when the socket is full or
-broken, and that closing waits for a write in progress and never touches the connection's own descriptor."""
+broken or the writer closed, that a close during a write leaves the closing to that write, and that closing never
+touches the connection's own descriptor."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from bascule.protocols.thread_writer import ThreadWriter
+from bascule.protocols.thread_writer import ROOM, STOP, ThreadWriter
 
 
 @pytest.fixture
@@ -36,6 +38,11 @@ def _read(sock: socket.socket, count: int) -> bytes:
     return data
 
 
+def _nothing_buffered() -> int:
+    """A transport's get_write_buffer_size with nothing queued."""
+    return 0
+
+
 def _fill(sock: socket.socket) -> None:
     """Write until the socket's buffers are full (EAGAIN)."""
     while True:
@@ -47,12 +54,10 @@ def _fill(sock: socket.socket) -> None:
 
 def test_a_complete_write_hands_nothing_back(pair: tuple[socket.socket, socket.socket]) -> None:
     ours, peer = pair
-    writer = ThreadWriter(ours.fileno())
-    with writer.lock:
-        assert writer.send(b"HTTP/1.1 200 OK\r\n\r\nhi") == b""
+    writer = ThreadWriter(ours.fileno(), _nothing_buffered)
+    assert writer.send(b"HTTP/1.1 200 OK\r\n\r\nhi") == b""
     assert _read(peer, 21) == b"HTTP/1.1 200 OK\r\n\r\nhi"
-    with writer.lock:
-        assert writer.send(b"head|", b"body") == b""  # head and body in one writev
+    assert writer.send(b"head|", b"body") == b""  # head and body in one writev
     assert _read(peer, 9) == b"head|body"
     writer.close()
 
@@ -60,10 +65,9 @@ def test_a_complete_write_hands_nothing_back(pair: tuple[socket.socket, socket.s
 def test_a_full_socket_hands_back_all_of_it_in_order(pair: tuple[socket.socket, socket.socket]) -> None:
     ours, _peer = pair
     _fill(ours)
-    writer = ThreadWriter(ours.fileno())
-    with writer.lock:
-        assert writer.send(b"head", b"body") == b"headbody"
-        assert writer.send(b"head") == b"head"
+    writer = ThreadWriter(ours.fileno(), _nothing_buffered)
+    assert writer.send(b"head", b"body") == b"headbody"
+    assert writer.send(b"head") == b"head"
     writer.close()
 
 
@@ -75,9 +79,8 @@ def test_a_partial_write_hands_back_exactly_the_rest(pair: tuple[socket.socket, 
     ours, peer = pair
     head = os.urandom(head_size)
     body = os.urandom(600_000)
-    writer = ThreadWriter(ours.fileno())
-    with writer.lock:
-        rest = writer.send(head, body)
+    writer = ThreadWriter(ours.fileno(), _nothing_buffered)
+    rest = writer.send(head, body)
     assert rest and len(rest) < len(head) + len(body)
     written = len(head) + len(body) - len(rest)
     assert _read(peer, written) + rest == head + body
@@ -88,15 +91,14 @@ def test_a_broken_socket_takes_nothing(pair: tuple[socket.socket, socket.socket]
     """EPIPE: everything comes back (the loop's own write of it then meets the error and closes)."""
     ours, peer = pair
     peer.close()
-    writer = ThreadWriter(ours.fileno())
-    with writer.lock:
-        assert writer.send(b"head", b"body") == b"headbody"
+    writer = ThreadWriter(ours.fileno(), _nothing_buffered)
+    assert writer.send(b"head", b"body") == b"headbody"
     writer.close()
 
 
 def test_close_closes_the_duplicate_only_and_once(pair: tuple[socket.socket, socket.socket]) -> None:
     ours, peer = pair
-    writer = ThreadWriter(ours.fileno())
+    writer = ThreadWriter(ours.fileno(), _nothing_buffered)
     dup = writer.fd
     assert dup != ours.fileno()
     assert os.get_inheritable(dup) is False  # an app's subprocess does not inherit the client's socket
@@ -112,7 +114,7 @@ def test_close_closes_the_duplicate_only_and_once(pair: tuple[socket.socket, soc
 def test_the_socket_stays_open_until_the_duplicate_is_closed(pair: tuple[socket.socket, socket.socket]) -> None:
     """Why the connection must close its writer as it lets go of the transport: until then the client sees no end."""
     ours, peer = pair
-    writer = ThreadWriter(ours.fileno())
+    writer = ThreadWriter(ours.fileno(), _nothing_buffered)
     ours.close()  # as uvloop closes its own descriptor
     peer.settimeout(0.2)
     with pytest.raises(TimeoutError):
@@ -122,17 +124,56 @@ def test_the_socket_stays_open_until_the_duplicate_is_closed(pair: tuple[socket.
     assert peer.recv(1) == b""
 
 
-def test_close_waits_for_a_write_in_progress(pair: tuple[socket.socket, socket.socket]) -> None:
-    ours, _peer = pair
-    writer = ThreadWriter(ours.fileno())
-    closed = threading.Event()
-    writer.lock.acquire()  # a pool thread is writing
-    closer = threading.Thread(target=lambda: (writer.close(), closed.set()))
-    closer.start()
-    time.sleep(0.1)
-    assert not closed.is_set() and writer.fd >= 0
-    writer.lock.release()
-    assert closed.wait(5)
-    closer.join(5)
-    assert writer.fd == -1
+def test_a_closed_writer_takes_nothing(pair: tuple[socket.socket, socket.socket]) -> None:
+    """After close (the connection let go of its socket): everything comes back, no sendfile piece goes out."""
+    ours, peer = pair
+    writer = ThreadWriter(ours.fileno(), _nothing_buffered)
+    writer.close()
+    assert writer.send(b"head", b"body") == b"headbody"
+    with open(__file__, "rb") as file:
+        assert writer.sendfile(file.fileno(), 0, 10) == STOP
+    peer.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        peer.recv(1)  # nothing reached the peer
 
+
+def test_a_close_during_a_write_leaves_the_closing_to_the_write(pair: tuple[socket.socket, socket.socket]) -> None:
+    """The loop never waits for a pool thread: a close while a write is in progress marks the writer closed
+    at once, and the write closes the duplicate as it returns (until then the number stays the socket's)."""
+    ours, peer = pair
+    _fill(ours)
+    ours.setblocking(True)  # (the duplicate shares the flag) so the write below waits for room: in progress
+    writer = ThreadWriter(ours.fileno(), _nothing_buffered)
+    dup = writer.fd
+    results: list[bytes] = []
+    thread = threading.Thread(target=lambda: results.append(writer.send(b"late")))
+    thread.start()
+    time.sleep(0.2)
+    assert thread.is_alive()  # in writev, the GIL released
+    writer.close()
+    assert writer.fd == -1
+    os.fstat(dup)  # still open: the write holds it
+    peer.settimeout(5)
+    while thread.is_alive():  # make room: the write completes
+        peer.recv(1 << 20)
+    thread.join(5)
+    assert results == [b""]
+    with pytest.raises(OSError):
+        os.fstat(dup)  # closed by the write as it returned
+    ours.send(b"")  # the connection's own descriptor is untouched
+    writer.close()  # twice: nothing
+
+
+def test_sendfile_pieces_and_room(pair: tuple[socket.socket, socket.socket], tmp_path: Path) -> None:
+    """ThreadWriter.sendfile: the bytes sent, then ROOM once the socket's buffer is full."""
+    ours, peer = pair
+    data = os.urandom(4 << 20)
+    path = tmp_path / "data"
+    path.write_bytes(data)
+    writer = ThreadWriter(ours.fileno(), _nothing_buffered)
+    with path.open("rb") as file:
+        first = writer.sendfile(file.fileno(), 0, len(data))
+        assert 0 < first < len(data)  # a socketpair's buffer is far smaller than 4 MiB
+        assert writer.sendfile(file.fileno(), first, len(data) - first) == ROOM
+    assert _read(peer, first) == data[:first]
+    writer.close()

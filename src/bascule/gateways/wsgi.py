@@ -25,7 +25,7 @@ from bascule import __version__
 from bascule.compress import Compression, Encoder
 from bascule.errors import AppProtocolError
 from bascule.gateways.eager import start_eager
-from bascule.gateways.threads import LoopOutbox, ThreadPool
+from bascule.gateways.threads import LoopCall, LoopOutbox, ThreadPool
 from bascule.gateways.wsgi_io import FileWrapper, WSGIErrors, WSGIInput
 from bascule.ops.request_id import sets_field
 from bascule.protocols.exchange import ClientDisconnected, Exchange, Headers, app_bytes, check_interim
@@ -200,11 +200,12 @@ class _RunState:
         return self.finished
 
 
-class _Request:
-    """One request's trip through a WSGI app, on a worker thread (or on the loop in loop mode)."""
+class _Request(LoopCall):
+    """One request's trip through a WSGI app, on a worker thread (or on the loop in loop mode); posted to the
+    loop itself (LoopCall) to send or finish a one-piece response."""
 
-    __slots__ = ("_cond", "_pending", "encoder", "ex", "file_body", "gateway", "head_scheduled", "headers",
-                 "hinted", "inline", "input", "loop", "outbox", "run_state", "status")
+    __slots__ = ("_cond", "_pending", "body", "encoder", "ex", "file_body", "gateway", "head_scheduled", "headers",
+                 "hinted", "inline", "input", "loop", "outbox", "rest", "run_state", "status")
 
     def __init__(self, gateway: WSGIGateway, ex: Exchange, wsgi_input: WSGIInput | None,
                  outbox: LoopOutbox | None) -> None:
@@ -224,6 +225,8 @@ class _Request:
         self.run_state = _RunState()
         self.encoder: Encoder | None = None  # --compress chose to compress this response
         self.file_body = False  # the body is a file sent zero-copy: never compressed
+        self.body = b""  # a one-piece response's body for the loop to send (on_loop)
+        self.rest: bytes | None = None  # what the socket did not take of the response this thread wrote (on_loop)
 
     def done(self) -> bool:
         """True once run() has returned (read on the loop thread: a plain flag, set last by the worker)."""
@@ -403,9 +406,10 @@ class _Request:
                 rest = None if self.hinted or self.gateway.compress is not None else \
                     ex.send_from_thread(self.status, self.headers, body)
                 if rest is None:
-                    outbox.post(self._on_loop_send, (body, True), False)
+                    self.body = body  # on_loop sends it
                 else:
-                    outbox.post(ex.finish_thread_send, (rest,), False)
+                    self.rest = rest  # on_loop finishes the response the thread wrote
+                outbox.post_call(self)
             return True
         if self.inline:
             start_eager(self.loop, self._stream_on_loop(result))
@@ -539,6 +543,16 @@ class _Request:
         return fd, offset, count
 
     # -- on the event loop ------------------------------------------------------------------------
+    def on_loop(self) -> None:
+        """On the loop, once the thread has posted itself (_consume): finish the response it wrote, or send the
+        one-piece response it could not write."""
+        rest = self.rest
+        if rest is not None:
+            self.ex.finish_thread_send(rest)
+        else:
+            body, self.body = self.body, b""
+            self._on_loop_send(body, True)
+
     def _on_loop_send(self, data: bytes, end: bool) -> bool:
         """Send on the loop; False if the client is gone or the response was refused (500 or closed)."""
         ex = self.ex

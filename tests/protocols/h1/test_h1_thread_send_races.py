@@ -73,12 +73,13 @@ def served() -> Iterator[Callable[..., Any]]:
         loop.close()
 
 
-def _paused_before_the_lock(action: Callable[[], Any]) -> tuple[threading.Thread, threading.Event, threading.Event,
+def _paused_before_the_claim(action: Callable[[], Any]) -> tuple[threading.Thread, threading.Event, threading.Event,
                                                              list[Any]]:
-    """Run ``action`` (a send_from_thread call) on a thread that stops on send_from_thread's ``with writer.lock:``
-    line, having made the checks before it, until ``go`` is set. Interpreted code only (a line trace)."""
+    """Run ``action`` (a send_from_thread call) on a thread that stops on send_from_thread's claim (the line that
+    tests response_started), having made the checks before it, until ``go`` is set. Interpreted code only (a
+    line trace)."""
     source, first = inspect.getsourcelines(H1Exchange.send_from_thread)
-    stop_line = first + next(i for i, line in enumerate(source) if "with writer.lock:" in line)
+    stop_line = first + next(i for i, line in enumerate(source) if "if self.response_started or" in line)
     past, go = threading.Event(), threading.Event()
     results: list[Any] = []
 
@@ -128,7 +129,7 @@ def test_a_thread_send_during_the_timeout_is_either_the_response_or_the_504(serv
         ex.prepare_thread_send()
         assert conn.writer is not None
         status_line(200)  # known (cached) status lines only are the thread's
-        thread, _past, go, results = _paused_before_the_lock(
+        thread, _past, go, results = _paused_before_the_claim(
             lambda: ex.send_from_thread(200, [(b"content-length", b"2")], b"ok"))
         logger = logging.getLogger("bascule.error")
         handler = _OnLog(lambda: (go.set(), thread.join(2)))  # the thread goes on while the loop is in logging

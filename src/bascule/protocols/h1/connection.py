@@ -162,11 +162,12 @@ class H1Connection(asyncio.Protocol):
         """The socket's :class:`ThreadWriter` (made on first use, on the loop): None over TLS, once closed, or
         when descriptors run short (thread_writer.FD_CEILING)."""
         writer = self.writer
-        if writer is None and not self.closed:
+        transport = self.transport
+        if writer is None and not self.closed and transport is not None:
             fd = self.socket_fd()
             if fd is not None and fd < FD_CEILING:
                 try:
-                    writer = self.writer = ThreadWriter(fd)
+                    writer = self.writer = ThreadWriter(fd, transport.get_write_buffer_size)
                 except OSError:  # out of descriptors after all: this response goes through the loop
                     return None
         return writer
@@ -182,7 +183,7 @@ class H1Connection(asyncio.Protocol):
         # the deque through a list into a tuple (~1,300 instructions per connection, callgrind h1close)
         active = self.active
         if active is not None:
-            if active.thread_wrote_all:  # a pool thread wrote it whole (writer closed above: no write in progress)
+            if active.thread_wrote_all:  # a pool thread wrote it whole (a write still in progress counts as lost)
                 active.finish_thread_send(b"")  # and the client got it: complete, not dropped
             self.ctx.request_finished(active, dropped=True)
             active.on_disconnect()

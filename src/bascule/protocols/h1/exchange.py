@@ -37,7 +37,7 @@ from bascule.protocols.semantics import (
     one_write,
 )
 from bascule.protocols.sendfile import file_after_queue, send_chunks
-from bascule.protocols.thread_writer import ThreadWriter
+from bascule.protocols.thread_writer import ROOM, ThreadWriter
 
 if TYPE_CHECKING:
     from bascule.protocols.h1.connection import H1Connection
@@ -236,13 +236,14 @@ class H1Exchange(BufferedExchange):
         the client: this is the connection's active request, its body is all read, and neither the outbox nor
         uvloop holds bytes of an earlier response. Anything else is left to the loop.
 
-        The claim, under the writer's lock: the checks that the loop could change (response started, client
-        gone, another request active, keep-alive) are made and ``response_started`` set with no call between
-        them, so the GIL cannot pass to the loop in between (compiled, or interpreted: CPython hands the GIL
-        over only at calls and backward jumps). A loop that then times the request out (504) or loses the
-        client finds the response started and gives it up, as for any response begun; finish_thread_send then
-        does nothing. The 504's own check-then-send is not atomic (it logs in between): it clears keep_alive
-        first, which this claim tests, so one of the two always sees the other.
+        The claim: the checks that the loop could change (response started, client gone, another request
+        active, keep-alive) are made and ``response_started`` set with no call between them, so the GIL cannot
+        pass to the loop in between (compiled, or interpreted: CPython hands the GIL over only at calls and
+        backward jumps). A loop that then times the request out (504) or loses the client finds the response
+        started and gives it up, as for any response begun; finish_thread_send then does nothing. The 504's own
+        check-then-send is not atomic (it logs in between): it clears keep_alive first, which this claim tests,
+        so one of the two always sees the other. A connection that closes after the claim closes the writer,
+        which then takes nothing (ThreadWriter.send): the client is gone, and its loss was counted.
         """
         conn = self.conn
         writer = conn.writer
@@ -256,27 +257,25 @@ class H1Exchange(BufferedExchange):
             return None  # refused on the loop, as any other response's fields: a 500
         if close or (content_length is not None and content_length != len(body)):
             return None
-        with writer.lock:
-            transport = conn.transport
-            if writer.fd < 0 or transport is None or conn.outbox.pending or transport.get_write_buffer_size():
-                return None
-            # keep_alive here, not with the checks above: the loop's 504 (H1Connection._app_timed_out) clears it
-            # before it looks at response_started, so either this claim sees it cleared or the loop sees the claim
-            if self.response_started or self.disconnected or conn.active is not self or not self.keep_alive:
-                return None
-            self.response_started = True
-            head = self._head(status, line, block, content_length, close, body, True, False)
-            if head is None:  # the client went away meanwhile: finish_thread_send will find it gone
-                return b""
-            self.sent = len(body)
-            if len(body) < 16384:
-                head.append(body)
-                rest = writer.send(b"".join(head))
-            else:
-                rest = writer.send(b"".join(head), body)
-            if not rest:
-                self.thread_wrote_all = True  # the client has it all: a close seen before the completion is no drop
-            return rest
+        if writer.fd < 0 or conn.transport is None or conn.outbox.pending or writer.buffered():
+            return None
+        # the claim; keep_alive here, not with the checks above: the loop's 504 (H1Connection._app_timed_out)
+        # clears it before it looks at response_started, so either this claim sees it cleared or the loop the claim
+        if self.response_started or self.disconnected or conn.active is not self or not self.keep_alive:
+            return None
+        self.response_started = True
+        head = self._head(status, line, block, content_length, close, body, True, False)
+        if head is None:  # the client went away meanwhile: finish_thread_send will find it gone
+            return b""
+        self.sent = len(body)
+        if len(body) < 16384:
+            head.append(body)
+            rest = writer.send(b"".join(head))
+        else:
+            rest = writer.send(b"".join(head), body)
+        if not rest:
+            self.thread_wrote_all = True  # the client has it all: a close seen before the completion is no drop
+        return rest
 
     def finish_thread_send(self, rest: bytes) -> None:
         """On the loop: queue what the socket did not take (nothing else was written since), then complete.
@@ -371,17 +370,18 @@ class H1Exchange(BufferedExchange):
         return not self._chunked and self.conn.socket_fd() is not None
 
     def send_file_blocking(self, file: IO[bytes], offset: int, count: int) -> int:
-        """On a WSGI pool thread: each ``os.sendfile`` goes to the connection's ThreadWriter under its lock, which
-        the connection takes to close it as it lets go of the socket. So no piece is sent once the connection is
-        gone, when the socket's number may already be another client's (a check of ``disconnected`` before the
-        call could not promise that: the loop may run between the check and the call). Without a writer (past
-        thread_writer.FD_CEILING) the socket's own number is used, as before, between such checks."""
+        """On a WSGI pool thread: each ``os.sendfile`` goes to the connection's ThreadWriter, which the
+        connection closes as it lets go of the socket (a piece in progress then closes it as it returns). So no
+        piece is sent once the connection is gone, when the socket's number may already be another client's (a
+        check of ``disconnected`` before the call could not promise that: the loop may run between the check
+        and the call). Without a writer (past thread_writer.FD_CEILING) the socket's own number is used, as
+        before, between such checks."""
         fd = self.conn.socket_fd()
         if fd is None:
             raise RuntimeError("sendfile is not available on this connection")
         writer = asyncio.run_coroutine_threadsafe(self.conn.writer_after_flush(), self.loop).result()
         if writer is not None:
-            sent = self._sendfile_locked(writer, file, offset, count)
+            sent = self._sendfile_to(writer, file, offset, count)
         else:
             sent = 0
             poller = select.poll()
@@ -400,13 +400,13 @@ class H1Exchange(BufferedExchange):
         self.loop.call_soon_threadsafe(self._note_sent, sent)
         return sent
 
-    def _sendfile_locked(self, writer: ThreadWriter, file: IO[bytes], offset: int, count: int) -> int:
-        """os.sendfile pieces to ``writer`` under its lock, waiting for room (not under it) between them."""
+    def _sendfile_to(self, writer: ThreadWriter, file: IO[bytes], offset: int, count: int) -> int:
+        """os.sendfile pieces to ``writer``, waiting for room between them."""
         sent = 0
         poller: select.poll | None = None
         while sent < count and not self.disconnected:
-            n = _sendfile_piece(writer, file.fileno(), offset + sent, count - sent)
-            if n == _ROOM:
+            n = writer.sendfile(file.fileno(), offset + sent, count - sent)
+            if n == ROOM:
                 if poller is None:
                     fd = writer.fd
                     if fd < 0:
@@ -444,21 +444,3 @@ class H1Exchange(BufferedExchange):
     def _note_sent(self, n: int) -> None:
         """Count bytes sent outside the outbox (sendfile) against the declared length."""
         self.sent += n
-
-
-_ROOM = -1  # _sendfile_piece: the socket's buffer is full
-_STOP = -2  # _sendfile_piece: the socket failed, or the connection closed the writer
-
-
-def _sendfile_piece(writer: ThreadWriter, file_fd: int, offset: int, count: int) -> int:
-    """One os.sendfile to ``writer`` under its lock: the bytes sent, :data:`_ROOM` or :data:`_STOP`."""
-    with writer.lock:
-        fd = writer.fd
-        if fd < 0:
-            return _STOP
-        try:
-            return os.sendfile(fd, file_fd, offset, count)
-        except BlockingIOError:
-            return _ROOM
-        except OSError:
-            return _STOP

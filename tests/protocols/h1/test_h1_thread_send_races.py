@@ -187,3 +187,54 @@ def test_a_response_the_thread_wrote_whole_is_not_counted_dropped_when_the_clien
     served(body, observer)
     assert observer.seen == [(200, False)]
 
+
+
+def test_the_next_request_completes_a_response_the_thread_wrote_whole_and_goes_ahead(
+        served: Callable[..., Any]) -> None:
+    """The pool thread wrote the whole response, the client read it and sent its next request, and the loop
+    read that before the thread's completion reached it: the response is completed then (200, once), the next
+    request becomes the active one at once, reading is not paused, and the late completion changes nothing."""
+    observer = _Finished()
+
+    async def body(conn: H1Connection, ex: H1Exchange, reader: asyncio.StreamReader,
+                   writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        ex.prepare_thread_send()
+        rest = await loop.run_in_executor(None, ex.send_from_thread, 200, [(b"content-length", b"2")], b"ok")
+        assert rest == b""
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\nok"), 5)
+        writer.write(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        await _until(lambda: conn.active is not ex)
+        nxt = conn.active
+        assert nxt is not None and nxt.raw_path == b"/next"
+        assert ex.finished and observer.seen == [(200, False)]
+        assert not conn.queue and conn.outbox.paused_by == 0
+        ex.finish_thread_send(rest)  # the completion, late
+        assert conn.active is nxt and observer.seen == [(200, False)]
+        await loop.shutdown_default_executor()
+
+    served(body, observer)
+
+
+def test_a_request_after_a_thread_response_the_504_ended_stays_queued(served: Callable[..., Any]) -> None:
+    """The same, but the loop's 504 came after the thread's claim and cleared keep-alive (the thread's response
+    went out): the connection closes after that response, so the next request is not served."""
+    observer = _Finished()
+
+    async def body(conn: H1Connection, ex: H1Exchange, reader: asyncio.StreamReader,
+                   writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        ex.prepare_thread_send()
+        rest = await loop.run_in_executor(None, ex.send_from_thread, 200, [(b"content-length", b"2")], b"ok")
+        assert rest == b""
+        ex.keep_alive = False  # as H1Connection._app_timed_out does first
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\nok"), 5)
+        writer.write(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        await _until(lambda: len(conn.queue) == 1)
+        assert conn.active is ex and not ex.finished
+        ex.finish_thread_send(rest)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, /next never answered
+        await loop.shutdown_default_executor()
+
+    served(body, observer)
+    assert observer.seen[0] == (200, False)

@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
+import common
 import nginx_chain as nc
 
 VARIANTS = {v.name: v for v in nc.base_variants()}
@@ -155,7 +156,7 @@ def test_acceptance_ratios_pair_the_same_mode_and_build() -> None:
     variants = list(nc.with_builds([VARIANTS[n] for n in nc.DEFAULT_VARIANTS], {"cg": "/cg/python"}).values())
     rps = {"uwsgi": 10_000, "bascule-uwsgi": 25_000, "bascule-uwsgi-loop": 30_000, "bascule-http": 25_000,
            "bascule-http-loop": 40_000, "bascule-uwsgi@cg": 15_000, "bascule-http@cg": 10_000}
-    best = nc.common.medians([rnd(name, value) for name, value in rps.items()])
+    best = common.medians([rnd(name, value) for name, value in rps.items()])
     ratios = {(r.mine, r.theirs): r for r in nc.acceptance(best, variants, [nc.SCENARIOS["text"]])}
     assert ratios[("bascule-uwsgi", "uwsgi")].value == 2.5 and ratios[("bascule-uwsgi", "uwsgi")].met
     assert ratios[("bascule-uwsgi", "bascule-http")].value == 1.0

@@ -148,20 +148,38 @@ def test_a_close_during_a_write_leaves_the_closing_to_the_write(pair: tuple[sock
     results: list[bytes] = []
     thread = threading.Thread(target=lambda: results.append(writer.send(b"late")))
     thread.start()
-    time.sleep(0.2)
-    assert thread.is_alive()  # in writev, the GIL released
+    deadline = time.monotonic() + 5
+    while writer._writing != 1:  # the thread holds the duplicate (then waits in writev for room)
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
     writer.close()
     assert writer.fd == -1
     os.fstat(dup)  # still open: the write holds it
-    peer.settimeout(5)
+    peer.setblocking(False)
     while thread.is_alive():  # make room: the write completes
-        peer.recv(1 << 20)
-    thread.join(5)
+        assert time.monotonic() < deadline
+        try:
+            peer.recv(1 << 20)
+        except BlockingIOError:
+            thread.join(0.01)
     assert results == [b""]
     with pytest.raises(OSError):
         os.fstat(dup)  # closed by the write as it returned
     ours.send(b"")  # the connection's own descriptor is untouched
     writer.close()  # twice: nothing
+
+
+def test_a_write_that_raises_still_closes_after_a_close(pair: tuple[socket.socket, socket.socket]) -> None:
+    """Not only OSError: whatever a write raises, the writer stops holding the duplicate, so a close that came
+    during it is not left waiting (the descriptor and the client's socket would never be closed)."""
+    ours, _peer = pair
+    writer = ThreadWriter(ours.fileno(), _nothing_buffered)
+    dup = writer.fd
+    with pytest.raises(OverflowError), open(__file__, "rb") as file:
+        writer.sendfile(file.fileno(), 1 << 80, 10)  # an offset no off_t holds: raised before any system call
+    writer.close()
+    with pytest.raises(OSError):
+        os.fstat(dup)
 
 
 def test_sendfile_pieces_and_room(pair: tuple[socket.socket, socket.socket], tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ Why no lock: a write in progress holds the number (``_writing``), and a :meth:`c
 leaves the closing to that write, which closes the duplicate as it returns. The loop never waits for a pool
 thread. Each side's look and mark are attribute reads and writes with no call between them, so the GIL cannot
 pass to the other thread in between (compiled, or interpreted: CPython hands the GIL over only at calls and
-backward jumps), and one of the two always sees the other. A ``threading.Lock`` cost the hot path ~1,300
+backward jumps), and one of the two always sees the other (this relies on the GIL, as gateways/threads.py
+does: a free-threaded build would need the lock back). A ``threading.Lock`` cost the hot path ~1,300
 instructions per response (its ``__enter__`` parses its arguments, its ``__exit__`` is looked up and bound on
 every use: callgrind, wrk, 64 connections).
 
@@ -77,6 +78,9 @@ class ThreadWriter:
             n = os.writev(fd, (head, body)) if body else os.write(fd, head)
         except OSError:  # EAGAIN: the buffer is full; EPIPE, ECONNRESET: the loop finds out by itself
             n = 0
+        except BaseException:  # (not `finally`: compiled, it costs every write) a close must not be left waiting
+            self._done()
+            raise
         self._done()
         if n >= len(head):
             return body[n - len(head):] if n > len(head) else body
@@ -95,6 +99,9 @@ class ThreadWriter:
             n = ROOM
         except OSError:
             n = STOP
+        except BaseException:
+            self._done()
+            raise
         self._done()
         return n
 

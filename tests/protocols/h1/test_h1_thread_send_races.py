@@ -217,8 +217,9 @@ def test_the_next_request_completes_a_response_the_thread_wrote_whole_and_goes_a
 
 
 def test_a_request_after_a_thread_response_the_504_ended_stays_queued(served: Callable[..., Any]) -> None:
-    """The same, but the loop's 504 came after the thread's claim and cleared keep-alive (the thread's response
-    went out): the connection closes after that response, so the next request is not served."""
+    """The same, but keep-alive was cleared after the thread's claim, as the loop's 504 clears it first (the
+    thread's response went out): the connection closes after that response, so the next request is not
+    served."""
     observer = _Finished()
 
     async def body(conn: H1Connection, ex: H1Exchange, reader: asyncio.StreamReader,
@@ -238,3 +239,26 @@ def test_a_request_after_a_thread_response_the_504_ended_stays_queued(served: Ca
 
     served(body, observer)
     assert observer.seen[0] == (200, False)
+
+
+def test_a_request_after_a_thread_response_with_requests_queued_stays_queued(served: Callable[..., Any]) -> None:
+    """Requests queued already behind the thread's response (pipelined): the next head parsed must not complete
+    that response, which would dispatch the first queued request from inside the parser's callback; it
+    queues behind them, and the completion serves them in order."""
+    async def body(conn: H1Connection, ex: H1Exchange, reader: asyncio.StreamReader,
+                   writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        writer.write(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        await _until(lambda: len(conn.queue) == 1)  # behind the active request; reading paused
+        ex.prepare_thread_send()
+        rest = await loop.run_in_executor(None, ex.send_from_thread, 200, [(b"content-length", b"2")], b"ok")
+        assert rest == b"" and ex.thread_wrote_all
+        conn.data_received(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")  # as if read with /one
+        assert conn.active is ex and not ex.finished
+        assert [q.raw_path for q in conn.queue] == [b"/one", b"/two"]
+        ex.finish_thread_send(rest)  # the completion: /one goes ahead, /two waits behind it
+        assert conn.active is not None and conn.active.raw_path == b"/one"
+        assert [q.raw_path for q in conn.queue] == [b"/two"]
+        await loop.shutdown_default_executor()
+
+    served(body)

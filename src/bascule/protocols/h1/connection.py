@@ -377,14 +377,16 @@ class H1Connection(asyncio.Protocol):
         self.phase = Phase.BODY  # only now: a head refused above stays HEAD, and _bad_request sees no body
         self._latest = ex
         active = self.active
-        if active is not None and active.thread_wrote_all and active.keep_alive and not self.ctx.shutting_down:
+        if (active is not None and active.thread_wrote_all and active.keep_alive and not self.queue
+                and not self.ctx.shutting_down):
             # A WSGI pool thread wrote the response before whole (the client read it: here is its next
             # request), and its completion is still on its way to the loop (LoopOutbox): complete it now, and
             # this request goes ahead as if it came after. Queued behind it instead, it paused reading and
             # waited for that completion (75% of requests, wrk, 64 connections); the completion that comes
-            # later finds the response finished. Only where response_done then keeps the connection (the
-            # thread wrote a keep-alive response with its body all read): a 504 that came after the claim
-            # cleared keep_alive, and a server shutting down closes after it, so this request stays queued.
+            # later finds the response finished. Only where response_done then keeps the connection and
+            # dispatches nothing (the thread wrote a keep-alive response with its body all read; no request
+            # queued, which response_done would dispatch here, inside the parser's callback): with keep_alive
+            # cleared (a 504 after the claim), a server shutting down, or requests queued, this one queues.
             active.finish_thread_send(b"")
         self.idle_since = None
         if self.active is None:

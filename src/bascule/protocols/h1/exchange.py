@@ -242,8 +242,9 @@ class H1Exchange(BufferedExchange):
         backward jumps). A loop that then times the request out (504) or loses the client finds the response
         started and gives it up, as for any response begun; finish_thread_send then does nothing. The 504's own
         check-then-send is not atomic (it logs in between): it clears keep_alive first, which this claim tests,
-        so one of the two always sees the other. A connection that closes after the claim closes the writer,
-        which then takes nothing (ThreadWriter.send): the client is gone, and its loss was counted.
+        so one of the two always sees the other. A connection lost after the claim closes the writer: a write
+        not started yet then takes nothing (ThreadWriter.send), one in progress completes; either way the loss
+        was counted (connection_lost) and finish_thread_send does nothing.
         """
         conn = self.conn
         writer = conn.writer

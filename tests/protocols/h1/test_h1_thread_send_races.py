@@ -105,6 +105,16 @@ def _paused_before_the_claim(action: Callable[[], Any]) -> tuple[threading.Threa
     return thread, past, go, results
 
 
+async def _thread_writes_ok(ex: H1Exchange) -> bytes:
+    """The pool thread's whole response to ``ex`` (200, "ok"), written by send_from_thread from an executor
+    thread, as the WSGI gateway's thread would; what the socket did not take (nothing)."""
+    ex.prepare_thread_send()
+    rest = await asyncio.get_running_loop().run_in_executor(
+        None, ex.send_from_thread, 200, [(b"content-length", b"2")], b"ok")
+    assert rest == b""  # all of it taken by the socket
+    return rest
+
+
 class _OnLog(logging.Handler):
     """Calls ``action`` once, while the loop logs."""
 
@@ -174,9 +184,7 @@ def test_a_response_the_thread_wrote_whole_is_not_counted_dropped_when_the_clien
     async def body(conn: H1Connection, ex: H1Exchange, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
-        ex.prepare_thread_send()
-        rest = await loop.run_in_executor(None, ex.send_from_thread, 200, [(b"content-length", b"2")], b"ok")
-        assert rest == b""  # all of it taken by the socket
+        rest = await _thread_writes_ok(ex)
         data = await asyncio.wait_for(reader.readuntil(b"\r\n\r\nok"), 5)
         assert data.startswith(b"HTTP/1.1 200 OK\r\n")
         writer.close()
@@ -199,9 +207,7 @@ def test_the_next_request_completes_a_response_the_thread_wrote_whole_and_goes_a
     async def body(conn: H1Connection, ex: H1Exchange, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
-        ex.prepare_thread_send()
-        rest = await loop.run_in_executor(None, ex.send_from_thread, 200, [(b"content-length", b"2")], b"ok")
-        assert rest == b""
+        rest = await _thread_writes_ok(ex)
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\nok"), 5)
         writer.write(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
         await _until(lambda: conn.active is not ex)
@@ -225,9 +231,7 @@ def test_a_request_after_a_thread_response_the_504_ended_stays_queued(served: Ca
     async def body(conn: H1Connection, ex: H1Exchange, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
-        ex.prepare_thread_send()
-        rest = await loop.run_in_executor(None, ex.send_from_thread, 200, [(b"content-length", b"2")], b"ok")
-        assert rest == b""
+        rest = await _thread_writes_ok(ex)
         ex.keep_alive = False  # as H1Connection._app_timed_out does first
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\nok"), 5)
         writer.write(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -250,9 +254,8 @@ def test_a_request_after_a_thread_response_with_requests_queued_stays_queued(ser
         loop = asyncio.get_running_loop()
         writer.write(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
         await _until(lambda: len(conn.queue) == 1)  # behind the active request; reading paused
-        ex.prepare_thread_send()
-        rest = await loop.run_in_executor(None, ex.send_from_thread, 200, [(b"content-length", b"2")], b"ok")
-        assert rest == b"" and ex.thread_wrote_all
+        rest = await _thread_writes_ok(ex)
+        assert ex.thread_wrote_all
         conn.data_received(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")  # as if read with /one
         assert conn.active is ex and not ex.finished
         assert [q.raw_path for q in conn.queue] == [b"/one", b"/two"]

@@ -25,6 +25,7 @@ from setuptools.command.build_ext import build_ext
 # does gateways/eager_steps.py, on the hot path on purpose (its docstring says why).
 COMPILED = [
     "src/bascule/context.py",
+    "src/bascule/uvloop_map.py",
     "src/bascule/mounts.py",
     "src/bascule/trust.py",
     "src/bascule/compress.py",

@@ -47,6 +47,7 @@ from bascule.ops.readiness import ReadinessCheck, load_check
 from bascule.ops.sources import ProcessSource, ServingState
 from bascule.ops.views import ProcessMetrics
 from bascule.protocols.exchange import Exchange
+from bascule.uvloop_map import lighten
 
 _log = logging.getLogger("bascule.error")
 
@@ -324,12 +325,12 @@ def reload_tls(ctx: ServerContext, quic: QuicListeners | None = None) -> None:
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where it is installed, else the standard asyncio loop."""
-    factory: Callable[[], asyncio.AbstractEventLoop]
+    """uvloop where it is installed (its transport bookkeeping lightened: uvloop_map.py), else the standard
+    asyncio loop."""
     try:
         import uvloop
     except ImportError:
-        factory = asyncio.new_event_loop
-    else:
-        factory = uvloop.new_event_loop
-    return factory()
+        return asyncio.new_event_loop()
+    loop = uvloop.new_event_loop()
+    lighten(loop)
+    return loop

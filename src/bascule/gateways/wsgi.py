@@ -116,7 +116,8 @@ class WSGIGateway:
         env["REQUEST_METHOD"] = ex.method
         env["PATH_INFO"] = path
         env["QUERY_STRING"] = ex.query_string.decode("latin-1")
-        env["SERVER_PROTOCOL"] = "HTTP/" + ex.http_version
+        version = ex.http_version
+        env["SERVER_PROTOCOL"] = "HTTP/1.1" if version == "1.1" else "HTTP/" + version  # no new str for 1.1
         scheme = ex.scheme
         env["wsgi.url_scheme"] = scheme
         if scheme == "https":  # TLS here, or at a trusted proxy

@@ -245,6 +245,8 @@ def test_valid_pipelined_requests_are_all_served(reqs: list[bytes], cuts: list[i
     closes = [i for i, r in enumerate(reqs) if r.split(b"\r\n", 1)[0].endswith(b"HTTP/1.0")]
     expected = len(reqs) if not closes else closes[0] + 1  # HTTP/1.0 without keep-alive closes after
     assert len(seen) == expected and statuses == [200] * expected
+    # each request's version as its request line says (h1_checks.request_line_version, or llhttp's answer)
+    assert [s[4] for s in seen] == [r.split(b"\r\n", 1)[0][-3:].decode() for r in reqs[:expected]]
 
 
 @FUZZ

@@ -107,3 +107,20 @@ def test_partial_head_size_counts_the_head_not_the_requests_before_it() -> None:
 ])
 def test_unknown_method_is_found_in_the_read(data: bytes, method: bytes | None) -> None:
     assert h1_checks.unknown_method(data) == method
+
+
+@pytest.mark.parametrize(("read", "method", "url", "version"), [
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"GET", b"/", "1.1"),
+    (b"POST /x?y HTTP/1.0\r\n", b"POST", b"/x?y", "1.0"),
+    (b"T / HTTP/1.0\r\n\r\n", b"GET", b"/", None),  # began inside the method: llhttp is asked
+    (b"\r\nGET / HTTP/1.1\r\n\r\n", b"GET", b"/", None),  # an empty line first
+    (b"GET  / HTTP/1.1\r\n\r\n", b"GET", b"/", None),  # two spaces: the CR is not where one space puts it
+    (b"GET /  HTTP/1.1\r\n\r\n", b"GET", b"/", None),
+    (b"GET / HTTP/1.1\n", b"GET", b"/", None),  # no CR
+    (b"GET / HTTP/2.0\r\n", b"GET", b"/", None),
+    (b"GET / HTTP/1.2\r\n", b"GET", b"/", None),
+    (b"GET / HTTP/1.1", b"GET", b"/", None),  # the read ends before the CR
+    (b"", b"GET", b"/", None),
+])
+def test_request_line_version(read: bytes, method: bytes, url: bytes, version: str | None) -> None:
+    assert h1_checks.request_line_version(read, method, url) == version

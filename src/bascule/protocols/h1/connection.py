@@ -101,6 +101,7 @@ class H1Connection(asyncio.Protocol):
         # a read longer than this may hold a head over a size limit: the heads completed within it are measured
         self._measure_above = min(ctx.limit_request_header_size, ctx.limit_request_field_size)
         self._measuring = False  # inside such a read
+        self._read_at_idle: bytes | None = None  # a read that began between requests, until a head ends in it
         self._max_headers = ctx.limit_request_headers
         self._requests_left = ctx.limit_requests_per_connection or 0  # counts down; 0: no limit
         self._latest: H1Exchange | None = None  # the last request whose head was read: its body is read in BODY
@@ -209,6 +210,8 @@ class H1Connection(asyncio.Protocol):
         if phase is Phase.UPGRADE_BODY:
             h1_switching.feed_raw(self, data)
             return
+        # its first line is the request line of the first head completed in it (h1_checks.request_line_version)
+        self._read_at_idle = data if phase is Phase.IDLE else None
         try:
             if len(data) > self._measure_above:
                 self._feed_measured(data)
@@ -325,14 +328,19 @@ class H1Connection(asyncio.Protocol):
         if len(self._headers) > self._max_headers:
             raise ProtocolError("too many request header fields", 431)
         parser = self.parser
-        http_version = parser.get_http_version()
+        raw_method = parser.get_method()
+        url = self._url
+        read = self._read_at_idle
+        if read is not None:
+            self._read_at_idle = None  # a later head in the same read is not at its start
+            http_version = h1_checks.request_line_version(read, raw_method, url) or parser.get_http_version()
+        else:
+            http_version = parser.get_http_version()
         if http_version != "1.1" and http_version != "1.0":
             raise ProtocolError(f"HTTP/{http_version} is not served here (HTTP/1.0 and 1.1 are)", 505)
         if self._hosts != 1 and (http_version == "1.1" or self._hosts):
             raise ProtocolError("a request must carry exactly one Host header (RFC 9112 3.2)", 400)
-        raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or h1_checks.other_method(raw_method)
-        url = self._url
         # 35 is "#": an int, since `bytes in bytes` first tries the needle as an int and raises and clears a
         # TypeError inside CPython 3.11 (~1,000 instructions a request, callgrind)
         if url[:1] == b"/" and 35 not in url:

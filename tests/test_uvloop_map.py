@@ -97,6 +97,8 @@ def test_uvloop_still_refuses_a_live_transports_descriptor() -> None:
         with pytest.raises(KeyError):
             the_map(loop)[fd]
         a, b = socket.socketpair()  # the lowest free numbers: often the transport's old one
+        if b.fileno() == fd:  # keep the number for a socket that can be read from
+            a, b = b, a
         dup = a.fileno() != fd
         if dup:
             os.dup2(a.fileno(), fd)  # another socket at the same number

@@ -12,7 +12,8 @@ connection's end runs that callback, Python again, to remove the entry. Callgrin
 weak reference, without a callback. uvloop reads the map with ``map[fd]`` only, and that answers as before:
 WeakValueDictionary's ``__getitem__`` calls the reference, and a dead one is a KeyError, as a removed entry
 was. The dead entry stays until a later transport takes the same descriptor number, so the map holds at most
-one entry per descriptor number ever used for a transport (the descriptor limit bounds it).
+one entry per descriptor number ever used for a transport (the descriptor limit bounds it). ``len()`` counts
+the dead entries too: uvloop never asks it (0.23 uses ``map[fd] = transport`` and ``map[fd]`` only).
 
 The dictionary has no Python name (a C attribute of uvloop's Loop): it is found among the loop's references
 (``gc.get_referents``, which lists what a Cython object's traverse visits), and changed only where exactly one
@@ -27,7 +28,7 @@ import asyncio
 import gc
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 try:
     from mypy_extensions import mypyc_attr
@@ -36,7 +37,7 @@ except ImportError:  # it only matters to mypyc (setup.py), which does not call 
     def mypyc_attr(*_args: object, **_kwargs: object) -> Callable[[type], type]:  # type: ignore[misc]
         return lambda cls: cls
 
-_ref = weakref.ref
+_ref: Final = weakref.ref  # Final: a C static when compiled, not a module lookup per call
 
 
 @mypyc_attr(native_class=False)  # a Python class, as its base: the map's class is changed to it in place

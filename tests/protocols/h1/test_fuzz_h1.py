@@ -258,3 +258,34 @@ def test_chunked_decoder_returns_exactly_the_encoded_bytes(body: bytes, data: st
     seen, statuses, _ = drive(split(raw, cuts))
     assert statuses == [200] and len(seen) == 1
     assert seen[0][-1] == body
+
+
+@st.composite
+def odd_request_line(draw: st.DrawFn) -> bytes:
+    """Request lines llhttp takes that a reader of fixed positions could misplace (h1_checks.request_line_version):
+    extra spaces, HTTP/0.9's line without a version, absolute targets spelled like the method, and field
+    values that look like a version where one would sit; then a body, chunked or not, and a second request."""
+    method = draw(methods)
+    target = draw(st.sampled_from([b"/", b"/a/1.1", b"/HTTP/1.1", method.lower() + b"://h/", method + b"://h/",
+                                   b"http://h/x", b"*"]))
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b""]))
+    line = method + b" " * draw(st.integers(1, 3)) + target
+    if version:
+        line += b" " * draw(st.integers(1, 3)) + version
+    fields = draw(st.lists(st.sampled_from([b"ab: 1.1", b"1:1", b"1:0", b"x: HTTP/1.0", b"Host: h", b"abcdefg: 1.1",
+                                            b"Connection: keep-alive"]), max_size=4))
+    body = b""
+    if draw(st.booleans()):
+        fields.append(b"Transfer-Encoding: chunked")
+        body = b"3\r\nabc\r\n0\r\n\r\n"
+    head = line + b"\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n"
+    return head + body + b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+
+
+@FUZZ
+@given(data=odd_request_line(), cuts=st.lists(st.integers(0, 300), max_size=4))
+def test_odd_request_lines_verdict_does_not_depend_on_segmentation(data: bytes, cuts: list[int]) -> None:
+    """One byte per read never lets the version come from the read (too short): llhttp's answer throughout."""
+    slow = verdict(drive([bytes([b]) for b in data]))
+    assert verdict(drive([data])) == slow
+    assert verdict(drive(split(data, cuts))) == slow

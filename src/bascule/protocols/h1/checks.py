@@ -174,17 +174,22 @@ def request_line_version(read: bytes, method: bytes, url: bytes) -> str | None:
 
     Why: httptools' ``get_http_version()`` formats the version anew, ``"{}.{}".format(major, minor)``:
     ~2,300 instructions per request (callgrind), 6% of a keep-alive ``GET /`` in WSGI threads mode. This costs
-    a few comparisons (no ``bytes.find``: its argument parsing alone cost ~1,000).
+    a slice and a few comparisons (no ``bytes.find``: its argument parsing alone cost ~1,000).
 
     Only for the first head completed within a read that began between requests (Phase.IDLE: llhttp at a
-    message's start, or inside its method, or past empty lines). A read that starts with the method starts at
-    the request line: one that began inside the method holds its rest and then a space, which no method has.
-    The line is then ``method SP target SP HTTP/d.d CR LF``, and its CR is where that says only if a single
-    space stands before the target and before the version: where llhttp took more, everything is further on,
-    and the byte found there is the target's, a space or the version's, never a CR.
+    message's start, inside its method, past empty lines, or past the method and its spaces). Every byte that
+    places the version is checked: the read must hold ``method SP target SP H`` from its first byte, then the
+    CR where ``HTTP/d.d`` ends. So a read that began elsewhere fails (inside the method: the rest of a method and
+    a space never start with the method; after the method: the target would have to equal the method and then
+    stand again at the method's length plus one), and so does any line llhttp read otherwise: more than one
+    space before the target or the version, or HTTP/0.9's ``method SP target CRLF``, which llhttp takes, with
+    header fields after it, and where a field value such as ``1.1`` would sit at the version's place.
     """
-    cr = len(method) + len(url) + 10
-    if len(read) <= cr or read[cr] != 13 or not read.startswith(method):
+    m = len(method)
+    u = len(url)
+    cr = m + u + 10
+    if (len(read) <= cr or read[cr] != 13 or read[m] != 32 or read[m + u + 1] != 32 or read[m + u + 2] != 72
+            or not read.startswith(method) or read[m + 1:m + u + 1] != url):
         return None
     if read[cr - 3] == 49:  # "1"
         minor = read[cr - 1]

@@ -213,10 +213,13 @@ class H1Connection(asyncio.Protocol):
         # its first line is the request line of the first head completed in it (h1_checks.request_line_version)
         self._read_at_idle = data if phase is Phase.IDLE else None
         try:
-            if len(data) > self._measure_above:
-                self._feed_measured(data)
-            else:
-                self.parser.feed_data(data)
+            try:
+                if len(data) > self._measure_above:
+                    self._feed_measured(data)
+                else:
+                    self.parser.feed_data(data)
+            finally:
+                self._read_at_idle = None  # never kept past this read (up to uvloop's 256 KiB)
             if self.phase is Phase.HEAD:
                 # A head still incomplete after this chunk: bound what it may grow to (the memory a
                 # slow or hostile client can pin), counted per chunk rather than per header, and start

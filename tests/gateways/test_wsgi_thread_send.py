@@ -49,8 +49,12 @@ def _app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes
         start_response("200 OK", [("Content-Type", "text/plain"), ("X-Many", "a"), ("X-Many", "b")])
         return [b"no length given"]
     if path == "/big":
-        body = bytes(range(256)) * 200  # past the size that goes in one buffer with the head
+        body = bytes(range(256)) * 100  # past the size that goes in one buffer with the head (the thread's writev)
         start_response("201 Created", [("Content-Length", str(len(body)))])
+        return [body]
+    if path == "/huge":
+        body = bytes(range(256)) * 200  # past THREAD_WRITE_BELOW: the loop writes it
+        start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
     if path == "/custom":
         start_response("299 Whatever", [("Content-Length", "2")])  # not a status the server knows: the loop's
@@ -70,6 +74,7 @@ REQUESTS = [
     b"GET /declared HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /undeclared HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /huge HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /custom HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /nocontent HTTP/1.1\r\nHost: x\r\n\r\n",
     b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd",
@@ -111,7 +116,7 @@ def test_threads_mode_writes_what_loop_mode_writes(serve: Any, pipelined: bool, 
             answers[mode] = [re.sub(rb"x-request-id: [^\r]*\r\n", b"", reply) for reply in replies]
     assert answers["threads"] == answers["loop"]
     assert answers["threads"][0].endswith(b"content-length: 5\r\n\r\nhello")
-    assert b"connection: keep-alive\r\n" in answers["threads"][7]  # HTTP/1.0 asked to keep it
+    assert b"connection: keep-alive\r\n" in answers["threads"][8]  # HTTP/1.0 asked to keep it
 
 
 def _loop_of(srv: Any) -> Any:
@@ -148,6 +153,44 @@ def test_the_thread_writes_while_the_loop_is_busy(serve: Any) -> None:
             assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\nok")
 
 
+def test_a_long_body_is_the_loops_to_write(serve: Any) -> None:
+    """A body of THREAD_WRITE_BELOW or more is written by the loop (h1/exchange.py says why): with the loop blocked
+    nothing of it arrives, and all of it once the loop is free; a shorter one still arrives at once."""
+    from bascule.protocols.h1.exchange import THREAD_WRITE_BELOW
+
+    release = threading.Event()
+    hold: list[Any] = []
+    long_body = b"x" * THREAD_WRITE_BELOW
+
+    def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        body = long_body if environ["PATH_INFO"] == "/long" else b"ok"
+        if environ["PATH_INFO"] != "/":
+            hold[0].call_soon_threadsafe(release.wait, 10)  # the loop sleeps in this callback
+            time.sleep(0.1)  # ... and is in it by now
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    with serve(app, interface="wsgi") as srv:
+        hold.append(_loop_of(srv))
+        with srv.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the connection's writer opens (keep-alive)
+            assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\nok")
+            sock.sendall(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                assert _read_responses(sock, 1, timeout=3)[0].endswith(b"\r\n\r\nok")  # the thread wrote it
+            finally:
+                release.set()
+            release.clear()
+            sock.sendall(b"GET /long HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                sock.settimeout(0.5)
+                with pytest.raises(TimeoutError):
+                    sock.recv(1)  # the loop holds it
+            finally:
+                release.set()
+            assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\n" + long_body)
+
+
 def test_the_keep_alive_timeout_still_closes_the_connection(serve: Any) -> None:
     """The thread's descriptor is a duplicate that keeps the socket open: the connection closes it as it ends, or
     the client would never see the end of an idle connection."""
@@ -164,13 +207,15 @@ def test_the_keep_alive_timeout_still_closes_the_connection(serve: Any) -> None:
         assert time.monotonic() - began < 4.5
 
 
-def test_a_response_larger_than_the_socket_buffer_goes_out_whole(serve: Any) -> None:
-    """The thread writes what the socket takes and the loop the rest, after it: a slow reader gets every byte,
-    in order, and the connection goes on."""
-    body = bytes(range(256)) * 16384  # 4 MiB
+def test_responses_past_what_the_socket_takes_go_out_whole(serve: Any) -> None:
+    """The thread writes what the socket takes and the loop the rest, after it, and what follows: a client that
+    reads nothing until 5.3 MiB of responses wait gets every byte, in order, and the connection goes on."""
+    count = 200
+    bodies = [bytes([i % 251]) * 28000 for i in range(count)]  # each under THREAD_WRITE_BELOW: the thread's
 
     def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
-        data = body if environ["PATH_INFO"] == "/big" else b"ok"
+        path = environ["PATH_INFO"]
+        data = bodies[int(path[1:])] if path[1:].isdigit() else b"ok"
         start_response("200 OK", [("Content-Length", str(len(data)))])
         return [data]
 
@@ -178,11 +223,13 @@ def test_a_response_larger_than_the_socket_buffer_goes_out_whole(serve: Any) -> 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         sock.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
         _read_responses(sock, 1)
-        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.3)  # the thread has written what fits by now
-        big, small = _read_responses(sock, 2)
-        assert big.endswith(b"\r\n\r\n" + body)
-        assert small.endswith(b"\r\n\r\nok")
+        sock.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(count))
+                     + b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)  # the socket is full by now
+        replies = _read_responses(sock, count + 1, timeout=30)
+        for reply, body in zip(replies, bodies, strict=False):
+            assert reply.endswith(b"\r\n\r\n" + body)
+        assert replies[-1].endswith(b"\r\n\r\nok")
 
 
 def test_clients_that_reset_never_get_anyone_elses_response(serve: Any) -> None:
@@ -321,7 +368,7 @@ def test_a_file_to_a_client_that_resets_mid_way_stops_and_the_next_client_reads_
     with serve(app, interface="wsgi", wsgi_threads=1) as srv:
         for round_no in range(3):
             sock = srv.connect()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
             sock.sendall(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
             sock.settimeout(5)
             assert sock.recv(100).startswith(b"HTTP/1.1 200 OK\r\n")

@@ -50,12 +50,15 @@ PAUSE_UPGRADE = 4  # an upgrade not taken: nothing after its request is read (th
 PAUSE_ERROR = 8  # a bad request was answered: nothing more is read
 
 THREAD_WRITE_BELOW: Final = 32 * 1024
-"""Bodies a WSGI pool thread writes itself (send_from_thread); longer ones go to the loop, as in loop mode.
-A long write holds the pool thread in the kernel with the GIL released (64 KiB over loopback: ~15 us), and the
-loop, woken meanwhile by the next requests, takes the core and the GIL: they then pass both back and forth.
-Measured (wrk, 64 connections, ``GET /big``, 64 KiB, server on one core, 6 interleaved pairs): 0.27 -> 0.11
-context switches and 0.28 -> 0.14 futex calls per request, 32.6k -> 37.2k req/s on average (5 pairs of 6
-faster). Short bodies, the common case, keep the thread's write: the loop then only completes them."""
+"""A WSGI pool thread writes a body (the head not counted) itself (send_from_thread) only if it is shorter than
+this; a longer one goes to the loop, as in loop mode. A long write holds the pool thread in the kernel with the
+GIL released (64 KiB over loopback: ~15 us), and the loop, woken meanwhile by the next requests, takes the core
+and the GIL: the two then pass both back and forth. Measured (compiled, wrk, 64 connections, ``GET /big``,
+64 KiB, server on one core, 6 interleaved pairs): 0.27 -> 0.11 context switches and 0.28 -> 0.14 futex calls per
+request, 32.6k -> 37.2k req/s on average, 5 pairs of 6 faster. (Tried twice before, when the thread's write
+still took a lock and its completion queued the next request: noise on the compiled build, slower on the
+interpreted one; docs/benchmarks.md.) Short bodies, the common case, keep the thread's write: the loop then
+only completes them."""
 
 _log = logging.getLogger("bascule.error")
 

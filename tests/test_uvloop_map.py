@@ -38,6 +38,15 @@ class Kept(asyncio.Protocol):
         self.lost.set()
 
 
+async def accepted(made: list[asyncio.BaseTransport]) -> asyncio.BaseTransport:
+    """The server side's transport of the connection just opened, once the loop has accepted it."""
+    for _ in range(200):
+        if made:
+            return made.pop()
+        await asyncio.sleep(0.01)
+    raise AssertionError("the connection was not accepted within 2 s")
+
+
 def test_the_server_loop_has_the_light_map() -> None:
     loop = new_event_loop()
     try:
@@ -79,18 +88,13 @@ def test_uvloop_still_refuses_a_live_transports_descriptor() -> None:
         server = await loop.create_server(lambda: Kept(made, lost), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         client = socket.create_connection(("127.0.0.1", port))
-        for _ in range(200):
-            if made:
-                break
-            await asyncio.sleep(0.01)
-        transport = made[0]
+        transport = await accepted(made)
         fd = transport.get_extra_info("socket").fileno()
         assert type(the_map(loop).data[fd]) is weakref.ref  # plain: no KeyedRef, no callback
         with pytest.raises(RuntimeError, match="used by transport"):
             loop.add_reader(fd, lambda: None)
         transport.close()
         await asyncio.wait_for(lost.wait(), 5)
-        made.clear()
         del transport
         gc.collect()
         assert fd in the_map(loop).data  # the dead entry stays (until a transport takes the number)
@@ -135,11 +139,7 @@ def test_the_map_is_bounded_by_descriptor_numbers() -> None:
         for _ in range(50):
             lost.clear()
             _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            for _ in range(200):
-                if made:
-                    break
-                await asyncio.sleep(0.01)
-            made.pop().close()
+            (await accepted(made)).close()
             await asyncio.wait_for(lost.wait(), 5)
             writer.close()
             await writer.wait_closed()

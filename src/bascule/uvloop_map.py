@@ -27,15 +27,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import Callable
 from typing import Any, Final
 
-try:
-    from mypy_extensions import mypyc_attr
-except ImportError:  # it only matters to mypyc (setup.py), which does not call it: bascule runs without it
-
-    def mypyc_attr(*_args: object, **_kwargs: object) -> Callable[[type], type]:  # type: ignore[misc]
-        return lambda cls: cls
+from bascule.compile_hints import mypyc_attr
 
 _ref: Final = weakref.ref  # Final: a C static when compiled, not a module lookup per call
 

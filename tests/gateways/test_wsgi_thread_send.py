@@ -125,6 +125,19 @@ def _loop_of(srv: Any) -> Any:
     return loop
 
 
+def _hold_the_loop(loop: Any, release: threading.Event) -> None:
+    """From an app's thread: make the event loop sleep in a callback until ``release`` is set; it is in it on
+    return."""
+    loop.call_soon_threadsafe(release.wait, 10)
+    time.sleep(0.1)
+
+
+def _open_the_writer(sock: socket.socket) -> None:
+    """A first keep-alive request and its answer: the connection's ThreadWriter is open after it."""
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\nok")
+
+
 def test_the_thread_writes_while_the_loop_is_busy(serve: Any) -> None:
     """The response reaches the client while the event loop is blocked (here, on purpose, until the client has
     it): the pool thread wrote it. Through the loop it would wait until the loop is free, and this fails."""
@@ -133,16 +146,14 @@ def test_the_thread_writes_while_the_loop_is_busy(serve: Any) -> None:
 
     def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ["PATH_INFO"] == "/hold":
-            hold[0].call_soon_threadsafe(release.wait, 10)  # the loop sleeps in this callback
-            time.sleep(0.1)  # ... and is in it by now
+            _hold_the_loop(hold[0], release)
         start_response("200 OK", [("Content-Length", "2")])
         return [b"ok"]
 
     with serve(app, interface="wsgi") as srv:
         hold.append(_loop_of(srv))
         with srv.connect() as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the connection's writer opens (keep-alive)
-            assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\nok")
+            _open_the_writer(sock)
             sock.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
             try:
                 reply = _read_responses(sock, 1, timeout=3)[0]
@@ -165,16 +176,14 @@ def test_a_long_body_is_the_loops_to_write(serve: Any) -> None:
     def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
         body = long_body if environ["PATH_INFO"] == "/long" else b"ok"
         if environ["PATH_INFO"] != "/":
-            hold[0].call_soon_threadsafe(release.wait, 10)  # the loop sleeps in this callback
-            time.sleep(0.1)  # ... and is in it by now
+            _hold_the_loop(hold[0], release)
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
 
     with serve(app, interface="wsgi") as srv:
         hold.append(_loop_of(srv))
         with srv.connect() as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the connection's writer opens (keep-alive)
-            assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\nok")
+            _open_the_writer(sock)
             sock.sendall(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
             try:
                 assert _read_responses(sock, 1, timeout=3)[0].endswith(b"\r\n\r\nok")  # the thread wrote it

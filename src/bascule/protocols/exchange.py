@@ -15,16 +15,10 @@ import asyncio
 from collections.abc import Callable
 from typing import IO, Any, Final, Protocol
 
+from bascule.compile_hints import mypyc_attr
 from bascule.errors import AppProtocolError, ClientDisconnected
 from bascule.protocols.fields import check_field
 from bascule.protocols.sendfile import send_chunks
-
-try:
-    from mypy_extensions import mypyc_attr
-except ImportError:  # it only matters to mypyc (setup.py), which does not call it: bascule runs without it
-
-    def mypyc_attr(*_args: object, **_kwargs: object) -> Callable[[type], type]:  # type: ignore[misc]
-        return lambda cls: cls
 
 __all__ = ["AppRun", "BufferedExchange", "ClientDisconnected", "Exchange", "Headers", "WebSocketClosed",
            "WebSocketSession", "app_bytes", "app_headers", "app_int", "check_interim", "describe_peer",

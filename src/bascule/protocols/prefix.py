@@ -15,12 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-try:
-    from mypy_extensions import mypyc_attr
-except ImportError:  # only mypyc reads it (see protocols/exchange.py)
-
-    def mypyc_attr(*_args: object, **_kwargs: object) -> Callable[[type], type]:  # type: ignore[misc]
-        return lambda cls: cls
+from bascule.compile_hints import mypyc_attr
 
 __all__ = ["PrefixReader"]
 

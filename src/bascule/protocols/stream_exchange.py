@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 from abc import abstractmethod
-from collections.abc import Callable
 from time import perf_counter
 from typing import IO, TYPE_CHECKING, Any
 
+from bascule.compile_hints import mypyc_attr
 from bascule.errors import AppProtocolError
 from bascule.protocols.exchange import BufferedExchange, Headers, check_interim
 from bascule.protocols.semantics import (
@@ -38,13 +38,6 @@ from bascule.protocols.semantics import (
 if TYPE_CHECKING:
     from bascule.context import ServerContext
     from bascule.protocols.request_head import RequestHead
-
-try:
-    from mypy_extensions import mypyc_attr
-except ImportError:  # only mypyc reads it (see protocols/exchange.py)
-
-    def mypyc_attr(*_args: object, **_kwargs: object) -> Callable[[type], type]:  # type: ignore[misc]
-        return lambda cls: cls
 
 __all__ = ["StreamExchange"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import socket
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -125,3 +126,31 @@ def test_status_lines_are_checked_once_and_bad_ones_every_time(
     refused = [r for r in caplog.records if r.exc_info and "WSGI status must look" in str(r.exc_info[1])]
     assert len(refused) == 3
     assert codes == ({"201 Created": 201, "202 Accepted": 202} if bound > 1 else {"201 Created": 201})
+
+
+def test_each_listener_gives_its_own_server_name_and_port(serve: Serve) -> None:
+    """SERVER_NAME and SERVER_PORT are remembered for the last local address seen: two listeners taking
+    turns (127.0.0.1 and 127.0.0.2, one app) must each get theirs, including on kept-alive connections."""
+    seen: list[tuple[str, str]] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        seen.append((environ["SERVER_NAME"], environ["SERVER_PORT"]))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with serve(app, interface="wsgi", bind=("127.0.0.1:0", "127.0.0.2:0"), port=8000) as srv:  # port: bind's
+        assert srv.server is not None
+        addresses = [sock.getsockname()[:2] for sock in srv.server.sockets]
+        assert sorted(host for host, _ in addresses) == ["127.0.0.1", "127.0.0.2"]
+        socks = [socket.create_connection(address, timeout=5) for address in addresses]
+        try:
+            expected = []
+            for turn in range(6):
+                which = turn % 2
+                raw = http_exchange(socks[which], b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+                assert raw.startswith(b"HTTP/1.1 200 ")
+                expected.append((addresses[which][0], str(addresses[which][1])))
+        finally:
+            for sock in socks:
+                sock.close()
+    assert seen == expected

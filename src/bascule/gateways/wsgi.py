@@ -70,6 +70,8 @@ class WSGIGateway:
         #: start_response's checked header names (an app sends the same few every time) -> their wire form;
         #: shared by the pool's threads (a dict get or set is atomic), bounded by MAX_HEADER_NAMES
         self.header_names: dict[str, bytes] = {}
+        #: the last local address seen, with its SERVER_NAME and SERVER_PORT (no str() of the port per request)
+        self._server_text: tuple[object, str, str] = (None, "", "")
         #: start_response's checked status lines -> their codes (shared by the pool's threads, bounded)
         self.status_codes: dict[str, int] = {}
         self.template = roomy_template({
@@ -140,8 +142,13 @@ class WSGIGateway:
             env["bascule.request_id"] = ex.rid
         env["wsgi.input"] = wsgi_input
         env["wsgi.early_hints"] = request  # callable (_Request.__call__): no bound method made per request
-        if ex.server is not None:
-            env["SERVER_NAME"], env["SERVER_PORT"] = ex.server[0], str(ex.server[1])
+        server = ex.server
+        if server is not None:
+            seen = self._server_text  # one attribute: the pool's threads read and replace it whole
+            if seen[0] is not server:  # a listener's fixed address is one tuple for all its connections
+                seen = self._server_text = (server, server[0], str(server[1]))
+            env["SERVER_NAME"] = seen[1]
+            env["SERVER_PORT"] = seen[2]
         else:
             env["SERVER_NAME"], env["SERVER_PORT"] = _unix_server_name(ex)
         if ex.client is not None:

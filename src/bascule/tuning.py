@@ -4,7 +4,8 @@ alive once the app had started.
 
 **malloc.** A server allocates and frees the same working set over and over (a 16 KiB request body is read
 into bytes three times, and 64 connections make that a few MiB per loop pass). glibc's defaults give the top
-of the heap back to the kernel (brk) as soon as 128 KiB of it is free, and take it back on the next pass: the
+of the heap back to the kernel (brk) as soon as 128 KiB of it is free (its trim threshold, which glibc raises
+only after freeing a large mmapped block), and take it back on the next pass: the
 kernel then zeroes every page again and the first touch of each page faults. With wrk posting 16 KiB to an
 echo app over 64 connections that was one brk per ~10 requests and a fifth of the server's time in page
 faults and page clearing (perf); keeping 4 MiB of padding took the WSGI loop mode from 38.7k to 59k req/s.

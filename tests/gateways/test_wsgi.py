@@ -663,7 +663,8 @@ def test_write_then_returned_iterable(wsgi: Any, result: list[bytes], expected: 
     assert (reply.status, reply.body) == (200, expected)
 
 
-@pytest.mark.parametrize("status", ["200OK", "200", "20 OK", "2000 OK", "OK 200", "abc OK", 200, b"200 OK"])
+@pytest.mark.parametrize("status", ["200OK", "200", "20 OK", "2000 OK", "OK 200", "abc OK", 200, b"200 OK",
+                                    "\u00b2\u00b2\u00b2 X", "\u0662\u0660\u0660 OK"])  # digits to isdigit(), not ASCII
 def test_invalid_status_is_500(wsgi: Any, errors: ErrorLog, status: Any) -> None:
     # not validated: the validator itself rejects these statuses, and the point is that bascule does too
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

@@ -154,3 +154,20 @@ def test_each_listener_gives_its_own_server_name_and_port(serve: Serve) -> None:
             for sock in socks:
                 sock.close()
     assert seen == expected
+
+
+def test_server_port_is_not_made_again_for_each_request(served: Any) -> None:
+    """The remembered text is the same str object request after request on one listener (a cache that
+    always missed, as a compiled build comparing a re-boxed tuple would, makes a new one each time)."""
+    ports: list[str] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        ports.append(environ["SERVER_PORT"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with served(app) as srv, srv.connect() as sock:
+        for _ in range(5):
+            assert http_exchange(sock, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+    assert ports == [str(srv.port)] * 5
+    assert all(port is ports[0] for port in ports)

@@ -142,11 +142,12 @@ class WSGIGateway:
             env["bascule.request_id"] = ex.rid
         env["wsgi.input"] = wsgi_input
         env["wsgi.early_hints"] = request  # callable (_Request.__call__): no bound method made per request
+        key: object = ex.server  # as the exchange holds it: compiled, the narrowed tuple below is a new object
         server = ex.server
         if server is not None:
             seen = self._server_text  # one attribute: the pool's threads read and replace it whole
-            if seen[0] is not server:  # a listener's fixed address is one tuple for all its connections
-                seen = self._server_text = (server, server[0], str(server[1]))
+            if seen[0] is not key:  # a listener's fixed address is one tuple for all its connections
+                seen = self._server_text = (key, server[0], str(server[1]))
             env["SERVER_NAME"] = seen[1]
             env["SERVER_PORT"] = seen[2]
         else:
@@ -272,10 +273,11 @@ class _Request(LoopCall):
         return self.run_state.finished
 
     # -- the app's side ---------------------------------------------------------------------------
-    def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Callable[[object], None]:
-        """PEP 3333's start_response. ``headers`` and ``exc_info`` are typed by what apps really pass (any
-        iterable of pairs, lists included; a list for exc_info), not by the PEP: compiled code checks
-        declared types, and the checks that matter are made here, with messages of our own."""
+    def start_response(self, status: Any, headers: Any, exc_info: Any = None) -> Callable[[object], None]:
+        """PEP 3333's start_response. ``status``, ``headers`` and ``exc_info`` are typed by what apps really
+        pass (any object for a status, any iterable of pairs, lists included; a list for exc_info), not by the
+        PEP: compiled code checks declared types, and the checks that matter are made here, with messages of
+        our own."""
         if exc_info is not None:
             try:
                 if self.head_scheduled:
@@ -287,7 +289,8 @@ class _Request(LoopCall):
         codes = self.gateway.status_codes
         code = codes.get(status) if type(status) is str else None  # an app sends the same few lines
         if code is None:
-            if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+            if (type(status) is not str or len(status) < 4 or not status[:3].isdigit() or not status[:3].isascii()
+                    or status[3] != " "):  # isascii: "²²²" and "٢٠٠" are digits to isdigit()
                 raise AppProtocolError(f"WSGI status must look like '200 OK', got {status!r}")
             code = int(status[:3])
             if len(codes) < MAX_STATUS_LINES:

@@ -32,6 +32,15 @@ PEER_COLORS = ("#1f4e79", "#5b9bd5", "#2e7d32", "#81c784", "#6a51a3", "#9e9ac8",
 KEPT_SECTIONS = ("## Behind nginx", "## Static files")
 
 
+def _which_round(repeat: int) -> str:
+    """Which round of each server the tables show (common.median_round): of an even number, the faster
+    of the two middle ones, so with two rounds the better one."""
+    if repeat % 2:
+        return "the median round is shown"
+    return "the median round is shown: of an even number, the faster of the middle two" + (
+        ", so here each server's better round" if repeat == 2 else "")
+
+
 def fmt_rps(r: Result) -> str:
     return f"{r.rps:,.0f}" if r.status == "ok" else r.status
 
@@ -128,7 +137,7 @@ def markdown(plan: Plan, results: list[Result], meta: dict[str, Any], chart: Pat
         f"Python {m['python']}; {pinning}. Each server is one worker at its defaults (flags in "
         "`benchmarks/suite.py`), restarted for every scenario, checked with one request, warmed up "
         f"{plan.warmup:g} s, then loaded for {plan.seconds:g} s"
-        + (f", in {plan.repeat} rounds (the median round is shown)" if plan.repeat > 1 else "") + "."
+        + (f", in {plan.repeat} rounds ({_which_round(plan.repeat)})" if plan.repeat > 1 else "") + "."
         + (f" Before each run it waited up to {plan.quiet_wait:g} s for other work on the machine to stop"
            if plan.quiet_wait > 0 else "")
         + (f"{'; a' if plan.quiet_wait > 0 else ' A'} run that other work disturbed anyway was measured "

@@ -10,7 +10,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -138,6 +138,17 @@ def _open_the_writer(sock: socket.socket) -> None:
     assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\nok")
 
 
+@contextlib.contextmanager
+def _writer_connection(serve: Any, app: Any, loop_box: list[Any]) -> Iterator[socket.socket]:
+    """Serve ``app`` (WSGI), put its event loop in ``loop_box`` (for _hold_the_loop), and yield a connection
+    whose ThreadWriter is open."""
+    with serve(app, interface="wsgi") as srv:
+        loop_box.append(_loop_of(srv))
+        with srv.connect() as sock:
+            _open_the_writer(sock)
+            yield sock
+
+
 def test_the_thread_writes_while_the_loop_is_busy(serve: Any) -> None:
     """The response reaches the client while the event loop is blocked (here, on purpose, until the client has
     it): the pool thread wrote it. Through the loop it would wait until the loop is free, and this fails."""
@@ -150,18 +161,15 @@ def test_the_thread_writes_while_the_loop_is_busy(serve: Any) -> None:
         start_response("200 OK", [("Content-Length", "2")])
         return [b"ok"]
 
-    with serve(app, interface="wsgi") as srv:
-        hold.append(_loop_of(srv))
-        with srv.connect() as sock:
-            _open_the_writer(sock)
-            sock.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
-            try:
-                reply = _read_responses(sock, 1, timeout=3)[0]
-            finally:
-                release.set()
-            assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the loop completed it: the next one is served
-            assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\nok")
+    with _writer_connection(serve, app, hold) as sock:
+        sock.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            reply = _read_responses(sock, 1, timeout=3)[0]
+        finally:
+            release.set()
+        assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the loop completed it: the next one is served
+        assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\nok")
 
 
 def test_a_long_body_is_the_loops_to_write(serve: Any) -> None:
@@ -180,24 +188,21 @@ def test_a_long_body_is_the_loops_to_write(serve: Any) -> None:
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
 
-    with serve(app, interface="wsgi") as srv:
-        hold.append(_loop_of(srv))
-        with srv.connect() as sock:
-            _open_the_writer(sock)
-            sock.sendall(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
-            try:
-                assert _read_responses(sock, 1, timeout=3)[0].endswith(b"\r\n\r\nok")  # the thread wrote it
-            finally:
-                release.set()
-            release.clear()
-            sock.sendall(b"GET /long HTTP/1.1\r\nHost: x\r\n\r\n")
-            try:
-                sock.settimeout(1.5)  # the thread, had it written, would have by then (0.1 s after the request)
-                with pytest.raises(TimeoutError):
-                    sock.recv(1)  # the loop holds it
-            finally:
-                release.set()
-            assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\n" + long_body)
+    with _writer_connection(serve, app, hold) as sock:
+        sock.sendall(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            assert _read_responses(sock, 1, timeout=3)[0].endswith(b"\r\n\r\nok")  # the thread wrote it
+        finally:
+            release.set()
+        release.clear()
+        sock.sendall(b"GET /long HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            sock.settimeout(1.5)  # the thread, had it written, would have by then (0.1 s after the request)
+            with pytest.raises(TimeoutError):
+                sock.recv(1)  # the loop holds it
+        finally:
+            release.set()
+        assert _read_responses(sock, 1)[0].endswith(b"\r\n\r\n" + long_body)
 
 
 def test_the_keep_alive_timeout_still_closes_the_connection(serve: Any) -> None:

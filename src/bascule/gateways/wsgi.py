@@ -70,8 +70,8 @@ class WSGIGateway:
         #: start_response's checked header names (an app sends the same few every time) -> their wire form;
         #: shared by the pool's threads (a dict get or set is atomic), bounded by MAX_HEADER_NAMES
         self.header_names: dict[str, bytes] = {}
-        #: the last local address seen, with its SERVER_NAME and SERVER_PORT (no str() of the port per request)
-        self._server_text: tuple[object, str, str] = (None, "", "")
+        #: the last local address seen, with its SERVER_PORT (no str() of the port per request)
+        self._server_port: tuple[object, str] = (None, "")
         #: start_response's checked status lines -> their codes (shared by the pool's threads, bounded)
         self.status_codes: dict[str, int] = {}
         self.template = roomy_template({
@@ -145,11 +145,11 @@ class WSGIGateway:
         key: object = ex.server  # as the exchange holds it: compiled, the narrowed tuple below is a new object
         server = ex.server
         if server is not None:
-            seen = self._server_text  # one attribute: the pool's threads read and replace it whole
+            seen = self._server_port  # one attribute: the pool's threads read and replace it whole
             if seen[0] is not key:  # a listener's fixed address is one tuple for all its connections
-                seen = self._server_text = (key, server[0], str(server[1]))
-            env["SERVER_NAME"] = seen[1]
-            env["SERVER_PORT"] = seen[2]
+                seen = self._server_port = (key, str(server[1]))
+            env["SERVER_NAME"] = server[0]
+            env["SERVER_PORT"] = seen[1]
         else:
             env["SERVER_NAME"], env["SERVER_PORT"] = _unix_server_name(ex)
         if ex.client is not None:
